@@ -1,0 +1,99 @@
+package config
+
+import "time"
+
+// File is topology file version 1, exactly as written (after ${ENV}
+// expansion and defaults). Field docs say what zero means.
+type File struct {
+	Version  int               `yaml:"version"` // must be 1
+	Gossip   *Gossip           `yaml:"gossip"`  // nil: no gossip (single-link setups)
+	Regions  []Region          `yaml:"regions"`
+	Links    []Link            `yaml:"links"`
+	Routes   []Route           `yaml:"routes"`
+	Defaults *Defaults         `yaml:"defaults"`
+	Metadata map[string]string `yaml:"metadata"` // free-form labels, ignored by the gateway
+}
+
+// Gossip configures memberlist between gateways.
+type Gossip struct {
+	Keys []string `yaml:"keys"` // base64 AES keys (16, 24 or 32 bytes); first encrypts
+}
+
+// Defaults apply to every link and route that does not say otherwise.
+type Defaults struct {
+	Compression string `yaml:"compression"` // none|zstd|s2; "" = zstd
+	Profile     string `yaml:"profile"`     // link profile name; "" = wan
+}
+
+// Region is one site: a data centre, a cloud region, a ship.
+type Region struct {
+	Name     string    `yaml:"name"`
+	Clusters []Cluster `yaml:"clusters"`
+	Gateways []Gateway `yaml:"gateways"`
+}
+
+// Cluster is one message cluster in a region, referred to as "region/cluster".
+type Cluster struct {
+	Name      string   `yaml:"name"`
+	Kind      string   `yaml:"kind"`      // "kafka" (only kind in version 1)
+	Bootstrap []string `yaml:"bootstrap"` // host:port, at least one
+	TLS       *TLS     `yaml:"tls"`       // nil: plaintext
+	SASL      *SASL    `yaml:"sasl"`      // nil: no authentication
+}
+
+// TLS is a client or server TLS setting. Files are PEM.
+type TLS struct {
+	Enabled            *bool  `yaml:"enabled"` // nil: true when the block is present
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// SASL is Kafka SASL authentication.
+type SASL struct {
+	Mechanism string `yaml:"mechanism"` // plain|scram-sha-256|scram-sha-512
+	Username  string `yaml:"username"`
+	Password  string `yaml:"password"` // use ${ENV}
+}
+
+// Gateway is one meridian process in a region.
+type Gateway struct {
+	Name      string `yaml:"name"`      // unique across the file
+	Listen    string `yaml:"listen"`    // link listen address host:port (UDP for quic)
+	Advertise string `yaml:"advertise"` // address peers dial; "" = Listen
+	Admin     string `yaml:"admin"`     // admin HTTP host:port; "" = no admin server
+	TLS       *TLS   `yaml:"tls"`       // link mTLS: ca_file, cert_file, key_file (required for quic links)
+}
+
+// Link joins two regions (or two gateways, "region/gateway").
+type Link struct {
+	Name        string   `yaml:"name"`        // "" = "<a>--<b>"
+	Between     []string `yaml:"between"`     // exactly two distinct regions or region/gateway refs
+	Transport   string   `yaml:"transport"`   // "quic" (default)
+	Profile     string   `yaml:"profile"`     // named link profile; "" = defaults.profile
+	Compression string   `yaml:"compression"` // none|zstd|s2; "" = defaults.compression
+	RateLimit   string   `yaml:"rate_limit"`  // e.g. "10Mbit"; "" = unlimited
+	Window      string   `yaml:"window"`      // credit window, e.g. "64MiB"; "" = from profile
+}
+
+// Route mirrors topics from one cluster to one or more clusters.
+type Route struct {
+	Name     string        `yaml:"name"`
+	From     string        `yaml:"from"` // "region/cluster"
+	To       []string      `yaml:"to"`   // "region/cluster", at least one, none equal to From
+	Topics   TopicFilter   `yaml:"topics"`
+	Rename   string        `yaml:"rename"`   // template: {topic} {source_region} {source_cluster}; "" = "{topic}"
+	StartAt  string        `yaml:"start_at"` // earliest|latest; "" = earliest
+	Priority int           `yaml:"priority"` // higher first; 0 default
+	Discover time.Duration `yaml:"discover"` // topic discovery interval; 0 = 2s
+}
+
+// TopicFilter selects source topics by regular expression (RE2, anchored
+// by the user). A topic is routed when it matches an include and no exclude.
+// Topics whose names start with "__" are never routed.
+type TopicFilter struct {
+	Include []string `yaml:"include"` // at least one
+	Exclude []string `yaml:"exclude"`
+}

@@ -1,0 +1,28 @@
+// Package mirror is the replication engine: it reads the source partitions of
+// a gateway's outbound route legs and sends them as batches over
+// transport.Conn sessions, and writes inbound batches to their destination
+// clusters exactly once.
+//
+// # Exactly once
+//
+// Progress lives at the destination. The receiving gateway writes each group
+// of batches in one Kafka transaction together with a progress record per
+// source partition (ProgressTopic): the next source offset and the exact
+// source→destination offset ranges of what the transaction wrote. Only after
+// the commit does it acknowledge the batches. When a session starts, and
+// whenever a transaction fails, the receiver sends a Resume with the committed
+// positions and a new generation; the sender restarts its source there and
+// the receiver drops batches of older generations. The transactional ID is per
+// leg, so a restarted receiver fences its predecessor and aborts the
+// transaction it left open.
+//
+// # Goroutines
+//
+// Engine.Run owns everything: one sink loop per inbound leg, one accept loop
+// and one goroutine per accepted session, one dialler per peer gateway, and
+// per session one runner per leg (which owns its source pump and topic
+// discoverer). Each waits for what it starts.
+//
+// The engine talks to links only through transport.Conn and to Kafka only
+// through franz-go (sources and sinks), never to quic-go directly.
+package mirror

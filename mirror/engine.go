@@ -1,0 +1,293 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/meridian-gw/meridian/internal/kafkaopt"
+	"github.com/meridian-gw/meridian/routing"
+	"github.com/meridian-gw/meridian/topology"
+	"github.com/meridian-gw/meridian/transport"
+)
+
+// Options configure an Engine. Zero values are documented per field.
+type Options struct {
+	// Table is the gateway's forwarding table. It must not be nil.
+	Table *routing.Table
+	// Dialer opens sessions to peer gateways. Required when Table.Out is
+	// not empty.
+	Dialer transport.Dialer
+	// Listen opens the listener that accepts sessions from peer gateways,
+	// deciding each with accept (the engine's). Required when Table.In is not
+	// empty. New calls it; Run closes the listener when it returns.
+	Listen func(accept transport.Accept) (transport.Listener, error)
+	// ClusterOpts returns franz-go options reaching a cluster. Nil means
+	// kafkaopt.Opts with Logger.
+	ClusterOpts func(*topology.Cluster) ([]kgo.Opt, error)
+	// Logger receives the engine's logs. Nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the engine's metrics. Nil registers nothing.
+	Registerer prometheus.Registerer
+	// Window is the credit window the receiver grants a sender, in raw
+	// bytes. Zero means 64 MiB.
+	Window int64
+	// MaxBatchBytes is the largest raw batch a sender may send. Zero means
+	// 1 MiB.
+	MaxBatchBytes int64
+}
+
+// Engine runs one gateway's legs: it reads the source of outbound legs and
+// sends them to peer gateways, and writes the batches of inbound legs to
+// their destination clusters, exactly once.
+type Engine struct {
+	opts  Options
+	table *routing.Table
+	log   *slog.Logger
+	m     *metrics
+	in    map[string]*inLeg
+	out   []*outPeer
+	ln    transport.Listener // nil when the gateway receives nothing
+	start time.Time
+
+	rttMu sync.Mutex
+	rtts  map[string]*atomic.Int64 // inbound peers' RTT
+}
+
+// New checks opts and builds an engine. It dials nothing.
+func New(opts Options) (*Engine, error) {
+	if opts.Table == nil {
+		return nil, errors.New("mirror: Options.Table is nil")
+	}
+	if len(opts.Table.Out) > 0 && opts.Dialer == nil {
+		return nil, errors.New("mirror: gateway sends legs but Options.Dialer is nil")
+	}
+	if len(opts.Table.In) > 0 && opts.Listen == nil {
+		return nil, errors.New("mirror: gateway receives legs but Options.Listen is nil")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ClusterOpts == nil {
+		log := opts.Logger
+		opts.ClusterOpts = func(c *topology.Cluster) ([]kgo.Opt, error) { return kafkaopt.Opts(c, log) }
+	}
+	if opts.Window <= 0 {
+		opts.Window = 64 << 20
+	}
+	if opts.MaxBatchBytes <= 0 {
+		opts.MaxBatchBytes = 1 << 20
+	}
+	e := &Engine{
+		opts: opts, table: opts.Table,
+		log:  opts.Logger.With("component", "mirror", "gateway", opts.Table.Gateway.Name),
+		m:    newMetrics(opts.Registerer),
+		in:   map[string]*inLeg{},
+		rtts: map[string]*atomic.Int64{},
+	}
+	for _, l := range opts.Table.In {
+		e.in[l.ID] = &inLeg{leg: l, e: e, log: e.log, notify: make(chan struct{}, 1)}
+	}
+	if len(opts.Table.In) > 0 {
+		ln, err := opts.Listen(e.Accept)
+		if err != nil {
+			return nil, fmt.Errorf("listen for peer gateways: %w", err)
+		}
+		e.ln = ln
+	}
+	for _, p := range opts.Table.Out {
+		op := &outPeer{peer: p, e: e, log: e.log.With("peer", p.Gateway.Name)}
+		for _, l := range p.Legs {
+			op.legs = append(op.legs, &outLeg{leg: l})
+		}
+		e.out = append(e.out, op)
+	}
+	return e, nil
+}
+
+// Addr is the address the engine listens on, or nil.
+func (e *Engine) Addr() net.Addr {
+	if e.ln == nil {
+		return nil
+	}
+	return e.ln.Addr()
+}
+
+// Accept is the transport.Accept callback of the engine's listener: it takes
+// sessions whose legs are all routed to this gateway.
+func (e *Engine) Accept(h *transport.Hello) (*transport.Welcome, error) {
+	for _, id := range h.Legs {
+		if _, ok := e.in[id]; !ok {
+			return nil, &transport.Error{Code: transport.ErrCodeUnknownLeg,
+				Message: "leg " + id + " from gateway " + h.Gateway + " is not routed to gateway " + e.table.Gateway.Name}
+		}
+	}
+	return &transport.Welcome{
+		Gateway: e.table.Gateway.Name, Region: e.table.Gateway.Region.Name,
+		Window: e.opts.Window, MaxBatchBytes: e.opts.MaxBatchBytes,
+	}, nil
+}
+
+// Run runs the engine until ctx ends, then drains: senders stop reading and
+// wait briefly for in-flight batches to be acknowledged, receivers finish the
+// transaction in progress. It returns when every goroutine it started has
+// ended.
+func (e *Engine) Run(ctx context.Context) error {
+	e.start = time.Now()
+	var wg sync.WaitGroup
+	// Receivers keep committing for a moment after ctx ends, so that a
+	// sender's drain can complete.
+	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer rcancel()
+	for _, l := range e.in {
+		wg.Go(func() { l.run(rctx) })
+	}
+	var sessions sync.WaitGroup
+	if ln := e.ln; ln != nil {
+		wg.Go(func() {
+			for {
+				conn, err := ln.Accept(ctx)
+				if err != nil {
+					if ctx.Err() == nil {
+						e.log.Error("accept link session", "err", err)
+					}
+					return
+				}
+				sessions.Go(func() { e.serveSession(rctx, conn) })
+			}
+		})
+	}
+	var senders sync.WaitGroup
+	for _, p := range e.out {
+		senders.Go(func() { p.run(ctx) })
+	}
+	<-ctx.Done()
+	e.log.Info("stopping: draining links")
+	senders.Wait()
+	if e.ln != nil {
+		e.ln.Close()
+	}
+	// Give peers' senders time to drain into us, then stop.
+	t := time.NewTimer(drainGrace(len(e.in) > 0))
+	<-t.C
+	rcancel()
+	sessions.Wait()
+	wg.Wait()
+	e.log.Info("stopped")
+	return nil
+}
+
+func drainGrace(receives bool) time.Duration {
+	if receives {
+		return 500 * time.Millisecond
+	}
+	return 0
+}
+
+// trackRTT copies the session's RTT into the peer gauge (and into dst when not
+// nil) every second until the returned stop func is called; stop waits.
+func (e *Engine) trackRTT(peer string, conn transport.Conn, dst ...*atomic.Int64) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var v *atomic.Int64
+	if len(dst) > 0 && dst[0] != nil {
+		v = dst[0]
+	} else {
+		e.rttMu.Lock()
+		if e.rtts[peer] == nil {
+			e.rtts[peer] = &atomic.Int64{}
+		}
+		v = e.rtts[peer]
+		e.rttMu.Unlock()
+	}
+	wg.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			rtt := conn.Stats().RTT
+			v.Store(int64(rtt))
+			e.m.rtt.WithLabelValues(peer).Set(rtt.Seconds())
+			select {
+			case <-ctx.Done():
+				return
+			case <-conn.Done():
+				return
+			case <-t.C:
+			}
+		}
+	})
+	return func() { cancel(); wg.Wait() }
+}
+
+// Status is a gateway's state for /status and `meridian status`.
+type Status struct {
+	Gateway       string       `json:"gateway"`
+	Region        string       `json:"region"`
+	UptimeSeconds float64      `json:"uptime_seconds"`
+	Peers         []PeerStatus `json:"peers"`
+	Legs          []LegStatus  `json:"legs"`
+}
+
+// PeerStatus is a peer gateway this one sends to.
+type PeerStatus struct {
+	Gateway   string  `json:"gateway"`
+	Address   string  `json:"address"`
+	Link      string  `json:"link"`
+	Profile   string  `json:"profile"`
+	Connected bool    `json:"connected"`
+	RTTMillis float64 `json:"rtt_ms"`
+	Failures  int64   `json:"session_failures"`
+	LastError string  `json:"last_error,omitempty"`
+}
+
+// Status returns a snapshot. Safe for concurrent use.
+func (e *Engine) Status() Status {
+	st := Status{Gateway: e.table.Gateway.Name, Region: e.table.Gateway.Region.Name}
+	if !e.start.IsZero() {
+		st.UptimeSeconds = time.Since(e.start).Seconds()
+	}
+	for _, p := range e.out {
+		ps := PeerStatus{
+			Gateway: p.peer.Gateway.Name, Address: p.peer.Gateway.Advertise,
+			Link: p.peer.Link.Name, Profile: p.peer.Link.Profile,
+			Connected: p.connected.Load(), RTTMillis: float64(p.rtt.Load()) / 1e6, Failures: p.fails.Load(),
+		}
+		if s := p.lastErr.Load(); s != nil {
+			ps.LastError = *s
+		}
+		st.Peers = append(st.Peers, ps)
+		for _, l := range p.legs {
+			ls := LegStatus{Leg: l.leg.ID, Route: l.leg.Route.Name, Direction: "out", From: l.leg.From.Ref(), To: l.leg.To.Ref(),
+				Peer: p.peer.Gateway.Name, Connected: ps.Connected}
+			l.stats.fill(&ls)
+			st.Legs = append(st.Legs, ls)
+		}
+	}
+	for _, l := range e.in {
+		l.mu.Lock()
+		owner := l.owner
+		l.mu.Unlock()
+		ls := LegStatus{Leg: l.leg.ID, Route: l.leg.Route.Name, Direction: "in", From: l.leg.From.Ref(), To: l.leg.To.Ref(), Connected: owner != nil}
+		if owner != nil {
+			ls.Peer = owner.peer
+		}
+		l.stats.fill(&ls)
+		st.Legs = append(st.Legs, ls)
+	}
+	sort.Slice(st.Legs, func(i, j int) bool {
+		if st.Legs[i].Leg != st.Legs[j].Leg {
+			return st.Legs[i].Leg < st.Legs[j].Leg
+		}
+		return st.Legs[i].Direction < st.Legs[j].Direction
+	})
+	return st
+}

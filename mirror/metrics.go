@@ -1,0 +1,69 @@
+package mirror
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the engine's Prometheus series. Label "leg" is a leg ID
+// ("route:region/cluster"); "dir" is "out" on the sending gateway and "in" on
+// the receiving one.
+type metrics struct {
+	records      *prometheus.CounterVec // leg, dir
+	rawBytes     *prometheus.CounterVec // leg, dir
+	wireBytes    *prometheus.CounterVec // leg, dir
+	lagRecords   *prometheus.GaugeVec   // leg
+	lagSeconds   *prometheus.GaugeVec   // leg
+	txns         *prometheus.CounterVec // leg, outcome
+	deadLetters  *prometheus.CounterVec // leg, reason
+	resumes      *prometheus.CounterVec // leg
+	dropped      *prometheus.CounterVec // leg, reason (batches dropped by the receiver)
+	rtt          *prometheus.GaugeVec   // peer
+	sessions     *prometheus.GaugeVec   // peer, role
+	sessionFails *prometheus.CounterVec // peer, role
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_records_total", Help: "Records mirrored: sent (dir=out) or committed at the destination (dir=in).",
+		}, []string{"leg", "dir"}),
+		rawBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_raw_bytes_total", Help: "Uncompressed record bytes (key+value+headers) sent or committed.",
+		}, []string{"leg", "dir"}),
+		wireBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_wire_bytes_total", Help: "Encoded, compressed batch frame bytes sent or received on links.",
+		}, []string{"leg", "dir"}),
+		lagRecords: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_lag_records", Help: "Source records not yet committed at the destination (sum over partitions, as of the last batch).",
+		}, []string{"leg"}),
+		lagSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_lag_seconds", Help: "Age of the newest record committed at the destination while the leg is behind; 0 when caught up.",
+		}, []string{"leg"}),
+		txns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_transactions_total", Help: "Destination transactions by outcome (commit, abort).",
+		}, []string{"leg", "outcome"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_dead_letters_total", Help: "Records the destination will not accept, written to the dead-letter topic instead.",
+		}, []string{"leg", "reason"}),
+		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_resumes_total", Help: "Resume frames sent to senders (session start or after a failed transaction).",
+		}, []string{"leg"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_dropped_batches_total", Help: "Batches the receiver dropped, by reason; the sender resends them after a Resume.",
+		}, []string{"leg", "reason"}),
+		rtt: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_link_rtt_seconds", Help: "Smoothed round-trip time of the session with a peer gateway.",
+		}, []string{"peer"}),
+		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_link_sessions", Help: "Open link sessions by peer and role (sender, receiver).",
+		}, []string{"peer", "role"}),
+		sessionFails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_link_session_failures_total", Help: "Link sessions that failed or could not be opened.",
+		}, []string{"peer", "role"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns,
+			m.deadLetters, m.resumes, m.dropped, m.rtt, m.sessions, m.sessionFails)
+	}
+	return m
+}

@@ -1,0 +1,233 @@
+package mirror_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/meridian-gw/meridian/config"
+	"github.com/meridian-gw/meridian/internal/verify"
+	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/routing"
+	"github.com/meridian-gw/meridian/topology"
+	"github.com/meridian-gw/meridian/transport"
+	"github.com/meridian-gw/meridian/transport/transporttest"
+)
+
+// fixture is two kfake clusters in regions east and west, and the tables of
+// a sending gateway (east) and a receiving one (west).
+type fixture struct {
+	src, dst *kfake.Cluster
+	topo     *topology.Topology
+	net      *transporttest.Network
+	topics   []string
+}
+
+func newFixture(t *testing.T, topics []string, parts int32) *fixture {
+	t.Helper()
+	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(parts, topics...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	dst, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dst.Close)
+	f := &config.File{
+		Version: 1,
+		Regions: []config.Region{
+			{Name: "east", Clusters: []config.Cluster{{Name: "kafka", Kind: "kafka", Bootstrap: src.ListenAddrs()}},
+				Gateways: []config.Gateway{{Name: "ge", Listen: "ge"}}},
+			{Name: "west", Clusters: []config.Cluster{{Name: "kafka", Kind: "kafka", Bootstrap: dst.ListenAddrs()}},
+				Gateways: []config.Gateway{{Name: "gw", Listen: "gw"}}},
+		},
+		Links: []config.Link{{Name: "east--west", Between: []string{"east", "west"}, Transport: "quic", Profile: "lan", Compression: "zstd"}},
+		Routes: []config.Route{{Name: "r", From: "east/kafka", To: []string{"west/kafka"},
+			Topics: config.TopicFilter{Include: []string{`^t\.`}}, Rename: "{topic}", StartAt: "earliest", Discover: 200 * time.Millisecond}},
+	}
+	topo, err := topology.New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{src: src, dst: dst, topo: topo, net: transporttest.NewNetwork(), topics: topics}
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("MERIDIAN_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// gateway runs one engine until stop is called; stop waits for Run to return.
+func (f *fixture) gateway(t *testing.T, name string, window int64) (stop func()) {
+	t.Helper()
+	table, err := routing.Compile(f.topo, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := mirror.New(mirror.Options{
+		Table: table, Dialer: f.net.Dialer(), Logger: testLogger(t).With("gw", name), Window: window, MaxBatchBytes: 64 << 10,
+		Listen: func(accept transport.Accept) (transport.Listener, error) {
+			return f.net.Listen(table.Gateway.Advertise, accept)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); eng.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// produce writes n records spread over the topics, with keys, headers and
+// timestamps, and returns when all are acknowledged.
+func (f *fixture) produce(t *testing.T, n int, from int) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(f.src.ListenAddrs()...), kgo.ProducerLinger(5*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	base := time.UnixMilli(1_700_000_000_000)
+	for i := from; i < from+n; i++ {
+		r := &kgo.Record{
+			Topic:     f.topics[i%len(f.topics)],
+			Key:       []byte("k" + strconv.Itoa(i%97)),
+			Value:     fmt.Appendf(nil, `{"seq":%d,"payload":"%0100d"}`, i, i),
+			Headers:   []kgo.RecordHeader{{Key: "seq", Value: []byte(strconv.Itoa(i))}, {Key: "empty", Value: nil}},
+			Timestamp: base.Add(time.Duration(i) * time.Millisecond),
+		}
+		if i%13 == 0 {
+			r.Key = nil // null keys must stay null
+		}
+		wg.Add(1)
+		cl.Produce(context.Background(), r, func(_ *kgo.Record, err error) {
+			defer wg.Done()
+			if err != nil {
+				mu.Lock()
+				firstErr = err
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		t.Fatal(firstErr)
+	}
+}
+
+// waitMirrored polls the destination by read-back until it holds want
+// records or the deadline passes, then returns the full comparison.
+func (f *fixture) waitMirrored(t *testing.T, want int64, within time.Duration) *verify.Report {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	src := []kgo.Opt{kgo.SeedBrokers(f.src.ListenAddrs()...)}
+	dst := []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}
+	var rep *verify.Report
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		r, err := verify.Compare(ctx, src, dst, f.topics, func(s string) string { return s })
+		cancel()
+		if err == nil {
+			rep = r
+			if r.Mirrored+r.Duplicated+r.Unexpected >= want {
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			if rep == nil {
+				t.Fatalf("no read-back within %v: %v", within, err)
+			}
+			return rep
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+func checkExact(t *testing.T, rep *verify.Report, produced int64) {
+	t.Helper()
+	if !rep.OK() || rep.Produced != produced || rep.Mirrored != produced {
+		t.Fatalf("mirror not exact: %v (want produced=mirrored=%d)\n%v", rep, produced, rep.Samples)
+	}
+}
+
+func TestMirrorExactlyOnce(t *testing.T) {
+	f := newFixture(t, []string{"t.a", "t.b", "t.c"}, 4)
+	f.produce(t, 6000, 0)
+	f.gateway(t, "gw", 1<<20)
+	f.gateway(t, "ge", 0)
+	f.produce(t, 6000, 6000)
+	checkExact(t, f.waitMirrored(t, 12000, 60*time.Second), 12000)
+}
+
+func TestMirrorSurvivesReceiverRestartsAndLinkCuts(t *testing.T) {
+	f := newFixture(t, []string{"t.a", "t.b", "t.c"}, 4)
+	f.gateway(t, "ge", 0)
+	stopRecv := f.gateway(t, "gw", 256<<10)
+	const per = 5000
+	total := 0
+	for round := 0; round < 4; round++ {
+		f.produce(t, per, total)
+		total += per
+		time.Sleep(150 * time.Millisecond) // let some of it be in flight
+		switch round {
+		case 0, 2:
+			stopRecv()
+			stopRecv = f.gateway(t, "gw", 256<<10)
+		case 1:
+			f.net.SetDown(true)
+			time.Sleep(500 * time.Millisecond)
+			f.net.SetDown(false)
+		}
+	}
+	checkExact(t, f.waitMirrored(t, int64(total), 90*time.Second), int64(total))
+}
+
+func TestMirrorPicksUpNewTopics(t *testing.T) {
+	f := newFixture(t, []string{"t.a"}, 2)
+	f.gateway(t, "gw", 0)
+	f.gateway(t, "ge", 0)
+	f.produce(t, 100, 0)
+	f.waitMirrored(t, 100, 30*time.Second)
+	// A topic created later and matching the route is mirrored too, and one
+	// that does not match is not.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(f.src.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	start := time.Now()
+	for _, tp := range []string{"t.late", "other"} {
+		if _, err := kadm.NewClient(cl).CreateTopic(context.Background(), 3, 1, nil, tp); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: tp, Value: []byte("x")}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.topics = []string{"t.a", "t.late"}
+	rep := f.waitMirrored(t, 101, 30*time.Second)
+	checkExact(t, rep, 101)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("new topic mirrored after %v, want within 5s", d)
+	}
+}

@@ -1,0 +1,164 @@
+package mirror
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// ProgressTopic is the destination-cluster topic where each leg's progress is
+// committed in the same transaction as the mirrored records.
+const ProgressTopic = "__meridian_progress"
+
+// progressPartitions is the partition count of ProgressTopic when meridian
+// creates it.
+const progressPartitions = 8
+
+// tp names one partition of a topic.
+type tp struct {
+	Topic     string
+	Partition int32
+}
+
+func (t tp) String() string { return t.Topic + "/" + strconv.Itoa(int(t.Partition)) }
+
+// Progress is one progress record: after this transaction, the source
+// partition (Topic, Partition) of Leg is mirrored up to Next (exclusive).
+//
+// Ranges is the exact offset map of the records the transaction wrote:
+// each entry [src, dst, n] says source offsets src..src+n-1 were written to
+// destination offsets dst..dst+n-1 of DestTopic, same partition.
+type Progress struct {
+	V         int        `json:"v"` // format version, 1
+	Leg       string     `json:"leg"`
+	Topic     string     `json:"topic"`
+	Partition int32      `json:"partition"`
+	DestTopic string     `json:"dest_topic"`
+	Next      int64      `json:"next"`
+	HWM       int64      `json:"hwm"`     // source high watermark when read
+	LastTS    int64      `json:"last_ts"` // timestamp (ms) of the last record mirrored
+	Epoch     uint64     `json:"epoch"`
+	Ranges    [][3]int64 `json:"ranges"`
+	At        int64      `json:"at"` // commit time, Unix ms
+}
+
+func progressKey(leg string, t tp) []byte {
+	return []byte(leg + "\x00" + t.Topic + "\x00" + strconv.Itoa(int(t.Partition)))
+}
+
+func encodeProgress(p *Progress) []byte {
+	b, _ := json.Marshal(p) // cannot fail: plain struct
+	return b
+}
+
+func decodeProgress(b []byte) (*Progress, error) {
+	var p Progress
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("decode progress: %w", err)
+	}
+	if p.V != 1 {
+		return nil, fmt.Errorf("decode progress: unknown format version %d", p.V)
+	}
+	return &p, nil
+}
+
+// ensureProgressTopic creates ProgressTopic if it does not exist.
+func ensureProgressTopic(ctx context.Context, adm *kadm.Client) error {
+	td, err := adm.ListTopicsWithInternal(ctx, ProgressTopic)
+	if err != nil {
+		return fmt.Errorf("list %s: %w", ProgressTopic, err)
+	}
+	if d, ok := td[ProgressTopic]; ok && d.Err == nil {
+		return nil
+	}
+	resp, err := adm.CreateTopic(ctx, progressPartitions, -1, nil, ProgressTopic)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", ProgressTopic, err)
+	}
+	if resp.Err != nil && !isExists(resp.Err) {
+		return fmt.Errorf("create %s: %w", ProgressTopic, resp.Err)
+	}
+	return nil
+}
+
+// loadProgress reads the committed progress of the given legs (all when legs
+// is empty) from the destination cluster: the latest record per leg and
+// partition. It reads with read_committed up to the last stable offset seen
+// at the start, so it must run after the legs' transactional producers have
+// been initialised (which aborts any transaction a previous instance left
+// open).
+func loadProgress(ctx context.Context, opts []kgo.Opt, legs map[string]bool) (map[string]map[tp]*Progress, error) {
+	admCl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, err
+	}
+	adm := kadm.NewClient(admCl)
+	defer adm.Close()
+	if err := ensureProgressTopic(ctx, adm); err != nil {
+		return nil, err
+	}
+	ends, err := adm.ListCommittedOffsets(ctx, ProgressTopic)
+	if err != nil {
+		return nil, fmt.Errorf("list %s offsets: %w", ProgressTopic, err)
+	}
+	if err := ends.Error(); err != nil {
+		return nil, fmt.Errorf("list %s offsets: %w", ProgressTopic, err)
+	}
+	out := map[string]map[tp]*Progress{}
+	want := map[int32]int64{}
+	start := map[string]map[int32]kgo.Offset{ProgressTopic: {}}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			want[o.Partition] = o.Offset
+			start[ProgressTopic][o.Partition] = kgo.NewOffset().AtStart()
+		}
+	})
+	if len(want) == 0 {
+		return out, nil
+	}
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, opts...),
+		kgo.ConsumePartitions(start),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+		kgo.FetchMaxWait(200*time.Millisecond),
+	)...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	for len(want) > 0 {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("read %s: %w", ProgressTopic, err)
+		}
+		var ferr error
+		fs.EachError(func(t string, p int32, err error) { ferr = fmt.Errorf("read %s/%d: %w", t, p, err) })
+		if ferr != nil {
+			return nil, ferr
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if end, ok := want[r.Partition]; ok && r.Offset+1 >= end {
+				delete(want, r.Partition)
+			}
+			if r.Attrs.IsControl() {
+				return
+			}
+			p, err := decodeProgress(r.Value)
+			if err != nil || (len(legs) > 0 && !legs[p.Leg]) {
+				return
+			}
+			m := out[p.Leg]
+			if m == nil {
+				m = map[tp]*Progress{}
+				out[p.Leg] = m
+			}
+			m[tp{p.Topic, p.Partition}] = p
+		})
+	}
+	return out, nil
+}

@@ -1,0 +1,444 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/meridian-gw/meridian/routing"
+	"github.com/meridian-gw/meridian/transport"
+)
+
+// outPeer sends the legs routed to one remote gateway over one session at a
+// time, redialling with capped, jittered backoff for as long as it runs.
+type outPeer struct {
+	peer *routing.Peer
+	e    *Engine
+	log  *slog.Logger
+	legs []*outLeg
+
+	connected atomic.Bool
+	rtt       atomic.Int64 // nanoseconds
+	fails     atomic.Int64
+	lastErr   atomic.Pointer[string]
+}
+
+// outLeg is the sending end of one leg; its stats outlive sessions.
+type outLeg struct {
+	leg   *routing.Leg
+	stats legStats
+}
+
+func (p *outPeer) run(ctx context.Context) {
+	ids := make([]string, len(p.legs))
+	for i, l := range p.legs {
+		ids[i] = l.leg.ID
+	}
+	gw := p.e.table.Gateway
+	bo := newBackoff(200*time.Millisecond, 30*time.Second)
+	for attempt := 1; ctx.Err() == nil; attempt++ {
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		conn, err := p.e.opts.Dialer.Dial(dctx, p.peer.Gateway.Advertise, &transport.Hello{
+			VersionMin: transport.VersionMin, VersionMax: transport.VersionMax,
+			Gateway: gw.Name, Region: gw.Region.Name, Legs: ids,
+		})
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			p.failed(err)
+			lvl := slog.LevelDebug
+			if attempt == 1 || attempt%10 == 0 {
+				lvl = slog.LevelWarn
+			}
+			p.log.Log(ctx, lvl, "dial peer gateway", "addr", p.peer.Gateway.Advertise, "attempt", attempt, "err", err, "retry_in", bo.peek())
+			if !bo.sleep(ctx) {
+				return
+			}
+			continue
+		}
+		attempt = 0
+		bo.reset()
+		p.log.Info("link session open", "addr", conn.RemoteAddr(), "version", conn.Welcome().Version, "window", conn.Welcome().Window)
+		err = p.session(ctx, conn)
+		if ctx.Err() != nil {
+			return
+		}
+		p.failed(err)
+		p.log.Warn("link session ended; redialling", "err", err, "retry_in", bo.peek())
+		if !bo.sleep(ctx) {
+			return
+		}
+	}
+}
+
+func (p *outPeer) failed(err error) {
+	p.fails.Add(1)
+	s := err.Error()
+	p.lastErr.Store(&s)
+	p.e.m.sessionFails.WithLabelValues(p.peer.Gateway.Name, "sender").Inc()
+}
+
+// session runs the legs over one established session until it ends.
+func (p *outPeer) session(ctx context.Context, conn transport.Conn) error {
+	p.connected.Store(true)
+	p.lastErr.Store(nil)
+	p.e.m.sessions.WithLabelValues(p.peer.Gateway.Name, "sender").Inc()
+	defer func() {
+		p.connected.Store(false)
+		p.e.m.sessions.WithLabelValues(p.peer.Gateway.Name, "sender").Dec()
+	}()
+	w := conn.Welcome()
+	maxBatch := w.MaxBatchBytes
+	if maxBatch <= 0 {
+		maxBatch = 1 << 20
+	}
+	cr := newCredit(w.Window)
+	sctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	runners := map[string]*legRunner{}
+	for _, l := range p.legs {
+		lr := &legRunner{out: l, p: p, conn: conn, cr: cr, maxBatch: maxBatch,
+			resume: make(chan *transport.Resume, 1), ready: map[string]chan string{}}
+		runners[l.leg.ID] = lr
+		wg.Go(func() { lr.run(sctx) })
+	}
+	stopRTT := p.e.trackRTT(p.peer.Gateway.Name, conn, &p.rtt)
+	// Frames are read with rctx, which outlives ctx by a short drain: when the
+	// gateway stops, the legs stop sending, and acks for what is in flight
+	// are still read so the receiver's commits are seen.
+	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
+	ended := make(chan struct{})
+	var drain sync.WaitGroup
+	drain.Go(func() {
+		defer rcancel()
+		select {
+		case <-ended:
+		case <-ctx.Done():
+			cancel()
+			dctx, dcancel := context.WithTimeout(rctx, 5*time.Second)
+			cr.drained(dctx)
+			dcancel()
+		}
+	})
+	err := p.recvLoop(rctx, conn, cr, runners)
+	close(ended)
+	drain.Wait()
+	cancel()
+	wg.Wait()
+	stopRTT()
+	conn.Close(nil)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (p *outPeer) recvLoop(ctx context.Context, conn transport.Conn, cr *credit, runners map[string]*legRunner) error {
+	for {
+		f, err := conn.Recv(ctx)
+		if err != nil {
+			return err
+		}
+		switch f := f.(type) {
+		case *transport.Resume:
+			if lr := runners[f.Leg]; lr != nil {
+				select { // latest wins
+				case <-lr.resume:
+				default:
+				}
+				lr.resume <- f
+			}
+		case *transport.Ack:
+			cr.ack(f.Seqs)
+		case *transport.Credit:
+			cr.setWindow(f.Window)
+		case *transport.TopicReady:
+			if lr := runners[f.Leg]; lr != nil {
+				lr.topicReady(f)
+			}
+		case *transport.Error:
+			return f
+		case *transport.Goaway:
+			return fmt.Errorf("peer is going away: %s", f.Reason)
+		}
+	}
+}
+
+// legRunner feeds one leg over one session. Each Resume restarts its source
+// at the receiver's committed positions.
+type legRunner struct {
+	out      *outLeg
+	p        *outPeer
+	conn     transport.Conn
+	cr       *credit
+	maxBatch int64
+	resume   chan *transport.Resume
+
+	mu    sync.Mutex
+	ready map[string]chan string // topic → TopicReady error ("" = ok)
+}
+
+func (lr *legRunner) topicReady(f *transport.TopicReady) {
+	lr.mu.Lock()
+	ch := lr.ready[f.Name]
+	delete(lr.ready, f.Name)
+	lr.mu.Unlock()
+	if ch != nil {
+		ch <- f.Err
+	}
+}
+
+func (lr *legRunner) run(ctx context.Context) {
+	// The current pump, restarted by every Resume; stop waits for it.
+	var (
+		stopPump = func() {}
+	)
+	defer func() { stopPump() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case rs := <-lr.resume:
+			stopPump()
+			lr.cr.releaseLeg(lr.out.leg.ID)
+			rctx, cancel := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				if err := lr.pump(rctx, rs); err != nil && rctx.Err() == nil {
+					lr.p.log.Warn("leg source stopped", "leg", lr.out.leg.ID, "err", err)
+					lr.out.stats.setErr(err)
+					lr.conn.Close(fmt.Errorf("leg %s: %w", lr.out.leg.ID, err))
+				}
+			}()
+			stopPump = func() { cancel(); <-done }
+		}
+	}
+}
+
+// pump reads the leg's source from the positions of rs and sends batches
+// until ctx ends.
+func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
+	leg := lr.out.leg
+	opts, err := lr.p.e.opts.ClusterOpts(leg.From)
+	if err != nil {
+		return err
+	}
+	reset := kgo.NewOffset().AtStart()
+	if leg.StartAtLatest() {
+		reset = kgo.NewOffset().AtEnd()
+	}
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, opts...),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(reset),
+		kgo.FetchMaxBytes(32<<20),
+		kgo.FetchMaxPartitionBytes(4<<20),
+		kgo.FetchMaxWait(250*time.Millisecond),
+		kgo.MetadataMinAge(250*time.Millisecond), // new topics and partitions are seen quickly
+	)...)
+	if err != nil {
+		return fmt.Errorf("source %s: %w", leg.From.Ref(), err)
+	}
+	defer cl.Close()
+	positions := map[tp]int64{}
+	for _, p := range rs.Positions {
+		positions[tp{p.Topic, p.Partition}] = p.NextOffset
+	}
+	d := &discoverer{lr: lr, cl: cl, adm: kadm.NewClient(cl), positions: positions, reset: reset, consumed: map[string]int32{}}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	dctx, dcancel := context.WithCancel(ctx)
+	defer dcancel()
+	wg.Go(func() { d.loop(dctx) })
+
+	var batch []transport.Record
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				lr.p.log.Warn("fetch from source", "leg", leg.ID, "topic", t, "partition", p, "err", err)
+			}
+		})
+		var sendErr error
+		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if sendErr != nil || len(fp.Records) == 0 {
+				return
+			}
+			batch = batch[:0]
+			size := int64(0)
+			flush := func(next int64) {
+				if len(batch) == 0 || sendErr != nil {
+					return
+				}
+				b := &transport.Batch{
+					Leg: leg.ID, Gen: rs.Gen, Topic: fp.Topic, Partition: fp.Partition,
+					NextOffset: next, HighWatermark: fp.HighWatermark,
+					Records: append([]transport.Record(nil), batch...),
+				}
+				sendErr = lr.send(ctx, b, size)
+				batch, size = batch[:0], 0
+			}
+			for _, r := range fp.Records {
+				tr := transport.Record{Offset: r.Offset, Timestamp: r.Timestamp.UnixMilli(), Key: r.Key, Value: r.Value}
+				if len(r.Headers) > 0 {
+					tr.Headers = make([]transport.Header, len(r.Headers))
+					for i, h := range r.Headers {
+						tr.Headers[i] = transport.Header{Key: h.Key, Value: h.Value}
+					}
+				}
+				rsz := int64(recordSize(&tr) + 16)
+				if size > 0 && size+rsz > lr.maxBatch {
+					flush(tr.Offset)
+				}
+				batch = append(batch, tr)
+				size += rsz
+			}
+			flush(fp.Records[len(fp.Records)-1].Offset + 1)
+		})
+		if sendErr != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return sendErr
+		}
+	}
+}
+
+func (lr *legRunner) send(ctx context.Context, b *transport.Batch, size int64) error {
+	seq, err := lr.cr.acquire(ctx, b.Leg, size)
+	if err != nil {
+		return err
+	}
+	b.Seq = seq
+	if err := lr.conn.Send(ctx, b); err != nil {
+		return fmt.Errorf("send batch: %w", err)
+	}
+	lr.out.stats.sent(b)
+	m := lr.p.e.m
+	m.records.WithLabelValues(b.Leg, "out").Add(float64(len(b.Records)))
+	m.rawBytes.WithLabelValues(b.Leg, "out").Add(float64(size))
+	m.wireBytes.WithLabelValues(b.Leg, "out").Add(float64(b.WireSize))
+	return nil
+}
+
+// discoverer finds the leg's topics and partitions at the source, announces
+// new ones to the receiver and adds them to the consumer.
+type discoverer struct {
+	lr        *legRunner
+	cl        *kgo.Client
+	adm       *kadm.Client
+	positions map[tp]int64
+	reset     kgo.Offset
+	consumed  map[string]int32 // topic → partitions being consumed
+}
+
+func (d *discoverer) loop(ctx context.Context) {
+	t := time.NewTicker(d.lr.out.leg.Discover())
+	defer t.Stop()
+	for {
+		if err := d.once(ctx); err != nil && ctx.Err() == nil {
+			d.lr.p.log.Warn("topic discovery", "leg", d.lr.out.leg.ID, "err", err)
+			d.lr.out.stats.setErr(err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (d *discoverer) once(ctx context.Context) error {
+	leg := d.lr.out.leg
+	td, err := d.adm.ListTopics(ctx)
+	if err != nil {
+		return fmt.Errorf("list source topics: %w", err)
+	}
+	names := td.Names()
+	sort.Strings(names)
+	for _, name := range names {
+		t := td[name]
+		if t.Err != nil || !leg.Match(name) {
+			continue
+		}
+		n := int32(len(t.Partitions))
+		if n <= d.consumed[name] {
+			continue
+		}
+		configs, err := d.topicConfigs(ctx, name)
+		if err != nil {
+			return err
+		}
+		if err := d.announce(ctx, &transport.Topic{Leg: leg.ID, Name: name, Partitions: n, Configs: configs}); err != nil {
+			return err
+		}
+		add := map[int32]kgo.Offset{}
+		for p := d.consumed[name]; p < n; p++ {
+			if off, ok := d.positions[tp{name, p}]; ok {
+				add[p] = kgo.NewOffset().At(off)
+			} else {
+				add[p] = d.reset
+			}
+		}
+		d.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{name: add})
+		d.lr.p.log.Info("mirroring topic", "leg", leg.ID, "topic", name, "dest", leg.DestTopic(name), "partitions", n)
+		d.consumed[name] = n
+	}
+	return nil
+}
+
+// topicConfigs returns the topic's non-default, non-sensitive configs.
+func (d *discoverer) topicConfigs(ctx context.Context, topic string) (map[string]string, error) {
+	rcs, err := d.adm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("describe source topic %s configs: %w", topic, err)
+	}
+	rc, err := rcs.On(topic, nil)
+	if err != nil {
+		return nil, fmt.Errorf("describe source topic %s configs: %w", topic, err)
+	}
+	out := map[string]string{}
+	for _, c := range rc.Configs {
+		if c.Source == kmsg.ConfigSourceDynamicTopicConfig && !c.Sensitive && c.Value != nil {
+			out[c.Key] = *c.Value
+		}
+	}
+	return out, nil
+}
+
+// announce sends a Topic frame and waits for the receiver's TopicReady.
+func (d *discoverer) announce(ctx context.Context, t *transport.Topic) error {
+	ch := make(chan string, 1)
+	d.lr.mu.Lock()
+	d.lr.ready[t.Name] = ch
+	d.lr.mu.Unlock()
+	if err := d.lr.conn.Send(ctx, t); err != nil {
+		return fmt.Errorf("announce topic %s: %w", t.Name, err)
+	}
+	tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	select {
+	case <-tctx.Done():
+		return fmt.Errorf("announce topic %s: no answer from receiver: %w", t.Name, tctx.Err())
+	case e := <-ch:
+		if e != "" {
+			return fmt.Errorf("destination topic for %s: %s", t.Name, e)
+		}
+		return nil
+	}
+}

@@ -1,0 +1,367 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/meridian-gw/meridian/routing"
+	"github.com/meridian-gw/meridian/transport"
+)
+
+// DeadLetterTopic receives, at the destination, a record for every source
+// record the destination will never accept (too large, say). Its value is
+// empty; headers say why and where it came from.
+const DeadLetterTopic = "meridian.dead-letters"
+
+// Headers of a dead-letter record.
+const (
+	HeaderDLReason    = "meridian.dl.reason"
+	HeaderDLLeg       = "meridian.dl.leg"
+	HeaderDLTopic     = "meridian.dl.source-topic"
+	HeaderDLPartition = "meridian.dl.source-partition"
+	HeaderDLOffset    = "meridian.dl.source-offset"
+	HeaderDLSize      = "meridian.dl.size"
+)
+
+// recordOverhead approximates a record's framing inside a Kafka batch.
+const recordOverhead = 64
+
+// destTopic is what the sink knows of a destination topic.
+type destTopic struct {
+	name       string
+	partitions int32
+	maxBytes   int // largest record the topic accepts; 0 = unknown
+}
+
+// sink writes one leg's batches to the destination cluster in transactions
+// that also commit the leg's progress. It is used by one goroutine at a time.
+type sink struct {
+	leg  *routing.Leg
+	opts []kgo.Opt // destination cluster
+	log  *slog.Logger
+	m    *metrics
+
+	cl            *kgo.Client // transactional producer, nil until open
+	progressParts int32
+	committed     map[tp]*Progress
+	// poison holds source records the destination refused, by partition and
+	// offset, with the reason; the next attempt dead-letters them.
+	poison map[tp]map[int64]string
+}
+
+// transactionalID fences older instances writing the same leg.
+func transactionalID(leg string) string { return "meridian-" + leg }
+
+// open (re)creates the transactional producer, which fences any previous
+// instance and aborts its open transaction, then reloads the committed
+// progress from the destination.
+func (s *sink) open(ctx context.Context) error {
+	s.close()
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, s.opts...),
+		kgo.TransactionalID(transactionalID(s.leg.ID)),
+		kgo.TransactionTimeout(60*time.Second),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerLinger(0),
+		kgo.MaxBufferedBytes(256<<20),
+		kgo.RecordRetries(8),
+		kgo.UnknownTopicRetries(8),
+		kgo.MetadataMinAge(250*time.Millisecond), // new topics and partitions are seen quickly
+	)...)
+	if err != nil {
+		return fmt.Errorf("destination %s: %w", s.leg.To.Ref(), err)
+	}
+	if _, _, err := cl.ProducerID(ctx); err != nil {
+		cl.Close()
+		return fmt.Errorf("destination %s: init transactional producer: %w", s.leg.To.Ref(), err)
+	}
+	adm := kadm.NewClient(cl)
+	if err := ensureProgressTopic(ctx, adm); err != nil {
+		cl.Close()
+		return err
+	}
+	td, err := adm.ListTopicsWithInternal(ctx, ProgressTopic)
+	if err != nil || td[ProgressTopic].Err != nil || len(td[ProgressTopic].Partitions) == 0 {
+		cl.Close()
+		return fmt.Errorf("describe %s: %w", ProgressTopic, errors.Join(err, td[ProgressTopic].Err))
+	}
+	s.progressParts = int32(len(td[ProgressTopic].Partitions))
+	all, err := loadProgress(ctx, s.opts, map[string]bool{s.leg.ID: true})
+	if err != nil {
+		cl.Close()
+		return err
+	}
+	s.cl = cl
+	s.committed = all[s.leg.ID]
+	if s.committed == nil {
+		s.committed = map[tp]*Progress{}
+	}
+	return nil
+}
+
+func (s *sink) close() {
+	if s.cl != nil {
+		s.cl.Close()
+		s.cl = nil
+	}
+}
+
+// positions is the resume point of every partition with committed progress.
+func (s *sink) positions() []transport.Position {
+	ps := make([]transport.Position, 0, len(s.committed))
+	for k, p := range s.committed {
+		ps = append(ps, transport.Position{Topic: k.Topic, Partition: k.Partition, NextOffset: p.Next})
+	}
+	return ps
+}
+
+// pending is one source record in a transaction and where it went.
+type pending struct {
+	src   int64
+	rec   *kgo.Record
+	dlq   bool
+	batch *transport.Batch
+}
+
+// txnResult is what a committed transaction wrote.
+type txnResult struct {
+	records, rawBytes, deadLetters int
+}
+
+// write commits batches, which must be in order per partition and must
+// follow the committed progress, in one transaction with their progress
+// records. On error nothing is committed; the caller reopens the sink.
+func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map[string]*destTopic) (txnResult, error) {
+	var res txnResult
+	if err := s.cl.BeginTransaction(); err != nil {
+		return res, fmt.Errorf("begin transaction: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			_ = s.cl.AbortBufferedRecords(actx)
+			_ = s.cl.EndTransaction(actx, kgo.TryAbort)
+			cancel()
+			s.m.txns.WithLabelValues(s.leg.ID, "abort").Inc()
+		}
+	}()
+
+	var (
+		recs []pending
+		perr produceErr
+	)
+	for _, b := range batches {
+		dt := topics[b.Topic]
+		if dt == nil {
+			return res, fmt.Errorf("topic %q was not announced", b.Topic)
+		}
+		k := tp{b.Topic, b.Partition}
+		for i := range b.Records {
+			r := &b.Records[i]
+			size := recordSize(r)
+			res.rawBytes += size
+			reason := s.poison[k][r.Offset]
+			if reason == "" && dt.maxBytes > 0 && size+recordOverhead > dt.maxBytes {
+				reason = "record of " + strconv.Itoa(size) + " bytes exceeds destination max.message.bytes " + strconv.Itoa(dt.maxBytes)
+			}
+			if reason != "" {
+				recs = append(recs, pending{src: r.Offset, rec: s.deadLetter(b, r, size, reason), dlq: true, batch: b})
+				continue
+			}
+			kr := &kgo.Record{
+				Topic: dt.name, Partition: b.Partition,
+				Key: r.Key, Value: r.Value,
+				Timestamp: time.UnixMilli(r.Timestamp),
+			}
+			if len(r.Headers) > 0 {
+				kr.Headers = make([]kgo.RecordHeader, len(r.Headers))
+				for j, h := range r.Headers {
+					kr.Headers[j] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+				}
+			}
+			recs = append(recs, pending{src: r.Offset, rec: kr, batch: b})
+		}
+	}
+	// recs is complete: promises index into it from here on.
+	for i := range recs {
+		s.cl.Produce(ctx, recs[i].rec, perr.promise(&recs[i]))
+	}
+	if err := s.cl.Flush(ctx); err != nil {
+		return res, fmt.Errorf("flush: %w", err)
+	}
+	if err, p := perr.get(); err != nil {
+		if p != nil && (errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge)) {
+			s.markPoison(p, "destination refused record: "+err.Error())
+		}
+		return res, fmt.Errorf("produce to %s/%d: %w", p.rec.Topic, p.rec.Partition, err)
+	}
+
+	// Offset maps and progress per partition, in the same transaction.
+	type acc struct {
+		p    *Progress
+		last [3]int64
+	}
+	accs := map[tp]*acc{}
+	var order []tp
+	for i := range recs {
+		pr := &recs[i]
+		b := pr.batch
+		k := tp{b.Topic, b.Partition}
+		a := accs[k]
+		if a == nil {
+			a = &acc{p: &Progress{V: 1, Leg: s.leg.ID, Topic: b.Topic, Partition: b.Partition, DestTopic: topics[b.Topic].name}}
+			accs[k] = a
+			order = append(order, k)
+		}
+		if pr.dlq {
+			res.deadLetters++
+			s.m.deadLetters.WithLabelValues(s.leg.ID, "refused").Inc()
+			s.log.Warn("record dead-lettered", "leg", s.leg.ID, "topic", b.Topic, "partition", b.Partition,
+				"offset", pr.src, "reason", headerValue(pr.rec, HeaderDLReason))
+			continue
+		}
+		res.records++
+		rs := a.p.Ranges
+		if n := len(rs); n > 0 && rs[n-1][0]+rs[n-1][2] == pr.src && rs[n-1][1]+rs[n-1][2] == pr.rec.Offset {
+			rs[n-1][2]++
+		} else {
+			a.p.Ranges = append(rs, [3]int64{pr.src, pr.rec.Offset, 1})
+		}
+		a.p.LastTS = pr.rec.Timestamp.UnixMilli()
+	}
+	for _, b := range batches {
+		a := accs[tp{b.Topic, b.Partition}]
+		if a == nil {
+			a = &acc{p: &Progress{V: 1, Leg: s.leg.ID, Topic: b.Topic, Partition: b.Partition, DestTopic: topics[b.Topic].name}}
+			accs[tp{b.Topic, b.Partition}] = a
+			order = append(order, tp{b.Topic, b.Partition})
+		}
+		if b.NextOffset > a.p.Next {
+			a.p.Next = b.NextOffset
+		}
+		a.p.HWM = b.HighWatermark
+	}
+	now := time.Now().UnixMilli()
+	for _, k := range order {
+		p := accs[k].p
+		p.At = now
+		if p.LastTS == 0 {
+			if prev := s.committed[k]; prev != nil {
+				p.LastTS = prev.LastTS
+			}
+		}
+		key := progressKey(s.leg.ID, k)
+		s.cl.Produce(ctx, &kgo.Record{Topic: ProgressTopic, Partition: hashPartition(key, s.progressParts), Key: key, Value: encodeProgress(p)}, perr.promise(nil))
+	}
+	if err := s.cl.Flush(ctx); err != nil {
+		return res, fmt.Errorf("flush progress: %w", err)
+	}
+	if err, _ := perr.get(); err != nil {
+		return res, fmt.Errorf("produce progress: %w", err)
+	}
+	if err := s.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		return res, fmt.Errorf("commit transaction: %w", err)
+	}
+	committed = true
+	s.m.txns.WithLabelValues(s.leg.ID, "commit").Inc()
+	for _, k := range order {
+		s.committed[k] = accs[k].p
+		if pm := s.poison[k]; pm != nil {
+			for off := range pm {
+				if off < accs[k].p.Next {
+					delete(pm, off)
+				}
+			}
+		}
+	}
+	return res, nil
+}
+
+// produceErr keeps the first produce error of a transaction and the record it
+// belongs to; promises run on franz-go's goroutines.
+type produceErr struct {
+	mu  sync.Mutex
+	err error
+	p   *pending
+}
+
+func (e *produceErr) promise(p *pending) func(*kgo.Record, error) {
+	return func(_ *kgo.Record, err error) {
+		if err == nil {
+			return
+		}
+		e.mu.Lock()
+		if e.err == nil {
+			e.err, e.p = err, p
+		}
+		e.mu.Unlock()
+	}
+}
+
+func (e *produceErr) get() (error, *pending) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.err, e.p
+}
+
+func (s *sink) markPoison(p *pending, reason string) {
+	if p == nil || p.dlq {
+		return
+	}
+	k := tp{p.batch.Topic, p.batch.Partition}
+	if s.poison == nil {
+		s.poison = map[tp]map[int64]string{}
+	}
+	if s.poison[k] == nil {
+		s.poison[k] = map[int64]string{}
+	}
+	s.poison[k][p.src] = reason
+}
+
+func (s *sink) deadLetter(b *transport.Batch, r *transport.Record, size int, reason string) *kgo.Record {
+	return &kgo.Record{
+		Topic: DeadLetterTopic, Partition: 0, Key: r.Key,
+		Timestamp: time.UnixMilli(r.Timestamp),
+		Headers: []kgo.RecordHeader{
+			{Key: HeaderDLReason, Value: []byte(reason)},
+			{Key: HeaderDLLeg, Value: []byte(s.leg.ID)},
+			{Key: HeaderDLTopic, Value: []byte(b.Topic)},
+			{Key: HeaderDLPartition, Value: []byte(strconv.Itoa(int(b.Partition)))},
+			{Key: HeaderDLOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+			{Key: HeaderDLSize, Value: []byte(strconv.Itoa(size))},
+		},
+	}
+}
+
+func headerValue(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+func recordSize(r *transport.Record) int {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+func hashPartition(key []byte, n int32) int32 {
+	h := fnv.New32a()
+	h.Write(key)
+	return int32(h.Sum32() % uint32(n))
+}

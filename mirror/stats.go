@@ -1,0 +1,128 @@
+package mirror
+
+import (
+	"sync"
+	"time"
+
+	"github.com/meridian-gw/meridian/transport"
+)
+
+// legStats is a leg's live state for /status. Safe for concurrent use.
+type legStats struct {
+	mu          sync.Mutex
+	records     int64
+	rawBytes    int64
+	wireBytes   int64
+	deadLetters int64
+	txns        int64
+	lastErr     string
+	lastErrAt   time.Time
+	parts       map[tp]partStat
+}
+
+type partStat struct{ next, hwm, lastTS int64 }
+
+func (s *legStats) setErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil {
+		s.lastErr = ""
+		return
+	}
+	s.lastErr, s.lastErrAt = err.Error(), time.Now()
+}
+
+// restore seeds the partition positions from committed progress.
+func (s *legStats) restore(c map[tp]*Progress) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.parts = make(map[tp]partStat, len(c))
+	for k, p := range c {
+		s.parts[k] = partStat{next: p.Next, hwm: p.HWM, lastTS: p.LastTS}
+	}
+}
+
+func (s *legStats) committedTxn(res txnResult, batches []*transport.Batch, c map[tp]*Progress) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.records += int64(res.records)
+	s.rawBytes += int64(res.rawBytes)
+	s.deadLetters += int64(res.deadLetters)
+	s.txns++
+	if s.parts == nil {
+		s.parts = map[tp]partStat{}
+	}
+	for _, b := range batches {
+		s.wireBytes += int64(b.WireSize)
+		k := tp{b.Topic, b.Partition}
+		if p := c[k]; p != nil {
+			s.parts[k] = partStat{next: p.Next, hwm: p.HWM, lastTS: p.LastTS}
+		}
+	}
+}
+
+func (s *legStats) sent(b *transport.Batch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.records += int64(len(b.Records))
+	s.rawBytes += int64(batchBytes(b))
+	s.wireBytes += int64(b.WireSize)
+	if s.parts == nil {
+		s.parts = map[tp]partStat{}
+	}
+	k := tp{b.Topic, b.Partition}
+	ps := partStat{next: b.NextOffset, hwm: b.HighWatermark}
+	if n := len(b.Records); n > 0 {
+		ps.lastTS = b.Records[n-1].Timestamp
+	}
+	s.parts[k] = ps
+}
+
+// lag sums the records between each partition's position and its high
+// watermark, and reports how old the newest mirrored record of a lagging
+// partition is.
+func (s *legStats) lag() (records int64, seconds float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now().UnixMilli()
+	for _, p := range s.parts {
+		if d := p.hwm - p.next; d > 0 {
+			records += d
+			if p.lastTS > 0 {
+				if sec := float64(now-p.lastTS) / 1000; sec > seconds {
+					seconds = sec
+				}
+			}
+		}
+	}
+	return records, seconds
+}
+
+// LegStatus is one leg in a gateway's status.
+type LegStatus struct {
+	Leg         string  `json:"leg"`
+	Route       string  `json:"route"`
+	Direction   string  `json:"direction"` // out (this gateway reads the source) or in (it writes the destination)
+	From        string  `json:"from"`
+	To          string  `json:"to"`
+	Peer        string  `json:"peer,omitempty"`
+	Connected   bool    `json:"connected"`
+	Records     int64   `json:"records"`
+	RawBytes    int64   `json:"raw_bytes"`
+	WireBytes   int64   `json:"wire_bytes"`
+	DeadLetters int64   `json:"dead_letters"`
+	Partitions  int     `json:"partitions"`
+	LagRecords  int64   `json:"lag_records"`
+	LagSeconds  float64 `json:"lag_seconds"`
+	LastError   string  `json:"last_error,omitempty"`
+}
+
+func (s *legStats) fill(st *LegStatus) {
+	r, sec := s.lag()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st.Records, st.RawBytes, st.WireBytes, st.DeadLetters = s.records, s.rawBytes, s.wireBytes, s.deadLetters
+	st.Partitions = len(s.parts)
+	st.LagRecords, st.LagSeconds = r, sec
+	st.LastError = s.lastErr
+}

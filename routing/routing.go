@@ -1,0 +1,156 @@
+// Package routing compiles a topology into the forwarding table of one
+// gateway: which route legs it sends (their source cluster is in its region),
+// which it receives (their destination cluster is in its region), the topic
+// filters and rename of each leg, and the peer gateway each outbound leg goes
+// to. It does no I/O.
+//
+// A leg is one (route, destination cluster) pair: a route to two clusters has
+// two legs, each with its own progress at its own destination.
+package routing
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/meridian-gw/meridian/topology"
+)
+
+// Leg is one route towards one destination cluster.
+type Leg struct {
+	ID       string // "route:region/cluster" (the destination), unique in a topology
+	Route    *topology.Route
+	From, To *topology.Cluster
+	Link     *topology.Link
+
+	include, exclude []*regexp.Regexp
+}
+
+// Match reports whether a source topic belongs to the leg. Internal topics
+// (names starting with "__") never do.
+func (l *Leg) Match(topic string) bool {
+	if strings.HasPrefix(topic, "__") {
+		return false
+	}
+	in := false
+	for _, re := range l.include {
+		if re.MatchString(topic) {
+			in = true
+			break
+		}
+	}
+	if !in {
+		return false
+	}
+	for _, re := range l.exclude {
+		if re.MatchString(topic) {
+			return false
+		}
+	}
+	return true
+}
+
+// DestTopic is the destination topic name of a source topic.
+func (l *Leg) DestTopic(topic string) string {
+	r := strings.NewReplacer("{topic}", topic, "{source_region}", l.From.Region.Name, "{source_cluster}", l.From.Name)
+	return r.Replace(l.Route.Rename)
+}
+
+// StartAtLatest reports whether partitions with no committed progress start at
+// the end of the source partition rather than its beginning.
+func (l *Leg) StartAtLatest() bool { return l.Route.StartAt == "latest" }
+
+// Discover is the topic discovery interval.
+func (l *Leg) Discover() time.Duration {
+	if l.Route.Discover > 0 {
+		return l.Route.Discover
+	}
+	return 2 * time.Second
+}
+
+// Peer is a remote gateway this gateway sends legs to.
+type Peer struct {
+	Gateway *topology.Gateway
+	Link    *topology.Link
+	Legs    []*Leg
+}
+
+// Table is one gateway's forwarding table.
+type Table struct {
+	Gateway *topology.Gateway
+	Out     []*Peer // legs this gateway reads and sends, grouped by peer
+	In      []*Leg  // legs this gateway receives and writes
+	legs    map[string]*Leg
+}
+
+// InLeg returns the inbound leg with the given ID.
+func (t *Table) InLeg(id string) (*Leg, bool) {
+	l, ok := t.legs[id]
+	return l, ok && l.To.Region == t.Gateway.Region
+}
+
+// Compile builds the table of gateway name. Legs whose source and destination
+// are in the same region are not supported in version 1 and are an error.
+func Compile(topo *topology.Topology, gateway string) (*Table, error) {
+	gw, ok := topo.Gateways[gateway]
+	if !ok {
+		return nil, fmt.Errorf("unknown gateway %q", gateway)
+	}
+	t := &Table{Gateway: gw, legs: map[string]*Leg{}}
+	peers := map[string]*Peer{}
+	for _, rt := range topo.Routes {
+		for _, to := range rt.To {
+			leg, err := newLeg(topo, rt, to)
+			if err != nil {
+				return nil, err
+			}
+			t.legs[leg.ID] = leg
+			switch {
+			case to.Region == gw.Region:
+				t.In = append(t.In, leg)
+			case rt.From.Region == gw.Region:
+				// Next hop: the first gateway of the destination region. Live
+				// membership picks among several in a later version.
+				if len(to.Region.Gateways) == 0 {
+					return nil, fmt.Errorf("route %q: region %q has no gateway", rt.Name, to.Region.Name)
+				}
+				dst := to.Region.Gateways[0]
+				p := peers[dst.Name]
+				if p == nil {
+					p = &Peer{Gateway: dst, Link: leg.Link}
+					peers[dst.Name] = p
+					t.Out = append(t.Out, p)
+				}
+				p.Legs = append(p.Legs, leg)
+			}
+		}
+	}
+	return t, nil
+}
+
+func newLeg(topo *topology.Topology, rt *topology.Route, to *topology.Cluster) (*Leg, error) {
+	if to.Region == rt.From.Region {
+		return nil, fmt.Errorf("route %q: source and destination %q are in the same region", rt.Name, to.Ref())
+	}
+	link := topo.LinkBetween(rt.From.Region.Name, to.Region.Name)
+	if link == nil {
+		return nil, fmt.Errorf("route %q: no link between regions %q and %q", rt.Name, rt.From.Region.Name, to.Region.Name)
+	}
+	leg := &Leg{ID: rt.Name + ":" + to.Ref(), Route: rt, From: rt.From, To: to, Link: link}
+	for _, s := range rt.Include {
+		re, err := regexp.Compile(s)
+		if err != nil {
+			return nil, fmt.Errorf("route %q: include %q: %w", rt.Name, s, err)
+		}
+		leg.include = append(leg.include, re)
+	}
+	for _, s := range rt.Exclude {
+		re, err := regexp.Compile(s)
+		if err != nil {
+			return nil, fmt.Errorf("route %q: exclude %q: %w", rt.Name, s, err)
+		}
+		leg.exclude = append(leg.exclude, re)
+	}
+	return leg, nil
+}

@@ -1,0 +1,170 @@
+// Package topology is the model of a Meridian deployment: regions, clusters,
+// gateways, links and routes with their references resolved, built from a
+// validated config.File. Live membership (hashicorp/memberlist) joins it in a
+// later step; the model itself knows no wire formats and dials nothing.
+package topology
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/meridian-gw/meridian/config"
+)
+
+// Topology is a resolved deployment. It is immutable once built.
+type Topology struct {
+	Regions  map[string]*Region
+	Clusters map[string]*Cluster // by ref "region/cluster"
+	Gateways map[string]*Gateway // by gateway name
+	Links    []*Link
+	Routes   []*Route
+}
+
+// Region is one site.
+type Region struct {
+	Name     string
+	Clusters []*Cluster
+	Gateways []*Gateway
+}
+
+// Cluster is a Kafka cluster in a region.
+type Cluster struct {
+	Region    *Region
+	Name      string
+	Kind      string
+	Bootstrap []string
+	TLS       *config.TLS
+	SASL      *config.SASL
+}
+
+// Ref is the cluster's "region/cluster" name.
+func (c *Cluster) Ref() string { return c.Region.Name + "/" + c.Name }
+
+// Gateway is a meridian process.
+type Gateway struct {
+	Region    *Region
+	Name      string
+	Listen    string
+	Advertise string // address peers dial (Listen when not set)
+	Admin     string
+	TLS       *config.TLS
+}
+
+// Link joins two regions.
+type Link struct {
+	Name        string
+	A, B        *Region
+	Transport   string
+	Profile     string
+	Compression string
+	RateLimit   int64 // bits/s; 0 = unlimited
+	Window      int64 // bytes; 0 = from profile
+}
+
+// Joins reports whether the link joins regions a and b (either way round).
+func (l *Link) Joins(a, b string) bool {
+	return (l.A.Name == a && l.B.Name == b) || (l.A.Name == b && l.B.Name == a)
+}
+
+// Route mirrors topics from one cluster to others.
+type Route struct {
+	Name     string
+	From     *Cluster
+	To       []*Cluster
+	Include  []string
+	Exclude  []string
+	Rename   string
+	StartAt  string
+	Priority int
+	Discover time.Duration
+}
+
+// New resolves a validated file. It returns an error only for references that
+// validation should already have caught.
+func New(f *config.File) (*Topology, error) {
+	t := &Topology{
+		Regions:  map[string]*Region{},
+		Clusters: map[string]*Cluster{},
+		Gateways: map[string]*Gateway{},
+	}
+	for _, r := range f.Regions {
+		reg := &Region{Name: r.Name}
+		t.Regions[r.Name] = reg
+		for _, c := range r.Clusters {
+			cl := &Cluster{Region: reg, Name: c.Name, Kind: c.Kind, Bootstrap: c.Bootstrap, TLS: c.TLS, SASL: c.SASL}
+			reg.Clusters = append(reg.Clusters, cl)
+			t.Clusters[cl.Ref()] = cl
+		}
+		for _, g := range r.Gateways {
+			gw := &Gateway{Region: reg, Name: g.Name, Listen: g.Listen, Advertise: g.Advertise, Admin: g.Admin, TLS: g.TLS}
+			if gw.Advertise == "" {
+				gw.Advertise = gw.Listen
+			}
+			reg.Gateways = append(reg.Gateways, gw)
+			t.Gateways[gw.Name] = gw
+		}
+	}
+	region := func(ref string) (*Region, error) {
+		name, _, _ := strings.Cut(ref, "/")
+		r, ok := t.Regions[name]
+		if !ok {
+			return nil, fmt.Errorf("unknown region %q", name)
+		}
+		return r, nil
+	}
+	for _, l := range f.Links {
+		if len(l.Between) != 2 {
+			return nil, fmt.Errorf("link %q: want two ends, got %d", l.Name, len(l.Between))
+		}
+		a, err := region(l.Between[0])
+		if err != nil {
+			return nil, fmt.Errorf("link %q: %w", l.Name, err)
+		}
+		b, err := region(l.Between[1])
+		if err != nil {
+			return nil, fmt.Errorf("link %q: %w", l.Name, err)
+		}
+		lk := &Link{Name: l.Name, A: a, B: b, Transport: l.Transport, Profile: l.Profile, Compression: l.Compression}
+		if l.RateLimit != "" {
+			if lk.RateLimit, err = config.ParseBitRate(l.RateLimit); err != nil {
+				return nil, fmt.Errorf("link %q: rate_limit: %w", l.Name, err)
+			}
+		}
+		if l.Window != "" {
+			if lk.Window, err = config.ParseByteSize(l.Window); err != nil {
+				return nil, fmt.Errorf("link %q: window: %w", l.Name, err)
+			}
+		}
+		t.Links = append(t.Links, lk)
+	}
+	for _, r := range f.Routes {
+		from, ok := t.Clusters[r.From]
+		if !ok {
+			return nil, fmt.Errorf("route %q: unknown cluster %q", r.Name, r.From)
+		}
+		rt := &Route{Name: r.Name, From: from, Include: r.Topics.Include, Exclude: r.Topics.Exclude,
+			Rename: r.Rename, StartAt: r.StartAt, Priority: r.Priority, Discover: r.Discover}
+		for _, to := range r.To {
+			c, ok := t.Clusters[to]
+			if !ok {
+				return nil, fmt.Errorf("route %q: unknown cluster %q", r.Name, to)
+			}
+			rt.To = append(rt.To, c)
+		}
+		t.Routes = append(t.Routes, rt)
+	}
+	sort.SliceStable(t.Routes, func(i, j int) bool { return t.Routes[i].Priority > t.Routes[j].Priority })
+	return t, nil
+}
+
+// LinkBetween returns the link joining regions a and b, or nil.
+func (t *Topology) LinkBetween(a, b string) *Link {
+	for _, l := range t.Links {
+		if l.Joins(a, b) {
+			return l
+		}
+	}
+	return nil
+}

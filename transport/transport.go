@@ -1,0 +1,293 @@
+// Package transport owns the links between gateways: the Conn interface that the
+// mirror engine talks to, the versioned wire protocol (frames, acks, credit,
+// resume; see PROTOCOL.md) and its codec. Implementations live in
+// sub-packages: transport/quic (quic-go, mutual TLS).
+//
+// The package knows nothing about Kafka: a Batch is a run of generic records
+// (offset, timestamp, key, value, headers) from one source partition.
+package transport
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"time"
+)
+
+// Protocol versions this build speaks. A peer offering no version in
+// [VersionMin, VersionMax] is refused with ErrCodeVersion.
+const (
+	VersionMin uint16 = 1
+	VersionMax uint16 = 1
+)
+
+// Codec is the compression applied to a batch's record block on the wire.
+type Codec uint8
+
+const (
+	CodecNone Codec = 0
+	CodecZstd Codec = 1
+	CodecS2   Codec = 2
+)
+
+// Header is one record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Record is one record of a source partition.
+type Record struct {
+	Offset    int64 // offset in the source partition
+	Timestamp int64 // Unix milliseconds
+	Key       []byte
+	Value     []byte
+	Headers   []Header
+}
+
+// Frame is any protocol frame: *Hello, *Welcome, *Resume, *Batch, *Ack, *Credit,
+// *Topic, *TopicReady, *Ping, *Pong, *Error, *Goaway.
+type Frame interface{ frameType() FrameType }
+
+// FrameType is the one-byte type tag of a frame on the wire.
+type FrameType uint8
+
+const (
+	FrameHello      FrameType = 1
+	FrameWelcome    FrameType = 2
+	FrameResume     FrameType = 3
+	FrameBatch      FrameType = 4
+	FrameAck        FrameType = 5
+	FrameCredit     FrameType = 6
+	FrameTopic      FrameType = 7
+	FrameTopicReady FrameType = 8
+	FramePing       FrameType = 9
+	FramePong       FrameType = 10
+	FrameError      FrameType = 11
+	FrameGoaway     FrameType = 12
+)
+
+// Hello opens a session (sender → receiver).
+type Hello struct {
+	VersionMin, VersionMax uint16
+	Gateway                string   // sending gateway's name
+	Region                 string   // sending gateway's region
+	Legs                   []string // route legs this sender will feed
+	Codecs                 []Codec  // codecs the sender can decode (for future receiver→sender data)
+}
+
+// Welcome accepts a session (receiver → sender).
+type Welcome struct {
+	Version       uint16 // chosen version
+	Gateway       string
+	Region        string
+	Window        int64 // credit: max raw batch bytes in flight, unacknowledged
+	MaxBatchBytes int64 // largest raw batch the receiver accepts
+}
+
+// Position is where a sender must resume one source partition.
+type Position struct {
+	Topic      string
+	Partition  int32
+	NextOffset int64 // first source offset not yet committed at the destination
+}
+
+// Resume tells the sender to (re)start a leg from the destination's committed
+// positions (receiver → sender). Gen increases with every Resume of a leg;
+// batches stamped with an older Gen are dropped by the receiver. Partitions not
+// listed have nothing committed.
+type Resume struct {
+	Leg       string
+	Gen       uint64
+	Positions []Position
+}
+
+// Batch is a run of records from one source partition (sender → receiver).
+type Batch struct {
+	Leg           string
+	Gen           uint64 // Gen of the Resume this batch follows
+	Seq           uint64 // unique per session; acknowledged by Ack
+	Topic         string // source topic
+	Partition     int32  // source partition
+	NextOffset    int64  // source offset after this batch
+	HighWatermark int64  // source partition high watermark when read (lag)
+	Records       []Record
+
+	// WireSize is set by Send and Recv: the batch frame's encoded size on the
+	// wire. It is not itself encoded.
+	WireSize int
+}
+
+// Ack acknowledges batches whose records are committed at the destination
+// (receiver → sender).
+type Ack struct{ Seqs []uint64 }
+
+// Credit sets a new credit window in bytes (receiver → sender).
+type Credit struct{ Window int64 }
+
+// Topic announces a source topic of a leg before its first batch; the receiver
+// creates or checks the destination topic and answers TopicReady
+// (sender → receiver).
+type Topic struct {
+	Leg        string
+	Name       string
+	Partitions int32
+	Configs    map[string]string // non-default source topic configs
+}
+
+// TopicReady answers Topic (receiver → sender). A non-empty Err means the
+// destination topic cannot be used; the sender retries later.
+type TopicReady struct {
+	Leg  string
+	Name string
+	Err  string
+}
+
+// Ping and Pong measure RTT and prove liveness (either direction).
+type Ping struct {
+	Nonce  uint64
+	SentAt int64 // sender's clock, Unix nanoseconds
+}
+type Pong struct {
+	Nonce  uint64
+	SentAt int64 // copied from Ping
+}
+
+// Error codes carried by an Error frame.
+const (
+	ErrCodeInternal   uint16 = 1
+	ErrCodeVersion    uint16 = 2 // no common protocol version
+	ErrCodeUnknownLeg uint16 = 3 // a leg in Hello is not routed to this receiver
+	ErrCodeProtocol   uint16 = 4 // malformed or unexpected frame
+	ErrCodeFenced     uint16 = 5 // stale route epoch
+	ErrCodeIdentity   uint16 = 6 // Hello or Welcome names a gateway other than the peer certificate's
+)
+
+// Error reports a fatal session error; the sender of it closes the session.
+type Error struct {
+	Code    uint16
+	Message string
+}
+
+// Goaway announces a graceful close: no new batches follow.
+type Goaway struct{ Reason string }
+
+func (*Hello) frameType() FrameType      { return FrameHello }
+func (*Welcome) frameType() FrameType    { return FrameWelcome }
+func (*Resume) frameType() FrameType     { return FrameResume }
+func (*Batch) frameType() FrameType      { return FrameBatch }
+func (*Ack) frameType() FrameType        { return FrameAck }
+func (*Credit) frameType() FrameType     { return FrameCredit }
+func (*Topic) frameType() FrameType      { return FrameTopic }
+func (*TopicReady) frameType() FrameType { return FrameTopicReady }
+func (*Ping) frameType() FrameType       { return FramePing }
+func (*Pong) frameType() FrameType       { return FramePong }
+func (*Error) frameType() FrameType      { return FrameError }
+func (*Goaway) frameType() FrameType     { return FrameGoaway }
+
+// Conn is an established, handshaken session between a sending and a
+// receiving gateway. Send and Recv may be called concurrently with each other;
+// Send may be called from several goroutines.
+type Conn interface {
+	// Send writes a frame. Batches travel on data lanes chosen by
+	// (Leg, Topic, Partition), so batches of one partition arrive in the order
+	// sent; all other frames travel in order on the control lane. Batches are
+	// compressed with the session's codec. Send blocks while the transport's own
+	// buffers are full, until ctx ends or the session closes.
+	Send(ctx context.Context, f Frame) error
+	// Recv returns the next frame from the peer (Ping/Pong are answered and
+	// consumed by the transport itself and never returned).
+	Recv(ctx context.Context) (Frame, error)
+	// Hello is what the sender said when opening; Welcome what the receiver
+	// answered.
+	Hello() *Hello
+	Welcome() *Welcome
+	// Stats is a snapshot of the session's counters.
+	Stats() ConnStats
+	// Close ends the session (with an Error frame when err is a *Error) and
+	// waits for its goroutines. Safe to call more than once.
+	Close(err error) error
+	// Done is closed when the session has ended; Err then says why.
+	Done() <-chan struct{}
+	Err() error
+	RemoteAddr() net.Addr
+}
+
+// ConnStats counts a session's traffic.
+type ConnStats struct {
+	RTT         time.Duration // smoothed round-trip time
+	RawBytes    int64         // uncompressed record-block bytes of batches sent+received
+	WireBytes   int64         // bytes of all frames sent+received as encoded
+	FramesSent  int64
+	FramesRecvd int64
+}
+
+// Accept decides whether a receiver takes a session: it returns the Welcome to
+// send, or an *Error to refuse with.
+type Accept func(h *Hello) (*Welcome, error)
+
+// Listener accepts sessions.
+type Listener interface {
+	Accept(ctx context.Context) (Conn, error)
+	Addr() net.Addr
+	Close() error
+}
+
+// Dialer opens sessions.
+type Dialer interface {
+	Dial(ctx context.Context, addr string, h *Hello) (Conn, error)
+}
+
+// ErrClosed is returned by Send and Recv after the session ended normally.
+var ErrClosed = errors.New("transport: session closed")
+
+func (e *Error) Error() string {
+	return "peer error " + errCodeName(e.Code) + ": " + e.Message
+}
+
+func errCodeName(c uint16) string {
+	switch c {
+	case ErrCodeInternal:
+		return "internal"
+	case ErrCodeVersion:
+		return "version"
+	case ErrCodeUnknownLeg:
+		return "unknown-leg"
+	case ErrCodeProtocol:
+		return "protocol"
+	case ErrCodeFenced:
+		return "fenced"
+	case ErrCodeIdentity:
+		return "identity"
+	default:
+		return "unknown"
+	}
+}
+
+// String names a codec; unknown values print as "codec(N)".
+func (c Codec) String() string {
+	switch c {
+	case CodecNone:
+		return "none"
+	case CodecZstd:
+		return "zstd"
+	case CodecS2:
+		return "s2"
+	default:
+		return "codec(" + strconv.Itoa(int(c)) + ")"
+	}
+}
+
+// ParseCodec parses "none", "zstd" or "s2".
+func ParseCodec(s string) (Codec, error) {
+	switch s {
+	case "none":
+		return CodecNone, nil
+	case "zstd", "":
+		return CodecZstd, nil
+	case "s2":
+		return CodecS2, nil
+	}
+	return 0, errors.New("unknown codec " + strconv.Quote(s) + " (want none, zstd or s2)")
+}
