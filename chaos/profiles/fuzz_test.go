@@ -1,0 +1,31 @@
+package profiles_test
+
+import (
+	"testing"
+
+	"github.com/meridian-gw/meridian/chaos/profiles"
+)
+
+// FuzzParse: Parse never panics, and what it accepts validates and survives
+// the With methods.
+func FuzzParse(f *testing.F) {
+	for _, name := range profiles.Names() {
+		src, err := profiles.Source(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(src)
+	}
+	f.Add([]byte("link: {loss: 1%, rate: 1Mbit, queue: 10ms}\nevents: [{kind: blackout, at: 1s, duration: 1s}]\n"))
+	f.Add([]byte("up: &a {delay: 1ms}\ndown: *a\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := profiles.Parse("fuzz", data)
+		if err != nil {
+			return
+		}
+		if err := p.Validate(); err != nil {
+			t.Fatalf("Parse accepted a profile that does not validate: %v\n%s", err, data)
+		}
+		_ = p.WithRTT(p.RTT() * 2).WithRate(1_000_000).WithLoss(0.5).String()
+	})
+}
