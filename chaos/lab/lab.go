@@ -1,0 +1,261 @@
+// Package lab is the embedded two-region lab that `meridian demo`, the end to
+// end tests and the benchmarks run on: two in-process Kafka clusters
+// (franz-go's kfake) as regions "edge" and "hq", one gateway in each, joined
+// by a real QUIC link with mutual TLS (in-memory certificates), optionally
+// through the chaos UDP impairment proxy with a named link profile.
+//
+// It is never imported by the production path of `meridian run`.
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/meridian-gw/meridian/chaos"
+	"github.com/meridian-gw/meridian/config"
+	"github.com/meridian-gw/meridian/internal/gateway"
+	"github.com/meridian-gw/meridian/internal/pki"
+	"github.com/meridian-gw/meridian/topology"
+)
+
+// Gateway names in the lab.
+const (
+	EdgeGateway = "edge-a"
+	HQGateway   = "hq-a"
+)
+
+// Options configure a lab. Zero values are documented per field.
+type Options struct {
+	// Topics are created at the edge cluster with Partitions partitions
+	// each. Nil: none (create them yourself).
+	Topics     []string
+	Partitions int32 // zero: 4
+	// Include is the route's topic filter. Nil: every topic.
+	Include []string
+	// Rename is the route's rename template. "": "{topic}".
+	Rename string
+	// Profile is the link profile applied by a UDP impairment proxy between
+	// the gateways. "": no proxy, the gateways talk directly over loopback.
+	Profile string
+	// Loss, when > 0, overrides the profile's random loss.
+	Loss float64
+	// Compression of the link: none, zstd or s2. "": zstd.
+	Compression string
+	// Seed for the impairment proxy; zero picks one.
+	Seed uint64
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Window and MaxBatchBytes tune the engines; zero: defaults.
+	Window, MaxBatchBytes int64
+	// Admin starts each gateway's admin server on a free loopback port.
+	Admin bool
+}
+
+// Lab is a running two-region lab. Gateways are started and stopped
+// explicitly; Close stops everything.
+type Lab struct {
+	Edge, HQ *kfake.Cluster
+	Topo     *topology.Topology
+	Proxy    *chaos.UDPProxy // nil without a profile
+	opts     Options
+	ca       *pki.CA
+	certs    map[string]*pki.Cert
+	hqAddr   string // the hq gateway's fixed link address
+
+	mu      sync.Mutex
+	running map[string]*running
+}
+
+type running struct {
+	gw     *gateway.Gateway
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// New starts the clusters (and proxy); no gateway runs yet.
+func New(opts Options) (l *Lab, err error) {
+	if opts.Partitions == 0 {
+		opts.Partitions = 4
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Compression == "" {
+		opts.Compression = "zstd"
+	}
+	if opts.Rename == "" {
+		opts.Rename = "{topic}"
+	}
+	if opts.Include == nil {
+		opts.Include = []string{".*"}
+	}
+	l = &Lab{opts: opts, running: map[string]*running{}, certs: map[string]*pki.Cert{}}
+	defer func() {
+		if err != nil {
+			l.Close()
+		}
+	}()
+	kopts := []kfake.Opt{kfake.NumBrokers(1)}
+	if len(opts.Topics) > 0 {
+		kopts = append(kopts, kfake.SeedTopics(opts.Partitions, opts.Topics...))
+	}
+	if l.Edge, err = kfake.NewCluster(kopts...); err != nil {
+		return nil, fmt.Errorf("lab: edge cluster: %w", err)
+	}
+	if l.HQ, err = kfake.NewCluster(kfake.NumBrokers(1)); err != nil {
+		return nil, fmt.Errorf("lab: hq cluster: %w", err)
+	}
+	if l.ca, err = pki.NewCA("meridian-lab", 24*time.Hour); err != nil {
+		return nil, err
+	}
+	for _, name := range []string{EdgeGateway, HQGateway} {
+		if l.certs[name], err = l.ca.Issue(name, []string{"127.0.0.1", "localhost"}); err != nil {
+			return nil, err
+		}
+	}
+	if l.hqAddr, err = freeUDPAddr(); err != nil {
+		return nil, err
+	}
+	peerAddr := l.hqAddr
+	if opts.Profile != "" {
+		p, err := chaos.LoadProfile(opts.Profile)
+		if err != nil {
+			return nil, err
+		}
+		if opts.Loss > 0 {
+			p = p.WithLoss(opts.Loss)
+		}
+		l.Proxy, err = chaos.NewUDPProxy(chaos.UDPProxyOptions{Target: l.hqAddr, Profile: p, Seed: opts.Seed, Logger: opts.Logger.With("component", "chaos-proxy")})
+		if err != nil {
+			return nil, fmt.Errorf("lab: impairment proxy: %w", err)
+		}
+		peerAddr = l.Proxy.Addr().String()
+	}
+	profile := opts.Profile
+	if profile == "" {
+		profile = "lan"
+	}
+	f := &config.File{
+		Version: 1,
+		Regions: []config.Region{
+			{Name: "edge", Clusters: []config.Cluster{{Name: "kafka", Kind: "kafka", Bootstrap: l.Edge.ListenAddrs()}},
+				Gateways: []config.Gateway{{Name: EdgeGateway, Listen: "127.0.0.1:0"}}},
+			{Name: "hq", Clusters: []config.Cluster{{Name: "kafka", Kind: "kafka", Bootstrap: l.HQ.ListenAddrs()}},
+				Gateways: []config.Gateway{{Name: HQGateway, Listen: l.hqAddr, Advertise: peerAddr}}},
+		},
+		Links: []config.Link{{Name: "edge--hq", Between: []string{"edge", "hq"}, Transport: "quic", Profile: profile, Compression: opts.Compression}},
+		Routes: []config.Route{{Name: "mirror", From: "edge/kafka", To: []string{"hq/kafka"},
+			Topics: config.TopicFilter{Include: opts.Include}, Rename: opts.Rename, StartAt: "earliest", Discover: time.Second}},
+	}
+	if l.Topo, err = topology.New(f); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func freeUDPAddr() (string, error) {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return c.LocalAddr().String(), nil
+}
+
+// EdgeOpts and HQOpts reach the clusters.
+func (l *Lab) EdgeOpts() []kgo.Opt { return []kgo.Opt{kgo.SeedBrokers(l.Edge.ListenAddrs()...)} }
+func (l *Lab) HQOpts() []kgo.Opt   { return []kgo.Opt{kgo.SeedBrokers(l.HQ.ListenAddrs()...)} }
+
+// RenameTopic is the route's destination name for a source topic.
+func (l *Lab) RenameTopic(t string) string {
+	return strings.NewReplacer("{topic}", t, "{source_region}", "edge", "{source_cluster}", "kafka").Replace(l.opts.Rename)
+}
+
+// Start builds and runs the named gateway in the background.
+func (l *Lab) Start(name string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.running[name] != nil {
+		return fmt.Errorf("lab: gateway %s already running", name)
+	}
+	cert := l.certs[name]
+	if cert == nil {
+		return fmt.Errorf("lab: no gateway %s", name)
+	}
+	admin := "-"
+	if l.opts.Admin {
+		admin = "127.0.0.1:0"
+	}
+	gw, err := gateway.New(gateway.Options{
+		Topology: l.Topo, Name: name, Logger: l.opts.Logger,
+		ServerTLS: l.ca.ServerConfig(cert), ClientTLS: l.ca.ClientConfig(cert, ""),
+		AdminAddr: admin, Window: l.opts.Window, MaxBatchBytes: l.opts.MaxBatchBytes,
+	})
+	if err != nil {
+		return err
+	}
+	if err := gw.StartAdmin(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{gw: gw, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- gw.Run(ctx) }()
+	l.running[name] = r
+	return nil
+}
+
+// Stop stops the named gateway gracefully and waits for it.
+func (l *Lab) Stop(name string) error {
+	l.mu.Lock()
+	r := l.running[name]
+	delete(l.running, name)
+	l.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	r.cancel()
+	return <-r.done
+}
+
+// Gateway returns the named running gateway, or nil.
+func (l *Lab) Gateway(name string) *gateway.Gateway {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r := l.running[name]; r != nil {
+		return r.gw
+	}
+	return nil
+}
+
+// Close stops the gateways, the proxy and the clusters.
+func (l *Lab) Close() error {
+	var errs []error
+	l.mu.Lock()
+	names := make([]string, 0, len(l.running))
+	for n := range l.running {
+		names = append(names, n)
+	}
+	l.mu.Unlock()
+	for _, n := range names {
+		errs = append(errs, l.Stop(n))
+	}
+	if l.Proxy != nil {
+		errs = append(errs, l.Proxy.Close())
+	}
+	if l.Edge != nil {
+		l.Edge.Close()
+	}
+	if l.HQ != nil {
+		l.HQ.Close()
+	}
+	return errors.Join(errs...)
+}

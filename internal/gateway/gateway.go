@@ -1,0 +1,243 @@
+// Package gateway assembles one running Meridian gateway from a topology:
+// its forwarding table (routing), QUIC links with mutual TLS
+// (transport/quic), the replication engine (mirror) and the admin HTTP
+// server (internal/admin). `meridian run`, the demo and the lab all build
+// gateways here, so they run the same code.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/meridian-gw/meridian/internal/admin"
+	"github.com/meridian-gw/meridian/internal/pki"
+	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/routing"
+	"github.com/meridian-gw/meridian/topology"
+	"github.com/meridian-gw/meridian/transport"
+	"github.com/meridian-gw/meridian/transport/quic"
+)
+
+// Options configure a gateway. Only Topology and Name are required.
+type Options struct {
+	Topology *topology.Topology
+	Name     string // gateway name in the topology
+
+	// Logger; nil discards.
+	Logger *slog.Logger
+
+	// ServerTLS and ClientTLS override the link mTLS configs built from the
+	// gateway's tls files (the demo and lab use in-memory certificates).
+	ServerTLS, ClientTLS *tls.Config
+
+	// ListenAddr overrides the gateway's link listen address ("" = topology).
+	ListenAddr string
+	// AdminAddr overrides the admin address ("" = topology; "-" = none).
+	AdminAddr string
+	// PeerAddr, if not nil, maps a peer gateway and its advertised address
+	// to the address dialled (the lab routes links through impairment
+	// proxies this way).
+	PeerAddr func(peer, addr string) string
+	// ClusterOpts overrides how Kafka clusters are reached (nil: from the
+	// topology's bootstrap, TLS and SASL settings).
+	ClusterOpts func(*topology.Cluster) ([]kgo.Opt, error)
+
+	// Window and MaxBatchBytes tune the engine (zero: engine defaults).
+	Window, MaxBatchBytes int64
+}
+
+// Gateway is an assembled gateway, ready to Run.
+type Gateway struct {
+	opts  Options
+	table *routing.Table
+	eng   *mirror.Engine
+	reg   *prometheus.Registry
+	log   *slog.Logger
+	admin *admin.Server
+}
+
+// New builds the gateway: it loads certificates, opens the link listener and
+// checks everything short of connecting to clusters or peers.
+func New(opts Options) (*Gateway, error) {
+	if opts.Topology == nil {
+		return nil, errors.New("gateway: no topology")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	table, err := routing.Compile(opts.Topology, opts.Name)
+	if err != nil {
+		return nil, fmt.Errorf("gateway %s: %w", opts.Name, err)
+	}
+	gw := table.Gateway
+	log := opts.Logger.With("gateway", gw.Name)
+	serverTLS, clientTLS := opts.ServerTLS, opts.ClientTLS
+	if serverTLS == nil || clientTLS == nil {
+		if gw.TLS == nil || gw.TLS.CertFile == "" {
+			return nil, fmt.Errorf("gateway %s: link TLS needs tls.ca_file, tls.cert_file and tls.key_file (make them with `meridian certs`)", gw.Name)
+		}
+		if serverTLS == nil {
+			if serverTLS, err = pki.ServerTLS(gw.TLS.CAFile, gw.TLS.CertFile, gw.TLS.KeyFile); err != nil {
+				return nil, fmt.Errorf("gateway %s: link TLS: %w", gw.Name, err)
+			}
+		}
+		if clientTLS == nil {
+			if clientTLS, err = pki.ClientTLS(gw.TLS.CAFile, gw.TLS.CertFile, gw.TLS.KeyFile, ""); err != nil {
+				return nil, fmt.Errorf("gateway %s: link TLS: %w", gw.Name, err)
+			}
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// One dialer per peer: each link has its own codec.
+	dialers := map[string]transport.Dialer{}
+	for _, p := range table.Out {
+		codec, err := transport.ParseCodec(p.Link.Compression)
+		if err != nil {
+			return nil, fmt.Errorf("gateway %s: link %s: %w", gw.Name, p.Link.Name, err)
+		}
+		d, err := quic.NewDialer(quic.DialerOptions{TLS: serverNameFor(clientTLS, p.Gateway.Name), Codec: codec, Logger: log.With("component", "link", "peer", p.Gateway.Name)})
+		if err != nil {
+			return nil, fmt.Errorf("gateway %s: link %s: %w", gw.Name, p.Link.Name, err)
+		}
+		addr := p.Gateway.Advertise
+		if opts.PeerAddr != nil {
+			addr = opts.PeerAddr(p.Gateway.Name, addr)
+		}
+		dialers[p.Gateway.Advertise] = redial{d, addr}
+	}
+	listenAddr := gw.Listen
+	if opts.ListenAddr != "" {
+		listenAddr = opts.ListenAddr
+	}
+	eng, err := mirror.New(mirror.Options{
+		Table:         table,
+		Dialer:        byAddr(dialers),
+		ClusterOpts:   opts.ClusterOpts,
+		Logger:        log,
+		Registerer:    reg,
+		Window:        opts.Window,
+		MaxBatchBytes: opts.MaxBatchBytes,
+		Listen: func(accept transport.Accept) (transport.Listener, error) {
+			return quic.Listen(listenAddr, quic.ListenerOptions{TLS: serverTLS, Accept: accept, Logger: log.With("component", "link")})
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway %s: %w", gw.Name, err)
+	}
+	return &Gateway{opts: opts, table: table, eng: eng, reg: reg, log: log}, nil
+}
+
+// serverNameFor pins the name the peer's certificate must carry: the peer
+// gateway's name (certificates from `meridian certs` carry it as a DNS SAN).
+func serverNameFor(c *tls.Config, peer string) *tls.Config {
+	c = c.Clone()
+	c.ServerName = peer
+	return c
+}
+
+// redial dials a fixed address whatever address it is asked for.
+type redial struct {
+	d    transport.Dialer
+	addr string
+}
+
+func (r redial) Dial(ctx context.Context, _ string, h *transport.Hello) (transport.Conn, error) {
+	return r.d.Dial(ctx, r.addr, h)
+}
+
+// byAddr dispatches dials by the peer's advertised address.
+type byAddr map[string]transport.Dialer
+
+func (b byAddr) Dial(ctx context.Context, addr string, h *transport.Hello) (transport.Conn, error) {
+	d, ok := b[addr]
+	if !ok {
+		return nil, fmt.Errorf("no link to %s", addr)
+	}
+	return d.Dial(ctx, addr, h)
+}
+
+// LinkAddr is the address the gateway accepts links on (nil if it receives
+// nothing).
+func (g *Gateway) LinkAddr() net.Addr { return g.eng.Addr() }
+
+// Status is the engine's status.
+func (g *Gateway) Status() mirror.Status { return g.eng.Status() }
+
+// Registry holds the gateway's metrics.
+func (g *Gateway) Registry() *prometheus.Registry { return g.reg }
+
+// AdminAddr is the admin server's address once Run has started it, or nil.
+func (g *Gateway) AdminAddr() net.Addr {
+	if g.admin == nil {
+		return nil
+	}
+	return g.admin.Addr()
+}
+
+// StartAdmin starts the admin server (Run does it too; calling it first lets
+// a caller learn the address before Run). Idempotent.
+func (g *Gateway) StartAdmin() error {
+	if g.admin != nil {
+		return nil
+	}
+	addr := g.table.Gateway.Admin
+	if g.opts.AdminAddr != "" {
+		addr = g.opts.AdminAddr
+	}
+	if addr == "" || addr == "-" {
+		return nil
+	}
+	srv, err := admin.Start(admin.Options{
+		Addr: addr, Gatherer: g.reg, Logger: g.log,
+		Status:  func() any { return g.eng.Status() },
+		Healthy: g.problems,
+	})
+	if err != nil {
+		return fmt.Errorf("gateway %s: admin %s: %w", g.table.Gateway.Name, addr, err)
+	}
+	g.admin = srv
+	return nil
+}
+
+// problems lists what makes the gateway unhealthy: a peer it cannot reach.
+func (g *Gateway) problems() []string {
+	var out []string
+	for _, p := range g.eng.Status().Peers {
+		if !p.Connected && p.Failures > 0 {
+			out = append(out, fmt.Sprintf("peer %s (%s) not connected: %s", p.Gateway, p.Address, p.LastError))
+		}
+	}
+	return out
+}
+
+// Run serves until ctx ends, then drains and stops the admin server.
+func (g *Gateway) Run(ctx context.Context) error {
+	if err := g.StartAdmin(); err != nil {
+		return err
+	}
+	g.log.Info("gateway running", "region", g.table.Gateway.Region.Name, "link", g.LinkAddr(), "admin", g.AdminAddr(),
+		"legs_out", countLegs(g.table.Out), "legs_in", len(g.table.In))
+	err := g.eng.Run(ctx)
+	if g.admin != nil {
+		err = errors.Join(err, g.admin.Close())
+	}
+	return err
+}
+
+func countLegs(ps []*routing.Peer) int {
+	n := 0
+	for _, p := range ps {
+		n += len(p.Legs)
+	}
+	return n
+}
