@@ -1,0 +1,75 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meridian-gw/meridian/chaos/lab"
+)
+
+func newBenchCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Benchmarks measured against a baseline in the same run",
+	}
+	cmd.AddCommand(newBenchMirrorCmd(g))
+	return cmd
+}
+
+func newBenchMirrorCmd(g *globals) *cobra.Command {
+	var o lab.BenchOptions
+	var output string
+	cmd := &cobra.Command{
+		Use:   "mirror",
+		Short: "Meridian between two in-process Kafka clusters over loopback QUIC vs a direct franz-go consume->produce loop",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			log, err := g.logger()
+			if err != nil {
+				return &exitError{2, err}
+			}
+			o.Logger = log.With("component", "bench")
+			if output == "text" {
+				o.Out = g.stdout
+			}
+			res, err := lab.RunMirrorBench(cmd.Context(), o)
+			if err != nil {
+				return &exitError{1, fmt.Errorf("bench mirror: %w", err)}
+			}
+			if output == "json" {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(res)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintf(tw, "\n%d records of ~%d B, %s link, median of %d runs\n", res.Records, o.ValueSize, res.Compression, len(res.Meridian))
+			fmt.Fprintln(tw, "\tseconds\trecords/s\tMB/s")
+			fmt.Fprintf(tw, "baseline (franz-go consume->produce)\t%.2f\t%.0f\t%.1f\n", res.BaselineMedian.Seconds, res.BaselineMedian.RecordsPerSec, res.BaselineMedian.MBPerSec)
+			fmt.Fprintf(tw, "meridian (QUIC, exactly once)\t%.2f\t%.0f\t%.1f\n", res.MeridianMedian.Seconds, res.MeridianMedian.RecordsPerSec, res.MeridianMedian.MBPerSec)
+			tw.Flush()
+			ratio := 0.0
+			if res.WireBytes > 0 {
+				ratio = float64(res.RawBytes) / float64(res.WireBytes)
+			}
+			fmt.Fprintf(g.stdout, "ratio meridian/baseline: %.2f (target >= 0.90); link compression %.2fx; read-back exact: %v\n", res.Ratio, ratio, res.Verified)
+			if !res.Verified {
+				return &exitError{1, fmt.Errorf("bench mirror: read-back found the mirror not exact")}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().Int64Var(&o.Records, "records", 200_000, "records per run")
+	cmd.Flags().IntVar(&o.ValueSize, "value-size", 1024, "approximate value size in bytes")
+	cmd.Flags().IntVar(&o.Topics, "topics", 3, "topics")
+	cmd.Flags().Int32Var(&o.Partitions, "partitions", 4, "partitions per topic")
+	cmd.Flags().StringVar(&o.Compression, "compression", "zstd", "link compression: none, zstd, s2")
+	cmd.Flags().IntVar(&o.Runs, "runs", 3, "runs (the median is reported)")
+	outputFlag(cmd, &output)
+	return cmd
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"sort"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meridian-gw/meridian/config"
+	"github.com/meridian-gw/meridian/internal/gateway"
+	"github.com/meridian-gw/meridian/internal/pki"
+	"github.com/meridian-gw/meridian/topology"
+)
+
+func newRunCmd(g *globals) *cobra.Command {
+	var file, name string
+	cmd := &cobra.Command{
+		Use:   "run -f FILE --gateway NAME",
+		Short: "Run one gateway of a topology until SIGINT/SIGTERM, then drain and exit",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return &exitError{2, err}
+			}
+			f, err := config.Load(file)
+			if err != nil {
+				return &exitError{1, err}
+			}
+			topo, err := topology.New(f)
+			if err != nil {
+				return &exitError{1, fmt.Errorf("%s: %w", file, err)}
+			}
+			if _, ok := topo.Gateways[name]; !ok {
+				names := make([]string, 0, len(topo.Gateways))
+				for n := range topo.Gateways {
+					names = append(names, n)
+				}
+				sort.Strings(names)
+				return &exitError{1, fmt.Errorf("%s: no gateway %q (gateways: %v)", file, name, names)}
+			}
+			gw, err := gateway.New(gateway.Options{Topology: topo, Name: name, Logger: log.With("component", "gateway")})
+			if err != nil {
+				return &exitError{1, err}
+			}
+			if err := gw.Run(cmd.Context()); err != nil {
+				return &exitError{1, err}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "topology file (required)")
+	cmd.Flags().StringVarP(&name, "gateway", "g", "", "name of the gateway to run (required)")
+	_ = cmd.MarkFlagRequired("file")
+	_ = cmd.MarkFlagRequired("gateway")
+	return cmd
+}
+
+func newCertsCmd(g *globals) *cobra.Command {
+	var file, dir string
+	var names []string
+	var loopback bool
+	cmd := &cobra.Command{
+		Use:   "certs --out DIR (-f FILE | --gateway NAME...)",
+		Short: "Create a CA and a link certificate for each gateway (reuses DIR/ca.crt and ca.key if present)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var specs []pki.GatewaySpec
+			if file != "" {
+				f, err := config.Load(file)
+				if err != nil {
+					return &exitError{1, err}
+				}
+				topo, err := topology.New(f)
+				if err != nil {
+					return &exitError{1, err}
+				}
+				for _, gw := range topo.Gateways {
+					specs = append(specs, pki.GatewaySpec{Name: gw.Name, Hosts: hostsOf(gw.Listen, gw.Advertise), Loopback: loopback})
+				}
+			}
+			for _, n := range names {
+				specs = append(specs, pki.GatewaySpec{Name: n, Loopback: loopback})
+			}
+			if len(specs) == 0 {
+				return &exitError{2, fmt.Errorf("certs: name gateways with -f FILE or --gateway NAME")}
+			}
+			sort.Slice(specs, func(i, j int) bool { return specs[i].Name < specs[j].Name })
+			if err := pki.GenerateBundle(dir, specs); err != nil {
+				return &exitError{1, err}
+			}
+			fmt.Fprintf(g.stdout, "wrote %s and %s\n", filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CAKeyFile))
+			for _, s := range specs {
+				fmt.Fprintf(g.stdout, "wrote %s.crt and %s.key\n", filepath.Join(dir, s.Name), filepath.Join(dir, s.Name))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "topology file: one certificate per gateway, with its listen/advertise hosts")
+	cmd.Flags().StringSliceVar(&names, "gateway", nil, "gateway name (repeatable)")
+	cmd.Flags().StringVar(&dir, "out", "certs", "output directory")
+	cmd.Flags().BoolVar(&loopback, "loopback", true, "also valid for localhost, 127.0.0.1 and ::1")
+	return cmd
+}
+
+// hostsOf returns the host parts of addresses that name a specific host.
+func hostsOf(addrs ...string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, a := range addrs {
+		h, _, err := net.SplitHostPort(a)
+		if err != nil || h == "" || h == "0.0.0.0" || h == "::" || seen[h] {
+			continue
+		}
+		seen[h] = true
+		out = append(out, h)
+	}
+	return out
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meridian-gw/meridian/mirror"
+)
+
+func newStatusCmd(g *globals) *cobra.Command {
+	var addr, output string
+	cmd := &cobra.Command{
+		Use:   "status --admin ADDR",
+		Short: "Show a running gateway's peers and legs (from its admin /status)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			st, raw, err := fetchStatus(cmd.Context(), addr)
+			if err != nil {
+				return &exitError{1, err}
+			}
+			if output == "json" {
+				_, err := g.stdout.Write(raw)
+				return err
+			}
+			renderStatus(g.stdout, st)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&addr, "admin", "127.0.0.1:7401", "gateway admin address host:port")
+	outputFlag(cmd, &output)
+	return cmd
+}
+
+func fetchStatus(ctx context.Context, addr string) (*mirror.Status, []byte, error) {
+	url := addr
+	if !strings.Contains(url, "://") {
+		url = "http://" + url
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/status", nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("status %s: %w", addr, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("status: gateway admin %s unreachable: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("status %s: %w", addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, nil, fmt.Errorf("status %s: HTTP %d: %s", addr, resp.StatusCode, strings.TrimSpace(string(raw)))
+	}
+	var st mirror.Status
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return nil, nil, fmt.Errorf("status %s: not a meridian status: %w", addr, err)
+	}
+	return &st, raw, nil
+}
+
+func renderStatus(w io.Writer, st *mirror.Status) {
+	fmt.Fprintf(w, "gateway %s (region %s), up %s\n\n", st.Gateway, st.Region, (time.Duration(st.UptimeSeconds) * time.Second).String())
+	if len(st.Peers) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "PEER\tADDRESS\tLINK\tPROFILE\tCONNECTED\tRTT\tFAILURES\tLAST ERROR")
+		for _, p := range st.Peers {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%.1fms\t%d\t%s\n", p.Gateway, p.Address, p.Link, p.Profile, p.Connected, p.RTTMillis, p.Failures, p.LastError)
+		}
+		tw.Flush()
+		fmt.Fprintln(w)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "LEG\tDIR\tPEER\tCONNECTED\tRECORDS\tRAW\tWIRE\tRATIO\tLAG\tLAG(s)\tDLQ\tLAST ERROR")
+	for _, l := range st.Legs {
+		ratio := "-"
+		if l.WireBytes > 0 {
+			ratio = fmt.Sprintf("%.2f", float64(l.RawBytes)/float64(l.WireBytes))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\t%s\t%s\t%d\t%.1f\t%d\t%s\n", l.Leg, l.Direction, l.Peer, l.Connected,
+			l.Records, humanBytes(l.RawBytes), humanBytes(l.WireBytes), ratio, l.LagRecords, l.LagSeconds, l.DeadLetters, l.LastError)
+	}
+	tw.Flush()
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
