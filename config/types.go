@@ -55,7 +55,7 @@ type TLS struct {
 type SASL struct {
 	Mechanism string `yaml:"mechanism"` // plain|scram-sha-256|scram-sha-512
 	Username  string `yaml:"username"`
-	Password  string `yaml:"password"` // use ${ENV}
+	Password  string `yaml:"password"` // use ${ENV}; "$${" is a literal "${"
 }
 
 // Gateway is one meridian process in a region.
@@ -69,7 +69,7 @@ type Gateway struct {
 
 // Link joins two regions (or two gateways, "region/gateway").
 type Link struct {
-	Name        string   `yaml:"name"`        // "" = "<a>--<b>"
+	Name        string   `yaml:"name"`        // "" = "<a>--<b>" from Between, "/" in a ref becoming "."
 	Between     []string `yaml:"between"`     // exactly two distinct regions or region/gateway refs
 	Transport   string   `yaml:"transport"`   // "quic" (default)
 	Profile     string   `yaml:"profile"`     // named link profile; "" = defaults.profile

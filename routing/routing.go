@@ -90,8 +90,9 @@ func (t *Table) InLeg(id string) (*Leg, bool) {
 	return l, ok && l.To.Region == t.Gateway.Region
 }
 
-// Compile builds the table of gateway name. Legs whose source and destination
-// are in the same region are not supported in version 1 and are an error.
+// Compile builds the table of gateway name. A leg whose source and
+// destination are in the same region is both sent and received by that
+// region's first gateway, over a local link (no compression).
 func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 	gw, ok := topo.Gateways[gateway]
 	if !ok {
@@ -106,10 +107,10 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 				return nil, err
 			}
 			t.legs[leg.ID] = leg
-			switch {
-			case to.Region == gw.Region:
+			if to.Region == gw.Region {
 				t.In = append(t.In, leg)
-			case rt.From.Region == gw.Region:
+			}
+			if rt.From.Region == gw.Region {
 				// Next hop: the first gateway of the destination region. Live
 				// membership picks among several in a later version.
 				if len(to.Region.Gateways) == 0 {
@@ -130,10 +131,10 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 }
 
 func newLeg(topo *topology.Topology, rt *topology.Route, to *topology.Cluster) (*Leg, error) {
-	if to.Region == rt.From.Region {
-		return nil, fmt.Errorf("route %q: source and destination %q are in the same region", rt.Name, to.Ref())
-	}
 	link := topo.LinkBetween(rt.From.Region.Name, to.Region.Name)
+	if link == nil && to.Region == rt.From.Region {
+		link = &topology.Link{Name: "local:" + to.Region.Name, A: to.Region, B: to.Region, Transport: "quic", Profile: "lan", Compression: "none"}
+	}
 	if link == nil {
 		return nil, fmt.Errorf("route %q: no link between regions %q and %q", rt.Name, rt.From.Region.Name, to.Region.Name)
 	}

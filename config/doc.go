@@ -1,0 +1,15 @@
+// Package config reads Meridian topology files (YAML, version 1): the
+// regions, their Kafka clusters and gateways, the links between regions,
+// and the routes that mirror topics over them.
+//
+// [Load] and [Parse] decode strictly, expand ${ENV} in string values, fill
+// in defaults and validate. They report every problem at once as [Errors],
+// one "FILE:LINE:COL: PATH: reason" line each. Nothing here opens sockets
+// or reads certificate files; that happens when the gateway is built.
+//
+// The YAML library is gopkg.in/yaml.v3: its yaml.Node tree keeps the line
+// and column of every value, which strict decoding and validation need to
+// point at the offending spot; it is maintained; and it brings no other
+// dependency. Its own strict mode (KnownFields) gives lines only and stops
+// at the first problem, so this package walks the node tree itself.
+package config

@@ -1,0 +1,55 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// FuzzParse checks that no input makes Parse panic, and that failures are
+// always Errors with real positions.
+func FuzzParse(f *testing.F) {
+	var seeds []string
+	for _, pattern := range []string{"testdata/*/*.yaml", "../examples/*.yaml"} {
+		m, err := filepath.Glob(pattern)
+		if err != nil {
+			f.Fatal(err)
+		}
+		seeds = append(seeds, m...)
+	}
+	if len(seeds) == 0 {
+		f.Fatal("no seed files")
+	}
+	for _, path := range seeds {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte("a: &a {<<: *a}"))
+	f.Add([]byte("regions: &r [*r]"))
+	f.Add([]byte("version: 1\n---\n---\nx: 1\n"))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		file, err := Parse("fuzz.yaml", data)
+		if err == nil {
+			if file == nil {
+				t.Fatal("nil *File and nil error")
+			}
+			if errs := validate(file, "fuzz.yaml", nil, nil); len(errs) > 0 {
+				t.Fatalf("a parsed file does not validate again: %v", errs)
+			}
+			return
+		}
+		if file != nil {
+			t.Fatal("*File returned with an error")
+		}
+		var errs Errors
+		if !errors.As(err, &errs) {
+			t.Fatalf("error is %T, want Errors: %v", err, err)
+		}
+		checkErrors(t, errs)
+	})
+}

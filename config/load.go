@@ -1,0 +1,49 @@
+package config
+
+import (
+	"fmt"
+	"os"
+)
+
+// Load reads and checks the topology file at path. Problems with the
+// file's contents are returned as [Errors], each naming path, line and
+// column; failing to read the file is returned wrapped ("load config: …").
+func Load(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes, expands ${ENV} in, fills defaults into and validates a
+// topology file. name is used in error messages only. On failure the error
+// is [Errors] holding every problem found, sorted by position, and the
+// *File is nil.
+func Parse(name string, data []byte) (*File, error) {
+	f, errs := parse(name, data, os.LookupEnv)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return f, nil
+}
+
+// parse is Parse with the environment passed in.
+func parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*File, Errors) {
+	d := newDecoder(name)
+	root, ok := d.parseYAML(data)
+	if !ok {
+		return nil, d.errs.sorted()
+	}
+	d.expandEnv(root, lookupEnv)
+	f := new(File)
+	if !d.decodeFile(root, f) {
+		return nil, d.errs.sorted()
+	}
+	applyDefaults(f)
+	errs := append(d.errs, validate(f, name, d.pos, d.bad)...)
+	if len(errs) > 0 {
+		return nil, errs.sorted()
+	}
+	return f, nil
+}
