@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"sort"
 	"sync"
@@ -263,26 +264,77 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 	defer dcancel()
 	wg.Go(func() { d.loop(dctx) })
 
+	// Batches are encoded, compressed and written by sendWorkers goroutines
+	// in parallel; a partition always goes to the same worker, which sends
+	// in order, so order per partition is kept.
+	type job struct {
+		b    *transport.Batch
+		size int64
+	}
+	sctx, scancel := context.WithCancel(ctx)
+	defer scancel()
+	var (
+		sendErr  error
+		errOnce  sync.Once
+		workers  sync.WaitGroup
+		queues   = make([]chan job, sendWorkers)
+		failSend = func(err error) {
+			errOnce.Do(func() { sendErr = err })
+			scancel()
+		}
+	)
+	for i := range queues {
+		q := make(chan job, 4)
+		queues[i] = q
+		workers.Go(func() {
+			for j := range q {
+				if sctx.Err() != nil {
+					continue // drain
+				}
+				if err := lr.send(sctx, j.b, j.size); err != nil {
+					failSend(err)
+				}
+			}
+		})
+	}
+	defer func() {
+		for _, q := range queues {
+			close(q)
+		}
+		workers.Wait()
+	}()
+	dispatch := func(b *transport.Batch, size int64) bool {
+		q := queues[laneOf(b.Topic, b.Partition, sendWorkers)]
+		select {
+		case q <- job{b, size}:
+			return true
+		case <-sctx.Done():
+			return false
+		}
+	}
+
 	var batch []transport.Record
 	for {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return nil
+		fs := cl.PollFetches(sctx)
+		if sctx.Err() != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return sendErr
 		}
 		fs.EachError(func(t string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) {
 				lr.p.log.Warn("fetch from source", "leg", leg.ID, "topic", t, "partition", p, "err", err)
 			}
 		})
-		var sendErr error
 		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
-			if sendErr != nil || len(fp.Records) == 0 {
+			if len(fp.Records) == 0 || sctx.Err() != nil {
 				return
 			}
 			batch = batch[:0]
 			size := int64(0)
 			flush := func(next int64) {
-				if len(batch) == 0 || sendErr != nil {
+				if len(batch) == 0 {
 					return
 				}
 				b := &transport.Batch{
@@ -290,7 +342,7 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 					NextOffset: next, HighWatermark: fp.HighWatermark,
 					Records: append([]transport.Record(nil), batch...),
 				}
-				sendErr = lr.send(ctx, b, size)
+				dispatch(b, size)
 				batch, size = batch[:0], 0
 			}
 			for _, r := range fp.Records {
@@ -310,13 +362,17 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 			}
 			flush(fp.Records[len(fp.Records)-1].Offset + 1)
 		})
-		if sendErr != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return sendErr
-		}
 	}
+}
+
+// sendWorkers is how many goroutines of a leg encode and send batches.
+const sendWorkers = 4
+
+// laneOf maps a partition to one of n workers.
+func laneOf(topic string, partition int32, n int) int {
+	h := fnv.New32a()
+	h.Write([]byte(topic))
+	return int((h.Sum32() + uint32(partition)*2654435761) % uint32(n))
 }
 
 func (lr *legRunner) send(ctx context.Context, b *transport.Batch, size int64) error {

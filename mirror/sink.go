@@ -142,6 +142,7 @@ type txnResult struct {
 // records. On error nothing is committed; the caller reopens the sink.
 func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map[string]*destTopic) (txnResult, error) {
 	var res txnResult
+	t0 := time.Now()
 	if err := s.cl.BeginTransaction(); err != nil {
 		return res, fmt.Errorf("begin transaction: %w", err)
 	}
@@ -196,9 +197,11 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 	for i := range recs {
 		s.cl.Produce(ctx, recs[i].rec, perr.promise(&recs[i]))
 	}
+	tBuilt := time.Now()
 	if err := s.cl.Flush(ctx); err != nil {
 		return res, fmt.Errorf("flush: %w", err)
 	}
+	tData := time.Now()
 	if err, p := perr.get(); err != nil {
 		if p != nil && (errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge)) {
 			s.markPoison(p, "destination refused record: "+err.Error())
@@ -269,9 +272,12 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 	if err, _ := perr.get(); err != nil {
 		return res, fmt.Errorf("produce progress: %w", err)
 	}
+	tProg := time.Now()
 	if err := s.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		return res, fmt.Errorf("commit transaction: %w", err)
 	}
+	s.log.Debug("transaction committed", "leg", s.leg.ID, "records", len(recs), "bytes", res.rawBytes,
+		"build", tBuilt.Sub(t0), "data", tData.Sub(tBuilt), "progress", tProg.Sub(tData), "commit", time.Since(tProg))
 	committed = true
 	s.m.txns.WithLabelValues(s.leg.ID, "commit").Inc()
 	for _, k := range order {

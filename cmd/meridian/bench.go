@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -21,7 +23,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 
 func newBenchMirrorCmd(g *globals) *cobra.Command {
 	var o lab.BenchOptions
-	var output string
+	var output, cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "mirror",
 		Short: "Meridian between two in-process Kafka clusters over loopback QUIC vs a direct franz-go consume->produce loop",
@@ -38,6 +40,17 @@ func newBenchMirrorCmd(g *globals) *cobra.Command {
 			if output == "text" {
 				o.Out = g.stdout
 			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return &exitError{1, err}
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return &exitError{1, err}
+				}
+				defer pprof.StopCPUProfile()
+			}
 			res, err := lab.RunMirrorBench(cmd.Context(), o)
 			if err != nil {
 				return &exitError{1, fmt.Errorf("bench mirror: %w", err)}
@@ -48,7 +61,7 @@ func newBenchMirrorCmd(g *globals) *cobra.Command {
 				return enc.Encode(res)
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintf(tw, "\n%d records of ~%d B, %s link, median of %d runs\n", res.Records, o.ValueSize, res.Compression, len(res.Meridian))
+			fmt.Fprintf(tw, "\n%d records, %.1f MB, %s link, median of %d runs\n", res.Records, float64(res.Bytes)/1e6, res.Compression, len(res.Meridian))
 			fmt.Fprintln(tw, "\tseconds\trecords/s\tMB/s")
 			fmt.Fprintf(tw, "baseline (franz-go consume->produce)\t%.2f\t%.0f\t%.1f\n", res.BaselineMedian.Seconds, res.BaselineMedian.RecordsPerSec, res.BaselineMedian.MBPerSec)
 			fmt.Fprintf(tw, "meridian (QUIC, exactly once)\t%.2f\t%.0f\t%.1f\n", res.MeridianMedian.Seconds, res.MeridianMedian.RecordsPerSec, res.MeridianMedian.MBPerSec)
@@ -65,11 +78,12 @@ func newBenchMirrorCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().Int64Var(&o.Records, "records", 200_000, "records per run")
-	cmd.Flags().IntVar(&o.ValueSize, "value-size", 1024, "approximate value size in bytes")
+	cmd.Flags().IntVar(&o.ValueSize, "value-size", 0, "pad values to about this many bytes (0: natural JSON events, ~200-350 B)")
 	cmd.Flags().IntVar(&o.Topics, "topics", 3, "topics")
 	cmd.Flags().Int32Var(&o.Partitions, "partitions", 4, "partitions per topic")
 	cmd.Flags().StringVar(&o.Compression, "compression", "zstd", "link compression: none, zstd, s2")
 	cmd.Flags().IntVar(&o.Runs, "runs", 3, "runs (the median is reported)")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole benchmark to this file")
 	outputFlag(cmd, &output)
 	return cmd
 }
