@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/config"
+	"github.com/meridian-gw/meridian/internal/kread"
 	"github.com/meridian-gw/meridian/internal/verify"
 	"github.com/meridian-gw/meridian/mirror"
 	"github.com/meridian-gw/meridian/routing"
@@ -229,5 +231,61 @@ func TestMirrorPicksUpNewTopics(t *testing.T) {
 	checkExact(t, rep, 101)
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("new topic mirrored after %v, want within 5s", d)
+	}
+}
+
+func TestMirrorDeadLettersRecordsTheDestinationRefuses(t *testing.T) {
+	f := newFixture(t, []string{"t.a"}, 1)
+	// The destination topic exists already, with a 4 KiB record limit.
+	dcl, err := kgo.NewClient(kgo.SeedBrokers(f.dst.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dcl.Close()
+	limit := "4096"
+	if _, err := kadm.NewClient(dcl).CreateTopic(context.Background(), 1, 1, map[string]*string{"max.message.bytes": &limit}, "t.a"); err != nil {
+		t.Fatal(err)
+	}
+	scl, err := kgo.NewClient(kgo.SeedBrokers(f.src.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer scl.Close()
+	var recs []*kgo.Record
+	for i := 0; i < 20; i++ {
+		v := []byte(fmt.Sprintf("small-%d", i))
+		if i == 7 {
+			v = make([]byte, 10_000) // refused by the destination
+		}
+		recs = append(recs, &kgo.Record{Topic: "t.a", Key: []byte(strconv.Itoa(i)), Value: v})
+	}
+	if err := scl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	f.gateway(t, "gw", 0)
+	f.gateway(t, "ge", 0)
+
+	rep := f.waitMirrored(t, 19, 30*time.Second)
+	if rep.Mirrored != 19 || rep.Lost != 1 || rep.Duplicated != 0 || rep.Reordered != 0 || rep.Unexpected != 0 {
+		t.Fatalf("read-back %v, want the 19 small records mirrored and only the large one missing", rep)
+	}
+	var dl []*kgo.Record
+	deadline := time.Now().Add(10 * time.Second)
+	for len(dl) == 0 && time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		dl = nil
+		_ = kread.Each(ctx, []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}, []string{mirror.DeadLetterTopic}, func(r *kgo.Record) { dl = append(dl, r) })
+		cancel()
+	}
+	if len(dl) != 1 {
+		t.Fatalf("dead-letter topic holds %d records, want 1", len(dl))
+	}
+	h := map[string]string{}
+	for _, hd := range dl[0].Headers {
+		h[hd.Key] = string(hd.Value)
+	}
+	if h[mirror.HeaderDLOffset] != "7" || h[mirror.HeaderDLTopic] != "t.a" || h[mirror.HeaderDLSize] == "" ||
+		!strings.Contains(h[mirror.HeaderDLReason], "exceeds destination max.message.bytes 4096") || string(dl[0].Key) != "7" {
+		t.Errorf("dead letter = key %q headers %v, want source offset 7 of t.a with the reason", dl[0].Key, h)
 	}
 }
