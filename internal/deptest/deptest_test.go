@@ -1,0 +1,80 @@
+// Package deptest guards the import graph and package docs: the production
+// packages never import the chaos lab, the testing package or any test
+// helper package, and every package has exactly one package doc.
+package deptest
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+type pkg struct {
+	ImportPath string
+	Doc        string
+	Name       string
+	Deps       []string
+	GoFiles    []string
+}
+
+func list(t *testing.T, patterns ...string) []pkg {
+	t.Helper()
+	cmd := exec.Command("go", append([]string{"list", "-json=ImportPath,Doc,Name,Deps,GoFiles"}, patterns...)...)
+	cmd.Dir = "../.."
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var p pkg
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+// The production path: what `meridian run` needs. None of it may pull in
+// the lab, the testing package or test helpers.
+var production = []string{
+	"./config", "./topology", "./routing", "./transport", "./transport/quic", "./mirror",
+	"./internal/gateway", "./internal/admin", "./internal/pki", "./internal/kafkaopt",
+}
+
+func TestProductionImportsNoTestOrChaosCode(t *testing.T) {
+	const mod = "github.com/meridian-gw/meridian/"
+	for _, p := range list(t, production...) {
+		for _, d := range p.Deps {
+			thirdParty := strings.Contains(strings.SplitN(d, "/", 2)[0], ".")
+			bad := d == "testing" || strings.HasPrefix(d, "testing/") || thirdParty && strings.HasSuffix(d, "test") ||
+				strings.Contains(d, "/kfake") ||
+				(strings.HasPrefix(d, mod+"chaos") && d != mod+"chaos/profiles") // profiles are pure data, shared with transport tuning
+			if bad {
+				t.Errorf("%s imports %s", p.ImportPath, d)
+			}
+		}
+	}
+}
+
+func TestEveryPackageHasOneDoc(t *testing.T) {
+	for _, p := range list(t, "./...") {
+		if len(p.GoFiles) == 0 {
+			continue // test-only package
+		}
+		if p.Name != "main" && strings.TrimSpace(p.Doc) == "" {
+			t.Errorf("%s has no package doc", p.ImportPath)
+		}
+	}
+	// At most one file per package starts with a package doc comment.
+	out, err := exec.Command("sh", "-c", `cd ../.. && for d in $(go list -f '{{.Dir}}' ./...); do n=$(grep -l '^// Package ' $d/*.go 2>/dev/null | grep -v _test.go | wc -l); [ "$n" -gt 1 ] && echo "$d: $n"; done; true`).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := strings.TrimSpace(string(out)); s != "" {
+		t.Errorf("packages with more than one package doc:\n%s", s)
+	}
+}
