@@ -89,7 +89,7 @@ func New(opts Options) (*Engine, error) {
 	}
 	e := &Engine{
 		opts: opts, table: opts.Table,
-		log:  opts.Logger.With("component", "mirror", "gateway", opts.Table.Gateway.Name),
+		log:  opts.Logger.With("component", "mirror"),
 		m:    newMetrics(opts.Registerer),
 		in:   map[string]*inLeg{},
 		rtts: map[string]*atomic.Int64{},

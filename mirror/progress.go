@@ -67,24 +67,40 @@ func decodeProgress(b []byte) (*Progress, error) {
 	return &p, nil
 }
 
-// ensureProgressTopic creates ProgressTopic if it does not exist.
-func ensureProgressTopic(ctx context.Context, adm *kadm.Client) error {
-	td, err := adm.ListTopicsWithInternal(ctx, ProgressTopic)
-	if err != nil {
-		return fmt.Errorf("list %s: %w", ProgressTopic, err)
+// ensureProgressTopic creates ProgressTopic if it does not exist and returns
+// its partition count once the cluster's metadata shows it.
+func ensureProgressTopic(ctx context.Context, adm *kadm.Client) (int32, error) {
+	created := false
+	for attempt := 0; ; attempt++ {
+		td, err := adm.ListTopicsWithInternal(ctx, ProgressTopic)
+		if err != nil {
+			return 0, fmt.Errorf("list %s: %w", ProgressTopic, err)
+		}
+		if d, ok := td[ProgressTopic]; ok && d.Err == nil && len(d.Partitions) > 0 {
+			return int32(len(d.Partitions)), nil
+		}
+		if attempt == 50 {
+			return 0, fmt.Errorf("%s: created but not visible in metadata", ProgressTopic)
+		}
+		if !created {
+			resp, err := adm.CreateTopic(ctx, progressPartitions, -1, map[string]*string{"retention.ms": ptr("-1")}, ProgressTopic)
+			if err != nil {
+				return 0, fmt.Errorf("create %s: %w", ProgressTopic, err)
+			}
+			if resp.Err != nil && !isExists(resp.Err) {
+				return 0, fmt.Errorf("create %s: %w", ProgressTopic, resp.Err)
+			}
+			created = true
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	if d, ok := td[ProgressTopic]; ok && d.Err == nil {
-		return nil
-	}
-	resp, err := adm.CreateTopic(ctx, progressPartitions, -1, nil, ProgressTopic)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", ProgressTopic, err)
-	}
-	if resp.Err != nil && !isExists(resp.Err) {
-		return fmt.Errorf("create %s: %w", ProgressTopic, resp.Err)
-	}
-	return nil
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // loadProgress reads the committed progress of the given legs (all when legs
 // is empty) from the destination cluster: the latest record per leg and
@@ -99,7 +115,7 @@ func loadProgress(ctx context.Context, opts []kgo.Opt, legs map[string]bool) (ma
 	}
 	adm := kadm.NewClient(admCl)
 	defer adm.Close()
-	if err := ensureProgressTopic(ctx, adm); err != nil {
+	if _, err := ensureProgressTopic(ctx, adm); err != nil {
 		return nil, err
 	}
 	ends, err := adm.ListCommittedOffsets(ctx, ProgressTopic)

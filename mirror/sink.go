@@ -84,17 +84,12 @@ func (s *sink) open(ctx context.Context) error {
 		cl.Close()
 		return fmt.Errorf("destination %s: init transactional producer: %w", s.leg.To.Ref(), err)
 	}
-	adm := kadm.NewClient(cl)
-	if err := ensureProgressTopic(ctx, adm); err != nil {
+	parts, err := ensureProgressTopic(ctx, kadm.NewClient(cl))
+	if err != nil {
 		cl.Close()
 		return err
 	}
-	td, err := adm.ListTopicsWithInternal(ctx, ProgressTopic)
-	if err != nil || td[ProgressTopic].Err != nil || len(td[ProgressTopic].Partitions) == 0 {
-		cl.Close()
-		return fmt.Errorf("describe %s: %w", ProgressTopic, errors.Join(err, td[ProgressTopic].Err))
-	}
-	s.progressParts = int32(len(td[ProgressTopic].Partitions))
+	s.progressParts = parts
 	all, err := loadProgress(ctx, s.opts, map[string]bool{s.leg.ID: true})
 	if err != nil {
 		cl.Close()

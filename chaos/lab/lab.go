@@ -239,13 +239,8 @@ func (l *Lab) Gateway(name string) *gateway.Gateway {
 // Close stops the gateways, the proxy and the clusters.
 func (l *Lab) Close() error {
 	var errs []error
-	l.mu.Lock()
-	names := make([]string, 0, len(l.running))
-	for n := range l.running {
-		names = append(names, n)
-	}
-	l.mu.Unlock()
-	for _, n := range names {
+	// Senders first, so the receiver drains what they have in flight.
+	for _, n := range []string{EdgeGateway, HQGateway} {
 		errs = append(errs, l.Stop(n))
 	}
 	if l.Proxy != nil {

@@ -36,7 +36,7 @@ func newBenchMirrorCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return &exitError{2, err}
 			}
-			o.Logger = log.With("component", "bench")
+			o.Logger = log
 			if output == "text" {
 				o.Out = g.stdout
 			}

@@ -40,7 +40,7 @@ At the end both clusters are read back and compared.`,
 			}
 			sum, err := lab.RunDemo(cmd.Context(), lab.DemoOptions{
 				Duration: duration, Profile: profile, Rate: rate, Out: out,
-				Live: isTerminal(out), Logger: log.With("component", "demo"),
+				Live: isTerminal(out), Logger: log,
 			})
 			if err != nil {
 				return &exitError{1, fmt.Errorf("demo: %w", err)}

@@ -78,7 +78,7 @@ func New(opts Options) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway %s: %w", opts.Name, err)
 	}
 	gw := table.Gateway
-	log := opts.Logger.With("gateway", gw.Name)
+	log := opts.Logger.With("gateway", gw.Name) // mirror and link loggers add their component
 	serverTLS, clientTLS := opts.ServerTLS, opts.ClientTLS
 	if serverTLS == nil || clientTLS == nil {
 		if gw.TLS == nil || gw.TLS.CertFile == "" {
@@ -105,7 +105,7 @@ func New(opts Options) (*Gateway, error) {
 		if err != nil {
 			return nil, fmt.Errorf("gateway %s: link %s: %w", gw.Name, p.Link.Name, err)
 		}
-		d, err := quic.NewDialer(quic.DialerOptions{TLS: serverNameFor(clientTLS, p.Gateway.Name), Codec: codec, Logger: log.With("component", "link", "peer", p.Gateway.Name)})
+		d, err := quic.NewDialer(quic.DialerOptions{TLS: serverNameFor(clientTLS, p.Gateway.Name), Codec: codec, Logger: log.With("peer", p.Gateway.Name)})
 		if err != nil {
 			return nil, fmt.Errorf("gateway %s: link %s: %w", gw.Name, p.Link.Name, err)
 		}
@@ -128,7 +128,7 @@ func New(opts Options) (*Gateway, error) {
 		Window:        opts.Window,
 		MaxBatchBytes: opts.MaxBatchBytes,
 		Listen: func(accept transport.Accept) (transport.Listener, error) {
-			return quic.Listen(listenAddr, quic.ListenerOptions{TLS: serverTLS, Accept: accept, Logger: log.With("component", "link")})
+			return quic.Listen(listenAddr, quic.ListenerOptions{TLS: serverTLS, Accept: accept, Logger: log})
 		},
 	})
 	if err != nil {

@@ -5,6 +5,7 @@
 package kafkaopt
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -14,7 +15,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
-	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/meridian-gw/meridian/topology"
 )
@@ -23,7 +23,7 @@ import (
 func Opts(c *topology.Cluster, log *slog.Logger) ([]kgo.Opt, error) {
 	opts := []kgo.Opt{kgo.SeedBrokers(c.Bootstrap...), kgo.ClientID("meridian")}
 	if log != nil {
-		opts = append(opts, kgo.WithLogger(kslog.New(log.With("cluster", c.Ref()))))
+		opts = append(opts, kgo.WithLogger(Logger(log.With("cluster", c.Ref()))))
 	}
 	if c.TLS != nil && (c.TLS.Enabled == nil || *c.TLS.Enabled) {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLS.ServerName, InsecureSkipVerify: c.TLS.InsecureSkipVerify} //nolint:gosec // user's explicit choice
@@ -60,4 +60,34 @@ func Opts(c *topology.Cluster, log *slog.Logger) ([]kgo.Opt, error) {
 		}
 	}
 	return opts, nil
+}
+
+// Logger adapts slog to franz-go's logger one level down: franz-go logs every
+// transaction and metadata refresh at info, which is debug for a gateway;
+// its warnings and errors stay warnings and errors.
+func Logger(l *slog.Logger) kgo.Logger { return kgoLogger{l} }
+
+type kgoLogger struct{ l *slog.Logger }
+
+func (k kgoLogger) Level() kgo.LogLevel {
+	ctx := context.Background()
+	switch {
+	case k.l.Enabled(ctx, slog.LevelDebug):
+		return kgo.LogLevelDebug // kgo debug and info both show at slog debug
+	case k.l.Enabled(ctx, slog.LevelWarn):
+		return kgo.LogLevelWarn
+	default:
+		return kgo.LogLevelError
+	}
+}
+
+func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	lvl := slog.LevelDebug
+	switch level {
+	case kgo.LogLevelError:
+		lvl = slog.LevelError
+	case kgo.LogLevelWarn:
+		lvl = slog.LevelWarn
+	}
+	k.l.Log(context.Background(), lvl, msg, keyvals...)
 }
