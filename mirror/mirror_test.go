@@ -218,8 +218,9 @@ func TestMirrorPicksUpNewTopics(t *testing.T) {
 	}
 	defer cl.Close()
 	start := time.Now()
+	retention := "123456789"
 	for _, tp := range []string{"t.late", "other"} {
-		if _, err := kadm.NewClient(cl).CreateTopic(context.Background(), 3, 1, nil, tp); err != nil {
+		if _, err := kadm.NewClient(cl).CreateTopic(context.Background(), 3, 1, map[string]*string{"retention.ms": &retention}, tp); err != nil {
 			t.Fatal(err)
 		}
 		if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: tp, Value: []byte("x")}).FirstErr(); err != nil {
@@ -232,6 +233,63 @@ func TestMirrorPicksUpNewTopics(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("new topic mirrored after %v, want within 5s", d)
 	}
+	// The destination topic has the source's partitions and non-default
+	// configs; the unmatched topic was not created.
+	dcl, err := kgo.NewClient(kgo.SeedBrokers(f.dst.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dcl.Close()
+	dadm := kadm.NewClient(dcl)
+	td, err := dadm.ListTopics(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(td["t.late"].Partitions); n != 3 {
+		t.Errorf("destination t.late has %d partitions, want 3", n)
+	}
+	if td.Has("other") {
+		t.Error("topic \"other\" does not match the route but was created at the destination")
+	}
+	rc, err := dadm.DescribeTopicConfigs(context.Background(), "t.late")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := rc.On("t.late", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ""
+	for _, kv := range c.Configs {
+		if kv.Key == "retention.ms" && kv.Value != nil {
+			got = *kv.Value
+		}
+	}
+	if got != retention {
+		t.Errorf("destination retention.ms = %q, want the source's %q", got, retention)
+	}
+}
+
+func TestMirrorWaitsForAnUnreachableDestination(t *testing.T) {
+	// The destination cluster is down when the gateways start; records
+	// produced meanwhile are mirrored once it comes up, exactly once.
+	f := newFixture(t, []string{"t.a", "t.b"}, 2)
+	port := f.dst.ListenAddrs()[0]
+	f.dst.Close()
+	f.produce(t, 2000, 0)
+	f.gateway(t, "gw", 0)
+	f.gateway(t, "ge", 0)
+	time.Sleep(2 * time.Second)
+	_, p, _ := strings.Cut(port, ":")
+	pn, _ := strconv.Atoi(p)
+	dst, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(pn))
+	if err != nil {
+		t.Fatalf("restart destination on %s: %v", port, err)
+	}
+	t.Cleanup(dst.Close)
+	f.dst = dst
+	f.produce(t, 2000, 2000)
+	checkExact(t, f.waitMirrored(t, 4000, 60*time.Second), 4000)
 }
 
 func TestMirrorDeadLettersRecordsTheDestinationRefuses(t *testing.T) {
