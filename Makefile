@@ -34,7 +34,8 @@ lint:
 # Short fuzzing pass over every wire decoder and parser.
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./config/
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 20s ./transport/
+	$(GO) test -run '^$$' -fuzz FuzzReadFrame -fuzztime 20s -fuzzminimizetime 2s ./transport/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./chaos/profiles/
 
 clean:
 	rm -rf bin

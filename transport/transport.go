@@ -1,10 +1,23 @@
 // Package transport owns the links between gateways: the Conn interface that the
 // mirror engine talks to, the versioned wire protocol (frames, acks, credit,
 // resume; see PROTOCOL.md) and its codec. Implementations live in
-// sub-packages: transport/quic (quic-go, mutual TLS).
+// sub-packages: transport/quic (quic-go, mutual TLS). transport/transporttest
+// generates realistic batches and random frames for tests.
 //
 // The package knows nothing about Kafka: a Batch is a run of generic records
 // (offset, timestamp, key, value, headers) from one source partition.
+//
+// # Codec
+//
+// Encoder and Decoder turn frames into bytes and back: a type byte, a uvarint
+// body length, a body of varints and length-prefixed strings. A batch's records
+// form one block compressed as a whole with zstd (the default, level fastest),
+// s2 or nothing, using github.com/klauspost/compress, the fastest pure-Go
+// implementation of both; encoders and decoders are expensive to create and are
+// meant to be kept per stream. Encoding reuses scratch buffers and does not
+// allocate; decoding checks every length and count against Limits before
+// allocating, so a hostile peer gets an error wrapping ErrMalformed, never a
+// panic or a huge allocation.
 package transport
 
 import (
@@ -291,3 +304,17 @@ func ParseCodec(s string) (Codec, error) {
 	}
 	return 0, errors.New("unknown codec " + strconv.Quote(s) + " (want none, zstd or s2)")
 }
+
+// NegotiateVersion returns the highest version in both [VersionMin,
+// VersionMax] and [peerMin, peerMax]; ok is false if there is none.
+func NegotiateVersion(peerMin, peerMax uint16) (v uint16, ok bool) {
+	lo, hi := max(peerMin, VersionMin), min(peerMax, VersionMax)
+	if lo > hi {
+		return 0, false
+	}
+	return hi, true
+}
+
+// CodeName names the error's code ("version", "fenced", ...; "unknown" for
+// codes this build does not know).
+func (e *Error) CodeName() string { return errCodeName(e.Code) }

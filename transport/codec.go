@@ -1,0 +1,286 @@
+package transport
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
+)
+
+// zstdLevel is the level batches are compressed with. Measured on this
+// project's 2-core machine with 64 KiB batches of 1 KiB JSON records
+// (BenchmarkZstdLevel, codec_bench_test.go; median of 3): SpeedFastest
+// encodes about 450 MB/s at ratio 4.29, SpeedDefault about 360 MB/s at 4.34,
+// SpeedBetterCompression about 265 MB/s at 4.50. Default buys 1% of size
+// for 25% more CPU, so Fastest it is: the gateway's CPU also runs the Kafka
+// clients, and on thin links the ratio barely moves.
+var zstdLevel = zstd.SpeedFastest
+
+// Encoder turns frames into their wire form. It holds the compressor and
+// scratch buffers, which are expensive to create: keep one per writer and
+// reuse it. An Encoder is not safe for concurrent use.
+type Encoder struct {
+	codec Codec
+	zenc  *zstd.Encoder // nil unless codec is CodecZstd
+	blk   []byte        // scratch: uncompressed record block
+	cmp   []byte        // scratch: compressed record block
+}
+
+// NewEncoder returns an Encoder that compresses batches with c.
+func NewEncoder(c Codec) (*Encoder, error) {
+	return newEncoderLevel(c, zstdLevel)
+}
+
+func newEncoderLevel(c Codec, level zstd.EncoderLevel) (*Encoder, error) {
+	e := &Encoder{codec: c}
+	switch c {
+	case CodecNone, CodecS2:
+	case CodecZstd:
+		// EncodeAll with concurrency 1 starts no goroutines; nothing to close.
+		z, err := zstd.NewWriter(nil,
+			zstd.WithEncoderLevel(level),
+			zstd.WithEncoderConcurrency(1),
+		)
+		if err != nil {
+			return nil, fmt.Errorf("new zstd encoder: %w", err)
+		}
+		e.zenc = z
+	default:
+		return nil, fmt.Errorf("new encoder: unknown codec %s", c)
+	}
+	return e, nil
+}
+
+// Codec is the codec this Encoder compresses batches with.
+func (e *Encoder) Codec() Codec { return e.codec }
+
+// AppendFrame appends the wire form of f to dst: one type byte, the body
+// length as a uvarint, the body. It does not retain f or dst.
+func (e *Encoder) AppendFrame(dst []byte, f Frame) ([]byte, error) {
+	if b, ok := f.(*Batch); ok {
+		out, _, err := e.AppendBatch(dst, b)
+		return out, err
+	}
+	return appendControl(dst, f)
+}
+
+// AppendFrame appends the wire form of a frame that is not a Batch; batches
+// need an Encoder.
+func AppendFrame(dst []byte, f Frame) ([]byte, error) {
+	if _, ok := f.(*Batch); ok {
+		return dst, errors.New("encode batch: needs an Encoder")
+	}
+	return appendControl(dst, f)
+}
+
+// appendControl encodes a non-batch frame. Control frames are small, so the
+// body is built in place after a one-byte length placeholder, which is widened
+// (by moving the body) in the rare case that the body is 128 bytes or more.
+func appendControl(dst []byte, f Frame) ([]byte, error) {
+	if f == nil {
+		return dst, errors.New("encode: nil frame")
+	}
+	start := len(dst)
+	dst = append(dst, byte(f.frameType()), 0)
+	bodyAt := len(dst)
+	var err error
+	dst, err = appendBody(dst, f)
+	if err != nil {
+		return dst[:start], err
+	}
+	n := len(dst) - bodyAt
+	if n > MaxFrameBytes {
+		return dst[:start], fmt.Errorf("encode %s: body of %d bytes exceeds the protocol limit of %d", f.frameType(), n, MaxFrameBytes)
+	}
+	w := uvarintLen(uint64(n))
+	if w > 1 {
+		dst = slices.Grow(dst, w-1)[:len(dst)+w-1]
+		copy(dst[bodyAt+w-1:], dst[bodyAt:bodyAt+n])
+	}
+	binary.PutUvarint(dst[bodyAt-1:], uint64(n))
+	return dst, nil
+}
+
+func appendBody(dst []byte, f Frame) ([]byte, error) {
+	switch f := f.(type) {
+	case *Hello:
+		dst = binary.AppendUvarint(dst, uint64(f.VersionMin))
+		dst = binary.AppendUvarint(dst, uint64(f.VersionMax))
+		dst = appendString(dst, f.Gateway)
+		dst = appendString(dst, f.Region)
+		dst = binary.AppendUvarint(dst, uint64(len(f.Legs)))
+		for _, l := range f.Legs {
+			dst = appendString(dst, l)
+		}
+		dst = binary.AppendUvarint(dst, uint64(len(f.Codecs)))
+		for _, c := range f.Codecs {
+			dst = append(dst, byte(c))
+		}
+	case *Welcome:
+		dst = binary.AppendUvarint(dst, uint64(f.Version))
+		dst = appendString(dst, f.Gateway)
+		dst = appendString(dst, f.Region)
+		dst = binary.AppendVarint(dst, f.Window)
+		dst = binary.AppendVarint(dst, f.MaxBatchBytes)
+	case *Resume:
+		dst = appendString(dst, f.Leg)
+		dst = binary.AppendUvarint(dst, f.Gen)
+		dst = binary.AppendUvarint(dst, uint64(len(f.Positions)))
+		for _, p := range f.Positions {
+			dst = appendString(dst, p.Topic)
+			dst = binary.AppendVarint(dst, int64(p.Partition))
+			dst = binary.AppendVarint(dst, p.NextOffset)
+		}
+	case *Ack:
+		// Sequence numbers are mostly consecutive: the first is a uvarint,
+		// each next one a varint delta from its predecessor.
+		dst = binary.AppendUvarint(dst, uint64(len(f.Seqs)))
+		var prev uint64
+		for i, s := range f.Seqs {
+			if i == 0 {
+				dst = binary.AppendUvarint(dst, s)
+			} else {
+				dst = binary.AppendVarint(dst, int64(s-prev))
+			}
+			prev = s
+		}
+	case *Credit:
+		dst = binary.AppendVarint(dst, f.Window)
+	case *Topic:
+		dst = appendString(dst, f.Leg)
+		dst = appendString(dst, f.Name)
+		dst = binary.AppendVarint(dst, int64(f.Partitions))
+		dst = binary.AppendUvarint(dst, uint64(len(f.Configs)))
+		// Sorted keys: the encoding of a frame is deterministic.
+		keys := make([]string, 0, len(f.Configs))
+		for k := range f.Configs {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			dst = appendString(dst, k)
+			dst = appendString(dst, f.Configs[k])
+		}
+	case *TopicReady:
+		dst = appendString(dst, f.Leg)
+		dst = appendString(dst, f.Name)
+		dst = appendString(dst, f.Err)
+	case *Ping:
+		dst = binary.AppendUvarint(dst, f.Nonce)
+		dst = binary.AppendVarint(dst, f.SentAt)
+	case *Pong:
+		dst = binary.AppendUvarint(dst, f.Nonce)
+		dst = binary.AppendVarint(dst, f.SentAt)
+	case *Error:
+		dst = binary.AppendUvarint(dst, uint64(f.Code))
+		dst = appendString(dst, f.Message)
+	case *Goaway:
+		dst = appendString(dst, f.Reason)
+	default:
+		return dst, fmt.Errorf("encode: unsupported frame %T", f)
+	}
+	return dst, nil
+}
+
+// RawSize is the size in bytes of the batch's uncompressed record block: the
+// unit of the credit window (Welcome.Window, Credit) and of
+// Welcome.MaxBatchBytes. It costs a pass over the records, no allocation.
+func (b *Batch) RawSize() int {
+	n := uvarintLen(uint64(len(b.Records)))
+	var baseOff, baseTS int64
+	if len(b.Records) > 0 {
+		baseOff, baseTS = b.Records[0].Offset, b.Records[0].Timestamp
+	}
+	n += varintLen(baseOff) + varintLen(baseTS)
+	for i := range b.Records {
+		r := &b.Records[i]
+		n += varintLen(r.Offset-baseOff) + varintLen(r.Timestamp-baseTS)
+		n += nullableLen(r.Key) + nullableLen(r.Value)
+		n += uvarintLen(uint64(len(r.Headers)))
+		for _, h := range r.Headers {
+			n += stringLen(h.Key) + nullableLen(h.Value)
+		}
+	}
+	return n
+}
+
+// appendRecordBlock appends the uncompressed record block: record count, base
+// offset and timestamp (those of the first record, zero if none), then per
+// record the offset and timestamp deltas from the base, key, value and headers.
+func appendRecordBlock(dst []byte, recs []Record) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(recs)))
+	var baseOff, baseTS int64
+	if len(recs) > 0 {
+		baseOff, baseTS = recs[0].Offset, recs[0].Timestamp
+	}
+	dst = binary.AppendVarint(dst, baseOff)
+	dst = binary.AppendVarint(dst, baseTS)
+	for i := range recs {
+		r := &recs[i]
+		dst = binary.AppendVarint(dst, r.Offset-baseOff)
+		dst = binary.AppendVarint(dst, r.Timestamp-baseTS)
+		dst = appendNullable(dst, r.Key)
+		dst = appendNullable(dst, r.Value)
+		dst = binary.AppendUvarint(dst, uint64(len(r.Headers)))
+		for _, h := range r.Headers {
+			dst = appendString(dst, h.Key)
+			dst = appendNullable(dst, h.Value)
+		}
+	}
+	return dst
+}
+
+// AppendBatch appends the wire form of b to dst and also returns the size of
+// its uncompressed record block (b.RawSize()). When compression does not
+// shrink the block, it is sent uncompressed (codec none on the wire).
+func (e *Encoder) AppendBatch(dst []byte, b *Batch) (out []byte, raw int, err error) {
+	e.blk = appendRecordBlock(e.blk[:0], b.Records)
+	raw = len(e.blk)
+
+	codec, payload := e.codec, e.blk
+	switch e.codec {
+	case CodecZstd:
+		e.cmp = e.zenc.EncodeAll(e.blk, e.cmp[:0])
+		payload = e.cmp
+	case CodecS2:
+		e.cmp = s2.Encode(e.cmp[:cap(e.cmp)], e.blk)
+		payload = e.cmp
+	}
+	if len(payload) >= raw {
+		codec, payload = CodecNone, e.blk
+	}
+
+	hdr := stringLen(b.Leg) + uvarintLen(b.Gen) + uvarintLen(b.Seq) + stringLen(b.Topic) +
+		varintLen(int64(b.Partition)) + varintLen(b.NextOffset) + varintLen(b.HighWatermark) +
+		1 + uvarintLen(uint64(raw))
+	body := hdr + len(payload)
+	if body > MaxFrameBytes {
+		return dst, raw, fmt.Errorf("encode batch %s/%d: body of %d bytes exceeds the protocol limit of %d", b.Topic, b.Partition, body, MaxFrameBytes)
+	}
+	dst = slices.Grow(dst, 1+uvarintLen(uint64(body))+body)
+	dst = append(dst, byte(FrameBatch))
+	dst = binary.AppendUvarint(dst, uint64(body))
+	dst = appendString(dst, b.Leg)
+	dst = binary.AppendUvarint(dst, b.Gen)
+	dst = binary.AppendUvarint(dst, b.Seq)
+	dst = appendString(dst, b.Topic)
+	dst = binary.AppendVarint(dst, int64(b.Partition))
+	dst = binary.AppendVarint(dst, b.NextOffset)
+	dst = binary.AppendVarint(dst, b.HighWatermark)
+	dst = append(dst, byte(codec))
+	dst = binary.AppendUvarint(dst, uint64(raw))
+	dst = append(dst, payload...)
+
+	// Do not pin a huge scratch buffer after an unusually large batch.
+	const keep = 8 << 20
+	if cap(e.blk) > keep {
+		e.blk = nil
+	}
+	if cap(e.cmp) > keep {
+		e.cmp = nil
+	}
+	return dst, raw, nil
+}

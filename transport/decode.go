@@ -1,0 +1,393 @@
+package transport
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Decoder reads frames from a stream. It holds the decompressor and a reusable
+// body buffer; keep one per stream. A Decoder is not safe for concurrent use.
+//
+// Frames returned are owned by the caller and share no memory with the
+// Decoder: a Batch's keys, values and header values alias one buffer
+// allocated for that batch alone.
+type Decoder struct {
+	lim  Limits
+	zdec *zstd.Decoder // created on the first zstd batch
+	body []byte
+	in   interner
+}
+
+// NewDecoder returns a Decoder that enforces lim (zero fields: defaults).
+func NewDecoder(lim Limits) *Decoder {
+	return &Decoder{lim: lim.WithDefaults()}
+}
+
+// Limits returns the limits the Decoder enforces, defaults filled in.
+func (d *Decoder) Limits() Limits { return d.lim }
+
+// Close releases the decompressor. The Decoder must not be used afterwards.
+func (d *Decoder) Close() {
+	if d.zdec != nil {
+		d.zdec.Close()
+		d.zdec = nil
+	}
+	d.body = nil
+}
+
+// ReadFrame reads one frame. It returns io.EOF if r ends cleanly between
+// frames, io.ErrUnexpectedEOF if it ends inside one, a read error as is, and
+// an error wrapping ErrMalformed if the frame is invalid. A Batch has WireSize
+// set.
+func (d *Decoder) ReadFrame(r *bufio.Reader) (Frame, error) {
+	tb, err := r.ReadByte()
+	if err != nil {
+		return nil, err
+	}
+	t := FrameType(tb)
+	if t < FrameHello || t > FrameGoaway {
+		return nil, fmt.Errorf("%w: unknown frame type %s", ErrMalformed, t)
+	}
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %s: body length: %v", ErrMalformed, t, err)
+	}
+	if n > uint64(d.lim.MaxFrameBytes) {
+		return nil, fmt.Errorf("%w: %s: body of %d bytes exceeds the limit of %d", ErrMalformed, t, n, d.lim.MaxFrameBytes)
+	}
+	body, err := d.readBody(r, int(n))
+	if err != nil {
+		return nil, err
+	}
+	f, err := d.decodeBody(t, body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrMalformed, t, err)
+	}
+	if b, ok := f.(*Batch); ok {
+		b.WireSize = 1 + uvarintLen(n) + int(n)
+	}
+	// Do not pin a huge body buffer after an unusually large frame.
+	if cap(d.body) > 8<<20 {
+		d.body = nil
+	}
+	return f, nil
+}
+
+// readBody reads n bytes into the reusable body buffer. A buffer larger than
+// the current one grows only as bytes actually arrive, so a forged length
+// costs the sender as much as the receiver.
+func (d *Decoder) readBody(r io.Reader, n int) ([]byte, error) {
+	if cap(d.body) >= n {
+		b := d.body[:n]
+		if _, err := io.ReadFull(r, b); err != nil {
+			return nil, unexpectedEOF(err)
+		}
+		return b, nil
+	}
+	b := d.body[:0]
+	for len(b) < n {
+		chunk := min(n-len(b), max(len(b), 64<<10))
+		off := len(b)
+		if cap(b)-off < chunk {
+			nb := make([]byte, off, min(n, max(2*cap(b), off+chunk)))
+			copy(nb, b)
+			b = nb
+		}
+		b = b[:off+chunk]
+		if _, err := io.ReadFull(r, b[off:]); err != nil {
+			return nil, unexpectedEOF(err)
+		}
+	}
+	d.body = b
+	return b, nil
+}
+
+func unexpectedEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func (d *Decoder) decodeBody(t FrameType, body []byte) (Frame, error) {
+	r := &reader{b: body, in: &d.in}
+	var f Frame
+	allowTrailing := false
+	switch t {
+	case FrameHello:
+		// Hello is read before a version is agreed: later versions may append
+		// fields, which this version ignores.
+		allowTrailing = true
+		h := &Hello{}
+		h.VersionMin = r.uint16("version_min")
+		h.VersionMax = r.uint16("version_max")
+		h.Gateway = r.string("gateway")
+		h.Region = r.string("region")
+		if n := r.count("legs", 1); n > 0 {
+			h.Legs = make([]string, n)
+			for i := range h.Legs {
+				h.Legs[i] = r.string("legs")
+			}
+		}
+		if n := r.count("codecs", 1); n > 0 {
+			h.Codecs = make([]Codec, n)
+			for i := range h.Codecs {
+				h.Codecs[i] = Codec(r.byte("codecs"))
+			}
+		}
+		f = h
+	case FrameWelcome:
+		w := &Welcome{}
+		w.Version = r.uint16("version")
+		w.Gateway = r.string("gateway")
+		w.Region = r.string("region")
+		w.Window = r.varint("window")
+		w.MaxBatchBytes = r.varint("max_batch_bytes")
+		f = w
+	case FrameResume:
+		m := &Resume{}
+		m.Leg = r.string("leg")
+		m.Gen = r.uvarint("gen")
+		if n := r.count("positions", 3); n > 0 {
+			m.Positions = make([]Position, n)
+			for i := range m.Positions {
+				p := &m.Positions[i]
+				p.Topic = r.string("positions.topic")
+				p.Partition = r.int32("positions.partition")
+				p.NextOffset = r.varint("positions.next_offset")
+				if r.err != nil {
+					break
+				}
+			}
+		}
+		f = m
+	case FrameBatch:
+		b, err := d.decodeBatch(r)
+		if err != nil {
+			return nil, err
+		}
+		f = b
+	case FrameAck:
+		a := &Ack{}
+		if n := r.count("seqs", 1); n > 0 {
+			a.Seqs = make([]uint64, n)
+			for i := range a.Seqs {
+				if i == 0 {
+					a.Seqs[0] = r.uvarint("seqs")
+				} else {
+					a.Seqs[i] = a.Seqs[i-1] + uint64(r.varint("seqs"))
+				}
+			}
+		}
+		f = a
+	case FrameCredit:
+		f = &Credit{Window: r.varint("window")}
+	case FrameTopic:
+		m := &Topic{}
+		m.Leg = r.string("leg")
+		m.Name = r.string("name")
+		m.Partitions = r.int32("partitions")
+		if n := r.count("configs", 2); n > 0 {
+			m.Configs = make(map[string]string, min(n, 64))
+			for range n {
+				k := r.string("configs.key")
+				v := r.string("configs.value")
+				if r.err != nil {
+					break
+				}
+				if _, dup := m.Configs[k]; dup {
+					r.fail("configs: duplicate key %q", k)
+					break
+				}
+				m.Configs[k] = v
+			}
+		}
+		f = m
+	case FrameTopicReady:
+		m := &TopicReady{}
+		m.Leg = r.string("leg")
+		m.Name = r.string("name")
+		m.Err = r.string("err")
+		f = m
+	case FramePing:
+		p := &Ping{}
+		p.Nonce = r.uvarint("nonce")
+		p.SentAt = r.varint("sent_at")
+		f = p
+	case FramePong:
+		p := &Pong{}
+		p.Nonce = r.uvarint("nonce")
+		p.SentAt = r.varint("sent_at")
+		f = p
+	case FrameError:
+		e := &Error{}
+		e.Code = r.uint16("code")
+		e.Message = r.string("message")
+		f = e
+	case FrameGoaway:
+		f = &Goaway{Reason: r.string("reason")}
+	default:
+		return nil, fmt.Errorf("unknown frame type %s", t)
+	}
+	r.end(allowTrailing)
+	if r.err != nil {
+		return nil, r.err
+	}
+	return f, nil
+}
+
+func (d *Decoder) decodeBatch(r *reader) (*Batch, error) {
+	b := &Batch{}
+	b.Leg = r.string("leg")
+	b.Gen = r.uvarint("gen")
+	b.Seq = r.uvarint("seq")
+	b.Topic = r.string("topic")
+	b.Partition = r.int32("partition")
+	b.NextOffset = r.varint("next_offset")
+	b.HighWatermark = r.varint("high_watermark")
+	codec := Codec(r.byte("codec"))
+	rawLen := r.uvarint("raw_length")
+	if r.err != nil {
+		return nil, r.err
+	}
+	if rawLen > uint64(d.lim.MaxBatchBytes) {
+		return nil, fmt.Errorf("%s/%d: uncompressed record block of %d bytes exceeds the limit of %d", b.Topic, b.Partition, rawLen, d.lim.MaxBatchBytes)
+	}
+	payload := r.b[r.off:]
+	r.off = len(r.b)
+	blk, err := d.decompress(codec, payload, int(rawLen))
+	if err != nil {
+		return nil, fmt.Errorf("%s/%d: %w", b.Topic, b.Partition, err)
+	}
+	if err := d.decodeRecords(b, blk); err != nil {
+		return nil, fmt.Errorf("%s/%d: %w", b.Topic, b.Partition, err)
+	}
+	return b, nil
+}
+
+// decompress returns the record block in a fresh buffer of exactly rawLen
+// bytes, or an error if the payload does not decompress to exactly that.
+func (d *Decoder) decompress(c Codec, payload []byte, rawLen int) ([]byte, error) {
+	switch c {
+	case CodecNone:
+		if len(payload) != rawLen {
+			return nil, fmt.Errorf("codec none: payload is %d bytes, declared %d", len(payload), rawLen)
+		}
+		return append(make([]byte, 0, rawLen), payload...), nil
+	case CodecS2:
+		n, err := s2.DecodedLen(payload)
+		if err != nil {
+			return nil, fmt.Errorf("s2: %w", err)
+		}
+		if n != rawLen {
+			return nil, fmt.Errorf("s2: block decodes to %d bytes, declared %d", n, rawLen)
+		}
+		out, err := s2.Decode(make([]byte, rawLen), payload)
+		if err != nil {
+			return nil, fmt.Errorf("s2: %w", err)
+		}
+		return out, nil
+	case CodecZstd:
+		var h zstd.Header
+		if err := h.Decode(payload); err != nil {
+			return nil, fmt.Errorf("zstd: %w", err)
+		}
+		if h.HasFCS && h.FrameContentSize != uint64(rawLen) {
+			return nil, fmt.Errorf("zstd: frame declares %d bytes, batch declares %d", h.FrameContentSize, rawLen)
+		}
+		if d.zdec == nil {
+			z, err := zstd.NewReader(nil,
+				zstd.WithDecoderConcurrency(1),
+				zstd.WithDecoderMaxMemory(uint64(max(d.lim.MaxBatchBytes, 1))),
+				zstd.WithDecoderMaxWindow(uint64(max(min(d.lim.MaxBatchBytes, 1<<30), zstd.MinWindowSize))),
+				zstd.WithDecodeAllCapLimit(true),
+			)
+			if err != nil {
+				return nil, fmt.Errorf("new zstd decoder: %w", err)
+			}
+			d.zdec = z
+		}
+		buf := make([]byte, 0, rawLen)
+		out, err := d.zdec.DecodeAll(payload, buf)
+		if err != nil {
+			return nil, fmt.Errorf("zstd: %w", err)
+		}
+		if len(out) != rawLen {
+			return nil, fmt.Errorf("zstd: payload decodes to %d bytes, declared %d", len(out), rawLen)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("unknown codec %s", c)
+}
+
+// Minimum encoded sizes, used to bound counts by the bytes that remain.
+const (
+	minRecordSize = 5 // offset delta, timestamp delta, key, value, header count
+	minHeaderSize = 2 // key length, value length
+)
+
+func (d *Decoder) decodeRecords(b *Batch, blk []byte) error {
+	r := &reader{b: blk, in: &d.in}
+	n := r.uvarint("record_count")
+	baseOff := r.varint("base_offset")
+	baseTS := r.varint("base_timestamp")
+	if r.err != nil {
+		return r.err
+	}
+	if n > uint64(d.lim.MaxRecords) {
+		return fmt.Errorf("%d records exceed the limit of %d", n, d.lim.MaxRecords)
+	}
+	if n > uint64(r.remaining()/minRecordSize) {
+		return fmt.Errorf("%d records cannot fit in the remaining %d bytes", n, r.remaining())
+	}
+	if n == 0 {
+		r.end(false)
+		return r.err
+	}
+	recs := make([]Record, n)
+	for i := range recs {
+		rec := &recs[i]
+		rec.Offset = baseOff + r.varint("offset_delta")
+		rec.Timestamp = baseTS + r.varint("timestamp_delta")
+		rec.Key = r.nullable("key")
+		rec.Value = r.nullable("value")
+		nh := r.uvarint("header_count")
+		if r.err != nil {
+			return fmt.Errorf("record %d: %w", i, r.err)
+		}
+		if nh > uint64(d.lim.MaxHeaders) {
+			return fmt.Errorf("record %d: %d headers exceed the limit of %d", i, nh, d.lim.MaxHeaders)
+		}
+		if nh > uint64(r.remaining()/minHeaderSize) {
+			return fmt.Errorf("record %d: %d headers cannot fit in the remaining %d bytes", i, nh, r.remaining())
+		}
+		if nh > 0 {
+			rec.Headers = make([]Header, nh)
+			for j := range rec.Headers {
+				rec.Headers[j].Key = r.string("header_key")
+				rec.Headers[j].Value = r.nullable("header_value")
+			}
+			if r.err != nil {
+				return fmt.Errorf("record %d: %w", i, r.err)
+			}
+		}
+	}
+	r.end(false)
+	if r.err != nil {
+		return fmt.Errorf("record block: %w", r.err)
+	}
+	b.Records = recs
+	return nil
+}
