@@ -9,6 +9,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/meridian-gw/meridian/internal/kread"
 )
 
 // ProgressTopic is the destination-cluster topic where each leg's progress is
@@ -113,68 +115,34 @@ func loadProgress(ctx context.Context, opts []kgo.Opt, legs map[string]bool) (ma
 	if err != nil {
 		return nil, err
 	}
-	adm := kadm.NewClient(admCl)
-	defer adm.Close()
-	if _, err := ensureProgressTopic(ctx, adm); err != nil {
-		return nil, err
-	}
-	ends, err := adm.ListCommittedOffsets(ctx, ProgressTopic)
+	_, err = ensureProgressTopic(ctx, kadm.NewClient(admCl))
+	admCl.Close()
 	if err != nil {
-		return nil, fmt.Errorf("list %s offsets: %w", ProgressTopic, err)
-	}
-	if err := ends.Error(); err != nil {
-		return nil, fmt.Errorf("list %s offsets: %w", ProgressTopic, err)
+		return nil, err
 	}
 	out := map[string]map[tp]*Progress{}
-	want := map[int32]int64{}
-	start := map[string]map[int32]kgo.Offset{ProgressTopic: {}}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			want[o.Partition] = o.Offset
-			start[ProgressTopic][o.Partition] = kgo.NewOffset().AtStart()
+	var bad int
+	err = kread.Each(ctx, opts, []string{ProgressTopic}, func(r *kgo.Record) {
+		p, err := decodeProgress(r.Value)
+		if err != nil {
+			bad++
+			return
 		}
+		if len(legs) > 0 && !legs[p.Leg] {
+			return
+		}
+		m := out[p.Leg]
+		if m == nil {
+			m = map[tp]*Progress{}
+			out[p.Leg] = m
+		}
+		m[tp{p.Topic, p.Partition}] = p
 	})
-	if len(want) == 0 {
-		return out, nil
-	}
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, opts...),
-		kgo.ConsumePartitions(start),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(),
-		kgo.FetchMaxWait(200*time.Millisecond),
-	)...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read %s: %w", ProgressTopic, err)
 	}
-	defer cl.Close()
-	for len(want) > 0 {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("read %s: %w", ProgressTopic, err)
-		}
-		var ferr error
-		fs.EachError(func(t string, p int32, err error) { ferr = fmt.Errorf("read %s/%d: %w", t, p, err) })
-		if ferr != nil {
-			return nil, ferr
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			if end, ok := want[r.Partition]; ok && r.Offset+1 >= end {
-				delete(want, r.Partition)
-			}
-			if r.Attrs.IsControl() {
-				return
-			}
-			p, err := decodeProgress(r.Value)
-			if err != nil || (len(legs) > 0 && !legs[p.Leg]) {
-				return
-			}
-			m := out[p.Leg]
-			if m == nil {
-				m = map[tp]*Progress{}
-				out[p.Leg] = m
-			}
-			m[tp{p.Topic, p.Partition}] = p
-		})
+	if bad > 0 {
+		return nil, fmt.Errorf("read %s: %d records are not meridian progress records (written by a newer version, or by something else?)", ProgressTopic, bad)
 	}
 	return out, nil
 }
