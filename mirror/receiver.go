@@ -144,7 +144,7 @@ func (l *inLeg) run(ctx context.Context) {
 				q := l.queue[0]
 				l.queue = l.queue[1:]
 				take = append(take, q)
-				size += batchBytes(q.b)
+				size += q.b.RawSize()
 			}
 			topics := make(map[string]*destTopic, len(l.topics))
 			for k, v := range l.topics {
@@ -199,10 +199,11 @@ func (l *inLeg) run(ctx context.Context) {
 	}
 }
 
-func batchBytes(b *transport.Batch) int {
+// payloadBytes is a batch's record bytes: keys, values and headers.
+func payloadBytes(b *transport.Batch) int {
 	n := 0
 	for i := range b.Records {
-		n += recordSize(&b.Records[i]) + 16
+		n += recordSize(&b.Records[i])
 	}
 	return n
 }

@@ -267,31 +267,27 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 	// Batches are encoded, compressed and written by sendWorkers goroutines
 	// in parallel; a partition always goes to the same worker, which sends
 	// in order, so order per partition is kept.
-	type job struct {
-		b    *transport.Batch
-		size int64
-	}
 	sctx, scancel := context.WithCancel(ctx)
 	defer scancel()
 	var (
 		sendErr  error
 		errOnce  sync.Once
 		workers  sync.WaitGroup
-		queues   = make([]chan job, sendWorkers)
+		queues   = make([]chan *transport.Batch, sendWorkers)
 		failSend = func(err error) {
 			errOnce.Do(func() { sendErr = err })
 			scancel()
 		}
 	)
 	for i := range queues {
-		q := make(chan job, 4)
+		q := make(chan *transport.Batch, 4)
 		queues[i] = q
 		workers.Go(func() {
-			for j := range q {
+			for b := range q {
 				if sctx.Err() != nil {
 					continue // drain
 				}
-				if err := lr.send(sctx, j.b, j.size); err != nil {
+				if err := lr.send(sctx, b); err != nil {
 					failSend(err)
 				}
 			}
@@ -303,10 +299,10 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 		}
 		workers.Wait()
 	}()
-	dispatch := func(b *transport.Batch, size int64) bool {
+	dispatch := func(b *transport.Batch) bool {
 		q := queues[laneOf(b.Topic, b.Partition, sendWorkers)]
 		select {
-		case q <- job{b, size}:
+		case q <- b:
 			return true
 		case <-sctx.Done():
 			return false
@@ -342,7 +338,7 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 					NextOffset: next, HighWatermark: fp.HighWatermark,
 					Records: append([]transport.Record(nil), batch...),
 				}
-				dispatch(b, size)
+				dispatch(b)
 				batch, size = batch[:0], 0
 			}
 			for _, r := range fp.Records {
@@ -353,7 +349,9 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 						tr.Headers[i] = transport.Header{Key: h.Key, Value: h.Value}
 					}
 				}
-				rsz := int64(recordSize(&tr) + 16)
+				// An upper estimate of the record's share of RawSize, for
+				// splitting; credit is taken on the exact RawSize.
+				rsz := int64(recordSize(&tr) + 16 + 4*len(tr.Headers))
 				if size > 0 && size+rsz > lr.maxBatch {
 					flush(tr.Offset)
 				}
@@ -375,8 +373,8 @@ func laneOf(topic string, partition int32, n int) int {
 	return int((h.Sum32() + uint32(partition)*2654435761) % uint32(n))
 }
 
-func (lr *legRunner) send(ctx context.Context, b *transport.Batch, size int64) error {
-	seq, err := lr.cr.acquire(ctx, b.Leg, size)
+func (lr *legRunner) send(ctx context.Context, b *transport.Batch) error {
+	seq, err := lr.cr.acquire(ctx, b.Leg, int64(b.RawSize()))
 	if err != nil {
 		return err
 	}
@@ -387,7 +385,7 @@ func (lr *legRunner) send(ctx context.Context, b *transport.Batch, size int64) e
 	lr.out.stats.sent(b)
 	m := lr.p.e.m
 	m.records.WithLabelValues(b.Leg, "out").Add(float64(len(b.Records)))
-	m.rawBytes.WithLabelValues(b.Leg, "out").Add(float64(size))
+	m.rawBytes.WithLabelValues(b.Leg, "out").Add(float64(payloadBytes(b)))
 	m.wireBytes.WithLabelValues(b.Leg, "out").Add(float64(b.WireSize))
 	return nil
 }

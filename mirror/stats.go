@@ -65,7 +65,7 @@ func (s *legStats) sent(b *transport.Batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.records += int64(len(b.Records))
-	s.rawBytes += int64(batchBytes(b))
+	s.rawBytes += int64(payloadBytes(b))
 	s.wireBytes += int64(b.WireSize)
 	if s.parts == nil {
 		s.parts = map[tp]partStat{}
