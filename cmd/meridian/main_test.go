@@ -70,11 +70,17 @@ func (r result) String() string {
 // package directory) with env added to the test's environment.
 func meridian(t *testing.T, dir string, env []string, args ...string) result {
 	t.Helper()
+	return meridianEnv(t, dir, append(os.Environ(), env...), args...)
+}
+
+// meridianEnv is meridian with exactly the environment env.
+func meridianEnv(t *testing.T, dir string, env []string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, meridianBin, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -92,7 +98,8 @@ func meridian(t *testing.T, dir string, env []string, args ...string) result {
 
 // child is a long-running meridian process started by a test. Its output
 // goes to files in the test's temporary directory, printed if the test
-// fails. t.Cleanup kills it (by its own PID) if it is still running.
+// fails (or always with MERIDIAN_TEST_LOG set). t.Cleanup kills it (by its own PID) if it is still running. Methods
+// that can fail take the *testing.T of the (sub)test calling them.
 type child struct {
 	t      *testing.T
 	name   string
@@ -152,7 +159,7 @@ func startChild(t *testing.T, name, dir string, args ...string) *child {
 				t.Errorf("%s (pid %d) still running 10 s after SIGKILL", base, c.cmd.Process.Pid)
 			}
 		}
-		if t.Failed() {
+		if t.Failed() || os.Getenv("MERIDIAN_TEST_LOG") != "" {
 			c.dump()
 		}
 	})
@@ -168,24 +175,24 @@ func (c *child) exited() bool {
 	}
 }
 
-func (c *child) signal(sig syscall.Signal) {
-	c.t.Helper()
+func (c *child) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
 	if c.exited() {
-		c.t.Fatalf("%s: signal %v: already exited (%v)", c.name, sig, c.err)
+		t.Fatalf("%s: signal %v: already exited (%v)", c.name, sig, c.err)
 	}
 	if err := c.cmd.Process.Signal(sig); err != nil {
-		c.t.Fatalf("%s: signal %v: %v", c.name, sig, err)
+		t.Fatalf("%s: signal %v: %v", c.name, sig, err)
 	}
 }
 
 // wait waits up to within for the child to exit and returns its exit status
 // (-1 when killed by a signal). It fails the test on timeout.
-func (c *child) wait(within time.Duration) int {
-	c.t.Helper()
+func (c *child) wait(t *testing.T, within time.Duration) int {
+	t.Helper()
 	select {
 	case <-c.done:
 	case <-time.After(within):
-		c.t.Fatalf("%s (pid %d) did not exit within %v", c.name, c.cmd.Process.Pid, within)
+		t.Fatalf("%s (pid %d) did not exit within %v", c.name, c.cmd.Process.Pid, within)
 	}
 	return c.cmd.ProcessState.ExitCode()
 }

@@ -1,0 +1,349 @@
+package main
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/meridian-gw/meridian/config"
+)
+
+func TestVersion(t *testing.T) {
+	r := meridian(t, "", nil, "version")
+	if r.code != 0 || r.stdout != "meridian dev (wire protocol 1-1)\n" || r.stderr != "" {
+		t.Errorf("meridian version:\n%v\nwant exit status 0 and stdout %q", r, "meridian dev (wire protocol 1-1)\n")
+	}
+}
+
+// fleetEnv is what examples/satellite-fleet.yaml reads from the environment.
+var fleetEnv = []string{"MERIDIAN_HQ_KAFKA_PASSWORD=hq-secret", "MERIDIAN_DR_KAFKA_PASSWORD=dr-secret"}
+
+func TestValidateExamples(t *testing.T) {
+	tests := []struct {
+		file string
+		want string // summary after "ok: FILE: "
+	}{
+		{"two-region.yaml", "2 regions, 2 clusters, 2 gateways, 1 links, 1 routes (1 legs)"},
+		{"satellite-fleet.yaml", "4 regions, 4 clusters, 4 gateways, 3 links, 3 routes (3 legs)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			path := filepath.Join("..", "..", "examples", tt.file)
+			r := meridian(t, "", fleetEnv, "validate", "-f", path)
+			want := fmt.Sprintf("ok: %s: %s\n", path, tt.want)
+			if r.code != 0 || r.stdout != want {
+				t.Errorf("meridian validate -f %s:\n%v\nwant exit status 0 and stdout %q", path, r, want)
+			}
+
+			r = meridian(t, "", fleetEnv, "validate", "-f", path, "--output", "json")
+			var got struct {
+				OK      bool    `json:"ok"`
+				File    string  `json:"file"`
+				Summary summary `json:"summary"`
+			}
+			if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || r.code != 0 {
+				t.Fatalf("meridian validate --output json: %v\n%v", err, r)
+			}
+			if !got.OK || got.File != path || got.Summary.Gateways == 0 || got.Summary.Legs == 0 {
+				t.Errorf("validate --output json = %+v, want ok with a summary", got)
+			}
+		})
+	}
+}
+
+// TestValidateFleetNeedsEnv: the fleet example's SASL passwords come from
+// the environment; without them each is a problem at its line.
+func TestValidateFleetNeedsEnv(t *testing.T) {
+	path := filepath.Join("..", "..", "examples", "satellite-fleet.yaml")
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "MERIDIAN_HQ_KAFKA_PASSWORD=") && !strings.HasPrefix(kv, "MERIDIAN_DR_KAFKA_PASSWORD=") {
+			env = append(env, kv)
+		}
+	}
+	r := meridianEnv(t, "", env, "validate", "-f", path)
+	want := path + ":60:21: regions[2].clusters[0].sasl.password: environment variable MERIDIAN_HQ_KAFKA_PASSWORD is not set\n" +
+		path + ":81:21: regions[3].clusters[0].sasl.password: environment variable MERIDIAN_DR_KAFKA_PASSWORD is not set\n"
+	if r.code != 1 || r.stdout != want {
+		t.Errorf("meridian validate -f %s without the passwords:\n%v\nwant exit status 1 and stdout\n%s", path, r, want)
+	}
+}
+
+// problemLine is the documented form of a validate problem.
+var problemLine = regexp.MustCompile(`^[^:]+\.yaml:\d+:\d+: [a-z_\[\]0-9.]+: .+$`)
+
+// TestValidateBadFiles runs validate on the files under testdata/validate
+// and compares the problems with their .golden files.
+func TestValidateBadFiles(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "validate", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata/validate/*.yaml: %v", err)
+	}
+	for _, path := range files {
+		name := filepath.Base(path)
+		t.Run(strings.TrimSuffix(name, ".yaml"), func(t *testing.T) {
+			// Run in testdata/validate so that the file name in each
+			// problem is the bare name.
+			dir := filepath.Join("testdata", "validate")
+			r := meridian(t, dir, nil, "validate", "-f", name)
+			if r.code != 1 || r.stderr != "" {
+				t.Errorf("meridian validate -f %s: %v\nwant exit status 1 and nothing on stderr", name, r)
+			}
+			lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+			for _, l := range lines {
+				if !problemLine.MatchString(l) || !strings.HasPrefix(l, name+":") {
+					t.Errorf("problem line %q is not FILE:LINE:COL: PATH: reason", l)
+				}
+			}
+			golden(t, filepath.Join("validate", strings.TrimSuffix(name, ".yaml")+".golden"), r.stdout)
+
+			// --output json holds the same problems.
+			r = meridian(t, dir, nil, "validate", "-f", name, "--output", "json")
+			if r.code != 1 {
+				t.Errorf("meridian validate --output json: %v\nwant exit status 1", r)
+			}
+			var got struct {
+				OK       *bool          `json:"ok"`
+				File     string         `json:"file"`
+				Problems []config.Error `json:"problems"`
+			}
+			dec := json.NewDecoder(bytes.NewReader([]byte(r.stdout)))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&got); err != nil {
+				t.Fatalf("validate --output json: %v\n%s", err, r.stdout)
+			}
+			if got.OK == nil || *got.OK || got.File != name {
+				t.Errorf("validate --output json: ok=%v file=%q, want ok=false file=%q", got.OK, got.File, name)
+			}
+			var fromJSON []string
+			for _, p := range got.Problems {
+				if p.File != name || p.Line == 0 || p.Col == 0 || p.Path == "" || p.Reason == "" {
+					t.Errorf("problem %+v lacks a field", p)
+				}
+				fromJSON = append(fromJSON, p.Error())
+			}
+			if g, w := strings.Join(fromJSON, "\n"), strings.Join(lines, "\n"); g != w {
+				t.Errorf("JSON problems differ from the text output\n--- json:\n%s\n--- text:\n%s", g, w)
+			}
+		})
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		args       []string
+		wantStderr string
+	}{
+		{[]string{"validate"}, `required flag(s) "file" not set`},
+		{[]string{"run", "--gateway", "x"}, `required flag(s) "file" not set`},
+		{[]string{"validate", "-f", "x.yaml", "--output", "yaml"}, `--output "yaml": want text or json`},
+		{[]string{"no-such-command"}, `unknown command "no-such-command"`},
+		{[]string{"version", "--no-such-flag"}, `unknown flag: --no-such-flag`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			r := meridian(t, "", nil, tt.args...)
+			if r.code != 2 || !strings.Contains(r.stderr, tt.wantStderr) {
+				t.Errorf("meridian %s:\n%v\nwant exit status 2 and stderr containing %q", strings.Join(tt.args, " "), r, tt.wantStderr)
+			}
+		})
+	}
+}
+
+func TestValidateMissingFile(t *testing.T) {
+	r := meridian(t, "", nil, "validate", "-f", filepath.Join(t.TempDir(), "nope.yaml"))
+	if r.code != 1 || !strings.Contains(r.stdout, "nope.yaml") {
+		t.Errorf("validate of a missing file:\n%v\nwant exit status 1 naming the file", r)
+	}
+}
+
+func TestCerts(t *testing.T) {
+	dir := t.TempDir()
+	topo := writeTopology(t, dir, topoParams{
+		SrcBootstrap: "127.0.0.1:1", DstBootstrap: "127.0.0.1:2",
+		EastListen: "127.0.0.1:7443", WestListen: "127.0.0.1:7444",
+		EastAdmin: "127.0.0.1:9180", WestAdmin: "127.0.0.1:9181",
+	})
+	out := filepath.Join(dir, "certs")
+	r := meridian(t, dir, nil, "certs", "--out", out, "-f", topo)
+	if r.code != 0 {
+		t.Fatalf("meridian certs: %v", r)
+	}
+	files := []string{"ca.crt", "ca.key", "east-gw.crt", "east-gw.key", "west-gw.crt", "west-gw.key"}
+	read := func() map[string][]byte {
+		m := map[string][]byte{}
+		for _, f := range files {
+			b, err := os.ReadFile(filepath.Join(out, f))
+			if err != nil {
+				t.Fatalf("meridian certs did not write %s: %v\n%v", f, err, r)
+			}
+			if !bytes.HasPrefix(b, []byte("-----BEGIN ")) {
+				t.Errorf("%s is not PEM: %.40q", f, b)
+			}
+			if strings.HasSuffix(f, ".key") {
+				st, err := os.Stat(filepath.Join(out, f))
+				if err == nil && st.Mode().Perm() != 0o600 {
+					t.Errorf("%s has mode %v, want 0600", f, st.Mode().Perm())
+				}
+			}
+			m[f] = b
+		}
+		return m
+	}
+	first := read()
+	for _, f := range []string{"ca.crt", "ca.key", "east-gw.crt", "west-gw.crt"} {
+		if !strings.Contains(r.stdout, filepath.Join(out, strings.TrimSuffix(f, filepath.Ext(f)))) {
+			t.Errorf("certs stdout does not mention %s:\n%s", f, r.stdout)
+		}
+	}
+
+	// Again: the CA is reused (byte for byte), gateway certificates are new.
+	r = meridian(t, dir, nil, "certs", "--out", out, "-f", topo)
+	if r.code != 0 {
+		t.Fatalf("meridian certs (again): %v", r)
+	}
+	second := read()
+	if !bytes.Equal(first["ca.crt"], second["ca.crt"]) || !bytes.Equal(first["ca.key"], second["ca.key"]) {
+		t.Errorf("second `meridian certs` replaced the CA, want ca.crt and ca.key reused")
+	}
+	if bytes.Equal(first["east-gw.crt"], second["east-gw.crt"]) {
+		t.Errorf("second `meridian certs` left east-gw.crt as it was, want a new certificate")
+	}
+
+	for _, gw := range []string{"east-gw", "west-gw"} {
+		checkGatewayCert(t, second["ca.crt"], second[gw+".crt"], gw)
+	}
+
+	// Neither -f nor --gateway: usage error.
+	if r := meridian(t, dir, nil, "certs", "--out", out); r.code != 2 {
+		t.Errorf("meridian certs without gateways: %v\nwant exit status 2", r)
+	}
+	// A CA certificate without its key is refused rather than replaced.
+	if err := os.Remove(filepath.Join(out, "ca.key")); err != nil {
+		t.Fatal(err)
+	}
+	if r := meridian(t, dir, nil, "certs", "--out", out, "-f", topo); r.code != 1 || !strings.Contains(r.stderr, "ca.key") {
+		t.Errorf("meridian certs with ca.crt but no ca.key: %v\nwant exit status 1 naming ca.key", r)
+	}
+	if b, _ := os.ReadFile(filepath.Join(out, "ca.crt")); !bytes.Equal(b, first["ca.crt"]) {
+		t.Errorf("meridian certs with ca.crt but no ca.key rewrote ca.crt")
+	}
+}
+
+// checkGatewayCert verifies that certPEM was issued by caPEM to gateway
+// name, for both ends of a link, and is valid for its name and loopback.
+func checkGatewayCert(t *testing.T, caPEM, certPEM []byte, name string) {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatal("ca.crt holds no certificate")
+	}
+	blk, _ := pem.Decode(certPEM)
+	if blk == nil {
+		t.Fatalf("%s.crt holds no PEM block", name)
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatalf("%s.crt: %v", name, err)
+	}
+	if cert.Subject.CommonName != name {
+		t.Errorf("%s.crt: common name %q, want %q", name, cert.Subject.CommonName, name)
+	}
+	for _, host := range []string{name, "127.0.0.1", "localhost"} {
+		if err := cert.VerifyHostname(host); err != nil {
+			t.Errorf("%s.crt: %v", name, err)
+		}
+	}
+	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+			t.Errorf("%s.crt does not verify against ca.crt for %v: %v", name, usage, err)
+		}
+	}
+}
+
+// TestRunBadInput: run refuses what it cannot run, naming the reason.
+func TestRunBadInput(t *testing.T) {
+	dir := t.TempDir()
+	p := topoParams{
+		SrcBootstrap: "127.0.0.1:1", DstBootstrap: "127.0.0.1:2",
+		EastListen: freeUDPAddr(t), WestListen: freeUDPAddr(t),
+		EastAdmin: freeTCPAddr(t), WestAdmin: freeTCPAddr(t),
+	}
+	topo := writeTopology(t, dir, p)
+
+	t.Run("unknown gateway", func(t *testing.T) {
+		r := meridian(t, dir, nil, "run", "-f", topo, "--gateway", "nope")
+		if r.code != 1 || !strings.Contains(r.stderr, `no gateway "nope"`) || !strings.Contains(r.stderr, "[east-gw west-gw]") {
+			t.Errorf("meridian run --gateway nope:\n%v\nwant exit status 1 naming nope and listing east-gw and west-gw", r)
+		}
+	})
+	t.Run("missing cert file", func(t *testing.T) {
+		// The topology names certs/*.crt, which were never made.
+		r := meridian(t, dir, nil, "run", "-f", topo, "--gateway", "west-gw")
+		namesFile := strings.Contains(r.stderr, filepath.Join("certs", "ca.crt")) || strings.Contains(r.stderr, filepath.Join("certs", "west-gw.crt"))
+		if r.code != 1 || !namesFile || !strings.Contains(r.stderr, "west-gw") {
+			t.Errorf("meridian run with no certificate files:\n%v\nwant exit status 1 naming the gateway and a missing file", r)
+		}
+	})
+	t.Run("missing gateway cert only", func(t *testing.T) {
+		// The CA exists, the gateway's own certificate does not.
+		if r := meridian(t, dir, nil, "certs", "--out", "certs", "--gateway", "east-gw"); r.code != 0 {
+			t.Fatalf("meridian certs: %v", r)
+		}
+		r := meridian(t, dir, nil, "run", "-f", topo, "--gateway", "west-gw")
+		if r.code != 1 || !strings.Contains(r.stderr, filepath.Join("certs", "west-gw.crt")) {
+			t.Errorf("meridian run without west-gw.crt:\n%v\nwant exit status 1 naming certs/west-gw.crt", r)
+		}
+	})
+	t.Run("invalid file", func(t *testing.T) {
+		r := meridian(t, "", nil, "run", "-f", filepath.Join("testdata", "validate", "dangling-route.yaml"), "--gateway", "east-gw")
+		if r.code != 1 || !strings.Contains(r.stderr, `unknown field "colour"`) {
+			t.Errorf("meridian run on an invalid file:\n%v\nwant exit status 1 with the problems", r)
+		}
+	})
+}
+
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the demo mirrors for 3 s plus setup and read-back")
+	}
+	r := meridian(t, "", nil, "demo", "--duration", "3s", "--output", "json", "--profile", "lan")
+	if r.code != 0 {
+		t.Fatalf("meridian demo: %v", r)
+	}
+	var sum struct {
+		Produced   *int64 `json:"produced"`
+		Mirrored   *int64 `json:"mirrored"`
+		Lost       *int64 `json:"lost"`
+		Duplicated *int64 `json:"duplicated"`
+		Reordered  *int64 `json:"reordered"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &sum); err != nil {
+		t.Fatalf("demo --output json: stdout is not JSON: %v\n%v", err, r)
+	}
+	if sum.Produced == nil || sum.Mirrored == nil || sum.Lost == nil || sum.Duplicated == nil || sum.Reordered == nil {
+		t.Fatalf("demo JSON lacks a field: %s", r.stdout)
+	}
+	if *sum.Produced <= 0 || *sum.Mirrored != *sum.Produced || *sum.Lost != 0 || *sum.Duplicated != 0 || *sum.Reordered != 0 {
+		t.Errorf("demo: produced=%d mirrored=%d lost=%d duplicated=%d reordered=%d, want produced>0 = mirrored, no loss, duplicates or reordering",
+			*sum.Produced, *sum.Mirrored, *sum.Lost, *sum.Duplicated, *sum.Reordered)
+	}
+	if strings.Contains(r.stderr, "panic") {
+		t.Errorf("demo stderr mentions a panic:\n%s", r.stderr)
+	}
+}
+
+func TestStatusUnreachable(t *testing.T) {
+	addr := freeTCPAddr(t) // nothing listens there
+	r := meridian(t, "", nil, "status", "--admin", addr)
+	if r.code != 1 || !strings.Contains(r.stderr, addr) || !strings.Contains(r.stderr, "unreachable") {
+		t.Errorf("meridian status --admin %s with no gateway:\n%v\nwant exit status 1 naming the address as unreachable", addr, r)
+	}
+}
