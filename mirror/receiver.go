@@ -37,6 +37,9 @@ type inLeg struct {
 	notify     chan struct{}         // cap 1: queue or owner changed
 
 	stats legStats
+
+	admMu sync.Mutex
+	adm   *kadm.Client // destination admin, for topic preparation
 }
 
 type queued struct {
@@ -102,12 +105,17 @@ func (l *inLeg) run(ctx context.Context) {
 	}
 	s := &sink{leg: l.leg, opts: opts, log: l.log, m: l.e.m}
 	defer s.close()
+	defer l.closeAdmin()
 	bo := newBackoff(100*time.Millisecond, 30*time.Second)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-l.notify:
+	// The first pass opens the sink at once, before any sender connects, so
+	// that a session's Resume goes out without waiting for the destination.
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-l.notify:
+			}
 		}
 		for ctx.Err() == nil {
 			if s.cl == nil {
@@ -280,16 +288,10 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 // prepareTopic creates or checks the destination topic of a source topic:
 // same partition count (or more) and the source's non-default configs.
 func (l *inLeg) prepareTopic(ctx context.Context, t *transport.Topic) error {
-	opts, err := l.e.opts.ClusterOpts(l.leg.To)
+	adm, err := l.admin()
 	if err != nil {
 		return err
 	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return err
-	}
-	adm := kadm.NewClient(cl)
-	defer adm.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	dest := l.leg.DestTopic(t.Name)
@@ -343,6 +345,34 @@ func (l *inLeg) prepareTopic(ctx context.Context, t *transport.Topic) error {
 	l.topics[t.Name] = dt
 	l.mu.Unlock()
 	return nil
+}
+
+// admin returns the leg's destination admin client, creating it once.
+func (l *inLeg) admin() (*kadm.Client, error) {
+	l.admMu.Lock()
+	defer l.admMu.Unlock()
+	if l.adm != nil {
+		return l.adm, nil
+	}
+	opts, err := l.e.opts.ClusterOpts(l.leg.To)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append(opts, kgo.MetadataMinAge(250*time.Millisecond))...)
+	if err != nil {
+		return nil, err
+	}
+	l.adm = kadm.NewClient(cl)
+	return l.adm, nil
+}
+
+func (l *inLeg) closeAdmin() {
+	l.admMu.Lock()
+	defer l.admMu.Unlock()
+	if l.adm != nil {
+		l.adm.Close()
+		l.adm = nil
+	}
 }
 
 func isExists(err error) bool { return errors.Is(err, kerr.TopicAlreadyExists) }

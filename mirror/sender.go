@@ -243,8 +243,10 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, opts...),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(reset),
-		kgo.FetchMaxBytes(32<<20),
-		kgo.FetchMaxPartitionBytes(4<<20),
+		// Moderate fetches keep the pipeline moving: a 32 MiB first fetch
+		// must arrive whole before the first batch can leave.
+		kgo.FetchMaxBytes(8<<20),
+		kgo.FetchMaxPartitionBytes(1<<20),
 		kgo.FetchMaxWait(250*time.Millisecond),
 		kgo.MetadataMinAge(250*time.Millisecond), // new topics and partitions are seen quickly
 	)...)

@@ -28,11 +28,26 @@ type BenchOptions struct {
 	Out         io.Writer // per-run lines; nil: none
 }
 
-// Figures are one measured run of one contender.
+// Figures are one measured run of one contender. Seconds and the rates are
+// end to end: from starting the contender to the last record acknowledged
+// by the destination, startup included. SteadyRecordsPerSec leaves startup
+// out: records delivered after the first one, over the time from the first
+// to the last.
 type Figures struct {
-	Seconds       float64 `json:"seconds"`
-	RecordsPerSec float64 `json:"records_per_sec"`
-	MBPerSec      float64 `json:"mb_per_sec"`
+	Seconds             float64 `json:"seconds"`
+	RecordsPerSec       float64 `json:"records_per_sec"`
+	MBPerSec            float64 `json:"mb_per_sec"`
+	StartupSeconds      float64 `json:"startup_seconds"` // until the first record reached the destination
+	SteadyRecordsPerSec float64 `json:"steady_records_per_sec"`
+}
+
+func figures(n int64, mb float64, start, first time.Time, firstCount int64, end time.Time) Figures {
+	secs := end.Sub(start).Seconds()
+	f := Figures{Seconds: secs, RecordsPerSec: float64(n) / secs, MBPerSec: mb / secs, StartupSeconds: first.Sub(start).Seconds()}
+	if d := end.Sub(first).Seconds(); d > 0 {
+		f.SteadyRecordsPerSec = float64(n-firstCount) / d
+	}
+	return f
 }
 
 // BenchResult compares meridian with the baseline.
@@ -42,11 +57,12 @@ type BenchResult struct {
 	Compression string    `json:"compression"`
 	Baseline    []Figures `json:"baseline"`
 	Meridian    []Figures `json:"meridian"`
-	// Medians over the runs, and the median of the per-run ratios
-	// meridian/baseline (records per second).
+	// Medians over the runs, and the medians of the per-run ratios
+	// meridian/baseline: end to end, and steady state.
 	BaselineMedian Figures `json:"baseline_median"`
 	MeridianMedian Figures `json:"meridian_median"`
 	Ratio          float64 `json:"ratio"`
+	SteadyRatio    float64 `json:"steady_ratio"`
 	RawBytes       int64   `json:"link_raw_bytes"`
 	WireBytes      int64   `json:"link_wire_bytes"`
 	Verified       bool    `json:"verified"` // every meridian run read back exact
@@ -81,7 +97,7 @@ func RunMirrorBench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		topics[i] = fmt.Sprintf("bench.%d", i)
 	}
 	res := &BenchResult{Records: o.Records, Compression: o.Compression, Verified: true}
-	var ratios []float64
+	var ratios, steady []float64
 	for run := 1; run <= o.Runs; run++ {
 		b, m, bytes, raw, wire, ok, err := benchRun(ctx, o, topics)
 		if err != nil {
@@ -93,12 +109,15 @@ func RunMirrorBench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		res.Baseline = append(res.Baseline, b)
 		res.Meridian = append(res.Meridian, m)
 		ratios = append(ratios, m.RecordsPerSec/b.RecordsPerSec)
-		fmt.Fprintf(o.Out, "run %d: baseline %.0f rec/s %.1f MB/s, meridian %.0f rec/s %.1f MB/s, ratio %.2f, exact=%v\n",
-			run, b.RecordsPerSec, b.MBPerSec, m.RecordsPerSec, m.MBPerSec, m.RecordsPerSec/b.RecordsPerSec, ok)
+		steady = append(steady, m.SteadyRecordsPerSec/b.SteadyRecordsPerSec)
+		fmt.Fprintf(o.Out, "run %d: baseline %.0f rec/s (steady %.0f, startup %.2fs), meridian %.0f rec/s (steady %.0f, startup %.2fs); ratio %.2f, steady %.2f; exact=%v\n",
+			run, b.RecordsPerSec, b.SteadyRecordsPerSec, b.StartupSeconds, m.RecordsPerSec, m.SteadyRecordsPerSec, m.StartupSeconds,
+			m.RecordsPerSec/b.RecordsPerSec, m.SteadyRecordsPerSec/b.SteadyRecordsPerSec, ok)
 	}
 	res.BaselineMedian = medianFigures(res.Baseline)
 	res.MeridianMedian = medianFigures(res.Meridian)
 	res.Ratio = median(ratios)
+	res.SteadyRatio = median(steady)
 	return res, nil
 }
 
@@ -120,14 +139,17 @@ func benchRun(ctx context.Context, o BenchOptions, topics []string) (base, mer F
 	bytes = p.Bytes()
 	mb := float64(bytes) / 1e6
 
-	secs, err := directCopy(ctx, l, topics, o.Partitions, o.Records)
+	base, err = directCopy(ctx, l, topics, o.Partitions, o.Records, mb)
 	if err != nil {
 		err = fmt.Errorf("baseline: %w", err)
 		return
 	}
-	base = Figures{Seconds: secs, RecordsPerSec: float64(o.Records) / secs, MBPerSec: mb / secs}
 
 	start := time.Now()
+	var (
+		first      time.Time
+		firstCount int64
+	)
 	for _, g := range []string{HQGateway, EdgeGateway} {
 		if err = l.Start(g); err != nil {
 			return
@@ -135,6 +157,9 @@ func benchRun(ctx context.Context, o BenchOptions, topics []string) (base, mer F
 	}
 	for {
 		in, _ := legTotals(l)
+		if in.Records > 0 && first.IsZero() {
+			first, firstCount = time.Now(), in.Records
+		}
 		if in.Records >= o.Records {
 			break
 		}
@@ -146,10 +171,9 @@ func benchRun(ctx context.Context, o BenchOptions, topics []string) (base, mer F
 			err = fmt.Errorf("meridian: only %d of %d records after 10 minutes", in.Records, o.Records)
 			return
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
-	secs = time.Since(start).Seconds()
-	mer = Figures{Seconds: secs, RecordsPerSec: float64(o.Records) / secs, MBPerSec: mb / secs}
+	mer = figures(o.Records, mb, start, first, firstCount, time.Now())
 	_, out := legTotals(l)
 	raw, wire = out.RawBytes, out.WireBytes
 	rep, err := verify.Compare(ctx, l.EdgeOpts(), l.HQOpts(), topics, l.RenameTopic)
@@ -163,21 +187,22 @@ func benchRun(ctx context.Context, o BenchOptions, topics []string) (base, mer F
 // directCopy is the baseline: a franz-go consumer reading the source and an
 // async producer writing the same partitions of "baseline.<topic>" at the
 // destination, done when every record is acknowledged.
-func directCopy(ctx context.Context, l *Lab, topics []string, parts int32, n int64) (float64, error) {
+func directCopy(ctx context.Context, l *Lab, topics []string, parts int32, n int64, mb float64) (Figures, error) {
 	dst, err := kgo.NewClient(append(l.HQOpts(), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0))...)
 	if err != nil {
-		return 0, err
+		return Figures{}, err
 	}
 	defer dst.Close()
 	for _, t := range topics {
 		if _, err := kadm.NewClient(dst).CreateTopic(ctx, parts, 1, nil, "baseline."+t); err != nil {
-			return 0, err
+			return Figures{}, err
 		}
 	}
 	start := time.Now()
+	var first atomic.Int64 // unix nanos of the first ack
 	src, err := kgo.NewClient(append(l.EdgeOpts(), kgo.ConsumeTopics(topics...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
 	if err != nil {
-		return 0, err
+		return Figures{}, err
 	}
 	defer src.Close()
 	var (
@@ -190,7 +215,7 @@ func directCopy(ctx context.Context, l *Lab, topics []string, parts int32, n int
 	for consumed < n {
 		fs := src.PollFetches(ctx)
 		if err := fs.Err0(); err != nil {
-			return 0, err
+			return Figures{}, err
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			consumed++
@@ -199,7 +224,9 @@ func directCopy(ctx context.Context, l *Lab, topics []string, parts int32, n int
 				if err != nil {
 					errOnce.Do(func() { perr = err })
 				}
-				if acked.Add(1) == n {
+				if c := acked.Add(1); c == 1 {
+					first.Store(time.Now().UnixNano())
+				} else if c == n {
 					close(done)
 				}
 			})
@@ -208,12 +235,12 @@ func directCopy(ctx context.Context, l *Lab, topics []string, parts int32, n int
 	select {
 	case <-done:
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return Figures{}, ctx.Err()
 	}
 	if perr != nil {
-		return 0, perr
+		return Figures{}, perr
 	}
-	return time.Since(start).Seconds(), nil
+	return figures(n, mb, start, time.Unix(0, first.Load()), 1, time.Now()), nil
 }
 
 func median(xs []float64) float64 {
@@ -229,9 +256,10 @@ func median(xs []float64) float64 {
 }
 
 func medianFigures(fs []Figures) Figures {
-	var a, b, c []float64
+	var a, b, c, d, e []float64
 	for _, f := range fs {
 		a, b, c = append(a, f.Seconds), append(b, f.RecordsPerSec), append(c, f.MBPerSec)
+		d, e = append(d, f.StartupSeconds), append(e, f.SteadyRecordsPerSec)
 	}
-	return Figures{Seconds: median(a), RecordsPerSec: median(b), MBPerSec: median(c)}
+	return Figures{Seconds: median(a), RecordsPerSec: median(b), MBPerSec: median(c), StartupSeconds: median(d), SteadyRecordsPerSec: median(e)}
 }
