@@ -438,3 +438,28 @@ func TestAliasBomb(t *testing.T) {
 		t.Errorf("no \"file too complex\" error in:\n%v", errs)
 	}
 }
+
+func TestLoadResolvesTLSPathsAgainstTheFile(t *testing.T) {
+	dir := t.TempDir()
+	data, err := os.ReadFile("../examples/two-region.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "topology.yaml")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range f.Regions {
+		for _, g := range r.Gateways {
+			for _, p := range []string{g.TLS.CAFile, g.TLS.CertFile, g.TLS.KeyFile} {
+				if !strings.HasPrefix(p, dir+string(filepath.Separator)) {
+					t.Errorf("gateway %s: tls path %q not resolved against %s", g.Name, p, dir)
+				}
+			}
+		}
+	}
+}

@@ -9,11 +9,11 @@ import (
 
 // Error is one problem in a topology file.
 type Error struct {
-	File   string // name given to Parse, or the path given to Load
-	Line   int    // 1-based
-	Col    int    // 1-based
-	Path   string // e.g. "regions[0].gateways[1].listen"; "" for the whole file
-	Reason string
+	File   string `json:"file"` // name given to Parse, or the path given to Load
+	Line   int    `json:"line"` // 1-based
+	Col    int    `json:"col"`  // 1-based
+	Path   string `json:"path"` // e.g. "regions[0].gateways[1].listen"; "" for the whole file
+	Reason string `json:"reason"`
 }
 
 // Error formats e as "FILE:LINE:COL: PATH: reason".

@@ -3,9 +3,11 @@ package config
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 )
 
-// Load reads and checks the topology file at path. Problems with the
+// Load reads and checks the topology file at path. Relative TLS file paths
+// in it are taken relative to the file's directory. Problems with the
 // file's contents are returned as [Errors], each naming path, line and
 // column; failing to read the file is returned wrapped ("load config: …").
 func Load(path string) (*File, error) {
@@ -13,7 +15,36 @@ func Load(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
 	}
-	return Parse(path, data)
+	f, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	resolvePaths(f, filepath.Dir(path))
+	return f, nil
+}
+
+// resolvePaths makes relative TLS file paths relative to dir, the topology
+// file's directory, so a gateway finds its certificates whatever its
+// working directory.
+func resolvePaths(f *File, dir string) {
+	fix := func(t *TLS) {
+		if t == nil {
+			return
+		}
+		for _, p := range []*string{&t.CAFile, &t.CertFile, &t.KeyFile} {
+			if *p != "" && !filepath.IsAbs(*p) {
+				*p = filepath.Join(dir, *p)
+			}
+		}
+	}
+	for i := range f.Regions {
+		for j := range f.Regions[i].Clusters {
+			fix(f.Regions[i].Clusters[j].TLS)
+		}
+		for j := range f.Regions[i].Gateways {
+			fix(f.Regions[i].Gateways[j].TLS)
+		}
+	}
 }
 
 // Parse decodes, expands ${ENV} in, fills defaults into and validates a

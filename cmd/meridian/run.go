@@ -41,7 +41,7 @@ func newRunCmd(g *globals) *cobra.Command {
 				sort.Strings(names)
 				return &exitError{1, fmt.Errorf("%s: no gateway %q (gateways: %v)", file, name, names)}
 			}
-			gw, err := gateway.New(gateway.Options{Topology: topo, Name: name, Logger: log.With("component", "gateway")})
+			gw, err := gateway.New(gateway.Options{Topology: topo, Name: name, Logger: log})
 			if err != nil {
 				return &exitError{1, err}
 			}

@@ -37,7 +37,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&addr, "admin", "127.0.0.1:7401", "gateway admin address host:port")
+	cmd.Flags().StringVar(&addr, "admin", "127.0.0.1:9180", "gateway admin address host:port")
 	outputFlag(cmd, &output)
 	return cmd
 }

@@ -33,11 +33,12 @@ func newValidateCmd(g *globals) *cobra.Command {
 				out := map[string]any{"ok": err == nil, "file": file}
 				if err != nil {
 					var errs config.Errors
-					if errors.As(err, &errs) {
-						out["problems"] = errs
-					} else {
-						out["problems"] = []string{err.Error()}
+					if !errors.As(err, &errs) {
+						// Not a problem at a position (unreadable file, say):
+						// the same shape, naming the file only.
+						errs = config.Errors{{File: file, Reason: err.Error()}}
 					}
+					out["problems"] = errs
 				} else {
 					out["summary"] = sum
 				}

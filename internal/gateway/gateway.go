@@ -225,13 +225,20 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err := g.StartAdmin(); err != nil {
 		return err
 	}
-	g.log.Info("gateway running", "region", g.table.Gateway.Region.Name, "link", g.LinkAddr(), "admin", g.AdminAddr(),
+	g.log.Info("gateway running", "region", g.table.Gateway.Region.Name, "link", addrString(g.LinkAddr()), "admin", addrString(g.AdminAddr()),
 		"legs_out", countLegs(g.table.Out), "legs_in", len(g.table.In))
 	err := g.eng.Run(ctx)
 	if g.admin != nil {
 		err = errors.Join(err, g.admin.Close())
 	}
 	return err
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "none"
+	}
+	return a.String()
 }
 
 func countLegs(ps []*routing.Peer) int {

@@ -3,6 +3,9 @@ package quic
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,7 +77,7 @@ func Listen(addr string, opts ListenerOptions) (*Listener, error) {
 		}
 		own = true
 	}
-	tr := &quicgo.Transport{Conn: pc}
+	tr := &quicgo.Transport{Conn: pc, StatelessResetKey: resetKey(opts.TLS)}
 	ln, err := tr.Listen(tlsConf, qconf)
 	if err != nil {
 		tr.Close()
@@ -334,4 +337,24 @@ func orUnnamed(name string) string {
 		return "(unnamed)"
 	}
 	return name
+}
+
+// resetKey derives the QUIC stateless-reset key from the gateway's private
+// key, so it is the same after a restart: a restarted receiver can then reset
+// the connections its predecessor held, and senders redial at once instead
+// of waiting out the idle timeout. Nil (no resets) if there is no key.
+func resetKey(c *tls.Config) *quicgo.StatelessResetKey {
+	if c == nil || len(c.Certificates) == 0 || c.Certificates[0].PrivateKey == nil {
+		return nil
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(c.Certificates[0].PrivateKey)
+	if err != nil {
+		return nil
+	}
+	h := sha256.New()
+	h.Write([]byte("meridian quic stateless reset v1\x00"))
+	h.Write(der)
+	var k quicgo.StatelessResetKey
+	copy(k[:], h.Sum(nil))
+	return &k
 }
