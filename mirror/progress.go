@@ -86,11 +86,11 @@ func ensureProgressTopic(ctx context.Context, adm *kadm.Client) (int32, error) {
 		}
 		if !created {
 			resp, err := adm.CreateTopic(ctx, progressPartitions, -1, map[string]*string{"retention.ms": ptr("-1")}, ProgressTopic)
-			if err != nil {
-				return 0, fmt.Errorf("create %s: %w", ProgressTopic, err)
+			if err == nil {
+				err = resp.Err
 			}
-			if resp.Err != nil && !isExists(resp.Err) {
-				return 0, fmt.Errorf("create %s: %w", ProgressTopic, resp.Err)
+			if err != nil && !isExists(err) {
+				return 0, fmt.Errorf("create %s: %w", ProgressTopic, err)
 			}
 			created = true
 		}

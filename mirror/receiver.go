@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -20,9 +21,17 @@ import (
 // maxTxnBytes bounds the raw bytes one destination transaction carries.
 const maxTxnBytes = 16 << 20
 
-// inLeg is the receiving end of one leg: it owns the leg's sink, its queue of
-// received batches, and the current generation. Batches are accepted only from
-// the owning session and with the current Gen.
+// sinkShards is how many transactional producers write one leg, each owning
+// the partitions that hash to it, so that transactions of different
+// partitions are in flight at once. Changing it changes transactional IDs:
+// keep it fixed across versions.
+const sinkShards = 4
+
+// inLeg is the receiving end of one leg: it owns the leg's sink shards, their
+// queues of received batches, and the current generation. Batches are
+// accepted only from the owning session and with the current Gen.
+//
+// Lock order: inLeg.mu, then legStats.mu.
 type inLeg struct {
 	leg *routing.Leg
 	e   *Engine
@@ -31,15 +40,25 @@ type inLeg struct {
 	mu         sync.Mutex
 	gen        uint64
 	owner      *inSession
-	queue      []queued
 	needResume bool
 	topics     map[string]*destTopic // by source topic; set by Topic frames
-	notify     chan struct{}         // cap 1: queue or owner changed
+	shards     []*shard
+	writing    int           // shards inside a transaction
+	notify     chan struct{} // cap 1: wakes the coordinator
 
 	stats legStats
 
 	admMu sync.Mutex
 	adm   *kadm.Client // destination admin, for topic preparation
+}
+
+// shard is one transactional producer of a leg and its queue.
+type shard struct {
+	idx    int
+	sink   *sink
+	queue  []queued      // guarded by inLeg.mu
+	ready  bool          // guarded by inLeg.mu: open, committed state loaded
+	notify chan struct{} // cap 1: queue changed
 }
 
 type queued struct {
@@ -53,30 +72,45 @@ type inSession struct {
 	peer string
 }
 
-func (l *inLeg) wake() {
+func wake(ch chan struct{}) {
 	select {
-	case l.notify <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
 
-// attach makes sess the leg's owner: earlier batches are dropped and the sink
-// loop sends a Resume with a new Gen.
+func (l *inLeg) shardOf(topic string, partition int32) *shard {
+	h := fnv.New32a()
+	h.Write([]byte(topic))
+	return l.shards[(h.Sum32()+uint32(partition)*2654435761)%uint32(len(l.shards))]
+}
+
+// resetLocked starts a new generation: queued batches are dropped and the
+// coordinator sends a Resume once no shard is inside a transaction.
+func (l *inLeg) resetLocked() {
+	l.gen++
+	for _, sh := range l.shards {
+		sh.queue = nil
+	}
+	l.needResume = true
+	wake(l.notify)
+}
+
+// attach makes sess the leg's owner.
 func (l *inLeg) attach(sess *inSession) {
 	l.mu.Lock()
 	l.owner = sess
-	l.gen++
-	l.queue = nil
-	l.needResume = true
+	l.resetLocked()
 	l.mu.Unlock()
-	l.wake()
 }
 
 func (l *inLeg) detach(sess *inSession) {
 	l.mu.Lock()
 	if l.owner == sess {
 		l.owner = nil
-		l.queue = nil
+		for _, sh := range l.shards {
+			sh.queue = nil
+		}
 	}
 	l.mu.Unlock()
 }
@@ -84,73 +118,158 @@ func (l *inLeg) detach(sess *inSession) {
 func (l *inLeg) enqueue(b *transport.Batch, sess *inSession) {
 	l.mu.Lock()
 	ok := l.owner == sess && b.Gen == l.gen && !l.needResume
+	var sh *shard
 	if ok {
-		l.queue = append(l.queue, queued{b, sess})
+		sh = l.shardOf(b.Topic, b.Partition)
+		sh.queue = append(sh.queue, queued{b, sess})
 	}
 	l.mu.Unlock()
 	if !ok {
 		l.e.m.dropped.WithLabelValues(l.leg.ID, "stale-gen").Inc()
 		return
 	}
-	l.wake()
+	wake(sh.notify)
 }
 
-// run is the sink loop: it commits queued batches in transactions, acks them,
-// and sends Resume frames. It returns when ctx ends.
+// run is the leg's coordinator: it opens the shards (and reopens a failed
+// one), loads the committed progress, and sends Resume frames once no shard
+// is inside a transaction. It returns when ctx ends and every shard loop has.
 func (l *inLeg) run(ctx context.Context) {
 	opts, err := l.e.opts.ClusterOpts(l.leg.To)
 	if err != nil {
 		l.log.Error("destination cluster options", "err", err)
 		return
 	}
-	s := &sink{leg: l.leg, opts: opts, log: l.log, m: l.e.m}
-	defer s.close()
-	defer l.closeAdmin()
+	l.mu.Lock()
+	for i := range sinkShards {
+		l.shards = append(l.shards, &shard{idx: i, notify: make(chan struct{}, 1),
+			sink: &sink{leg: l.leg, shard: i, opts: opts, log: l.log, m: l.e.m}})
+	}
+	shards := l.shards
+	l.mu.Unlock()
+	var wg sync.WaitGroup
+	defer func() {
+		wg.Wait()
+		for _, sh := range shards {
+			sh.sink.close()
+		}
+		l.closeAdmin()
+	}()
+	for _, sh := range shards {
+		wg.Go(func() { l.runShard(ctx, sh) })
+	}
 	bo := newBackoff(100*time.Millisecond, 30*time.Second)
-	// The first pass opens the sink at once, before any sender connects, so
-	// that a session's Resume goes out without waiting for the destination.
-	for first := true; ; first = false {
-		if !first {
-			select {
-			case <-ctx.Done():
+	for {
+		if err := l.openShards(ctx, opts); err != nil {
+			if ctx.Err() != nil {
 				return
-			case <-l.notify:
+			}
+			l.stats.setErr(err)
+			l.log.Warn("open destination", "leg", l.leg.ID, "err", err, "retry_in", bo.peek())
+			if !bo.sleep(ctx) {
+				return
+			}
+			continue
+		}
+		bo.reset()
+		l.mu.Lock()
+		var rs *transport.Resume
+		owner := l.owner
+		if l.needResume && owner != nil && l.writing == 0 {
+			l.needResume = false
+			rs = &transport.Resume{Leg: l.leg.ID, Gen: l.gen}
+			for _, sh := range l.shards {
+				for k, p := range sh.sink.committed {
+					rs.Positions = append(rs.Positions, transport.Position{Topic: k.Topic, Partition: k.Partition, NextOffset: p.Next})
+				}
+			}
+			for _, sh := range l.shards {
+				wake(sh.notify) // they may now take work
 			}
 		}
-		for ctx.Err() == nil {
-			if s.cl == nil {
-				if err := s.open(ctx); err != nil {
-					l.stats.setErr(err)
-					l.log.Warn("open destination", "leg", l.leg.ID, "err", err, "retry_in", bo.peek())
-					if !bo.sleep(ctx) {
-						return
-					}
-					continue
-				}
-				l.stats.setErr(nil)
-				l.stats.restore(s.committed)
+		l.mu.Unlock()
+		if rs != nil {
+			l.e.m.resumes.WithLabelValues(l.leg.ID).Inc()
+			if err := owner.conn.Send(ctx, rs); err != nil {
+				l.log.Debug("send resume", "leg", l.leg.ID, "err", err)
 			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.notify:
+		}
+	}
+}
+
+// openShards opens every shard that is not ready, then loads their committed
+// progress. Every producer is initialised (aborting what a predecessor left
+// open) before progress is read, so the read sees all that is committed.
+func (l *inLeg) openShards(ctx context.Context, opts []kgo.Opt) error {
+	l.mu.Lock()
+	var todo []*shard
+	for _, sh := range l.shards {
+		if !sh.ready {
+			todo = append(todo, sh)
+		}
+	}
+	l.mu.Unlock()
+	if len(todo) == 0 {
+		return nil
+	}
+	for _, sh := range todo {
+		if err := sh.sink.open(ctx); err != nil {
+			return err
+		}
+	}
+	all, err := loadProgress(ctx, opts, map[string]bool{l.leg.ID: true})
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, sh := range todo {
+		sh.sink.committed = map[tp]*Progress{}
+	}
+	for k, p := range all[l.leg.ID] {
+		if sh := l.shardOf(k.Topic, k.Partition); !sh.ready {
+			sh.sink.committed[k] = p
+		}
+	}
+	for _, sh := range todo {
+		sh.ready = true
+		l.stats.restore(sh.sink.committed)
+	}
+	l.stats.setErr(nil)
+	return nil
+}
+
+// runShard commits the shard's queued batches in transactions and acks them.
+// A failed transaction marks the shard for reopening and starts a new
+// generation for the whole leg.
+func (l *inLeg) runShard(ctx context.Context, sh *shard) {
+	// A transaction in progress finishes even when ctx ends, so that a
+	// sender's drain is committed.
+	wctx := context.WithoutCancel(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sh.notify:
+		}
+		for ctx.Err() == nil {
 			l.mu.Lock()
-			owner, gen := l.owner, l.gen
-			if l.needResume {
-				l.needResume = false
+			if l.needResume || !sh.ready || len(sh.queue) == 0 {
 				l.mu.Unlock()
-				if owner != nil {
-					l.e.m.resumes.WithLabelValues(l.leg.ID).Inc()
-					rs := &transport.Resume{Leg: l.leg.ID, Gen: gen, Positions: s.positions()}
-					if err := owner.conn.Send(ctx, rs); err != nil {
-						l.log.Debug("send resume", "leg", l.leg.ID, "err", err)
-					}
-				}
-				continue
+				break
 			}
 			var (
 				take []queued
 				size int
 			)
-			for len(l.queue) > 0 && size < maxTxnBytes {
-				q := l.queue[0]
-				l.queue = l.queue[1:]
+			for len(sh.queue) > 0 && size < maxTxnBytes {
+				q := sh.queue[0]
+				sh.queue = sh.queue[1:]
 				take = append(take, q)
 				size += q.b.RawSize()
 			}
@@ -158,36 +277,36 @@ func (l *inLeg) run(ctx context.Context) {
 			for k, v := range l.topics {
 				topics[k] = v
 			}
+			l.writing++
 			l.mu.Unlock()
-			if len(take) == 0 {
-				break
-			}
+
 			batches := make([]*transport.Batch, len(take))
 			for i, q := range take {
 				batches[i] = q.b
 			}
-			res, err := s.write(ctx, batches, topics)
+			tctx, cancel := context.WithTimeout(wctx, 2*time.Minute)
+			res, err := sh.sink.write(tctx, batches, topics)
+			cancel()
+
+			l.mu.Lock()
+			l.writing--
 			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
+				sh.ready = false
+				sh.sink.close() // reopen, and reload what is really committed
+				l.resetLocked()
+			} else if l.writing == 0 && l.needResume {
+				wake(l.notify)
+			}
+			l.mu.Unlock()
+			if err != nil {
 				l.stats.setErr(err)
+				l.e.m.txns.WithLabelValues(l.leg.ID, "abort").Inc()
 				l.log.Warn("destination transaction failed; resuming sender from committed progress",
-					"leg", l.leg.ID, "batches", len(batches), "err", err, "retry_in", bo.peek())
-				s.close() // reopen and reload what is really committed
-				l.mu.Lock()
-				l.gen++
-				l.queue = nil
-				l.needResume = true
-				l.mu.Unlock()
-				if !bo.sleep(ctx) {
-					return
-				}
+					"leg", l.leg.ID, "shard", sh.idx, "batches", len(batches), "err", err)
 				continue
 			}
-			bo.reset()
 			l.stats.setErr(nil)
-			l.stats.committedTxn(res, batches, s.committed)
+			l.stats.committedTxn(res, batches, sh.sink.committed)
 			l.e.m.records.WithLabelValues(l.leg.ID, "in").Add(float64(res.records))
 			l.e.m.rawBytes.WithLabelValues(l.leg.ID, "in").Add(float64(res.rawBytes))
 			lagR, lagS := l.stats.lag()
@@ -205,15 +324,6 @@ func (l *inLeg) run(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// payloadBytes is a batch's record bytes: keys, values and headers.
-func payloadBytes(b *transport.Batch) int {
-	n := 0
-	for i := range b.Records {
-		n += recordSize(&b.Records[i])
-	}
-	return n
 }
 
 // serveSession handles one accepted session until it ends.
@@ -312,8 +422,11 @@ func (l *inLeg) prepareTopic(ctx context.Context, t *transport.Topic) error {
 		switch {
 		case !ok || d.Err != nil:
 			resp, err := adm.CreateTopic(ctx, parts, -1, configs, name)
-			if err == nil && resp.Err != nil && !isExists(resp.Err) {
+			if err == nil {
 				err = resp.Err
+			}
+			if isExists(err) {
+				continue // created meanwhile by someone else (another leg, say)
 			}
 			if err != nil {
 				return fmt.Errorf("create %s with %d partitions: %w", name, parts, err)
@@ -376,3 +489,12 @@ func (l *inLeg) closeAdmin() {
 }
 
 func isExists(err error) bool { return errors.Is(err, kerr.TopicAlreadyExists) }
+
+// payloadBytes is a batch's record bytes: keys, values and headers.
+func payloadBytes(b *transport.Batch) int {
+	n := 0
+	for i := range b.Records {
+		n += recordSize(&b.Records[i])
+	}
+	return n
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"sort"
 	"sync"
@@ -230,6 +229,13 @@ func (lr *legRunner) run(ctx context.Context) {
 
 // pump reads the leg's source from the positions of rs and sends batches
 // until ctx ends.
+//
+// The leg's partitions are dealt round-robin, as discovery finds them, to
+// pipelines: each has its own source client and fetches, encodes,
+// compresses and sends its partitions in order, so order per partition is
+// kept while several fetches and sends proceed at once (a franz-go client
+// keeps one fetch per broker in flight, which alone would put the fetch on
+// the critical path).
 func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 	leg := lr.out.leg
 	opts, err := lr.p.e.opts.ClusterOpts(leg.From)
@@ -240,107 +246,93 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 	if leg.StartAtLatest() {
 		reset = kgo.NewOffset().AtEnd()
 	}
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, opts...),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeResetOffset(reset),
-		// Moderate fetches keep the pipeline moving: a 32 MiB first fetch
-		// must arrive whole before the first batch can leave.
-		kgo.FetchMaxBytes(8<<20),
-		kgo.FetchMaxPartitionBytes(1<<20),
-		kgo.FetchMaxWait(250*time.Millisecond),
-		kgo.MetadataMinAge(250*time.Millisecond), // new topics and partitions are seen quickly
-	)...)
-	if err != nil {
-		return fmt.Errorf("source %s: %w", leg.From.Ref(), err)
+	clients := make([]*kgo.Client, pipelines)
+	defer func() {
+		for _, cl := range clients {
+			if cl != nil {
+				cl.Close()
+			}
+		}
+	}()
+	for i := range clients {
+		if clients[i], err = kgo.NewClient(append(append([]kgo.Opt{}, opts...),
+			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+			kgo.ConsumeResetOffset(reset),
+			// Moderate fetches keep the pipeline moving: a 32 MiB first
+			// fetch must arrive whole before the first batch can leave.
+			kgo.FetchMaxBytes(8<<20),
+			kgo.FetchMaxPartitionBytes(1<<20),
+			kgo.FetchMaxWait(250*time.Millisecond),
+			kgo.MetadataMinAge(250*time.Millisecond), // new topics and partitions are seen quickly
+		)...); err != nil {
+			return fmt.Errorf("source %s: %w", leg.From.Ref(), err)
+		}
 	}
-	defer cl.Close()
 	positions := map[tp]int64{}
 	for _, p := range rs.Positions {
 		positions[tp{p.Topic, p.Partition}] = p.NextOffset
 	}
-	d := &discoverer{lr: lr, cl: cl, adm: kadm.NewClient(cl), positions: positions, reset: reset, consumed: map[string]int32{}}
+	d := &discoverer{lr: lr, clients: clients, adm: kadm.NewClient(clients[0]), positions: positions, reset: reset, consumed: map[string]int32{}}
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	dctx, dcancel := context.WithCancel(ctx)
-	defer dcancel()
-	wg.Go(func() { d.loop(dctx) })
-
-	// Batches are encoded, compressed and written by sendWorkers goroutines
-	// in parallel; a partition always goes to the same worker, which sends
-	// in order, so order per partition is kept.
-	sctx, scancel := context.WithCancel(ctx)
-	defer scancel()
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
 	var (
-		sendErr  error
-		errOnce  sync.Once
-		workers  sync.WaitGroup
-		queues   = make([]chan *transport.Batch, sendWorkers)
-		failSend = func(err error) {
-			errOnce.Do(func() { sendErr = err })
-			scancel()
-		}
+		wg      sync.WaitGroup
+		errOnce sync.Once
+		pumpErr error
 	)
-	for i := range queues {
-		q := make(chan *transport.Batch, 4)
-		queues[i] = q
-		workers.Go(func() {
-			for b := range q {
-				if sctx.Err() != nil {
-					continue // drain
-				}
-				if err := lr.send(sctx, b); err != nil {
-					failSend(err)
-				}
+	wg.Go(func() { d.loop(pctx) })
+	for _, cl := range clients {
+		wg.Go(func() {
+			if err := lr.pipeline(pctx, cl, rs.Gen); err != nil {
+				errOnce.Do(func() { pumpErr = err })
+				pcancel()
 			}
 		})
 	}
-	defer func() {
-		for _, q := range queues {
-			close(q)
-		}
-		workers.Wait()
-	}()
-	dispatch := func(b *transport.Batch) bool {
-		q := queues[laneOf(b.Topic, b.Partition, sendWorkers)]
-		select {
-		case q <- b:
-			return true
-		case <-sctx.Done():
-			return false
-		}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
 	}
+	return pumpErr
+}
 
+// pipelines is how many source clients, each with its own share of a leg's
+// partitions, fetch and send in parallel.
+const pipelines = 4
+
+// pipeline polls one source client and sends its partitions' records as
+// batches, in order, until ctx ends or a send fails.
+func (lr *legRunner) pipeline(ctx context.Context, cl *kgo.Client, gen uint64) error {
+	leg := lr.out.leg
 	var batch []transport.Record
 	for {
-		fs := cl.PollFetches(sctx)
-		if sctx.Err() != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return sendErr
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
 		}
 		fs.EachError(func(t string, p int32, err error) {
 			if !errors.Is(err, context.Canceled) {
 				lr.p.log.Warn("fetch from source", "leg", leg.ID, "topic", t, "partition", p, "err", err)
 			}
 		})
+		var sendErr error
 		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
-			if len(fp.Records) == 0 || sctx.Err() != nil {
+			if len(fp.Records) == 0 || sendErr != nil {
 				return
 			}
 			batch = batch[:0]
 			size := int64(0)
 			flush := func(next int64) {
-				if len(batch) == 0 {
+				if len(batch) == 0 || sendErr != nil {
 					return
 				}
 				b := &transport.Batch{
-					Leg: leg.ID, Gen: rs.Gen, Topic: fp.Topic, Partition: fp.Partition,
+					Leg: leg.ID, Gen: gen, Topic: fp.Topic, Partition: fp.Partition,
 					NextOffset: next, HighWatermark: fp.HighWatermark,
 					Records: append([]transport.Record(nil), batch...),
 				}
-				dispatch(b)
+				sendErr = lr.send(ctx, b)
 				batch, size = batch[:0], 0
 			}
 			for _, r := range fp.Records {
@@ -362,19 +354,16 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 			}
 			flush(fp.Records[len(fp.Records)-1].Offset + 1)
 		})
+		if sendErr != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return sendErr
+		}
 	}
 }
 
-// sendWorkers is how many goroutines of a leg encode and send batches.
-const sendWorkers = 4
-
-// laneOf maps a partition to one of n workers.
-func laneOf(topic string, partition int32, n int) int {
-	h := fnv.New32a()
-	h.Write([]byte(topic))
-	return int((h.Sum32() + uint32(partition)*2654435761) % uint32(n))
-}
-
+// send takes credit for a batch and writes it.
 func (lr *legRunner) send(ctx context.Context, b *transport.Batch) error {
 	seq, err := lr.cr.acquire(ctx, b.Leg, int64(b.RawSize()))
 	if err != nil {
@@ -396,7 +385,8 @@ func (lr *legRunner) send(ctx context.Context, b *transport.Batch) error {
 // new ones to the receiver and adds them to the consumer.
 type discoverer struct {
 	lr        *legRunner
-	cl        *kgo.Client
+	clients   []*kgo.Client // pipelines' clients; partitions are dealt round-robin
+	next      int
 	adm       *kadm.Client
 	positions map[tp]int64
 	reset     kgo.Offset
@@ -443,15 +433,14 @@ func (d *discoverer) once(ctx context.Context) error {
 		if err := d.announce(ctx, &transport.Topic{Leg: leg.ID, Name: name, Partitions: n, Configs: configs}); err != nil {
 			return err
 		}
-		add := map[int32]kgo.Offset{}
 		for p := d.consumed[name]; p < n; p++ {
-			if off, ok := d.positions[tp{name, p}]; ok {
-				add[p] = kgo.NewOffset().At(off)
-			} else {
-				add[p] = d.reset
+			off := d.reset
+			if o, ok := d.positions[tp{name, p}]; ok {
+				off = kgo.NewOffset().At(o)
 			}
+			d.clients[d.next%len(d.clients)].AddConsumePartitions(map[string]map[int32]kgo.Offset{name: {p: off}})
+			d.next++
 		}
-		d.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{name: add})
 		d.lr.p.log.Info("mirroring topic", "leg", leg.ID, "topic", name, "dest", leg.DestTopic(name), "partitions", n)
 		d.consumed[name] = n
 	}

@@ -43,13 +43,15 @@ type destTopic struct {
 	maxBytes   int // largest record the topic accepts; 0 = unknown
 }
 
-// sink writes one leg's batches to the destination cluster in transactions
-// that also commit the leg's progress. It is used by one goroutine at a time.
+// sink writes one shard of a leg's partitions to the destination cluster in
+// transactions that also commit their progress. It is used by one goroutine
+// at a time.
 type sink struct {
-	leg  *routing.Leg
-	opts []kgo.Opt // destination cluster
-	log  *slog.Logger
-	m    *metrics
+	leg   *routing.Leg
+	shard int
+	opts  []kgo.Opt // destination cluster
+	log   *slog.Logger
+	m     *metrics
 
 	cl            *kgo.Client // transactional producer, nil until open
 	progressParts int32
@@ -59,20 +61,25 @@ type sink struct {
 	poison map[tp]map[int64]string
 }
 
-// transactionalID fences older instances writing the same leg.
-func transactionalID(leg string) string { return "meridian-" + leg }
+// transactionalID fences older instances writing the same shard of a leg.
+func transactionalID(leg string, shard int) string {
+	return "meridian-" + leg + "#" + strconv.Itoa(shard)
+}
 
 // open (re)creates the transactional producer, which fences any previous
-// instance and aborts its open transaction, then reloads the committed
-// progress from the destination.
+// instance of the shard and aborts the transaction it left open. The caller
+// then loads the committed progress (after every shard is open).
 func (s *sink) open(ctx context.Context) error {
 	s.close()
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, s.opts...),
-		kgo.TransactionalID(transactionalID(s.leg.ID)),
+		kgo.TransactionalID(transactionalID(s.leg.ID, s.shard)),
 		kgo.TransactionTimeout(60*time.Second),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(0),
 		kgo.MaxBufferedBytes(256<<20),
+		// A transaction holds up to maxTxnBytes; buffering must never make
+		// Produce wait inside one (the default is 10,000 records).
+		kgo.MaxBufferedRecords(1<<20),
 		kgo.RecordRetries(8),
 		kgo.UnknownTopicRetries(8),
 		kgo.MetadataMinAge(250*time.Millisecond), // new topics and partitions are seen quickly
@@ -90,16 +97,7 @@ func (s *sink) open(ctx context.Context) error {
 		return err
 	}
 	s.progressParts = parts
-	all, err := loadProgress(ctx, s.opts, map[string]bool{s.leg.ID: true})
-	if err != nil {
-		cl.Close()
-		return err
-	}
 	s.cl = cl
-	s.committed = all[s.leg.ID]
-	if s.committed == nil {
-		s.committed = map[tp]*Progress{}
-	}
 	return nil
 }
 
@@ -108,15 +106,6 @@ func (s *sink) close() {
 		s.cl.Close()
 		s.cl = nil
 	}
-}
-
-// positions is the resume point of every partition with committed progress.
-func (s *sink) positions() []transport.Position {
-	ps := make([]transport.Position, 0, len(s.committed))
-	for k, p := range s.committed {
-		ps = append(ps, transport.Position{Topic: k.Topic, Partition: k.Partition, NextOffset: p.Next})
-	}
-	return ps
 }
 
 // pending is one source record in a transaction and where it went.
@@ -156,6 +145,12 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 		recs []pending
 		perr produceErr
 	)
+	n := 0
+	for _, b := range batches {
+		n += len(b.Records)
+	}
+	recs = make([]pending, 0, n)
+	slab := make([]kgo.Record, n) // one allocation for the transaction's records
 	for _, b := range batches {
 		dt := topics[b.Topic]
 		if dt == nil {
@@ -174,7 +169,8 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 				recs = append(recs, pending{src: r.Offset, rec: s.deadLetter(b, r, size, reason), dlq: true, batch: b})
 				continue
 			}
-			kr := &kgo.Record{
+			kr := &slab[len(recs)]
+			*kr = kgo.Record{
 				Topic: dt.name, Partition: b.Partition,
 				Key: r.Key, Value: r.Value,
 				Timestamp: time.UnixMilli(r.Timestamp),
@@ -189,8 +185,9 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 		}
 	}
 	// recs is complete: promises index into it from here on.
+	promise := perr.promise(recs)
 	for i := range recs {
-		s.cl.Produce(ctx, recs[i].rec, perr.promise(&recs[i]))
+		s.cl.Produce(ctx, recs[i].rec, promise)
 	}
 	tBuilt := time.Now()
 	if err := s.cl.Flush(ctx); err != nil {
@@ -200,6 +197,9 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 	if err, p := perr.get(); err != nil {
 		if p != nil && (errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge)) {
 			s.markPoison(p, "destination refused record: "+err.Error())
+		}
+		if p == nil {
+			return res, fmt.Errorf("produce: %w", err)
 		}
 		return res, fmt.Errorf("produce to %s/%d: %w", p.rec.Topic, p.rec.Partition, err)
 	}
@@ -296,10 +296,19 @@ type produceErr struct {
 	p   *pending
 }
 
-func (e *produceErr) promise(p *pending) func(*kgo.Record, error) {
-	return func(_ *kgo.Record, err error) {
+// promise returns one promise for all of recs (nil for records not in a
+// pending list); on error it finds the failed record's entry.
+func (e *produceErr) promise(recs []pending) func(*kgo.Record, error) {
+	return func(r *kgo.Record, err error) {
 		if err == nil {
 			return
+		}
+		var p *pending
+		for i := range recs { // error path only
+			if recs[i].rec == r {
+				p = &recs[i]
+				break
+			}
 		}
 		e.mu.Lock()
 		if e.err == nil {

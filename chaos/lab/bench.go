@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -39,6 +41,26 @@ type Figures struct {
 	MBPerSec            float64 `json:"mb_per_sec"`
 	StartupSeconds      float64 `json:"startup_seconds"` // until the first record reached the destination
 	SteadyRecordsPerSec float64 `json:"steady_records_per_sec"`
+	// CPUSeconds is the process's CPU time (user+system) during the phase;
+	// Cores is CPUSeconds/Seconds, out of runtime.NumCPU().
+	CPUSeconds float64 `json:"cpu_seconds"`
+	Cores      float64 `json:"cores"`
+}
+
+// cpuTime is the process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func (f *Figures) setCPU(d time.Duration) {
+	f.CPUSeconds = d.Seconds()
+	if f.Seconds > 0 {
+		f.Cores = f.CPUSeconds / f.Seconds
+	}
 }
 
 func figures(n int64, mb float64, start, first time.Time, firstCount int64, end time.Time) Figures {
@@ -70,9 +92,10 @@ type BenchResult struct {
 
 // RunMirrorBench measures meridian (two gateways over loopback QUIC, exactly
 // once) against a direct franz-go consume→produce loop between the same two
-// in-process clusters, in the same run. Each run starts fresh clusters,
-// preloads the source, runs the baseline, then meridian; both are timed until
-// the last record is acknowledged by the destination.
+// in-process clusters, in the same run. In each run every contender gets a
+// fresh lab with the same preloaded source; the order alternates between
+// runs. Both are timed until the last record is acknowledged by the
+// destination.
 func RunMirrorBench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	if o.Records == 0 {
 		o.Records = 200_000
@@ -99,7 +122,7 @@ func RunMirrorBench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	res := &BenchResult{Records: o.Records, Compression: o.Compression, Verified: true}
 	var ratios, steady []float64
 	for run := 1; run <= o.Runs; run++ {
-		b, m, bytes, raw, wire, ok, err := benchRun(ctx, o, topics)
+		b, m, bytes, raw, wire, ok, err := benchRun(ctx, o, topics, run%2 == 1)
 		if err != nil {
 			return nil, fmt.Errorf("run %d: %w", run, err)
 		}
@@ -110,8 +133,8 @@ func RunMirrorBench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		res.Meridian = append(res.Meridian, m)
 		ratios = append(ratios, m.RecordsPerSec/b.RecordsPerSec)
 		steady = append(steady, m.SteadyRecordsPerSec/b.SteadyRecordsPerSec)
-		fmt.Fprintf(o.Out, "run %d: baseline %.0f rec/s (steady %.0f, startup %.2fs), meridian %.0f rec/s (steady %.0f, startup %.2fs); ratio %.2f, steady %.2f; exact=%v\n",
-			run, b.RecordsPerSec, b.SteadyRecordsPerSec, b.StartupSeconds, m.RecordsPerSec, m.SteadyRecordsPerSec, m.StartupSeconds,
+		fmt.Fprintf(o.Out, "run %d: baseline %.0f rec/s (steady %.0f, startup %.2fs, %.2f cores), meridian %.0f rec/s (steady %.0f, startup %.2fs, %.2f cores); ratio %.2f, steady %.2f; exact=%v\n",
+			run, b.RecordsPerSec, b.SteadyRecordsPerSec, b.StartupSeconds, b.Cores, m.RecordsPerSec, m.SteadyRecordsPerSec, m.StartupSeconds, m.Cores,
 			m.RecordsPerSec/b.RecordsPerSec, m.SteadyRecordsPerSec/b.SteadyRecordsPerSec, ok)
 	}
 	res.BaselineMedian = medianFigures(res.Baseline)
@@ -121,67 +144,99 @@ func RunMirrorBench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	return res, nil
 }
 
-func benchRun(ctx context.Context, o BenchOptions, topics []string) (base, mer Figures, bytes, raw, wire int64, exact bool, err error) {
+func benchRun(ctx context.Context, o BenchOptions, topics []string, baselineFirst bool) (base, mer Figures, bytes, raw, wire int64, exact bool, err error) {
+	// Each contender runs in its own fresh lab (fresh clusters and heap
+	// state), and the order alternates from run to run.
+	runBase := func() error {
+		l, mb, n, err := preloaded(ctx, o, topics)
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		bytes = n
+		cpu0 := cpuTime()
+		if base, err = directCopy(ctx, l, topics, o.Partitions, o.Records, mb); err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+		base.setCPU(cpuTime() - cpu0)
+		return nil
+	}
+	runMeridian := func() error {
+		l, mb, n, err := preloaded(ctx, o, topics)
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		bytes = n
+		cpu0 := cpuTime()
+		start := time.Now()
+		var (
+			first      time.Time
+			firstCount int64
+		)
+		for _, g := range []string{HQGateway, EdgeGateway} {
+			if err := l.Start(g); err != nil {
+				return err
+			}
+		}
+		for {
+			in, _ := legTotals(l)
+			if in.Records > 0 && first.IsZero() {
+				first, firstCount = time.Now(), in.Records
+			}
+			if in.Records >= o.Records {
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if time.Since(start) > 10*time.Minute {
+				return fmt.Errorf("meridian: only %d of %d records after 10 minutes", in.Records, o.Records)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		mer = figures(o.Records, mb, start, first, firstCount, time.Now())
+		mer.setCPU(cpuTime() - cpu0)
+		_, out := legTotals(l)
+		raw, wire = out.RawBytes, out.WireBytes
+		rep, err := verify.Compare(ctx, l.EdgeOpts(), l.HQOpts(), topics, l.RenameTopic)
+		if err != nil {
+			return err
+		}
+		exact = rep.OK() && rep.Mirrored == o.Records
+		return nil
+	}
+	order := []func() error{runBase, runMeridian}
+	if !baselineFirst {
+		order[0], order[1] = order[1], order[0]
+	}
+	for _, f := range order {
+		if err = f(); err != nil {
+			return
+		}
+		runtime.GC() // start the next contender from a collected heap
+	}
+	return
+}
+
+// preloaded starts a lab and fills its source with the run's records.
+func preloaded(ctx context.Context, o BenchOptions, topics []string) (*Lab, float64, int64, error) {
 	l, err := New(Options{Topics: topics, Partitions: o.Partitions, Compression: o.Compression, Logger: o.Logger})
 	if err != nil {
-		return
+		return nil, 0, 0, err
 	}
-	defer l.Close()
 	p, err := NewProducer(l.EdgeOpts(), topics, 42, o.ValueSize)
 	if err != nil {
-		return
+		l.Close()
+		return nil, 0, 0, err
 	}
 	err = p.Run(ctx, 0, o.Records)
 	p.Close()
 	if err != nil {
-		return
+		l.Close()
+		return nil, 0, 0, err
 	}
-	bytes = p.Bytes()
-	mb := float64(bytes) / 1e6
-
-	base, err = directCopy(ctx, l, topics, o.Partitions, o.Records, mb)
-	if err != nil {
-		err = fmt.Errorf("baseline: %w", err)
-		return
-	}
-
-	start := time.Now()
-	var (
-		first      time.Time
-		firstCount int64
-	)
-	for _, g := range []string{HQGateway, EdgeGateway} {
-		if err = l.Start(g); err != nil {
-			return
-		}
-	}
-	for {
-		in, _ := legTotals(l)
-		if in.Records > 0 && first.IsZero() {
-			first, firstCount = time.Now(), in.Records
-		}
-		if in.Records >= o.Records {
-			break
-		}
-		if ctx.Err() != nil {
-			err = ctx.Err()
-			return
-		}
-		if time.Since(start) > 10*time.Minute {
-			err = fmt.Errorf("meridian: only %d of %d records after 10 minutes", in.Records, o.Records)
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	mer = figures(o.Records, mb, start, first, firstCount, time.Now())
-	_, out := legTotals(l)
-	raw, wire = out.RawBytes, out.WireBytes
-	rep, err := verify.Compare(ctx, l.EdgeOpts(), l.HQOpts(), topics, l.RenameTopic)
-	if err != nil {
-		return
-	}
-	exact = rep.OK() && rep.Mirrored == o.Records
-	return
+	return l, float64(p.Bytes()) / 1e6, p.Bytes(), nil
 }
 
 // directCopy is the baseline: a franz-go consumer reading the source and an
@@ -256,10 +311,12 @@ func median(xs []float64) float64 {
 }
 
 func medianFigures(fs []Figures) Figures {
-	var a, b, c, d, e []float64
+	var a, b, c, d, e, g, h []float64
 	for _, f := range fs {
 		a, b, c = append(a, f.Seconds), append(b, f.RecordsPerSec), append(c, f.MBPerSec)
 		d, e = append(d, f.StartupSeconds), append(e, f.SteadyRecordsPerSec)
+		g, h = append(g, f.CPUSeconds), append(h, f.Cores)
 	}
-	return Figures{Seconds: median(a), RecordsPerSec: median(b), MBPerSec: median(c), StartupSeconds: median(d), SteadyRecordsPerSec: median(e)}
+	return Figures{Seconds: median(a), RecordsPerSec: median(b), MBPerSec: median(c), StartupSeconds: median(d),
+		SteadyRecordsPerSec: median(e), CPUSeconds: median(g), Cores: median(h)}
 }
