@@ -19,12 +19,12 @@ const ALPN = "meridian/1"
 
 // Defaults, chosen for an 80 ms WAN; see the field docs.
 const (
-	DefaultLanes                   = 4
-	MaxLanes                       = 64
-	DefaultHandshakeTimeout        = 10 * time.Second
-	DefaultMaxIdleTimeout          = 10 * time.Second
-	DefaultKeepAlivePeriod         = 2 * time.Second
-	DefaultPingPeriod              = 5 * time.Second
+	DefaultLanes            = 4
+	MaxLanes                = 64
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultMaxIdleTimeout   = 10 * time.Second
+	DefaultKeepAlivePeriod  = 2 * time.Second
+	DefaultPingPeriod       = 5 * time.Second
 	// Receive windows start at their maximum: a gateway holds a handful of
 	// connections, and growing from a small window (quic-go's auto-tuning)
 	// held loopback mirroring to about two thirds of its rate in the
