@@ -24,7 +24,8 @@ demo: build
 # Benchmarks: meridian against a direct franz-go consume->produce loop in the
 # same run (ratio printed), plus codec and transport micro-benchmarks.
 bench: build
-	./$(BIN) bench mirror --records 200000 --output text
+	./$(BIN) bench mirror --records 1000000 --runs 4 --compression s2
+	./$(BIN) bench mirror --records 1000000 --runs 4 --compression zstd
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./transport/... 
 
 lint:
