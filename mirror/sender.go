@@ -257,6 +257,10 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 	for i := range clients {
 		if clients[i], err = kgo.NewClient(append(append([]kgo.Opt{}, opts...),
 			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+			// Transaction markers are delivered (and skipped as data) so
+			// that a partition's next offset moves past them: translation
+			// then knows a partition ending in a marker is fully mirrored.
+			kgo.KeepControlRecords(),
 			kgo.ConsumeResetOffset(reset),
 			// Moderate fetches keep the pipeline moving: a 32 MiB first
 			// fetch must arrive whole before the first batch can leave.
@@ -323,8 +327,8 @@ func (lr *legRunner) pipeline(ctx context.Context, cl *kgo.Client, gen uint64) e
 			}
 			batch = batch[:0]
 			size := int64(0)
-			flush := func(next int64) {
-				if len(batch) == 0 || sendErr != nil {
+			flush := func(next int64, force bool) {
+				if len(batch) == 0 && !force || sendErr != nil {
 					return
 				}
 				b := &transport.Batch{
@@ -336,6 +340,9 @@ func (lr *legRunner) pipeline(ctx context.Context, cl *kgo.Client, gen uint64) e
 				batch, size = batch[:0], 0
 			}
 			for _, r := range fp.Records {
+				if r.Attrs.IsControl() {
+					continue // a transaction marker: no data, but it moves next
+				}
 				tr := transport.Record{Offset: r.Offset, Timestamp: r.Timestamp.UnixMilli(), Key: r.Key, Value: r.Value}
 				if len(r.Headers) > 0 {
 					tr.Headers = make([]transport.Header, len(r.Headers))
@@ -347,12 +354,14 @@ func (lr *legRunner) pipeline(ctx context.Context, cl *kgo.Client, gen uint64) e
 				// splitting; credit is taken on the exact RawSize.
 				rsz := int64(recordSize(&tr) + 16 + 4*len(tr.Headers))
 				if size > 0 && size+rsz > lr.maxBatch {
-					flush(tr.Offset)
+					flush(tr.Offset, false)
 				}
 				batch = append(batch, tr)
 				size += rsz
 			}
-			flush(fp.Records[len(fp.Records)-1].Offset + 1)
+			// The batch ends after the last record or marker fetched; a fetch
+			// of markers alone still sends an empty batch to move next.
+			flush(fp.Records[len(fp.Records)-1].Offset+1, true)
 		})
 		if sendErr != nil {
 			if ctx.Err() != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/meridian-gw/meridian/internal/kread"
 	"github.com/meridian-gw/meridian/internal/verify"
 	"github.com/meridian-gw/meridian/mirror"
 )
@@ -311,6 +312,52 @@ func TestRunTwoGateways(t *testing.T) {
 			t.Errorf("destination topic %s: exists %v with %d partitions, want 3 as at the source", tp, ok, len(d.Partitions))
 		}
 	}
+
+	// 1b. `meridian offsets translate`: a group at the source that has read
+	// the first record of each partition translates to the destination
+	// offset right after that record's copy.
+	t.Run("offsets translate", func(t *testing.T) {
+		sadm := kadm.NewClient(mustClient(t, srcOpts))
+		os := kadm.Offsets{}
+		for p := int32(0); p < 3; p++ {
+			os.Add(kadm.Offset{Topic: mirroredTopics[0], Partition: p, At: 1})
+		}
+		if err := sadm.CommitAllOffsets(ctx, "billing", os); err != nil {
+			t.Fatal(err)
+		}
+		r := meridian(t, dir, nil, "offsets", "translate", "-f", topo, "--route", "orders", "--group", "billing", "--output", "json")
+		if r.code != 0 {
+			t.Fatalf("offsets translate: %v", r)
+		}
+		var legs []struct {
+			Leg        string               `json:"leg"`
+			Partitions []mirror.Translation `json:"partitions"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &legs); err != nil || len(legs) != 1 || len(legs[0].Partitions) != 3 {
+			t.Fatalf("offsets translate --output json = %q (%v), want one leg with 3 partitions", r.stdout, err)
+		}
+		// The destination record at each translated offset is the source
+		// record at offset 1 (read back from both clusters).
+		at := func(opts []kgo.Opt, topic string) map[[2]int64]uint64 {
+			m := map[[2]int64]uint64{}
+			if err := kread.Each(ctx, opts, []string{topic}, func(r *kgo.Record) {
+				m[[2]int64{int64(r.Partition), r.Offset}] = verify.Fingerprint(r)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+		srcAt, dstAt := at(srcOpts, mirroredTopics[0]), at(dstOpts, mirroredTopics[0])
+		for _, tr := range legs[0].Partitions {
+			want, ok := srcAt[[2]int64{int64(tr.Partition), 1}]
+			if tr.Status != mirror.Exact || !ok || dstAt[[2]int64{int64(tr.Partition), tr.Dest}] != want {
+				t.Errorf("partition %d: source offset 1 translated to %d (%s), which does not hold that record", tr.Partition, tr.Dest, tr.Status)
+			}
+		}
+		if r := meridian(t, dir, nil, "offsets", "translate", "-f", topo, "--route", "nope", "--group", "billing"); r.code != 1 || !strings.Contains(r.stderr, `no route "nope"`) {
+			t.Errorf("unknown route: %v, want exit 1 naming it", r)
+		}
+	})
 
 	// 2. Admin endpoints and `meridian status`.
 	t.Run("admin", func(t *testing.T) {

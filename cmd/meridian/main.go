@@ -75,6 +75,7 @@ func newRoot(g *globals) *cobra.Command {
 		newDemoCmd(g),
 		newChaosCmd(g),
 		newBenchCmd(g),
+		newOffsetsCmd(g),
 		newVersionCmd(g),
 	)
 	return root

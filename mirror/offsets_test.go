@@ -1,0 +1,179 @@
+package mirror_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/meridian-gw/meridian/internal/kread"
+	"github.com/meridian-gw/meridian/internal/verify"
+	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/routing"
+)
+
+// produceWithAborts writes committed and aborted transactions and plain
+// records, so the source partitions have offsets that hold no visible record
+// (aborted records, transaction markers).
+func produceWithAborts(t *testing.T, f *fixture, rounds int) {
+	t.Helper()
+	txn, err := kgo.NewClient(kgo.SeedBrokers(f.src.ListenAddrs()...), kgo.TransactionalID("source-app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txn.Close()
+	plain, err := kgo.NewClient(kgo.SeedBrokers(f.src.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	ctx := context.Background()
+	for r := 0; r < rounds; r++ {
+		if err := txn.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		var recs []*kgo.Record
+		for i := 0; i < 7; i++ {
+			recs = append(recs, &kgo.Record{Topic: f.topics[0], Key: []byte(fmt.Sprint(i)), Value: fmt.Appendf(nil, "txn %d rec %d", r, i)})
+		}
+		if err := txn.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		commit := kgo.TryCommit
+		if r%3 == 1 {
+			commit = kgo.TryAbort // aborted: hidden from read_committed readers
+		}
+		if err := txn.EndTransaction(ctx, commit); err != nil {
+			t.Fatal(err)
+		}
+		if err := plain.ProduceSync(ctx, &kgo.Record{Topic: f.topics[0], Key: []byte("p"), Value: fmt.Appendf(nil, "plain %d", r)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type rec struct {
+	off int64
+	fp  uint64
+}
+
+func readPartitions(t *testing.T, opts []kgo.Opt, topic string) map[int32][]rec {
+	t.Helper()
+	out := map[int32][]rec{}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := kread.Each(ctx, opts, []string{topic}, func(r *kgo.Record) {
+		out[r.Partition] = append(out[r.Partition], rec{r.Offset, verify.Fingerprint(r)})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestOffsetTranslationIsExactForEverySourceOffset(t *testing.T) {
+	f := newFixture(t, []string{"t.orders"}, 2)
+	produceWithAborts(t, f, 12)
+	f.gateway(t, "gw", 0)
+	f.gateway(t, "ge", 0)
+	src := []kgo.Opt{kgo.SeedBrokers(f.src.ListenAddrs()...)}
+	dst := []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}
+	sp := readPartitions(t, src, "t.orders")
+	var committed int64
+	for _, rs := range sp {
+		committed += int64(len(rs))
+	}
+	checkExact(t, f.waitMirrored(t, committed, 30*time.Second), committed)
+
+	dp := readPartitions(t, dst, "t.orders")
+	ctx := context.Background()
+	scl, err := kgo.NewClient(src...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer scl.Close()
+	m, err := mirror.LoadOffsetMap(ctx, dst, "r:west/kafka")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends, err := kadm.NewClient(scl).ListEndOffsets(ctx, "t.orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gaps := 0
+	for p, srcRecs := range sp {
+		end := ends[("t.orders")][p].Offset
+		dstAt := map[int64]uint64{}
+		for _, r := range dp[p] {
+			dstAt[r.off] = r.fp
+		}
+		for o := int64(0); o <= end; o++ {
+			tr := m.Translate("t.orders", p, o)
+			// The first committed source record at or after o is what a
+			// consumer at o reads next; at the destination it must be the
+			// record at the translated offset, and nothing before it.
+			next := -1
+			for i, r := range srcRecs {
+				if r.off >= o {
+					next = i
+					break
+				}
+			}
+			if next < 0 {
+				if tr.Status != mirror.CaughtUp {
+					t.Errorf("p%d offset %d (end of source): status %s, want %s", p, o, tr.Status, mirror.CaughtUp)
+				}
+				if last := dp[p][len(dp[p])-1].off; tr.Dest <= last {
+					t.Errorf("p%d offset %d: dest %d would re-read dest record %d", p, o, tr.Dest, last)
+				}
+				continue
+			}
+			if srcRecs[next].off != o {
+				gaps++
+			}
+			if tr.Status != mirror.Exact || dstAt[tr.Dest] != srcRecs[next].fp {
+				t.Fatalf("p%d offset %d: translated to %d (%s), which is not source record %d", p, o, tr.Dest, tr.Status, srcRecs[next].off)
+			}
+			// Nothing skipped: the destination records before tr.Dest are
+			// exactly the source records before o.
+			before := 0
+			for _, r := range dp[p] {
+				if r.off < tr.Dest {
+					before++
+				}
+			}
+			if before != next {
+				t.Fatalf("p%d offset %d: %d destination records precede %d, want %d", p, o, before, tr.Dest, next)
+			}
+		}
+	}
+	if gaps == 0 {
+		t.Fatal("no source offset fell in a gap: the test did not exercise aborted transactions")
+	}
+	ahead := m.Translate("t.orders", 0, ends["t.orders"][0].Offset+5)
+	if ahead.Status != mirror.Ahead || ahead.Behind != 5 {
+		t.Errorf("offset past the mirror: %+v, want status %s behind 5", ahead, mirror.Ahead)
+	}
+
+	// A consumer group at the source, translated by group name.
+	adm := kadm.NewClient(scl)
+	os := kadm.Offsets{}
+	os.Add(kadm.Offset{Topic: "t.orders", Partition: 0, At: sp[0][3].off})
+	os.Add(kadm.Offset{Topic: "t.orders", Partition: 1, At: 0})
+	if err := adm.CommitAllOffsets(ctx, "billing", os); err != nil {
+		t.Fatal(err)
+	}
+	table, err := routing.Compile(f.topo, "gw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := mirror.TranslateGroup(ctx, table.In[0], src, dst, "billing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Partition != 0 || got[0].Dest != m.Translate("t.orders", 0, sp[0][3].off).Dest || got[1].Dest != dp[1][0].off {
+		t.Errorf("TranslateGroup = %+v", got)
+	}
+}
