@@ -300,7 +300,6 @@ func (l *inLeg) runShard(ctx context.Context, sh *shard) {
 			l.mu.Unlock()
 			if err != nil {
 				l.stats.setErr(err)
-				l.e.m.txns.WithLabelValues(l.leg.ID, "abort").Inc()
 				l.log.Warn("destination transaction failed; resuming sender from committed progress",
 					"leg", l.leg.ID, "shard", sh.idx, "batches", len(batches), "err", err)
 				continue

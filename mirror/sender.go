@@ -309,9 +309,13 @@ const pipelines = 4
 // batches, in order, until ctx ends or a send fails.
 func (lr *legRunner) pipeline(ctx context.Context, cl *kgo.Client, gen uint64) error {
 	leg := lr.out.leg
-	var batch []transport.Record
+	var (
+		batch []transport.Record
+		hdrs  []transport.Header
+	)
 	for {
 		fs := cl.PollFetches(ctx)
+		hdrs = nil // batches sent keep the previous array alive until acked
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -344,11 +348,16 @@ func (lr *legRunner) pipeline(ctx context.Context, cl *kgo.Client, gen uint64) e
 					continue // a transaction marker: no data, but it moves next
 				}
 				tr := transport.Record{Offset: r.Offset, Timestamp: r.Timestamp.UnixMilli(), Key: r.Key, Value: r.Value}
-				if len(r.Headers) > 0 {
-					tr.Headers = make([]transport.Header, len(r.Headers))
-					for i, h := range r.Headers {
-						tr.Headers[i] = transport.Header{Key: h.Key, Value: h.Value}
+				if nh := len(r.Headers); nh > 0 {
+					// Headers share one backing array per fetch.
+					if cap(hdrs)-len(hdrs) < nh {
+						hdrs = make([]transport.Header, 0, max(nh, 4096))
 					}
+					start := len(hdrs)
+					for _, h := range r.Headers {
+						hdrs = append(hdrs, transport.Header{Key: h.Key, Value: h.Value})
+					}
+					tr.Headers = hdrs[start:len(hdrs):len(hdrs)]
 				}
 				// An upper estimate of the record's share of RawSize, for
 				// splitting; credit is taken on the exact RawSize.

@@ -59,6 +59,11 @@ type sink struct {
 	// poison holds source records the destination refused, by partition and
 	// offset, with the reason; the next attempt dead-letters them.
 	poison map[tp]map[int64]string
+
+	// Arrays reused by write from one transaction to the next.
+	slab []kgo.Record
+	recs []pending
+	hdrs []kgo.RecordHeader
 }
 
 // transactionalID fences older instances writing the same shard of a leg.
@@ -139,18 +144,34 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 			cancel()
 			s.m.txns.WithLabelValues(s.leg.ID, "abort").Inc()
 		}
+		// franz-go is done with the records: drop references to this
+		// transaction's buffers from the reused arrays.
+		clear(s.slab)
+		clear(s.recs[:cap(s.recs)])
+		clear(s.hdrs)
 	}()
 
 	var (
 		recs []pending
 		perr produceErr
 	)
-	n := 0
+	n, nh := 0, 0
 	for _, b := range batches {
 		n += len(b.Records)
+		for i := range b.Records {
+			nh += len(b.Records[i].Headers)
+		}
 	}
-	recs = make([]pending, 0, n)
-	slab := make([]kgo.Record, n) // one allocation for the transaction's records
+	// The record, pending and header arrays are reused from one transaction
+	// to the next: franz-go is done with them once the transaction ends.
+	if cap(s.slab) < n {
+		s.slab, s.recs = make([]kgo.Record, n), make([]pending, 0, n)
+	}
+	if cap(s.hdrs) < nh {
+		s.hdrs = make([]kgo.RecordHeader, nh)
+	}
+	slab, hdrs := s.slab[:n], s.hdrs[:0:nh]
+	recs = s.recs[:0]
 	for _, b := range batches {
 		dt := topics[b.Topic]
 		if dt == nil {
@@ -176,10 +197,11 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 				Timestamp: time.UnixMilli(r.Timestamp),
 			}
 			if len(r.Headers) > 0 {
-				kr.Headers = make([]kgo.RecordHeader, len(r.Headers))
-				for j, h := range r.Headers {
-					kr.Headers[j] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+				start := len(hdrs)
+				for _, h := range r.Headers {
+					hdrs = append(hdrs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
 				}
+				kr.Headers = hdrs[start:len(hdrs):len(hdrs)]
 			}
 			recs = append(recs, pending{src: r.Offset, rec: kr, batch: b})
 		}

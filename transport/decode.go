@@ -357,6 +357,7 @@ func (d *Decoder) decodeRecords(b *Batch, blk []byte) error {
 		return r.err
 	}
 	recs := make([]Record, n)
+	var hdrs []Header // one backing array for the batch's headers, grown as needed
 	for i := range recs {
 		rec := &recs[i]
 		rec.Offset = baseOff + r.varint("offset_delta")
@@ -374,7 +375,12 @@ func (d *Decoder) decodeRecords(b *Batch, blk []byte) error {
 			return fmt.Errorf("record %d: %d headers cannot fit in the remaining %d bytes", i, nh, r.remaining())
 		}
 		if nh > 0 {
-			rec.Headers = make([]Header, nh)
+			if cap(hdrs)-len(hdrs) < int(nh) {
+				hdrs = make([]Header, 0, max(int(nh), (len(recs)-i)*int(nh)))
+			}
+			start := len(hdrs)
+			hdrs = hdrs[:start+int(nh)]
+			rec.Headers = hdrs[start : start+int(nh) : start+int(nh)]
 			for j := range rec.Headers {
 				rec.Headers[j].Key = r.string("header_key")
 				rec.Headers[j].Value = r.nullable("header_value")
