@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/meridian-gw/meridian/config"
 	"github.com/meridian-gw/meridian/internal/kread"
@@ -346,4 +347,86 @@ func TestMirrorDeadLettersRecordsTheDestinationRefuses(t *testing.T) {
 		!strings.Contains(h[mirror.HeaderDLReason], "exceeds destination max.message.bytes 4096") || string(dl[0].Key) != "7" {
 		t.Errorf("dead letter = key %q headers %v, want source offset 7 of t.a with the reason", dl[0].Key, h)
 	}
+}
+
+func TestMirrorFollowsSourceTopicChanges(t *testing.T) {
+	f := newFixture(t, []string{"t.a"}, 2)
+	f.gateway(t, "gw", 0)
+	f.gateway(t, "ge", 0)
+	f.produce(t, 200, 0)
+	f.waitMirrored(t, 200, 30*time.Second)
+
+	ctx := context.Background()
+	scl, err := kgo.NewClient(kgo.SeedBrokers(f.src.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer scl.Close()
+	// franz-go caches metadata for 5 s by default: the observer must not.
+	dcl, err := kgo.NewClient(kgo.SeedBrokers(f.dst.ListenAddrs()...), kgo.MetadataMinAge(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dcl.Close()
+	sadm, dadm := kadm.NewClient(scl), kadm.NewClient(dcl)
+	destConfig := func(key string) (string, bool) {
+		rc, err := dadm.DescribeTopicConfigs(ctx, "t.a")
+		if err != nil {
+			return "", false
+		}
+		c, err := rc.On("t.a", nil)
+		if err != nil {
+			return "", false
+		}
+		for _, kv := range c.Configs {
+			if kv.Key == key && kv.Value != nil && kv.Source == kmsg.ConfigSourceDynamicTopicConfig {
+				return *kv.Value, true
+			}
+		}
+		return "", false
+	}
+	within := func(what string, d time.Duration, ok func() bool) {
+		t.Helper()
+		start := time.Now()
+		for !ok() {
+			if time.Since(start) > d {
+				t.Fatalf("%s: not within %v", what, d)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if took := time.Since(start); took > d {
+			t.Fatalf("%s after %v, want within %v", what, took, d)
+		} else {
+			t.Logf("%s after %v", what, took.Round(10*time.Millisecond))
+		}
+	}
+
+	// A config change at the source.
+	v := "777777"
+	if _, err := sadm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.ms", Value: &v}}, "t.a"); err != nil {
+		t.Fatal(err)
+	}
+	within("retention.ms reached the destination", 5*time.Second, func() bool { got, _ := destConfig("retention.ms"); return got == v })
+
+	// Partitions added at the source, then records in them.
+	if _, err := sadm.CreatePartitions(ctx, 2, "t.a"); err != nil {
+		t.Fatal(err)
+	}
+	within("the destination grew to 4 partitions", 5*time.Second, func() bool {
+		td, err := dadm.ListTopics(ctx, "t.a")
+		return err == nil && len(td["t.a"].Partitions) == 4
+	})
+	// Keyed records spread over all four partitions, new ones included.
+	f.produce(t, 400, 200)
+	rep := f.waitMirrored(t, 600, 30*time.Second)
+	checkExact(t, rep, 600)
+	if rep.Partitions != 4 {
+		t.Errorf("records mirrored in %d partitions, want 4 (the two new ones too)", rep.Partitions)
+	}
+
+	// The source stops overriding: the destination override goes too.
+	if _, err := sadm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.DeleteConfig, Name: "retention.ms"}}, "t.a"); err != nil {
+		t.Fatal(err)
+	}
+	within("the retention.ms override was removed at the destination", 5*time.Second, func() bool { _, set := destConfig("retention.ms"); return !set })
 }

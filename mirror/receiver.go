@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/transport"
@@ -41,7 +42,8 @@ type inLeg struct {
 	gen        uint64
 	owner      *inSession
 	needResume bool
-	topics     map[string]*destTopic // by source topic; set by Topic frames
+	topics     map[string]*destTopic        // by source topic; set by Topic frames
+	announced  map[string]map[string]string // source topic → configs last applied
 	shards     []*shard
 	writing    int           // shards inside a transaction
 	notify     chan struct{} // cap 1: wakes the coordinator
@@ -439,22 +441,76 @@ func (l *inLeg) prepareTopic(ctx context.Context, t *transport.Topic) error {
 		}
 	}
 	dt := &destTopic{name: dest, partitions: t.Partitions, maxBytes: 1048588}
-	if rc, err := adm.DescribeTopicConfigs(ctx, dest); err == nil {
-		if c, err := rc.On(dest, nil); err == nil {
-			for _, kv := range c.Configs {
-				if kv.Key == "max.message.bytes" && kv.Value != nil {
-					if n, err := strconv.Atoi(*kv.Value); err == nil {
-						dt.maxBytes = n
-					}
+	rcs, err := adm.DescribeTopicConfigs(ctx, dest)
+	if err != nil {
+		return fmt.Errorf("describe %s configs: %w", dest, err)
+	}
+	rc, err := rcs.On(dest, nil)
+	if err != nil {
+		return fmt.Errorf("describe %s configs: %w", dest, err)
+	}
+	current := map[string]string{}
+	for _, kv := range rc.Configs {
+		if kv.Value == nil {
+			continue
+		}
+		if kv.Key == "max.message.bytes" {
+			if n, err := strconv.Atoi(*kv.Value); err == nil {
+				dt.maxBytes = n
+			}
+		}
+		if kv.Source == kmsg.ConfigSourceDynamicTopicConfig {
+			current[kv.Key] = *kv.Value
+		}
+	}
+	// Follow the source's configs: set what differs, and remove what the
+	// source itself stopped overriding (an override set only at the
+	// destination is left alone).
+	l.mu.Lock()
+	prev := l.announced[t.Name]
+	l.mu.Unlock()
+	var alters []kadm.AlterConfig
+	for k, v := range t.Configs {
+		if cur, ok := current[k]; !ok || cur != v {
+			alters = append(alters, kadm.AlterConfig{Op: kadm.SetConfig, Name: k, Value: &v})
+		}
+	}
+	for k := range prev {
+		if _, still := t.Configs[k]; !still {
+			if _, set := current[k]; set {
+				alters = append(alters, kadm.AlterConfig{Op: kadm.DeleteConfig, Name: k})
+			}
+		}
+	}
+	if len(alters) > 0 {
+		resp, err := adm.AlterTopicConfigs(ctx, alters, dest)
+		if err == nil {
+			_, err = resp.On(dest, nil)
+			if err == nil {
+				for _, r := range resp {
+					err = errors.Join(err, r.Err)
 				}
 			}
 		}
+		if err != nil {
+			return fmt.Errorf("apply source configs to %s: %w", dest, err)
+		}
+		for _, a := range alters {
+			if a.Name == "max.message.bytes" && a.Value != nil {
+				if n, err := strconv.Atoi(*a.Value); err == nil {
+					dt.maxBytes = n
+				}
+			}
+		}
+		l.log.Info("destination topic configs follow the source", "leg", l.leg.ID, "topic", dest, "changes", len(alters))
 	}
 	l.mu.Lock()
 	if l.topics == nil {
 		l.topics = map[string]*destTopic{}
+		l.announced = map[string]map[string]string{}
 	}
 	l.topics[t.Name] = dt
+	l.announced[t.Name] = t.Configs
 	l.mu.Unlock()
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -408,7 +409,8 @@ type discoverer struct {
 	adm       *kadm.Client
 	positions map[tp]int64
 	reset     kgo.Offset
-	consumed  map[string]int32 // topic → partitions being consumed
+	consumed  map[string]int32             // topic → partitions being consumed
+	announced map[string]map[string]string // topic → configs last announced
 }
 
 func (d *discoverer) loop(ctx context.Context) {
@@ -433,23 +435,38 @@ func (d *discoverer) once(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list source topics: %w", err)
 	}
-	names := td.Names()
+	var names []string
+	for _, name := range td.Names() {
+		if td[name].Err == nil && leg.Match(name) {
+			names = append(names, name)
+		}
+	}
 	sort.Strings(names)
+	if len(names) == 0 {
+		return nil
+	}
+	// One request for every routed topic's configs: a change reaches the
+	// destination within one discovery interval, like a partition added.
+	configs, err := d.topicConfigs(ctx, names...)
+	if err != nil {
+		return err
+	}
 	for _, name := range names {
-		t := td[name]
-		if t.Err != nil || !leg.Match(name) {
+		n := int32(len(td[name].Partitions))
+		cfg := configs[name]
+		if n <= d.consumed[name] && maps.Equal(cfg, d.announced[name]) {
 			continue
 		}
-		n := int32(len(t.Partitions))
+		if err := d.announce(ctx, &transport.Topic{Leg: leg.ID, Name: name, Partitions: n, Configs: cfg}); err != nil {
+			return err
+		}
+		if d.announced == nil {
+			d.announced = map[string]map[string]string{}
+		}
+		d.announced[name] = cfg
 		if n <= d.consumed[name] {
+			d.lr.p.log.Info("source topic configs changed", "leg", leg.ID, "topic", name, "configs", cfg)
 			continue
-		}
-		configs, err := d.topicConfigs(ctx, name)
-		if err != nil {
-			return err
-		}
-		if err := d.announce(ctx, &transport.Topic{Leg: leg.ID, Name: name, Partitions: n, Configs: configs}); err != nil {
-			return err
 		}
 		for p := d.consumed[name]; p < n; p++ {
 			off := d.reset
@@ -465,21 +482,24 @@ func (d *discoverer) once(ctx context.Context) error {
 	return nil
 }
 
-// topicConfigs returns the topic's non-default, non-sensitive configs.
-func (d *discoverer) topicConfigs(ctx context.Context, topic string) (map[string]string, error) {
-	rcs, err := d.adm.DescribeTopicConfigs(ctx, topic)
+// topicConfigs returns the non-default, non-sensitive configs of topics.
+func (d *discoverer) topicConfigs(ctx context.Context, topics ...string) (map[string]map[string]string, error) {
+	rcs, err := d.adm.DescribeTopicConfigs(ctx, topics...)
 	if err != nil {
-		return nil, fmt.Errorf("describe source topic %s configs: %w", topic, err)
+		return nil, fmt.Errorf("describe source topic configs: %w", err)
 	}
-	rc, err := rcs.On(topic, nil)
-	if err != nil {
-		return nil, fmt.Errorf("describe source topic %s configs: %w", topic, err)
-	}
-	out := map[string]string{}
-	for _, c := range rc.Configs {
-		if c.Source == kmsg.ConfigSourceDynamicTopicConfig && !c.Sensitive && c.Value != nil {
-			out[c.Key] = *c.Value
+	out := map[string]map[string]string{}
+	for _, rc := range rcs {
+		if rc.Err != nil {
+			return nil, fmt.Errorf("describe source topic %s configs: %w", rc.Name, rc.Err)
 		}
+		m := map[string]string{}
+		for _, c := range rc.Configs {
+			if c.Source == kmsg.ConfigSourceDynamicTopicConfig && !c.Sensitive && c.Value != nil {
+				m[c.Key] = *c.Value
+			}
+		}
+		out[rc.Name] = m
 	}
 	return out, nil
 }
