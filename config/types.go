@@ -88,6 +88,16 @@ type Route struct {
 	StartAt  string        `yaml:"start_at"` // earliest|latest; "" = earliest
 	Priority int           `yaml:"priority"` // higher first; 0 default
 	Discover time.Duration `yaml:"discover"` // topic discovery interval; 0 = 2s
+	// Groups selects the source consumer groups whose committed offsets are
+	// translated and committed at each destination (nil: none).
+	Groups *GroupFilter `yaml:"groups"`
+}
+
+// GroupFilter selects consumer groups by regular expression: a group is
+// synced when it matches an include and no exclude.
+type GroupFilter struct {
+	Include []string `yaml:"include"` // at least one
+	Exclude []string `yaml:"exclude"`
 }
 
 // TopicFilter selects source topics by regular expression (RE2, anchored

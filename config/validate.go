@@ -622,6 +622,18 @@ func (v *validator) routes() {
 		for j, re := range r.Topics.Exclude {
 			v.pattern(fmt.Sprintf("%s.exclude[%d]", tp, j), re)
 		}
+		if g := r.Groups; g != nil {
+			gp := rp + ".groups"
+			if len(g.Include) == 0 {
+				v.errorf(gp+".include", `at least one pattern is required (".*" syncs every group)`)
+			}
+			for j, re := range g.Include {
+				v.pattern(fmt.Sprintf("%s.include[%d]", gp, j), re)
+			}
+			for j, re := range g.Exclude {
+				v.pattern(fmt.Sprintf("%s.exclude[%d]", gp, j), re)
+			}
+		}
 		for _, why := range renameProblems(r.Rename) {
 			v.errorf(rp+".rename", "%s", why)
 		}

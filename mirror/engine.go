@@ -95,7 +95,11 @@ func New(opts Options) (*Engine, error) {
 		rtts: map[string]*atomic.Int64{},
 	}
 	for _, l := range opts.Table.In {
-		e.in[l.ID] = &inLeg{leg: l, e: e, log: e.log, notify: make(chan struct{}, 1)}
+		il := &inLeg{leg: l, e: e, log: e.log, notify: make(chan struct{}, 1)}
+		if l.SyncsGroups() {
+			il.groups = newGroupSync(il)
+		}
+		e.in[l.ID] = il
 	}
 	if len(opts.Table.In) > 0 {
 		ln, err := opts.Listen(e.Accept)
@@ -277,6 +281,13 @@ func (e *Engine) Status() Status {
 		owner := l.owner
 		l.mu.Unlock()
 		ls := LegStatus{Leg: l.leg.ID, Route: l.leg.Route.Name, Direction: "in", From: l.leg.From.Ref(), To: l.leg.To.Ref(), Connected: owner != nil}
+		if l.groups != nil {
+			var gerr string
+			ls.SyncedGroups, ls.ActiveGroups, gerr = l.groups.status()
+			if gerr != "" {
+				ls.LastError = gerr
+			}
+		}
 		if owner != nil {
 			ls.Peer = owner.peer
 		}

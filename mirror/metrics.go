@@ -20,6 +20,7 @@ type metrics struct {
 	rtt          *prometheus.GaugeVec   // peer
 	sessions     *prometheus.GaugeVec   // peer, role
 	sessionFails *prometheus.CounterVec // peer, role
+	groupCommits *prometheus.CounterVec // leg
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -60,10 +61,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		sessionFails: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_link_session_failures_total", Help: "Link sessions that failed or could not be opened.",
 		}, []string{"peer", "role"}),
+		groupCommits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_group_offset_commits_total", Help: "Translated consumer group offset commits at the destination.",
+		}, []string{"leg"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns,
-			m.deadLetters, m.resumes, m.dropped, m.rtt, m.sessions, m.sessionFails)
+			m.deadLetters, m.resumes, m.dropped, m.rtt, m.sessions, m.sessionFails, m.groupCommits)
 	}
 	return m
 }

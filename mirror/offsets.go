@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -16,9 +17,32 @@ import (
 // from every progress record committed at the destination: for each source
 // partition, the ranges of source offsets written and where they went, and the
 // next source offset not yet mirrored.
+//
+// An OffsetMap is safe for concurrent use: a receiving gateway adds each
+// committed transaction's ranges while translating.
 type OffsetMap struct {
 	Leg   string
+	mu    sync.RWMutex
 	parts map[tp]*partMap
+}
+
+// add records a committed progress record.
+func (m *OffsetMap) add(p *Progress) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := tp{p.Topic, p.Partition}
+	pm := m.parts[k]
+	if pm == nil {
+		pm = &partMap{}
+		m.parts[k] = pm
+	}
+	pm.dest = p.DestTopic
+	n := len(pm.ranges)
+	pm.ranges = append(pm.ranges, p.Ranges...)
+	if n > 0 && len(p.Ranges) > 0 && p.Ranges[0][0] < pm.ranges[n-1][0] {
+		sort.Slice(pm.ranges, func(i, j int) bool { return pm.ranges[i][0] < pm.ranges[j][0] })
+	}
+	pm.next = max(pm.next, p.Next)
 }
 
 type partMap struct {
@@ -90,6 +114,8 @@ type Translation struct {
 // destination offset from which a consumer reads exactly the records it has
 // not read yet: nothing skipped, nothing read twice.
 func (m *OffsetMap) Translate(topic string, partition int32, src int64) Translation {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	t := Translation{Topic: topic, Partition: partition, Source: src}
 	pm := m.parts[tp{topic, partition}]
 	if pm == nil || len(pm.ranges) == 0 {

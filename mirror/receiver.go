@@ -49,6 +49,9 @@ type inLeg struct {
 	notify     chan struct{} // cap 1: wakes the coordinator
 
 	stats legStats
+	// groups syncs consumer group offsets; nil when the route names none.
+	groups *groupSync
+	omap   *OffsetMap // guarded by mu; nil until the shards are open
 
 	admMu sync.Mutex
 	adm   *kadm.Client // destination admin, for topic preparation
@@ -160,6 +163,9 @@ func (l *inLeg) run(ctx context.Context) {
 	for _, sh := range shards {
 		wg.Go(func() { l.runShard(ctx, sh) })
 	}
+	if l.groups != nil {
+		wg.Go(func() { l.groups.run(ctx) })
+	}
 	bo := newBackoff(100*time.Millisecond, 30*time.Second)
 	for {
 		if err := l.openShards(ctx, opts); err != nil {
@@ -228,8 +234,17 @@ func (l *inLeg) openShards(ctx context.Context, opts []kgo.Opt) error {
 	if err != nil {
 		return err
 	}
+	var omap *OffsetMap
+	if l.groups != nil {
+		if omap, err = LoadOffsetMap(ctx, opts, l.leg.ID); err != nil {
+			return err
+		}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if omap != nil {
+		l.omap = omap
+	}
 	for _, sh := range todo {
 		sh.sink.committed = map[tp]*Progress{}
 	}
@@ -308,6 +323,11 @@ func (l *inLeg) runShard(ctx context.Context, sh *shard) {
 			}
 			l.stats.setErr(nil)
 			l.stats.committedTxn(res, batches, sh.sink.committed)
+			if m := l.offsetMap(); m != nil {
+				for _, p := range res.progress {
+					m.add(p)
+				}
+			}
 			l.e.m.records.WithLabelValues(l.leg.ID, "in").Add(float64(res.records))
 			l.e.m.rawBytes.WithLabelValues(l.leg.ID, "in").Add(float64(res.rawBytes))
 			lagR, lagS := l.stats.lag()
@@ -381,6 +401,10 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 			}
 			if err := conn.Send(ctx, ready); err != nil {
 				log.Debug("send topic-ready", "err", err)
+			}
+		case *transport.Groups:
+			if l := e.in[f.Leg]; l != nil && l.groups != nil {
+				l.groups.offer(f)
 			}
 		case *transport.Goaway:
 			log.Info("peer is going away", "reason", f.Reason)
@@ -513,6 +537,13 @@ func (l *inLeg) prepareTopic(ctx context.Context, t *transport.Topic) error {
 	l.announced[t.Name] = t.Configs
 	l.mu.Unlock()
 	return nil
+}
+
+// offsetMap is the leg's in-memory offset map, or nil.
+func (l *inLeg) offsetMap() *OffsetMap {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.omap
 }
 
 // admin returns the leg's destination admin client, creating it once.

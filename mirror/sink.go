@@ -124,6 +124,7 @@ type pending struct {
 // txnResult is what a committed transaction wrote.
 type txnResult struct {
 	records, rawBytes, deadLetters int
+	progress                       []*Progress // committed, one per partition written
 }
 
 // write commits batches, which must be in order per partition and must
@@ -299,6 +300,7 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 	s.m.txns.WithLabelValues(s.leg.ID, "commit").Inc()
 	for _, k := range order {
 		s.committed[k] = accs[k].p
+		res.progress = append(res.progress, accs[k].p)
 		if pm := s.poison[k]; pm != nil {
 			for off := range pm {
 				if off < accs[k].p.Next {

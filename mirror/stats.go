@@ -115,6 +115,10 @@ type LegStatus struct {
 	LagRecords  int64   `json:"lag_records"`
 	LagSeconds  float64 `json:"lag_seconds"`
 	LastError   string  `json:"last_error,omitempty"`
+	// Consumer groups whose offsets this (inbound) leg commits at the
+	// destination, and those skipped because they have members there.
+	SyncedGroups []string `json:"synced_groups,omitempty"`
+	ActiveGroups []string `json:"active_groups,omitempty"`
 }
 
 func (s *legStats) fill(st *LegStatus) {

@@ -24,7 +24,33 @@ type Leg struct {
 	From, To *topology.Cluster
 	Link     *topology.Link
 
-	include, exclude []*regexp.Regexp
+	include, exclude           []*regexp.Regexp
+	groupInclude, groupExclude []*regexp.Regexp
+}
+
+// SyncsGroups reports whether the leg syncs any consumer group's offsets.
+func (l *Leg) SyncsGroups() bool { return len(l.groupInclude) > 0 }
+
+// MatchGroup reports whether a source consumer group's offsets are synced.
+func (l *Leg) MatchGroup(group string) bool { return matchAny(l.groupInclude, l.groupExclude, group) }
+
+func matchAny(include, exclude []*regexp.Regexp, s string) bool {
+	in := false
+	for _, re := range include {
+		if re.MatchString(s) {
+			in = true
+			break
+		}
+	}
+	if !in {
+		return false
+	}
+	for _, re := range exclude {
+		if re.MatchString(s) {
+			return false
+		}
+	}
+	return true
 }
 
 // Match reports whether a source topic belongs to the leg. Internal topics
@@ -33,22 +59,7 @@ func (l *Leg) Match(topic string) bool {
 	if strings.HasPrefix(topic, "__") {
 		return false
 	}
-	in := false
-	for _, re := range l.include {
-		if re.MatchString(topic) {
-			in = true
-			break
-		}
-	}
-	if !in {
-		return false
-	}
-	for _, re := range l.exclude {
-		if re.MatchString(topic) {
-			return false
-		}
-	}
-	return true
+	return matchAny(l.include, l.exclude, topic)
 }
 
 // DestTopic is the destination topic name of a source topic.
@@ -139,19 +150,21 @@ func newLeg(topo *topology.Topology, rt *topology.Route, to *topology.Cluster) (
 		return nil, fmt.Errorf("route %q: no link between regions %q and %q", rt.Name, rt.From.Region.Name, to.Region.Name)
 	}
 	leg := &Leg{ID: rt.Name + ":" + to.Ref(), Route: rt, From: rt.From, To: to, Link: link}
-	for _, s := range rt.Include {
-		re, err := regexp.Compile(s)
-		if err != nil {
-			return nil, fmt.Errorf("route %q: include %q: %w", rt.Name, s, err)
+	for _, set := range []struct {
+		what string
+		src  []string
+		dst  *[]*regexp.Regexp
+	}{
+		{"include", rt.Include, &leg.include}, {"exclude", rt.Exclude, &leg.exclude},
+		{"groups.include", rt.GroupInclude, &leg.groupInclude}, {"groups.exclude", rt.GroupExclude, &leg.groupExclude},
+	} {
+		for _, s := range set.src {
+			re, err := regexp.Compile(s)
+			if err != nil {
+				return nil, fmt.Errorf("route %q: %s %q: %w", rt.Name, set.what, s, err)
+			}
+			*set.dst = append(*set.dst, re)
 		}
-		leg.include = append(leg.include, re)
-	}
-	for _, s := range rt.Exclude {
-		re, err := regexp.Compile(s)
-		if err != nil {
-			return nil, fmt.Errorf("route %q: exclude %q: %w", rt.Name, s, err)
-		}
-		leg.exclude = append(leg.exclude, re)
 	}
 	return leg, nil
 }

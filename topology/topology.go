@@ -79,6 +79,9 @@ type Route struct {
 	StartAt  string
 	Priority int
 	Discover time.Duration
+	// GroupInclude and GroupExclude select the source consumer groups whose
+	// offsets are synced to the destinations (no includes: none).
+	GroupInclude, GroupExclude []string
 }
 
 // New resolves a validated file. It returns an error only for references that
@@ -146,6 +149,9 @@ func New(f *config.File) (*Topology, error) {
 		}
 		rt := &Route{Name: r.Name, From: from, Include: r.Topics.Include, Exclude: r.Topics.Exclude,
 			Rename: r.Rename, StartAt: r.StartAt, Priority: r.Priority, Discover: r.Discover}
+		if r.Groups != nil {
+			rt.GroupInclude, rt.GroupExclude = r.Groups.Include, r.Groups.Exclude
+		}
 		for _, to := range r.To {
 			c, ok := t.Clusters[to]
 			if !ok {

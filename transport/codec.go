@@ -125,6 +125,15 @@ func appendBody(dst []byte, f Frame) ([]byte, error) {
 		dst = appendString(dst, f.Region)
 		dst = binary.AppendVarint(dst, f.Window)
 		dst = binary.AppendVarint(dst, f.MaxBatchBytes)
+	case *Groups:
+		dst = appendString(dst, f.Leg)
+		dst = binary.AppendUvarint(dst, uint64(len(f.Offsets)))
+		for _, o := range f.Offsets {
+			dst = appendString(dst, o.Group)
+			dst = appendString(dst, o.Topic)
+			dst = binary.AppendVarint(dst, int64(o.Partition))
+			dst = binary.AppendVarint(dst, o.Offset)
+		}
 	case *Resume:
 		dst = appendString(dst, f.Leg)
 		dst = binary.AppendUvarint(dst, f.Gen)

@@ -51,7 +51,7 @@ func (d *Decoder) ReadFrame(r *bufio.Reader) (Frame, error) {
 		return nil, err
 	}
 	t := FrameType(tb)
-	if t < FrameHello || t > FrameGoaway {
+	if t < FrameHello || t > FrameGroups {
 		return nil, fmt.Errorf("%w: unknown frame type %s", ErrMalformed, t)
 	}
 	n, err := binary.ReadUvarint(r)
@@ -156,6 +156,23 @@ func (d *Decoder) decodeBody(t FrameType, body []byte) (Frame, error) {
 		w.Window = r.varint("window")
 		w.MaxBatchBytes = r.varint("max_batch_bytes")
 		f = w
+	case FrameGroups:
+		m := &Groups{}
+		m.Leg = r.string("leg")
+		if n := r.count("offsets", 4); n > 0 {
+			m.Offsets = make([]GroupOffset, n)
+			for i := range m.Offsets {
+				o := &m.Offsets[i]
+				o.Group = r.string("offsets.group")
+				o.Topic = r.string("offsets.topic")
+				o.Partition = r.int32("offsets.partition")
+				o.Offset = r.varint("offsets.offset")
+				if r.err != nil {
+					break
+				}
+			}
+		}
+		f = m
 	case FrameResume:
 		m := &Resume{}
 		m.Leg = r.string("leg")

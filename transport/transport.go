@@ -60,7 +60,7 @@ type Record struct {
 }
 
 // Frame is any protocol frame: *Hello, *Welcome, *Resume, *Batch, *Ack, *Credit,
-// *Topic, *TopicReady, *Ping, *Pong, *Error, *Goaway.
+// *Topic, *TopicReady, *Ping, *Pong, *Error, *Goaway, *Groups.
 type Frame interface{ frameType() FrameType }
 
 // FrameType is the one-byte type tag of a frame on the wire.
@@ -79,6 +79,7 @@ const (
 	FramePong       FrameType = 10
 	FrameError      FrameType = 11
 	FrameGoaway     FrameType = 12
+	FrameGroups     FrameType = 13
 )
 
 // Hello opens a session (sender → receiver).
@@ -186,6 +187,23 @@ type Error struct {
 // Goaway announces a graceful close: no new batches follow.
 type Goaway struct{ Reason string }
 
+// Groups carries committed offsets of the leg's source consumer groups
+// (sender → receiver), which the receiver translates and commits at the
+// destination. A sender sends offsets that changed since its last Groups.
+type Groups struct {
+	Leg     string
+	Offsets []GroupOffset
+}
+
+// GroupOffset is one group's committed offset (the next to read) of one
+// source partition.
+type GroupOffset struct {
+	Group     string
+	Topic     string
+	Partition int32
+	Offset    int64
+}
+
 func (*Hello) frameType() FrameType      { return FrameHello }
 func (*Welcome) frameType() FrameType    { return FrameWelcome }
 func (*Resume) frameType() FrameType     { return FrameResume }
@@ -198,6 +216,7 @@ func (*Ping) frameType() FrameType       { return FramePing }
 func (*Pong) frameType() FrameType       { return FramePong }
 func (*Error) frameType() FrameType      { return FrameError }
 func (*Goaway) frameType() FrameType     { return FrameGoaway }
+func (*Groups) frameType() FrameType     { return FrameGroups }
 
 // Conn is an established, handshaken session between a sending and a
 // receiving gateway. Send and Recv may be called concurrently with each other;

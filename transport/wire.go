@@ -87,6 +87,8 @@ func (t FrameType) String() string {
 		return "error"
 	case FrameGoaway:
 		return "goaway"
+	case FrameGroups:
+		return "groups"
 	}
 	return "frame(0x" + strconv.FormatUint(uint64(t), 16) + ")"
 }

@@ -124,7 +124,7 @@ func JSONBatch(rng *rand.Rand, leg, topic string, partition int32, seq uint64, f
 var FrameTypes = []transport.FrameType{
 	transport.FrameHello, transport.FrameWelcome, transport.FrameResume, transport.FrameBatch,
 	transport.FrameAck, transport.FrameCredit, transport.FrameTopic, transport.FrameTopicReady,
-	transport.FramePing, transport.FramePong, transport.FrameError, transport.FrameGoaway,
+	transport.FramePing, transport.FramePong, transport.FrameError, transport.FrameGoaway, transport.FrameGroups,
 }
 
 // RandomFrame returns a random frame of type t. Lists are nil when empty
@@ -205,6 +205,12 @@ func RandomFrame(rng *rand.Rand, t transport.FrameType) transport.Frame {
 		return &transport.Error{Code: uint16(rng.Uint32()), Message: str(rng)}
 	case transport.FrameGoaway:
 		return &transport.Goaway{Reason: str(rng)}
+	case transport.FrameGroups:
+		g := &transport.Groups{Leg: str(rng)}
+		for range rng.IntN(4) {
+			g.Offsets = append(g.Offsets, transport.GroupOffset{Group: str(rng), Topic: str(rng), Partition: rng.Int32N(64), Offset: rng.Int64N(1 << 40)})
+		}
+		return g
 	}
 	panic(fmt.Sprintf("transporttest: unknown frame type %s", t))
 }
