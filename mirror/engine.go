@@ -278,9 +278,12 @@ func (e *Engine) Status() Status {
 	}
 	for _, l := range e.in {
 		l.mu.Lock()
-		owner := l.owner
+		owner, fence := l.owner, l.fence
 		l.mu.Unlock()
 		ls := LegStatus{Leg: l.leg.ID, Route: l.leg.Route.Name, Direction: "in", From: l.leg.From.Ref(), To: l.leg.To.Ref(), Connected: owner != nil}
+		if fence != nil {
+			ls.Fenced = fmt.Sprintf("%s (route epoch %d, since %s)", fence.Reason, fence.Epoch, time.UnixMilli(fence.At).UTC().Format(time.RFC3339))
+		}
 		if l.groups != nil {
 			var gerr string
 			ls.SyncedGroups, ls.ActiveGroups, gerr = l.groups.status()

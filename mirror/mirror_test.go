@@ -33,6 +33,15 @@ type fixture struct {
 	topo     *topology.Topology
 	net      *transporttest.Network
 	topics   []string
+
+	mu      sync.Mutex
+	engines map[string]*mirror.Engine // latest engine per gateway
+}
+
+func (f *fixture) engine(name string) *mirror.Engine {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.engines[name]
 }
 
 func newFixture(t *testing.T, topics []string, parts int32) *fixture {
@@ -89,6 +98,12 @@ func (f *fixture) gateway(t *testing.T, name string, window int64) (stop func())
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.mu.Lock()
+	if f.engines == nil {
+		f.engines = map[string]*mirror.Engine{}
+	}
+	f.engines[name] = eng
+	f.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); eng.Run(ctx) }()

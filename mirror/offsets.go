@@ -56,7 +56,7 @@ func LoadOffsetMap(ctx context.Context, dst []kgo.Opt, leg string) (*OffsetMap, 
 	m := &OffsetMap{Leg: leg, parts: map[tp]*partMap{}}
 	err := kread.Each(ctx, dst, []string{ProgressTopic}, func(r *kgo.Record) {
 		p, err := decodeProgress(r.Value)
-		if err != nil || p.Leg != leg {
+		if err != nil || p.Leg != leg || p.Kind != "" {
 			return
 		}
 		k := tp{p.Topic, p.Partition}

@@ -36,7 +36,8 @@ func (t tp) String() string { return t.Topic + "/" + strconv.Itoa(int(t.Partitio
 // each entry [src, dst, n] says source offsets src..src+n-1 were written to
 // destination offsets dst..dst+n-1 of DestTopic, same partition.
 type Progress struct {
-	V         int        `json:"v"` // format version, 1
+	V         int        `json:"v"`              // format version, 1
+	Kind      string     `json:"kind,omitempty"` // "" for progress; "fence" for a Fence
 	Leg       string     `json:"leg"`
 	Topic     string     `json:"topic"`
 	Partition int32      `json:"partition"`
@@ -111,6 +112,22 @@ func ptr[T any](v T) *T { return &v }
 // been initialised (which aborts any transaction a previous instance left
 // open).
 func loadProgress(ctx context.Context, opts []kgo.Opt, legs map[string]bool) (map[string]map[tp]*Progress, error) {
+	st, err := loadState(ctx, opts, legs)
+	if err != nil {
+		return nil, err
+	}
+	return st.progress, nil
+}
+
+// committedState is what the progress topic holds for some legs: the latest
+// progress per partition and the latest fence.
+type committedState struct {
+	progress map[string]map[tp]*Progress
+	fences   map[string]*Fence
+}
+
+// loadState reads the progress topic (see loadProgress).
+func loadState(ctx context.Context, opts []kgo.Opt, legs map[string]bool) (*committedState, error) {
 	admCl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, err
@@ -120,7 +137,8 @@ func loadProgress(ctx context.Context, opts []kgo.Opt, legs map[string]bool) (ma
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]map[tp]*Progress{}
+	st := &committedState{progress: map[string]map[tp]*Progress{}, fences: map[string]*Fence{}}
+	out := st.progress
 	var bad int
 	err = kread.Each(ctx, opts, []string{ProgressTopic}, func(r *kgo.Record) {
 		p, err := decodeProgress(r.Value)
@@ -129,6 +147,23 @@ func loadProgress(ctx context.Context, opts []kgo.Opt, legs map[string]bool) (ma
 			return
 		}
 		if len(legs) > 0 && !legs[p.Leg] {
+			return
+		}
+		if p.Kind == kindFence {
+			f, err := decodeFence(r.Value)
+			if err != nil {
+				bad++
+				return
+			}
+			if f.Lifted {
+				delete(st.fences, f.Leg)
+			} else {
+				st.fences[f.Leg] = f
+			}
+			return
+		}
+		if p.Kind != "" {
+			bad++
 			return
 		}
 		m := out[p.Leg]
@@ -144,5 +179,5 @@ func loadProgress(ctx context.Context, opts []kgo.Opt, legs map[string]bool) (ma
 	if bad > 0 {
 		return nil, fmt.Errorf("read %s: %d records are not meridian progress records (written by a newer version, or by something else?)", ProgressTopic, bad)
 	}
-	return out, nil
+	return st, nil
 }

@@ -22,6 +22,9 @@ import (
 // maxTxnBytes bounds the raw bytes one destination transaction carries.
 const maxTxnBytes = 16 << 20
 
+// fenceRecheck is how often a fenced leg looks whether its fence was lifted.
+var fenceRecheck = 10 * time.Second
+
 // sinkShards is how many transactional producers write one leg, each owning
 // the partitions that hash to it, so that transactions of different
 // partitions are in flight at once. Changing it changes transactional IDs:
@@ -52,6 +55,7 @@ type inLeg struct {
 	// groups syncs consumer group offsets; nil when the route names none.
 	groups *groupSync
 	omap   *OffsetMap // guarded by mu; nil until the shards are open
+	fence  *Fence     // guarded by mu; set while the leg is fenced
 
 	admMu sync.Mutex
 	adm   *kadm.Client // destination admin, for topic preparation
@@ -167,17 +171,36 @@ func (l *inLeg) run(ctx context.Context) {
 		wg.Go(func() { l.groups.run(ctx) })
 	}
 	bo := newBackoff(100*time.Millisecond, 30*time.Second)
+	wasFenced := false
 	for {
 		if err := l.openShards(ctx, opts); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			l.stats.setErr(err)
+			if errors.Is(err, ErrFenced) {
+				// Failed over: this leg must not write. Look again now and
+				// then, in case a failback lifts the fence.
+				if !wasFenced {
+					l.log.Warn("leg is fenced at its destination; not writing", "leg", l.leg.ID, "err", err)
+				}
+				wasFenced = true
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(fenceRecheck):
+				}
+				continue
+			}
 			l.log.Warn("open destination", "leg", l.leg.ID, "err", err, "retry_in", bo.peek())
 			if !bo.sleep(ctx) {
 				return
 			}
 			continue
+		}
+		if wasFenced {
+			l.log.Info("leg fence lifted; writing again", "leg", l.leg.ID)
+			wasFenced = false
 		}
 		bo.reset()
 		l.mu.Lock()
@@ -230,10 +253,20 @@ func (l *inLeg) openShards(ctx context.Context, opts []kgo.Opt) error {
 			return err
 		}
 	}
-	all, err := loadProgress(ctx, opts, map[string]bool{l.leg.ID: true})
+	st, err := loadState(ctx, opts, map[string]bool{l.leg.ID: true})
 	if err != nil {
 		return err
 	}
+	if f := st.fences[l.leg.ID]; f != nil {
+		l.mu.Lock()
+		l.fence = f
+		for _, sh := range todo {
+			sh.sink.close() // hold no producer epoch while fenced
+		}
+		l.mu.Unlock()
+		return fmt.Errorf("%w: %s (route epoch %d, since %s)", ErrFenced, f.Reason, f.Epoch, time.UnixMilli(f.At).UTC().Format(time.RFC3339))
+	}
+	all := st.progress
 	var omap *OffsetMap
 	if l.groups != nil {
 		if omap, err = LoadOffsetMap(ctx, opts, l.leg.ID); err != nil {
@@ -242,6 +275,7 @@ func (l *inLeg) openShards(ctx context.Context, opts []kgo.Opt) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.fence = nil
 	if omap != nil {
 		l.omap = omap
 	}

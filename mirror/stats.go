@@ -115,6 +115,9 @@ type LegStatus struct {
 	LagRecords  int64   `json:"lag_records"`
 	LagSeconds  float64 `json:"lag_seconds"`
 	LastError   string  `json:"last_error,omitempty"`
+	// Fenced says why an inbound leg does not write: its route was failed
+	// over and the destination is the primary now.
+	Fenced string `json:"fenced,omitempty"`
 	// Consumer groups whose offsets this (inbound) leg commits at the
 	// destination, and those skipped because they have members there.
 	SyncedGroups []string `json:"synced_groups,omitempty"`
