@@ -502,6 +502,30 @@ func TestRunTwoGateways(t *testing.T) {
 	}
 	// Nothing was lost in the drain either.
 	waitMirrored(t, srcOpts, dstOpts, gen.mirrored.Load(), 10*time.Second)
+
+	// 8. `meridian failover`: a dry run changes nothing; the failover of a
+	// fully mirrored route reports RPO 0 and exits 0; a second one exits 1.
+	t.Run("failover", func(t *testing.T) {
+		r := meridian(t, dir, nil, "failover", "-f", topo, "--route", "orders", "--dry-run")
+		if r.code != 0 || !strings.Contains(r.stdout, "dry run, nothing changed") {
+			t.Fatalf("failover --dry-run: %v", r)
+		}
+		r = meridian(t, dir, nil, "failover", "-f", topo, "--route", "orders", "--output", "json", "--drain", "10s")
+		if r.code != 0 {
+			t.Fatalf("failover: %v, want exit 0 (nothing at risk)", r)
+		}
+		var reps []mirror.FailoverReport
+		if err := json.Unmarshal([]byte(r.stdout), &reps); err != nil || len(reps) != 1 {
+			t.Fatalf("failover --output json = %q (%v)", r.stdout, err)
+		}
+		if rep := reps[0]; !rep.Fenced || !rep.Drained || rep.RPORecords != 0 || !rep.RPOExact || rep.Epoch != 1 {
+			t.Errorf("failover report %+v, want fenced, drained, exactly 0 records at risk, epoch 1", rep)
+		}
+		r = meridian(t, dir, nil, "failover", "-f", topo, "--route", "orders")
+		if r.code != 1 || !strings.Contains(r.stderr, "fenced already") {
+			t.Errorf("second failover: %v, want exit 1 saying it is fenced already", r)
+		}
+	})
 }
 
 func mustClient(t *testing.T, opts []kgo.Opt) *kgo.Client {

@@ -76,6 +76,7 @@ func newRoot(g *globals) *cobra.Command {
 		newChaosCmd(g),
 		newBenchCmd(g),
 		newOffsetsCmd(g),
+		newFailoverCmd(g),
 		newVersionCmd(g),
 	)
 	return root

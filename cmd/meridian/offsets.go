@@ -10,7 +10,6 @@ import (
 	"github.com/meridian-gw/meridian/config"
 	"github.com/meridian-gw/meridian/internal/kafkaopt"
 	"github.com/meridian-gw/meridian/mirror"
-	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/topology"
 )
 
@@ -60,43 +59,25 @@ mirrored), unmapped (nothing mirrored yet).`,
 			if err != nil {
 				return &exitError{1, err}
 			}
-			var rt *topology.Route
-			for _, r := range topo.Routes {
-				if r.Name == route {
-					rt = r
-				}
-			}
-			if rt == nil {
-				return &exitError{1, fmt.Errorf("%s: no route %q", file, route)}
-			}
-			gw := rt.From.Region.Gateways
-			if len(gw) == 0 {
-				return &exitError{1, fmt.Errorf("route %s: region %s has no gateway", route, rt.From.Region.Name)}
-			}
-			table, err := routing.Compile(topo, gw[0].Name)
+			legs, err := routeLegs(topo, route, "")
 			if err != nil {
-				return &exitError{1, err}
+				return &exitError{1, fmt.Errorf("%s: %w", file, err)}
 			}
 			var out []legTranslation
-			for _, p := range table.Out {
-				for _, leg := range p.Legs {
-					if leg.Route != rt {
-						continue
-					}
-					src, err := kafkaopt.Opts(leg.From, log)
-					if err != nil {
-						return &exitError{1, err}
-					}
-					dst, err := kafkaopt.Opts(leg.To, log)
-					if err != nil {
-						return &exitError{1, err}
-					}
-					ts, err := mirror.TranslateGroup(cmd.Context(), leg, src, dst, group)
-					if err != nil {
-						return &exitError{1, fmt.Errorf("translate %s: %w", leg.ID, err)}
-					}
-					out = append(out, legTranslation{Leg: leg.ID, From: leg.From.Ref(), To: leg.To.Ref(), Group: group, Translations: ts})
+			for _, leg := range legs {
+				src, err := kafkaopt.Opts(leg.From, log)
+				if err != nil {
+					return &exitError{1, err}
 				}
+				dst, err := kafkaopt.Opts(leg.To, log)
+				if err != nil {
+					return &exitError{1, err}
+				}
+				ts, err := mirror.TranslateGroup(cmd.Context(), leg, src, dst, group)
+				if err != nil {
+					return &exitError{1, fmt.Errorf("translate %s: %w", leg.ID, err)}
+				}
+				out = append(out, legTranslation{Leg: leg.ID, From: leg.From.Ref(), To: leg.To.Ref(), Group: group, Translations: ts})
 			}
 			if output == "json" {
 				enc := json.NewEncoder(g.stdout)

@@ -17,6 +17,12 @@ import (
 // Each reads every committed record of topics (all partitions) and calls fn
 // for each, in order per partition. Missing topics are an error.
 func Each(ctx context.Context, opts []kgo.Opt, topics []string, fn func(*kgo.Record)) error {
+	return EachFrom(ctx, opts, topics, nil, fn)
+}
+
+// EachFrom is Each starting each listed partition at the given offset
+// (topic → partition → offset); other partitions start at the beginning.
+func EachFrom(ctx context.Context, opts []kgo.Opt, topics []string, from map[string]map[int32]int64, fn func(*kgo.Record)) error {
 	admCl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return err
@@ -42,6 +48,18 @@ func Each(ctx context.Context, opts []kgo.Opt, topics []string, fn func(*kgo.Rec
 		}
 		want[o.Topic][o.Partition] = o.Offset
 		start[o.Topic][o.Partition] = kgo.NewOffset().AtStart()
+		if f, ok := from[o.Topic][o.Partition]; ok {
+			if f >= o.Offset {
+				delete(want[o.Topic], o.Partition)
+				delete(start[o.Topic], o.Partition)
+				if len(want[o.Topic]) == 0 {
+					delete(want, o.Topic)
+					delete(start, o.Topic)
+				}
+				return
+			}
+			start[o.Topic][o.Partition] = kgo.NewOffset().At(f)
+		}
 	})
 	if len(want) == 0 {
 		return nil

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meridian-gw/meridian/config"
+	"github.com/meridian-gw/meridian/internal/kafkaopt"
+	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/routing"
+	"github.com/meridian-gw/meridian/topology"
+)
+
+func newFailoverCmd(g *globals) *cobra.Command {
+	var (
+		file, route, to, output string
+		dryRun                  bool
+		drain                   time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "failover -f FILE --route R",
+		Short: "Fail a route over to its destination: drain, final group sync, fence, report",
+		Long: `failover moves a route's consumers and producers to its destination cluster(s):
+it waits for the mirror to carry what the source has (--drain, skipped when the
+source is unreachable), commits the route's consumer groups' translated offsets
+at the destination one last time, fences the old direction (a gateway of it
+that comes back cannot write), and reports per group and partition the
+translated offsets and the records and seconds at risk (RPO).
+
+Exit status: 0 done; 2 done, with data at risk; 1 failed, nothing changed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			log, err := g.logger()
+			if err != nil {
+				return &exitError{2, err}
+			}
+			f, err := config.Load(file)
+			if err != nil {
+				return &exitError{1, err}
+			}
+			topo, err := topology.New(f)
+			if err != nil {
+				return &exitError{1, err}
+			}
+			legs, err := routeLegs(topo, route, to)
+			if err != nil {
+				return &exitError{1, fmt.Errorf("%s: %w", file, err)}
+			}
+			var reports []*mirror.FailoverReport
+			atRisk := false
+			for _, leg := range legs {
+				src, err := kafkaopt.Opts(leg.From, log)
+				if err != nil {
+					return &exitError{1, err}
+				}
+				dst, err := kafkaopt.Opts(leg.To, log)
+				if err != nil {
+					return &exitError{1, err}
+				}
+				o := mirror.FailoverOptions{Leg: leg, Src: src, Dst: dst, DryRun: dryRun, Drain: drain}
+				if output == "text" && isTerminal(g.stderr) {
+					o.Progress = func(n int64) { fmt.Fprintf(g.stderr, "\rdraining %s: %d source offsets to mirror   ", leg.ID, n) }
+				}
+				rep, err := mirror.Failover(cmd.Context(), o)
+				if o.Progress != nil {
+					fmt.Fprintln(g.stderr)
+				}
+				if err != nil {
+					code := 1
+					if rep != nil && rep.Fenced {
+						code = 2 // changed, but the report is incomplete
+					}
+					if errors.Is(err, mirror.ErrAlreadyFailedOver) {
+						err = fmt.Errorf("%s: %w; nothing changed", leg.ID, err)
+					}
+					return &exitError{code, fmt.Errorf("failover %s: %w", leg.ID, err)}
+				}
+				reports = append(reports, rep)
+				atRisk = atRisk || rep.RPORecords > 0 || !rep.RPOExact
+			}
+			if output == "json" {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				_ = enc.Encode(reports)
+			} else {
+				for _, r := range reports {
+					renderFailover(g, r)
+				}
+			}
+			if atRisk && !dryRun {
+				return &exitError{2, nil}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "topology file (required)")
+	cmd.Flags().StringVar(&route, "route", "", "route to fail over (required)")
+	cmd.Flags().StringVar(&to, "to", "", "only this destination cluster (region/cluster) of the route")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan and the data at risk now; change nothing")
+	cmd.Flags().DurationVar(&drain, "drain", 60*time.Second, "how long to wait for the mirror to catch up before fencing")
+	_ = cmd.MarkFlagRequired("file")
+	_ = cmd.MarkFlagRequired("route")
+	outputFlag(cmd, &output)
+	return cmd
+}
+
+// routeLegs returns the legs of a route (to one destination if to is set).
+func routeLegs(topo *topology.Topology, route, to string) ([]*routing.Leg, error) {
+	var rt *topology.Route
+	for _, r := range topo.Routes {
+		if r.Name == route {
+			rt = r
+		}
+	}
+	if rt == nil {
+		return nil, fmt.Errorf("no route %q", route)
+	}
+	gws := rt.From.Region.Gateways
+	if len(gws) == 0 {
+		return nil, fmt.Errorf("route %s: region %s has no gateway", route, rt.From.Region.Name)
+	}
+	table, err := routing.Compile(topo, gws[0].Name)
+	if err != nil {
+		return nil, err
+	}
+	var legs []*routing.Leg
+	for _, p := range table.Out {
+		for _, l := range p.Legs {
+			if l.Route == rt && (to == "" || l.To.Ref() == to) {
+				legs = append(legs, l)
+			}
+		}
+	}
+	if len(legs) == 0 {
+		return nil, fmt.Errorf("route %s has no destination %q", route, to)
+	}
+	return legs, nil
+}
+
+func renderFailover(g *globals, r *mirror.FailoverReport) {
+	w := g.stdout
+	mode := "failover"
+	if r.DryRun {
+		mode = "failover plan (dry run, nothing changed)"
+	}
+	fmt.Fprintf(w, "%s of route %s: %s -> %s\n", mode, r.Route, r.From, r.To)
+	for _, s := range r.Steps {
+		fmt.Fprintf(w, "  - %s\n", s)
+	}
+	exact := "counted at the source"
+	if !r.RPOExact {
+		exact = "estimated: source unreachable"
+	}
+	fmt.Fprintf(w, "RPO: %d records, %.1f s (%s)\n", r.RPORecords, r.RPOSeconds, exact)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TOPIC\tPARTITION\tMIRRORED TO\tSOURCE END\tRECORDS AT RISK\tSECONDS AT RISK")
+	for _, p := range r.Partitions {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.1f\n", p.Topic, p.Partition, p.Mirrored, p.SourceEnd, p.RecordsAtRisk, p.SecondsAtRisk)
+	}
+	tw.Flush()
+	for _, gr := range r.Groups {
+		state := "committed at " + r.To
+		if gr.Active {
+			state = "skipped: active at " + r.To
+		} else if !gr.Committed {
+			state = "nothing to commit"
+		}
+		fmt.Fprintf(w, "group %s (%s)\n", gr.Group, state)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  TOPIC\tPARTITION\tSOURCE OFFSET\tDEST TOPIC\tDEST OFFSET\tSTATUS")
+		for _, t := range gr.Partitions {
+			fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\t%d\t%s\n", t.Topic, t.Partition, t.Source, t.DestTopic, t.Dest, t.Status)
+		}
+		tw.Flush()
+	}
+	fmt.Fprintln(w)
+}
