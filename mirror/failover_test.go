@@ -3,6 +3,8 @@ package mirror_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -130,5 +132,124 @@ func TestUnplannedFailoverReportsExactRPO(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	if after := f.waitMirrored(t, 1700, time.Second); after.Mirrored != 1000 {
 		t.Errorf("after the link returned the fenced leg wrote: %v", after)
+	}
+}
+
+// TestPlannedFailoverAtScale is the target: a route with 50
+// partitions and 20 consumer groups at lags from 0 to over 100,000 fails
+// over in at most 30 s, and every group resumes at the new primary with
+// nothing re-read and nothing skipped.
+func TestPlannedFailoverAtScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("150k records")
+	}
+	topics := []string{"t.a", "t.b", "t.c", "t.d", "t.e"}
+	f := newFixture(t, topics, 10) // 50 partitions
+	f.topo.Routes[0].GroupInclude = []string{"^app-"}
+	f.gateway(t, "ge", 0)
+	f.gateway(t, "gw", 0)
+	f.produce(t, 150_000, 0)
+	checkExact(t, f.waitMirrored(t, 150_000, 2*time.Minute), 150_000)
+
+	ctx := context.Background()
+	o := failoverOpts(t, f)
+	scl, err := kgo.NewClient(o.Src...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer scl.Close()
+	src := map[string]map[int32][]rec{}
+	for _, tp := range topics {
+		src[tp] = readPartitions(t, o.Src, tp)
+	}
+	// Group i has read fraction i/19 of every partition: group 0 is at the
+	// start (lag 150,000), group 19 at the end (lag 0), the others between.
+	groups := make([]string, 20)
+	for i := range groups {
+		groups[i] = fmt.Sprintf("app-%02d", i)
+		os := kadm.Offsets{}
+		lag := 0
+		for tp, parts := range src {
+			for p, recs := range parts {
+				k := len(recs) * i / 19
+				at := int64(0)
+				if k < len(recs) {
+					at = recs[k].off
+				} else if len(recs) > 0 {
+					at = recs[len(recs)-1].off + 1
+				}
+				lag += len(recs) - k
+				os.Add(kadm.Offset{Topic: tp, Partition: p, At: at, LeaderEpoch: -1})
+			}
+		}
+		if err := kadm.NewClient(scl).CommitAllOffsets(ctx, groups[i], os); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 && lag < 100_000 {
+			t.Fatalf("the most lagging group is only %d behind", lag)
+		}
+	}
+
+	start := time.Now()
+	rep, err := mirror.Failover(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	t.Logf("planned failover of 50 partitions and %d groups in %v (drain %.2fs)", len(rep.Groups), took.Round(time.Millisecond), rep.DrainSeconds)
+	if took > 30*time.Second {
+		t.Errorf("failover took %v, want at most 30s", took)
+	}
+	if len(rep.Groups) != 20 || rep.RPORecords != 0 || !rep.Fenced {
+		t.Fatalf("report: %d groups, RPO %d, fenced %v", len(rep.Groups), rep.RPORecords, rep.Fenced)
+	}
+
+	// For every group and partition: the destination record at the
+	// translated offset is the source record the group reads next, and the
+	// destination records before it are exactly those the group has read.
+	dst := map[string]map[int32][]rec{}
+	for _, tp := range topics {
+		dst[tp] = readPartitions(t, o.Dst, tp)
+	}
+	dcl, err := kgo.NewClient(o.Dst...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dcl.Close()
+	for _, g := range groups {
+		srcOffs, err := kadm.NewClient(scl).FetchOffsets(ctx, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dstOffs, err := kadm.NewClient(dcl).FetchOffsets(ctx, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcOffs.Each(func(so kadm.OffsetResponse) {
+			do, ok := dstOffs.Lookup(so.Topic, so.Partition)
+			if !ok {
+				t.Fatalf("group %s: no offset for %s/%d at the new primary", g, so.Topic, so.Partition)
+			}
+			read, unread := 0, []uint64(nil)
+			for _, r := range src[so.Topic][so.Partition] {
+				if r.off < so.At {
+					read++
+				} else {
+					unread = append(unread, r.fp)
+				}
+			}
+			before, after := 0, []uint64(nil)
+			for _, r := range dst[so.Topic][so.Partition] {
+				if r.off < do.At {
+					before++
+				} else {
+					after = append(after, r.fp)
+				}
+			}
+			if before != read || !slices.Equal(after, unread) {
+				t.Fatalf("group %s %s/%d: at the new primary %d records precede its offset (want %d read) and %d follow (want %d unread, same records)",
+					g, so.Topic, so.Partition, before, read, len(after), len(unread))
+			}
+		})
 	}
 }
