@@ -26,6 +26,8 @@ type Options struct {
 	Status func() any
 	// Healthy reports problems for /healthz; nil or an empty result is healthy.
 	Healthy func() []string
+	// Handlers adds endpoints, by ServeMux pattern ("POST /v1/failover").
+	Handlers map[string]http.Handler
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -66,6 +68,9 @@ func Start(opts Options) (*Server, error) {
 			enc.SetIndent("", "  ")
 			_ = enc.Encode(opts.Status())
 		})
+	}
+	for pattern, h := range opts.Handlers {
+		mux.Handle(pattern, h)
 	}
 	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {

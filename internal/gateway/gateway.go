@@ -8,16 +8,20 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/internal/admin"
+	"github.com/meridian-gw/meridian/internal/kafkaopt"
 	"github.com/meridian-gw/meridian/internal/pki"
 	"github.com/meridian-gw/meridian/mirror"
 	"github.com/meridian-gw/meridian/routing"
@@ -199,8 +203,9 @@ func (g *Gateway) StartAdmin() error {
 	}
 	srv, err := admin.Start(admin.Options{
 		Addr: addr, Gatherer: g.reg, Logger: g.log,
-		Status:  func() any { return g.eng.Status() },
-		Healthy: g.problems,
+		Status:   func() any { return g.eng.Status() },
+		Healthy:  g.problems,
+		Handlers: map[string]http.Handler{"POST /v1/failover": http.HandlerFunc(g.serveFailover)},
 	})
 	if err != nil {
 		return fmt.Errorf("gateway %s: admin %s: %w", g.table.Gateway.Name, addr, err)
@@ -247,4 +252,76 @@ func countLegs(ps []*routing.Peer) int {
 		n += len(p.Legs)
 	}
 	return n
+}
+
+// serveFailover runs a failover of the route named by the "route" query
+// parameter for the legs this gateway receives (it reaches their
+// destination). Parameters: route (required), to (one destination
+// region/cluster), dry_run=true, drain (a duration, default 60s).
+// Status: 200 with the reports; 409 if already failed over; 400 for bad
+// parameters; 500 if it failed (nothing changed unless a report says
+// fenced).
+func (g *Gateway) serveFailover(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	route, to := q.Get("route"), q.Get("to")
+	reply := func(code int, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(v)
+	}
+	fail := func(code int, err error) { reply(code, map[string]string{"error": err.Error()}) }
+	drain := 60 * time.Second
+	if d := q.Get("drain"); d != "" {
+		var err error
+		if drain, err = time.ParseDuration(d); err != nil {
+			fail(http.StatusBadRequest, fmt.Errorf("drain %q: %w", d, err))
+			return
+		}
+	}
+	var legs []*routing.Leg
+	for _, l := range g.table.In {
+		if l.Route.Name == route && (to == "" || l.To.Ref() == to) {
+			legs = append(legs, l)
+		}
+	}
+	if len(legs) == 0 {
+		fail(http.StatusBadRequest, fmt.Errorf("gateway %s receives no leg of route %q (to %q)", g.table.Gateway.Name, route, to))
+		return
+	}
+	var reports []*mirror.FailoverReport
+	for _, leg := range legs {
+		src, err := g.clusterOpts(leg.From)
+		if err != nil {
+			fail(http.StatusInternalServerError, err)
+			return
+		}
+		dst, err := g.clusterOpts(leg.To)
+		if err != nil {
+			fail(http.StatusInternalServerError, err)
+			return
+		}
+		rep, err := mirror.Failover(r.Context(), mirror.FailoverOptions{Leg: leg, Src: src, Dst: dst,
+			DryRun: q.Get("dry_run") == "true", Drain: drain,
+			Reason: fmt.Sprintf("failover of route %s via the admin API of %s", route, g.table.Gateway.Name)})
+		if errors.Is(err, mirror.ErrAlreadyFailedOver) {
+			fail(http.StatusConflict, err)
+			return
+		}
+		if err != nil {
+			fail(http.StatusInternalServerError, fmt.Errorf("failover %s: %w", leg.ID, err))
+			return
+		}
+		g.log.Warn("route failed over", "leg", leg.ID, "dry_run", rep.DryRun, "rpo_records", rep.RPORecords, "epoch", rep.Epoch)
+		reports = append(reports, rep)
+	}
+	reply(http.StatusOK, reports)
+}
+
+func (g *Gateway) clusterOpts(c *topology.Cluster) ([]kgo.Opt, error) {
+	if g.opts.ClusterOpts != nil {
+		return g.opts.ClusterOpts(c)
+	}
+	return kafkaopt.Opts(c, g.log)
 }

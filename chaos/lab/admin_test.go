@@ -1,0 +1,74 @@
+package lab_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridian-gw/meridian/chaos/lab"
+	"github.com/meridian-gw/meridian/mirror"
+)
+
+func post(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestFailoverThroughTheAdminAPI(t *testing.T) {
+	l := newLab(t, lab.Options{Admin: true})
+	for _, g := range []string{lab.HQGateway, lab.EdgeGateway} {
+		if err := l.Start(g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(t, l, 5000, 3)
+	waitExact(t, l, 5000, time.Minute)
+	base := "http://" + l.Gateway(lab.HQGateway).AdminAddr().String()
+
+	if code, body := post(t, base+"/v1/failover?route=nope"); code != http.StatusBadRequest || !strings.Contains(body, `route \"nope\"`) {
+		t.Errorf("unknown route: HTTP %d %s, want 400 naming it", code, body)
+	}
+	code, body := post(t, base+"/v1/failover?route=mirror&dry_run=true")
+	if code != http.StatusOK || !strings.Contains(body, `"dry_run": true`) || strings.Contains(body, `"fenced": true`) {
+		t.Fatalf("dry run: HTTP %d %s", code, body)
+	}
+	code, body = post(t, base+"/v1/failover?route=mirror&drain=10s")
+	if code != http.StatusOK {
+		t.Fatalf("failover: HTTP %d %s", code, body)
+	}
+	var reps []mirror.FailoverReport
+	if err := json.Unmarshal([]byte(body), &reps); err != nil || len(reps) != 1 {
+		t.Fatalf("failover reply %q: %v", body, err)
+	}
+	if r := reps[0]; !r.Fenced || !r.Drained || r.RPORecords != 0 || !r.RPOExact {
+		t.Errorf("report %+v, want fenced, drained, exactly 0 at risk", r)
+	}
+	if code, body := post(t, base+"/v1/failover?route=mirror"); code != http.StatusConflict {
+		t.Errorf("second failover: HTTP %d %s, want 409", code, body)
+	}
+	// The gateway's own status shows the fence once its leg reopens.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		fenced := ""
+		for _, leg := range l.Gateway(lab.HQGateway).Status().Legs {
+			fenced += leg.Fenced
+		}
+		if fenced != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the receiving gateway never reported its leg fenced")
+		}
+		produce(t, l, 10, 4) // traffic makes the fenced producer notice
+		time.Sleep(200 * time.Millisecond)
+	}
+}
