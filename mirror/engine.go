@@ -273,6 +273,9 @@ func (e *Engine) Status() Status {
 			ls := LegStatus{Leg: l.leg.ID, Route: l.leg.Route.Name, Direction: "out", From: l.leg.From.Ref(), To: l.leg.To.Ref(),
 				Peer: p.peer.Gateway.Name, Connected: ps.Connected}
 			l.stats.fill(&ls)
+			if why := l.fenced.Load(); why != nil {
+				ls.Fenced = *why
+			}
 			st.Legs = append(st.Legs, ls)
 		}
 	}

@@ -57,10 +57,30 @@ func TestFencedLegWritesNothing(t *testing.T) {
 	if fenced() == "" {
 		t.Error("restarted receiver does not report the fence")
 	}
+	// The fence reached the sending gateway over the link: it stopped
+	// reading the source and says why.
+	senderFenced := func() string {
+		for _, l := range f.engine("ge").Status().Legs {
+			if l.Direction == "out" {
+				return l.Fenced
+			}
+		}
+		return ""
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for senderFenced() == "" && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := senderFenced(); !strings.Contains(got, "failover to west") {
+		t.Errorf("sender status fenced = %q, want the fence's reason", got)
+	}
 
 	// Lifting the fence (failback) resumes exactly where the mirror stopped.
 	if err := mirror.LiftFence(ctx, dst, "r:west/kafka", 3, "failback"); err != nil {
 		t.Fatal(err)
 	}
 	checkExact(t, f.waitMirrored(t, 1000, 30*time.Second), 1000)
+	if got := senderFenced(); got != "" {
+		t.Errorf("sender still reports the lifted fence: %q", got)
+	}
 }

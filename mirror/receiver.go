@@ -172,6 +172,7 @@ func (l *inLeg) run(ctx context.Context) {
 	}
 	bo := newBackoff(100*time.Millisecond, 30*time.Second)
 	wasFenced := false
+	var toldFenced *inSession // the session last told the leg is fenced
 	for {
 		if err := l.openShards(ctx, opts); err != nil {
 			if ctx.Err() != nil {
@@ -179,15 +180,24 @@ func (l *inLeg) run(ctx context.Context) {
 			}
 			l.stats.setErr(err)
 			if errors.Is(err, ErrFenced) {
-				// Failed over: this leg must not write. Look again now and
-				// then, in case a failback lifts the fence.
+				// Failed over: this leg must not write. Tell the sender, and
+				// look again now and then, in case a failback lifts it.
 				if !wasFenced {
 					l.log.Warn("leg is fenced at its destination; not writing", "leg", l.leg.ID, "err", err)
 				}
 				wasFenced = true
+				l.mu.Lock()
+				owner, fence := l.owner, l.fence
+				l.mu.Unlock()
+				if owner != nil && owner != toldFenced && fence != nil {
+					if err := owner.conn.Send(ctx, &transport.Fenced{Leg: l.leg.ID, Epoch: fence.Epoch, Reason: fence.Reason}); err == nil {
+						toldFenced = owner
+					}
+				}
 				select {
 				case <-ctx.Done():
 					return
+				case <-l.notify: // a new session: tell it at once
 				case <-time.After(fenceRecheck):
 				}
 				continue

@@ -35,8 +35,17 @@ type outPeer struct {
 
 // outLeg is the sending end of one leg; its stats outlive sessions.
 type outLeg struct {
-	leg   *routing.Leg
-	stats legStats
+	leg    *routing.Leg
+	stats  legStats
+	fenced atomic.Pointer[string] // why the destination refuses the leg, or nil
+}
+
+func (o *outLeg) setFenced(why string) {
+	if why == "" {
+		o.fenced.Store(nil)
+		return
+	}
+	o.fenced.Store(&why)
 }
 
 func (p *outPeer) run(ctx context.Context) {
@@ -152,8 +161,19 @@ func (p *outPeer) recvLoop(ctx context.Context, conn transport.Conn, cr *credit,
 			return err
 		}
 		switch f := f.(type) {
+		case *transport.Fenced:
+			if lr := runners[f.Leg]; lr != nil {
+				p.log.Warn("leg is fenced at its destination; not reading its source", "leg", f.Leg, "epoch", f.Epoch, "reason", f.Reason)
+				lr.out.setFenced(fmt.Sprintf("%s (route epoch %d)", f.Reason, f.Epoch))
+				select { // latest wins: nil stops the pump
+				case <-lr.resume:
+				default:
+				}
+				lr.resume <- nil
+			}
 		case *transport.Resume:
 			if lr := runners[f.Leg]; lr != nil {
+				lr.out.setFenced("")
 				select { // latest wins
 				case <-lr.resume:
 				default:
@@ -184,7 +204,7 @@ type legRunner struct {
 	conn     transport.Conn
 	cr       *credit
 	maxBatch int64
-	resume   chan *transport.Resume
+	resume   chan *transport.Resume // nil: the leg is fenced, stop
 
 	mu    sync.Mutex
 	ready map[string]chan string // topic → TopicReady error ("" = ok)
@@ -213,6 +233,9 @@ func (lr *legRunner) run(ctx context.Context) {
 		case rs := <-lr.resume:
 			stopPump()
 			lr.cr.releaseLeg(lr.out.leg.ID)
+			if rs == nil {
+				continue // fenced: no pump until a Resume
+			}
 			rctx, cancel := context.WithCancel(ctx)
 			done := make(chan struct{})
 			go func() {

@@ -125,6 +125,10 @@ func appendBody(dst []byte, f Frame) ([]byte, error) {
 		dst = appendString(dst, f.Region)
 		dst = binary.AppendVarint(dst, f.Window)
 		dst = binary.AppendVarint(dst, f.MaxBatchBytes)
+	case *Fenced:
+		dst = appendString(dst, f.Leg)
+		dst = binary.AppendUvarint(dst, f.Epoch)
+		dst = appendString(dst, f.Reason)
 	case *Groups:
 		dst = appendString(dst, f.Leg)
 		dst = binary.AppendUvarint(dst, uint64(len(f.Offsets)))

@@ -51,7 +51,7 @@ func (d *Decoder) ReadFrame(r *bufio.Reader) (Frame, error) {
 		return nil, err
 	}
 	t := FrameType(tb)
-	if t < FrameHello || t > FrameGroups {
+	if t < FrameHello || t > FrameFenced {
 		return nil, fmt.Errorf("%w: unknown frame type %s", ErrMalformed, t)
 	}
 	n, err := binary.ReadUvarint(r)
@@ -156,6 +156,12 @@ func (d *Decoder) decodeBody(t FrameType, body []byte) (Frame, error) {
 		w.Window = r.varint("window")
 		w.MaxBatchBytes = r.varint("max_batch_bytes")
 		f = w
+	case FrameFenced:
+		m := &Fenced{}
+		m.Leg = r.string("leg")
+		m.Epoch = r.uvarint("epoch")
+		m.Reason = r.string("reason")
+		f = m
 	case FrameGroups:
 		m := &Groups{}
 		m.Leg = r.string("leg")

@@ -60,7 +60,7 @@ type Record struct {
 }
 
 // Frame is any protocol frame: *Hello, *Welcome, *Resume, *Batch, *Ack, *Credit,
-// *Topic, *TopicReady, *Ping, *Pong, *Error, *Goaway, *Groups.
+// *Topic, *TopicReady, *Ping, *Pong, *Error, *Goaway, *Groups, *Fenced.
 type Frame interface{ frameType() FrameType }
 
 // FrameType is the one-byte type tag of a frame on the wire.
@@ -80,6 +80,7 @@ const (
 	FrameError      FrameType = 11
 	FrameGoaway     FrameType = 12
 	FrameGroups     FrameType = 13
+	FrameFenced     FrameType = 14
 )
 
 // Hello opens a session (sender → receiver).
@@ -195,6 +196,15 @@ type Groups struct {
 	Offsets []GroupOffset
 }
 
+// Fenced tells the sender that a leg is fenced at its destination (the
+// route was failed over): the sender stops reading the leg's source until a
+// Resume for the leg arrives (receiver → sender).
+type Fenced struct {
+	Leg    string
+	Epoch  uint64
+	Reason string
+}
+
 // GroupOffset is one group's committed offset (the next to read) of one
 // source partition.
 type GroupOffset struct {
@@ -217,6 +227,7 @@ func (*Pong) frameType() FrameType       { return FramePong }
 func (*Error) frameType() FrameType      { return FrameError }
 func (*Goaway) frameType() FrameType     { return FrameGoaway }
 func (*Groups) frameType() FrameType     { return FrameGroups }
+func (*Fenced) frameType() FrameType     { return FrameFenced }
 
 // Conn is an established, handshaken session between a sending and a
 // receiving gateway. Send and Recv may be called concurrently with each other;

@@ -89,6 +89,8 @@ func (t FrameType) String() string {
 		return "goaway"
 	case FrameGroups:
 		return "groups"
+	case FrameFenced:
+		return "fenced"
 	}
 	return "frame(0x" + strconv.FormatUint(uint64(t), 16) + ")"
 }

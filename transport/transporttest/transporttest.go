@@ -124,7 +124,7 @@ func JSONBatch(rng *rand.Rand, leg, topic string, partition int32, seq uint64, f
 var FrameTypes = []transport.FrameType{
 	transport.FrameHello, transport.FrameWelcome, transport.FrameResume, transport.FrameBatch,
 	transport.FrameAck, transport.FrameCredit, transport.FrameTopic, transport.FrameTopicReady,
-	transport.FramePing, transport.FramePong, transport.FrameError, transport.FrameGoaway, transport.FrameGroups,
+	transport.FramePing, transport.FramePong, transport.FrameError, transport.FrameGoaway, transport.FrameGroups, transport.FrameFenced,
 }
 
 // RandomFrame returns a random frame of type t. Lists are nil when empty
@@ -205,6 +205,8 @@ func RandomFrame(rng *rand.Rand, t transport.FrameType) transport.Frame {
 		return &transport.Error{Code: uint16(rng.Uint32()), Message: str(rng)}
 	case transport.FrameGoaway:
 		return &transport.Goaway{Reason: str(rng)}
+	case transport.FrameFenced:
+		return &transport.Fenced{Leg: str(rng), Epoch: rng.Uint64N(1 << 20), Reason: str(rng)}
 	case transport.FrameGroups:
 		g := &transport.Groups{Leg: str(rng)}
 		for range rng.IntN(4) {
