@@ -73,21 +73,17 @@ func readPartitions(t *testing.T, opts []kgo.Opt, topic string) map[int32][]rec 
 	return out
 }
 
-func TestOffsetTranslationIsExactForEverySourceOffset(t *testing.T) {
-	f := newFixture(t, []string{"t.orders"}, 2)
-	produceWithAborts(t, f, 12)
-	f.gateway(t, "gw", 0)
-	f.gateway(t, "ge", 0)
+// checkTranslationExact translates every offset of every partition of a
+// mirrored topic, up to its end, and checks it against both clusters read
+// back: the destination record at the translated offset is the first source
+// record at or after it, and exactly the source records before it precede it
+// at the destination. It returns how many offsets fell in gaps (no record).
+func checkTranslationExact(t *testing.T, f *fixture, topic string) (gaps int) {
+	t.Helper()
 	src := []kgo.Opt{kgo.SeedBrokers(f.src.ListenAddrs()...)}
 	dst := []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}
-	sp := readPartitions(t, src, "t.orders")
-	var committed int64
-	for _, rs := range sp {
-		committed += int64(len(rs))
-	}
-	checkExact(t, f.waitMirrored(t, committed, 30*time.Second), committed)
-
-	dp := readPartitions(t, dst, "t.orders")
+	sp := readPartitions(t, src, topic)
+	dp := readPartitions(t, dst, topic)
 	ctx := context.Background()
 	scl, err := kgo.NewClient(src...)
 	if err != nil {
@@ -98,22 +94,18 @@ func TestOffsetTranslationIsExactForEverySourceOffset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ends, err := kadm.NewClient(scl).ListEndOffsets(ctx, "t.orders")
+	ends, err := kadm.NewClient(scl).ListEndOffsets(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gaps := 0
 	for p, srcRecs := range sp {
-		end := ends[("t.orders")][p].Offset
+		end := ends[topic][p].Offset
 		dstAt := map[int64]uint64{}
 		for _, r := range dp[p] {
 			dstAt[r.off] = r.fp
 		}
 		for o := int64(0); o <= end; o++ {
-			tr := m.Translate("t.orders", p, o)
-			// The first committed source record at or after o is what a
-			// consumer at o reads next; at the destination it must be the
-			// record at the translated offset, and nothing before it.
+			tr := m.Translate(topic, p, o)
 			next := -1
 			for i, r := range srcRecs {
 				if r.off >= o {
@@ -134,10 +126,8 @@ func TestOffsetTranslationIsExactForEverySourceOffset(t *testing.T) {
 				gaps++
 			}
 			if tr.Status != mirror.Exact || dstAt[tr.Dest] != srcRecs[next].fp {
-				t.Fatalf("p%d offset %d: translated to %d (%s), which is not source record %d", p, o, tr.Dest, tr.Status, srcRecs[next].off)
+				t.Fatalf("%s p%d offset %d: translated to %d (%s), which is not source record %d", topic, p, o, tr.Dest, tr.Status, srcRecs[next].off)
 			}
-			// Nothing skipped: the destination records before tr.Dest are
-			// exactly the source records before o.
 			before := 0
 			for _, r := range dp[p] {
 				if r.off < tr.Dest {
@@ -145,13 +135,45 @@ func TestOffsetTranslationIsExactForEverySourceOffset(t *testing.T) {
 				}
 			}
 			if before != next {
-				t.Fatalf("p%d offset %d: %d destination records precede %d, want %d", p, o, before, tr.Dest, next)
+				t.Fatalf("%s p%d offset %d: %d destination records precede %d, want %d", topic, p, o, before, tr.Dest, next)
 			}
 		}
 	}
-	if gaps == 0 {
+	return gaps
+}
+
+func TestOffsetTranslationIsExactForEverySourceOffset(t *testing.T) {
+	f := newFixture(t, []string{"t.orders"}, 2)
+	produceWithAborts(t, f, 12)
+	f.gateway(t, "gw", 0)
+	f.gateway(t, "ge", 0)
+	src := []kgo.Opt{kgo.SeedBrokers(f.src.ListenAddrs()...)}
+	dst := []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}
+	sp := readPartitions(t, src, "t.orders")
+	var committed int64
+	for _, rs := range sp {
+		committed += int64(len(rs))
+	}
+	checkExact(t, f.waitMirrored(t, committed, 30*time.Second), committed)
+
+	if gaps := checkTranslationExact(t, f, "t.orders"); gaps == 0 {
 		t.Fatal("no source offset fell in a gap: the test did not exercise aborted transactions")
 	}
+	ctx := context.Background()
+	scl, err := kgo.NewClient(src...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer scl.Close()
+	m, err := mirror.LoadOffsetMap(ctx, dst, "r:west/kafka")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends, err := kadm.NewClient(scl).ListEndOffsets(ctx, "t.orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp := readPartitions(t, dst, "t.orders")
 	ahead := m.Translate("t.orders", 0, ends["t.orders"][0].Offset+5)
 	if ahead.Status != mirror.Ahead || ahead.Behind != 5 {
 		t.Errorf("offset past the mirror: %+v, want status %s behind 5", ahead, mirror.Ahead)
@@ -175,5 +197,41 @@ func TestOffsetTranslationIsExactForEverySourceOffset(t *testing.T) {
 	}
 	if len(got) != 2 || got[0].Partition != 0 || got[0].Dest != m.Translate("t.orders", 0, sp[0][3].off).Dest || got[1].Dest != dp[1][0].off {
 		t.Errorf("TranslateGroup = %+v", got)
+	}
+}
+
+func TestOffsetTranslationAcrossCompactedSourceGaps(t *testing.T) {
+	f := newFixture(t, nil, 1)
+	ctx := context.Background()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(f.src.ListenAddrs()...), kgo.ProducerLinger(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	compact := "compact"
+	if _, err := kadm.NewClient(cl).CreateTopic(ctx, 2, 1, map[string]*string{"cleanup.policy": &compact}, "t.state"); err != nil {
+		t.Fatal(err)
+	}
+	// Keys updated many times, in many batches: compaction leaves gaps.
+	for i := 0; i < 600; i++ {
+		r := &kgo.Record{Topic: "t.state", Key: []byte(fmt.Sprint("device-", i%23)), Value: []byte(fmt.Sprint("state ", i))}
+		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.src.Compact()
+	f.topics = []string{"t.state"}
+	visible := int64(0)
+	for _, recs := range readPartitions(t, []kgo.Opt{kgo.SeedBrokers(f.src.ListenAddrs()...)}, "t.state") {
+		visible += int64(len(recs))
+	}
+	if visible >= 600 {
+		t.Fatalf("compaction removed nothing (%d records visible)", visible)
+	}
+	f.gateway(t, "gw", 0)
+	f.gateway(t, "ge", 0)
+	checkExact(t, f.waitMirrored(t, visible, 30*time.Second), visible)
+	if gaps := checkTranslationExact(t, f, "t.state"); gaps == 0 {
+		t.Fatal("no offset fell in a compaction gap")
 	}
 }
