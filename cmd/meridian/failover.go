@@ -9,11 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meridian-gw/meridian/config"
-	"github.com/meridian-gw/meridian/internal/kafkaopt"
 	"github.com/meridian-gw/meridian/mirror"
-	"github.com/meridian-gw/meridian/routing"
-	"github.com/meridian-gw/meridian/topology"
 )
 
 func newFailoverCmd(g *globals) *cobra.Command {
@@ -42,11 +38,7 @@ Exit status: 0 done; 2 done, with data at risk; 1 failed, nothing changed.`,
 			if err != nil {
 				return &exitError{2, err}
 			}
-			f, err := config.Load(file)
-			if err != nil {
-				return &exitError{1, err}
-			}
-			topo, err := topology.New(f)
+			topo, err := loadTopology(file)
 			if err != nil {
 				return &exitError{1, err}
 			}
@@ -57,11 +49,7 @@ Exit status: 0 done; 2 done, with data at risk; 1 failed, nothing changed.`,
 			var reports []*mirror.FailoverReport
 			atRisk := false
 			for _, leg := range legs {
-				src, err := kafkaopt.Opts(leg.From, log)
-				if err != nil {
-					return &exitError{1, err}
-				}
-				dst, err := kafkaopt.Opts(leg.To, log)
+				src, dst, err := legClusters(leg, log)
 				if err != nil {
 					return &exitError{1, err}
 				}
@@ -110,39 +98,6 @@ Exit status: 0 done; 2 done, with data at risk; 1 failed, nothing changed.`,
 	_ = cmd.MarkFlagRequired("route")
 	outputFlag(cmd, &output)
 	return cmd
-}
-
-// routeLegs returns the legs of a route (to one destination if to is set).
-func routeLegs(topo *topology.Topology, route, to string) ([]*routing.Leg, error) {
-	var rt *topology.Route
-	for _, r := range topo.Routes {
-		if r.Name == route {
-			rt = r
-		}
-	}
-	if rt == nil {
-		return nil, fmt.Errorf("no route %q", route)
-	}
-	gws := rt.From.Region.Gateways
-	if len(gws) == 0 {
-		return nil, fmt.Errorf("route %s: region %s has no gateway", route, rt.From.Region.Name)
-	}
-	table, err := routing.Compile(topo, gws[0].Name)
-	if err != nil {
-		return nil, err
-	}
-	var legs []*routing.Leg
-	for _, p := range table.Out {
-		for _, l := range p.Legs {
-			if l.Route == rt && (to == "" || l.To.Ref() == to) {
-				legs = append(legs, l)
-			}
-		}
-	}
-	if len(legs) == 0 {
-		return nil, fmt.Errorf("route %s has no destination %q", route, to)
-	}
-	return legs, nil
 }
 
 func renderFailover(g *globals, r *mirror.FailoverReport) {

@@ -7,10 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meridian-gw/meridian/config"
-	"github.com/meridian-gw/meridian/internal/kafkaopt"
 	"github.com/meridian-gw/meridian/mirror"
-	"github.com/meridian-gw/meridian/topology"
 )
 
 func newOffsetsCmd(g *globals) *cobra.Command {
@@ -51,11 +48,7 @@ mirrored), unmapped (nothing mirrored yet).`,
 			if err != nil {
 				return &exitError{2, err}
 			}
-			f, err := config.Load(file)
-			if err != nil {
-				return &exitError{1, err}
-			}
-			topo, err := topology.New(f)
+			topo, err := loadTopology(file)
 			if err != nil {
 				return &exitError{1, err}
 			}
@@ -65,11 +58,7 @@ mirrored), unmapped (nothing mirrored yet).`,
 			}
 			var out []legTranslation
 			for _, leg := range legs {
-				src, err := kafkaopt.Opts(leg.From, log)
-				if err != nil {
-					return &exitError{1, err}
-				}
-				dst, err := kafkaopt.Opts(leg.To, log)
+				src, dst, err := legClusters(leg, log)
 				if err != nil {
 					return &exitError{1, err}
 				}

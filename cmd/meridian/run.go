@@ -8,10 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meridian-gw/meridian/config"
 	"github.com/meridian-gw/meridian/internal/gateway"
 	"github.com/meridian-gw/meridian/internal/pki"
-	"github.com/meridian-gw/meridian/topology"
 )
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -25,13 +23,9 @@ func newRunCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return &exitError{2, err}
 			}
-			f, err := config.Load(file)
+			topo, err := loadTopology(file)
 			if err != nil {
 				return &exitError{1, err}
-			}
-			topo, err := topology.New(f)
-			if err != nil {
-				return &exitError{1, fmt.Errorf("%s: %w", file, err)}
 			}
 			if _, ok := topo.Gateways[name]; !ok {
 				names := make([]string, 0, len(topo.Gateways))
@@ -69,11 +63,7 @@ func newCertsCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var specs []pki.GatewaySpec
 			if file != "" {
-				f, err := config.Load(file)
-				if err != nil {
-					return &exitError{1, err}
-				}
-				topo, err := topology.New(f)
+				topo, err := loadTopology(file)
 				if err != nil {
 					return &exitError{1, err}
 				}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/meridian-gw/meridian/config"
 	"github.com/meridian-gw/meridian/routing"
-	"github.com/meridian-gw/meridian/topology"
 	"github.com/meridian-gw/meridian/transport"
 )
 
@@ -78,13 +77,9 @@ type summary struct {
 // load and validate the file, resolve the topology, compile every gateway's
 // forwarding table.
 func validateFile(path string) (summary, error) {
-	f, err := config.Load(path)
+	topo, err := loadTopology(path)
 	if err != nil {
 		return summary{}, err
-	}
-	topo, err := topology.New(f)
-	if err != nil {
-		return summary{}, fmt.Errorf("%s: %w", path, err)
 	}
 	s := summary{Regions: len(topo.Regions), Clusters: len(topo.Clusters), Gateways: len(topo.Gateways), Links: len(topo.Links), Routes: len(topo.Routes)}
 	for _, r := range topo.Routes {

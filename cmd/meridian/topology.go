@@ -1,0 +1,70 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/meridian-gw/meridian/config"
+	"github.com/meridian-gw/meridian/internal/kafkaopt"
+	"github.com/meridian-gw/meridian/routing"
+	"github.com/meridian-gw/meridian/topology"
+)
+
+// loadTopology reads, validates and resolves a topology file.
+func loadTopology(file string) (*topology.Topology, error) {
+	f, err := config.Load(file)
+	if err != nil {
+		return nil, err
+	}
+	topo, err := topology.New(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return topo, nil
+}
+
+// legClusters returns client options for a leg's source and destination.
+func legClusters(leg *routing.Leg, log *slog.Logger) (src, dst []kgo.Opt, err error) {
+	if src, err = kafkaopt.Opts(leg.From, log); err != nil {
+		return nil, nil, err
+	}
+	if dst, err = kafkaopt.Opts(leg.To, log); err != nil {
+		return nil, nil, err
+	}
+	return src, dst, nil
+}
+
+// routeLegs returns the legs of a route (to one destination if to is set).
+func routeLegs(topo *topology.Topology, route, to string) ([]*routing.Leg, error) {
+	var rt *topology.Route
+	for _, r := range topo.Routes {
+		if r.Name == route {
+			rt = r
+		}
+	}
+	if rt == nil {
+		return nil, fmt.Errorf("no route %q", route)
+	}
+	gws := rt.From.Region.Gateways
+	if len(gws) == 0 {
+		return nil, fmt.Errorf("route %s: region %s has no gateway", route, rt.From.Region.Name)
+	}
+	table, err := routing.Compile(topo, gws[0].Name)
+	if err != nil {
+		return nil, err
+	}
+	var legs []*routing.Leg
+	for _, p := range table.Out {
+		for _, l := range p.Legs {
+			if l.Route == rt && (to == "" || l.To.Ref() == to) {
+				legs = append(legs, l)
+			}
+		}
+	}
+	if len(legs) == 0 {
+		return nil, fmt.Errorf("route %s has no destination %q", route, to)
+	}
+	return legs, nil
+}
