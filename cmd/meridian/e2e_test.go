@@ -525,6 +525,16 @@ func TestRunTwoGateways(t *testing.T) {
 		if r.code != 1 || !strings.Contains(r.stderr, "fenced already") {
 			t.Errorf("second failover: %v, want exit 1 saying it is fenced already", r)
 		}
+		// Back again: nothing was written at DR meanwhile, nothing is lost
+		// at the old primary; the fence is lifted.
+		r = meridian(t, dir, nil, "failback", "-f", topo, "--route", "orders", "--output", "json")
+		if r.code != 0 || !strings.Contains(r.stdout, `"stragglers": null`) && !strings.Contains(r.stdout, `"stragglers": []`) {
+			t.Fatalf("failback: %v, want exit 0 with no stragglers", r)
+		}
+		r = meridian(t, dir, nil, "failback", "-f", topo, "--route", "orders")
+		if r.code != 1 || !strings.Contains(r.stderr, "not failed over") {
+			t.Errorf("second failback: %v, want exit 1 saying it is not failed over", r)
+		}
 	})
 }
 

@@ -138,3 +138,86 @@ func renderFailover(g *globals, r *mirror.FailoverReport) {
 	}
 	fmt.Fprintln(w)
 }
+
+func newFailbackCmd(g *globals) *cobra.Command {
+	var (
+		file, route, to, output string
+		dryRun                  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "failback -f FILE --route R",
+		Short: "Return a failed-over route to its original direction once the old primary is back",
+		Long: `failback lists the old primary's records that never reached the new primary
+(they are kept there), copies the records produced at the new primary since the
+failover back to the old one (same partitions, in order, each tagged with the
+header meridian.resynced-from), moves the route's progress past them so nothing
+is mirrored twice, moves the route's consumer groups back, and lifts the fence.
+
+Exit status: 0 done; 1 failed (safe to run again: copies already made are found
+by their header and not made twice).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			log, err := g.logger()
+			if err != nil {
+				return &exitError{2, err}
+			}
+			topo, err := loadTopology(file)
+			if err != nil {
+				return &exitError{1, err}
+			}
+			legs, err := routeLegs(topo, route, to)
+			if err != nil {
+				return &exitError{1, fmt.Errorf("%s: %w", file, err)}
+			}
+			var reports []*mirror.FailbackReport
+			for _, leg := range legs {
+				src, dst, err := legClusters(leg, log)
+				if err != nil {
+					return &exitError{1, err}
+				}
+				rep, err := mirror.Failback(cmd.Context(), mirror.FailbackOptions{Leg: leg, Src: src, Dst: dst, DryRun: dryRun})
+				if err != nil {
+					return &exitError{1, fmt.Errorf("failback %s: %w", leg.ID, err)}
+				}
+				reports = append(reports, rep)
+			}
+			if output == "json" {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(reports)
+			}
+			for _, r := range reports {
+				mode := "failback"
+				if r.DryRun {
+					mode = "failback plan (dry run, nothing changed)"
+				}
+				fmt.Fprintf(g.stdout, "%s of leg %s: %s -> %s\n", mode, r.Leg, r.To, r.From)
+				for _, s := range r.Steps {
+					fmt.Fprintf(g.stdout, "  - %s\n", s)
+				}
+				if len(r.Stragglers) > 0 {
+					fmt.Fprintf(g.stdout, "records of %s that never reached %s (kept at %s):\n", r.From, r.To, r.From)
+					tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+					fmt.Fprintln(tw, "  TOPIC\tPARTITION\tOFFSET\tKEY\tTIMESTAMP")
+					for _, s := range r.Stragglers {
+						fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\t%s\n", s.Topic, s.Partition, s.Offset, s.Key, s.Timestamp.UTC().Format(time.RFC3339Nano))
+					}
+					tw.Flush()
+				}
+				fmt.Fprintln(g.stdout)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "topology file (required)")
+	cmd.Flags().StringVar(&route, "route", "", "route to fail back (required)")
+	cmd.Flags().StringVar(&to, "to", "", "only this destination cluster (region/cluster) of the route")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "list the stragglers and what would be copied; change nothing")
+	_ = cmd.MarkFlagRequired("file")
+	_ = cmd.MarkFlagRequired("route")
+	outputFlag(cmd, &output)
+	return cmd
+}

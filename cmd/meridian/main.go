@@ -77,6 +77,7 @@ func newRoot(g *globals) *cobra.Command {
 		newBenchCmd(g),
 		newOffsetsCmd(g),
 		newFailoverCmd(g),
+		newFailbackCmd(g),
 		newVersionCmd(g),
 	)
 	return root

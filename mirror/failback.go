@@ -1,0 +1,398 @@
+package mirror
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/meridian-gw/meridian/internal/kread"
+	"github.com/meridian-gw/meridian/routing"
+)
+
+// HeaderResyncedFrom marks a record that failback copied from the new
+// primary back to the old one: "topic/partition/offset" at the new primary.
+// A retried failback resumes after the last record so marked.
+const HeaderResyncedFrom = "meridian.resynced-from"
+
+// FailbackOptions configure Failback.
+type FailbackOptions struct {
+	Leg *routing.Leg
+	// Src is the old primary (the leg's source), Dst the new primary (the
+	// leg's destination, where the leg is fenced).
+	Src, Dst []kgo.Opt
+	DryRun   bool
+}
+
+// FailbackReport says what a failback did.
+type FailbackReport struct {
+	Leg    string `json:"leg"`
+	From   string `json:"old_primary"`
+	To     string `json:"new_primary"`
+	DryRun bool   `json:"dry_run"`
+	Epoch  uint64 `json:"epoch"`
+	// Stragglers are the old primary's records that never reached the new
+	// primary. They are kept at the old primary and not mirrored later
+	// (they would land after the new primary's own records).
+	Stragglers []StragglerRecord `json:"stragglers"`
+	// Resynced counts, per partition, the new primary's records copied back.
+	Resynced map[string]int64 `json:"resynced"`
+	Groups   []GroupFailover  `json:"groups"`
+	Steps    []string         `json:"steps"`
+	Seconds  float64          `json:"seconds"`
+}
+
+// StragglerRecord is one record of the old primary that never reached the
+// new primary.
+type StragglerRecord struct {
+	Topic     string    `json:"topic"`
+	Partition int32     `json:"partition"`
+	Offset    int64     `json:"offset"`
+	Key       string    `json:"key,omitempty"`
+	Timestamp time.Time `json:"timestamp"`
+}
+
+// ErrNotFailedOver is returned by Failback for a leg that is not fenced.
+var ErrNotFailedOver = fmt.Errorf("leg is not failed over")
+
+// Failback returns a failed-over leg to its original direction: it lists the
+// old primary's records that never reached the new primary, copies the
+// records produced at the new primary since the failover back to the old
+// one (same partitions, in order), moves the leg's progress past them so
+// that nothing is mirrored twice, translates the route's consumer groups
+// back, and lifts the fence so mirroring resumes.
+func Failback(ctx context.Context, o FailbackOptions) (*FailbackReport, error) {
+	start := time.Now()
+	leg := o.Leg
+	rep := &FailbackReport{Leg: leg.ID, From: leg.From.Ref(), To: leg.To.Ref(), DryRun: o.DryRun, Resynced: map[string]int64{}}
+	step := func(format string, args ...any) { rep.Steps = append(rep.Steps, fmt.Sprintf(format, args...)) }
+
+	st, err := loadState(ctx, o.Dst, map[string]bool{leg.ID: true})
+	if err != nil {
+		return nil, err
+	}
+	fence := st.fences[leg.ID]
+	if fence == nil {
+		return nil, fmt.Errorf("%s: %w", leg.ID, ErrNotFailedOver)
+	}
+	rep.Epoch = fence.Epoch + 1
+	progress := st.progress[leg.ID]
+	omap, err := LoadOffsetMap(ctx, o.Dst, leg.ID)
+	if err != nil {
+		return nil, err
+	}
+	srcCl, err := kgo.NewClient(o.Src...)
+	if err != nil {
+		return nil, err
+	}
+	defer srcCl.Close()
+	sadm := kadm.NewClient(srcCl)
+	if _, err := sadm.ListTopics(ctx); err != nil {
+		return nil, fmt.Errorf("old primary %s unreachable: %w", leg.From.Ref(), err)
+	}
+
+	// 1. Stragglers: at the old primary from the mirror's position on, minus
+	// records a previous failback copied in.
+	srcTopics := map[string]bool{}
+	from := map[string]map[int32]int64{}
+	for k, p := range progress {
+		srcTopics[k.Topic] = true
+		if from[k.Topic] == nil {
+			from[k.Topic] = map[int32]int64{}
+		}
+		from[k.Topic][k.Partition] = p.Next
+	}
+	copied := map[string]int64{} // new-primary "topic/partition" → last offset already copied back
+	names := keys(srcTopics)
+	if len(names) > 0 {
+		if err := kread.EachFrom(ctx, o.Src, names, from, func(r *kgo.Record) {
+			if origin := header(r, HeaderResyncedFrom); origin != "" {
+				if i := strings.LastIndexByte(origin, '/'); i > 0 {
+					if off, err := strconv.ParseInt(origin[i+1:], 10, 64); err == nil {
+						copied[origin[:i]] = max(copied[origin[:i]], off)
+					}
+				}
+				return
+			}
+			rep.Stragglers = append(rep.Stragglers, StragglerRecord{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
+				Key: string(r.Key), Timestamp: r.Timestamp})
+		}); err != nil {
+			return nil, fmt.Errorf("read the old primary: %w", err)
+		}
+	}
+	step("%d records of the old primary never reached %s; they are kept there", len(rep.Stragglers), leg.To.Ref())
+
+	// 2. The new primary's records since the failover: after the mirrored
+	// end of each destination partition.
+	type destPart struct {
+		topic     string
+		partition int32
+		src       string // source topic
+	}
+	dstFrom := map[string]map[int32]int64{}
+	parts := map[string]destPart{}
+	omap.mu.RLock()
+	for k, pm := range omap.parts {
+		if len(pm.ranges) == 0 {
+			continue
+		}
+		last := pm.ranges[len(pm.ranges)-1]
+		end := last[1] + last[2]
+		id := pm.dest + "/" + strconv.Itoa(int(k.Partition))
+		if c, ok := copied[id]; ok && c+1 > end {
+			end = c + 1 // resume a previous failback
+		}
+		if dstFrom[pm.dest] == nil {
+			dstFrom[pm.dest] = map[int32]int64{}
+		}
+		dstFrom[pm.dest][k.Partition] = end
+		parts[id] = destPart{pm.dest, k.Partition, k.Topic}
+	}
+	omap.mu.RUnlock()
+	var recs []*kgo.Record
+	if len(dstFrom) > 0 {
+		if err := kread.EachFrom(ctx, o.Dst, keys(dstFrom), dstFrom, func(r *kgo.Record) {
+			dp := parts[r.Topic+"/"+strconv.Itoa(int(r.Partition))]
+			if dp.src == "" {
+				return
+			}
+			hs := append(append([]kgo.RecordHeader(nil), r.Headers...), kgo.RecordHeader{Key: HeaderResyncedFrom,
+				Value: []byte(fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset))})
+			recs = append(recs, &kgo.Record{Topic: dp.src, Partition: r.Partition, Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp})
+			rep.Resynced[dp.src+"/"+strconv.Itoa(int(r.Partition))]++
+		}); err != nil {
+			return nil, fmt.Errorf("read the new primary: %w", err)
+		}
+	}
+	if o.DryRun {
+		step("would copy %d records produced at %s back to %s, then lift the fence", len(recs), leg.To.Ref(), leg.From.Ref())
+		rep.Seconds = time.Since(start).Seconds()
+		return rep, nil
+	}
+	if len(recs) > 0 {
+		pcl, err := kgo.NewClient(append(append([]kgo.Opt{}, o.Src...),
+			kgo.TransactionalID("meridian-failback-"+leg.ID), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+			kgo.MaxBufferedRecords(1<<20))...)
+		if err != nil {
+			return nil, err
+		}
+		defer pcl.Close()
+		if err := pcl.BeginTransaction(); err != nil {
+			return nil, err
+		}
+		if err := pcl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			_ = pcl.EndTransaction(context.WithoutCancel(ctx), kgo.TryAbort)
+			return nil, fmt.Errorf("copy back to %s: %w", leg.From.Ref(), err)
+		}
+		if err := pcl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+			return nil, fmt.Errorf("copy back to %s: %w", leg.From.Ref(), err)
+		}
+	}
+	step("copied %d records produced at %s back to %s", len(recs), leg.To.Ref(), leg.From.Ref())
+
+	// 3. Mirroring resumes after what the old primary holds now: its
+	// stragglers and the copies are not sent again.
+	ends, err := sadm.ListCommittedOffsets(ctx, names...)
+	if err != nil {
+		return nil, fmt.Errorf("old primary offsets: %w", err)
+	}
+	var moved []*kgo.Record
+	dcl, err := kgo.NewClient(append(append([]kgo.Opt{}, o.Dst...), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+	if err != nil {
+		return nil, err
+	}
+	defer dcl.Close()
+	nparts, err := ensureProgressTopic(ctx, kadm.NewClient(dcl))
+	if err != nil {
+		return nil, err
+	}
+	// The copies map exactly to their originals: the moved progress
+	// carries those ranges, so the offset map stays exact.
+	copyRanges := map[tp][][3]int64{}
+	for _, r := range recs {
+		origin := header(r, HeaderResyncedFrom)
+		b, _ := strconv.ParseInt(origin[strings.LastIndexByte(origin, '/')+1:], 10, 64)
+		k := tp{r.Topic, r.Partition}
+		rs := copyRanges[k]
+		if n := len(rs); n > 0 && rs[n-1][0]+rs[n-1][2] == r.Offset && rs[n-1][1]+rs[n-1][2] == b {
+			rs[n-1][2]++
+		} else {
+			copyRanges[k] = append(rs, [3]int64{r.Offset, b, 1})
+		}
+	}
+	ends.Each(func(x kadm.ListedOffset) {
+		k := tp{x.Topic, x.Partition}
+		p := progress[k]
+		if p == nil || x.Offset <= p.Next {
+			return
+		}
+		np := &Progress{V: 1, Leg: leg.ID, Topic: k.Topic, Partition: k.Partition, DestTopic: p.DestTopic,
+			Next: x.Offset, HWM: x.Offset, LastTS: p.LastTS, Epoch: rep.Epoch, At: time.Now().UnixMilli(),
+			Ranges: copyRanges[k]}
+		key := progressKey(leg.ID, k)
+		moved = append(moved, &kgo.Record{Topic: ProgressTopic, Partition: hashPartition(key, nparts), Key: key, Value: encodeProgress(np)})
+	})
+	if len(moved) > 0 {
+		if err := dcl.ProduceSync(ctx, moved...).FirstErr(); err != nil {
+			return nil, fmt.Errorf("move the leg's progress: %w", err)
+		}
+	}
+
+	// 4. Groups back: their offsets at the new primary, translated to the
+	// old one.
+	if leg.SyncsGroups() {
+		if rep.Groups, err = groupsBack(ctx, o, omap, recs); err != nil {
+			return nil, err
+		}
+		step("moved %d consumer groups back to %s", len(rep.Groups), leg.From.Ref())
+	}
+
+	// 5. Lift the fence: the leg mirrors again, from the moved progress.
+	if err := LiftFence(ctx, o.Dst, leg.ID, rep.Epoch, "failback of route "+leg.Route.Name); err != nil {
+		return nil, err
+	}
+	step("lifted the fence at route epoch %d: %s mirrors to %s again", rep.Epoch, leg.From.Ref(), leg.To.Ref())
+	rep.Seconds = time.Since(start).Seconds()
+	return rep, nil
+}
+
+// groupsBack translates the route's groups' offsets at the new primary to
+// the old primary: a mirrored record maps back through the offset map, a
+// record produced at the new primary to its copy (copies carry offsets now).
+func groupsBack(ctx context.Context, o FailbackOptions, omap *OffsetMap, copies []*kgo.Record) ([]GroupFailover, error) {
+	dcl, err := kgo.NewClient(o.Dst...)
+	if err != nil {
+		return nil, err
+	}
+	defer dcl.Close()
+	dadm := kadm.NewClient(dcl)
+	scl, err := kgo.NewClient(o.Src...)
+	if err != nil {
+		return nil, err
+	}
+	defer scl.Close()
+	sadm := kadm.NewClient(scl)
+	listed, err := dadm.ListGroups(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// destination "topic/partition" → sorted (new-primary offset, old-primary offset) of copies
+	type pair struct{ dst, src int64 }
+	copyAt := map[string][]pair{}
+	for _, r := range copies {
+		origin := header(r, HeaderResyncedFrom)
+		i := strings.LastIndexByte(origin, '/')
+		off, _ := strconv.ParseInt(origin[i+1:], 10, 64)
+		copyAt[origin[:i]] = append(copyAt[origin[:i]], pair{off, r.Offset})
+	}
+	back := map[string]string{} // destination topic → source topic
+	omap.mu.RLock()
+	for k, pm := range omap.parts {
+		back[pm.dest] = k.Topic
+	}
+	omap.mu.RUnlock()
+	var out []GroupFailover
+	groups := listed.Groups()
+	sort.Strings(groups)
+	for _, g := range groups {
+		if !o.Leg.MatchGroup(g) {
+			continue
+		}
+		offs, err := dadm.FetchOffsets(ctx, g)
+		if err != nil {
+			return nil, err
+		}
+		gf := GroupFailover{Group: g}
+		commit := kadm.Offsets{}
+		offs.Each(func(x kadm.OffsetResponse) {
+			srcTopic, ok := back[x.Topic]
+			if !ok || x.At < 0 {
+				return
+			}
+			t := omap.TranslateBack(srcTopic, x.Partition, x.At)
+			if t.Status == Ahead {
+				// Past the mirrored records. A group that has read none of
+				// the new primary's own records resumes right after them,
+				// before the stragglers, so it reads those too; one that has
+				// resumes at the copy of its next record.
+				t.Status = Exact
+				ps := copyAt[x.Topic+"/"+strconv.Itoa(int(x.Partition))]
+				i := sort.Search(len(ps), func(i int) bool { return ps[i].dst >= x.At })
+				switch {
+				case i == 0:
+				case i < len(ps):
+					t.Dest = ps[i].src
+				default:
+					t.Dest = ps[len(ps)-1].src + 1
+				}
+			}
+			t.Topic, t.DestTopic = x.Topic, srcTopic
+			gf.Partitions = append(gf.Partitions, t)
+			commit.Add(kadm.Offset{Topic: srcTopic, Partition: x.Partition, At: t.Dest, LeaderEpoch: -1,
+				Metadata: "meridian failback: " + o.Leg.ID})
+		})
+		d, err := sadm.DescribeGroups(ctx, g)
+		if err == nil && d[g].Err == nil && len(d[g].Members) > 0 {
+			gf.Active = true
+		} else if len(commit) > 0 {
+			if err := sadm.CommitAllOffsets(ctx, g, commit); err != nil {
+				return nil, fmt.Errorf("commit group %s at %s: %w", g, o.Leg.From.Ref(), err)
+			}
+			gf.Committed = true
+		}
+		out = append(out, gf)
+	}
+	return out, nil
+}
+
+// TranslateBack maps a destination offset of a mirrored partition to the
+// source offset a consumer resumes from: the source offset of the same
+// record, or of the next mirrored one. Past the last mirrored record the
+// status is Ahead and Dest the source offset after it.
+func (m *OffsetMap) TranslateBack(topic string, partition int32, dst int64) Translation {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	t := Translation{Topic: topic, Partition: partition, Source: dst}
+	pm := m.parts[tp{topic, partition}]
+	if pm == nil || len(pm.ranges) == 0 {
+		t.Status, t.Dest = Unmapped, -1
+		return t
+	}
+	i := sort.Search(len(pm.ranges), func(i int) bool { return pm.ranges[i][1]+pm.ranges[i][2] > dst })
+	if i < len(pm.ranges) {
+		r := pm.ranges[i]
+		if dst >= r[1] {
+			t.Dest = r[0] + (dst - r[1])
+		} else {
+			t.Dest = r[0]
+		}
+		t.Status = Exact
+		return t
+	}
+	last := pm.ranges[len(pm.ranges)-1]
+	t.Dest, t.Status = last[0]+last[2], Ahead
+	return t
+}
+
+func header(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
