@@ -67,6 +67,7 @@ type shard struct {
 	sink   *sink
 	queue  []queued      // guarded by inLeg.mu
 	ready  bool          // guarded by inLeg.mu: open, committed state loaded
+	busy   bool          // guarded by inLeg.mu: inside a transaction (its sink is in use)
 	notify chan struct{} // cap 1: queue changed
 }
 
@@ -216,7 +217,11 @@ func (l *inLeg) run(ctx context.Context) {
 		l.mu.Lock()
 		var rs *transport.Resume
 		owner := l.owner
-		if l.needResume && owner != nil && l.writing == 0 {
+		allReady := true
+		for _, sh := range l.shards {
+			allReady = allReady && sh.ready
+		}
+		if l.needResume && owner != nil && l.writing == 0 && allReady {
 			l.needResume = false
 			rs = &transport.Resume{Leg: l.leg.ID, Gen: l.gen}
 			for _, sh := range l.shards {
@@ -250,7 +255,7 @@ func (l *inLeg) openShards(ctx context.Context, opts []kgo.Opt) error {
 	l.mu.Lock()
 	var todo []*shard
 	for _, sh := range l.shards {
-		if !sh.ready {
+		if !sh.ready && !sh.busy { // a busy shard's sink is in use: later
 			todo = append(todo, sh)
 		}
 	}
@@ -268,10 +273,15 @@ func (l *inLeg) openShards(ctx context.Context, opts []kgo.Opt) error {
 		return err
 	}
 	if f := st.fences[l.leg.ID]; f != nil {
+		// Every shard reopens and reloads once the fence is lifted: none
+		// keeps a fenced producer or positions from before.
 		l.mu.Lock()
 		l.fence = f
-		for _, sh := range todo {
-			sh.sink.close() // hold no producer epoch while fenced
+		for _, sh := range l.shards {
+			sh.ready = false
+			if !sh.busy {
+				sh.sink.close()
+			}
 		}
 		l.mu.Unlock()
 		return fmt.Errorf("%w: %s (route epoch %d, since %s)", ErrFenced, f.Reason, f.Epoch, time.UnixMilli(f.At).UTC().Format(time.RFC3339))
@@ -339,6 +349,7 @@ func (l *inLeg) runShard(ctx context.Context, sh *shard) {
 				topics[k] = v
 			}
 			l.writing++
+			sh.busy = true
 			l.mu.Unlock()
 
 			batches := make([]*transport.Batch, len(take))
@@ -351,10 +362,15 @@ func (l *inLeg) runShard(ctx context.Context, sh *shard) {
 
 			l.mu.Lock()
 			l.writing--
+			sh.busy = false
 			if err != nil {
 				sh.ready = false
 				sh.sink.close() // reopen, and reload what is really committed
 				l.resetLocked()
+			} else if !sh.ready {
+				// Marked for reopening (a fence) while it wrote.
+				sh.sink.close()
+				wake(l.notify)
 			} else if l.writing == 0 && l.needResume {
 				wake(l.notify)
 			}
