@@ -31,20 +31,9 @@ translated offsets and the records and seconds at risk (RPO).
 Exit status: 0 done; 2 done, with data at risk; 1 failed, nothing changed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			log, legs, err := routeCommand(g, output, file, route, to)
+			if err != nil {
 				return err
-			}
-			log, err := g.logger()
-			if err != nil {
-				return &exitError{2, err}
-			}
-			topo, err := loadTopology(file)
-			if err != nil {
-				return &exitError{1, err}
-			}
-			legs, err := routeLegs(topo, route, to)
-			if err != nil {
-				return &exitError{1, fmt.Errorf("%s: %w", file, err)}
 			}
 			var reports []*mirror.FailoverReport
 			atRisk := false
@@ -157,20 +146,9 @@ Exit status: 0 done; 1 failed (safe to run again: copies already made are found
 by their header and not made twice).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			log, legs, err := routeCommand(g, output, file, route, to)
+			if err != nil {
 				return err
-			}
-			log, err := g.logger()
-			if err != nil {
-				return &exitError{2, err}
-			}
-			topo, err := loadTopology(file)
-			if err != nil {
-				return &exitError{1, err}
-			}
-			legs, err := routeLegs(topo, route, to)
-			if err != nil {
-				return &exitError{1, fmt.Errorf("%s: %w", file, err)}
 			}
 			var reports []*mirror.FailbackReport
 			for _, leg := range legs {

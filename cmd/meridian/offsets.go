@@ -41,20 +41,9 @@ Status: exact, caught-up, ahead-of-mirror (the group has read records not yet
 mirrored), unmapped (nothing mirrored yet).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			log, legs, err := routeCommand(g, output, file, route, "")
+			if err != nil {
 				return err
-			}
-			log, err := g.logger()
-			if err != nil {
-				return &exitError{2, err}
-			}
-			topo, err := loadTopology(file)
-			if err != nil {
-				return &exitError{1, err}
-			}
-			legs, err := routeLegs(topo, route, "")
-			if err != nil {
-				return &exitError{1, fmt.Errorf("%s: %w", file, err)}
 			}
 			var out []legTranslation
 			for _, leg := range legs {

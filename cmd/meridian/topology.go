@@ -68,3 +68,25 @@ func routeLegs(topo *topology.Topology, route, to string) ([]*routing.Leg, error
 	}
 	return legs, nil
 }
+
+// routeCommand does what every route command does first: check --output,
+// build the logger, load the topology and find the route's legs (to one
+// destination when to is set). Its errors carry the exit status.
+func routeCommand(g *globals, output, file, route, to string) (*slog.Logger, []*routing.Leg, error) {
+	if err := checkOutput(output); err != nil {
+		return nil, nil, err
+	}
+	log, err := g.logger()
+	if err != nil {
+		return nil, nil, &exitError{2, err}
+	}
+	topo, err := loadTopology(file)
+	if err != nil {
+		return nil, nil, &exitError{1, err}
+	}
+	legs, err := routeLegs(topo, route, to)
+	if err != nil {
+		return nil, nil, &exitError{1, fmt.Errorf("%s: %w", file, err)}
+	}
+	return log, legs, nil
+}
