@@ -109,7 +109,7 @@ func New(opts Options) (*Gateway, error) {
 		if err != nil {
 			return nil, fmt.Errorf("gateway %s: link %s: %w", gw.Name, p.Link.Name, err)
 		}
-		d, err := quic.NewDialer(quic.DialerOptions{TLS: serverNameFor(clientTLS, p.Gateway.Name), Codec: codec, Logger: log.With("peer", p.Gateway.Name)})
+		d, err := quic.NewDialer(quic.DialerOptions{TLS: serverNameFor(clientTLS, p.Gateway.Name), Session: quic.Session{Codec: codec, Logger: log.With("peer", p.Gateway.Name)}})
 		if err != nil {
 			return nil, fmt.Errorf("gateway %s: link %s: %w", gw.Name, p.Link.Name, err)
 		}
@@ -132,7 +132,7 @@ func New(opts Options) (*Gateway, error) {
 		Window:        opts.Window,
 		MaxBatchBytes: opts.MaxBatchBytes,
 		Listen: func(accept transport.Accept) (transport.Listener, error) {
-			return quic.Listen(listenAddr, quic.ListenerOptions{TLS: serverTLS, Accept: accept, Logger: log})
+			return quic.Listen(listenAddr, quic.ListenerOptions{TLS: serverTLS, Accept: accept, Session: quic.Session{Logger: log}})
 		},
 	})
 	if err != nil {

@@ -33,7 +33,7 @@ type Dialer struct {
 // NewDialer validates opts and returns a Dialer.
 func NewDialer(opts DialerOptions) (*Dialer, error) {
 	tlsConf, terr := clientTLS(opts.TLS)
-	cfg, qconf, err := opts.common().build("DialerOptions", false)
+	cfg, qconf, err := opts.Session.build("DialerOptions", false)
 	if err = errors.Join(terr, err); err != nil {
 		return nil, fmt.Errorf("quic dialer: %w", err)
 	}

@@ -54,7 +54,7 @@ type Listener struct {
 // Listen listens for sessions on addr (host:port, UDP; port 0 picks one) or,
 // if opts.PacketConn is set, on that socket.
 func Listen(addr string, opts ListenerOptions) (*Listener, error) {
-	cfg, qconf, err := opts.common().build("ListenerOptions", true)
+	cfg, qconf, err := opts.Session.build("ListenerOptions", true)
 	var log *slog.Logger
 	if cfg != nil {
 		log = cfg.log.With("component", "transport/quic", "side", "listener")

@@ -51,6 +51,51 @@ type DialerOptions struct {
 	// overrides TLS.ServerName; returning "" falls back to it.
 	ServerName func(addr string) string
 
+	// Session tunes the session: codec, lanes, logger, timeouts, windows,
+	// limits. Zero fields take the defaults.
+	Session
+
+	// ListenPacket returns the UDP socket for one dial. Nil: a new socket on
+	// an ephemeral port. The session owns the socket and closes it when it
+	// ends. Tests and the chaos lab use it to interpose on packets.
+	ListenPacket func() (net.PacketConn, error)
+}
+
+// ListenerOptions configure a Listener. Zero fields take the defaults.
+type ListenerOptions struct {
+	// TLS is the server side of mutual TLS and must not be nil: this
+	// gateway's certificate and ClientCAs, the CA that signs peer
+	// certificates. Client certificates are always required and verified
+	// against ClientCAs, whatever ClientAuth says. It is cloned; ALPN and
+	// TLS 1.3 are enforced. pki.ServerTLS builds one.
+	TLS *tls.Config
+
+	// Accept decides on each session after the version has been agreed and
+	// the Hello's gateway name matched the peer certificate. It returns the
+	// Welcome (zero Version, Window and MaxBatchBytes are filled in) or an
+	// error: a *transport.Error is sent to the peer as is, any other error
+	// as ErrCodeInternal. Nil: accept every session. It runs on the
+	// handshake goroutine of that session, so it may block briefly.
+	Accept transport.Accept
+
+	// AcceptQueue is how many handshaken sessions wait for Listener.Accept
+	// before further handshakes block. Zero: 16.
+	AcceptQueue int
+
+	// Session tunes the session as for a Dialer. Its Codec applies to
+	// batches this side sends (receivers normally send none) and falls back
+	// to none if the peer's Hello does not list it; a listener opens its
+	// lanes only when it first sends a batch.
+	Session
+
+	// PacketConn, if not nil, is the socket to listen on; addr is then
+	// ignored. The caller keeps ownership: the Listener does not close it.
+	PacketConn net.PacketConn
+}
+
+// Session is the tuning both ends of a link share. Zero fields take the
+// defaults.
+type Session struct {
 	// Codec compresses batches this side sends. The zero value, CodecNone,
 	// sends them uncompressed; transport.ParseCodec("") gives the usual
 	// default, zstd.
@@ -92,56 +137,6 @@ type DialerOptions struct {
 
 	// Limits protect this side from malformed frames. Zero fields: defaults.
 	Limits transport.Limits
-
-	// ListenPacket returns the UDP socket for one dial. Nil: a new socket on
-	// an ephemeral port. The session owns the socket and closes it when it
-	// ends. Tests and the chaos lab use it to interpose on packets.
-	ListenPacket func() (net.PacketConn, error)
-}
-
-// ListenerOptions configure a Listener. Zero fields take the defaults.
-type ListenerOptions struct {
-	// TLS is the server side of mutual TLS and must not be nil: this
-	// gateway's certificate and ClientCAs, the CA that signs peer
-	// certificates. Client certificates are always required and verified
-	// against ClientCAs, whatever ClientAuth says. It is cloned; ALPN and
-	// TLS 1.3 are enforced. pki.ServerTLS builds one.
-	TLS *tls.Config
-
-	// Accept decides on each session after the version has been agreed and
-	// the Hello's gateway name matched the peer certificate. It returns the
-	// Welcome (zero Version, Window and MaxBatchBytes are filled in) or an
-	// error: a *transport.Error is sent to the peer as is, any other error
-	// as ErrCodeInternal. Nil: accept every session. It runs on the
-	// handshake goroutine of that session, so it may block briefly.
-	Accept transport.Accept
-
-	// AcceptQueue is how many handshaken sessions wait for Listener.Accept
-	// before further handshakes block. Zero: 16.
-	AcceptQueue int
-
-	// Codec compresses batches this side sends (receivers normally send
-	// none). Zero: CodecNone. Falls back to none if the peer's Hello does not
-	// list it.
-	Codec transport.Codec
-	// Lanes is as DialerOptions.Lanes; the listener opens its lanes only
-	// when it first sends a batch.
-	Lanes int
-	// Logger, timeouts, windows and Limits are as in DialerOptions.
-	Logger                         *slog.Logger
-	HandshakeTimeout               time.Duration
-	MaxIdleTimeout                 time.Duration
-	KeepAlivePeriod                time.Duration
-	PingPeriod                     time.Duration
-	InitialStreamReceiveWindow     uint64
-	MaxStreamReceiveWindow         uint64
-	InitialConnectionReceiveWindow uint64
-	MaxConnectionReceiveWindow     uint64
-	Limits                         transport.Limits
-
-	// PacketConn, if not nil, is the socket to listen on; addr is then
-	// ignored. The caller keeps ownership: the Listener does not close it.
-	PacketConn net.PacketConn
 }
 
 // sessionConfig is what a session needs from either options struct.
@@ -155,25 +150,6 @@ type sessionConfig struct {
 	limits           transport.Limits
 }
 
-type common struct {
-	codec                               transport.Codec
-	lanes                               int
-	log                                 *slog.Logger
-	handshake, idle, keepAlive, ping    time.Duration
-	initStream, maxStream, initConn, mx uint64
-	limits                              transport.Limits
-}
-
-func (o *DialerOptions) common() common {
-	return common{o.Codec, o.Lanes, o.Logger, o.HandshakeTimeout, o.MaxIdleTimeout, o.KeepAlivePeriod, o.PingPeriod,
-		o.InitialStreamReceiveWindow, o.MaxStreamReceiveWindow, o.InitialConnectionReceiveWindow, o.MaxConnectionReceiveWindow, o.Limits}
-}
-
-func (o *ListenerOptions) common() common {
-	return common{o.Codec, o.Lanes, o.Logger, o.HandshakeTimeout, o.MaxIdleTimeout, o.KeepAlivePeriod, o.PingPeriod,
-		o.InitialStreamReceiveWindow, o.MaxStreamReceiveWindow, o.InitialConnectionReceiveWindow, o.MaxConnectionReceiveWindow, o.Limits}
-}
-
 func orDefault[T int | uint64 | time.Duration](v, d T) T {
 	if v == 0 {
 		return d
@@ -183,37 +159,37 @@ func orDefault[T int | uint64 | time.Duration](v, d T) T {
 
 // build validates the options and derives the session and QUIC configs.
 // Every problem is reported at once.
-func (c common) build(what string, server bool) (*sessionConfig, *quicgo.Config, error) {
+func (c *Session) build(what string, server bool) (*sessionConfig, *quicgo.Config, error) {
 	var errs []error
-	switch c.codec {
+	switch c.Codec {
 	case transport.CodecNone, transport.CodecZstd, transport.CodecS2:
 	default:
-		errs = append(errs, fmt.Errorf("%s.Codec: unknown codec %s", what, c.codec))
+		errs = append(errs, fmt.Errorf("%s.Codec: unknown codec %s", what, c.Codec))
 	}
-	if c.lanes < 0 || c.lanes > MaxLanes {
-		errs = append(errs, fmt.Errorf("%s.Lanes (%d) must be between 1 and %d", what, c.lanes, MaxLanes))
+	if c.Lanes < 0 || c.Lanes > MaxLanes {
+		errs = append(errs, fmt.Errorf("%s.Lanes (%d) must be between 1 and %d", what, c.Lanes, MaxLanes))
 	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"HandshakeTimeout", c.handshake}, {"MaxIdleTimeout", c.idle}} {
+	}{{"HandshakeTimeout", c.HandshakeTimeout}, {"MaxIdleTimeout", c.MaxIdleTimeout}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s.%s (%s) must not be negative", what, d.name, d.v))
 		}
 	}
 	sc := &sessionConfig{
-		codec:            c.codec,
-		lanes:            orDefault(c.lanes, DefaultLanes),
-		log:              c.log,
-		handshakeTimeout: orDefault(c.handshake, DefaultHandshakeTimeout),
-		idleTimeout:      orDefault(c.idle, DefaultMaxIdleTimeout),
-		pingPeriod:       max(orDefault(c.ping, DefaultPingPeriod), 0),
-		limits:           c.limits.WithDefaults(),
+		codec:            c.Codec,
+		lanes:            orDefault(c.Lanes, DefaultLanes),
+		log:              c.Logger,
+		handshakeTimeout: orDefault(c.HandshakeTimeout, DefaultHandshakeTimeout),
+		idleTimeout:      orDefault(c.MaxIdleTimeout, DefaultMaxIdleTimeout),
+		pingPeriod:       max(orDefault(c.PingPeriod, DefaultPingPeriod), 0),
+		limits:           c.Limits.WithDefaults(),
 	}
 	if sc.log == nil {
 		sc.log = slog.New(slog.DiscardHandler)
 	}
-	keepAlive := max(orDefault(c.keepAlive, DefaultKeepAlivePeriod), 0)
+	keepAlive := max(orDefault(c.KeepAlivePeriod, DefaultKeepAlivePeriod), 0)
 	if keepAlive >= sc.idleTimeout {
 		errs = append(errs, fmt.Errorf("%s.KeepAlivePeriod (%s) must be shorter than MaxIdleTimeout (%s)", what, keepAlive, sc.idleTimeout))
 	}
@@ -221,10 +197,10 @@ func (c common) build(what string, server bool) (*sessionConfig, *quicgo.Config,
 		HandshakeIdleTimeout:           sc.handshakeTimeout,
 		MaxIdleTimeout:                 sc.idleTimeout,
 		KeepAlivePeriod:                keepAlive,
-		InitialStreamReceiveWindow:     orDefault(c.initStream, DefaultInitialStreamWindow),
-		MaxStreamReceiveWindow:         orDefault(c.maxStream, DefaultMaxStreamWindow),
-		InitialConnectionReceiveWindow: orDefault(c.initConn, DefaultInitialConnectionWindow),
-		MaxConnectionReceiveWindow:     orDefault(c.mx, DefaultMaxConnectionWindow),
+		InitialStreamReceiveWindow:     orDefault(c.InitialStreamReceiveWindow, DefaultInitialStreamWindow),
+		MaxStreamReceiveWindow:         orDefault(c.MaxStreamReceiveWindow, DefaultMaxStreamWindow),
+		InitialConnectionReceiveWindow: orDefault(c.InitialConnectionReceiveWindow, DefaultInitialConnectionWindow),
+		MaxConnectionReceiveWindow:     orDefault(c.MaxConnectionReceiveWindow, DefaultMaxConnectionWindow),
 		// The dialer opens the one bidirectional (control) stream; either
 		// side may open up to MaxLanes unidirectional lanes.
 		MaxIncomingStreams:    -1,

@@ -540,7 +540,7 @@ func TestMalformedFrameEndsSession(t *testing.T) {
 }
 
 func TestOptionsValidation(t *testing.T) {
-	_, err := NewDialer(DialerOptions{Lanes: 100, Codec: 9, KeepAlivePeriod: time.Minute})
+	_, err := NewDialer(DialerOptions{Session: Session{Lanes: 100, Codec: 9, KeepAlivePeriod: time.Minute}})
 	mustContain(t, err, "DialerOptions.TLS is nil", "Lanes (100) must be between 1 and 64", "unknown codec codec(9)", "KeepAlivePeriod (1m0s) must be shorter than MaxIdleTimeout (10s)")
 	_, err = Listen("127.0.0.1:0", ListenerOptions{TLS: &tls.Config{}})
 	mustContain(t, err, "ClientCAs is nil")
