@@ -9,7 +9,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/meridian-gw/meridian/internal/kread"
 	"github.com/meridian-gw/meridian/routing"
 )
 
@@ -51,31 +50,18 @@ type partMap struct {
 	next   int64
 }
 
+func newOffsetMap(leg string) *OffsetMap { return &OffsetMap{Leg: leg, parts: map[tp]*partMap{}} }
+
 // LoadOffsetMap reads the leg's offset map from the destination cluster.
 func LoadOffsetMap(ctx context.Context, dst []kgo.Opt, leg string) (*OffsetMap, error) {
-	m := &OffsetMap{Leg: leg, parts: map[tp]*partMap{}}
-	err := kread.Each(ctx, dst, []string{ProgressTopic}, func(r *kgo.Record) {
-		p, err := decodeProgress(r.Value)
-		if err != nil || p.Leg != leg || p.Kind != "" {
-			return
-		}
-		k := tp{p.Topic, p.Partition}
-		pm := m.parts[k]
-		if pm == nil {
-			pm = &partMap{}
-			m.parts[k] = pm
-		}
-		pm.dest = p.DestTopic
-		pm.ranges = append(pm.ranges, p.Ranges...)
-		pm.next = max(pm.next, p.Next)
-	})
+	st, err := loadState(ctx, dst, map[string]bool{leg: true})
 	if err != nil {
 		return nil, fmt.Errorf("offset map of %s: %w", leg, err)
 	}
-	for _, pm := range m.parts {
-		sort.Slice(pm.ranges, func(i, j int) bool { return pm.ranges[i][0] < pm.ranges[j][0] })
+	if m := st.maps[leg]; m != nil {
+		return m, nil
 	}
-	return m, nil
+	return newOffsetMap(leg), nil
 }
 
 // TranslateStatus says how exact a translation is.

@@ -124,6 +124,7 @@ func loadProgress(ctx context.Context, opts []kgo.Opt, legs map[string]bool) (ma
 type committedState struct {
 	progress map[string]map[tp]*Progress
 	fences   map[string]*Fence
+	maps     map[string]*OffsetMap // every committed range, per leg
 }
 
 // loadState reads the progress topic (see loadProgress).
@@ -137,7 +138,7 @@ func loadState(ctx context.Context, opts []kgo.Opt, legs map[string]bool) (*comm
 	if err != nil {
 		return nil, err
 	}
-	st := &committedState{progress: map[string]map[tp]*Progress{}, fences: map[string]*Fence{}}
+	st := &committedState{progress: map[string]map[tp]*Progress{}, fences: map[string]*Fence{}, maps: map[string]*OffsetMap{}}
 	out := st.progress
 	var bad int
 	err = kread.Each(ctx, opts, []string{ProgressTopic}, func(r *kgo.Record) {
@@ -170,8 +171,10 @@ func loadState(ctx context.Context, opts []kgo.Opt, legs map[string]bool) (*comm
 		if m == nil {
 			m = map[tp]*Progress{}
 			out[p.Leg] = m
+			st.maps[p.Leg] = newOffsetMap(p.Leg)
 		}
 		m[tp{p.Topic, p.Partition}] = p
+		st.maps[p.Leg].add(p)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", ProgressTopic, err)

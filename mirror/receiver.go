@@ -289,8 +289,8 @@ func (l *inLeg) openShards(ctx context.Context, opts []kgo.Opt) error {
 	all := st.progress
 	var omap *OffsetMap
 	if l.groups != nil {
-		if omap, err = LoadOffsetMap(ctx, opts, l.leg.ID); err != nil {
-			return err
+		if omap = st.maps[l.leg.ID]; omap == nil {
+			omap = newOffsetMap(l.leg.ID)
 		}
 	}
 	l.mu.Lock()
