@@ -37,6 +37,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./config/
 	$(GO) test -run '^$$' -fuzz FuzzReadFrame -fuzztime 20s -fuzzminimizetime 2s ./transport/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./chaos/profiles/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeProgress -fuzztime 20s ./mirror/
 
 clean:
 	rm -rf bin

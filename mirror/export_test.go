@@ -12,3 +12,12 @@ func SetFenceRecheckForTest(t *testing.T, d time.Duration) {
 	fenceRecheck = d
 	t.Cleanup(func() { fenceRecheck = old })
 }
+
+// SetOffsetMapTuningForTest sets how many ranges a progress record carries
+// before they are sealed into a segment, and how often sinks prune
+// segments, for the duration of a test.
+func SetOffsetMapTuningForTest(t *testing.T, tail int, prune time.Duration) {
+	oldTail, oldPrune := tailRanges, pruneEvery
+	tailRanges, pruneEvery = tail, prune
+	t.Cleanup(func() { tailRanges, pruneEvery = oldTail, oldPrune })
+}

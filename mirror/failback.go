@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"slices"
 	"context"
 	"fmt"
 	"sort"
@@ -138,10 +139,10 @@ func Failback(ctx context.Context, o FailbackOptions) (*FailbackReport, error) {
 	parts := map[string]destPart{}
 	omap.mu.RLock()
 	for k, pm := range omap.parts {
-		if len(pm.ranges) == 0 {
+		last, ok := pm.ranges.last()
+		if !ok {
 			continue
 		}
-		last := pm.ranges[len(pm.ranges)-1]
 		end := last[1] + last[2]
 		id := pm.dest + "/" + strconv.Itoa(int(k.Partition))
 		if c, ok := copied[id]; ok && c+1 > end {
@@ -231,9 +232,11 @@ func Failback(ctx context.Context, o FailbackOptions) (*FailbackReport, error) {
 		if p == nil || x.Offset <= p.Next {
 			return
 		}
-		np := &Progress{V: 1, Leg: leg.ID, Topic: k.Topic, Partition: k.Partition, DestTopic: p.DestTopic,
+		// The ranges since the last sealed segment stay in the progress
+		// record (the topic is compacted), followed by the copies'.
+		np := &Progress{V: progressVersion, Leg: leg.ID, Topic: k.Topic, Partition: k.Partition, DestTopic: p.DestTopic,
 			Next: x.Offset, HWM: x.Offset, LastTS: p.LastTS, Epoch: rep.Epoch, At: time.Now().UnixMilli(),
-			Ranges: copyRanges[k]}
+			Ranges: slices.Concat(p.Ranges, copyRanges[k]), Seg: p.Seg}
 		key := progressKey(leg.ID, k)
 		moved = append(moved, &kgo.Record{Topic: ProgressTopic, Partition: hashPartition(key, nparts), Key: key, Value: encodeProgress(np)})
 	})
@@ -359,13 +362,11 @@ func (m *OffsetMap) TranslateBack(topic string, partition int32, dst int64) Tran
 	defer m.mu.RUnlock()
 	t := Translation{Topic: topic, Partition: partition, Source: dst}
 	pm := m.parts[tp{topic, partition}]
-	if pm == nil || len(pm.ranges) == 0 {
+	if pm == nil || pm.ranges.len() == 0 {
 		t.Status, t.Dest = Unmapped, -1
 		return t
 	}
-	i := sort.Search(len(pm.ranges), func(i int) bool { return pm.ranges[i][1]+pm.ranges[i][2] > dst })
-	if i < len(pm.ranges) {
-		r := pm.ranges[i]
+	if r, ok := pm.ranges.search(1, dst); ok {
 		if dst >= r[1] {
 			t.Dest = r[0] + (dst - r[1])
 		} else {
@@ -374,7 +375,7 @@ func (m *OffsetMap) TranslateBack(topic string, partition int32, dst int64) Tran
 		t.Status = Exact
 		return t
 	}
-	last := pm.ranges[len(pm.ranges)-1]
+	last, _ := pm.ranges.last()
 	t.Dest, t.Status = last[0]+last[2], Ahead
 	return t
 }

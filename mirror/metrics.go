@@ -21,6 +21,7 @@ type metrics struct {
 	sessions     *prometheus.GaugeVec   // peer, role
 	sessionFails *prometheus.CounterVec // peer, role
 	groupCommits *prometheus.CounterVec // leg
+	segments     *prometheus.CounterVec // leg, event (sealed, pruned)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -64,10 +65,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		groupCommits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_group_offset_commits_total", Help: "Translated consumer group offset commits at the destination.",
 		}, []string{"leg"}),
+		segments: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_offset_map_segments_total", Help: "Offset-map segments sealed into the progress topic, and pruned once retention deleted their destination records.",
+		}, []string{"leg", "event"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns,
-			m.deadLetters, m.resumes, m.dropped, m.rtt, m.sessions, m.sessionFails, m.groupCommits)
+			m.deadLetters, m.resumes, m.dropped, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments)
 	}
 	return m
 }

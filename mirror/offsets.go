@@ -25,29 +25,57 @@ type OffsetMap struct {
 	parts map[tp]*partMap
 }
 
-// add records a committed progress record.
+// add records a committed progress record: its ranges after the end of
+// the map.
 func (m *OffsetMap) add(p *Progress) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	k := tp{p.Topic, p.Partition}
+	pm := m.part(tp{p.Topic, p.Partition}, p.DestTopic)
+	pm.ranges.add(p.Ranges)
+	pm.next = max(pm.next, p.Next)
+}
+
+func (m *OffsetMap) part(k tp, dest string) *partMap {
 	pm := m.parts[k]
 	if pm == nil {
-		pm = &partMap{}
+		pm = &partMap{ranges: &rangeSet{}}
 		m.parts[k] = pm
 	}
-	pm.dest = p.DestTopic
-	n := len(pm.ranges)
-	pm.ranges = append(pm.ranges, p.Ranges...)
-	if n > 0 && len(p.Ranges) > 0 && p.Ranges[0][0] < pm.ranges[n-1][0] {
-		sort.Slice(pm.ranges, func(i, j int) bool { return pm.ranges[i][0] < pm.ranges[j][0] })
+	if dest != "" {
+		pm.dest = dest
 	}
-	pm.next = max(pm.next, p.Next)
+	return pm
 }
 
 type partMap struct {
 	dest   string
-	ranges [][3]int64 // [src, dst, n], sorted by src, not overlapping
+	ranges *rangeSet
 	next   int64
+}
+
+// Stats says how big the map is: partitions, ranges, and an estimate of the
+// memory they take.
+func (m *OffsetMap) Stats() (partitions, ranges, bytes int) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, pm := range m.parts {
+		partitions++
+		ranges += pm.ranges.len()
+		bytes += pm.ranges.memBytes()
+	}
+	return
+}
+
+// prune drops the map's ranges whose destination records are all before
+// logStart, the destination partition's first offset: retention deleted
+// them, and no consumer can be moved there.
+func (m *OffsetMap) prune(k tp, logStart int64) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if pm := m.parts[k]; pm != nil {
+		return pm.ranges.pruneBelowDest(logStart)
+	}
+	return 0
 }
 
 func newOffsetMap(leg string) *OffsetMap { return &OffsetMap{Leg: leg, parts: map[tp]*partMap{}} }
@@ -104,7 +132,7 @@ func (m *OffsetMap) Translate(topic string, partition int32, src int64) Translat
 	defer m.mu.RUnlock()
 	t := Translation{Topic: topic, Partition: partition, Source: src}
 	pm := m.parts[tp{topic, partition}]
-	if pm == nil || len(pm.ranges) == 0 {
+	if pm == nil || pm.ranges.len() == 0 {
 		t.Status, t.Dest = Unmapped, -1
 		if pm != nil {
 			t.DestTopic, t.Mirrored = pm.dest, pm.next
@@ -113,9 +141,7 @@ func (m *OffsetMap) Translate(topic string, partition int32, src int64) Translat
 	}
 	t.DestTopic, t.Mirrored = pm.dest, pm.next
 	// The first range that ends after src.
-	i := sort.Search(len(pm.ranges), func(i int) bool { return pm.ranges[i][0]+pm.ranges[i][2] > src })
-	if i < len(pm.ranges) {
-		r := pm.ranges[i]
+	if r, ok := pm.ranges.search(0, src); ok {
 		if src >= r[0] {
 			t.Dest = r[1] + (src - r[0]) // inside a range: the same record
 		} else {
@@ -124,7 +150,7 @@ func (m *OffsetMap) Translate(topic string, partition int32, src int64) Translat
 		t.Status = Exact
 		return t
 	}
-	last := pm.ranges[len(pm.ranges)-1]
+	last, _ := pm.ranges.last()
 	t.Dest = last[1] + last[2] // after the last mirrored record
 	switch {
 	case src <= pm.next:

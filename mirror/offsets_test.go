@@ -2,6 +2,7 @@ package mirror_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -233,5 +234,144 @@ func TestOffsetTranslationAcrossCompactedSourceGaps(t *testing.T) {
 	checkExact(t, f.waitMirrored(t, visible, 30*time.Second), visible)
 	if gaps := checkTranslationExact(t, f, "t.state"); gaps == 0 {
 		t.Fatal("no offset fell in a compaction gap")
+	}
+}
+
+// progressRecords counts the records of the progress topic by kind
+// ("progress", "segment", "tombstone", "fence").
+func progressRecords(t *testing.T, dst []kgo.Opt) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := kread.Each(ctx, dst, []string{mirror.ProgressTopic}, func(r *kgo.Record) {
+		if r.Value == nil {
+			out["tombstone"]++
+			return
+		}
+		var v struct{ Kind string }
+		if err := json.Unmarshal(r.Value, &v); err != nil {
+			t.Errorf("progress record at %d/%d: %v", r.Partition, r.Offset, err)
+		}
+		if v.Kind == "" {
+			v.Kind = "progress"
+		}
+		out[v.Kind]++
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestOffsetMapSurvivesCompactionAndPrunesToRetention mirrors in many small
+// transactions, so every partition's offset map seals segments; compacts the
+// progress topic (only the latest record per key survives) and checks that
+// translation is still exact for every source offset; then deletes the head
+// of a destination partition, as retention would, and checks that the
+// segments covering it are tombstoned and dropped while every remaining
+// destination record still translates exactly.
+func ptr[T any](v T) *T { return &v }
+
+func TestOffsetMapSurvivesCompactionAndPrunesToRetention(t *testing.T) {
+	mirror.SetOffsetMapTuningForTest(t, 4, 300*time.Millisecond)
+	f := newFixture(t, nil, 1)
+	ctx := context.Background()
+	src := []kgo.Opt{kgo.SeedBrokers(f.src.ListenAddrs()...)}
+	dst := []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}
+	// The test records carry 2023 timestamps: keep them from time-based
+	// retention, which kfake applies when it compacts.
+	scl, err := kgo.NewClient(src...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer scl.Close()
+	if _, err := kadm.NewClient(scl).CreateTopic(ctx, 2, 1, map[string]*string{"retention.ms": ptr("-1")}, "t.log"); err != nil {
+		t.Fatal(err)
+	}
+	f.topics = []string{"t.log"}
+	f.gateway(t, "gw", 0)
+	f.gateway(t, "ge", 0)
+	produced := 0
+	round := func(n int) {
+		for i := 0; i < n; i++ {
+			f.produce(t, 6, produced)
+			produced += 6
+			f.waitMirrored(t, int64(produced), 30*time.Second) // one or more transactions per round
+		}
+	}
+	round(30)
+	checkExact(t, f.waitMirrored(t, int64(produced), 30*time.Second), int64(produced))
+
+	checkTranslationExact(t, f, "t.log")
+	before := progressRecords(t, dst)
+	if before["segment"] < 4 {
+		t.Fatalf("progress topic %v: want several sealed segments", before)
+	}
+	f.dst.Compact()
+	after := progressRecords(t, dst)
+	t.Logf("progress topic before compaction %v, after %v", before, after)
+	if after["progress"] != 2 || after["segment"] != before["segment"] {
+		t.Errorf("after compaction %v: want one progress record per partition (2) and every segment (%d)", after, before["segment"])
+	}
+	checkTranslationExact(t, f, "t.log")
+
+	// Retention deletes the first half of partition 0 at the destination.
+	dp := readPartitions(t, dst, "t.log")
+	cut := dp[0][len(dp[0])/2].off
+	cl, err := kgo.NewClient(dst...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	del := kadm.Offsets{}
+	del.Add(kadm.Offset{Topic: "t.log", Partition: 0, At: cut})
+	if _, err := kadm.NewClient(cl).DeleteRecords(ctx, del); err != nil {
+		t.Fatal(err)
+	}
+	full, err := mirror.LoadOffsetMap(ctx, dst, "r:west/kafka")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rangesBefore, _ := full.Stats()
+	// The sinks prune at their next transactions.
+	deadline := time.Now().Add(30 * time.Second)
+	for progressRecords(t, dst)["tombstone"] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no segment was tombstoned after the destination's head was deleted")
+		}
+		// More transactions, which prune (the destination now misses the
+		// deleted records, so a read-back count cannot tell when they land).
+		f.produce(t, 6, produced)
+		produced += 6
+		time.Sleep(350 * time.Millisecond)
+	}
+	f.dst.Compact()
+	pruned, err := mirror.LoadOffsetMap(ctx, dst, "r:west/kafka")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, rangesAfter, bytes := pruned.Stats()
+	t.Logf("offset map: %d ranges before pruning, %d after (%d partitions, about %d bytes)", rangesBefore, rangesAfter, parts, bytes)
+	if rangesAfter >= rangesBefore {
+		t.Errorf("pruning kept %d ranges of %d", rangesAfter, rangesBefore)
+	}
+	// Every record left at the destination is still the exact translation
+	// of its source record.
+	sp := readPartitions(t, src, "t.log")
+	dp = readPartitions(t, dst, "t.log")
+	for p, drecs := range dp {
+		bySrc := map[uint64]int64{}
+		for _, r := range sp[p] {
+			bySrc[r.fp] = r.off
+		}
+		for _, r := range drecs {
+			so, ok := bySrc[r.fp]
+			if !ok {
+				t.Fatalf("p%d: destination record %d has no source record", p, r.off)
+			}
+			if tr := pruned.Translate("t.log", p, so); tr.Status != mirror.Exact || tr.Dest != r.off {
+				t.Fatalf("p%d: source offset %d translates to %d (%s), want %d", p, so, tr.Dest, tr.Status, r.off)
+			}
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strconv"
 	"time"
 
@@ -32,22 +33,56 @@ func (t tp) String() string { return t.Topic + "/" + strconv.Itoa(int(t.Partitio
 // Progress is one progress record: after this transaction, the source
 // partition (Topic, Partition) of Leg is mirrored up to Next (exclusive).
 //
-// Ranges is the exact offset map of the records the transaction wrote:
-// each entry [src, dst, n] says source offsets src..src+n-1 were written to
-// destination offsets dst..dst+n-1 of DestTopic, same partition.
+// Ranges is the exact offset map of the partition since its last sealed
+// segment: each entry [src, dst, n] says source offsets src..src+n-1 were
+// written to destination offsets dst..dst+n-1 of DestTopic, same partition.
+// Seg is the number of the next segment to seal.
+//
+// # Compaction
+//
+// ProgressTopic is compacted, so only the latest progress record per leg
+// and partition survives. The offset map must not shrink with it: once
+// Ranges would hold more than tailRanges entries, the transaction that
+// grows it also writes them as a segment (Kind "segment", its own key with
+// the segment number, its ranges in Ranges) and the progress record starts
+// again from none. A partition's map is then its live segments plus the
+// latest progress record. Segments whose destination records retention has
+// deleted are tombstoned (see sink.prune), which keeps the topic, and a
+// receiver's start-up read of it, in proportion to the destination's
+// retention.
 type Progress struct {
-	V         int        `json:"v"`              // format version, 1
-	Kind      string     `json:"kind,omitempty"` // "" for progress; "fence" for a Fence
-	Leg       string     `json:"leg"`
-	Topic     string     `json:"topic"`
-	Partition int32      `json:"partition"`
-	DestTopic string     `json:"dest_topic"`
-	Next      int64      `json:"next"`
-	HWM       int64      `json:"hwm"`     // source high watermark when read
-	LastTS    int64      `json:"last_ts"` // timestamp (ms) of the last record mirrored
-	Epoch     uint64     `json:"epoch"`
-	Ranges    [][3]int64 `json:"ranges"`
-	At        int64      `json:"at"` // commit time, Unix ms
+	V         int    `json:"v"`              // format version, 2
+	Kind      string `json:"kind,omitempty"` // "" for progress; "segment"; "fence" for a Fence
+	Leg       string `json:"leg"`
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	DestTopic string `json:"dest_topic"`
+	Next      int64  `json:"next"`
+	HWM       int64  `json:"hwm"`     // source high watermark when read
+	LastTS    int64  `json:"last_ts"` // timestamp (ms) of the last record mirrored
+	Epoch     uint64 `json:"epoch"`
+	Ranges    Ranges `json:"ranges"`
+	Seg       int64  `json:"seg,omitempty"`
+	At        int64  `json:"at"` // commit time, Unix ms
+}
+
+const (
+	progressVersion = 2
+	kindSegment     = "segment"
+)
+
+// tailRanges is how many ranges a progress record carries before they are
+// sealed into a segment: about 0.5 KiB packed.
+var tailRanges = 128
+
+func segmentKey(leg string, t tp, seg int64) []byte {
+	return []byte(leg + "\x00" + t.Topic + "\x00" + strconv.Itoa(int(t.Partition)) + "\x00seg\x00" + strconv.FormatInt(seg, 10))
+}
+
+// segRef is a live segment of a partition's offset map.
+type segRef struct {
+	seg    int64
+	dstEnd int64 // destination offset after its last range
 }
 
 func progressKey(leg string, t tp) []byte {
@@ -64,7 +99,8 @@ func decodeProgress(b []byte) (*Progress, error) {
 	if err := json.Unmarshal(b, &p); err != nil {
 		return nil, fmt.Errorf("decode progress: %w", err)
 	}
-	if p.V != 1 {
+	if p.Kind != kindFence && p.V != progressVersion { // fences have their own versions
+
 		return nil, fmt.Errorf("decode progress: unknown format version %d", p.V)
 	}
 	return &p, nil
@@ -86,7 +122,7 @@ func ensureProgressTopic(ctx context.Context, adm *kadm.Client) (int32, error) {
 			return 0, fmt.Errorf("%s: created but not visible in metadata", ProgressTopic)
 		}
 		if !created {
-			resp, err := adm.CreateTopic(ctx, progressPartitions, -1, map[string]*string{"retention.ms": ptr("-1")}, ProgressTopic)
+			resp, err := adm.CreateTopic(ctx, progressPartitions, -1, progressTopicConfigs, ProgressTopic)
 			if err == nil {
 				err = resp.Err
 			}
@@ -102,6 +138,10 @@ func ensureProgressTopic(ctx context.Context, adm *kadm.Client) (int32, error) {
 		}
 	}
 }
+
+// progressTopicConfigs keep the latest record per key forever: progress,
+// offset-map segments until tombstoned, fences.
+var progressTopicConfigs = map[string]*string{"cleanup.policy": ptr("compact"), "retention.ms": ptr("-1")}
 
 func ptr[T any](v T) *T { return &v }
 
@@ -120,11 +160,12 @@ func loadProgress(ctx context.Context, opts []kgo.Opt, legs map[string]bool) (ma
 }
 
 // committedState is what the progress topic holds for some legs: the latest
-// progress per partition and the latest fence.
+// progress per partition, the latest fence, and the offset maps.
 type committedState struct {
 	progress map[string]map[tp]*Progress
 	fences   map[string]*Fence
-	maps     map[string]*OffsetMap // every committed range, per leg
+	maps     map[string]*OffsetMap      // every committed range, per leg
+	segs     map[string]map[tp][]segRef // live segments, per leg, in order
 }
 
 // loadState reads the progress topic (see loadProgress).
@@ -138,10 +179,15 @@ func loadState(ctx context.Context, opts []kgo.Opt, legs map[string]bool) (*comm
 	if err != nil {
 		return nil, err
 	}
-	st := &committedState{progress: map[string]map[tp]*Progress{}, fences: map[string]*Fence{}, maps: map[string]*OffsetMap{}}
-	out := st.progress
+	st := &committedState{progress: map[string]map[tp]*Progress{}, fences: map[string]*Fence{},
+		maps: map[string]*OffsetMap{}, segs: map[string]map[tp][]segRef{}}
+	segments := map[string]*Progress{} // by key; tombstones delete
 	var bad int
 	err = kread.Each(ctx, opts, []string{ProgressTopic}, func(r *kgo.Record) {
+		if r.Value == nil { // a tombstone: its segment's records are gone
+			delete(segments, string(r.Key))
+			return
+		}
 		p, err := decodeProgress(r.Value)
 		if err != nil {
 			bad++
@@ -150,7 +196,8 @@ func loadState(ctx context.Context, opts []kgo.Opt, legs map[string]bool) (*comm
 		if len(legs) > 0 && !legs[p.Leg] {
 			return
 		}
-		if p.Kind == kindFence {
+		switch p.Kind {
+		case kindFence:
 			f, err := decodeFence(r.Value)
 			if err != nil {
 				bad++
@@ -161,26 +208,63 @@ func loadState(ctx context.Context, opts []kgo.Opt, legs map[string]bool) (*comm
 			} else {
 				st.fences[f.Leg] = f
 			}
-			return
-		}
-		if p.Kind != "" {
+		case kindSegment:
+			segments[string(r.Key)] = p
+		case "":
+			m := st.progress[p.Leg]
+			if m == nil {
+				m = map[tp]*Progress{}
+				st.progress[p.Leg] = m
+			}
+			m[tp{p.Topic, p.Partition}] = p
+		default:
 			bad++
-			return
 		}
-		m := out[p.Leg]
-		if m == nil {
-			m = map[tp]*Progress{}
-			out[p.Leg] = m
-			st.maps[p.Leg] = newOffsetMap(p.Leg)
-		}
-		m[tp{p.Topic, p.Partition}] = p
-		st.maps[p.Leg].add(p)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", ProgressTopic, err)
 	}
 	if bad > 0 {
 		return nil, fmt.Errorf("read %s: %d records are not meridian progress records (written by a newer version, or by something else?)", ProgressTopic, bad)
+	}
+	// The offset maps: live segments, then each partition's latest tail.
+	ranges := map[string]map[tp][]offRange{}
+	addRanges := func(p *Progress) {
+		if ranges[p.Leg] == nil {
+			ranges[p.Leg] = map[tp][]offRange{}
+			st.maps[p.Leg] = newOffsetMap(p.Leg)
+		}
+		k := tp{p.Topic, p.Partition}
+		ranges[p.Leg][k] = append(ranges[p.Leg][k], p.Ranges...)
+		pm := st.maps[p.Leg].part(k, p.DestTopic)
+		pm.next = max(pm.next, p.Next)
+	}
+	for _, p := range segments {
+		addRanges(p)
+		if len(p.Ranges) == 0 {
+			continue
+		}
+		if st.segs[p.Leg] == nil {
+			st.segs[p.Leg] = map[tp][]segRef{}
+		}
+		k := tp{p.Topic, p.Partition}
+		last := p.Ranges[len(p.Ranges)-1]
+		st.segs[p.Leg][k] = append(st.segs[p.Leg][k], segRef{seg: p.Seg, dstEnd: last[1] + last[2]})
+	}
+	for _, m := range st.progress {
+		for _, p := range m {
+			addRanges(p)
+		}
+	}
+	for leg, byTP := range ranges {
+		for k, rs := range byTP {
+			st.maps[leg].parts[k].ranges = buildRangeSet(rs)
+		}
+	}
+	for _, byTP := range st.segs {
+		for _, refs := range byTP {
+			sort.Slice(refs, func(i, j int) bool { return refs[i].seg < refs[j].seg })
+		}
 	}
 	return st, nil
 }

@@ -301,10 +301,16 @@ func (l *inLeg) openShards(ctx context.Context, opts []kgo.Opt) error {
 	}
 	for _, sh := range todo {
 		sh.sink.committed = map[tp]*Progress{}
+		sh.sink.segs = map[tp][]segRef{}
 	}
 	for k, p := range all[l.leg.ID] {
 		if sh := l.shardOf(k.Topic, k.Partition); !sh.ready {
 			sh.sink.committed[k] = p
+		}
+	}
+	for k, refs := range st.segs[l.leg.ID] {
+		if sh := l.shardOf(k.Topic, k.Partition); !sh.ready {
+			sh.sink.segs[k] = refs
 		}
 	}
 	for _, sh := range todo {
@@ -384,8 +390,14 @@ func (l *inLeg) runShard(ctx context.Context, sh *shard) {
 			l.stats.setErr(nil)
 			l.stats.committedTxn(res, batches, sh.sink.committed)
 			if m := l.offsetMap(); m != nil {
+				for _, p := range res.segments {
+					m.add(p)
+				}
 				for _, p := range res.progress {
 					m.add(p)
+				}
+				for k, start := range res.pruned {
+					m.prune(k, start)
 				}
 			}
 			l.e.m.records.WithLabelValues(l.leg.ID, "in").Add(float64(res.records))

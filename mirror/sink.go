@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"slices"
 	"context"
 	"errors"
 	"fmt"
@@ -59,6 +60,10 @@ type sink struct {
 	// poison holds source records the destination refused, by partition and
 	// offset, with the reason; the next attempt dead-letters them.
 	poison map[tp]map[int64]string
+	// segs are the live offset-map segments of the shard's partitions, in
+	// order; lastPrune is when prune last looked at them.
+	segs      map[tp][]segRef
+	lastPrune time.Time
 
 	// Arrays reused by write from one transaction to the next.
 	slab []kgo.Record
@@ -125,6 +130,8 @@ type pending struct {
 type txnResult struct {
 	records, rawBytes, deadLetters int
 	progress                       []*Progress // committed, one per partition written
+	segments                       []*Progress // offset-map segments sealed
+	pruned                         map[tp]int64 // partitions pruned, with their destination log start
 }
 
 // write commits batches, which must be in order per partition and must
@@ -240,7 +247,7 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 		k := tp{b.Topic, b.Partition}
 		a := accs[k]
 		if a == nil {
-			a = &acc{p: &Progress{V: 1, Leg: s.leg.ID, Topic: b.Topic, Partition: b.Partition, DestTopic: topics[b.Topic].name}}
+			a = &acc{p: &Progress{V: progressVersion, Leg: s.leg.ID, Topic: b.Topic, Partition: b.Partition, DestTopic: topics[b.Topic].name}}
 			accs[k] = a
 			order = append(order, k)
 		}
@@ -263,7 +270,7 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 	for _, b := range batches {
 		a := accs[tp{b.Topic, b.Partition}]
 		if a == nil {
-			a = &acc{p: &Progress{V: 1, Leg: s.leg.ID, Topic: b.Topic, Partition: b.Partition, DestTopic: topics[b.Topic].name}}
+			a = &acc{p: &Progress{V: progressVersion, Leg: s.leg.ID, Topic: b.Topic, Partition: b.Partition, DestTopic: topics[b.Topic].name}}
 			accs[tp{b.Topic, b.Partition}] = a
 			order = append(order, tp{b.Topic, b.Partition})
 		}
@@ -273,17 +280,32 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 		a.p.HWM = b.HighWatermark
 	}
 	now := time.Now().UnixMilli()
+	var sealed []segRef
 	for _, k := range order {
 		p := accs[k].p
 		p.At = now
-		if p.LastTS == 0 {
-			if prev := s.committed[k]; prev != nil {
+		prev := s.committed[k]
+		if prev != nil {
+			if p.LastTS == 0 {
 				p.LastTS = prev.LastTS
 			}
+			// The progress record carries every range since the last
+			// sealed segment (ProgressTopic is compacted); past
+			// tailRanges they are sealed into the next segment.
+			p.Ranges, p.Seg = slices.Concat(prev.Ranges, p.Ranges), prev.Seg
 		}
-		key := progressKey(s.leg.ID, k)
-		s.cl.Produce(ctx, &kgo.Record{Topic: ProgressTopic, Partition: hashPartition(key, s.progressParts), Key: key, Value: encodeProgress(p)}, perr.promise(nil))
+		if len(p.Ranges) > tailRanges {
+			seg := &Progress{V: progressVersion, Kind: kindSegment, Leg: s.leg.ID, Topic: k.Topic, Partition: k.Partition,
+				DestTopic: p.DestTopic, Next: p.Next, Seg: p.Seg, Ranges: p.Ranges, At: now}
+			s.produceProgress(ctx, segmentKey(s.leg.ID, k, seg.Seg), encodeProgress(seg), &perr)
+			res.segments = append(res.segments, seg)
+			last := seg.Ranges[len(seg.Ranges)-1]
+			sealed = append(sealed, segRef{seg: seg.Seg, dstEnd: last[1] + last[2]})
+			p.Ranges, p.Seg = nil, p.Seg+1
+		}
+		s.produceProgress(ctx, progressKey(s.leg.ID, k), encodeProgress(p), &perr)
 	}
+	pruned := s.prune(ctx, &perr)
 	if err := s.cl.Flush(ctx); err != nil {
 		return res, fmt.Errorf("flush progress: %w", err)
 	}
@@ -298,6 +320,8 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 		"build", tBuilt.Sub(t0), "data", tData.Sub(tBuilt), "progress", tProg.Sub(tData), "commit", time.Since(tProg))
 	committed = true
 	s.m.txns.WithLabelValues(s.leg.ID, "commit").Inc()
+	s.segsCommitted(sealed, res.segments, pruned)
+	res.pruned = pruned
 	for _, k := range order {
 		s.committed[k] = accs[k].p
 		res.progress = append(res.progress, accs[k].p)
@@ -392,6 +416,82 @@ func recordSize(r *transport.Record) int {
 		n += len(h.Key) + len(h.Value)
 	}
 	return n
+}
+
+// pruneEvery is how often a sink looks for offset-map segments that
+// retention at the destination has made useless.
+var pruneEvery = 5 * time.Minute
+
+// prune tombstones, in the open transaction, the live segments whose
+// destination records retention has deleted, at most every pruneEvery. It
+// returns the destination log start of each partition it pruned.
+func (s *sink) prune(ctx context.Context, perr *produceErr) map[tp]int64 {
+	if time.Since(s.lastPrune) < pruneEvery || len(s.segs) == 0 {
+		return nil
+	}
+	s.lastPrune = time.Now()
+	dest := map[string]tp{} // destination topic → a source partition of it
+	var topics []string
+	for k := range s.segs {
+		if p := s.committed[k]; p != nil {
+			if _, ok := dest[p.DestTopic]; !ok {
+				topics = append(topics, p.DestTopic)
+			}
+			dest[p.DestTopic] = k
+		}
+	}
+	starts, err := kadm.NewClient(s.cl).ListStartOffsets(ctx, topics...)
+	if err != nil {
+		s.log.Debug("offset-map pruning: list start offsets", "leg", s.leg.ID, "err", err)
+		return nil
+	}
+	var pruned map[tp]int64
+	for k, refs := range s.segs {
+		p := s.committed[k]
+		if p == nil {
+			continue
+		}
+		o, ok := starts.Lookup(p.DestTopic, k.Partition)
+		if !ok || o.Err != nil {
+			continue
+		}
+		for _, r := range refs {
+			if r.dstEnd > o.Offset {
+				break
+			}
+			s.produceProgress(ctx, segmentKey(s.leg.ID, k, r.seg), nil, perr)
+			if pruned == nil {
+				pruned = map[tp]int64{}
+			}
+			pruned[k] = o.Offset
+		}
+	}
+	return pruned
+}
+
+// segsCommitted updates the live segments after a commit.
+func (s *sink) segsCommitted(sealed []segRef, segs []*Progress, pruned map[tp]int64) {
+	if s.segs == nil {
+		s.segs = map[tp][]segRef{}
+	}
+	for k, start := range pruned {
+		refs := s.segs[k]
+		i := 0
+		for i < len(refs) && refs[i].dstEnd <= start {
+			i++
+		}
+		s.segs[k] = refs[i:]
+		s.m.segments.WithLabelValues(s.leg.ID, "pruned").Add(float64(i))
+	}
+	for i, ref := range sealed {
+		k := tp{segs[i].Topic, segs[i].Partition}
+		s.segs[k] = append(s.segs[k], ref)
+		s.m.segments.WithLabelValues(s.leg.ID, "sealed").Inc()
+	}
+}
+
+func (s *sink) produceProgress(ctx context.Context, key, value []byte, perr *produceErr) {
+	s.cl.Produce(ctx, &kgo.Record{Topic: ProgressTopic, Partition: hashPartition(key, s.progressParts), Key: key, Value: value}, perr.promise(nil))
 }
 
 func hashPartition(key []byte, n int32) int32 {
