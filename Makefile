@@ -26,7 +26,8 @@ demo: build
 bench: build
 	./$(BIN) bench mirror --records 1000000 --runs 4 --compression s2
 	./$(BIN) bench mirror --records 1000000 --runs 4 --compression zstd
-	$(GO) test -run '^$$' -bench . -benchtime 2x ./transport/... 
+	$(GO) test -run '^$$' -bench . -benchtime 2x ./transport/...
+	$(GO) test -run '^$$' -bench GroupSyncLag -benchtime 1x ./mirror/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -44,7 +44,7 @@ func (f *fixture) engine(name string) *mirror.Engine {
 	return f.engines[name]
 }
 
-func newFixture(t *testing.T, topics []string, parts int32) *fixture {
+func newFixture(t testing.TB, topics []string, parts int32) *fixture {
 	t.Helper()
 	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(parts, topics...))
 	if err != nil {
@@ -75,7 +75,7 @@ func newFixture(t *testing.T, topics []string, parts int32) *fixture {
 	return &fixture{src: src, dst: dst, topo: topo, net: transporttest.NewNetwork(), topics: topics}
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("MERIDIAN_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -83,7 +83,7 @@ func testLogger(t *testing.T) *slog.Logger {
 }
 
 // gateway runs one engine until stop is called; stop waits for Run to return.
-func (f *fixture) gateway(t *testing.T, name string, window int64) (stop func()) {
+func (f *fixture) gateway(t testing.TB, name string, window int64) (stop func()) {
 	t.Helper()
 	table, err := routing.Compile(f.topo, name)
 	if err != nil {
