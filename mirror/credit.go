@@ -3,11 +3,21 @@ package mirror
 import (
 	"context"
 	"sync"
+	"time"
 )
 
-// credit is the sender's flow-control window for one session: at most window
-// raw batch bytes may be sent and not yet acknowledged. One batch larger than
-// the whole window may go when nothing else is in flight.
+// credit schedules the batches of one session. It is
+//
+//   - the flow-control window: at most window raw batch bytes may be sent and
+//     not yet acknowledged (one batch larger than the whole window may go
+//     when nothing else is in flight);
+//   - the link's rate cap, if any: a token bucket charged with each batch's
+//     wire bytes once it is sent, which a batch waits on until it is out of
+//     debt; and
+//   - route priority: a batch waits while a batch of a higher-priority route
+//     waits, and routes below the session's highest priority may fill only
+//     half of the window, so a high-priority batch never queues behind a
+//     low-priority backlog (the backlog stays in the source cluster).
 type credit struct {
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced on every release
@@ -15,6 +25,14 @@ type credit struct {
 	inflight int64
 	next     uint64
 	seqs     map[uint64]creditEntry
+
+	top     int         // highest priority of the session's legs
+	waiting map[int]int // waiters by priority
+
+	rate   float64 // wire bytes per second; 0: no cap
+	burst  float64
+	tokens float64 // may go negative: debt
+	filled time.Time
 }
 
 type creditEntry struct {
@@ -22,15 +40,47 @@ type creditEntry struct {
 	size int64
 }
 
-func newCredit(window int64) *credit {
-	return &credit{changed: make(chan struct{}), window: window, next: 1, seqs: map[uint64]creditEntry{}}
+// newCredit returns a session's scheduler: window bytes in flight, top the
+// highest route priority among its legs, rateBits the link's cap in bit/s
+// (0: none).
+func newCredit(window int64, top int, rateBits int64) *credit {
+	c := &credit{changed: make(chan struct{}), window: window, next: 1, seqs: map[uint64]creditEntry{},
+		top: top, waiting: map[int]int{}}
+	if rateBits > 0 {
+		c.rate = float64(rateBits) / 8
+		// A burst of 50 ms at the rate, at least 64 KiB: smooth enough for
+		// the link's queue, coarse enough for whole batches.
+		c.burst = max(c.rate/20, 64<<10)
+		c.tokens, c.filled = c.burst, time.Now()
+	}
+	return c
 }
 
-// acquire waits for room for size bytes and returns the batch's sequence.
-func (c *credit) acquire(ctx context.Context, leg string, size int64) (uint64, error) {
+// acquire waits for room for a batch of size raw bytes of a route of the
+// given priority, and returns the batch's sequence.
+func (c *credit) acquire(ctx context.Context, leg string, prio int, size int64) (uint64, error) {
+	c.mu.Lock()
+	c.waiting[prio]++
+	c.releaseLocked() // lower priorities re-check
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		if c.waiting[prio]--; c.waiting[prio] == 0 {
+			delete(c.waiting, prio)
+		}
+		c.releaseLocked()
+		c.mu.Unlock()
+	}()
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		c.mu.Lock()
-		if c.inflight == 0 || c.inflight+size <= c.window {
+		wait := c.blockedLocked(prio, size)
+		if wait == 0 {
 			seq := c.next
 			c.next++
 			c.inflight += size
@@ -40,12 +90,58 @@ func (c *credit) acquire(ctx context.Context, leg string, size int64) (uint64, e
 		}
 		ch := c.changed
 		c.mu.Unlock()
+		var tick <-chan time.Time
+		if wait > 0 { // out of tokens: the bucket refills in wait
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			tick = timer.C
+		}
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		case <-ch:
+		case <-tick:
 		}
 	}
+}
+
+// blockedLocked says whether a batch may go: 0 if so, -1 to wait for a
+// change, or how long until the rate cap allows it.
+func (c *credit) blockedLocked(prio int, size int64) time.Duration {
+	for p := range c.waiting {
+		if p > prio {
+			return -1
+		}
+	}
+	limit := c.window
+	if prio < c.top {
+		limit = c.window / 2
+	}
+	if c.inflight > 0 && c.inflight+size > limit {
+		return -1
+	}
+	if c.rate > 0 {
+		now := time.Now()
+		c.tokens = min(c.burst, c.tokens+now.Sub(c.filled).Seconds()*c.rate)
+		c.filled = now
+		if c.tokens < 0 {
+			return time.Duration(-c.tokens/c.rate*float64(time.Second)) + time.Millisecond
+		}
+	}
+	return 0
+}
+
+// charge takes a sent batch's wire bytes from the rate cap's bucket.
+func (c *credit) charge(wire int) {
+	if c.rate == 0 {
+		return
+	}
+	c.mu.Lock()
+	c.tokens -= float64(wire)
+	c.mu.Unlock()
 }
 
 func (c *credit) releaseLocked() {

@@ -16,6 +16,26 @@
 // leg, so a restarted receiver fences its predecessor and aborts the
 // transaction it left open.
 //
+// # Offset maps
+//
+// ProgressTopic is compacted. Each progress record carries the offset ranges
+// of its partition since the last sealed segment; every 128 ranges the
+// transaction also writes them as a segment record of their own, and segments
+// whose destination records retention has deleted are tombstoned. Ranges are
+// packed as varint deltas (about 5 bytes each on the wire and in memory), so
+// the map of a partition that commits ten transactions a second costs about
+// 4 MB a day, kept only as long as the destination keeps the records.
+//
+// # Scheduling a link
+//
+// Each session's credit is also its scheduler: the receiver's window of
+// unacknowledged bytes, the link's rate cap (a token bucket charged with
+// each batch's wire bytes) and route priority (a batch waits while one of a
+// higher-priority route waits; lower priorities may fill only half the
+// window). A backlog therefore waits in the source cluster, not in the
+// gateway's memory or in the link's queue, and an alarm route overtakes a
+// telemetry backlog.
+//
 // # Goroutines
 //
 // Engine.Run owns everything: one sink loop per inbound leg, one accept loop

@@ -44,7 +44,8 @@ func (f *fixture) engine(name string) *mirror.Engine {
 	return f.engines[name]
 }
 
-func newFixture(t testing.TB, topics []string, parts int32) *fixture {
+// newFixture builds the fixture; mods may change the topology file first.
+func newFixture(t testing.TB, topics []string, parts int32, mods ...func(*config.File)) *fixture {
 	t.Helper()
 	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(parts, topics...))
 	if err != nil {
@@ -67,6 +68,9 @@ func newFixture(t testing.TB, topics []string, parts int32) *fixture {
 		Links: []config.Link{{Name: "east--west", Between: []string{"east", "west"}, Transport: "quic", Profile: "lan", Compression: "zstd"}},
 		Routes: []config.Route{{Name: "r", From: "east/kafka", To: []string{"west/kafka"},
 			Topics: config.TopicFilter{Include: []string{`^t\.`}}, Rename: "{topic}", StartAt: "earliest", Discover: 200 * time.Millisecond}},
+	}
+	for _, m := range mods {
+		m(f)
 	}
 	topo, err := topology.New(f)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -113,7 +114,15 @@ func (p *outPeer) session(ctx context.Context, conn transport.Conn) error {
 	if maxBatch <= 0 {
 		maxBatch = 1 << 20
 	}
-	cr := newCredit(w.Window)
+	top := math.MinInt
+	for _, l := range p.legs {
+		top = max(top, l.leg.Route.Priority)
+	}
+	var rate int64
+	if p.peer.Link != nil {
+		rate = p.peer.Link.RateLimit
+	}
+	cr := newCredit(w.Window, top, rate)
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	runners := map[string]*legRunner{}
@@ -410,7 +419,7 @@ func (lr *legRunner) pipeline(ctx context.Context, cl *kgo.Client, gen uint64) e
 
 // send takes credit for a batch and writes it.
 func (lr *legRunner) send(ctx context.Context, b *transport.Batch) error {
-	seq, err := lr.cr.acquire(ctx, b.Leg, int64(b.RawSize()))
+	seq, err := lr.cr.acquire(ctx, b.Leg, lr.out.leg.Route.Priority, int64(b.RawSize()))
 	if err != nil {
 		return err
 	}
@@ -418,6 +427,7 @@ func (lr *legRunner) send(ctx context.Context, b *transport.Batch) error {
 	if err := lr.conn.Send(ctx, b); err != nil {
 		return fmt.Errorf("send batch: %w", err)
 	}
+	lr.cr.charge(b.WireSize)
 	lr.out.stats.sent(b)
 	m := lr.p.e.m
 	m.records.WithLabelValues(b.Leg, "out").Add(float64(len(b.Records)))
