@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"net"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -55,7 +56,12 @@ func (p *outPeer) run(ctx context.Context) {
 		ids[i] = l.leg.ID
 	}
 	gw := p.e.table.Gateway
-	bo := newBackoff(200*time.Millisecond, 30*time.Second)
+	// A peer that answers with an error (refused, certificate, version) is
+	// retried with capped exponential backoff and jitter up to 30 s. A path
+	// that does not answer at all (a blackout, a rain fade) costs the peer
+	// nothing, so it is probed again within a second: replication resumes
+	// as soon as the path is back, not a long backoff later.
+	refused, silent := newBackoff(200*time.Millisecond, 30*time.Second), newBackoff(100*time.Millisecond, time.Second)
 	for attempt := 1; ctx.Err() == nil; attempt++ {
 		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		conn, err := p.e.opts.Dialer.Dial(dctx, p.peer.Gateway.Advertise, &transport.Hello{
@@ -68,6 +74,10 @@ func (p *outPeer) run(ctx context.Context) {
 				return
 			}
 			p.failed(err)
+			bo := refused
+			if noAnswer(err) {
+				bo = silent
+			}
 			lvl := slog.LevelDebug
 			if attempt == 1 || attempt%10 == 0 {
 				lvl = slog.LevelWarn
@@ -79,18 +89,30 @@ func (p *outPeer) run(ctx context.Context) {
 			continue
 		}
 		attempt = 0
-		bo.reset()
+		refused.reset()
+		silent.reset()
 		p.log.Info("link session open", "addr", conn.RemoteAddr(), "version", conn.Welcome().Version, "window", conn.Welcome().Window)
 		err = p.session(ctx, conn)
 		if ctx.Err() != nil {
 			return
 		}
 		p.failed(err)
+		bo := refused
+		if noAnswer(err) {
+			bo = silent
+		}
 		p.log.Warn("link session ended; redialling", "err", err, "retry_in", bo.peek())
 		if !bo.sleep(ctx) {
 			return
 		}
 	}
+}
+
+// noAnswer reports whether err says the peer did not answer at all (a
+// timeout, as opposed to a refusal): the path is down, not the peer.
+func noAnswer(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 func (p *outPeer) failed(err error) {
