@@ -27,8 +27,12 @@
 // (dropped and why, or one or two delivery times). It draws from a PCG
 // source seeded by the caller, so a run replays from its seed, and it reads
 // no clock, so unit tests drive it with synthetic times. The UDP proxy
-// uses it now; the packet-level lab (network namespaces joined by TUN
-// devices) will use the same model.
+// and the packet-level lab (package chaos/netlab: network namespaces
+// joined by TUN devices) both use it, each through a Pipe: one direction
+// of a link that runs packets through an Impairment and delivers them from
+// a timer-driven scheduler at the times it decides. On Linux the scheduler
+// sleeps on a timerfd, so deliveries are tens of microseconds late instead
+// of up to the millisecond by which runtime timers overshoot.
 //
 // # UDP proxy
 //
@@ -43,7 +47,7 @@
 // # Concurrency
 //
 // A UDPProxy runs one reader for the listening socket, one per client
-// upstream socket, one delivery loop per direction and one expiry loop;
-// Close waits for all of them. Lock order: UDPProxy.mu, then
-// Impairment.mu; direction.mu is never held with another lock.
+// upstream socket, one delivery loop (Pipe.Run) per direction and one
+// expiry loop; Close waits for all of them. Lock order: UDPProxy.mu, then
+// Impairment.mu; Pipe.mu is never held with another lock.
 package chaos

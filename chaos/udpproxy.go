@@ -36,7 +36,7 @@ type UDPProxyOptions struct {
 // upstream socket to the target, so the server sees one peer per client.
 // Packets cross one Impairment per direction (Up: client -> target,
 // Down: target -> client), shared by all clients as one link, and are
-// delivered by a timer-driven scheduler per direction.
+// delivered by a timer-driven scheduler per direction (a Pipe).
 //
 // Rates and MTU count IP packets: each payload is charged 28 bytes of IPv4
 // and UDP header (48 for IPv6). Scheduled events are timed from
@@ -49,7 +49,7 @@ type UDPProxy struct {
 	seed     uint64
 	base     time.Time // monotonic origin of packet times
 	idle     time.Duration
-	up, down *direction
+	up, down *Pipe[*client]
 	quit     chan struct{}
 	wg       sync.WaitGroup
 
@@ -73,36 +73,9 @@ type ProxyStats struct {
 	ClientsTotal uint64   // clients ever seen
 }
 
-// DirStats counts one direction.
-type DirStats struct {
-	Received   uint64     // packets that entered the direction
-	InFlight   int        // packets scheduled and not yet delivered
-	Packets    uint64     // packets delivered, duplicates included
-	Bytes      uint64     // payload bytes delivered
-	Duplicated uint64     // packets delivered twice
-	Reordered  uint64     // packets held back to be overtaken
-	Dropped    DropCounts // packets not delivered, by reason
-}
-
-// DropCounts counts dropped packets by reason.
-type DropCounts struct {
-	Loss     uint64 // random, bursty or event loss
-	Queue    uint64 // bottleneck queue full, or too many packets in flight
-	Blackout uint64 // link blacked out
-	MTU      uint64 // larger than the MTU
-	Error    uint64 // the send failed (client gone, socket closed, port unreachable)
-}
-
-// Total is the sum of all reasons.
-func (d DropCounts) Total() uint64 { return d.Loss + d.Queue + d.Blackout + d.MTU + d.Error }
-
 const (
 	defaultIdleTimeout = 2 * time.Minute
 	maxDatagram        = 64 << 10
-	smallBuf           = 2048
-	// maxInFlight caps the packets scheduled per direction, so that a flood
-	// through a long unlimited-rate link cannot exhaust memory.
-	maxInFlight = 1 << 18
 )
 
 // NewUDPProxy starts a proxy. Close it to stop it.
@@ -156,8 +129,6 @@ func NewUDPProxy(opts UDPProxyOptions) (*UDPProxy, error) {
 		seed:     seed,
 		base:     base,
 		idle:     opts.IdleTimeout,
-		up:       newDirection(up),
-		down:     newDirection(down),
 		quit:     make(chan struct{}),
 		clients:  map[netip.AddrPort]*client{},
 	}
@@ -170,12 +141,12 @@ func NewUDPProxy(opts UDPProxyOptions) (*UDPProxy, error) {
 	if px.idle <= 0 {
 		px.idle = defaultIdleTimeout
 	}
-	px.up.send = func(cl *client, b []byte) error { _, err := cl.conn.Write(b); return err }
-	px.down.send = func(cl *client, b []byte) error { _, err := px.lc.WriteToUDPAddrPort(b, cl.addr); return err }
+	px.up = NewPipe(up, sendUp)
+	px.down = NewPipe(down, px.sendDown)
 
 	px.wg.Go(px.readClients)
-	px.wg.Go(func() { px.deliverLoop(px.up) })
-	px.wg.Go(func() { px.deliverLoop(px.down) })
+	px.wg.Go(func() { px.up.Run(px.quit) })
+	px.wg.Go(func() { px.down.Run(px.quit) })
 	px.wg.Go(px.expireLoop)
 	log.Info("udp proxy started", "profile", opts.Profile.String(), "seed", seed)
 	return px, nil
@@ -204,10 +175,10 @@ func (px *UDPProxy) SetProfile(p *Profile) error {
 	}
 	px.mu.Lock()
 	defer px.mu.Unlock()
-	if err := px.up.im.SetProfile(p); err != nil {
+	if err := px.up.Impairment().SetProfile(p); err != nil {
 		return fmt.Errorf("set profile: %w", err)
 	}
-	if err := px.down.im.SetProfile(p); err != nil {
+	if err := px.down.Impairment().SetProfile(p); err != nil {
 		return fmt.Errorf("set profile: %w", err)
 	}
 	if p != nil {
@@ -222,8 +193,8 @@ func (px *UDPProxy) SetProfile(p *Profile) error {
 // while it lasts nothing is delivered either way, including packets that
 // were already in flight. Ending it also ends a Blackout(d) in progress.
 func (px *UDPProxy) SetBlackout(on bool) {
-	px.up.im.SetBlackout(on)
-	px.down.im.SetBlackout(on)
+	px.up.Impairment().SetBlackout(on)
+	px.down.Impairment().SetBlackout(on)
 	px.log.Info("udp proxy blackout", "on", on)
 }
 
@@ -233,8 +204,8 @@ func (px *UDPProxy) Blackout(d time.Duration) {
 		return
 	}
 	until := time.Now().Add(d)
-	px.up.im.BlackoutUntil(until)
-	px.down.im.BlackoutUntil(until)
+	px.up.Impairment().BlackoutUntil(until)
+	px.down.Impairment().BlackoutUntil(until)
 	px.log.Info("udp proxy blackout", "for", d)
 }
 
@@ -243,7 +214,7 @@ func (px *UDPProxy) Stats() ProxyStats {
 	px.mu.Lock()
 	n, total := len(px.clients), px.total
 	px.mu.Unlock()
-	return ProxyStats{Up: px.up.snapshot(), Down: px.down.snapshot(), Clients: n, ClientsTotal: total}
+	return ProxyStats{Up: px.up.Stats(), Down: px.down.Stats(), Clients: n, ClientsTotal: total}
 }
 
 // Close stops the proxy, closes every socket it opened and returns once all
@@ -335,8 +306,7 @@ func (px *UDPProxy) readClients() {
 				if errors.Is(err, net.ErrClosed) {
 					return
 				}
-				px.up.stats.received.Add(1)
-				px.up.stats.drops.Error.Add(1)
+				px.up.DropError()
 				if n := px.dialErrs.Add(1); n&(n-1) == 0 { // 1st, 2nd, 4th, 8th, ...
 					px.log.Warn("udp proxy cannot open upstream socket", "client", addr.String(), "err", err, "failures", n)
 				}
@@ -345,7 +315,7 @@ func (px *UDPProxy) readClients() {
 			last = cl
 		}
 		cl.last.Store(px.nanotime())
-		px.forward(px.up, cl, buf[:n])
+		px.up.Forward(cl, buf[:n], n+px.overhead)
 	}
 }
 
@@ -369,7 +339,7 @@ func (px *UDPProxy) readTarget(cl *client) {
 		}
 		errs = 0
 		cl.last.Store(px.nanotime())
-		px.forward(px.down, cl, buf[:n])
+		px.down.Forward(cl, buf[:n], n+px.overhead)
 	}
 }
 
@@ -396,256 +366,21 @@ func (px *UDPProxy) backoff(errs *int, op string, err error) bool {
 	}
 }
 
-// forward runs one packet through d's impairment and sends it now or
-// schedules it.
-func (px *UDPProxy) forward(d *direction, cl *client, payload []byte) {
-	now := time.Now()
-	dec := d.im.Decide(now, len(payload)+px.overhead)
-	d.stats.received.Add(1)
-	if dec.Copies == 0 {
-		d.stats.drop(dec.Drop)
-		return
-	}
-	if dec.Copies == 2 {
-		d.stats.duplicated.Add(1)
-	}
-	if dec.Reordered {
-		d.stats.reordered.Add(1)
-	}
-	for _, at := range dec.Times() {
-		if !at.After(now) {
-			d.deliver(cl, payload)
-			continue
-		}
-		if !d.push(packet{at: int64(at.Sub(px.base)), payload: payload, cl: cl}) {
-			d.stats.drops.Queue.Add(1)
-		}
-	}
-}
-
-// deliverLoop sends d's scheduled packets when they are due. It sleeps on a
-// timer set to the earliest packet and wakes early when an earlier one is
-// scheduled.
-func (px *UDPProxy) deliverLoop(d *direction) {
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	var batch []packet
-	for {
-		now := px.nanotime()
-		d.mu.Lock()
-		for len(d.heap) > 0 && d.heap[0].at <= now {
-			batch = append(batch, d.heap.pop())
-		}
-		next := int64(-1)
-		if len(d.heap) > 0 {
-			next = d.heap[0].at
-		}
-		d.mu.Unlock()
-
-		if len(batch) > 0 {
-			blackout := d.im.BlackedOut(px.base.Add(time.Duration(now)))
-			for i := range batch {
-				p := &batch[i]
-				if blackout {
-					d.stats.drops.Blackout.Add(1)
-				} else {
-					d.deliver(p.cl, *p.buf)
-				}
-				putBuf(p.buf)
-				*p = packet{}
-			}
-			batch = batch[:0]
-			continue // time has passed; look again before sleeping
-		}
-
-		if next >= 0 {
-			timer.Reset(time.Duration(next - now))
-		}
-		select {
-		case <-px.quit:
-			timer.Stop()
-			d.mu.Lock()
-			for _, p := range d.heap {
-				putBuf(p.buf)
-			}
-			d.heap = nil
-			d.mu.Unlock()
-			return
-		case <-d.wake:
-		case <-timer.C:
-		}
-		timer.Stop()
-	}
-}
-
-// direction is one way through the proxy.
-type direction struct {
-	im    *Impairment
-	send  func(cl *client, b []byte) error
-	stats dirCounters
-	wake  chan struct{} // capacity 1: an earlier packet was scheduled
-
-	mu   sync.Mutex
-	heap packetHeap
-	seq  uint64
-}
-
-func newDirection(im *Impairment) *direction {
-	return &direction{im: im, wake: make(chan struct{}, 1)}
-}
-
-func (d *direction) deliver(cl *client, b []byte) {
+// sendUp and sendDown deliver a datagram of one client each way.
+func sendUp(cl *client, b []byte) error {
 	if cl.closed.Load() {
-		d.stats.drops.Error.Add(1)
-		return
+		return net.ErrClosed
 	}
-	if err := d.send(cl, b); err != nil {
-		d.stats.drops.Error.Add(1)
-		return
-	}
-	d.stats.packets.Add(1)
-	d.stats.bytes.Add(uint64(len(b)))
+	_, err := cl.conn.Write(b)
+	return err
 }
 
-// push schedules p, copying p.payload into a pooled buffer. It reports
-// false if the direction has too many packets in flight.
-func (d *direction) push(p packet) bool {
-	d.mu.Lock()
-	if len(d.heap) >= maxInFlight {
-		d.mu.Unlock()
-		return false
+func (px *UDPProxy) sendDown(cl *client, b []byte) error {
+	if cl.closed.Load() {
+		return net.ErrClosed
 	}
-	p.buf, p.payload = getBuf(p.payload), nil
-	d.seq++
-	p.seq = d.seq
-	d.heap.push(p)
-	first := d.heap[0].seq == p.seq
-	d.mu.Unlock()
-	if first {
-		select {
-		case d.wake <- struct{}{}:
-		default:
-		}
-	}
-	return true
-}
-
-type dirCounters struct {
-	received, packets, bytes, duplicated, reordered atomic.Uint64
-	drops                                           struct{ Loss, Queue, Blackout, MTU, Error atomic.Uint64 }
-}
-
-func (c *dirCounters) drop(r DropReason) {
-	switch r {
-	case DropLoss:
-		c.drops.Loss.Add(1)
-	case DropQueue:
-		c.drops.Queue.Add(1)
-	case DropBlackout:
-		c.drops.Blackout.Add(1)
-	case DropMTU:
-		c.drops.MTU.Add(1)
-	default:
-		c.drops.Error.Add(1)
-	}
-}
-
-func (d *direction) snapshot() DirStats {
-	d.mu.Lock()
-	inFlight := len(d.heap)
-	d.mu.Unlock()
-	c := &d.stats
-	return DirStats{
-		InFlight:   inFlight,
-		Received:   c.received.Load(),
-		Packets:    c.packets.Load(),
-		Bytes:      c.bytes.Load(),
-		Duplicated: c.duplicated.Load(),
-		Reordered:  c.reordered.Load(),
-		Dropped: DropCounts{
-			Loss:     c.drops.Loss.Load(),
-			Queue:    c.drops.Queue.Load(),
-			Blackout: c.drops.Blackout.Load(),
-			MTU:      c.drops.MTU.Load(),
-			Error:    c.drops.Error.Load(),
-		},
-	}
-}
-
-// packet is a datagram waiting for its delivery time.
-type packet struct {
-	at      int64 // nanotime when due
-	seq     uint64
-	buf     *[]byte // pooled copy of the datagram
-	payload []byte  // the caller's datagram, until push copies it
-	cl      *client
-}
-
-// packetHeap is a min-heap on (at, seq), so equal times keep arrival order.
-type packetHeap []packet
-
-func (h packetHeap) less(i, j int) bool {
-	if h[i].at != h[j].at {
-		return h[i].at < h[j].at
-	}
-	return h[i].seq < h[j].seq
-}
-
-func (h *packetHeap) push(p packet) {
-	*h = append(*h, p)
-	s := *h
-	for i := len(s) - 1; i > 0; {
-		parent := (i - 1) / 2
-		if !s.less(i, parent) {
-			break
-		}
-		s[i], s[parent] = s[parent], s[i]
-		i = parent
-	}
-}
-
-func (h *packetHeap) pop() packet {
-	s := *h
-	top := s[0]
-	n := len(s) - 1
-	s[0] = s[n]
-	s[n] = packet{}
-	s = s[:n]
-	for i := 0; ; {
-		l := 2*i + 1
-		if l >= n {
-			break
-		}
-		m := l
-		if r := l + 1; r < n && s.less(r, l) {
-			m = r
-		}
-		if !s.less(m, i) {
-			break
-		}
-		s[i], s[m] = s[m], s[i]
-		i = m
-	}
-	*h = s
-	return top
-}
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, smallBuf); return &b }}
-
-func getBuf(payload []byte) *[]byte {
-	if len(payload) > smallBuf {
-		b := append([]byte(nil), payload...)
-		return &b
-	}
-	b := bufPool.Get().(*[]byte)
-	*b = append((*b)[:0], payload...)
-	return b
-}
-
-func putBuf(b *[]byte) {
-	if cap(*b) == smallBuf {
-		bufPool.Put(b)
-	}
+	_, err := px.lc.WriteToUDPAddrPort(b, cl.addr)
+	return err
 }
 
 // expireLoop forgets idle clients.

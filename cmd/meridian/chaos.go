@@ -16,7 +16,7 @@ func newChaosCmd(g *globals) *cobra.Command {
 		Use:   "chaos",
 		Short: "Fault injection for game days: link impairment",
 	}
-	cmd.AddCommand(newChaosProxyCmd(g), newChaosProfilesCmd(g))
+	cmd.AddCommand(newChaosProxyCmd(g), newChaosProfilesCmd(g), newChaosLabCmd(g))
 	return cmd
 }
 

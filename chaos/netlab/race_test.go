@@ -1,0 +1,5 @@
+//go:build race
+
+package netlab_test
+
+const raceEnabled = true
