@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/meridian-gw/meridian/chaos/profiles"
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/transport"
 )
@@ -108,6 +109,27 @@ func (p *outPeer) run(ctx context.Context) {
 	}
 }
 
+// batchTarget sizes batches to the link: about 100 ms of its rate (the rate
+// cap, or the rate of its profile), between 16 KiB and 1 MiB. On a thin link
+// a 1 MiB batch per lane would take seconds to cross, and the destination
+// would see nothing of it until it had.
+func (p *outPeer) batchTarget() int64 {
+	const most, least = 1 << 20, 16 << 10
+	if p.peer.Link == nil {
+		return most
+	}
+	rate := p.peer.Link.RateLimit
+	if rate == 0 {
+		if prof, err := profiles.Load(p.peer.Link.Profile); err == nil {
+			rate = prof.Params(profiles.Up).Rate
+		}
+	}
+	if rate == 0 {
+		return most
+	}
+	return min(max(rate/8/10, least), most)
+}
+
 // noAnswer reports whether err says the peer did not answer at all (a
 // timeout, as opposed to a refusal): the path is down, not the peer.
 func noAnswer(err error) bool {
@@ -136,6 +158,7 @@ func (p *outPeer) session(ctx context.Context, conn transport.Conn) error {
 	if maxBatch <= 0 {
 		maxBatch = 1 << 20
 	}
+	maxBatch = min(maxBatch, p.batchTarget())
 	top := math.MinInt
 	for _, l := range p.legs {
 		top = max(top, l.leg.Route.Priority)

@@ -1,12 +1,12 @@
 package mirror
 
 import (
-	"slices"
 	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -129,8 +129,8 @@ type pending struct {
 // txnResult is what a committed transaction wrote.
 type txnResult struct {
 	records, rawBytes, deadLetters int
-	progress                       []*Progress // committed, one per partition written
-	segments                       []*Progress // offset-map segments sealed
+	progress                       []*Progress  // committed, one per partition written
+	segments                       []*Progress  // offset-map segments sealed
 	pruned                         map[tp]int64 // partitions pruned, with their destination log start
 }
 

@@ -56,6 +56,13 @@ type Options struct {
 	Named bool
 	// NamePrefix prefixes named namespaces. "" = DefaultNamePrefix.
 	NamePrefix string
+	// TCPCongestion sets the TCP congestion control ("cubic", "reno",
+	// "bbr": one the kernel offers) of the TCP sockets that Listen and
+	// DialContext make; accepted connections inherit it from their
+	// listener. It is set per socket (TCP_CONGESTION) because a namespace
+	// may only pick from the host's allowed list. "" = the namespace's
+	// default, which follows the host's.
+	TCPCongestion string
 	// Logger receives lifecycle logs. nil = discard.
 	Logger *slog.Logger
 }
@@ -67,6 +74,7 @@ var regionName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
 // doc. Close it to tear everything down.
 type Lab struct {
 	log     *slog.Logger
+	tcpCC   string
 	seed    uint64
 	start   time.Time
 	regions []*region
@@ -133,15 +141,17 @@ func New(opts Options) (l *Lab, err error) {
 	}
 
 	l = &Lab{
+		tcpCC:  opts.TCPCongestion,
 		log:    log,
 		seed:   seed,
 		start:  time.Now(),
 		byName: map[string]*region{},
 		quit:   make(chan struct{}),
 	}
+	self := l // the returns below may set l to nil
 	defer func() {
 		if err != nil {
-			l.Close()
+			self.Close()
 			l = nil
 		}
 	}()

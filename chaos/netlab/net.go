@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -58,7 +60,8 @@ func (l *Lab) Listen(region, network, address string) (net.Listener, error) {
 	}
 	var ln net.Listener
 	err := l.Do(region, func() (err error) {
-		ln, err = net.Listen(network, address)
+		lc := net.ListenConfig{Control: l.tcpControl}
+		ln, err = lc.Listen(context.Background(), network, address)
 		return err
 	})
 	return ln, err
@@ -104,12 +107,29 @@ func (l *Lab) DialContext(region string) func(ctx context.Context, network, addr
 		}
 		var c net.Conn
 		err := l.Do(region, func() (err error) {
-			var d net.Dialer
+			d := net.Dialer{Control: l.tcpControl}
 			c, err = d.DialContext(ctx, network, address)
 			return err
 		})
 		return c, err
 	}
+}
+
+// tcpControl sets Options.TCPCongestion on a TCP socket.
+func (l *Lab) tcpControl(network, _ string, c syscall.RawConn) error {
+	if l.tcpCC == "" || !strings.HasPrefix(network, "tcp") {
+		return nil
+	}
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, l.tcpCC)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("TCP congestion control %q: %w", l.tcpCC, serr)
+	}
+	return nil
 }
 
 // Command returns a command that runs name with args inside the region's

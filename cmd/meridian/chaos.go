@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meridian-gw/meridian/chaos"
-	"github.com/meridian-gw/meridian/chaos/profiles"
 )
 
 func newChaosCmd(g *globals) *cobra.Command {
@@ -39,10 +38,8 @@ func newChaosProfilesCmd(g *globals) *cobra.Command {
 }
 
 func newChaosProxyCmd(g *globals) *cobra.Command {
-	var listen, target, profile string
-	var loss float64
-	var rate string
-	var rtt time.Duration
+	var listen, target string
+	var pf profileFlags
 	var seed uint64
 	var statsEvery time.Duration
 	cmd := &cobra.Command{
@@ -54,22 +51,9 @@ func newChaosProxyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return &exitError{2, err}
 			}
-			p, err := chaos.LoadProfile(profile)
+			p, err := pf.resolve(cmd)
 			if err != nil {
 				return &exitError{1, err}
-			}
-			if cmd.Flags().Changed("loss") {
-				p = p.WithLoss(loss)
-			}
-			if rate != "" {
-				bps, err := profiles.ParseRate(rate)
-				if err != nil {
-					return &exitError{1, fmt.Errorf("--rate: %w", err)}
-				}
-				p = p.WithRate(bps)
-			}
-			if rtt > 0 {
-				p = p.WithRTT(rtt)
 			}
 			px, err := chaos.NewUDPProxy(chaos.UDPProxyOptions{Listen: listen, Target: target, Profile: p, Seed: seed, Logger: log})
 			if err != nil {
@@ -92,10 +76,7 @@ func newChaosProxyCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "UDP address to listen on")
 	cmd.Flags().StringVar(&target, "target", "", "UDP address of the real peer (required)")
-	cmd.Flags().StringVar(&profile, "profile", "wan", "link profile (see `meridian chaos profiles`)")
-	cmd.Flags().Float64Var(&loss, "loss", 0, "override random loss (0.01 = 1%)")
-	cmd.Flags().StringVar(&rate, "rate", "", "override the rate limit, e.g. 10Mbit")
-	cmd.Flags().DurationVar(&rtt, "rtt", 0, "override the round-trip time")
+	pf.register(cmd, "wan")
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "random seed (0: random)")
 	cmd.Flags().DurationVar(&statsEvery, "stats-every", 5*time.Second, "print counters this often")
 	_ = cmd.MarkFlagRequired("target")

@@ -14,7 +14,6 @@ import (
 
 	"github.com/meridian-gw/meridian/chaos"
 	"github.com/meridian-gw/meridian/chaos/netlab"
-	"github.com/meridian-gw/meridian/chaos/profiles"
 )
 
 // labInfo is what `chaos lab` prints when the lab is up.
@@ -41,11 +40,8 @@ type labLinkOut struct {
 
 func newChaosLabCmd(g *globals) *cobra.Command {
 	var (
-		profile    string
+		pf         profileFlags
 		regions    []string
-		loss       float64
-		rate       string
-		rtt        time.Duration
 		named      bool
 		prefix     string
 		selfTest   bool
@@ -80,24 +76,8 @@ given); a failed self-test makes the exit status 1.`,
 			if err != nil {
 				return &exitError{2, err}
 			}
-			p, err := chaos.LoadProfile(profile)
+			p, err := pf.resolve(cmd)
 			if err != nil {
-				return &exitError{1, err}
-			}
-			if cmd.Flags().Changed("loss") {
-				p = p.WithLoss(loss)
-			}
-			if rate != "" {
-				bps, err := profiles.ParseRate(rate)
-				if err != nil {
-					return &exitError{1, fmt.Errorf("--rate: %w", err)}
-				}
-				p = p.WithRate(bps)
-			}
-			if rtt > 0 {
-				p = p.WithRTT(rtt)
-			}
-			if err := p.Validate(); err != nil {
 				return &exitError{1, err}
 			}
 			if err := netlab.Check(); err != nil {
@@ -160,11 +140,8 @@ given); a failed self-test makes the exit status 1.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&profile, "profile", "wan", "link profile of every link (see `meridian chaos profiles`)")
+	pf.register(cmd, "wan")
 	f.StringSliceVar(&regions, "regions", []string{"edge", "hq"}, "region names, in order; links run between every pair, up from the first-named")
-	f.Float64Var(&loss, "loss", 0, "override random loss (0.01 = 1%)")
-	f.StringVar(&rate, "rate", "", "override the rate limit, e.g. 10Mbit")
-	f.DurationVar(&rtt, "rtt", 0, "override the round-trip time")
 	f.BoolVar(&named, "named", false, "also name the namespaces (meridian-<region>) for `ip netns exec`")
 	f.StringVar(&prefix, "netns-prefix", netlab.DefaultNamePrefix, "prefix of the named namespaces")
 	f.BoolVar(&selfTest, "self-test", false, "measure each link against the profile, print the report and exit (unless --duration is given)")

@@ -54,6 +54,13 @@ type Options struct {
 	// topology's bootstrap, TLS and SASL settings).
 	ClusterOpts func(*topology.Cluster) ([]kgo.Opt, error)
 
+	// ListenPacket, if not nil, opens the link listener's UDP socket at the
+	// listen address, and DialPacket the UDP socket of each dial (nil: the
+	// usual sockets). The packet lab puts gateways in its network
+	// namespaces this way.
+	ListenPacket func(addr string) (net.PacketConn, error)
+	DialPacket   func() (net.PacketConn, error)
+
 	// Window and MaxBatchBytes tune the engine (zero: engine defaults).
 	Window, MaxBatchBytes int64
 }
@@ -109,7 +116,8 @@ func New(opts Options) (*Gateway, error) {
 		if err != nil {
 			return nil, fmt.Errorf("gateway %s: link %s: %w", gw.Name, p.Link.Name, err)
 		}
-		d, err := quic.NewDialer(quic.DialerOptions{TLS: serverNameFor(clientTLS, p.Gateway.Name), Session: quic.Session{Codec: codec, Logger: log.With("peer", p.Gateway.Name)}})
+		d, err := quic.NewDialer(quic.DialerOptions{TLS: serverNameFor(clientTLS, p.Gateway.Name), Session: quic.Session{Codec: codec, Logger: log.With("peer", p.Gateway.Name)},
+			ListenPacket: opts.DialPacket})
 		if err != nil {
 			return nil, fmt.Errorf("gateway %s: link %s: %w", gw.Name, p.Link.Name, err)
 		}
@@ -132,7 +140,21 @@ func New(opts Options) (*Gateway, error) {
 		Window:        opts.Window,
 		MaxBatchBytes: opts.MaxBatchBytes,
 		Listen: func(accept transport.Accept) (transport.Listener, error) {
-			return quic.Listen(listenAddr, quic.ListenerOptions{TLS: serverTLS, Accept: accept, Session: quic.Session{Logger: log}})
+			lo := quic.ListenerOptions{TLS: serverTLS, Accept: accept, Session: quic.Session{Logger: log}}
+			if opts.ListenPacket == nil {
+				return quic.Listen(listenAddr, lo)
+			}
+			pc, err := opts.ListenPacket(listenAddr)
+			if err != nil {
+				return nil, err
+			}
+			lo.PacketConn = pc
+			ln, err := quic.Listen(listenAddr, lo)
+			if err != nil {
+				pc.Close()
+				return nil, err
+			}
+			return ownedSocket{ln, pc}, nil
 		},
 	})
 	if err != nil {
@@ -147,6 +169,21 @@ func serverNameFor(c *tls.Config, peer string) *tls.Config {
 	c = c.Clone()
 	c.ServerName = peer
 	return c
+}
+
+// ownedSocket is a listener whose socket the gateway opened: closing it
+// closes both.
+type ownedSocket struct {
+	transport.Listener
+	pc net.PacketConn
+}
+
+func (o ownedSocket) Close() error {
+	err := o.Listener.Close()
+	if cerr := o.pc.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // redial dials a fixed address whatever address it is asked for.
