@@ -3,12 +3,14 @@ package quic
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,12 +20,23 @@ import (
 	"github.com/meridian-gw/meridian/transport"
 )
 
-// Stream kinds: the first byte of every unidirectional stream.
-const streamKindLane byte = 0x01
+// Stream kinds: the first byte of every unidirectional stream, and of the
+// join stream of a stripe (a bidirectional stream; the control stream starts
+// with a Hello frame instead, type 0x01).
+const (
+	streamKindLane    byte = 0x01 // batch lane (binding meridian/1)
+	streamKindSeqLane byte = 0x02 // sequenced batch lane (binding meridian/1+stripes)
+	streamKindJoin    byte = 0x80 // join stream of a stripe (meridian/1+stripes)
+)
+
+// codeStripeRetired, in the CONNECTION_CLOSE of a stripe other than the
+// first, retires that stripe only: its sender has no batch in flight on it.
+const codeStripeRetired quicgo.ApplicationErrorCode = 0x100
 
 const (
 	ctlQueue    = 64  // control frames queued for writing
 	laneQueue   = 4   // batches queued for writing, per lane
+	dataQueue   = 8   // batches queued for the first free writer (PlaceAny)
 	recvCtlCap  = 256 // control frames waiting for Recv
 	recvDataCap = 16  // batches waiting for Recv
 	closeGrace  = time.Second
@@ -32,23 +45,27 @@ const (
 
 var _ transport.Conn = (*Conn)(nil)
 
-// Conn is an established session over one QUIC connection: a bidirectional
-// control stream opened by the dialer, and unidirectional lanes carrying
-// batches. It implements transport.Conn.
+// Conn is an established session: a bidirectional control stream opened by
+// the dialer on the first QUIC connection, and unidirectional lanes carrying
+// batches, on that connection and, with the striped binding, on further
+// connections (stripes) that joined the session. It implements
+// transport.Conn.
 //
 // # Goroutines
 //
 // A session runs a supervisor, which owns everything else and closes Done
 // last; a reader for the control stream, one reader per incoming lane, an
-// acceptor of incoming lanes, a writer per outgoing stream and a pinger. Close
-// waits for all of them.
+// acceptor of incoming lanes per stripe, a writer per outgoing stream, a
+// pinger and, on a striped dialer, the stripe controller (which dials and
+// joins stripes). Close waits for all of them.
 //
 // # Lock order
 //
-// lanesMu, then a sender's sem (held only to encode and enqueue one frame).
-// mu guards the end state only and is never held while blocking.
+// A partition's send slot (sendPart.sem), then lanesMu, then a sender's sem
+// (held only to encode and enqueue one frame); reorder.mu and dialState.mu
+// are leaves. mu guards the end state only and is never held while blocking.
 type Conn struct {
-	qc      *quicgo.Conn
+	qc      *quicgo.Conn // the first stripe's connection: control stream, RTT
 	cfg     *sessionConfig
 	client  bool
 	peer    string // verified gateway name of the peer (certificate Common Name)
@@ -67,9 +84,31 @@ type Conn struct {
 	ctlDec    *transport.Decoder
 	ctl       *sender
 
+	// striped: the session speaks ALPNStriped (sequenced lanes, stripes may
+	// join). anyPlace: this side places batches with PlaceAny (a striped
+	// dialer that asked for it): encoded batches wait in dataQ for the first
+	// free writer of any stripe.
+	striped  bool
+	anyPlace bool
+	token    [32]byte   // join token of a striped session
+	dial     *dialState // dialer: how to open stripes and migrate; nil on a listener
+
 	lanesMu     sync.Mutex
-	lanes       []*sender
+	lanes       []*sender // senders of the first stripe's lanes (v1, PlacePinned, listener)
+	stripes     []*stripe // stripes[0] is first; replaced, never modified in place
+	first       *stripe   // stripes[0], read without the lock
 	lanesClosed bool
+
+	dataQ    chan []byte // PlaceAny: sequenced batch frames for the first free writer
+	dataFree chan []byte
+	encs     chan *transport.Encoder // PlaceAny: idle encoders
+	encsMade atomic.Int32
+
+	parts sendParts // per-partition sequence numbers (striped)
+	reo   reorder   // receive side of sequenced lanes (striped)
+
+	batchBytes atomic.Int64 // batch frame bytes handed to QUIC (stripe controller)
+	sendWaits  atomic.Int64 // Sends that found their queue full (stripe controller)
 
 	recvCtl  chan transport.Frame
 	recvData chan transport.Frame
@@ -93,6 +132,10 @@ type Conn struct {
 
 type connParams struct {
 	qc        *quicgo.Conn
+	striped   bool
+	token     [32]byte    // join token (striped)
+	register  func(*Conn) // called before the session's goroutines start
+	dial      *dialState  // dialer only
 	cfg       *sessionConfig
 	client    bool
 	peer      string
@@ -116,11 +159,36 @@ func newConn(p connParams) *Conn {
 		qc: p.qc, cfg: p.cfg, client: p.client, peer: p.peer, hello: p.hello, welcome: p.welcome,
 		maxBatch: p.maxBatch, sendCodec: p.sendCodec, cleanup: p.cleanup,
 		ctlStream: p.stream, ctlReader: p.reader, ctlDec: p.dec,
-		lanes:    make([]*sender, p.cfg.lanes),
+		striped: p.striped, dial: p.dial,
 		recvCtl:  make(chan transport.Frame, recvCtlCap),
 		recvData: make(chan transport.Frame, recvDataCap),
 		stopRead: make(chan struct{}),
 		done:     make(chan struct{}),
+	}
+	c.anyPlace = c.striped && c.client && p.cfg.placement == PlaceAny
+	first := &stripe{idx: 0, qc: p.qc, resumed: p.qc.ConnectionState().TLS.DidResume}
+	if !c.anyPlace {
+		c.lanes = make([]*sender, p.cfg.lanes)
+		first.lanes = c.lanes // the same senders: lane i of the first stripe is lanes[i]
+	}
+	c.stripes, c.first = []*stripe{first}, first
+	if c.striped {
+		c.token = p.token
+		// Batches this side receives are bounded by the window it
+		// granted (a listener, in its Welcome); a dialer grants none.
+		window := int64(0)
+		if !p.client {
+			window = p.welcome.Window
+		}
+		c.reo.init(p.recvLimit.MaxBatchBytes, window)
+		if c.anyPlace {
+			// A short queue: a free writer takes the next batch at once,
+			// and batches do not wait in the sender while a stripe could
+			// carry them.
+			c.dataQ = make(chan []byte, dataQueue)
+			c.dataFree = make(chan []byte, dataQueue+maxEncoders)
+			c.encs = make(chan *transport.Encoder, maxEncoders)
+		}
 	}
 	c.readers.changed = make(chan struct{})
 	c.cfg = &sessionConfig{}
@@ -128,9 +196,9 @@ func newConn(p connParams) *Conn {
 	c.cfg.limits = p.recvLimit
 	if c.client {
 		// A dialer's logger usually names its peer already.
-		c.cfg.log = p.cfg.log.With("remote", c.qc.RemoteAddr().String())
+		c.cfg.log = p.cfg.log.With("remote", c.RemoteAddr().String())
 	} else {
-		c.cfg.log = p.cfg.log.With("peer", c.peer, "remote", c.qc.RemoteAddr().String())
+		c.cfg.log = p.cfg.log.With("peer", c.peer, "remote", c.RemoteAddr().String())
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.wireBytes.Store(p.counter.n.Load() + p.hsSentBytes)
@@ -138,25 +206,35 @@ func newConn(p connParams) *Conn {
 	c.framesSent.Store(p.hsSent)
 	c.framesRecvd.Store(p.hsRecvd)
 
+	if p.register != nil {
+		p.register(c)
+	}
 	// Control frames are never batches: a codec-less encoder suffices.
 	enc, _ := transport.NewEncoder(transport.CodecNone)
 	c.ctl = newSender(c, "control stream", ctlQueue, enc, p.stream)
+	// Control frames (acks, credit, pings) go before batch data on the
+	// first connection: they never wait behind the lanes.
+	p.stream.SetPriority(1, false)
 	c.writers.Add(1)
 	go c.ctl.run()
 
 	c.wg.Add(3)
 	c.readers.add()
 	go c.readControl()
-	go c.acceptLanes()
+	go c.acceptLanes(c.first)
 	go c.pinger()
 	if c.client {
 		// The dialer opens all its lanes up front: streams are free until
 		// used, and the peer sees each one when its kind byte arrives.
-		for i := range c.lanes {
-			if _, err := c.lane(i); err != nil {
-				c.end(fmt.Errorf("%s: open lane %d: %w", c.peerDesc(), i, err), nil, 0, "")
-				break
-			}
+		c.lanesMu.Lock()
+		err := c.openLanesLocked(c.first)
+		c.lanesMu.Unlock()
+		if err != nil {
+			c.end(fmt.Errorf("%s: %w", c.peerDesc(), err), nil, 0, "")
+		}
+		if c.striped && c.cfg.maxStripes > 1 {
+			c.wg.Add(1)
+			go c.runStripes()
 		}
 	}
 	go c.supervise()
@@ -165,9 +243,9 @@ func newConn(p connParams) *Conn {
 
 func (c *Conn) peerDesc() string {
 	if c.peer == "" {
-		return "peer " + c.qc.RemoteAddr().String()
+		return "peer " + c.RemoteAddr().String()
 	}
-	return "peer " + c.peer + " (" + c.qc.RemoteAddr().String() + ")"
+	return "peer " + c.peer + " (" + c.RemoteAddr().String() + ")"
 }
 
 // Hello returns what the dialer said when opening the session.
@@ -181,10 +259,23 @@ func (c *Conn) Welcome() *transport.Welcome { return c.welcome }
 func (c *Conn) PeerName() string { return c.peer }
 
 // RemoteAddr is the peer's UDP address.
-func (c *Conn) RemoteAddr() net.Addr { return c.qc.RemoteAddr() }
+// (quic-go's own address methods race with connection migration on the
+// dialing side, which therefore answers from what it dialed.)
+func (c *Conn) RemoteAddr() net.Addr {
+	if c.dial != nil {
+		return c.dial.raddr
+	}
+	return c.qc.RemoteAddr()
+}
 
 // LocalAddr is this side's UDP address.
-func (c *Conn) LocalAddr() net.Addr { return c.qc.LocalAddr() }
+// After Migrate it is the new socket's address.
+func (c *Conn) LocalAddr() net.Addr {
+	if c.dial != nil {
+		return c.dial.localAddr()
+	}
+	return c.qc.LocalAddr()
+}
 
 // Done is closed when the session has ended and all its goroutines have
 // returned.
@@ -216,11 +307,13 @@ func (c *Conn) Stats() transport.ConnStats {
 }
 
 // Send queues f for the peer. Batches go on the lane of their (leg, topic,
-// partition), in the order sent, compressed with the session codec; other
-// frames go in order on the control stream. Send returns once the frame is
-// encoded and queued: it blocks while that stream's queue is full (the peer
-// reads slowly, or QUIC flow control holds it back) until ctx ends or the
-// session ends. A batch whose raw size exceeds the peer's
+// partition) or, on a striped session placing with PlaceAny, to the first
+// free writer of any stripe, with a sequence number that restores the
+// partition's order at the peer; they are compressed with the session
+// codec. Other frames go in order on the control stream. Send returns once
+// the frame is encoded and queued: it blocks while that stream's queue is
+// full (the peer reads slowly, or QUIC flow control holds it back) until
+// ctx ends or the session ends. A batch whose raw size exceeds the peer's
 // Welcome.MaxBatchBytes is refused with an error and the session continues.
 // Safe for concurrent use; batches on different lanes are encoded in
 // parallel.
@@ -236,15 +329,23 @@ func (c *Conn) Send(ctx context.Context, f transport.Frame) error {
 	}
 	switch f := f.(type) {
 	case *transport.Batch:
+		if c.striped {
+			return c.sendSequenced(ctx, f)
+		}
 		s, err := c.lane(laneOf(f, len(c.lanes)))
 		if err != nil {
 			return err
 		}
-		return s.send(ctx, f)
+		return s.send(ctx, f, 0, false)
 	case *transport.Hello, *transport.Welcome:
 		return fmt.Errorf("send %s: only the handshake sends it", transport.TypeOf(f))
+	case *transport.Credit:
+		// The reorder buffer may hold what the peer may send: raise its
+		// bound before the peer can use the new window.
+		c.reo.credit(f.Window)
+		return c.ctl.send(ctx, f, 0, false)
 	default:
-		return c.ctl.send(ctx, f)
+		return c.ctl.send(ctx, f, 0, false)
 	}
 }
 
@@ -376,12 +477,23 @@ func (c *Conn) supervise() {
 	c.mu.Lock()
 	final, code, msg, cause := c.final, c.closeCode, c.closeMsg, c.cause
 	c.mu.Unlock()
+	if code == 0 && !errors.Is(cause, transport.ErrClosed) {
+		// A failure, not a close: say so on every stripe, so that a peer
+		// that first sees another stripe close does not take it for a
+		// graceful one.
+		code, msg = quicgo.ApplicationErrorCode(transport.ErrCodeInternal), truncate(cause.Error(), 512)
+	}
 
 	// Writers flush what is queued, then stop; a peer that does not read
 	// gets closeGrace.
 	c.lanesMu.Lock()
 	c.lanesClosed = true
-	senders := append([]*sender{c.ctl}, c.lanes...)
+	senders := []*sender{c.ctl}
+	stripes := slices.Clone(c.stripes)
+	for _, st := range stripes {
+		senders = append(senders, st.lanes...)
+		senders = append(senders, st.writers...)
+	}
 	c.lanesMu.Unlock()
 	deadline := time.Now().Add(closeGrace)
 	for _, s := range senders {
@@ -413,9 +525,12 @@ func (c *Conn) supervise() {
 		timer.Stop()
 	}
 	close(c.stopRead)
-	c.qc.CloseWithError(code, msg)
+	for _, st := range stripes {
+		st.qc.CloseWithError(code, msg)
+	}
 	c.wg.Wait()
 	c.ctlDec.Close()
+	c.reo.discard()
 	if c.cleanup != nil {
 		c.cleanup()
 	}
@@ -427,9 +542,13 @@ func (c *Conn) supervise() {
 	close(c.done)
 }
 
-// connErr explains why the QUIC connection ended or a stream failed.
-func (c *Conn) connErr(err error) error {
-	if cerr := context.Cause(c.qc.Context()); cerr != nil {
+// connErr explains why the first QUIC connection ended or a stream on it
+// failed.
+func (c *Conn) connErr(err error) error { return c.connErrOn(c.qc, err) }
+
+// connErrOn explains why QUIC connection qc ended or a stream on it failed.
+func (c *Conn) connErrOn(qc *quicgo.Conn, err error) error {
+	if cerr := context.Cause(qc.Context()); cerr != nil {
 		err = cerr
 	}
 	var (
@@ -458,24 +577,36 @@ func (c *Conn) connErr(err error) error {
 	return fmt.Errorf("%s: %w", c.peerDesc(), err)
 }
 
-// readFailed ends the session after a stream read error.
-func (c *Conn) readFailed(stream string, err error) {
+// readFailed ends the session after a read error on a stream of stripe st.
+func (c *Conn) readFailed(st *stripe, stream string, err error) {
 	switch {
 	case c.ctx.Err() != nil:
 		// Already ending; the error is a consequence.
+	case st.idx > 0 && retired(st.qc, err):
+		// The stripe was retired; nothing was in flight on it.
 	case errors.Is(err, transport.ErrMalformed):
 		msg := stream + ": " + err.Error()
 		c.end(fmt.Errorf("%s: %s: %w", c.peerDesc(), stream, err), &transport.Error{Code: transport.ErrCodeProtocol, Message: msg},
 			quicgo.ApplicationErrorCode(transport.ErrCodeProtocol), truncate(msg, 512))
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		if c.qc.Context().Err() != nil {
-			c.end(c.connErr(err), nil, 0, "")
+		if st.qc.Context().Err() != nil {
+			c.end(c.stripeErr(st, err), nil, 0, "")
 		} else {
 			c.end(&goneError{peer: c.peerDesc(), reason: "closed its " + stream}, nil, 0, "")
 		}
 	default:
-		c.end(c.connErr(err), nil, 0, "")
+		c.end(c.stripeErr(st, err), nil, 0, "")
 	}
+}
+
+// stripeErr explains the failure of stripe st; errors of stripes other than
+// the first name it, since a stripe's death ends the whole session.
+func (c *Conn) stripeErr(st *stripe, err error) error {
+	err = c.connErrOn(st.qc, err)
+	if st.idx == 0 || errors.Is(err, transport.ErrClosed) {
+		return err
+	}
+	return fmt.Errorf("stripe %d: %w", st.idx, err)
 }
 
 func truncate(s string, n int) string {
@@ -521,7 +652,7 @@ func (c *Conn) readControl() {
 			return
 		}
 		if err != nil {
-			c.readFailed("control stream", err)
+			c.readFailed(c.first, "control stream", err)
 			return
 		}
 		c.framesRecvd.Add(1)
@@ -530,7 +661,7 @@ func (c *Conn) readControl() {
 			// Answered inline: a peer that floods pings is held back by
 			// the control queue, not buffered without bound. Once the
 			// session is ending, pings go unanswered.
-			c.ctl.send(c.ctx, &transport.Pong{Nonce: f.Nonce, SentAt: f.SentAt})
+			c.ctl.send(c.ctx, &transport.Pong{Nonce: f.Nonce, SentAt: f.SentAt}, 0, false)
 		case *transport.Pong:
 			if sample := time.Now().UnixNano() - f.SentAt; sample > 0 {
 				old := c.pingRTT.Load()
@@ -564,46 +695,64 @@ func (c *Conn) readControl() {
 	}
 }
 
-// acceptLanes accepts the peer's lanes and starts a reader for each.
-func (c *Conn) acceptLanes() {
+// acceptLanes accepts the peer's lanes on stripe st and starts a reader for
+// each. It returns when the stripe's connection ends; unless the peer
+// retired the stripe, that ends the session.
+func (c *Conn) acceptLanes(st *stripe) {
 	defer c.wg.Done()
 	for {
-		st, err := c.qc.AcceptUniStream(c.ctx)
+		rs, err := st.qc.AcceptUniStream(c.ctx)
 		if err != nil {
-			if c.ctx.Err() == nil {
-				c.end(c.connErr(err), nil, 0, "")
+			switch {
+			case c.ctx.Err() != nil:
+			case st.idx > 0 && retired(st.qc, err):
+				c.dropStripe(st)
+			default:
+				c.end(c.stripeErr(st, err), nil, 0, "")
 			}
 			return
 		}
 		c.wg.Add(1)
 		c.readers.add()
-		go c.readLane(st)
+		go c.readLane(st, rs)
 	}
 }
 
-func (c *Conn) readLane(st *quicgo.ReceiveStream) {
+func (c *Conn) readLane(st *stripe, rs *quicgo.ReceiveStream) {
 	defer c.wg.Done()
 	defer c.readers.done()
-	name := fmt.Sprintf("lane %d", st.StreamID())
-	br := bufio.NewReaderSize(&countingReader{r: st, n: &c.wireBytes}, readBufSize)
+	name := fmt.Sprintf("lane %d", rs.StreamID())
+	if st.idx > 0 {
+		name = fmt.Sprintf("stripe %d lane %d", st.idx, rs.StreamID())
+	}
+	br := bufio.NewReaderSize(&countingReader{r: rs, n: &c.wireBytes}, readBufSize)
 	kind, err := br.ReadByte()
 	if err != nil {
 		if !errors.Is(err, io.EOF) {
-			c.readFailed(name, err)
+			c.readFailed(st, name, err)
 		}
 		return
 	}
-	if kind != streamKindLane {
-		c.protocolViolation(fmt.Sprintf("unknown stream kind 0x%02x on %s", kind, name))
+	switch {
+	case kind == streamKindLane && !c.striped, kind == streamKindSeqLane && c.striped:
+	default:
+		c.protocolViolation(fmt.Sprintf("unexpected stream kind 0x%02x on %s (ALPN %s)", kind, name, c.alpn()))
 		return
 	}
+	seqd := kind == streamKindSeqLane
 	dec := transport.NewDecoder(c.cfg.limits)
 	defer dec.Close()
 	for {
-		f, err := dec.ReadFrame(br)
+		var seq uint64
+		var f transport.Frame
+		if seqd {
+			seq, f, err = readSeqFrame(br, dec)
+		} else {
+			f, err = dec.ReadFrame(br)
+		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
-				c.readFailed(name, err)
+				c.readFailed(st, name, err)
 			}
 			return
 		}
@@ -613,11 +762,71 @@ func (c *Conn) readLane(st *quicgo.ReceiveStream) {
 			return
 		}
 		c.framesRecvd.Add(1)
-		c.rawBytes.Add(int64(b.RawSize()))
-		if !c.deliver(c.recvData, b) {
+		raw := int64(b.RawSize())
+		c.rawBytes.Add(raw)
+		if !seqd {
+			if !c.deliver(c.recvData, b) {
+				return
+			}
+			continue
+		}
+		if err := c.reo.push(b, seq, raw, c.deliverBatch); err != nil {
+			c.protocolViolation(fmt.Sprintf("%s: %v", name, err))
 			return
 		}
 	}
+}
+
+// readSeqFrame reads one record of a sequenced lane: a uvarint sequence
+// number, then a frame. It returns io.EOF if br ends cleanly before the
+// sequence number, io.ErrUnexpectedEOF if it ends after it.
+func readSeqFrame(br *bufio.Reader, dec *transport.Decoder) (uint64, transport.Frame, error) {
+	seq, err := readUvarint(br)
+	if err != nil {
+		return 0, nil, err
+	}
+	f, err := dec.ReadFrame(br)
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF // a sequence number without its batch
+	}
+	return seq, f, err
+}
+
+// readUvarint reads a uvarint as binary.ReadUvarint does, but tells the
+// errors apart: io.EOF before the first byte, io.ErrUnexpectedEOF inside
+// it, read errors as they are, and one wrapping transport.ErrMalformed if
+// it overflows 64 bits.
+func readUvarint(br *bufio.Reader) (uint64, error) {
+	var x uint64
+	for i := range binary.MaxVarintLen64 {
+		b, err := br.ReadByte()
+		if err != nil {
+			if i > 0 && errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, err
+		}
+		if b < 0x80 {
+			if i == binary.MaxVarintLen64-1 && b > 1 {
+				break
+			}
+			return x | uint64(b)<<(7*i), nil
+		}
+		x |= uint64(b&0x7f) << (7 * i)
+	}
+	return 0, fmt.Errorf("%w: sequence number overflows 64 bits", transport.ErrMalformed)
+}
+
+// deliverBatch hands an in-order batch to Recv; false once the session
+// stops reading.
+func (c *Conn) deliverBatch(b *transport.Batch) bool { return c.deliver(c.recvData, b) }
+
+// alpn is the negotiated binding.
+func (c *Conn) alpn() string {
+	if c.striped {
+		return ALPNStriped
+	}
+	return ALPN
 }
 
 // pinger sends a Ping every ping period.
@@ -634,7 +843,7 @@ func (c *Conn) pinger() {
 			return
 		case <-t.C:
 			p := &transport.Ping{Nonce: c.pingNonce.Add(1), SentAt: time.Now().UnixNano()}
-			if err := c.ctl.send(c.ctx, p); err != nil {
+			if err := c.ctl.send(c.ctx, p, 0, false); err != nil {
 				return
 			}
 		}
@@ -645,6 +854,11 @@ func (c *Conn) pinger() {
 func (c *Conn) lane(i int) (*sender, error) {
 	c.lanesMu.Lock()
 	defer c.lanesMu.Unlock()
+	return c.laneLocked(i)
+}
+
+// laneLocked returns lane i of the first stripe, opening it on first use.
+func (c *Conn) laneLocked(i int) (*sender, error) {
 	if s := c.lanes[i]; s != nil {
 		return s, nil
 	}
@@ -654,23 +868,77 @@ func (c *Conn) lane(i int) (*sender, error) {
 		}
 		return nil, transport.ErrClosed
 	}
-	st, err := c.qc.OpenUniStream()
+	s, err := c.openLane(c.first, fmt.Sprintf("lane %d", i), laneQueue, nil, nil)
 	if err != nil {
-		return nil, fmt.Errorf("open lane: %w", c.connErr(err))
-	}
-	enc, err := transport.NewEncoder(c.sendCodec)
-	if err != nil {
-		st.CancelWrite(0)
 		return nil, err
+	}
+	c.lanes[i] = s
+	return s, nil
+}
+
+// openLanesLocked opens a dialer's lanes on a stripe: lane senders with a
+// queue each (v1, PlacePinned), or writers that take batches from dataQ
+// (PlaceAny).
+func (c *Conn) openLanesLocked(st *stripe) error {
+	name := func(i int) string {
+		if st.idx == 0 {
+			return fmt.Sprintf("lane %d", i)
+		}
+		return fmt.Sprintf("stripe %d lane %d", st.idx, i)
+	}
+	for i := range c.cfg.lanes {
+		var err error
+		switch {
+		case c.anyPlace:
+			var s *sender
+			if s, err = c.openLane(st, name(i), 0, c.dataQ, c.dataFree); err == nil {
+				st.writers = append(st.writers, s)
+			}
+		case st.idx == 0:
+			_, err = c.laneLocked(i)
+		default:
+			var s *sender
+			if s, err = c.openLane(st, name(i), laneQueue, nil, nil); err == nil {
+				st.lanes = append(st.lanes, s)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// openLane opens a lane stream on stripe st and starts its writer. With q
+// nil the sender has its own queue of depth; otherwise it takes frames from
+// the shared q (and recycles buffers into free).
+func (c *Conn) openLane(st *stripe, name string, depth int, q, free chan []byte) (*sender, error) {
+	rs, err := st.qc.OpenUniStream()
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", name, c.stripeErr(st, err))
+	}
+	kind := streamKindLane
+	if c.striped {
+		kind = streamKindSeqLane
+	}
+	var enc *transport.Encoder
+	if q == nil {
+		if enc, err = transport.NewEncoder(c.sendCodec); err != nil {
+			rs.CancelWrite(0)
+			return nil, err
+		}
 	}
 	// The kind byte goes out at once (a fresh stream always has flow-control
 	// credit for it), so the peer sees the lane before its first batch.
-	if _, err := st.Write([]byte{streamKindLane}); err != nil {
-		st.CancelWrite(0)
-		return nil, fmt.Errorf("open lane: %w", c.connErr(err))
+	if _, err := rs.Write([]byte{kind}); err != nil {
+		rs.CancelWrite(0)
+		return nil, fmt.Errorf("open %s: %w", name, c.stripeErr(st, err))
 	}
-	s := newSender(c, fmt.Sprintf("lane %d", i), laneQueue, enc, st)
-	c.lanes[i] = s
+	s := newSender(c, name, depth, enc, rs)
+	s.st = st
+	if q != nil {
+		s.q, s.free, s.shared = q, free, true
+	}
 	c.writers.Add(1)
 	go s.run()
 	return s, nil
@@ -682,6 +950,12 @@ func laneOf(b *transport.Batch, lanes int) int {
 	if lanes <= 1 {
 		return 0
 	}
+	return int(partHash(b) % uint64(lanes))
+}
+
+// partHash is FNV-1a of (leg, 0xff, topic, 0xff, partition as 4
+// little-endian bytes).
+func partHash(b *transport.Batch) uint64 {
 	const prime = 1099511628211
 	h := uint64(14695981039346656037)
 	for i := 0; i < len(b.Leg); i++ {
@@ -697,7 +971,7 @@ func laneOf(b *transport.Batch, lanes int) int {
 		h = (h ^ uint64(p&0xff)) * prime
 		p >>= 8
 	}
-	return int(h % uint64(lanes))
+	return h
 }
 
 // sendStream is the part of a QUIC send stream a sender uses.
@@ -707,14 +981,17 @@ type sendStream interface {
 }
 
 // sender serializes frames onto one stream: callers encode under sem and
-// queue the bytes; run writes them.
+// queue the bytes; run writes them. A PlaceAny writer (shared) has no queue
+// of its own: it takes encoded batches from the session's dataQ.
 type sender struct {
 	c      *Conn
+	st     *stripe // nil for the control stream
 	name   string
 	sem    chan struct{} // held while encoding and queueing one frame
 	enc    *transport.Encoder
 	q      chan []byte
 	free   chan []byte
+	shared bool
 	stream sendStream
 	broken atomic.Bool // a write failed, perhaps part-way through a frame
 }
@@ -728,7 +1005,9 @@ func newSender(c *Conn, name string, depth int, enc *transport.Encoder, st sendS
 	}
 }
 
-func (s *sender) send(ctx context.Context, f transport.Frame) error {
+// send encodes f and queues it. A batch on a sequenced lane (seqd) is
+// preceded by its partition sequence number seq.
+func (s *sender) send(ctx context.Context, f transport.Frame, seq uint64, seqd bool) error {
 	select {
 	case s.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -746,8 +1025,14 @@ func (s *sender) send(ctx context.Context, f transport.Frame) error {
 	var err error
 	raw := 0
 	b, isBatch := f.(*transport.Batch)
+	start := 0
 	if isBatch {
-		buf, raw, err = s.enc.AppendBatch(buf[:0], b)
+		buf = buf[:0]
+		if seqd {
+			buf = binary.AppendUvarint(buf, seq)
+			start = len(buf)
+		}
+		buf, raw, err = s.enc.AppendBatch(buf, b)
 		if err == nil && s.c.maxBatch > 0 && int64(raw) > s.c.maxBatch {
 			err = fmt.Errorf("%d raw bytes exceed the peer's MaxBatchBytes of %d", raw, s.c.maxBatch)
 		}
@@ -764,16 +1049,23 @@ func (s *sender) send(ctx context.Context, f transport.Frame) error {
 	}
 	select {
 	case s.q <- buf:
-	case <-ctx.Done():
-		s.recycle(buf)
-		return ctx.Err()
-	case <-s.c.ctx.Done():
-		return s.c.Err()
+	default:
+		if isBatch {
+			s.c.sendWaits.Add(1)
+		}
+		select {
+		case s.q <- buf:
+		case <-ctx.Done():
+			s.recycle(buf)
+			return ctx.Err()
+		case <-s.c.ctx.Done():
+			return s.c.Err()
+		}
 	}
 	s.c.framesSent.Add(1)
 	s.c.wireBytes.Add(int64(len(buf)))
 	if isBatch {
-		b.WireSize = len(buf)
+		b.WireSize = len(buf) - start
 		s.c.rawBytes.Add(int64(raw))
 	}
 	return nil
@@ -819,9 +1111,17 @@ func (s *sender) write(buf []byte) bool {
 	if _, err := s.stream.Write(buf); err != nil {
 		s.broken.Store(true)
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			s.c.end(fmt.Errorf("write %s: %w", s.name, s.c.connErr(err)), nil, 0, "")
+			werr := s.c.connErr(err)
+			if s.st != nil {
+				werr = s.c.stripeErr(s.st, err)
+			}
+			s.c.end(fmt.Errorf("write %s: %w", s.name, werr), nil, 0, "")
 		}
 		return false
+	}
+	if s.st != nil {
+		s.c.batchBytes.Add(int64(len(buf)))
+		s.st.batchBytes.Add(int64(len(buf)))
 	}
 	return true
 }

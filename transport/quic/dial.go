@@ -21,7 +21,8 @@ import (
 var _ transport.Dialer = (*Dialer)(nil)
 
 // Dialer opens sessions to peer gateways. It is safe for concurrent use and
-// holds no resources: each session owns its own UDP socket.
+// holds no resources but a TLS session cache (for resumption and 0-RTT):
+// each session owns its own UDP socket, which all its stripes share.
 type Dialer struct {
 	cfg        *sessionConfig
 	qconf      *quicgo.Config
@@ -32,17 +33,54 @@ type Dialer struct {
 
 // NewDialer validates opts and returns a Dialer.
 func NewDialer(opts DialerOptions) (*Dialer, error) {
-	tlsConf, terr := clientTLS(opts.TLS)
 	cfg, qconf, err := opts.Session.build("DialerOptions", false)
+	protos := []string{ALPN}
+	if cfg != nil && cfg.striping() {
+		protos = []string{ALPNStriped, ALPN}
+	}
+	tlsConf, terr := clientTLS(opts.TLS, protos)
 	if err = errors.Join(terr, err); err != nil {
 		return nil, fmt.Errorf("quic dialer: %w", err)
 	}
+	if tlsConf.ClientSessionCache == nil {
+		// Tickets let a redial resume (and send its Hello as 0-RTT data)
+		// and make stripe handshakes smaller.
+		tlsConf.ClientSessionCache = tls.NewLRUClientSessionCache(64)
+	}
+	tlsConf.ClientSessionCache = copyingCache{tlsConf.ClientSessionCache}
 	cfg.log = cfg.log.With("component", "transport/quic", "side", "dialer")
 	listen := opts.ListenPacket
 	if listen == nil {
 		listen = func() (net.PacketConn, error) { return net.ListenUDP("udp", nil) }
 	}
 	return &Dialer{cfg: cfg, qconf: qconf, tls: tlsConf, listen: listen, serverName: opts.ServerName}, nil
+}
+
+// copyingCache hands out a copy of each cached session: quic-go writes to
+// the session state it resumes from, so connections that resume from one
+// ticket at once (stripes joining) must not share it.
+type copyingCache struct{ tls.ClientSessionCache }
+
+func (c copyingCache) Get(key string) (*tls.ClientSessionState, bool) {
+	cs, ok := c.ClientSessionCache.Get(key)
+	if !ok || cs == nil {
+		return nil, false
+	}
+	ticket, st, err := cs.ResumptionState()
+	if err != nil || st == nil {
+		return nil, false
+	}
+	b, err := st.Bytes()
+	if err != nil {
+		return nil, false
+	}
+	if st, err = tls.ParseSessionState(b); err != nil {
+		return nil, false
+	}
+	if cs, err = tls.NewResumptionState(ticket, st); err != nil {
+		return nil, false
+	}
+	return cs, true
 }
 
 // allCodecs is what this build decodes, best first.
@@ -88,11 +126,6 @@ func (d *Dialer) dial(ctx context.Context, addr string, h *transport.Hello) (*Co
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: open UDP socket: %w", addr, err)
 	}
-	tr := &quicgo.Transport{Conn: pc}
-	release := func() {
-		tr.Close()
-		pc.Close()
-	}
 	tlsConf := d.tls.Clone()
 	if d.serverName != nil {
 		if n := d.serverName(addr); n != "" {
@@ -102,14 +135,26 @@ func (d *Dialer) dial(ctx context.Context, addr string, h *transport.Hello) (*Co
 	if tlsConf.ServerName == "" {
 		tlsConf.ServerName = host
 	}
-	qc, err := tr.Dial(ctx, raddr, tlsConf, d.qconf)
+	ds := &dialState{addr: addr, raddr: raddr, qconf: d.qconf, tr: &quicgo.Transport{Conn: pc}, pc: pc}
+	local := pc.LocalAddr()
+	ds.local.Store(&local)
+	ds.tls = tlsConf.Clone()
+	ds.tls.NextProtos = []string{ALPNStriped}
+	var qc *quicgo.Conn
+	if d.cfg.zeroRTT {
+		// With a ticket from an earlier session, the Hello goes out in the
+		// first flight as 0-RTT data.
+		qc, err = ds.tr.DialEarly(ctx, raddr, tlsConf, d.qconf)
+	} else {
+		qc, err = ds.tr.Dial(ctx, raddr, tlsConf, d.qconf)
+	}
 	if err != nil {
-		release()
+		ds.release()
 		return nil, explainDialError(addr, d.cfg, err)
 	}
-	c, err := d.handshake(ctx, qc, addr, &hello, release)
+	c, err := d.handshake(ctx, qc, addr, &hello, ds)
 	if err != nil {
-		release()
+		ds.release()
 		return nil, err
 	}
 	return c, nil
@@ -143,22 +188,102 @@ func resolve(ctx context.Context, addr string) (host string, ua *net.UDPAddr, er
 	return host, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip.Unmap(), uint16(p))), nil
 }
 
-// handshake sends Hello on a new control stream and reads the answer.
-func (d *Dialer) handshake(ctx context.Context, qc *quicgo.Conn, addr string, hello *transport.Hello, release func()) (*Conn, error) {
-	peer := pki.PeerName(qc.ConnectionState().TLS)
-	who := "peer " + peer + " at " + addr
-	if peer == "" {
-		who = "peer at " + addr
+// handshake sends Hello on a new control stream and reads the answer. On
+// a 0-RTT connection the Hello travels as 0-RTT data; if the peer rejects
+// 0-RTT (it restarted, or its limits changed) the Hello is sent again once
+// the handshake has completed.
+func (d *Dialer) handshake(ctx context.Context, qc *quicgo.Conn, addr string, hello *transport.Hello, ds *dialState) (*Conn, error) {
+	hctx, cancel := context.WithTimeout(ctx, d.cfg.handshakeTimeout)
+	defer cancel()
+	ex, err := d.exchange(ctx, hctx, qc, addr, hello)
+	if errors.Is(err, quicgo.Err0RTTRejected) {
+		d.cfg.log.Debug("0-RTT rejected by the peer; sending the hello again", "addr", addr)
+		if qc, err = qc.NextConnection(hctx); err != nil {
+			return nil, d.handshakeErr(ctx, hctx, qc, addr, err)
+		}
+		ex, err = d.exchange(ctx, hctx, qc, addr, hello)
 	}
+	if err != nil {
+		return nil, err
+	}
+	// Trust the answer only once the handshake has completed (it has, in
+	// practice: 1-RTT data cannot be read earlier), then check who sent it.
+	select {
+	case <-qc.HandshakeComplete():
+	case <-hctx.Done():
+		ex.dec.Close()
+		return nil, d.handshakeErr(ctx, hctx, qc, addr, hctx.Err())
+	case <-qc.Context().Done():
+		ex.dec.Close()
+		return nil, d.handshakeErr(ctx, hctx, qc, addr, context.Cause(qc.Context()))
+	}
+	cs := qc.ConnectionState()
+	peer := pki.PeerName(cs.TLS)
+	who := describePeer(peer, addr)
 	fail := func(code uint16, msg string, err error) error {
+		ex.dec.Close()
 		qc.CloseWithError(quicgo.ApplicationErrorCode(code), msg)
 		return err
 	}
-	hctx, cancel := context.WithTimeout(ctx, d.cfg.handshakeTimeout)
-	defer cancel()
+	switch f := ex.answer.(type) {
+	case *transport.Error:
+		ex.dec.Close()
+		qc.CloseWithError(0, "")
+		return nil, &RefusedError{Addr: addr, Peer: peer, Err: f}
+	case *transport.Welcome:
+		if f.Version < hello.VersionMin || f.Version > hello.VersionMax {
+			msg := fmt.Sprintf("peer chose protocol version %d, outside the offered %d-%d", f.Version, hello.VersionMin, hello.VersionMax)
+			return nil, fail(transport.ErrCodeVersion, msg, fmt.Errorf("dial %s: %s", who, msg))
+		}
+		if f.Gateway != "" && f.Gateway != peer {
+			msg := fmt.Sprintf("welcome names gateway %q but its certificate is for %q", f.Gateway, peer)
+			return nil, fail(transport.ErrCodeIdentity, msg, fmt.Errorf("dial %s: %s", who, msg))
+		}
+		striped := cs.TLS.NegotiatedProtocol == ALPNStriped
+		var token [32]byte
+		if striped {
+			if token, err = joinToken(cs.TLS); err != nil {
+				return nil, fail(transport.ErrCodeInternal, "", fmt.Errorf("dial %s: %w", who, err))
+			}
+		}
+		c := newConn(connParams{
+			qc: qc, striped: striped, token: token, dial: ds, cfg: d.cfg, client: true, peer: peer, hello: hello, welcome: f,
+			maxBatch: f.MaxBatchBytes, sendCodec: d.cfg.codec, recvLimit: d.cfg.limits,
+			stream: ex.st, reader: ex.br, counter: ex.counter, dec: ex.dec, cleanup: ds.release,
+			hsSent: 1, hsRecvd: 1, hsSentBytes: int64(ex.sent),
+		})
+		if d.cfg.striping() && !striped {
+			c.cfg.log.Info("peer does not speak the striped binding: one stripe", "alpn", cs.TLS.NegotiatedProtocol)
+		}
+		c.cfg.log.Info("session open", "version", f.Version, "window", f.Window, "codec", d.cfg.codec, "lanes", d.cfg.lanes,
+			"alpn", cs.TLS.NegotiatedProtocol, "zero_rtt", cs.Used0RTT)
+		return c, nil
+	default:
+		msg := fmt.Sprintf("expected welcome or error, got %s", transport.TypeOf(f))
+		return nil, fail(transport.ErrCodeProtocol, msg, fmt.Errorf("dial %s: %s", who, msg))
+	}
+}
+
+// exchanged is a control stream after Hello, and the peer's answer.
+type exchanged struct {
+	st      *quicgo.Stream
+	br      *bufio.Reader
+	counter *countingReader
+	dec     *transport.Decoder
+	answer  transport.Frame
+	sent    int
+}
+
+// exchange opens the control stream, writes hello and reads one frame. It
+// returns an error wrapping quicgo.Err0RTTRejected if the peer rejected the
+// 0-RTT data it went out in.
+func (d *Dialer) exchange(ctx, hctx context.Context, qc *quicgo.Conn, addr string, hello *transport.Hello) (*exchanged, error) {
 	st, err := qc.OpenStreamSync(hctx)
 	if err != nil {
-		return nil, fail(transport.ErrCodeInternal, "", fmt.Errorf("dial %s: open control stream: %w", who, err))
+		if errors.Is(err, quicgo.Err0RTTRejected) {
+			return nil, err
+		}
+		return nil, d.handshakeErr(ctx, hctx, qc, addr, fmt.Errorf("open control stream: %w", err))
 	}
 	fired := make(chan struct{})
 	stop := context.AfterFunc(hctx, func() {
@@ -169,73 +294,84 @@ func (d *Dialer) handshake(ctx context.Context, qc *quicgo.Conn, addr string, he
 	buf, err := transport.AppendFrame(nil, hello)
 	if err != nil {
 		stop()
-		return nil, fail(transport.ErrCodeInternal, "", fmt.Errorf("dial %s: %w", addr, err))
+		qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeInternal), "")
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	var f transport.Frame
-	counter := &countingReader{r: st, n: new(atomic.Int64)}
-	br := bufio.NewReaderSize(counter, readBufSize)
-	dec := transport.NewDecoder(d.cfg.limits)
+	ex := &exchanged{st: st, counter: &countingReader{r: st, n: new(atomic.Int64)}, sent: len(buf)}
+	ex.br = bufio.NewReaderSize(ex.counter, readBufSize)
+	ex.dec = transport.NewDecoder(d.cfg.limits)
 	if _, err = st.Write(buf); err == nil {
-		f, err = dec.ReadFrame(br)
+		ex.answer, err = ex.dec.ReadFrame(ex.br)
 	}
 	if !stop() {
 		<-fired
-		dec.Close()
-		if ctx.Err() != nil {
-			return nil, fail(transport.ErrCodeInternal, "dial abandoned", fmt.Errorf("dial %s: waiting for the answer to Hello: %w", who, context.Cause(ctx)))
-		}
-		return nil, fail(transport.ErrCodeInternal, "handshake timeout", fmt.Errorf("dial %s: no answer to Hello within %s", who, d.cfg.handshakeTimeout))
+		ex.dec.Close()
+		return nil, d.handshakeErr(ctx, hctx, qc, addr, hctx.Err())
 	}
 	if err != nil {
-		dec.Close()
+		ex.dec.Close()
+		if errors.Is(err, quicgo.Err0RTTRejected) {
+			return nil, err
+		}
 		if errors.Is(err, transport.ErrMalformed) {
-			return nil, fail(transport.ErrCodeProtocol, err.Error(), fmt.Errorf("dial %s: malformed answer to Hello: %w", who, err))
+			qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeProtocol), err.Error())
+			return nil, fmt.Errorf("dial %s: malformed answer to Hello: %w", whoOf(qc, addr), err)
 		}
-		if qc.Context().Err() != nil {
-			err = context.Cause(qc.Context())
-		}
-		var app *quicgo.ApplicationError
-		var te *quicgo.TransportError
-		if errors.As(err, &te) && te.ErrorCode.IsCryptoError() {
-			// TLS 1.3: the server judges the client certificate after the
-			// client's handshake has completed.
-			return nil, explainDialError(addr, d.cfg, err)
-		}
-		if errors.As(err, &app) && app.Remote && app.ErrorCode != 0 {
-			// Refused, and the Error frame was overtaken by the close.
-			return nil, &RefusedError{Addr: addr, Peer: peer, Err: &transport.Error{Code: uint16(min(app.ErrorCode, 0xffff)), Message: app.ErrorMessage}}
-		}
-		return nil, fail(transport.ErrCodeInternal, "", fmt.Errorf("dial %s: handshake: %w", who, err))
+		return nil, d.handshakeErr(ctx, hctx, qc, addr, err)
 	}
-	switch f := f.(type) {
-	case *transport.Error:
-		dec.Close()
-		qc.CloseWithError(0, "")
-		return nil, &RefusedError{Addr: addr, Peer: peer, Err: f}
-	case *transport.Welcome:
-		if f.Version < hello.VersionMin || f.Version > hello.VersionMax {
-			dec.Close()
-			msg := fmt.Sprintf("peer chose protocol version %d, outside the offered %d-%d", f.Version, hello.VersionMin, hello.VersionMax)
-			return nil, fail(transport.ErrCodeVersion, msg, fmt.Errorf("dial %s: %s", who, msg))
+	return ex, nil
+}
+
+// handshakeErr explains a failed Hello/Welcome exchange and closes qc.
+func (d *Dialer) handshakeErr(ctx, hctx context.Context, qc *quicgo.Conn, addr string, err error) error {
+	who := whoOf(qc, addr)
+	fail := func(code uint16, msg string, err error) error {
+		qc.CloseWithError(quicgo.ApplicationErrorCode(code), msg)
+		return err
+	}
+	if hctx.Err() != nil && qc.Context().Err() == nil {
+		if ctx.Err() != nil {
+			return fail(transport.ErrCodeInternal, "dial abandoned", fmt.Errorf("dial %s: waiting for the answer to Hello: %w", who, context.Cause(ctx)))
 		}
-		if f.Gateway != "" && f.Gateway != peer {
-			dec.Close()
-			msg := fmt.Sprintf("welcome names gateway %q but its certificate is for %q", f.Gateway, peer)
-			return nil, fail(transport.ErrCodeIdentity, msg, fmt.Errorf("dial %s: %s", who, msg))
-		}
-		c := newConn(connParams{
-			qc: qc, cfg: d.cfg, client: true, peer: peer, hello: hello, welcome: f,
-			maxBatch: f.MaxBatchBytes, sendCodec: d.cfg.codec, recvLimit: d.cfg.limits,
-			stream: st, reader: br, counter: counter, dec: dec, cleanup: release,
-			hsSent: 1, hsRecvd: 1, hsSentBytes: int64(len(buf)),
-		})
-		c.cfg.log.Info("session open", "version", f.Version, "window", f.Window, "codec", d.cfg.codec, "lanes", d.cfg.lanes)
-		return c, nil
+		return fail(transport.ErrCodeInternal, "handshake timeout", fmt.Errorf("dial %s: no answer to Hello within %s", who, d.cfg.handshakeTimeout))
+	}
+	if qc.Context().Err() != nil {
+		err = context.Cause(qc.Context())
+	}
+	var app *quicgo.ApplicationError
+	var te *quicgo.TransportError
+	var hto *quicgo.HandshakeTimeoutError
+	var ito *quicgo.IdleTimeoutError
+	switch {
+	case errors.As(err, &te) && te.ErrorCode.IsCryptoError(), errors.As(err, &hto), errors.As(err, &ito):
+		// TLS 1.3: the server judges the client certificate after the
+		// client's handshake has completed.
+		return explainDialError(addr, d.cfg, err)
+	case errors.As(err, &app) && app.Remote && app.ErrorCode != 0:
+		// Refused, and the Error frame was overtaken by the close.
+		return &RefusedError{Addr: addr, Peer: peerOf(qc), Err: &transport.Error{Code: uint16(min(app.ErrorCode, 0xffff)), Message: app.ErrorMessage}}
+	}
+	return fail(transport.ErrCodeInternal, "", fmt.Errorf("dial %s: handshake: %w", who, err))
+}
+
+// peerOf is the peer's certificate name once the handshake has completed,
+// else "".
+func peerOf(qc *quicgo.Conn) string {
+	select {
+	case <-qc.HandshakeComplete():
+		return pki.PeerName(qc.ConnectionState().TLS)
 	default:
-		dec.Close()
-		msg := fmt.Sprintf("expected welcome or error, got %s", transport.TypeOf(f))
-		return nil, fail(transport.ErrCodeProtocol, msg, fmt.Errorf("dial %s: %s", who, msg))
+		return ""
 	}
+}
+
+func whoOf(qc *quicgo.Conn, addr string) string { return describePeer(peerOf(qc), addr) }
+
+func describePeer(peer, addr string) string {
+	if peer == "" {
+		return "peer at " + addr
+	}
+	return "peer " + peer + " at " + addr
 }
 
 // RefusedError is returned by Dial when the peer refused the session with an

@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -35,9 +37,10 @@ type Listener struct {
 	accept transport.Accept
 	name   string // this gateway's certificate name, for Welcomes and messages
 	tr     *quicgo.Transport
-	ln     *quicgo.Listener
+	ln     *quicgo.EarlyListener
 	pc     net.PacketConn
 	ownPC  bool
+	roots  *x509.CertPool // the CA of client certificates
 
 	accepted chan *Conn
 	ctx      context.Context // ends when Close starts
@@ -49,6 +52,7 @@ type Listener struct {
 	sessions int  // sessions alive on the socket
 	closed   bool // Close has run: release the socket with the last session
 	released bool
+	joinable map[[32]byte]*Conn // striped sessions by join token
 }
 
 // Listen listens for sessions on addr (host:port, UDP; port 0 picks one) or,
@@ -62,7 +66,11 @@ func Listen(addr string, opts ListenerOptions) (*Listener, error) {
 	} else {
 		log = slog.New(slog.DiscardHandler)
 	}
-	tlsConf, terr := serverTLS(opts.TLS, log)
+	protos := []string{ALPN}
+	if cfg != nil && cfg.striping() {
+		protos = []string{ALPNStriped, ALPN}
+	}
+	tlsConf, terr := serverTLS(opts.TLS, log, protos)
 	if err = errors.Join(terr, err); err != nil {
 		return nil, fmt.Errorf("quic listener: %w", err)
 	}
@@ -78,7 +86,9 @@ func Listen(addr string, opts ListenerOptions) (*Listener, error) {
 		own = true
 	}
 	tr := &quicgo.Transport{Conn: pc, StatelessResetKey: resetKey(opts.TLS)}
-	ln, err := tr.Listen(tlsConf, qconf)
+	// An early listener hands over connections before the handshake has
+	// completed, so that a Hello in 0-RTT data can be answered at once.
+	ln, err := tr.ListenEarly(tlsConf, qconf)
 	if err != nil {
 		tr.Close()
 		if own {
@@ -88,8 +98,9 @@ func Listen(addr string, opts ListenerOptions) (*Listener, error) {
 	}
 	l := &Listener{
 		cfg: cfg, log: log.With("addr", pc.LocalAddr().String()), accept: opts.Accept,
-		name: ownName(opts.TLS), tr: tr, ln: ln, pc: pc, ownPC: own,
+		name: ownName(opts.TLS), tr: tr, ln: ln, pc: pc, ownPC: own, roots: opts.TLS.ClientCAs,
 		accepted: make(chan *Conn, max(opts.AcceptQueue, 0)),
+		joinable: map[[32]byte]*Conn{},
 	}
 	if opts.AcceptQueue == 0 {
 		l.accepted = make(chan *Conn, 16)
@@ -97,7 +108,7 @@ func Listen(addr string, opts ListenerOptions) (*Listener, error) {
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)
 	go l.loop()
-	l.log.Info("listening", "alpn", ALPN, "versions", fmt.Sprintf("%d-%d", transport.VersionMin, transport.VersionMax))
+	l.log.Info("listening", "alpn", protos, "versions", fmt.Sprintf("%d-%d", transport.VersionMin, transport.VersionMax))
 	return l, nil
 }
 
@@ -163,8 +174,13 @@ func (l *Listener) release() {
 	}
 }
 
-func (l *Listener) sessionEnded() {
+// sessionEnded is the cleanup of a session: it forgets its join token (if
+// striped) and, after Close, releases the socket with the last session.
+func (l *Listener) sessionEnded(token *[32]byte) {
 	l.mu.Lock()
+	if token != nil {
+		delete(l.joinable, *token)
+	}
 	l.sessions--
 	last := l.closed && l.sessions == 0
 	l.mu.Unlock()
@@ -188,16 +204,22 @@ func (l *Listener) loop() {
 	}
 }
 
-// handshake reads the Hello of a new connection and answers it.
+// handshake reads the first stream of a new connection: the Hello of a new
+// session (answered with Welcome or Error), or the join of a stripe.
 func (l *Listener) handshake(qc *quicgo.Conn) {
 	defer l.wg.Done()
-	peer := pki.PeerName(qc.ConnectionState().TLS)
-	log := l.log.With("remote", qc.RemoteAddr().String(), "peer", peer)
+	log := l.log.With("remote", qc.RemoteAddr().String())
 	hctx, cancel := context.WithTimeout(l.ctx, l.cfg.handshakeTimeout)
 	defer cancel()
 
 	st, err := qc.AcceptStream(hctx)
 	if err != nil {
+		if qc.Context().Err() != nil {
+			// The handshake failed (a refused client certificate is logged
+			// by the TLS layer).
+			log.Debug("handshake failed", "err", context.Cause(qc.Context()))
+			return
+		}
 		log.Warn("handshake failed: no control stream", "err", err)
 		qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeProtocol), "no control stream")
 		return
@@ -210,8 +232,16 @@ func (l *Listener) handshake(qc *quicgo.Conn) {
 	})
 	counter := &countingReader{r: st, n: new(atomic.Int64)}
 	br := bufio.NewReaderSize(counter, readBufSize)
+	first, err := br.Peek(1)
+	if err == nil && first[0] == streamKindJoin {
+		l.join(hctx, qc, st, br, stop, fired, log)
+		return
+	}
 	dec := transport.NewDecoder(l.cfg.limits)
-	f, err := dec.ReadFrame(br)
+	var f transport.Frame
+	if err == nil {
+		f, err = dec.ReadFrame(br)
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -228,19 +258,26 @@ func (l *Listener) handshake(qc *quicgo.Conn) {
 		}
 		qc.CloseWithError(quicgo.ApplicationErrorCode(e.Code), e.Message)
 	}
-	if !stop() {
-		<-fired
+	timedOut := func(what string) {
 		if l.ctx.Err() != nil {
 			qc.CloseWithError(0, "listener closed")
 			return
 		}
-		log.Warn("handshake failed: no hello in time", "timeout", l.cfg.handshakeTimeout)
-		qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeProtocol), "no hello")
-		return
+		log.Warn("handshake failed: "+what+" in time", "timeout", l.cfg.handshakeTimeout)
+		qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeProtocol), what)
 	}
 	if err != nil {
+		if !stop() {
+			<-fired
+			timedOut("no hello")
+			return
+		}
 		if errors.Is(err, transport.ErrMalformed) {
 			refuse(&transport.Error{Code: transport.ErrCodeProtocol, Message: "malformed hello: " + err.Error()})
+			return
+		}
+		if qc.Context().Err() != nil {
+			log.Debug("handshake failed", "err", context.Cause(qc.Context()))
 			return
 		}
 		log.Warn("handshake failed: no hello", "err", err)
@@ -249,21 +286,64 @@ func (l *Listener) handshake(qc *quicgo.Conn) {
 	}
 	hello, isHello := f.(*transport.Hello)
 	if !isHello {
+		stop()
 		refuse(&transport.Error{Code: transport.ErrCodeProtocol, Message: fmt.Sprintf("expected hello, got %s", transport.TypeOf(f))})
 		return
 	}
+
+	// The client's identity: from the session ticket if the Hello came as
+	// 0-RTT data (the ticket was issued to a verified client, and the
+	// chain is verified again here), else from its certificate once the
+	// handshake has completed.
+	cs := qc.ConnectionState()
+	early := cs.Used0RTT
+	// handshakeFailed reports a handshake that did not complete.
+	handshakeFailed := func(err error) {
+		if !stop() {
+			<-fired
+		}
+		if err == errConnFailed {
+			log.Debug("handshake failed", "err", context.Cause(qc.Context()))
+			return
+		}
+		timedOut("no completed handshake")
+	}
+	if !early {
+		if err := l.awaitHandshake(hctx, qc); err != nil {
+			handshakeFailed(err)
+			return
+		}
+	}
+	if early {
+		if err := verifyClient(cs.TLS, l.roots); err != nil {
+			stop()
+			log.Warn("refused 0-RTT session", "err", err)
+			qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeIdentity), "client certificate not trusted")
+			return
+		}
+	} else {
+		cs = qc.ConnectionState()
+	}
+	peer := pki.PeerName(cs.TLS)
+	log = log.With("peer", peer)
+
 	version, common := transport.NegotiateVersion(hello.VersionMin, hello.VersionMax)
 	if !common {
+		stop()
 		refuse(&transport.Error{Code: transport.ErrCodeVersion, Message: fmt.Sprintf(
 			"no common protocol version (receiver %s speaks %d-%d, sender %s speaks %d-%d)",
 			orUnnamed(l.name), transport.VersionMin, transport.VersionMax, orUnnamed(hello.Gateway), hello.VersionMin, hello.VersionMax)})
 		return
 	}
 	if hello.Gateway != peer {
+		stop()
 		refuse(&transport.Error{Code: transport.ErrCodeIdentity, Message: fmt.Sprintf(
 			"hello names gateway %q but its certificate is for %q", hello.Gateway, peer)})
 		return
 	}
+	// Accept may see a Hello that arrived as 0-RTT data, which an attacker
+	// can replay: the callback must decide without side effects (a routing
+	// check). The session itself is handed over only after the handshake.
 	w := &transport.Welcome{}
 	if l.accept != nil {
 		w, err = l.accept(hello)
@@ -276,6 +356,7 @@ func (l *Listener) handshake(qc *quicgo.Conn) {
 			default:
 				te = &transport.Error{Code: transport.ErrCodeInternal, Message: "accept returned no welcome"}
 			}
+			stop()
 			refuse(te)
 			return
 		}
@@ -297,8 +378,25 @@ func (l *Listener) handshake(qc *quicgo.Conn) {
 		_, err = st.Write(buf)
 	}
 	if err != nil {
+		if !stop() {
+			<-fired
+		}
 		log.Warn("handshake failed: write welcome", "err", err)
 		qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeInternal), "")
+		return
+	}
+	// A Hello in 0-RTT data was answered in the server's first flight; the
+	// session starts only when the client has proved it is live (a replay
+	// cannot finish the handshake).
+	if early {
+		if err := l.awaitHandshake(hctx, qc); err != nil {
+			handshakeFailed(err)
+			return
+		}
+	}
+	if !stop() {
+		<-fired
+		timedOut("no completed handshake")
 		return
 	}
 
@@ -308,6 +406,16 @@ func (l *Listener) handshake(qc *quicgo.Conn) {
 	}
 	recvLimit := l.cfg.limits
 	recvLimit.MaxBatchBytes = int(w.MaxBatchBytes)
+	cs = qc.ConnectionState()
+	striped := cs.TLS.NegotiatedProtocol == ALPNStriped
+	var token [32]byte
+	if striped {
+		if token, err = joinToken(cs.TLS); err != nil {
+			log.Error("handshake failed", "err", err)
+			qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeInternal), "")
+			return
+		}
+	}
 
 	l.mu.Lock()
 	if l.closed {
@@ -318,18 +426,127 @@ func (l *Listener) handshake(qc *quicgo.Conn) {
 	l.sessions++
 	l.mu.Unlock()
 	ok = true
+	var tokenRef *[32]byte
+	var register func(*Conn)
+	if striped {
+		tokenRef = &token
+		register = func(c *Conn) {
+			l.mu.Lock()
+			l.joinable[token] = c
+			l.mu.Unlock()
+		}
+	}
 	c := newConn(connParams{
-		qc: qc, cfg: l.cfg, client: false, peer: peer, hello: hello, welcome: w,
-		sendCodec: codec, recvLimit: recvLimit,
-		stream: st, reader: br, counter: counter, dec: dec, cleanup: l.sessionEnded,
+		qc: qc, striped: striped, token: token, cfg: l.cfg, client: false, peer: peer, hello: hello, welcome: w,
+		sendCodec: codec, recvLimit: recvLimit, register: register,
+		stream: st, reader: br, counter: counter, dec: dec, cleanup: func() { l.sessionEnded(tokenRef) },
 		hsSent: 1, hsRecvd: 1, hsSentBytes: int64(len(buf)),
 	})
-	c.cfg.log.Info("session accepted", "version", version, "legs", hello.Legs, "region", hello.Region)
+	c.cfg.log.Info("session accepted", "version", version, "legs", hello.Legs, "region", hello.Region,
+		"alpn", cs.TLS.NegotiatedProtocol, "zero_rtt", early)
 	select {
 	case l.accepted <- c:
 	case <-l.ctx.Done():
 		c.Close(errors.New("listener closed"))
 	}
+}
+
+// awaitHandshake waits until qc's handshake has completed. It returns
+// ctx's error if ctx ends first, or errConnFailed if the connection fails
+// (a refused client certificate: the TLS layer has logged why).
+func (l *Listener) awaitHandshake(ctx context.Context, qc *quicgo.Conn) error {
+	select {
+	case <-qc.HandshakeComplete():
+		if qc.Context().Err() != nil {
+			return errConnFailed
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-qc.Context().Done():
+		return errConnFailed
+	}
+}
+
+var errConnFailed = errors.New("connection failed")
+
+// join attaches a connection that opened with a join stream to the striped
+// session whose join token it presents. It answers one byte 0x00, or closes
+// the connection with an error code and the reason. Joins wait for the
+// handshake to complete (they are never taken from 0-RTT data).
+func (l *Listener) join(hctx context.Context, qc *quicgo.Conn, st *quicgo.Stream, br *bufio.Reader, stop func() bool, fired chan struct{}, log *slog.Logger) {
+	refuse := func(code quicgo.ApplicationErrorCode, msg string) {
+		if !stop() {
+			<-fired
+		}
+		log.Warn("refused stripe", "reason", msg)
+		qc.CloseWithError(code, msg)
+	}
+	if qc.ConnectionState().TLS.NegotiatedProtocol != ALPNStriped {
+		refuse(quicgo.ApplicationErrorCode(transport.ErrCodeProtocol), "join on a connection without ALPN "+ALPNStriped)
+		return
+	}
+	if err := l.awaitHandshake(hctx, qc); err != nil {
+		refuse(quicgo.ApplicationErrorCode(transport.ErrCodeProtocol), "join: no completed handshake: "+err.Error())
+		return
+	}
+	token, idx, err := readJoin(br)
+	if err != nil {
+		refuse(quicgo.ApplicationErrorCode(transport.ErrCodeProtocol), "join: "+err.Error())
+		return
+	}
+	peer := pki.PeerName(qc.ConnectionState().TLS)
+	l.mu.Lock()
+	c := l.joinable[token]
+	l.mu.Unlock()
+	switch {
+	case c == nil:
+		refuse(quicgo.ApplicationErrorCode(transport.ErrCodeProtocol), "join: no such session (it ended?)")
+		return
+	case c.peer != peer:
+		refuse(quicgo.ApplicationErrorCode(transport.ErrCodeIdentity), fmt.Sprintf("join: certificate is for %q, the session's peer is %q", peer, c.peer))
+		return
+	}
+	if err := c.attachStripe(qc, idx); err != nil {
+		code := quicgo.ApplicationErrorCode(transport.ErrCodeProtocol)
+		if errors.Is(err, errStripeLimit) {
+			code = codeStripeLimit
+		}
+		refuse(code, "join: "+err.Error())
+		return
+	}
+	if !stop() {
+		<-fired // timed out just now: the stripe is attached, let the dialer give up on it
+		return
+	}
+	if _, err := st.Write([]byte{0}); err == nil {
+		st.Close()
+	}
+	c.cfg.log.Debug("stripe joined", "stripe", idx, "remote", qc.RemoteAddr().String())
+}
+
+// maxStripeIndex bounds the stripe number of a join.
+const maxStripeIndex = 1 << 20
+
+// readJoin reads a join stream's message: the kind byte 0x80, the 32-byte
+// join token, the uvarint stripe number (1 to maxStripeIndex).
+func readJoin(br *bufio.Reader) (token [32]byte, idx int, err error) {
+	var msg [1 + 32]byte
+	if _, err := io.ReadFull(br, msg[:]); err != nil {
+		return token, 0, fmt.Errorf("truncated join: %w", err)
+	}
+	if msg[0] != streamKindJoin {
+		return token, 0, fmt.Errorf("not a join stream (kind 0x%02x)", msg[0])
+	}
+	n, err := binary.ReadUvarint(br)
+	if err != nil {
+		return token, 0, fmt.Errorf("malformed join: stripe number: %w", err)
+	}
+	if n == 0 || n > maxStripeIndex {
+		return token, 0, fmt.Errorf("malformed join: stripe number %d not in 1-%d", n, maxStripeIndex)
+	}
+	copy(token[:], msg[1:])
+	return token, int(n), nil
 }
 
 func orUnnamed(name string) string {

@@ -13,14 +13,27 @@ import (
 	"github.com/meridian-gw/meridian/transport"
 )
 
-// ALPN is the TLS application protocol of Meridian links. A peer that does
-// not offer it fails the TLS handshake.
+// ALPN is the TLS application protocol of Meridian links: one QUIC
+// connection per session. A peer that offers neither it nor ALPNStriped
+// fails the TLS handshake.
 const ALPN = "meridian/1"
+
+// ALPNStriped is the same protocol (frame version 1) over the striped QUIC
+// binding: batches carry a per-partition sequence number on their lanes and
+// further QUIC connections ("stripes") may join the session; see
+// ../PROTOCOL.md section 1.1. A dialer offers it (before ALPN) only when its
+// Session asks for more than one stripe; a listener offers it unless its
+// Session caps stripes at 1.
+const ALPNStriped = "meridian/1+stripes"
 
 // Defaults, chosen for an 80 ms WAN; see the field docs.
 const (
-	DefaultLanes            = 4
-	MaxLanes                = 64
+	DefaultLanes = 4
+	MaxLanes     = 64
+	// MaxStripesLimit caps Stripes and MaxStripes: QUIC connections per
+	// session. A listener accepts up to this many per session unless its
+	// Session says fewer.
+	MaxStripesLimit         = 128
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultMaxIdleTimeout   = 10 * time.Second
 	DefaultKeepAlivePeriod  = 2 * time.Second
@@ -57,7 +70,8 @@ type DialerOptions struct {
 
 	// ListenPacket returns the UDP socket for one dial. Nil: a new socket on
 	// an ephemeral port. The session owns the socket and closes it when it
-	// ends. Tests and the chaos lab use it to interpose on packets.
+	// ends; all its stripes share it (until (*Conn).Migrate moves them to
+	// another). Tests and the chaos lab use it to interpose on packets.
 	ListenPacket func() (net.PacketConn, error)
 }
 
@@ -102,9 +116,42 @@ type Session struct {
 	Codec transport.Codec
 
 	// Lanes is the number of unidirectional QUIC streams batches are spread
-	// over (by leg, topic and partition). Zero: DefaultLanes; at most
-	// MaxLanes.
+	// over (by leg, topic and partition) on each stripe. Zero: DefaultLanes;
+	// at most MaxLanes.
 	Lanes int
+
+	// Stripes is how many QUIC connections a dialer runs the session over
+	// from the start (with MaxStripes: the minimum it keeps). quic-go's
+	// congestion control (NewReno, per connection) holds one connection to
+	// about (MSS/RTT)*1.22/sqrt(loss), 0.2-0.3 Mbit/s on a 600 ms link with 1%
+	// loss; stripes add up. Zero: 1, which keeps the single-connection
+	// binding (ALPN meridian/1) that every peer speaks. A peer that does not
+	// speak the striped binding gets one stripe whatever this says. On a
+	// listener, Stripes or MaxStripes (the larger) caps the stripes a
+	// session may have; zero: MaxStripesLimit; 1: no striping.
+	Stripes int
+	// MaxStripes turns on adaptive striping (dialer): the session starts
+	// with Stripes (at least 1) and adds stripes while the senders are held
+	// back by the stripes' congestion windows, the smoothed RTT stays below
+	// 1.25 times the minimum RTT (no queue building) and the rate keeps
+	// rising, up to MaxStripes; see the package doc, "Striping". Zero:
+	// Stripes, fixed. At most MaxStripesLimit. SessionFor derives it from a
+	// link profile.
+	//
+	// Striped sessions rely on the credit window (Welcome.Window) to bound
+	// the receiver's reorder buffer: a sender must honour it, as the mirror
+	// does.
+	MaxStripes int
+	// Placement says how a striped dialer spreads batches over stripes.
+	// Zero: PlaceAny.
+	Placement Placement
+
+	// Disable0RTT turns 0-RTT resumption off. Otherwise a dialer that
+	// redials a listener it has talked to (same Dialer, session ticket in
+	// its TLS ClientSessionCache) sends its Hello in the first flight, and
+	// a listener answers it before the handshake has completed; see the
+	// package doc, "0-RTT".
+	Disable0RTT bool
 
 	// Logger receives session events. Nil: discard.
 	Logger *slog.Logger
@@ -139,6 +186,35 @@ type Session struct {
 	Limits transport.Limits
 }
 
+// Placement is how a striped session places batches on stripes.
+type Placement uint8
+
+const (
+	// PlaceAny sends each batch on the first stripe with a free writer
+	// (design b): a few hot partitions use every stripe. The receiver
+	// restores each partition's order from its sequence numbers in a
+	// reorder buffer bounded by the credit window. This is the default:
+	// see the package doc for the measurements.
+	PlaceAny Placement = iota
+	// PlacePinned pins each partition to one stripe by a consistent (jump)
+	// hash of (leg, topic, partition) (design a). A partition moves only
+	// when stripes are added (about 1/n of them then move; the sequence
+	// numbers keep their order across the move). A partition never uses
+	// more than one stripe's share of the link.
+	PlacePinned
+)
+
+// String names the placement; unknown values print as "placement(N)".
+func (p Placement) String() string {
+	switch p {
+	case PlaceAny:
+		return "any"
+	case PlacePinned:
+		return "pinned"
+	}
+	return fmt.Sprintf("placement(%d)", uint8(p))
+}
+
 // sessionConfig is what a session needs from either options struct.
 type sessionConfig struct {
 	codec            transport.Codec
@@ -146,9 +222,20 @@ type sessionConfig struct {
 	log              *slog.Logger
 	handshakeTimeout time.Duration
 	idleTimeout      time.Duration
+	keepAlive        time.Duration
 	pingPeriod       time.Duration // 0: no pings
 	limits           transport.Limits
+	// stripes is the initial (and minimum) stripe count of a dialer;
+	// maxStripes its adaptive ceiling (== stripes: fixed). On a listener,
+	// maxStripes caps the stripes of a session.
+	stripes, maxStripes int
+	placement           Placement
+	zeroRTT             bool
 }
+
+// striping reports whether a dialer wants more than one stripe, or a
+// listener accepts them.
+func (c *sessionConfig) striping() bool { return c.maxStripes > 1 }
 
 func orDefault[T int | uint64 | time.Duration](v, d T) T {
 	if v == 0 {
@@ -169,6 +256,19 @@ func (c *Session) build(what string, server bool) (*sessionConfig, *quicgo.Confi
 	if c.Lanes < 0 || c.Lanes > MaxLanes {
 		errs = append(errs, fmt.Errorf("%s.Lanes (%d) must be between 1 and %d", what, c.Lanes, MaxLanes))
 	}
+	if c.Stripes < 0 || c.Stripes > MaxStripesLimit {
+		errs = append(errs, fmt.Errorf("%s.Stripes (%d) must be between 1 and %d", what, c.Stripes, MaxStripesLimit))
+	}
+	if c.MaxStripes < 0 || c.MaxStripes > MaxStripesLimit {
+		errs = append(errs, fmt.Errorf("%s.MaxStripes (%d) must be between 1 and %d", what, c.MaxStripes, MaxStripesLimit))
+	} else if !server && c.MaxStripes != 0 && c.MaxStripes < c.Stripes {
+		errs = append(errs, fmt.Errorf("%s.MaxStripes (%d) must not be below Stripes (%d)", what, c.MaxStripes, c.Stripes))
+	}
+	switch c.Placement {
+	case PlaceAny, PlacePinned:
+	default:
+		errs = append(errs, fmt.Errorf("%s.Placement: unknown placement %s", what, c.Placement))
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -185,11 +285,24 @@ func (c *Session) build(what string, server bool) (*sessionConfig, *quicgo.Confi
 		idleTimeout:      orDefault(c.MaxIdleTimeout, DefaultMaxIdleTimeout),
 		pingPeriod:       max(orDefault(c.PingPeriod, DefaultPingPeriod), 0),
 		limits:           c.Limits.WithDefaults(),
+		placement:        c.Placement,
+		zeroRTT:          !c.Disable0RTT,
+	}
+	if server {
+		sc.maxStripes = max(c.Stripes, c.MaxStripes)
+		if sc.maxStripes == 0 {
+			sc.maxStripes = MaxStripesLimit
+		}
+		sc.stripes = 1
+	} else {
+		sc.stripes = max(c.Stripes, 1)
+		sc.maxStripes = max(c.MaxStripes, sc.stripes)
 	}
 	if sc.log == nil {
 		sc.log = slog.New(slog.DiscardHandler)
 	}
 	keepAlive := max(orDefault(c.KeepAlivePeriod, DefaultKeepAlivePeriod), 0)
+	sc.keepAlive = keepAlive
 	if keepAlive >= sc.idleTimeout {
 		errs = append(errs, fmt.Errorf("%s.KeepAlivePeriod (%s) must be shorter than MaxIdleTimeout (%s)", what, keepAlive, sc.idleTimeout))
 	}
@@ -205,8 +318,13 @@ func (c *Session) build(what string, server bool) (*sessionConfig, *quicgo.Confi
 		// side may open up to MaxLanes unidirectional lanes.
 		MaxIncomingStreams:    -1,
 		MaxIncomingUniStreams: MaxLanes,
+		// A listener takes 0-RTT data: only a Hello can be in it, and a
+		// session is handed to Accept only once the handshake has
+		// completed (see the package doc, "0-RTT").
+		Allow0RTT: server && sc.zeroRTT,
 	}
 	if server {
+		// The control stream, or a stripe's join stream.
 		qc.MaxIncomingStreams = 1
 	}
 	if qc.InitialStreamReceiveWindow > qc.MaxStreamReceiveWindow {

@@ -10,8 +10,9 @@ import (
 	"time"
 )
 
-// clientTLS prepares the dialer's TLS config.
-func clientTLS(base *tls.Config) (*tls.Config, error) {
+// clientTLS prepares the dialer's TLS config: it offers protos (ALPN, best
+// first).
+func clientTLS(base *tls.Config, protos []string) (*tls.Config, error) {
 	if base == nil {
 		return nil, errors.New("DialerOptions.TLS is nil: links use mutual TLS")
 	}
@@ -21,7 +22,7 @@ func clientTLS(base *tls.Config) (*tls.Config, error) {
 	c := base.Clone()
 	c.MinVersion = tls.VersionTLS13
 	c.MaxVersion = 0
-	c.NextProtos = []string{ALPN}
+	c.NextProtos = protos
 	return c, nil
 }
 
@@ -30,8 +31,13 @@ func clientTLS(base *tls.Config) (*tls.Config, error) {
 // VerifyConnection: a client whose certificate comes from another CA then
 // still presents it (crypto/tls clients withhold certificates the server did
 // not ask for), and the listener can log exactly why it was refused, with the
-// client's address.
-func serverTLS(base *tls.Config, log *slog.Logger) (*tls.Config, error) {
+// client's address. The listener accepts protos (ALPN), preferring the first.
+//
+// Session tickets (for resumption and 0-RTT) are encrypted with keys that
+// crypto/tls makes for the returned config and rotates; they live as long as
+// the Listener, so a restarted listener resumes no session and takes no
+// 0-RTT data (the dialer falls back to a full handshake).
+func serverTLS(base *tls.Config, log *slog.Logger, protos []string) (*tls.Config, error) {
 	if base == nil {
 		return nil, errors.New("ListenerOptions.TLS is nil: links use mutual TLS")
 	}
@@ -48,7 +54,7 @@ func serverTLS(base *tls.Config, log *slog.Logger) (*tls.Config, error) {
 	perConn := base.Clone()
 	perConn.MinVersion = tls.VersionTLS13
 	perConn.MaxVersion = 0
-	perConn.NextProtos = []string{ALPN}
+	perConn.NextProtos = protos
 	perConn.ClientAuth = tls.RequestClientCert
 	perConn.ClientCAs = nil
 	perConn.GetConfigForClient = nil
@@ -73,7 +79,7 @@ func serverTLS(base *tls.Config, log *slog.Logger) (*tls.Config, error) {
 		}
 		c = c.Clone()
 		c.MinVersion = tls.VersionTLS13
-		c.NextProtos = []string{ALPN}
+		c.NextProtos = protos
 		c.ClientAuth = tls.RequestClientCert
 		c.ClientCAs = nil
 		c.VerifyConnection = func(cs tls.ConnectionState) error {

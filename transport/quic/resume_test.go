@@ -1,0 +1,208 @@
+package quic
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meridian-gw/meridian/chaos"
+	"github.com/meridian-gw/meridian/transport"
+	"github.com/meridian-gw/meridian/transport/transporttest"
+)
+
+// firstBatch dials through addr, sends one batch as soon as Dial returns,
+// and returns the accepted session and how long it took from the start of
+// the dial until the listener received the batch.
+func firstBatch(t *testing.T, d *Dialer, ln *Listener, addr string) (*Conn, *Conn, time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	c, err := d.Dial(ctx, addr, &transport.Hello{Gateway: "v7-a", Legs: []string{"v7-to-hq"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := c.(*Conn)
+	t.Cleanup(func() { cc.Close(nil) })
+	b := transporttest.JSONBatch(transporttest.NewRand(1), "v7-to-hq", "t", 0, 1, 0, 4<<10)
+	if err := cc.Send(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	sc := accept(t, ln)
+	if _, ok := recv(t, sc).(*transport.Batch); !ok {
+		t.Fatal("first frame is not the batch")
+	}
+	return cc, sc, time.Since(start)
+}
+
+// TestZeroRTTRedial dials over a 600 ms link twice with one Dialer. The
+// redial resumes the TLS session and sends its Hello as 0-RTT data; the
+// listener answers it in its first flight, so the first batch arrives about
+// one RTT sooner: 1.5 RTT after the dial started instead of 2.5.
+func TestZeroRTTRedial(t *testing.T) {
+	checkGoroutines(t)
+	p := getPKI(t)
+	ln := listen(t, p.server("hq-a"))
+	geo, err := chaos.LoadProfile("geo-satellite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	geo = geo.WithoutEvents().WithLoss(0)
+	px, err := chaos.NewUDPProxy(chaos.UDPProxyOptions{Target: ln.Addr().String(), Profile: geo, Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { px.Close() })
+	d, err := NewDialer(p.client("v7-a", "hq-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rtt := geo.RTT()
+
+	c1, s1, first := firstBatch(t, d, ln, px.Addr().String())
+	if c1.qc.ConnectionState().Used0RTT || s1.qc.ConnectionState().Used0RTT {
+		t.Fatal("first dial used 0-RTT: there was no ticket to resume")
+	}
+	c1.Close(nil)
+	<-s1.Done()
+
+	c2, s2, redial := firstBatch(t, d, ln, px.Addr().String())
+	t.Logf("first batch at the listener: first dial %.2f RTT (%v), redial %.2f RTT (%v); seed %d",
+		float64(first)/float64(rtt), first.Round(time.Millisecond), float64(redial)/float64(rtt), redial.Round(time.Millisecond), px.Seed())
+	if !c2.qc.ConnectionState().Used0RTT {
+		t.Error("the redial did not send its Hello as 0-RTT data")
+	}
+	if !s2.qc.ConnectionState().Used0RTT {
+		t.Error("the listener did not take the Hello from 0-RTT data")
+	}
+	// One round trip saved: the count, not the wall time, is what this
+	// checks (half an RTT of slack either way).
+	if saved := float64(first-redial) / float64(rtt); saved < 0.5 {
+		t.Errorf("the redial saved %.2f RTT, want about 1", saved)
+	}
+}
+
+// TestZeroRTTRejectedFallsBack: after the listener restarts (new ticket
+// keys) the dialer's 0-RTT Hello is rejected and sent again after the
+// handshake.
+func TestZeroRTTRejectedFallsBack(t *testing.T) {
+	checkGoroutines(t)
+	p := getPKI(t)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	lo := p.server("hq-a")
+	lo.PacketConn = pc
+	ln1, err := Listen("", lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	do := p.client("v7-a", "hq-a")
+	do.Logger = logs.logger()
+	d, err := NewDialer(do)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1, s1, _ := firstBatch(t, d, ln1, pc.LocalAddr().String())
+	c1.Close(nil)
+	s1.Close(nil)
+	ln1.Close()
+
+	lo.TLS = p.ca.ServerConfig(p.certs["hq-a"]) // fresh ticket keys, as after a restart
+	ln2, err := Listen("", lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln2.Close()
+	c2, s2, _ := firstBatch(t, d, ln2, pc.LocalAddr().String())
+	if s2.qc.ConnectionState().Used0RTT {
+		t.Error("a restarted listener took 0-RTT data")
+	}
+	send(t, s2, &transport.Credit{Window: 1})
+	recv(t, c2)
+	if !strings.Contains(logs.String(), "0-RTT rejected") {
+		t.Errorf("the dialer did not try 0-RTT (or did not notice the rejection):\n%s", logs)
+	}
+}
+
+// TestMigrate moves a striped session to a new socket while batches flow,
+// then blackholes the old socket: nothing is lost or reordered.
+func TestMigrate(t *testing.T) {
+	checkGoroutines(t)
+	var old *blackholeConn
+	s := newSession(t, nil, func(o *DialerOptions) {
+		o.Stripes, o.Lanes = 2, 2
+		o.ListenPacket = func() (net.PacketConn, error) {
+			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+			old = &blackholeConn{PacketConn: pc}
+			return old, err
+		}
+	})
+	waitStripes(t, s, 2)
+	const total = 400
+	migrated := make(chan struct{})
+	var wg sync.WaitGroup
+	var sendErr error
+	wg.Go(func() {
+		rng := transporttest.NewRand(9)
+		next := map[int32]int64{}
+		for i := range total {
+			if i == total/2 {
+				<-migrated
+			}
+			p := int32(i % 3)
+			b := &transport.Batch{Leg: "l", Topic: "t", Partition: p, Seq: uint64(i),
+				Records: transporttest.JSONRecords(rng, 2, 1000, next[p])}
+			next[p] += 2
+			b.NextOffset = next[p]
+			if sendErr = s.client.Send(context.Background(), b); sendErr != nil {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
+	next := map[int32]int64{}
+	for i := range total {
+		if i == total/4 {
+			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err = s.client.Migrate(ctx, pc)
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			old.drop.Store(true) // the old address is gone
+			for _, st := range s.client.StripeStats() {
+				if st.LocalAddr.String() != pc.LocalAddr().String() {
+					t.Errorf("stripe %d still on %v after migrating to %v", st.Index, st.LocalAddr, pc.LocalAddr())
+				}
+			}
+			close(migrated)
+		}
+		b := recv(t, s.server).(*transport.Batch)
+		if b.Records[0].Offset != next[b.Partition] {
+			t.Fatalf("partition %d: batch starts at %d, want %d", b.Partition, b.Records[0].Offset, next[b.Partition])
+		}
+		next[b.Partition] = b.NextOffset
+	}
+	wg.Wait()
+	if sendErr != nil {
+		t.Fatal(sendErr)
+	}
+	if err := s.client.Migrate(context.Background(), nil); err == nil {
+		t.Error("Migrate(nil) succeeded")
+	}
+	if err := s.server.Migrate(context.Background(), old); err == nil || !errors.Is(err, err) {
+		t.Error("a listener's session migrated")
+	}
+}
