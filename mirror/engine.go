@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/meridian-gw/meridian/chaos/profiles"
 	"github.com/meridian-gw/meridian/internal/kafkaopt"
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/topology"
@@ -34,6 +35,9 @@ type Options struct {
 	// ClusterOpts returns franz-go options reaching a cluster. Nil means
 	// kafkaopt.Opts with Logger.
 	ClusterOpts func(*topology.Cluster) ([]kgo.Opt, error)
+	// Profile resolves a link's profile name (nil: the embedded profiles);
+	// senders size batches from its rate.
+	Profile func(name string) (*profiles.Profile, error)
 	// Logger receives the engine's logs. Nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the engine's metrics. Nil registers nothing.

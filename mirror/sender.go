@@ -120,7 +120,11 @@ func (p *outPeer) batchTarget() int64 {
 	}
 	rate := p.peer.Link.RateLimit
 	if rate == 0 {
-		if prof, err := profiles.Load(p.peer.Link.Profile); err == nil {
+		load := p.e.opts.Profile
+		if load == nil {
+			load = profiles.Load
+		}
+		if prof, err := load(p.peer.Link.Profile); err == nil {
 			rate = prof.Params(profiles.Up).Rate
 		}
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/meridian-gw/meridian/chaos"
 	"github.com/meridian-gw/meridian/chaos/netlab"
+	"github.com/meridian-gw/meridian/chaos/profiles"
 	"github.com/meridian-gw/meridian/config"
 	"github.com/meridian-gw/meridian/internal/gateway"
 	"github.com/meridian-gw/meridian/internal/kread"
@@ -512,6 +513,8 @@ func (e *linkEnv) runMeridian(ctx context.Context) error {
 		gw, err := gateway.New(gateway.Options{
 			Topology: topo, Name: name, Logger: e.o.Logger,
 			ServerTLS: ca.ServerConfig(cert), ClientTLS: ca.ClientConfig(cert, ""), AdminAddr: "-",
+			// Tuned for the link the lab emulates, overrides included.
+			Profile: func(string) (*profiles.Profile, error) { return e.o.Profile, nil },
 			ClusterOpts: func(c *topology.Cluster) ([]kgo.Opt, error) {
 				return []kgo.Opt{kgo.SeedBrokers(c.Bootstrap...), kgo.Dialer(e.lab.DialContext(c.Region.Name))}, nil
 			},

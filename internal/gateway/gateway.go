@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/meridian-gw/meridian/chaos/profiles"
 	"github.com/meridian-gw/meridian/internal/admin"
 	"github.com/meridian-gw/meridian/internal/kafkaopt"
 	"github.com/meridian-gw/meridian/internal/pki"
@@ -60,6 +61,11 @@ type Options struct {
 	// namespaces this way.
 	ListenPacket func(addr string) (net.PacketConn, error)
 	DialPacket   func() (net.PacketConn, error)
+
+	// Profile, if not nil, resolves link profile names instead of the
+	// embedded profiles (the packet lab tunes gateways for the link it
+	// emulates, which may be a named profile with overrides).
+	Profile func(name string) (*profiles.Profile, error)
 
 	// Window and MaxBatchBytes tune the engine (zero: engine defaults).
 	Window, MaxBatchBytes int64
@@ -116,7 +122,9 @@ func New(opts Options) (*Gateway, error) {
 		if err != nil {
 			return nil, fmt.Errorf("gateway %s: link %s: %w", gw.Name, p.Link.Name, err)
 		}
-		d, err := quic.NewDialer(quic.DialerOptions{TLS: serverNameFor(clientTLS, p.Gateway.Name), Session: quic.Session{Codec: codec, Logger: log.With("peer", p.Gateway.Name)},
+		sess := linkSession(p.Link, opts.Profile)
+		sess.Codec, sess.Logger = codec, log.With("peer", p.Gateway.Name)
+		d, err := quic.NewDialer(quic.DialerOptions{TLS: serverNameFor(clientTLS, p.Gateway.Name), Session: sess,
 			ListenPacket: opts.DialPacket})
 		if err != nil {
 			return nil, fmt.Errorf("gateway %s: link %s: %w", gw.Name, p.Link.Name, err)
@@ -135,12 +143,14 @@ func New(opts Options) (*Gateway, error) {
 		Table:         table,
 		Dialer:        byAddr(dialers),
 		ClusterOpts:   opts.ClusterOpts,
+		Profile:       opts.Profile,
 		Logger:        log,
 		Registerer:    reg,
 		Window:        opts.Window,
 		MaxBatchBytes: opts.MaxBatchBytes,
 		Listen: func(accept transport.Accept) (transport.Listener, error) {
-			lo := quic.ListenerOptions{TLS: serverTLS, Accept: accept, Session: quic.Session{Logger: log}}
+			lo := quic.ListenerOptions{TLS: serverTLS, Accept: accept, Session: listenSession(table.In, opts.Profile)}
+			lo.Session.Logger = log
 			if opts.ListenPacket == nil {
 				return quic.Listen(listenAddr, lo)
 			}
@@ -161,6 +171,48 @@ func New(opts Options) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway %s: %w", gw.Name, err)
 	}
 	return &Gateway{opts: opts, table: table, eng: eng, reg: reg, log: log}, nil
+}
+
+// linkSession tunes a link's sessions from its profile (quic.SessionFor:
+// windows, dead-path and handshake timeouts, striping); a rate limit below
+// the profile's rate lowers the striping ceiling with it. An unknown
+// profile (validation reports it) leaves the defaults.
+func linkSession(l *topology.Link, load func(string) (*profiles.Profile, error)) quic.Session {
+	if l == nil {
+		return quic.Session{}
+	}
+	if load == nil {
+		load = profiles.Load
+	}
+	p, err := load(l.Profile)
+	if err != nil {
+		return quic.Session{}
+	}
+	lk := quic.LinkOf(p)
+	if l.RateLimit > 0 && (lk.DataRate == 0 || l.RateLimit < lk.DataRate) {
+		lk.DataRate = l.RateLimit
+	}
+	return quic.SessionForLink(lk)
+}
+
+// listenSession tunes the listener for every link it receives on: the
+// largest windows and timeouts and the shortest keep-alive of their
+// sessions. Striping is capped by quic.MaxStripesLimit alone.
+func listenSession(in []*routing.Leg, load func(string) (*profiles.Profile, error)) quic.Session {
+	var out quic.Session
+	for _, l := range in {
+		s := linkSession(l.Link, load)
+		out.InitialStreamReceiveWindow = max(out.InitialStreamReceiveWindow, s.InitialStreamReceiveWindow)
+		out.MaxStreamReceiveWindow = max(out.MaxStreamReceiveWindow, s.MaxStreamReceiveWindow)
+		out.InitialConnectionReceiveWindow = max(out.InitialConnectionReceiveWindow, s.InitialConnectionReceiveWindow)
+		out.MaxConnectionReceiveWindow = max(out.MaxConnectionReceiveWindow, s.MaxConnectionReceiveWindow)
+		out.HandshakeTimeout = max(out.HandshakeTimeout, s.HandshakeTimeout)
+		out.MaxIdleTimeout = max(out.MaxIdleTimeout, s.MaxIdleTimeout)
+		if s.KeepAlivePeriod > 0 && (out.KeepAlivePeriod == 0 || s.KeepAlivePeriod < out.KeepAlivePeriod) {
+			out.KeepAlivePeriod = s.KeepAlivePeriod
+		}
+	}
+	return out
 }
 
 // serverNameFor pins the name the peer's certificate must carry: the peer
