@@ -24,9 +24,22 @@ var zstdLevel = zstd.SpeedFastest
 // reuse it. An Encoder is not safe for concurrent use.
 type Encoder struct {
 	codec Codec
+	level zstd.EncoderLevel
 	zenc  *zstd.Encoder // nil unless codec is CodecZstd
-	blk   []byte        // scratch: uncompressed record block
-	cmp   []byte        // scratch: compressed record block
+	dicts *Dicts        // nil: no dictionaries
+	zdict map[uint32]*zstd.Encoder
+	blk   []byte // scratch: uncompressed record block
+	cmp   []byte // scratch: compressed record block
+}
+
+// EncoderOptions tune an Encoder. The zero value is NewEncoder's choice.
+type EncoderOptions struct {
+	// Level is the zstd level (ignored by other codecs). Zero: LevelFastest.
+	Level Level
+	// Dicts, if not nil, holds the session's sending dictionaries: a zstd
+	// batch of at most 256 KiB whose (leg, topic) has an acknowledged
+	// dictionary is compressed with it. The Encoder only reads it.
+	Dicts *Dicts
 }
 
 // NewEncoder returns an Encoder that compresses batches with c.
@@ -34,8 +47,25 @@ func NewEncoder(c Codec) (*Encoder, error) {
 	return newEncoderLevel(c, zstdLevel)
 }
 
+// NewEncoderOptions returns an Encoder that compresses batches with c as o
+// says.
+func NewEncoderOptions(c Codec, o EncoderOptions) (*Encoder, error) {
+	lv, err := o.Level.zstd()
+	if err != nil {
+		return nil, fmt.Errorf("new encoder: %w", err)
+	}
+	e, err := newEncoderLevel(c, lv)
+	if err != nil {
+		return nil, err
+	}
+	if c == CodecZstd {
+		e.dicts = o.Dicts
+	}
+	return e, nil
+}
+
 func newEncoderLevel(c Codec, level zstd.EncoderLevel) (*Encoder, error) {
-	e := &Encoder{codec: c}
+	e := &Encoder{codec: c, level: level}
 	switch c {
 	case CodecNone, CodecS2:
 	case CodecZstd:
@@ -52,6 +82,34 @@ func newEncoderLevel(c Codec, level zstd.EncoderLevel) (*Encoder, error) {
 		return nil, fmt.Errorf("new encoder: unknown codec %s", c)
 	}
 	return e, nil
+}
+
+// dictEncoder returns the zstd encoder for batches of b's (leg, topic), or
+// nil if it has no acknowledged dictionary or b is too large to gain.
+func (e *Encoder) dictEncoder(b *Batch, raw int) *zstd.Encoder {
+	if e.dicts == nil || raw > dictMaxBatch {
+		return nil
+	}
+	d := e.dicts.forBatch(b.Leg, b.Topic)
+	if d == nil {
+		return nil
+	}
+	if z := e.zdict[d.id]; z != nil {
+		return z
+	}
+	z, err := zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(e.level),
+		zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderDict(d.data),
+	)
+	if err != nil {
+		return nil // checked when trained; cannot happen
+	}
+	if e.zdict == nil {
+		e.zdict = make(map[uint32]*zstd.Encoder)
+	}
+	e.zdict[d.id] = z // at most MaxDicts
+	return z
 }
 
 // Codec is the codec this Encoder compresses batches with.
@@ -192,6 +250,14 @@ func appendBody(dst []byte, f Frame) ([]byte, error) {
 		dst = appendString(dst, f.Message)
 	case *Goaway:
 		dst = appendString(dst, f.Reason)
+	case *Dict:
+		dst = binary.AppendUvarint(dst, uint64(f.ID))
+		dst = appendString(dst, f.Leg)
+		dst = appendString(dst, f.Topic)
+		dst = binary.AppendUvarint(dst, uint64(len(f.Data)))
+		dst = append(dst, f.Data...)
+	case *DictAck:
+		dst = binary.AppendUvarint(dst, uint64(f.ID))
 	default:
 		return dst, fmt.Errorf("encode: unsupported frame %T", f)
 	}
@@ -256,7 +322,11 @@ func (e *Encoder) AppendBatch(dst []byte, b *Batch) (out []byte, raw int, err er
 	codec, payload := e.codec, e.blk
 	switch e.codec {
 	case CodecZstd:
-		e.cmp = e.zenc.EncodeAll(e.blk, e.cmp[:0])
+		z := e.dictEncoder(b, raw)
+		if z == nil {
+			z = e.zenc
+		}
+		e.cmp = z.EncodeAll(e.blk, e.cmp[:0])
 		payload = e.cmp
 	case CodecS2:
 		e.cmp = s2.Encode(e.cmp[:cap(e.cmp)], e.blk)

@@ -78,6 +78,25 @@ func FuzzReadFrame(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(buf)
+		if c == transport.CodecZstd {
+			// A real dictionary, then a batch compressed with it (which
+			// the fuzz decoder, holding no dictionaries, must reject).
+			send, _, d := trainDicts(f, "leg", "events")
+			denc, err := transport.NewEncoderOptions(c, transport.EncoderOptions{Dicts: send})
+			if err != nil {
+				f.Fatal(err)
+			}
+			dbuf, err := transport.AppendFrame(nil, d)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(dbuf)
+			dbuf, err = denc.AppendFrame(dbuf, transporttest.JSONBatch(rng, "leg", "events", 0, 1, 0, 4<<10))
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(dbuf)
+		}
 	}
 	encs := make([]*transport.Encoder, len(codecs))
 	for i, c := range codecs {

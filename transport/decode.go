@@ -20,8 +20,13 @@ import (
 type Decoder struct {
 	lim  Limits
 	zdec *zstd.Decoder // created on the first zstd batch
-	body []byte
-	in   interner
+	// dicts holds the dictionaries the peer sent (nil: none); zdict decodes
+	// with those of them it was built with (zdictN of them).
+	dicts  *Dicts
+	zdict  *zstd.Decoder
+	zdictN int
+	body   []byte
+	in     interner
 }
 
 // NewDecoder returns a Decoder that enforces lim (zero fields: defaults).
@@ -32,11 +37,20 @@ func NewDecoder(lim Limits) *Decoder {
 // Limits returns the limits the Decoder enforces, defaults filled in.
 func (d *Decoder) Limits() Limits { return d.lim }
 
+// SetDicts makes the Decoder decode zstd batches that name a dictionary
+// with those of t (a session's receiving dictionaries, NewRecvDicts).
+// Without it, such a batch is malformed.
+func (d *Decoder) SetDicts(t *Dicts) { d.dicts = t }
+
 // Close releases the decompressor. The Decoder must not be used afterwards.
 func (d *Decoder) Close() {
 	if d.zdec != nil {
 		d.zdec.Close()
 		d.zdec = nil
+	}
+	if d.zdict != nil {
+		d.zdict.Close()
+		d.zdict = nil
 	}
 	d.body = nil
 }
@@ -51,7 +65,7 @@ func (d *Decoder) ReadFrame(r *bufio.Reader) (Frame, error) {
 		return nil, err
 	}
 	t := FrameType(tb)
-	if t < FrameHello || t > FrameFenced {
+	if t < FrameHello || t > FrameDictAck {
 		return nil, fmt.Errorf("%w: unknown frame type %s", ErrMalformed, t)
 	}
 	n, err := binary.ReadUvarint(r)
@@ -261,6 +275,21 @@ func (d *Decoder) decodeBody(t FrameType, body []byte) (Frame, error) {
 		f = e
 	case FrameGoaway:
 		f = &Goaway{Reason: r.string("reason")}
+	case FrameDict:
+		m := &Dict{}
+		m.ID = r.uint32("id")
+		m.Leg = r.string("leg")
+		m.Topic = r.string("topic")
+		n := r.uvarint("data")
+		if r.err == nil && n > MaxDictBytes {
+			r.fail("data: %d bytes exceed the limit of %d", n, MaxDictBytes)
+		}
+		if b := r.bytesN("data", n); len(b) > 0 {
+			m.Data = append([]byte(nil), b...)
+		}
+		f = m
+	case FrameDictAck:
+		f = &DictAck{ID: r.uint32("id")}
 	default:
 		return nil, fmt.Errorf("unknown frame type %s", t)
 	}
@@ -330,20 +359,12 @@ func (d *Decoder) decompress(c Codec, payload []byte, rawLen int) ([]byte, error
 		if h.HasFCS && h.FrameContentSize != uint64(rawLen) {
 			return nil, fmt.Errorf("zstd: frame declares %d bytes, batch declares %d", h.FrameContentSize, rawLen)
 		}
-		if d.zdec == nil {
-			z, err := zstd.NewReader(nil,
-				zstd.WithDecoderConcurrency(1),
-				zstd.WithDecoderMaxMemory(uint64(max(d.lim.MaxBatchBytes, 1))),
-				zstd.WithDecoderMaxWindow(uint64(max(min(d.lim.MaxBatchBytes, 1<<30), zstd.MinWindowSize))),
-				zstd.WithDecodeAllCapLimit(true),
-			)
-			if err != nil {
-				return nil, fmt.Errorf("new zstd decoder: %w", err)
-			}
-			d.zdec = z
+		z, err := d.zstdDecoder(h.DictionaryID)
+		if err != nil {
+			return nil, err
 		}
 		buf := make([]byte, 0, rawLen)
-		out, err := d.zdec.DecodeAll(payload, buf)
+		out, err := z.DecodeAll(payload, buf)
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}
@@ -353,6 +374,45 @@ func (d *Decoder) decompress(c Codec, payload []byte, rawLen int) ([]byte, error
 		return out, nil
 	}
 	return nil, fmt.Errorf("unknown codec %s", c)
+}
+
+// zstdDecoder returns a decoder for zstd frames that name dictionary id (0:
+// none). Dictionaries arrive one at a time, at most MaxDicts per session, so
+// the dictionary decoder is rebuilt with all of them when a batch names one
+// it lacks.
+func (d *Decoder) zstdDecoder(id uint32) (*zstd.Decoder, error) {
+	opts := []zstd.DOption{
+		zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderMaxMemory(uint64(max(d.lim.MaxBatchBytes, 1))),
+		zstd.WithDecoderMaxWindow(uint64(max(min(d.lim.MaxBatchBytes, 1<<30), zstd.MinWindowSize))),
+		zstd.WithDecodeAllCapLimit(true),
+	}
+	if id == 0 {
+		if d.zdec == nil {
+			z, err := zstd.NewReader(nil, opts...)
+			if err != nil {
+				return nil, fmt.Errorf("new zstd decoder: %w", err)
+			}
+			d.zdec = z
+		}
+		return d.zdec, nil
+	}
+	if d.dicts == nil || d.dicts.get(id) == nil {
+		return nil, fmt.Errorf("zstd: batch uses dictionary %d, which the peer never sent", id)
+	}
+	if d.zdict != nil && d.zdictN == d.dicts.Len() {
+		return d.zdict, nil
+	}
+	_, data := d.dicts.all()
+	z, err := zstd.NewReader(nil, append(opts, zstd.WithDecoderDicts(data...))...)
+	if err != nil {
+		return nil, fmt.Errorf("new zstd decoder with %d dictionaries: %w", len(data), err)
+	}
+	if d.zdict != nil {
+		d.zdict.Close()
+	}
+	d.zdict, d.zdictN = z, len(data)
+	return z, nil
 }
 
 // Minimum encoded sizes, used to bound counts by the bytes that remain.

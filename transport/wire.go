@@ -91,6 +91,10 @@ func (t FrameType) String() string {
 		return "groups"
 	case FrameFenced:
 		return "fenced"
+	case FrameDict:
+		return "dict"
+	case FrameDictAck:
+		return "dict-ack"
 	}
 	return "frame(0x" + strconv.FormatUint(uint64(t), 16) + ")"
 }
@@ -238,6 +242,15 @@ func (r *reader) uint16(field string) uint16 {
 		return 0
 	}
 	return uint16(v)
+}
+
+func (r *reader) uint32(field string) uint32 {
+	v := r.uvarint(field)
+	if v > math.MaxUint32 {
+		r.fail("%s: %d out of range", field, v)
+		return 0
+	}
+	return uint32(v)
 }
 
 func (r *reader) int32(field string) int32 {

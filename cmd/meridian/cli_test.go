@@ -17,8 +17,8 @@ import (
 
 func TestVersion(t *testing.T) {
 	r := meridian(t, "", nil, "version")
-	if r.code != 0 || r.stdout != "meridian dev (wire protocol 1-1)\n" || r.stderr != "" {
-		t.Errorf("meridian version:\n%v\nwant exit status 0 and stdout %q", r, "meridian dev (wire protocol 1-1)\n")
+	if r.code != 0 || r.stdout != "meridian dev (wire protocol 1-2)\n" || r.stderr != "" {
+		t.Errorf("meridian version:\n%v\nwant exit status 0 and stdout %q", r, "meridian dev (wire protocol 1-2)\n")
 	}
 }
 

@@ -76,6 +76,10 @@ type Conn struct {
 	sendCodec transport.Codec
 	cleanup   func() // releases the socket (dialer) or the listener's reference
 
+	// txDicts: dictionaries this side trains and sends (nil unless
+	// Session.Dictionaries with codec zstd); rxDicts: those the peer sent.
+	txDicts, rxDicts *transport.Dicts
+
 	ctx    context.Context // ends when the session starts ending
 	cancel context.CancelFunc
 
@@ -166,6 +170,10 @@ func newConn(p connParams) *Conn {
 		done:     make(chan struct{}),
 	}
 	c.anyPlace = c.striped && c.client && p.cfg.placement == PlaceAny
+	c.rxDicts = transport.NewRecvDicts()
+	if p.cfg.dicts && p.sendCodec == transport.CodecZstd && p.welcome != nil && p.welcome.Version >= transport.VersionDicts {
+		c.txDicts = transport.NewSendDicts()
+	}
 	first := &stripe{idx: 0, qc: p.qc, resumed: p.qc.ConnectionState().TLS.DidResume}
 	if !c.anyPlace {
 		c.lanes = make([]*sender, p.cfg.lanes)
@@ -329,6 +337,14 @@ func (c *Conn) Send(ctx context.Context, f transport.Frame) error {
 	}
 	switch f := f.(type) {
 	case *transport.Batch:
+		if c.txDicts != nil {
+			if d := c.txDicts.Observe(f); d != nil {
+				// Batches use it only after the peer's DictAck.
+				if err := c.ctl.send(ctx, d, 0, false); err != nil {
+					return err
+				}
+			}
+		}
 		if c.striped {
 			return c.sendSequenced(ctx, f)
 		}
@@ -339,6 +355,8 @@ func (c *Conn) Send(ctx context.Context, f transport.Frame) error {
 		return s.send(ctx, f, 0, false)
 	case *transport.Hello, *transport.Welcome:
 		return fmt.Errorf("send %s: only the handshake sends it", transport.TypeOf(f))
+	case *transport.Dict, *transport.DictAck:
+		return fmt.Errorf("send %s: only the session sends it", transport.TypeOf(f))
 	case *transport.Credit:
 		// The reorder buffer may hold what the peer may send: raise its
 		// bound before the peer can use the new window.
@@ -677,6 +695,23 @@ func (c *Conn) readControl() {
 		case *transport.Batch:
 			c.protocolViolation("batch on the control stream")
 			return
+		case *transport.Dict:
+			// Stored before the ack leaves: no batch can name it before
+			// the lane decoders can find it.
+			if err := c.rxDicts.Add(f); err != nil {
+				c.protocolViolation(err.Error())
+				return
+			}
+			c.ctl.send(c.ctx, &transport.DictAck{ID: f.ID}, 0, false)
+		case *transport.DictAck:
+			if c.txDicts == nil {
+				c.protocolViolation(fmt.Sprintf("ack of dictionary %d, which was never sent", f.ID))
+				return
+			}
+			if err := c.txDicts.Ack(f.ID); err != nil {
+				c.protocolViolation(err.Error())
+				return
+			}
 		case *transport.Error:
 			select {
 			case c.recvCtl <- f:
@@ -741,6 +776,7 @@ func (c *Conn) readLane(st *stripe, rs *quicgo.ReceiveStream) {
 	}
 	seqd := kind == streamKindSeqLane
 	dec := transport.NewDecoder(c.cfg.limits)
+	dec.SetDicts(c.rxDicts)
 	defer dec.Close()
 	for {
 		var seq uint64
@@ -923,7 +959,7 @@ func (c *Conn) openLane(st *stripe, name string, depth int, q, free chan []byte)
 	}
 	var enc *transport.Encoder
 	if q == nil {
-		if enc, err = transport.NewEncoder(c.sendCodec); err != nil {
+		if enc, err = c.newEncoder(); err != nil {
 			rs.CancelWrite(0)
 			return nil, err
 		}
@@ -942,6 +978,11 @@ func (c *Conn) openLane(st *stripe, name string, depth int, q, free chan []byte)
 	c.writers.Add(1)
 	go s.run()
 	return s, nil
+}
+
+// newEncoder returns an encoder for batches this side sends.
+func (c *Conn) newEncoder() (*transport.Encoder, error) {
+	return transport.NewEncoderOptions(c.sendCodec, transport.EncoderOptions{Level: c.cfg.level, Dicts: c.txDicts})
 }
 
 // laneOf maps a batch to a lane by FNV-1a of (leg, topic, partition), so

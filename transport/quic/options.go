@@ -114,6 +114,20 @@ type Session struct {
 	// sends them uncompressed; transport.ParseCodec("") gives the usual
 	// default, zstd.
 	Codec transport.Codec
+	// CodecLevel is the zstd level of batches this side sends (ignored by
+	// other codecs). Zero: transport.LevelFastest. transport.ChooseCompression
+	// picks codec and level from the link rate and the CPU headroom (never
+	// from RTT alone): level better pays on links of 100 Mbit/s or less.
+	CodecLevel transport.Level
+	// Dictionaries makes this side train a zstd dictionary per (leg,
+	// topic) from the first 256 KiB of record values it sends, share it with
+	// the peer (a Dict frame on the control stream) and, once the peer
+	// acknowledges it, compress that topic's batches of up to 256 KiB with
+	// it; see ../PROTOCOL.md section 4.14. Only with Codec zstd. The peer
+	// must run a build that knows Dict frames (any build since they were
+	// added receives them whatever its own setting): an older one ends the
+	// session with a protocol error. False: no dictionaries are sent.
+	Dictionaries bool
 
 	// Lanes is the number of unidirectional QUIC streams batches are spread
 	// over (by leg, topic and partition) on each stripe. Zero: DefaultLanes;
@@ -218,6 +232,8 @@ func (p Placement) String() string {
 // sessionConfig is what a session needs from either options struct.
 type sessionConfig struct {
 	codec            transport.Codec
+	level            transport.Level
+	dicts            bool
 	lanes            int
 	log              *slog.Logger
 	handshakeTimeout time.Duration
@@ -253,6 +269,11 @@ func (c *Session) build(what string, server bool) (*sessionConfig, *quicgo.Confi
 	default:
 		errs = append(errs, fmt.Errorf("%s.Codec: unknown codec %s", what, c.Codec))
 	}
+	switch c.CodecLevel {
+	case transport.LevelFastest, transport.LevelDefault, transport.LevelBetter:
+	default:
+		errs = append(errs, fmt.Errorf("%s.CodecLevel: unknown level %s", what, c.CodecLevel))
+	}
 	if c.Lanes < 0 || c.Lanes > MaxLanes {
 		errs = append(errs, fmt.Errorf("%s.Lanes (%d) must be between 1 and %d", what, c.Lanes, MaxLanes))
 	}
@@ -279,6 +300,8 @@ func (c *Session) build(what string, server bool) (*sessionConfig, *quicgo.Confi
 	}
 	sc := &sessionConfig{
 		codec:            c.Codec,
+		level:            c.CodecLevel,
+		dicts:            c.Dictionaries,
 		lanes:            orDefault(c.Lanes, DefaultLanes),
 		log:              c.Logger,
 		handshakeTimeout: orDefault(c.HandshakeTimeout, DefaultHandshakeTimeout),

@@ -25,11 +25,11 @@ func TestHandshake(t *testing.T) {
 	}, nil)
 
 	h := s.server.Hello()
-	if h.Gateway != "v7-a" || h.Region != "vessel-7" || h.VersionMin != 1 || h.VersionMax != 1 || len(h.Codecs) != 3 {
+	if h.Gateway != "v7-a" || h.Region != "vessel-7" || h.VersionMin != transport.VersionMin || h.VersionMax != transport.VersionMax || len(h.Codecs) != 3 {
 		t.Errorf("server saw hello %+v", h)
 	}
 	w := s.client.Welcome()
-	want := &transport.Welcome{Version: 1, Gateway: "hq-a", Region: "hq", Window: 1 << 20, MaxBatchBytes: transport.DefaultMaxBatchBytes}
+	want := &transport.Welcome{Version: transport.VersionMax, Gateway: "hq-a", Region: "hq", Window: 1 << 20, MaxBatchBytes: transport.DefaultMaxBatchBytes}
 	if !reflect.DeepEqual(w, want) {
 		t.Errorf("client got welcome %+v, want %+v (gateway from the certificate, MaxBatchBytes clamped to the limit)", w, want)
 	}
@@ -186,9 +186,9 @@ func TestVersionMismatch(t *testing.T) {
 	lo := p.server("hq-a")
 	lo.Logger = logs.logger()
 	ln := listen(t, lo)
-	_, err := dial(t, ln, p.client("v7-a", "hq-a"), &transport.Hello{VersionMin: 2, VersionMax: 3, Gateway: "v7-a"})
+	_, err := dial(t, ln, p.client("v7-a", "hq-a"), &transport.Hello{VersionMin: 3, VersionMax: 4, Gateway: "v7-a"})
 	mustContain(t, err, "dial "+ln.Addr().String(), "peer hq-a refused the session (version)",
-		"no common protocol version (receiver hq-a speaks 1-1, sender v7-a speaks 2-3)")
+		"no common protocol version (receiver hq-a speaks 1-2, sender v7-a speaks 3-4)")
 	var te *transport.Error
 	if !errors.As(err, &te) || te.Code != transport.ErrCodeVersion {
 		t.Errorf("error %v does not wrap a version *transport.Error", err)

@@ -197,7 +197,7 @@ func (c *Conn) encoder(ctx context.Context) (*transport.Encoder, error) {
 	default:
 	}
 	if c.encsMade.Add(1) <= maxEncoders {
-		e, err := transport.NewEncoder(c.sendCodec)
+		e, err := c.newEncoder()
 		if err != nil {
 			c.encsMade.Add(-1)
 			return nil, err

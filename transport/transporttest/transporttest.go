@@ -125,6 +125,7 @@ var FrameTypes = []transport.FrameType{
 	transport.FrameHello, transport.FrameWelcome, transport.FrameResume, transport.FrameBatch,
 	transport.FrameAck, transport.FrameCredit, transport.FrameTopic, transport.FrameTopicReady,
 	transport.FramePing, transport.FramePong, transport.FrameError, transport.FrameGoaway, transport.FrameGroups, transport.FrameFenced,
+	transport.FrameDict, transport.FrameDictAck,
 }
 
 // RandomFrame returns a random frame of type t. Lists are nil when empty
@@ -213,6 +214,19 @@ func RandomFrame(rng *rand.Rand, t transport.FrameType) transport.Frame {
 			g.Offsets = append(g.Offsets, transport.GroupOffset{Group: str(rng), Topic: str(rng), Partition: rng.Int32N(64), Offset: rng.Int64N(1 << 40)})
 		}
 		return g
+	case transport.FrameDict:
+		// Data is random bytes: the frame decodes, the dictionary inside
+		// is checked only when a session adds it.
+		d := &transport.Dict{ID: rng.Uint32(), Leg: str(rng), Topic: str(rng)}
+		if n := rng.IntN(600); n > 0 && rng.IntN(4) != 0 {
+			d.Data = make([]byte, n)
+			for i := range d.Data {
+				d.Data[i] = byte(rng.Uint32())
+			}
+		}
+		return d
+	case transport.FrameDictAck:
+		return &transport.DictAck{ID: rng.Uint32()}
 	}
 	panic(fmt.Sprintf("transporttest: unknown frame type %s", t))
 }
