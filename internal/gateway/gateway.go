@@ -124,6 +124,12 @@ func New(opts Options) (*Gateway, error) {
 		}
 		sess := linkSession(p.Link, opts.Profile)
 		sess.Codec, sess.Logger = codec, log.With("peer", p.Gateway.Name)
+		if codec == transport.CodecZstd {
+			// Per-topic dictionaries for small batches, and the level from
+			// the link's rate (never its RTT): thin links get zstd better.
+			_, sess.CodecLevel = transport.ChooseCompression(float64(linkRate(p.Link, opts.Profile)), 1)
+			sess.Dictionaries = true
+		}
 		d, err := quic.NewDialer(quic.DialerOptions{TLS: serverNameFor(clientTLS, p.Gateway.Name), Session: sess,
 			ListenPacket: opts.DialPacket})
 		if err != nil {
@@ -193,6 +199,22 @@ func linkSession(l *topology.Link, load func(string) (*profiles.Profile, error))
 		lk.DataRate = l.RateLimit
 	}
 	return quic.SessionForLink(lk)
+}
+
+// linkRate is the rate of a link's data direction in bit/s: its rate limit,
+// or its profile's rate; 0 if unknown.
+func linkRate(l *topology.Link, load func(string) (*profiles.Profile, error)) int64 {
+	if l == nil {
+		return 0
+	}
+	if load == nil {
+		load = profiles.Load
+	}
+	rate := l.RateLimit
+	if p, err := load(l.Profile); err == nil && p.Up.Rate > 0 && (rate == 0 || p.Up.Rate < rate) {
+		rate = p.Up.Rate
+	}
+	return rate
 }
 
 // listenSession tunes the listener for every link it receives on: the
