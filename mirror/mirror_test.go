@@ -449,3 +449,36 @@ func TestMirrorFollowsSourceTopicChanges(t *testing.T) {
 	}
 	within("the retention.ms override was removed at the destination", 5*time.Second, func() bool { _, set := destConfig("retention.ms"); return !set })
 }
+
+// TestReceiverFallsBackToAnEarlierSession opens a second session for the
+// leg beside the sending gateway's own, as a sender racing redials over a
+// dead path does, and closes it: the leg must fall back to the sender's
+// session and keep mirroring exactly.
+func TestReceiverFallsBackToAnEarlierSession(t *testing.T) {
+	f := newFixture(t, []string{"t.a"}, 2)
+	f.gateway(t, "gw", 0)
+	f.gateway(t, "ge", 0)
+	f.produce(t, 2000, 0)
+	checkExact(t, f.waitMirrored(t, 2000, 30*time.Second), 2000)
+
+	table, err := routing.Compile(f.topo, "ge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	extra, err := f.net.Dialer().Dial(ctx, table.Out[0].Gateway.Advertise, &transport.Hello{
+		VersionMin: transport.VersionMin, VersionMax: transport.VersionMax,
+		Gateway: "ge", Region: "east", Legs: []string{table.Out[0].Legs[0].ID},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The receiver moves the leg to the new session and sends it a Resume.
+	if _, err := extra.Recv(ctx); err != nil {
+		t.Fatal(err)
+	}
+	extra.Close(nil)
+	f.produce(t, 2000, 2000)
+	checkExact(t, f.waitMirrored(t, 4000, 30*time.Second), 4000)
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -44,6 +45,7 @@ type inLeg struct {
 	mu         sync.Mutex
 	gen        uint64
 	owner      *inSession
+	others     []*inSession // older sessions that also carry the leg, oldest first
 	needResume bool
 	topics     map[string]*destTopic        // by source topic; set by Topic frames
 	announced  map[string]map[string]string // source topic → configs last applied
@@ -106,9 +108,15 @@ func (l *inLeg) resetLocked() {
 	wake(l.notify)
 }
 
-// attach makes sess the leg's owner.
+// attach makes sess the leg's owner. The previous owner, if still open,
+// stays a candidate: a sender racing redials over a dead path may open two
+// sessions and close the later one, and the leg then falls back to the
+// earlier.
 func (l *inLeg) attach(sess *inSession) {
 	l.mu.Lock()
+	if l.owner != nil {
+		l.others = append(l.others, l.owner)
+	}
 	l.owner = sess
 	l.resetLocked()
 	l.mu.Unlock()
@@ -116,13 +124,19 @@ func (l *inLeg) attach(sess *inSession) {
 
 func (l *inLeg) detach(sess *inSession) {
 	l.mu.Lock()
-	if l.owner == sess {
-		l.owner = nil
-		for _, sh := range l.shards {
-			sh.queue = nil
-		}
+	defer l.mu.Unlock()
+	l.others = slices.DeleteFunc(l.others, func(o *inSession) bool { return o == sess })
+	if l.owner != sess {
+		return
 	}
-	l.mu.Unlock()
+	l.owner = nil
+	for _, sh := range l.shards {
+		sh.queue = nil
+	}
+	if n := len(l.others); n > 0 {
+		l.owner, l.others = l.others[n-1], l.others[:n-1]
+		l.resetLocked() // the fallback resumes from what is committed
+	}
 }
 
 func (l *inLeg) enqueue(b *transport.Batch, sess *inSession) {

@@ -63,14 +63,15 @@ func (p *outPeer) run(ctx context.Context) {
 	// nothing, so it is probed again within a second: replication resumes
 	// as soon as the path is back, not a long backoff later.
 	refused, silent := newBackoff(200*time.Millisecond, 30*time.Second), newBackoff(100*time.Millisecond, time.Second)
+	hello := func() *transport.Hello {
+		return &transport.Hello{VersionMin: transport.VersionMin, VersionMax: transport.VersionMax,
+			Gateway: gw.Name, Region: gw.Region.Name, Legs: ids}
+	}
+	pathDown := false // the last attempt or session ended without an answer
 	for attempt := 1; ctx.Err() == nil; attempt++ {
-		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		conn, err := p.e.opts.Dialer.Dial(dctx, p.peer.Gateway.Advertise, &transport.Hello{
-			VersionMin: transport.VersionMin, VersionMax: transport.VersionMax,
-			Gateway: gw.Name, Region: gw.Region.Name, Legs: ids,
-		})
-		cancel()
+		conn, err := p.dial(ctx, hello, pathDown)
 		if err != nil {
+			pathDown = noAnswer(err)
 			if ctx.Err() != nil {
 				return
 			}
@@ -99,7 +100,7 @@ func (p *outPeer) run(ctx context.Context) {
 		}
 		p.failed(err)
 		bo := refused
-		if noAnswer(err) {
+		if pathDown = noAnswer(err); pathDown {
 			bo = silent
 		}
 		p.log.Warn("link session ended; redialling", "err", err, "retry_in", bo.peek())
@@ -132,6 +133,84 @@ func (p *outPeer) batchTarget() int64 {
 		return most
 	}
 	return min(max(rate/8/10, least), most)
+}
+
+// Redials over a path that went silent overlap: a new attempt starts every
+// hedgeEvery while up to maxHedged are pending, so the first packets after
+// the path comes back leave within hedgeEvery, not after the doubling
+// retransmission timers of an attempt that began during the outage.
+const (
+	hedgeEvery = 500 * time.Millisecond
+	maxHedged  = 4
+	dialLimit  = 30 * time.Second
+)
+
+// dial opens a session, racing staggered attempts when hedge is set. The
+// first session wins; later ones are closed (the receiver then falls back
+// to the winner). It returns the last error if every attempt failed.
+func (p *outPeer) dial(ctx context.Context, hello func() *transport.Hello, hedge bool) (transport.Conn, error) {
+	if !hedge {
+		dctx, cancel := context.WithTimeout(ctx, dialLimit)
+		defer cancel()
+		return p.e.opts.Dialer.Dial(dctx, p.peer.Gateway.Advertise, hello())
+	}
+	type result struct {
+		conn transport.Conn
+		err  error
+	}
+	dctx, cancel := context.WithTimeout(ctx, dialLimit)
+	defer cancel()
+	results := make(chan result, maxHedged)
+	var wg sync.WaitGroup
+	pending := 0
+	launch := func() {
+		pending++
+		wg.Go(func() {
+			c, err := p.e.opts.Dialer.Dial(dctx, p.peer.Gateway.Advertise, hello())
+			results <- result{c, err}
+		})
+	}
+	// Losers finish after the winner is chosen: close what they open.
+	finish := func() {
+		cancel()
+		wg.Wait()
+		close(results)
+		for r := range results {
+			if r.conn != nil {
+				r.conn.Close(nil)
+			}
+		}
+	}
+	defer finish()
+	launch()
+	tick := time.NewTicker(hedgeEvery)
+	defer tick.Stop()
+	var lastErr error
+	for {
+		select {
+		case r := <-results:
+			pending--
+			if r.err == nil {
+				return r.conn, nil
+			}
+			lastErr = r.err
+			if !noAnswer(r.err) || dctx.Err() != nil {
+				return nil, r.err
+			}
+			if pending == 0 {
+				launch()
+			}
+		case <-tick.C:
+			if pending < maxHedged {
+				launch()
+			}
+		case <-dctx.Done():
+			if lastErr == nil {
+				lastErr = dctx.Err()
+			}
+			return nil, lastErr
+		}
+	}
 }
 
 // noAnswer reports whether err says the peer did not answer at all (a
