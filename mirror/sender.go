@@ -136,12 +136,14 @@ func (p *outPeer) batchTarget() int64 {
 }
 
 // Redials over a path that went silent overlap: a new attempt starts every
-// hedgeEvery while up to maxHedged are pending, so the first packets after
-// the path comes back leave within hedgeEvery, not after the doubling
-// retransmission timers of an attempt that began during the outage.
+// hedgeEvery, and the oldest is abandoned once maxHedged are pending, so
+// there is always an attempt younger than maxHedged × hedgeEvery whose
+// first packets and early retransmissions are going out when the path
+// comes back (an attempt that began during the outage waits on doubling
+// retransmission timers).
 const (
 	hedgeEvery = 500 * time.Millisecond
-	maxHedged  = 4
+	maxHedged  = 6
 	dialLimit  = 30 * time.Second
 )
 
@@ -155,33 +157,37 @@ func (p *outPeer) dial(ctx context.Context, hello func() *transport.Hello, hedge
 		return p.e.opts.Dialer.Dial(dctx, p.peer.Gateway.Advertise, hello())
 	}
 	type result struct {
+		id   int
 		conn transport.Conn
 		err  error
 	}
 	dctx, cancel := context.WithTimeout(ctx, dialLimit)
 	defer cancel()
-	results := make(chan result, maxHedged)
+	results := make(chan result, 64)
 	var wg sync.WaitGroup
-	pending := 0
+	pending := map[int]context.CancelFunc{} // by attempt, oldest has the lowest id
+	next := 0
 	launch := func() {
-		pending++
+		id := next
+		next++
+		actx, acancel := context.WithCancel(dctx)
+		pending[id] = acancel
 		wg.Go(func() {
-			c, err := p.e.opts.Dialer.Dial(dctx, p.peer.Gateway.Advertise, hello())
-			results <- result{c, err}
+			c, err := p.e.opts.Dialer.Dial(actx, p.peer.Gateway.Advertise, hello())
+			results <- result{id, c, err}
 		})
 	}
 	// Losers finish after the winner is chosen: close what they open.
-	finish := func() {
+	var winner transport.Conn
+	defer func() {
 		cancel()
-		wg.Wait()
-		close(results)
+		go func() { wg.Wait(); close(results) }()
 		for r := range results {
-			if r.conn != nil {
+			if r.conn != nil && r.conn != winner {
 				r.conn.Close(nil)
 			}
 		}
-	}
-	defer finish()
+	}()
 	launch()
 	tick := time.NewTicker(hedgeEvery)
 	defer tick.Stop()
@@ -189,21 +195,35 @@ func (p *outPeer) dial(ctx context.Context, hello func() *transport.Hello, hedge
 	for {
 		select {
 		case r := <-results:
-			pending--
+			_, mine := pending[r.id]
+			delete(pending, r.id)
+			if !mine { // abandoned by us
+				if r.conn != nil {
+					r.conn.Close(nil)
+				}
+				continue
+			}
 			if r.err == nil {
+				winner = r.conn
 				return r.conn, nil
 			}
 			lastErr = r.err
 			if !noAnswer(r.err) || dctx.Err() != nil {
 				return nil, r.err
 			}
-			if pending == 0 {
+			if len(pending) == 0 {
 				launch()
 			}
 		case <-tick.C:
-			if pending < maxHedged {
-				launch()
+			if len(pending) >= maxHedged {
+				oldest := next
+				for id := range pending {
+					oldest = min(oldest, id)
+				}
+				pending[oldest]()
+				delete(pending, oldest)
 			}
+			launch()
 		case <-dctx.Done():
 			if lastErr == nil {
 				lastErr = dctx.Err()

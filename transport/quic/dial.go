@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -333,7 +334,7 @@ func (d *Dialer) handshakeErr(ctx, hctx context.Context, qc *quicgo.Conn, addr s
 		if ctx.Err() != nil {
 			return fail(transport.ErrCodeInternal, "dial abandoned", fmt.Errorf("dial %s: waiting for the answer to Hello: %w", who, context.Cause(ctx)))
 		}
-		return fail(transport.ErrCodeInternal, "handshake timeout", fmt.Errorf("dial %s: no answer to Hello within %s", who, d.cfg.handshakeTimeout))
+		return fail(transport.ErrCodeInternal, "handshake timeout", fmt.Errorf("dial %s: no answer to Hello within %s: %w", who, d.cfg.handshakeTimeout, os.ErrDeadlineExceeded))
 	}
 	if qc.Context().Err() != nil {
 		err = context.Cause(qc.Context())
