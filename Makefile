@@ -22,10 +22,16 @@ demo: build
 	./$(BIN) demo --duration 30s
 
 # Benchmarks: meridian against a direct franz-go consume->produce loop in the
-# same run (ratio printed), plus codec and transport micro-benchmarks.
+# same run (ratio printed); what lossy links carry, against the MirrorMaker 2
+# pattern, in the packet lab (needs root); codec, transport and group-sync
+# benchmarks.
 bench: build
 	./$(BIN) bench mirror --records 1000000 --runs 4 --compression s2
 	./$(BIN) bench mirror --records 1000000 --runs 4 --compression zstd
+	./$(BIN) bench link --profile geo-satellite --loss 0.01
+	./$(BIN) bench link --profile geo-satellite --loss 0.05 --contenders meridian
+	./$(BIN) bench link --profile leo-satellite
+	./$(BIN) bench link --profile geo-satellite --blackout 30s --blackout-at 20s --duration 50s --contenders meridian
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./transport/...
 	$(GO) test -run '^$$' -bench GroupSyncLag -benchtime 1x ./mirror/
 
