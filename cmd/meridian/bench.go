@@ -29,12 +29,9 @@ func newBenchMirrorCmd(g *globals) *cobra.Command {
 		Short: "Meridian between two in-process Kafka clusters over loopback QUIC vs a direct franz-go consume->produce loop",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			log, err := g.logger()
+			log, err := g.start(output)
 			if err != nil {
-				return &exitError{2, err}
+				return err
 			}
 			o.Logger = log
 			if output == "text" {

@@ -40,12 +40,9 @@ Values are random (incompressible) unless --json.`,
   meridian bench link --profile geo-satellite --blackout 30s --blackout-at 20s --contenders meridian`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			log, err := g.logger()
+			log, err := g.start(output)
 			if err != nil {
-				return &exitError{2, err}
+				return err
 			}
 			p, err := pf.resolve(cmd)
 			if err != nil {

@@ -69,12 +69,9 @@ given); a failed self-test makes the exit status 1.`,
   meridian chaos lab --rtt 100ms --loss 0.01 --rate 10Mbit --self-test`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			log, err := g.logger()
+			log, err := g.start(output)
 			if err != nil {
-				return &exitError{2, err}
+				return err
 			}
 			p, err := pf.resolve(cmd)
 			if err != nil {

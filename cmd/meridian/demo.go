@@ -27,12 +27,9 @@ with mutual TLS through a UDP impairment proxy, and a producer of JSON events.
 At the end both clusters are read back and compared.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			log, err := g.logger()
+			log, err := g.start(output)
 			if err != nil {
-				return &exitError{2, err}
+				return err
 			}
 			out := g.stdout
 			if output == "json" {

@@ -134,6 +134,19 @@ func outputFlag(cmd *cobra.Command, p *string) {
 	cmd.Flags().StringVarP(p, "output", "o", "text", "output format: text or json")
 }
 
+// start is the preamble of a command with an --output flag and logs: it
+// checks the output format and builds the logger; errors are usage errors.
+func (g *globals) start(output string) (*slog.Logger, error) {
+	if err := checkOutput(output); err != nil {
+		return nil, err
+	}
+	log, err := g.logger()
+	if err != nil {
+		return nil, &exitError{2, err}
+	}
+	return log, nil
+}
+
 func checkOutput(o string) error {
 	if o != "text" && o != "json" {
 		return &exitError{2, fmt.Errorf("--output %q: want text or json", o)}

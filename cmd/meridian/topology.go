@@ -73,12 +73,9 @@ func routeLegs(topo *topology.Topology, route, to string) ([]*routing.Leg, error
 // build the logger, load the topology and find the route's legs (to one
 // destination when to is set). Its errors carry the exit status.
 func routeCommand(g *globals, output, file, route, to string) (*slog.Logger, []*routing.Leg, error) {
-	if err := checkOutput(output); err != nil {
-		return nil, nil, err
-	}
-	log, err := g.logger()
+	log, err := g.start(output)
 	if err != nil {
-		return nil, nil, &exitError{2, err}
+		return nil, nil, err
 	}
 	topo, err := loadTopology(file)
 	if err != nil {
