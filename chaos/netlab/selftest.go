@@ -303,45 +303,18 @@ func (l *Lab) probe(ctx context.Context, lk *Link, dir chaos.Dir, p chaos.Params
 	var wg sync.WaitGroup
 	sendDone := make(chan struct{})
 	wg.Go(func() {
-		buf := make([]byte, 2048)
-		drain := drainTime(p)
-		deadline := time.Time{}
-		for {
-			if deadline.IsZero() {
-				select {
-				case <-sendDone:
-					deadline = time.Now().Add(drain)
-				default:
-				}
-			}
-			wait := 50 * time.Millisecond
-			if !deadline.IsZero() {
-				wait = time.Until(deadline)
-				if wait <= 0 || len(delays) == n {
-					return
-				}
-			}
-			_ = rx.SetReadDeadline(time.Now().Add(wait))
-			k, err := rx.Read(buf)
-			now := time.Since(base)
-			if err != nil {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					continue
-				}
-				rxErr = err
+		rxErr = receive(rx, drainTime(p), sendDone, func() bool { return len(delays) == n }, func(b []byte, recvd time.Time) {
+			now := recvd.Sub(base)
+			if len(b) != probeSize || binary.BigEndian.Uint64(b) != token {
 				return
 			}
-			if k != probeSize || binary.BigEndian.Uint64(buf) != token {
-				continue
-			}
-			seq := binary.BigEndian.Uint64(buf[8:])
+			seq := binary.BigEndian.Uint64(b[8:])
 			if seq >= uint64(n) || seen[seq] {
-				continue // a duplicate
+				return // a duplicate
 			}
 			seen[seq] = true
-			delays = append(delays, now-time.Duration(binary.BigEndian.Uint64(buf[16:])))
-		}
+			delays = append(delays, now-time.Duration(binary.BigEndian.Uint64(b[16:])))
+		})
 	})
 
 	dst := rx.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -432,43 +405,16 @@ func (l *Lab) measureRate(ctx context.Context, lk *Link, dir chaos.Dir, p chaos.
 	var wg sync.WaitGroup
 	sendDone := make(chan struct{})
 	wg.Go(func() {
-		buf := make([]byte, 2048)
-		drain := drainTime(p)
-		deadline := time.Time{}
-		for {
-			if deadline.IsZero() {
-				select {
-				case <-sendDone:
-					deadline = time.Now().Add(drain)
-				default:
-				}
-			}
-			wait := 50 * time.Millisecond
-			if !deadline.IsZero() {
-				if wait = time.Until(deadline); wait <= 0 {
-					return
-				}
-			}
-			_ = rx.SetReadDeadline(time.Now().Add(wait))
-			k, err := rx.Read(buf)
-			if err != nil {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					continue
-				}
-				rxErr = err
+		rxErr = receive(rx, drainTime(p), sendDone, func() bool { return false }, func(b []byte, now time.Time) {
+			if len(b) != payload {
 				return
 			}
-			if k != payload {
-				continue
-			}
-			now := time.Now()
 			if got == 0 {
 				first = now
 			}
 			last = now
 			got++
-		}
+		})
 	})
 	dst := rx.LocalAddr().(*net.UDPAddr).AddrPort()
 	msg := make([]byte, payload)
@@ -494,4 +440,38 @@ func (l *Lab) measureRate(ctx context.Context, lk *Link, dir chaos.Dir, p chaos.
 	c.Pass = math.Abs(c.Measured-c.Configured) <= c.Tolerance
 	c.Note = fmt.Sprintf("offered %.2fx, %d-byte packets", offer, size)
 	return c, nil
+}
+
+// receive reads datagrams from rx into handle (with their arrival time)
+// until done reports true, or until drain has passed since sendDone closed;
+// read timeouts are not errors.
+func receive(rx net.Conn, drain time.Duration, sendDone <-chan struct{}, done func() bool, handle func(b []byte, at time.Time)) error {
+	buf := make([]byte, 2048)
+	var deadline time.Time
+	for {
+		if deadline.IsZero() {
+			select {
+			case <-sendDone:
+				deadline = time.Now().Add(drain)
+			default:
+			}
+		}
+		wait := 50 * time.Millisecond
+		if !deadline.IsZero() {
+			if wait = time.Until(deadline); wait <= 0 || done() {
+				return nil
+			}
+		}
+		_ = rx.SetReadDeadline(time.Now().Add(wait))
+		k, err := rx.Read(buf)
+		now := time.Now()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		handle(buf[:k], now)
+	}
 }
