@@ -26,6 +26,7 @@ var _ transport.Dialer = (*Dialer)(nil)
 // each session owns its own UDP socket, which all its stripes share.
 type Dialer struct {
 	cfg        *sessionConfig
+	tickets    copyingCache
 	qconf      *quicgo.Config
 	tls        *tls.Config
 	listen     func() (net.PacketConn, error)
@@ -48,13 +49,14 @@ func NewDialer(opts DialerOptions) (*Dialer, error) {
 		// and make stripe handshakes smaller.
 		tlsConf.ClientSessionCache = tls.NewLRUClientSessionCache(64)
 	}
-	tlsConf.ClientSessionCache = copyingCache{tlsConf.ClientSessionCache}
+	tickets := copyingCache{tlsConf.ClientSessionCache}
+	tlsConf.ClientSessionCache = tickets
 	cfg.log = cfg.log.With("component", "transport/quic", "side", "dialer")
 	listen := opts.ListenPacket
 	if listen == nil {
 		listen = func() (net.PacketConn, error) { return net.ListenUDP("udp", nil) }
 	}
-	return &Dialer{cfg: cfg, qconf: qconf, tls: tlsConf, listen: listen, serverName: opts.ServerName}, nil
+	return &Dialer{cfg: cfg, tickets: tickets, qconf: qconf, tls: tlsConf, listen: listen, serverName: opts.ServerName}, nil
 }
 
 // copyingCache hands out a copy of each cached session: quic-go writes to
@@ -82,6 +84,29 @@ func (c copyingCache) Get(key string) (*tls.ClientSessionState, bool) {
 		return nil, false
 	}
 	return cs, true
+}
+
+// Put stores a ticket and ignores deletions: crypto/tls drops the ticket
+// of every resumption attempt that fails, and a dial that only went
+// unanswered (a blackout, a hedged attempt abandoned) says nothing against
+// it; honouring those would cost every later redial of an outage its 0-RTT.
+// The dialer forgets a ticket itself when a handshake fails for another
+// reason (tlsFailed). Expired tickets and certificates are refused by
+// crypto/tls when loaded, cached or not.
+func (c copyingCache) Put(key string, cs *tls.ClientSessionState) {
+	if cs != nil {
+		c.ClientSessionCache.Put(key, cs)
+	}
+}
+
+// forget drops the ticket cached under key.
+func (c copyingCache) forget(key string) { c.ClientSessionCache.Put(key, nil) }
+
+// tlsFailed reports whether a dial failed in TLS (an alert, say for a
+// corrupted resumption PSK): its ticket is not to be offered again.
+func tlsFailed(err error) bool {
+	var te *quicgo.TransportError
+	return errors.As(err, &te) && te.ErrorCode.IsCryptoError()
 }
 
 // allCodecs is what this build decodes, best first.
@@ -151,11 +176,17 @@ func (d *Dialer) dial(ctx context.Context, addr string, h *transport.Hello) (*Co
 	}
 	if err != nil {
 		ds.release()
+		if tlsFailed(err) {
+			d.tickets.forget(tlsConf.ServerName)
+		}
 		return nil, explainDialError(addr, d.cfg, err)
 	}
 	c, err := d.handshake(ctx, qc, addr, &hello, ds)
 	if err != nil {
 		ds.release()
+		if tlsFailed(err) {
+			d.tickets.forget(tlsConf.ServerName)
+		}
 		return nil, err
 	}
 	return c, nil

@@ -86,6 +86,50 @@ func TestZeroRTTRedial(t *testing.T) {
 	}
 }
 
+// TestZeroRTTAfterAbandonedDials: redials abandoned during a blackout
+// (crypto/tls drops the ticket of every resumption that fails) do not cost
+// the redial that gets through its 0-RTT.
+func TestZeroRTTAfterAbandonedDials(t *testing.T) {
+	checkGoroutines(t)
+	p := getPKI(t)
+	ln := listen(t, p.server("hq-a"))
+	lan, err := chaos.LoadProfile("lan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	px, err := chaos.NewUDPProxy(chaos.UDPProxyOptions{Target: ln.Addr().String(), Profile: lan.WithoutEvents().WithLoss(0), Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { px.Close() })
+	d, err := NewDialer(p.client("v7-a", "hq-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1, s1, _ := firstBatch(t, d, ln, px.Addr().String())
+	c1.Close(nil)
+	<-s1.Done()
+
+	px.SetBlackout(true)
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		c, err := d.Dial(ctx, px.Addr().String(), &transport.Hello{Gateway: "v7-a", Legs: []string{"v7-to-hq"}})
+		cancel()
+		if err == nil {
+			c.Close(nil)
+			t.Fatal("a dial through a blacked-out link succeeded")
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // crypto/tls gives up on the abandoned handshakes
+	px.SetBlackout(false)
+
+	c2, s2, _ := firstBatch(t, d, ln, px.Addr().String())
+	if !c2.qc.ConnectionState().Used0RTT || !s2.qc.ConnectionState().Used0RTT {
+		t.Errorf("after abandoned dials the redial did not use 0-RTT (dialer %v, listener %v)",
+			c2.qc.ConnectionState().Used0RTT, s2.qc.ConnectionState().Used0RTT)
+	}
+}
+
 // TestZeroRTTRejectedFallsBack: after the listener restarts (new ticket
 // keys) the dialer's 0-RTT Hello is rejected and sent again after the
 // handshake.
