@@ -3,7 +3,14 @@ package mirror
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
+)
+
+// Batch size ramp of a session (see credit).
+const (
+	rampStart = 16 << 10
+	rampMost  = 1 << 20
 )
 
 // credit schedules the batches of one session. It is
@@ -17,8 +24,16 @@ import (
 //   - route priority: a batch waits while a batch of a higher-priority route
 //     waits, and routes below the session's highest priority may fill only
 //     half of the window, so a high-priority batch never queues behind a
-//     low-priority backlog (the backlog stays in the source cluster).
+//     low-priority backlog (the backlog stays in the source cluster);
+//   - the batch size ramp: a session's batches start small and double with
+//     each acknowledgement, up to the link's batch target. A new session's
+//     QUIC connections are in slow start (about 40 KB in the first round
+//     trip), and a first batch larger than that would reach the destination
+//     round trips later: after a blackout, the first records must land one
+//     round trip after the session opens.
 type credit struct {
+	ramp atomic.Int64 // current batch size limit, raw bytes
+
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced on every release
 	window   int64
@@ -46,6 +61,7 @@ type creditEntry struct {
 func newCredit(window int64, top int, rateBits int64) *credit {
 	c := &credit{changed: make(chan struct{}), window: window, next: 1, seqs: map[uint64]creditEntry{},
 		top: top, waiting: map[int]int{}}
+	c.ramp.Store(rampStart)
 	if rateBits > 0 {
 		c.rate = float64(rateBits) / 8
 		// A burst of 50 ms at the rate, at least 64 KiB: smooth enough for
@@ -153,14 +169,23 @@ func (c *credit) releaseLocked() {
 func (c *credit) ack(seqs []uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	known := false
 	for _, s := range seqs {
 		if e, ok := c.seqs[s]; ok {
 			c.inflight -= e.size
 			delete(c.seqs, s)
+			known = true
 		}
+	}
+	if r := c.ramp.Load(); known && r < rampMost {
+		c.ramp.Store(min(2*r, rampMost))
 	}
 	c.releaseLocked()
 }
+
+// batchLimit is the largest batch to build now: target, or less while the
+// session's ramp is below it.
+func (c *credit) batchLimit(target int64) int64 { return min(target, c.ramp.Load()) }
 
 // releaseLeg forgets every batch of leg in flight (after a Resume, the
 // receiver drops them).

@@ -78,3 +78,39 @@ func TestCreditRateCap(t *testing.T) {
 		t.Fatalf("5 MB went in %v under a 10 MB/s cap", took)
 	}
 }
+
+// TestCreditBatchRamp: a session's batches start at rampStart raw bytes and
+// double with each acknowledgement, up to the link's target.
+func TestCreditBatchRamp(t *testing.T) {
+	c := newCredit(1<<30, 0, 0)
+	const target = 100 << 10
+	want := []int64{16 << 10, 32 << 10, 64 << 10, target, target}
+	for i, w := range want {
+		if got := c.batchLimit(target); got != w {
+			t.Fatalf("after %d acks the batch limit is %d, want %d", i, got, w)
+		}
+		seq, err := c.acquire(context.Background(), "l", 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.ack([]uint64{seq})
+	}
+	if got := c.batchLimit(8 << 10); got != 8<<10 {
+		t.Fatalf("a target below the ramp gives %d, want the target", got)
+	}
+	before := c.batchLimit(1 << 30)
+	c.ack([]uint64{1 << 40}) // unknown: no step
+	if got := c.batchLimit(1 << 30); got != before {
+		t.Fatalf("an ack of nothing in flight moved the ramp to %d", got)
+	}
+	for range 10 {
+		seq, err := c.acquire(context.Background(), "l", 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.ack([]uint64{seq})
+	}
+	if got := c.batchLimit(1 << 30); got != rampMost {
+		t.Fatalf("the ramp ends at %d, want %d", got, rampMost)
+	}
+}
