@@ -36,6 +36,9 @@ type fixture struct {
 
 	mu      sync.Mutex
 	engines map[string]*mirror.Engine // latest engine per gateway
+
+	// wrapListener, if set, wraps the listener of every gateway started.
+	wrapListener func(transport.Listener) transport.Listener
 }
 
 func (f *fixture) engine(name string) *mirror.Engine {
@@ -96,7 +99,11 @@ func (f *fixture) gateway(t testing.TB, name string, window int64) (stop func())
 	eng, err := mirror.New(mirror.Options{
 		Table: table, Dialer: f.net.Dialer(), Logger: testLogger(t).With("gw", name), Window: window, MaxBatchBytes: 64 << 10,
 		Listen: func(accept transport.Accept) (transport.Listener, error) {
-			return f.net.Listen(table.Gateway.Advertise, accept)
+			ln, err := f.net.Listen(table.Gateway.Advertise, accept)
+			if err != nil || f.wrapListener == nil {
+				return ln, err
+			}
+			return f.wrapListener(ln), nil
 		},
 	})
 	if err != nil {
@@ -481,4 +488,196 @@ func TestReceiverFallsBackToAnEarlierSession(t *testing.T) {
 	extra.Close(nil)
 	f.produce(t, 2000, 2000)
 	checkExact(t, f.waitMirrored(t, 4000, 30*time.Second), 4000)
+}
+
+// TestReceiverHoldsBatchesThatOvertakeTheirTopic: a sender consumes a topic
+// it has progress for while announcing it, so a batch may reach the
+// receiver before the topic's announcement has been prepared (after a
+// receiver restart, say). The receiver holds the batch until then, instead
+// of failing the transaction and resuming the sender.
+func TestReceiverHoldsBatchesThatOvertakeTheirTopic(t *testing.T) {
+	f := newFixture(t, []string{"t.a"}, 2)
+	f.gateway(t, "gw", 0)
+	table, err := routing.Compile(f.topo, "ge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leg := table.Out[0].Legs[0].ID
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := f.net.Dialer().Dial(ctx, table.Out[0].Gateway.Advertise, &transport.Hello{
+		VersionMin: transport.VersionMin, VersionMax: transport.VersionMax,
+		Gateway: "ge", Region: "east", Legs: []string{leg},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(nil)
+	fr, err := conn.Recv(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, ok := fr.(*transport.Resume)
+	if !ok {
+		t.Fatalf("first frame is %T, want a Resume", fr)
+	}
+	const n = 10
+	b := &transport.Batch{Leg: leg, Gen: rs.Gen, Seq: 1, Topic: "t.a", Partition: 1, NextOffset: n, HighWatermark: n}
+	for i := range n {
+		b.Records = append(b.Records, transport.Record{Offset: int64(i), Timestamp: time.Now().UnixMilli(),
+			Key: []byte(strconv.Itoa(i)), Value: []byte("overtaking " + strconv.Itoa(i))})
+	}
+	if err := conn.Send(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing may come back while the topic is unannounced: no ack (nothing
+	// was written) and no new Resume (the receiver did not give up).
+	early, ecancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	fr, err = conn.Recv(early)
+	ecancel()
+	if err == nil {
+		t.Fatalf("before the topic was announced the receiver sent %T %+v", fr, fr)
+	}
+	if err := conn.Send(ctx, &transport.Topic{Leg: leg, Name: "t.a", Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	var acked, ready bool
+	for !acked || !ready {
+		fr, err := conn.Recv(ctx)
+		if err != nil {
+			t.Fatalf("waiting for the topic-ready and the ack: %v", err)
+		}
+		switch fr := fr.(type) {
+		case *transport.TopicReady:
+			if fr.Err != "" {
+				t.Fatalf("topic not ready: %s", fr.Err)
+			}
+			ready = true
+		case *transport.Ack:
+			acked = len(fr.Seqs) == 1 && fr.Seqs[0] == 1
+		case *transport.Resume:
+			t.Fatalf("the receiver resumed the sender (gen %d) instead of holding the batch", fr.Gen)
+		}
+	}
+	var got []string
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer rcancel()
+	if err := kread.Each(rctx, []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}, []string{"t.a"}, func(r *kgo.Record) {
+		got = append(got, fmt.Sprintf("%d/%d=%s", r.Partition, r.Offset, r.Value))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n || got[0] != "1/0=overtaking 0" || got[n-1] != fmt.Sprintf("1/%d=overtaking %d", n-1, n-1) {
+		t.Fatalf("destination holds %d records %v, want the batch's %d at partition 1 offsets 0-%d", len(got), got, n, n-1)
+	}
+}
+
+// tentativeListener hands over sessions as tentative (see
+// transport.Tentative) while the test queues confirmation channels.
+type tentativeListener struct {
+	transport.Listener
+	next chan chan struct{}
+}
+
+func (l *tentativeListener) Accept(ctx context.Context) (transport.Conn, error) {
+	c, err := l.Listener.Accept(ctx)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case ch := <-l.next:
+		return tentativeConn{c, ch}, nil
+	default:
+		return c, nil
+	}
+}
+
+type tentativeConn struct {
+	transport.Conn
+	confirmed chan struct{}
+}
+
+func (c tentativeConn) Confirmed() <-chan struct{} { return c.confirmed }
+
+// TestTentativeSessionTakesOnlyFreeLegs: a session whose Hello came as
+// 0-RTT data (which an attacker can replay) does not take a leg from the
+// session that holds it until its handshake is confirmed; then it does.
+func TestTentativeSessionTakesOnlyFreeLegs(t *testing.T) {
+	f := newFixture(t, []string{"t.a"}, 2)
+	tl := make(chan chan struct{}, 1)
+	f.wrapListener = func(ln transport.Listener) transport.Listener { return &tentativeListener{ln, tl} }
+	f.gateway(t, "gw", 0)
+	stopGE := f.gateway(t, "ge", 0)
+	f.produce(t, 2000, 0)
+	checkExact(t, f.waitMirrored(t, 2000, 30*time.Second), 2000)
+
+	table, err := routing.Compile(f.topo, "ge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	confirm := make(chan struct{})
+	tl <- confirm
+	replay, err := f.net.Dialer().Dial(ctx, table.Out[0].Gateway.Advertise, &transport.Hello{
+		VersionMin: transport.VersionMin, VersionMax: transport.VersionMax,
+		Gateway: "ge", Region: "east", Legs: []string{table.Out[0].Legs[0].ID},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replay.Close(nil)
+	// Unconfirmed: the leg stays with ge's session, which goes on
+	// mirroring, and the tentative session hears nothing.
+	f.produce(t, 2000, 2000)
+	checkExact(t, f.waitMirrored(t, 4000, 30*time.Second), 4000)
+	quiet, qcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	fr, err := replay.Recv(quiet)
+	qcancel()
+	if err == nil {
+		t.Fatalf("an unconfirmed session got %T %+v while another held the leg", fr, fr)
+	}
+	// Confirmed: it takes the leg over (a Resume), and when it goes the
+	// leg falls back to ge's session.
+	close(confirm)
+	if fr, err = replay.Recv(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := fr.(*transport.Resume); !ok {
+		t.Fatalf("a confirmed session got %T, want a Resume", fr)
+	}
+	replay.Close(nil)
+	f.produce(t, 2000, 4000)
+	checkExact(t, f.waitMirrored(t, 6000, 30*time.Second), 6000)
+
+	// A leg nobody holds (its sender went away) is taken at once: the
+	// Resume goes out before the handshake completes.
+	stopGE()
+	// (The receiver notices ge's session end a moment later: try again
+	// until then.)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tl <- make(chan struct{}) // never confirmed
+		dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
+		early, err := f.net.Dialer().Dial(dctx, table.Out[0].Gateway.Advertise, &transport.Hello{
+			VersionMin: transport.VersionMin, VersionMax: transport.VersionMax,
+			Gateway: "ge", Region: "east", Legs: []string{table.Out[0].Legs[0].ID},
+		})
+		if err != nil {
+			dcancel()
+			t.Fatal(err)
+		}
+		fr, err = early.Recv(dctx)
+		dcancel()
+		early.Close(nil)
+		if err == nil {
+			if _, ok := fr.(*transport.Resume); !ok {
+				t.Fatalf("an unconfirmed session for a free leg got %T, want a Resume", fr)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("an unconfirmed session for a free leg got no Resume: %v", err)
+		}
+	}
 }

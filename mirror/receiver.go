@@ -70,6 +70,7 @@ type shard struct {
 	queue  []queued      // guarded by inLeg.mu
 	ready  bool          // guarded by inLeg.mu: open, committed state loaded
 	busy   bool          // guarded by inLeg.mu: inside a transaction (its sink is in use)
+	held   time.Time     // guarded by inLeg.mu: since when the queue's head waits for its topic
 	notify chan struct{} // cap 1: queue changed
 }
 
@@ -102,7 +103,7 @@ func (l *inLeg) shardOf(topic string, partition int32) *shard {
 func (l *inLeg) resetLocked() {
 	l.gen++
 	for _, sh := range l.shards {
-		sh.queue = nil
+		sh.queue, sh.held = nil, time.Time{}
 	}
 	l.needResume = true
 	wake(l.notify)
@@ -122,6 +123,29 @@ func (l *inLeg) attach(sess *inSession) {
 	l.mu.Unlock()
 }
 
+// attachIfFree makes sess the leg's owner if the leg has none, and
+// reports whether it did.
+func (l *inLeg) attachIfFree(sess *inSession) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.owner != nil {
+		return false
+	}
+	l.owner = sess
+	l.resetLocked()
+	return true
+}
+
+// isClosed reports whether ch is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
 func (l *inLeg) detach(sess *inSession) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -131,7 +155,7 @@ func (l *inLeg) detach(sess *inSession) {
 	}
 	l.owner = nil
 	for _, sh := range l.shards {
-		sh.queue = nil
+		sh.queue, sh.held = nil, time.Time{}
 	}
 	if n := len(l.others); n > 0 {
 		l.owner, l.others = l.others[n-1], l.others[:n-1]
@@ -360,10 +384,22 @@ func (l *inLeg) runShard(ctx context.Context, sh *shard) {
 			)
 			for len(sh.queue) > 0 && size < maxTxnBytes {
 				q := sh.queue[0]
+				if !l.preparedLocked(q.b) {
+					break // its topic's announcement is still in hand
+				}
 				sh.queue = sh.queue[1:]
 				take = append(take, q)
 				size += q.b.RawSize()
 			}
+			if len(take) == 0 {
+				if l.holdLocked(sh) {
+					l.mu.Unlock()
+					break
+				}
+				l.mu.Unlock()
+				continue
+			}
+			sh.held = time.Time{}
 			topics := make(map[string]*destTopic, len(l.topics))
 			for k, v := range l.topics {
 				topics[k] = v
@@ -433,6 +469,41 @@ func (l *inLeg) runShard(ctx context.Context, sh *shard) {
 	}
 }
 
+// topicWait is how long a batch waits at the head of a shard's queue for
+// the announcement of its topic (or of its partition) to be prepared.
+var topicWait = 30 * time.Second
+
+// preparedLocked reports whether b's destination topic and partition are
+// prepared. A sender consumes a topic it has progress for while announcing
+// it, so its batches may overtake the announcement.
+func (l *inLeg) preparedLocked(b *transport.Batch) bool {
+	dt := l.topics[b.Topic]
+	return dt != nil && b.Partition < dt.partitions
+}
+
+// holdLocked keeps the head of sh's queue waiting for its topic to be
+// prepared, and reports true while it may wait. After topicWait it gives
+// up: the leg resumes from what is committed, as after a failed
+// transaction.
+func (l *inLeg) holdLocked(sh *shard) bool {
+	now := time.Now()
+	if sh.held.IsZero() {
+		sh.held = now
+		time.AfterFunc(topicWait, func() { wake(sh.notify) })
+		return true
+	}
+	if now.Sub(sh.held) < topicWait {
+		return true
+	}
+	sh.held = time.Time{}
+	b := sh.queue[0].b
+	err := fmt.Errorf("topic %q partition %d was not announced within %s", b.Topic, b.Partition, topicWait)
+	l.stats.setErr(err)
+	l.log.Warn("batch for a topic not prepared; resuming sender from committed progress", "leg", l.leg.ID, "err", err)
+	l.resetLocked()
+	return false
+}
+
 // serveSession handles one accepted session until it ends.
 func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 	h := conn.Hello()
@@ -445,10 +516,38 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 	for _, id := range h.Legs {
 		if l := e.in[id]; l != nil {
 			legs = append(legs, l)
+		}
+	}
+	// A session whose Hello came as 0-RTT data is tentative until its
+	// handshake completes (a replay never completes it): it takes at once
+	// only the legs nobody holds, which after an outage saves the Resume a
+	// round trip, and the others once it is confirmed.
+	var waitConfirm sync.WaitGroup
+	stopConfirm := make(chan struct{})
+	if t, ok := conn.(transport.Tentative); ok && !isClosed(t.Confirmed()) {
+		var rest []*inLeg
+		for _, l := range legs {
+			if !l.attachIfFree(sess) {
+				rest = append(rest, l)
+			}
+		}
+		waitConfirm.Go(func() {
+			select {
+			case <-t.Confirmed():
+				for _, l := range rest {
+					l.attach(sess)
+				}
+			case <-stopConfirm:
+			}
+		})
+	} else {
+		for _, l := range legs {
 			l.attach(sess)
 		}
 	}
 	defer func() {
+		close(stopConfirm)
+		waitConfirm.Wait()
 		for _, l := range legs {
 			l.detach(sess)
 		}
@@ -621,6 +720,11 @@ func (l *inLeg) prepareTopic(ctx context.Context, t *transport.Topic) error {
 	}
 	l.topics[t.Name] = dt
 	l.announced[t.Name] = t.Configs
+	for _, sh := range l.shards {
+		if len(sh.queue) > 0 {
+			wake(sh.notify) // batches that overtook the announcement
+		}
+	}
 	l.mu.Unlock()
 	return nil
 }

@@ -110,6 +110,22 @@ func (p *outPeer) run(ctx context.Context) {
 	}
 }
 
+// profile is the link's profile, or nil.
+func (p *outPeer) profile() *profiles.Profile {
+	if p.peer.Link == nil {
+		return nil
+	}
+	load := p.e.opts.Profile
+	if load == nil {
+		load = profiles.Load
+	}
+	prof, err := load(p.peer.Link.Profile)
+	if err != nil {
+		return nil
+	}
+	return prof
+}
+
 // batchTarget sizes batches to the link: about 100 ms of its rate (the rate
 // cap, or the rate of its profile), between 16 KiB and 1 MiB. On a thin link
 // a 1 MiB batch per lane would take seconds to cross, and the destination
@@ -120,14 +136,8 @@ func (p *outPeer) batchTarget() int64 {
 		return most
 	}
 	rate := p.peer.Link.RateLimit
-	if rate == 0 {
-		load := p.e.opts.Profile
-		if load == nil {
-			load = profiles.Load
-		}
-		if prof, err := load(p.peer.Link.Profile); err == nil {
-			rate = prof.Params(profiles.Up).Rate
-		}
+	if prof := p.profile(); rate == 0 && prof != nil {
+		rate = prof.Params(profiles.Up).Rate
 	}
 	if rate == 0 {
 		return most
@@ -136,16 +146,26 @@ func (p *outPeer) batchTarget() int64 {
 }
 
 // Redials over a path that went silent overlap: a new attempt starts every
-// hedgeEvery, and the oldest is abandoned once maxHedged are pending, so
-// there is always an attempt younger than maxHedged × hedgeEvery whose
-// first packets and early retransmissions are going out when the path
-// comes back (an attempt that began during the outage waits on doubling
-// retransmission timers).
+// hedgeEvery, and the oldest is abandoned once enough are pending to cover
+// three round trips of the link (a handshake without 0-RTT takes two). So
+// when the path comes back an attempt begins within hedgeEvery, its first
+// flight (with the Hello as 0-RTT data) goes out on a working path, and
+// replication resumes about one round trip later; an attempt that began
+// during the outage waits on doubling retransmission timers. An attempt
+// costs two 1280-byte packets and a socket.
 const (
-	hedgeEvery = 500 * time.Millisecond
-	maxHedged  = 6
+	hedgeEvery = 200 * time.Millisecond
 	dialLimit  = 30 * time.Second
 )
+
+// maxHedged is how many redial attempts may be pending at once.
+func (p *outPeer) maxHedged() int {
+	rtt := 200 * time.Millisecond
+	if prof := p.profile(); prof != nil {
+		rtt = max(rtt, prof.RTT()+prof.Up.Jitter+prof.Down.Jitter)
+	}
+	return min(max(int((3*rtt+hedgeEvery-1)/hedgeEvery), 4), 16)
+}
 
 // dial opens a session, racing staggered attempts when hedge is set. The
 // first session wins; later ones are closed (the receiver then falls back
@@ -188,6 +208,7 @@ func (p *outPeer) dial(ctx context.Context, hello func() *transport.Hello, hedge
 			}
 		}
 	}()
+	most := p.maxHedged()
 	launch()
 	tick := time.NewTicker(hedgeEvery)
 	defer tick.Stop()
@@ -215,7 +236,7 @@ func (p *outPeer) dial(ctx context.Context, hello func() *transport.Hello, hedge
 				launch()
 			}
 		case <-tick.C:
-			if len(pending) >= maxHedged {
+			if len(pending) >= most {
 				oldest := next
 				for id := range pending {
 					oldest = min(oldest, id)
@@ -515,6 +536,7 @@ func (lr *legRunner) pipeline(ctx context.Context, cl *kgo.Client, gen uint64) e
 			}
 			batch = batch[:0]
 			size := int64(0)
+			limit := lr.cr.batchLimit(lr.maxBatch)
 			flush := func(next int64, force bool) {
 				if len(batch) == 0 && !force || sendErr != nil {
 					return
@@ -546,8 +568,9 @@ func (lr *legRunner) pipeline(ctx context.Context, cl *kgo.Client, gen uint64) e
 				// An upper estimate of the record's share of RawSize, for
 				// splitting; credit is taken on the exact RawSize.
 				rsz := int64(recordSize(&tr) + 16 + 4*len(tr.Headers))
-				if size > 0 && size+rsz > lr.maxBatch {
+				if size > 0 && size+rsz > limit {
 					flush(tr.Offset, false)
+					limit = lr.cr.batchLimit(lr.maxBatch)
 				}
 				batch = append(batch, tr)
 				size += rsz
@@ -635,35 +658,81 @@ func (d *discoverer) once(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Announce every new or changed topic at once, so that a session's
+	// start costs one round trip whatever the number of topics. A topic
+	// with committed progress at the destination (a position in the
+	// Resume) was prepared there before: its partitions are consumed at
+	// once and the receiver holds their batches until the announcement is
+	// through. A new topic is consumed only once its destination is ready.
+	type announcement struct {
+		t     *transport.Topic
+		ready <-chan string
+		had   int32 // partitions consumed before
+	}
+	var pending []announcement
+	var errs []error
 	for _, name := range names {
 		n := int32(len(td[name].Partitions))
 		cfg := configs[name]
 		if n <= d.consumed[name] && maps.Equal(cfg, d.announced[name]) {
 			continue
 		}
-		if err := d.announce(ctx, &transport.Topic{Leg: leg.ID, Name: name, Partitions: n, Configs: cfg}); err != nil {
-			return err
+		t := &transport.Topic{Leg: leg.ID, Name: name, Partitions: n, Configs: cfg}
+		ready, err := d.announce(ctx, t)
+		if err != nil {
+			return err // the session is gone
+		}
+		a := announcement{t: t, ready: ready, had: d.consumed[name]}
+		if d.known(name) {
+			d.consume(name, n)
+		}
+		pending = append(pending, a)
+	}
+	for _, a := range pending {
+		name, n := a.t.Name, a.t.Partitions
+		if err := d.await(ctx, a.t, a.ready); err != nil {
+			errs = append(errs, err)
+			continue
 		}
 		if d.announced == nil {
 			d.announced = map[string]map[string]string{}
 		}
-		d.announced[name] = cfg
-		if n <= d.consumed[name] {
-			d.lr.p.log.Info("source topic configs changed", "leg", leg.ID, "topic", name, "configs", cfg)
-			continue
+		if n <= a.had {
+			d.lr.p.log.Info("source topic configs changed", "leg", leg.ID, "topic", name, "configs", a.t.Configs)
 		}
-		for p := d.consumed[name]; p < n; p++ {
-			off := d.reset
-			if o, ok := d.positions[tp{name, p}]; ok {
-				off = kgo.NewOffset().At(o)
-			}
-			d.clients[d.next%len(d.clients)].AddConsumePartitions(map[string]map[int32]kgo.Offset{name: {p: off}})
-			d.next++
-		}
-		d.lr.p.log.Info("mirroring topic", "leg", leg.ID, "topic", name, "dest", leg.DestTopic(name), "partitions", n)
-		d.consumed[name] = n
+		d.announced[name] = a.t.Configs
+		d.consume(name, n)
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// known reports whether the destination has committed progress for topic:
+// the receiver prepared its destination before.
+func (d *discoverer) known(topic string) bool {
+	for k := range d.positions {
+		if k.Topic == topic {
+			return true
+		}
+	}
+	return false
+}
+
+// consume adds the partitions of topic below n that are not consumed yet,
+// from their resume positions.
+func (d *discoverer) consume(name string, n int32) {
+	if n <= d.consumed[name] {
+		return
+	}
+	for p := d.consumed[name]; p < n; p++ {
+		off := d.reset
+		if o, ok := d.positions[tp{name, p}]; ok {
+			off = kgo.NewOffset().At(o)
+		}
+		d.clients[d.next%len(d.clients)].AddConsumePartitions(map[string]map[int32]kgo.Offset{name: {p: off}})
+		d.next++
+	}
+	d.lr.p.log.Info("mirroring topic", "leg", d.lr.out.leg.ID, "topic", name, "dest", d.lr.out.leg.DestTopic(name), "partitions", n)
+	d.consumed[name] = n
 }
 
 // topicConfigs returns the non-default, non-sensitive configs of topics.
@@ -688,21 +757,27 @@ func (d *discoverer) topicConfigs(ctx context.Context, topics ...string) (map[st
 	return out, nil
 }
 
-// announce sends a Topic frame and waits for the receiver's TopicReady.
-func (d *discoverer) announce(ctx context.Context, t *transport.Topic) error {
+// announce sends a Topic frame; the receiver's TopicReady comes on the
+// channel returned.
+func (d *discoverer) announce(ctx context.Context, t *transport.Topic) (<-chan string, error) {
 	ch := make(chan string, 1)
 	d.lr.mu.Lock()
 	d.lr.ready[t.Name] = ch
 	d.lr.mu.Unlock()
 	if err := d.lr.conn.Send(ctx, t); err != nil {
-		return fmt.Errorf("announce topic %s: %w", t.Name, err)
+		return nil, fmt.Errorf("announce topic %s: %w", t.Name, err)
 	}
+	return ch, nil
+}
+
+// await waits for the receiver's answer to the announcement of t.
+func (d *discoverer) await(ctx context.Context, t *transport.Topic, ready <-chan string) error {
 	tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	select {
 	case <-tctx.Done():
 		return fmt.Errorf("announce topic %s: no answer from receiver: %w", t.Name, tctx.Err())
-	case e := <-ch:
+	case e := <-ready:
 		if e != "" {
 			return fmt.Errorf("destination topic for %s: %s", t.Name, e)
 		}

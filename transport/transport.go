@@ -296,6 +296,15 @@ type Conn interface {
 	RemoteAddr() net.Addr
 }
 
+// Tentative is implemented by a Conn that a listener may hand over before
+// the peer has completed its handshake: its Hello came as 0-RTT data,
+// which an attacker can replay (and then never complete the handshake).
+// Until Confirmed is closed, such a session must not displace anything;
+// if it is never confirmed it ends on its own.
+type Tentative interface {
+	Confirmed() <-chan struct{}
+}
+
 // ConnStats counts a session's traffic.
 type ConnStats struct {
 	RTT         time.Duration // smoothed round-trip time

@@ -127,19 +127,21 @@ type Conn struct {
 	closeCode quicgo.ApplicationErrorCode
 	closeMsg  string
 
-	wg       sync.WaitGroup // readers, acceptor, pinger
-	writers  sync.WaitGroup
-	readers  readerSet     // control and lane readers still reading
-	stopRead chan struct{} // closed when readers must stop delivering
-	done     chan struct{}
+	wg        sync.WaitGroup // readers, acceptor, pinger
+	writers   sync.WaitGroup
+	readers   readerSet     // control and lane readers still reading
+	confirmed chan struct{} // closed once the handshake has completed
+	stopRead  chan struct{} // closed when readers must stop delivering
+	done      chan struct{}
 }
 
 type connParams struct {
 	qc        *quicgo.Conn
 	striped   bool
-	token     [32]byte    // join token (striped)
-	register  func(*Conn) // called before the session's goroutines start
-	dial      *dialState  // dialer only
+	token     [32]byte          // join token (striped)
+	register  func(*Conn) error // a listener's striped session: makes it joinable, once confirmed
+	confirm   func() error      // a tentative session (0-RTT Hello): waits for the handshake
+	dial      *dialState        // dialer only
 	cfg       *sessionConfig
 	client    bool
 	peer      string
@@ -157,7 +159,9 @@ type connParams struct {
 	hsSent, hsRecvd, hsSentBytes int64
 }
 
-// newConn builds and starts a session whose handshake has completed.
+// newConn builds and starts a session whose handshake has completed, or, on
+// a listener given p.confirm, a tentative one whose Hello came in 0-RTT data
+// (see Confirmed).
 func newConn(p connParams) *Conn {
 	c := &Conn{
 		qc: p.qc, cfg: p.cfg, client: p.client, peer: p.peer, hello: p.hello, welcome: p.welcome,
@@ -214,8 +218,17 @@ func newConn(p connParams) *Conn {
 	c.framesSent.Store(p.hsSent)
 	c.framesRecvd.Store(p.hsRecvd)
 
-	if p.register != nil {
-		p.register(c)
+	c.confirmed = make(chan struct{})
+	if p.confirm == nil {
+		if p.register != nil {
+			if err := p.register(c); err != nil {
+				c.end(fmt.Errorf("%s: %w", c.peerDesc(), err), nil, quicgo.ApplicationErrorCode(transport.ErrCodeInternal), "")
+			}
+		}
+		close(c.confirmed)
+	} else {
+		c.wg.Add(1)
+		go c.confirm(p.confirm, p.register)
 	}
 	// Control frames are never batches: a codec-less encoder suffices.
 	enc, _ := transport.NewEncoder(transport.CodecNone)
@@ -248,6 +261,32 @@ func newConn(p connParams) *Conn {
 	go c.supervise()
 	return c
 }
+
+// confirm waits for a tentative session's handshake, then makes the
+// session joinable and closes confirmed; it ends the session if the
+// handshake does not complete.
+func (c *Conn) confirm(wait func() error, register func(*Conn) error) {
+	defer c.wg.Done()
+	err := wait()
+	if err == nil && register != nil {
+		err = register(c)
+	}
+	if err != nil {
+		c.end(fmt.Errorf("%s: %w", c.peerDesc(), err), nil, quicgo.ApplicationErrorCode(transport.ErrCodeProtocol), "no completed handshake")
+		return
+	}
+	c.cfg.log.Debug("0-RTT session confirmed")
+	close(c.confirmed)
+}
+
+// Confirmed is closed once the peer has completed the handshake. A
+// listener hands over a session whose Hello came as 0-RTT data before that
+// (so that its first answers travel in the server's first flight); such a
+// Hello can be replayed by an attacker, who cannot complete the handshake,
+// so until Confirmed the session must not displace anything. A session
+// that is never confirmed ends within the handshake timeout. On a dialer,
+// and for a Hello after the handshake, Confirmed is closed from the start.
+func (c *Conn) Confirmed() <-chan struct{} { return c.confirmed }
 
 func (c *Conn) peerDesc() string {
 	if c.peer == "" {

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	quicgo "github.com/quic-go/quic-go"
 
@@ -178,7 +179,7 @@ func (l *Listener) release() {
 // striped) and, after Close, releases the socket with the last session.
 func (l *Listener) sessionEnded(token *[32]byte) {
 	l.mu.Lock()
-	if token != nil {
+	if token != nil && *token != ([32]byte{}) {
 		delete(l.joinable, *token)
 	}
 	l.sessions--
@@ -385,13 +386,27 @@ func (l *Listener) handshake(qc *quicgo.Conn) {
 		qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeInternal), "")
 		return
 	}
-	// A Hello in 0-RTT data was answered in the server's first flight; the
-	// session starts only when the client has proved it is live (a replay
-	// cannot finish the handshake).
+	// A Hello in 0-RTT data was answered in the server's first flight. The
+	// session is handed over at once, tentatively: it is confirmed when the
+	// client has finished the handshake, and closed if it does not within
+	// the handshake timeout (a replay cannot). Conn.Confirmed says which.
+	var confirm func() error
 	if early {
-		if err := l.awaitHandshake(hctx, qc); err != nil {
-			handshakeFailed(err)
-			return
+		deadline, _ := hctx.Deadline()
+		confirm = func() error {
+			t := time.NewTimer(time.Until(deadline))
+			defer t.Stop()
+			select {
+			case <-qc.HandshakeComplete():
+				if qc.Context().Err() != nil {
+					return errConnFailed
+				}
+				return nil
+			case <-t.C:
+				return fmt.Errorf("no completed handshake within %s after a 0-RTT hello", l.cfg.handshakeTimeout)
+			case <-qc.Context().Done():
+				return errConnFailed
+			}
 		}
 	}
 	if !stop() {
@@ -406,16 +421,10 @@ func (l *Listener) handshake(qc *quicgo.Conn) {
 	}
 	recvLimit := l.cfg.limits
 	recvLimit.MaxBatchBytes = int(w.MaxBatchBytes)
-	cs = qc.ConnectionState()
-	striped := cs.TLS.NegotiatedProtocol == ALPNStriped
-	var token [32]byte
-	if striped {
-		if token, err = joinToken(cs.TLS); err != nil {
-			log.Error("handshake failed", "err", err)
-			qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeInternal), "")
-			return
-		}
+	if !early {
+		cs = qc.ConnectionState()
 	}
+	striped := cs.TLS.NegotiatedProtocol == ALPNStriped
 
 	l.mu.Lock()
 	if l.closed {
@@ -426,19 +435,30 @@ func (l *Listener) handshake(qc *quicgo.Conn) {
 	l.sessions++
 	l.mu.Unlock()
 	ok = true
-	var tokenRef *[32]byte
-	var register func(*Conn)
+	var (
+		token    [32]byte
+		tokenRef *[32]byte
+		register func(*Conn) error
+	)
 	if striped {
+		// Stripes join with a secret of the completed handshake: a
+		// tentative session registers once it is confirmed.
 		tokenRef = &token
-		register = func(c *Conn) {
+		register = func(c *Conn) error {
+			t, err := joinToken(qc.ConnectionState().TLS)
+			if err != nil {
+				return err
+			}
 			l.mu.Lock()
-			l.joinable[token] = c
+			token = t
+			l.joinable[t] = c
 			l.mu.Unlock()
+			return nil
 		}
 	}
 	c := newConn(connParams{
-		qc: qc, striped: striped, token: token, cfg: l.cfg, client: false, peer: peer, hello: hello, welcome: w,
-		sendCodec: codec, recvLimit: recvLimit, register: register,
+		qc: qc, striped: striped, cfg: l.cfg, client: false, peer: peer, hello: hello, welcome: w,
+		sendCodec: codec, recvLimit: recvLimit, register: register, confirm: confirm,
 		stream: st, reader: br, counter: counter, dec: dec, cleanup: func() { l.sessionEnded(tokenRef) },
 		hsSent: 1, hsRecvd: 1, hsSentBytes: int64(len(buf)),
 	})
