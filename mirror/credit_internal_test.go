@@ -84,7 +84,7 @@ func TestCreditRateCap(t *testing.T) {
 func TestCreditBatchRamp(t *testing.T) {
 	c := newCredit(1<<30, 0, 0)
 	const target = 100 << 10
-	want := []int64{16 << 10, 32 << 10, 64 << 10, target, target}
+	want := []int64{4 << 10, 8 << 10, 16 << 10, 32 << 10, 64 << 10, target, target}
 	for i, w := range want {
 		if got := c.batchLimit(target); got != w {
 			t.Fatalf("after %d acks the batch limit is %d, want %d", i, got, w)
@@ -95,7 +95,7 @@ func TestCreditBatchRamp(t *testing.T) {
 		}
 		c.ack([]uint64{seq})
 	}
-	if got := c.batchLimit(8 << 10); got != 8<<10 {
+	if got := c.batchLimit(2 << 10); got != 2<<10 {
 		t.Fatalf("a target below the ramp gives %d, want the target", got)
 	}
 	before := c.batchLimit(1 << 30)

@@ -123,27 +123,17 @@ func (l *inLeg) attach(sess *inSession) {
 	l.mu.Unlock()
 }
 
-// attachIfFree makes sess the leg's owner if the leg has none, and
-// reports whether it did.
-func (l *inLeg) attachIfFree(sess *inSession) bool {
+// attachIfFree makes sess the leg's owner if the leg has none, else a
+// candidate that the leg falls back to when its owner ends.
+func (l *inLeg) attachIfFree(sess *inSession) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.owner != nil {
-		return false
+		l.others = append(l.others, sess)
+		return
 	}
 	l.owner = sess
 	l.resetLocked()
-	return true
-}
-
-// isClosed reports whether ch is closed.
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
 }
 
 func (l *inLeg) detach(sess *inSession) {
@@ -518,36 +508,23 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 			legs = append(legs, l)
 		}
 	}
-	// A session whose Hello came as 0-RTT data is tentative until its
-	// handshake completes (a replay never completes it): it takes at once
-	// only the legs nobody holds, which after an outage saves the Resume a
-	// round trip, and the others once it is confirmed.
-	var waitConfirm sync.WaitGroup
-	stopConfirm := make(chan struct{})
-	if t, ok := conn.(transport.Tentative); ok && !isClosed(t.Confirmed()) {
-		var rest []*inLeg
+	// A session whose Hello came as 0-RTT data (which an attacker can
+	// replay, and a sender's hedged redials after an outage all send) takes
+	// only the legs nobody holds, at once: the Resume then leaves before
+	// the handshake completes. It never displaces a live session, even
+	// once confirmed (a losing redial completes its handshake as it is
+	// closed); it waits as a candidate and gets the leg when the holder
+	// ends.
+	if t, ok := conn.(transport.Tentative); ok && t.Tentative() {
 		for _, l := range legs {
-			if !l.attachIfFree(sess) {
-				rest = append(rest, l)
-			}
+			l.attachIfFree(sess)
 		}
-		waitConfirm.Go(func() {
-			select {
-			case <-t.Confirmed():
-				for _, l := range rest {
-					l.attach(sess)
-				}
-			case <-stopConfirm:
-			}
-		})
 	} else {
 		for _, l := range legs {
 			l.attach(sess)
 		}
 	}
 	defer func() {
-		close(stopConfirm)
-		waitConfirm.Wait()
 		for _, l := range legs {
 			l.detach(sess)
 		}

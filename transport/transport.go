@@ -296,13 +296,13 @@ type Conn interface {
 	RemoteAddr() net.Addr
 }
 
-// Tentative is implemented by a Conn that a listener may hand over before
-// the peer has completed its handshake: its Hello came as 0-RTT data,
-// which an attacker can replay (and then never complete the handshake).
-// Until Confirmed is closed, such a session must not displace anything;
-// if it is never confirmed it ends on its own.
+// Tentative is implemented by a Conn that can say whether the peer's Hello
+// came as 0-RTT data, which an attacker can replay (and then never complete
+// the handshake, so the session ends on its own). A listener may hand such
+// a session over before the handshake completes; until then, and in Meridian
+// even after, it must not displace anything.
 type Tentative interface {
-	Confirmed() <-chan struct{}
+	Tentative() bool
 }
 
 // ConnStats counts a session's traffic.

@@ -131,6 +131,7 @@ type Conn struct {
 	writers   sync.WaitGroup
 	readers   readerSet     // control and lane readers still reading
 	confirmed chan struct{} // closed once the handshake has completed
+	early     bool          // the Hello came as 0-RTT data
 	stopRead  chan struct{} // closed when readers must stop delivering
 	done      chan struct{}
 }
@@ -227,6 +228,7 @@ func newConn(p connParams) *Conn {
 		}
 		close(c.confirmed)
 	} else {
+		c.early = true
 		c.wg.Add(1)
 		go c.confirm(p.confirm, p.register)
 	}
@@ -287,6 +289,10 @@ func (c *Conn) confirm(wait func() error, register func(*Conn) error) {
 // that is never confirmed ends within the handshake timeout. On a dialer,
 // and for a Hello after the handshake, Confirmed is closed from the start.
 func (c *Conn) Confirmed() <-chan struct{} { return c.confirmed }
+
+// Tentative reports whether the peer's Hello came as 0-RTT data (see
+// Confirmed and transport.Tentative).
+func (c *Conn) Tentative() bool { return c.early }
 
 func (c *Conn) peerDesc() string {
 	if c.peer == "" {

@@ -116,21 +116,30 @@
 // or its own). A redial of a listener it has a ticket from resumes and sends
 // its Hello as 0-RTT data (quic-go DialEarly; the listener uses ListenEarly
 // and allows 0-RTT). 0-RTT data can be replayed, so only the Hello travels in
-// it, and the listener makes a replay harmless: it takes the client's
-// identity from the ticket (verifying the chain again), runs the checks and
-// the Accept callback (which must have no side effects: the mirror's is a
-// routing check) and answers in its first flight, but hands the session to
-// Listener.Accept only once the TLS handshake has completed, which a replay
-// cannot do. A redial's first batch thus reaches the listener one round trip
-// sooner: measured over the UDP proxy at 600 ms RTT (TestZeroRTTRedial),
-// 2.6 RTT after the dial started on the first dial, 1.55 RTT on the redial.
-// For the mirror, whose receiver answers with Resume only once it has the
-// session, the dialer's Topic announcements gain that round trip. A listener
-// that restarted has new ticket keys; the dialer's 0-RTT Hello is rejected
-// and sent again after the handshake (TestZeroRTTRejectedFallsBack). Stripes
-// resume too (smaller handshakes) but never send 0-RTT data. quic-go writes
-// to the session state it resumes from, so the cache hands out copies.
-// Disable0RTT turns it off.
+// it. The listener takes the client's identity from the ticket (verifying
+// the chain again), runs the checks and the Accept callback (which must have
+// no side effects: the mirror's is a routing check), answers in its first
+// flight and hands the session over at once, marked tentative
+// ((*Conn).Tentative): it is confirmed ((*Conn).Confirmed) when the client
+// completes the handshake, which a replay cannot, and ends at the handshake
+// timeout if it is not. Stripes can join only a confirmed session. The
+// mirror's receiver lets a tentative session take only legs nobody holds,
+// so after an outage its Resume travels with the Welcome and the sender's
+// first batch leaves one round trip after the dial reached the listener; a
+// replay can at worst hold an ownerless leg until a real session comes.
+//
+// crypto/tls drops the ticket of every resumption attempt that fails,
+// including a dial abandoned during a blackout; the cache ignores those
+// deletions (the dialer forgets a ticket itself only when TLS fails), or
+// the first abandoned redial would cost all later ones their 0-RTT
+// (TestZeroRTTAfterAbandonedDials). A redial's first batch reaches the
+// listener one round trip sooner: measured over the UDP proxy at 600 ms
+// RTT (TestZeroRTTRedial), 2.6 RTT after the dial started on the first dial,
+// 1.55 RTT on the redial. A listener that restarted has new ticket keys;
+// the dialer's 0-RTT Hello is rejected and sent again after the handshake
+// (TestZeroRTTRejectedFallsBack). Stripes resume too (smaller handshakes)
+// but never send 0-RTT data. quic-go writes to the session state it resumes
+// from, so the cache hands out copies. Disable0RTT turns it off.
 //
 // # Migration
 //

@@ -79,6 +79,14 @@ func TestZeroRTTRedial(t *testing.T) {
 	if !s2.qc.ConnectionState().Used0RTT {
 		t.Error("the listener did not take the Hello from 0-RTT data")
 	}
+	if s1.Tentative() || !s2.Tentative() {
+		t.Errorf("Tentative: first session %v, 0-RTT session %v; want false, true", s1.Tentative(), s2.Tentative())
+	}
+	select {
+	case <-s2.Confirmed():
+	case <-time.After(5 * time.Second):
+		t.Error("the 0-RTT session was not confirmed once its handshake completed")
+	}
 	// One round trip saved: the count, not the wall time, is what this
 	// checks (half an RTT of slack either way).
 	if saved := float64(first-redial) / float64(rtt); saved < 0.5 {
