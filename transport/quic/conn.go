@@ -246,6 +246,10 @@ func newConn(p connParams) *Conn {
 	go c.readControl()
 	go c.acceptLanes(c.first)
 	go c.pinger()
+	if c.dial != nil && c.dial.path.every > 0 {
+		c.wg.Add(1)
+		go c.watchPath()
+	}
 	if c.client {
 		// The dialer opens all its lanes up front: streams are free until
 		// used, and the peer sees each one when its kind byte arrives.

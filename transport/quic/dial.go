@@ -27,6 +27,7 @@ var _ transport.Dialer = (*Dialer)(nil)
 type Dialer struct {
 	cfg        *sessionConfig
 	tickets    copyingCache
+	path       pathWatch
 	qconf      *quicgo.Config
 	tls        *tls.Config
 	listen     func() (net.PacketConn, error)
@@ -56,7 +57,7 @@ func NewDialer(opts DialerOptions) (*Dialer, error) {
 	if listen == nil {
 		listen = func() (net.PacketConn, error) { return net.ListenUDP("udp", nil) }
 	}
-	return &Dialer{cfg: cfg, tickets: tickets, qconf: qconf, tls: tlsConf, listen: listen, serverName: opts.ServerName}, nil
+	return &Dialer{cfg: cfg, tickets: tickets, path: newPathWatch(opts), qconf: qconf, tls: tlsConf, listen: listen, serverName: opts.ServerName}, nil
 }
 
 // copyingCache hands out a copy of each cached session: quic-go writes to
@@ -161,7 +162,10 @@ func (d *Dialer) dial(ctx context.Context, addr string, h *transport.Hello) (*Co
 	if tlsConf.ServerName == "" {
 		tlsConf.ServerName = host
 	}
-	ds := &dialState{addr: addr, raddr: raddr, qconf: d.qconf, tr: &quicgo.Transport{Conn: pc}, pc: pc}
+	ds := &dialState{addr: addr, raddr: raddr, qconf: d.qconf, tr: &quicgo.Transport{Conn: pc}, pc: pc, path: d.path}
+	if d.path.every > 0 {
+		ds.source, _ = d.path.source(raddr)
+	}
 	local := pc.LocalAddr()
 	ds.local.Store(&local)
 	ds.tls = tlsConf.Clone()

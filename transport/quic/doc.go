@@ -143,8 +143,15 @@
 //
 // # Migration
 //
-// (*Conn).Migrate moves a dialer's session, every stripe, to a new UDP
-// socket when the gateway's address changes: it probes the new path on each
+// A dialer's session checks every second (DialerOptions.PathCheck) which
+// local address the host would now send from to reach the peer (the
+// route's preferred source; DialerOptions.LocalAddrFor). When it changes,
+// a vessel moving from satellite to a harbour network say, the session
+// migrates to a socket on the new address by itself
+// (TestMigrateWhenLocalAddressChanges); a failed migration is retried after
+// 5 s, and the session's idle timeout and the sender's redial remain the
+// fallback. (*Conn).Migrate moves a dialer's session, every stripe, to a
+// new UDP socket: it probes the new path on each
 // stripe (QUIC PATH_CHALLENGE, one RTT), then switches them all; streams
 // carry on with nothing lost (TestMigrate migrates mid-stream and then drops
 // everything on the old socket). quic-go cannot take a connection off a

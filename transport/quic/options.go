@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	quicgo "github.com/quic-go/quic-go"
@@ -73,6 +74,25 @@ type DialerOptions struct {
 	// ends; all its stripes share it (until (*Conn).Migrate moves them to
 	// another). Tests and the chaos lab use it to interpose on packets.
 	ListenPacket func() (net.PacketConn, error)
+
+	// LocalAddrFor returns the local address this host would send from to
+	// reach raddr now (its route's preferred source). A dialer's session
+	// asks every PathCheck; when the answer changes (a vessel moving from
+	// satellite to a harbour network, a vehicle changing mobile cell) it
+	// migrates to a socket on the new address ((*Conn).Migrate) instead of
+	// losing the session. Nil: the kernel's answer for a connected UDP
+	// socket, unless ListenPacket is set (its sockets may live elsewhere,
+	// in a network namespace say), when path checks are off unless
+	// ListenPacketAt is set too.
+	LocalAddrFor func(raddr *net.UDPAddr) (netip.Addr, error)
+
+	// ListenPacketAt returns a UDP socket on local address ip, for a
+	// migration. Nil: a new socket on ip and an ephemeral port.
+	ListenPacketAt func(ip netip.Addr) (net.PacketConn, error)
+
+	// PathCheck is how often a session checks LocalAddrFor. Zero: 1 s;
+	// negative: never.
+	PathCheck time.Duration
 }
 
 // ListenerOptions configure a Listener. Zero fields take the defaults.

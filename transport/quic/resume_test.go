@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -256,5 +258,84 @@ func TestMigrate(t *testing.T) {
 	}
 	if err := s.server.Migrate(context.Background(), old); err == nil || !errors.Is(err, err) {
 		t.Error("a listener's session migrated")
+	}
+}
+
+// TestMigrateWhenLocalAddressChanges: when the route to the peer starts
+// using another local address, the session moves to a socket on it by
+// itself (the old address then goes dead) and batches flow on, none lost
+// or reordered.
+func TestMigrateWhenLocalAddressChanges(t *testing.T) {
+	checkGoroutines(t)
+	var (
+		old   *blackholeConn
+		local atomic.Value
+	)
+	local.Store(netip.MustParseAddr("127.0.0.1"))
+	logs := &logBuffer{}
+	s := newSession(t, nil, func(o *DialerOptions) {
+		o.Stripes, o.Lanes = 2, 2
+		o.Logger = logs.logger()
+		o.ListenPacket = func() (net.PacketConn, error) {
+			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+			old = &blackholeConn{PacketConn: pc}
+			return old, err
+		}
+		o.LocalAddrFor = func(*net.UDPAddr) (netip.Addr, error) { return local.Load().(netip.Addr), nil }
+		o.ListenPacketAt = func(ip netip.Addr) (net.PacketConn, error) {
+			return net.ListenPacket("udp", netip.AddrPortFrom(ip, 0).String())
+		}
+		o.PathCheck = 50 * time.Millisecond
+	})
+	waitStripes(t, s, 2)
+	const total = 300
+	var wg sync.WaitGroup
+	var sendErr error
+	wg.Go(func() {
+		rng := transporttest.NewRand(5)
+		next := map[int32]int64{}
+		for i := range total {
+			p := int32(i % 3)
+			b := &transport.Batch{Leg: "l", Topic: "t", Partition: p, Seq: uint64(i),
+				Records: transporttest.JSONRecords(rng, 2, 800, next[p])}
+			next[p] += 2
+			b.NextOffset = next[p]
+			if sendErr = s.client.Send(context.Background(), b); sendErr != nil {
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	})
+	next := map[int32]int64{}
+	for i := range total {
+		if i == total/3 {
+			local.Store(netip.MustParseAddr("127.0.0.2")) // the harbour network
+			waitFor(t, 10*time.Second, "the session to move to 127.0.0.2", func() bool {
+				for _, st := range s.client.StripeStats() {
+					if !strings.HasPrefix(st.LocalAddr.String(), "127.0.0.2:") {
+						return false
+					}
+				}
+				return true
+			})
+			old.drop.Store(true) // the satellite modem is gone
+		}
+		b := recv(t, s.server).(*transport.Batch)
+		if b.Records[0].Offset != next[b.Partition] {
+			t.Fatalf("partition %d: batch starts at %d, want %d", b.Partition, b.Records[0].Offset, next[b.Partition])
+		}
+		next[b.Partition] = b.NextOffset
+	}
+	wg.Wait()
+	if sendErr != nil {
+		t.Fatal(sendErr)
+	}
+	if !strings.Contains(logs.String(), "session migrated") {
+		t.Errorf("no migration logged:\n%s", logs)
+	}
+	for _, st := range s.server.StripeStats() {
+		if !strings.HasPrefix(st.RemoteAddr.String(), "127.0.0.2:") {
+			t.Errorf("the listener sees stripe %d at %v, want 127.0.0.2", st.Index, st.RemoteAddr)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -167,6 +168,9 @@ type dialState struct {
 	local      atomic.Pointer[net.Addr] // pc.LocalAddr()
 	migrations int
 	migrateMu  sync.Mutex // one Migrate at a time
+
+	path   pathWatch
+	source netip.Addr // the route's local address when last checked; owned by watchPath
 }
 
 // localAddr is the address of the session's current socket.
