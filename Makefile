@@ -23,8 +23,8 @@ demo: build
 
 # Benchmarks: meridian against a direct franz-go consume->produce loop in the
 # same run (ratio printed); what lossy links carry, against the MirrorMaker 2
-# pattern, in the packet lab (needs root); codec, transport and group-sync
-# benchmarks.
+# pattern, in the packet lab (needs root); codec, transport, group-sync and
+# backlog-memory benchmarks.
 bench: build
 	./$(BIN) bench mirror --records 1000000 --runs 4 --compression s2
 	./$(BIN) bench mirror --records 1000000 --runs 4 --compression zstd
@@ -33,7 +33,7 @@ bench: build
 	./$(BIN) bench link --profile leo-satellite
 	./$(BIN) bench link --profile geo-satellite --blackout 30s --blackout-at 20s --duration 50s --contenders meridian
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./transport/...
-	$(GO) test -run '^$$' -bench GroupSyncLag -benchtime 1x ./mirror/
+	$(GO) test -run '^$$' -bench 'GroupSyncLag|BacklogHeap' -benchtime 1x ./mirror/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
