@@ -200,59 +200,24 @@ func TestMigrate(t *testing.T) {
 		}
 	})
 	waitStripes(t, s, 2)
-	const total = 400
-	migrated := make(chan struct{})
-	var wg sync.WaitGroup
-	var sendErr error
-	wg.Go(func() {
-		rng := transporttest.NewRand(9)
-		next := map[int32]int64{}
-		for i := range total {
-			if i == total/2 {
-				<-migrated
+	streamDuring(t, s, 400, 100, func() {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = s.client.Migrate(ctx, pc)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		old.drop.Store(true) // the old address is gone
+		for _, st := range s.client.StripeStats() {
+			if st.LocalAddr.String() != pc.LocalAddr().String() {
+				t.Errorf("stripe %d still on %v after migrating to %v", st.Index, st.LocalAddr, pc.LocalAddr())
 			}
-			p := int32(i % 3)
-			b := &transport.Batch{Leg: "l", Topic: "t", Partition: p, Seq: uint64(i),
-				Records: transporttest.JSONRecords(rng, 2, 1000, next[p])}
-			next[p] += 2
-			b.NextOffset = next[p]
-			if sendErr = s.client.Send(context.Background(), b); sendErr != nil {
-				return
-			}
-			time.Sleep(time.Millisecond)
 		}
 	})
-	next := map[int32]int64{}
-	for i := range total {
-		if i == total/4 {
-			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			err = s.client.Migrate(ctx, pc)
-			cancel()
-			if err != nil {
-				t.Fatal(err)
-			}
-			old.drop.Store(true) // the old address is gone
-			for _, st := range s.client.StripeStats() {
-				if st.LocalAddr.String() != pc.LocalAddr().String() {
-					t.Errorf("stripe %d still on %v after migrating to %v", st.Index, st.LocalAddr, pc.LocalAddr())
-				}
-			}
-			close(migrated)
-		}
-		b := recv(t, s.server).(*transport.Batch)
-		if b.Records[0].Offset != next[b.Partition] {
-			t.Fatalf("partition %d: batch starts at %d, want %d", b.Partition, b.Records[0].Offset, next[b.Partition])
-		}
-		next[b.Partition] = b.NextOffset
-	}
-	wg.Wait()
-	if sendErr != nil {
-		t.Fatal(sendErr)
-	}
 	if err := s.client.Migrate(context.Background(), nil); err == nil {
 		t.Error("Migrate(nil) succeeded")
 	}
@@ -288,37 +253,63 @@ func TestMigrateWhenLocalAddressChanges(t *testing.T) {
 		o.PathCheck = 50 * time.Millisecond
 	})
 	waitStripes(t, s, 2)
-	const total = 300
+	streamDuring(t, s, 300, 100, func() {
+		local.Store(netip.MustParseAddr("127.0.0.2")) // the harbour network
+		waitFor(t, 10*time.Second, "the session to move to 127.0.0.2", func() bool {
+			for _, st := range s.client.StripeStats() {
+				if !strings.HasPrefix(st.LocalAddr.String(), "127.0.0.2:") {
+					return false
+				}
+			}
+			return true
+		})
+		old.drop.Store(true) // the satellite modem is gone
+	})
+	if !strings.Contains(logs.String(), "session migrated") {
+		t.Errorf("no migration logged:\n%s", logs)
+	}
+	for _, st := range s.server.StripeStats() {
+		if !strings.HasPrefix(st.RemoteAddr.String(), "127.0.0.2:") {
+			t.Errorf("the listener sees stripe %d at %v, want 127.0.0.2", st.Index, st.RemoteAddr)
+		}
+	}
+}
+
+// streamDuring sends total batches over three partitions from s.client and
+// reads them at s.server, failing unless each partition's batches arrive in
+// order; when the at-th batch is due it calls during, and the sender waits
+// for it halfway.
+func streamDuring(t *testing.T, s *session, total, at int, during func()) {
+	t.Helper()
+	done := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(done) }) }
+	defer release() // also when during fails the test
 	var wg sync.WaitGroup
 	var sendErr error
 	wg.Go(func() {
-		rng := transporttest.NewRand(5)
+		rng := transporttest.NewRand(9)
 		next := map[int32]int64{}
 		for i := range total {
+			if i == total/2 {
+				<-done
+			}
 			p := int32(i % 3)
 			b := &transport.Batch{Leg: "l", Topic: "t", Partition: p, Seq: uint64(i),
-				Records: transporttest.JSONRecords(rng, 2, 800, next[p])}
+				Records: transporttest.JSONRecords(rng, 2, 1000, next[p])}
 			next[p] += 2
 			b.NextOffset = next[p]
 			if sendErr = s.client.Send(context.Background(), b); sendErr != nil {
 				return
 			}
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(time.Millisecond)
 		}
 	})
 	next := map[int32]int64{}
 	for i := range total {
-		if i == total/3 {
-			local.Store(netip.MustParseAddr("127.0.0.2")) // the harbour network
-			waitFor(t, 10*time.Second, "the session to move to 127.0.0.2", func() bool {
-				for _, st := range s.client.StripeStats() {
-					if !strings.HasPrefix(st.LocalAddr.String(), "127.0.0.2:") {
-						return false
-					}
-				}
-				return true
-			})
-			old.drop.Store(true) // the satellite modem is gone
+		if i == at {
+			during()
+			release()
 		}
 		b := recv(t, s.server).(*transport.Batch)
 		if b.Records[0].Offset != next[b.Partition] {
@@ -329,13 +320,5 @@ func TestMigrateWhenLocalAddressChanges(t *testing.T) {
 	wg.Wait()
 	if sendErr != nil {
 		t.Fatal(sendErr)
-	}
-	if !strings.Contains(logs.String(), "session migrated") {
-		t.Errorf("no migration logged:\n%s", logs)
-	}
-	for _, st := range s.server.StripeStats() {
-		if !strings.HasPrefix(st.RemoteAddr.String(), "127.0.0.2:") {
-			t.Errorf("the listener sees stripe %d at %v, want 127.0.0.2", st.Index, st.RemoteAddr)
-		}
 	}
 }
