@@ -615,9 +615,11 @@ type discoverer struct {
 	next      int
 	adm       *kadm.Client
 	positions map[tp]int64
-	reset     kgo.Offset
-	consumed  map[string]int32             // topic → partitions being consumed
-	announced map[string]map[string]string // topic → configs last announced
+	// progressed: topics with a position in the Resume (built by known).
+	progressed map[string]bool
+	reset      kgo.Offset
+	consumed   map[string]int32             // topic → partitions being consumed
+	announced  map[string]map[string]string // topic → configs last announced
 }
 
 func (d *discoverer) loop(ctx context.Context) {
@@ -709,12 +711,13 @@ func (d *discoverer) once(ctx context.Context) error {
 // known reports whether the destination has committed progress for topic:
 // the receiver prepared its destination before.
 func (d *discoverer) known(topic string) bool {
-	for k := range d.positions {
-		if k.Topic == topic {
-			return true
+	if d.progressed == nil {
+		d.progressed = map[string]bool{}
+		for k := range d.positions {
+			d.progressed[k.Topic] = true
 		}
 	}
-	return false
+	return d.progressed[topic]
 }
 
 // consume adds the partitions of topic below n that are not consumed yet,
