@@ -164,13 +164,15 @@ func New(opts Options) (*Gateway, error) {
 			if err != nil {
 				return nil, err
 			}
-			lo.PacketConn = pc
+			// The listener closes the socket once its last session has
+			// drained, not when it stops accepting.
+			lo.PacketConn, lo.ClosePacketConn = pc, true
 			ln, err := quic.Listen(listenAddr, lo)
 			if err != nil {
 				pc.Close()
 				return nil, err
 			}
-			return ownedSocket{ln, pc}, nil
+			return ln, nil
 		},
 	})
 	if err != nil {
@@ -243,21 +245,6 @@ func serverNameFor(c *tls.Config, peer string) *tls.Config {
 	c = c.Clone()
 	c.ServerName = peer
 	return c
-}
-
-// ownedSocket is a listener whose socket the gateway opened: closing it
-// closes both.
-type ownedSocket struct {
-	transport.Listener
-	pc net.PacketConn
-}
-
-func (o ownedSocket) Close() error {
-	err := o.Listener.Close()
-	if cerr := o.pc.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // redial dials a fixed address whatever address it is asked for.

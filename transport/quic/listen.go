@@ -75,7 +75,7 @@ func Listen(addr string, opts ListenerOptions) (*Listener, error) {
 	if err = errors.Join(terr, err); err != nil {
 		return nil, fmt.Errorf("quic listener: %w", err)
 	}
-	pc, own := opts.PacketConn, false
+	pc, own := opts.PacketConn, opts.ClosePacketConn
 	if pc == nil {
 		ua, err := net.ResolveUDPAddr("udp", addr)
 		if err != nil {

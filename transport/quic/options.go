@@ -123,8 +123,14 @@ type ListenerOptions struct {
 	Session
 
 	// PacketConn, if not nil, is the socket to listen on; addr is then
-	// ignored. The caller keeps ownership: the Listener does not close it.
+	// ignored. The caller keeps ownership: the Listener does not close it,
+	// unless ClosePacketConn is set.
 	PacketConn net.PacketConn
+
+	// ClosePacketConn hands PacketConn to the Listener, which closes it
+	// when it releases its socket: after Close, once the last session has
+	// ended (sessions drain and say goodbye over it).
+	ClosePacketConn bool
 }
 
 // Session is the tuning both ends of a link share. Zero fields take the

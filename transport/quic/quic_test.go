@@ -439,6 +439,33 @@ func TestListenerCloseKeepsSessions(t *testing.T) {
 	})
 }
 
+// TestListenerClosesGivenSocketAfterSessions: a socket handed over with
+// ClosePacketConn outlives Close while a session drains over it, and is
+// closed with the last session.
+func TestListenerClosesGivenSocketAfterSessions(t *testing.T) {
+	checkGoroutines(t)
+	s := newSession(t, func(o *ListenerOptions) {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.PacketConn, o.ClosePacketConn = pc, true
+	}, nil)
+	s.ln.Close()
+	send(t, s.client, &transport.Credit{Window: 1})
+	recv(t, s.server)
+	send(t, s.server, &transport.Credit{Window: 2}) // the goodbye path works
+	recv(t, s.client)
+	s.server.Close(nil)
+	waitFor(t, 5*time.Second, "the socket to be closed", func() bool {
+		pc, err := net.ListenPacket("udp", s.ln.Addr().String())
+		if err == nil {
+			pc.Close()
+		}
+		return err == nil
+	})
+}
+
 func TestPeerSilent(t *testing.T) {
 	checkGoroutines(t)
 	var bh *blackholeConn
