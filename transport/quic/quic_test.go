@@ -429,9 +429,14 @@ func TestListenerCloseKeepsSessions(t *testing.T) {
 		t.Error("dial succeeded after the listener closed")
 	}
 	s.server.Close(nil)
-	// The last session is gone: the port is free again.
+	waitReleased(t, s.ln) // the last session is gone: the port is free again
+}
+
+// waitReleased waits until ln's UDP port can be bound again.
+func waitReleased(t *testing.T, ln *Listener) {
+	t.Helper()
 	waitFor(t, 5*time.Second, "the socket to be released", func() bool {
-		pc, err := net.ListenPacket("udp", s.ln.Addr().String())
+		pc, err := net.ListenPacket("udp", ln.Addr().String())
 		if err == nil {
 			pc.Close()
 		}
@@ -457,13 +462,7 @@ func TestListenerClosesGivenSocketAfterSessions(t *testing.T) {
 	send(t, s.server, &transport.Credit{Window: 2}) // the goodbye path works
 	recv(t, s.client)
 	s.server.Close(nil)
-	waitFor(t, 5*time.Second, "the socket to be closed", func() bool {
-		pc, err := net.ListenPacket("udp", s.ln.Addr().String())
-		if err == nil {
-			pc.Close()
-		}
-		return err == nil
-	})
+	waitReleased(t, s.ln)
 }
 
 func TestPeerSilent(t *testing.T) {

@@ -41,6 +41,22 @@ func firstBatch(t *testing.T, d *Dialer, ln *Listener, addr string) (*Conn, *Con
 	return cc, sc, time.Since(start)
 }
 
+// lossless puts a UDP proxy with the named profile's delays, but no loss and
+// no scheduled events, in front of ln.
+func lossless(t *testing.T, ln *Listener, profile string) *chaos.UDPProxy {
+	t.Helper()
+	prof, err := chaos.LoadProfile(profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	px, err := chaos.NewUDPProxy(chaos.UDPProxyOptions{Target: ln.Addr().String(), Profile: prof.WithoutEvents().WithLoss(0), Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { px.Close() })
+	return px
+}
+
 // TestZeroRTTRedial dials over a 600 ms link twice with one Dialer. The
 // redial resumes the TLS session and sends its Hello as 0-RTT data; the
 // listener answers it in its first flight, so the first batch arrives about
@@ -49,16 +65,8 @@ func TestZeroRTTRedial(t *testing.T) {
 	checkGoroutines(t)
 	p := getPKI(t)
 	ln := listen(t, p.server("hq-a"))
-	geo, err := chaos.LoadProfile("geo-satellite")
-	if err != nil {
-		t.Fatal(err)
-	}
-	geo = geo.WithoutEvents().WithLoss(0)
-	px, err := chaos.NewUDPProxy(chaos.UDPProxyOptions{Target: ln.Addr().String(), Profile: geo, Seed: 7})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { px.Close() })
+	px := lossless(t, ln, "geo-satellite")
+	geo := px.Profile()
 	d, err := NewDialer(p.client("v7-a", "hq-a"))
 	if err != nil {
 		t.Fatal(err)
@@ -103,15 +111,7 @@ func TestZeroRTTAfterAbandonedDials(t *testing.T) {
 	checkGoroutines(t)
 	p := getPKI(t)
 	ln := listen(t, p.server("hq-a"))
-	lan, err := chaos.LoadProfile("lan")
-	if err != nil {
-		t.Fatal(err)
-	}
-	px, err := chaos.NewUDPProxy(chaos.UDPProxyOptions{Target: ln.Addr().String(), Profile: lan.WithoutEvents().WithLoss(0), Seed: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { px.Close() })
+	px := lossless(t, ln, "lan")
 	d, err := NewDialer(p.client("v7-a", "hq-a"))
 	if err != nil {
 		t.Fatal(err)
