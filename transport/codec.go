@@ -268,6 +268,9 @@ func appendBody(dst []byte, f Frame) ([]byte, error) {
 // unit of the credit window (Welcome.Window, Credit) and of
 // Welcome.MaxBatchBytes. It costs a pass over the records, no allocation.
 func (b *Batch) RawSize() int {
+	if b.Kafka != nil {
+		return len(b.Kafka) // the block is the Kafka batches themselves
+	}
 	n := uvarintLen(uint64(len(b.Records)))
 	var baseOff, baseTS int64
 	if len(b.Records) > 0 {
@@ -316,24 +319,42 @@ func appendRecordBlock(dst []byte, recs []Record) []byte {
 // its uncompressed record block (b.RawSize()). When compression does not
 // shrink the block, it is sent uncompressed (codec none on the wire).
 func (e *Encoder) AppendBatch(dst []byte, b *Batch) (out []byte, raw int, err error) {
-	e.blk = appendRecordBlock(e.blk[:0], b.Records)
-	raw = len(e.blk)
+	blk, codec, format := e.blk, e.codec, byte(0)
+	if b.Kafka != nil {
+		// Kafka batches go as they are; compressing batches Kafka has
+		// compressed already costs CPU and gains nothing.
+		_, compressed, err := walkKafka(b.Kafka, false)
+		if err != nil {
+			return dst, 0, fmt.Errorf("encode batch %s/%d: %w", b.Topic, b.Partition, err)
+		}
+		blk, format = b.Kafka, codecKafka
+		if compressed {
+			codec = CodecNone
+		}
+	} else {
+		e.blk = appendRecordBlock(e.blk[:0], b.Records)
+		blk = e.blk
+	}
+	raw = len(blk)
 
-	codec, payload := e.codec, e.blk
-	switch e.codec {
+	payload := blk
+	switch codec {
 	case CodecZstd:
-		z := e.dictEncoder(b, raw)
+		var z *zstd.Encoder
+		if format == 0 {
+			z = e.dictEncoder(b, raw)
+		}
 		if z == nil {
 			z = e.zenc
 		}
-		e.cmp = z.EncodeAll(e.blk, e.cmp[:0])
+		e.cmp = z.EncodeAll(blk, e.cmp[:0])
 		payload = e.cmp
 	case CodecS2:
-		e.cmp = s2.Encode(e.cmp[:cap(e.cmp)], e.blk)
+		e.cmp = s2.Encode(e.cmp[:cap(e.cmp)], blk)
 		payload = e.cmp
 	}
 	if len(payload) >= raw {
-		codec, payload = CodecNone, e.blk
+		codec, payload = CodecNone, blk
 	}
 
 	hdr := stringLen(b.Leg) + uvarintLen(b.Gen) + uvarintLen(b.Seq) + stringLen(b.Topic) +
@@ -353,7 +374,7 @@ func (e *Encoder) AppendBatch(dst []byte, b *Batch) (out []byte, raw int, err er
 	dst = binary.AppendVarint(dst, int64(b.Partition))
 	dst = binary.AppendVarint(dst, b.NextOffset)
 	dst = binary.AppendVarint(dst, b.HighWatermark)
-	dst = append(dst, byte(codec))
+	dst = append(dst, byte(codec)|format)
 	dst = binary.AppendUvarint(dst, uint64(raw))
 	dst = append(dst, payload...)
 

@@ -78,6 +78,13 @@ func FuzzReadFrame(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(buf)
+		for _, compressed := range []bool{false, true} {
+			buf, err := enc.AppendFrame(nil, kafkaBatch(transporttest.KafkaBatches(rng, 3, 1<<10, compressed)))
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(buf)
+		}
 		if c == transport.CodecZstd {
 			// A real dictionary, then a batch compressed with it (which
 			// the fuzz decoder, holding no dictionaries, must reject).

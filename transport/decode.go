@@ -309,7 +309,8 @@ func (d *Decoder) decodeBatch(r *reader) (*Batch, error) {
 	b.Partition = r.int32("partition")
 	b.NextOffset = r.varint("next_offset")
 	b.HighWatermark = r.varint("high_watermark")
-	codec := Codec(r.byte("codec"))
+	cb := r.byte("codec")
+	codec, kafka := Codec(cb&^codecKafka), cb&codecKafka != 0
 	rawLen := r.uvarint("raw_length")
 	if r.err != nil {
 		return nil, r.err
@@ -322,6 +323,19 @@ func (d *Decoder) decodeBatch(r *reader) (*Batch, error) {
 	blk, err := d.decompress(codec, payload, int(rawLen))
 	if err != nil {
 		return nil, fmt.Errorf("%s/%d: %w", b.Topic, b.Partition, err)
+	}
+	if kafka {
+		n, _, err := walkKafka(blk, true)
+		if err != nil {
+			return nil, fmt.Errorf("%s/%d: %w", b.Topic, b.Partition, err)
+		}
+		if n > d.lim.MaxRecords {
+			return nil, fmt.Errorf("%s/%d: %d records exceed the limit of %d", b.Topic, b.Partition, n, d.lim.MaxRecords)
+		}
+		if b.Kafka = blk; blk == nil {
+			b.Kafka = []byte{}
+		}
+		return b, nil
 	}
 	if err := d.decodeRecords(b, blk); err != nil {
 		return nil, fmt.Errorf("%s/%d: %w", b.Topic, b.Partition, err)

@@ -63,12 +63,16 @@ import (
 // Protocol versions this build speaks. A peer offering no version in
 // [VersionMin, VersionMax] is refused with ErrCodeVersion. Version 2 adds
 // the Dict and DictAck frames (zstd dictionaries), used only on sessions
-// that agreed on version 2 or more.
+// that agreed on version 2 or more. Version 3 lets a Batch carry Kafka
+// record batches (Batch.Kafka).
 const (
 	VersionMin uint16 = 1
-	VersionMax uint16 = 2
+	VersionMax uint16 = 3
 	// VersionDicts is the first version with Dict and DictAck.
 	VersionDicts uint16 = 2
+	// VersionKafkaBatches is the first version whose Batch frames may carry
+	// Kafka record batches (Batch.Kafka) instead of records.
+	VersionKafkaBatches uint16 = 3
 )
 
 // Codec is the compression applied to a batch's record block on the wire.
@@ -167,6 +171,12 @@ type Batch struct {
 	NextOffset    int64  // source offset after this batch
 	HighWatermark int64  // source partition high watermark when read (lag)
 	Records       []Record
+	// Kafka, when not nil, holds whole Kafka record batches of the source
+	// partition (message format v2, in offset order, each with records at
+	// consecutive offsets), mirrored byte for byte instead of Records, which
+	// is then empty. Only sessions of version VersionKafkaBatches or later
+	// carry them.
+	Kafka []byte
 
 	// WireSize is set by Send and Recv: the batch frame's encoded size on the
 	// wire. It is not itself encoded.

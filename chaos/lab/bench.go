@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -147,7 +148,7 @@ func RunMirrorBench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 func benchRun(ctx context.Context, o BenchOptions, topics []string, baselineFirst bool) (base, mer Figures, bytes, raw, wire int64, exact bool, err error) {
 	// Each contender runs in its own fresh lab (fresh clusters and heap
 	// state), and the order alternates from run to run.
-	runBase := func() error {
+	runBase := func(ctx context.Context) error {
 		l, mb, n, err := preloaded(ctx, o, topics)
 		if err != nil {
 			return err
@@ -161,7 +162,7 @@ func benchRun(ctx context.Context, o BenchOptions, topics []string, baselineFirs
 		base.setCPU(cpuTime() - cpu0)
 		return nil
 	}
-	runMeridian := func() error {
+	runMeridian := func(ctx context.Context) error {
 		l, mb, n, err := preloaded(ctx, o, topics)
 		if err != nil {
 			return err
@@ -199,19 +200,31 @@ func benchRun(ctx context.Context, o BenchOptions, topics []string, baselineFirs
 		mer.setCPU(cpuTime() - cpu0)
 		_, out := legTotals(l)
 		raw, wire = out.RawBytes, out.WireBytes
-		rep, err := verify.Compare(ctx, l.EdgeOpts(), l.HQOpts(), topics, l.RenameTopic)
+		var rep *verify.Report
+		pprof.Do(ctx, pprof.Labels("phase", "verify"), func(ctx context.Context) {
+			rep, err = verify.Compare(ctx, l.EdgeOpts(), l.HQOpts(), topics, l.RenameTopic)
+		})
 		if err != nil {
 			return err
 		}
 		exact = rep.OK() && rep.Mirrored == o.Records
 		return nil
 	}
-	order := []func() error{runBase, runMeridian}
+	order := []func(context.Context) error{runBase, runMeridian}
 	if !baselineFirst {
 		order[0], order[1] = order[1], order[0]
 	}
-	for _, f := range order {
-		if err = f(); err != nil {
+	for i, f := range order {
+		// Label the contenders' goroutines so that a CPU profile of the
+		// benchmark can be split: -tagfocus contender=meridian. Goroutines
+		// inherit labels, so the in-process clusters (started before the
+		// timed phase) carry phase=setup and the gateways phase=run.
+		name := "baseline"
+		if (i == 0) != baselineFirst {
+			name = "meridian"
+		}
+		pprof.Do(ctx, pprof.Labels("contender", name), func(ctx context.Context) { err = f(ctx) })
+		if err != nil {
 			return
 		}
 		runtime.GC() // start the next contender from a collected heap
@@ -220,7 +233,12 @@ func benchRun(ctx context.Context, o BenchOptions, topics []string, baselineFirs
 }
 
 // preloaded starts a lab and fills its source with the run's records.
-func preloaded(ctx context.Context, o BenchOptions, topics []string) (*Lab, float64, int64, error) {
+func preloaded(ctx context.Context, o BenchOptions, topics []string) (l *Lab, mb float64, n int64, err error) {
+	pprof.Do(ctx, pprof.Labels("phase", "clusters"), func(ctx context.Context) { l, mb, n, err = preload(ctx, o, topics) })
+	return
+}
+
+func preload(ctx context.Context, o BenchOptions, topics []string) (*Lab, float64, int64, error) {
 	l, err := New(Options{Topics: topics, Partitions: o.Partitions, Compression: o.Compression, Logger: o.Logger})
 	if err != nil {
 		return nil, 0, 0, err

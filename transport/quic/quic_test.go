@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"reflect"
 	"strings"
@@ -186,9 +187,9 @@ func TestVersionMismatch(t *testing.T) {
 	lo := p.server("hq-a")
 	lo.Logger = logs.logger()
 	ln := listen(t, lo)
-	_, err := dial(t, ln, p.client("v7-a", "hq-a"), &transport.Hello{VersionMin: 3, VersionMax: 4, Gateway: "v7-a"})
+	_, err := dial(t, ln, p.client("v7-a", "hq-a"), &transport.Hello{VersionMin: transport.VersionMax + 1, VersionMax: transport.VersionMax + 2, Gateway: "v7-a"})
 	mustContain(t, err, "dial "+ln.Addr().String(), "peer hq-a refused the session (version)",
-		"no common protocol version (receiver hq-a speaks 1-2, sender v7-a speaks 3-4)")
+		fmt.Sprintf("no common protocol version (receiver hq-a speaks 1-%d, sender v7-a speaks %d-%d)", transport.VersionMax, transport.VersionMax+1, transport.VersionMax+2))
 	var te *transport.Error
 	if !errors.As(err, &te) || te.Code != transport.ErrCodeVersion {
 		t.Errorf("error %v does not wrap a version *transport.Error", err)

@@ -8,7 +8,9 @@
 package transporttest
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"strconv"
 
@@ -267,4 +269,40 @@ func i64(rng *rand.Rand) int64 {
 		return int64(rng.IntN(2000)) - 1000
 	}
 	return int64(rng.Uint64())
+}
+
+// KafkaBatches returns n Kafka record batches (message format v2) of
+// about size bytes each, as Batch.Kafka carries them: valid headers and
+// CRCs around a body of JSON-like bytes that the transport never parses.
+// compressed sets the batches' compression attribute (snappy) without
+// compressing the body.
+func KafkaBatches(rng *rand.Rand, n, size int, compressed bool) []byte {
+	var out []byte
+	for i := range n {
+		var body []byte
+		for len(body) < size {
+			body = fmt.Appendf(body, `{"id":%d,"site":"ship-%d","temp":%d.%d}`, rng.IntN(1_000_000), rng.IntN(40), rng.IntN(40), rng.IntN(10))
+		}
+		recs := int32(1 + rng.IntN(50))
+		attrs := uint16(0)
+		if compressed {
+			attrs = 2 // snappy
+		}
+		h := make([]byte, 61)
+		binary.BigEndian.PutUint64(h[0:], uint64(i*1000))          // base offset
+		binary.BigEndian.PutUint32(h[8:], uint32(61-12+len(body))) // length
+		h[16] = 2                                                  // magic
+		binary.BigEndian.PutUint16(h[21:], attrs)
+		binary.BigEndian.PutUint32(h[23:], uint32(recs-1)) // last offset delta
+		binary.BigEndian.PutUint64(h[27:], 1_700_000_000_000)
+		binary.BigEndian.PutUint64(h[35:], 1_700_000_000_000)
+		binary.BigEndian.PutUint64(h[43:], ^uint64(0)) // producer ID -1
+		binary.BigEndian.PutUint16(h[51:], 0xffff)
+		binary.BigEndian.PutUint32(h[53:], 0xffffffff)
+		binary.BigEndian.PutUint32(h[57:], uint32(recs))
+		b := append(h, body...)
+		binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], crc32.MakeTable(crc32.Castagnoli)))
+		out = append(out, b...)
+	}
+	return out
 }
