@@ -125,7 +125,7 @@ func TestFullFile(t *testing.T) {
 	// from "between", with "/" turned into ".".
 	if got, want := f.Links[0], (Link{
 		Name: "east.east-a--west", Between: []string{"east/east-a", "west"},
-		Transport: "quic", Profile: "lan", Compression: "s2", RateLimit: "1.5Gbit", Window: "64MiB",
+		Transport: "quic", Profile: "lan", Compression: "s2", RateLimit: "1.5Gbit", Window: "64MiB", Passthrough: true,
 	}); !reflect.DeepEqual(got, want) {
 		t.Errorf("links[0]:\n got %+v\nwant %+v", got, want)
 	}

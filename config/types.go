@@ -76,6 +76,12 @@ type Link struct {
 	Compression string   `yaml:"compression"` // none|zstd|s2; "" = defaults.compression
 	RateLimit   string   `yaml:"rate_limit"`  // e.g. "10Mbit"; "" = unlimited
 	Window      string   `yaml:"window"`      // credit window, e.g. "64MiB"; "" = from profile
+	// Passthrough forwards the source's Kafka record batches byte for byte
+	// instead of decoding and re-encoding their records: far less CPU per
+	// record, for links where CPU rather than bandwidth is the limit.
+	// Compression then applies only to batches the producers left
+	// uncompressed.
+	Passthrough bool `yaml:"passthrough"`
 }
 
 // Route mirrors topics from one cluster to one or more clusters.

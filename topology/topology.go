@@ -61,6 +61,7 @@ type Link struct {
 	Compression string
 	RateLimit   int64 // bits/s; 0 = unlimited
 	Window      int64 // bytes; 0 = from profile
+	Passthrough bool  // forward Kafka record batches byte for byte
 }
 
 // Joins reports whether the link joins regions a and b (either way round).
@@ -129,7 +130,7 @@ func New(f *config.File) (*Topology, error) {
 		if err != nil {
 			return nil, fmt.Errorf("link %q: %w", l.Name, err)
 		}
-		lk := &Link{Name: l.Name, A: a, B: b, Transport: l.Transport, Profile: l.Profile, Compression: l.Compression}
+		lk := &Link{Name: l.Name, A: a, B: b, Transport: l.Transport, Profile: l.Profile, Compression: l.Compression, Passthrough: l.Passthrough}
 		if l.RateLimit != "" {
 			if lk.RateLimit, err = config.ParseBitRate(l.RateLimit); err != nil {
 				return nil, fmt.Errorf("link %q: rate_limit: %w", l.Name, err)
