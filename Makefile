@@ -26,6 +26,7 @@ demo: build
 # pattern, in the packet lab (needs root); codec, transport, group-sync and
 # backlog-memory benchmarks.
 bench: build
+	./$(BIN) bench mirror --records 1000000 --runs 4 --compression s2 --passthrough
 	./$(BIN) bench mirror --records 1000000 --runs 4 --compression s2
 	./$(BIN) bench mirror --records 1000000 --runs 4 --compression zstd
 	./$(BIN) bench link --profile geo-satellite --loss 0.01

@@ -26,6 +26,23 @@
 // the map of a partition that commits ten transactions a second costs about
 // 4 MB a day, kept only as long as the destination keeps the records.
 //
+// # Passthrough
+//
+// On a link with passthrough (topology: links[].passthrough), the sender
+// reads the source with a raw fetcher (internal/kraw) and forwards runs of
+// the source's Kafka record batches as they are (Batch.Kafka, protocol
+// version 3); the receiver writes them with a raw transactional producer in
+// the same transactions as their progress, after rewriting only the
+// producer fields of each batch header. Each batch's records are at
+// consecutive offsets at both ends, so the offset map is a range per
+// batch. A batch that cannot go as it is (older message format,
+// LogAppendTime, gaps left by compaction, starting before the resume
+// position) is decoded and sent as records, and the receiver of a
+// passthrough leg builds Kafka batches from those itself: all of a leg's
+// data goes through one producer, which numbers the sequences. A batch the
+// destination refuses is decoded and written record by record on the next
+// attempt, so that the record it cannot take is dead-lettered.
+//
 // # Scheduling a link
 //
 // Each session's credit is also its scheduler: the receiver's window of

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -200,16 +201,31 @@ func checkExact(t *testing.T, rep *verify.Report, produced int64) {
 }
 
 func TestMirrorExactlyOnce(t *testing.T) {
-	f := newFixture(t, []string{"t.a", "t.b", "t.c"}, 4)
-	f.produce(t, 6000, 0)
-	f.gateway(t, "gw", 1<<20)
-	f.gateway(t, "ge", 0)
-	f.produce(t, 6000, 6000)
-	checkExact(t, f.waitMirrored(t, 12000, 60*time.Second), 12000)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			f := newFixture(t, []string{"t.a", "t.b", "t.c"}, 4, m.mods...)
+			var c batchCounter
+			f.wrapListener = c.wrap
+			f.produce(t, 6000, 0)
+			f.gateway(t, "gw", 1<<20)
+			f.gateway(t, "ge", 0)
+			f.produce(t, 6000, 6000)
+			checkExact(t, f.waitMirrored(t, 12000, 60*time.Second), 12000)
+			checkForms(t, m.name, &c)
+		})
+	}
 }
 
 func TestMirrorSurvivesReceiverRestartsAndLinkCuts(t *testing.T) {
-	f := newFixture(t, []string{"t.a", "t.b", "t.c"}, 4)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) { testRestartsAndLinkCuts(t, m.name, m.mods...) })
+	}
+}
+
+func testRestartsAndLinkCuts(t *testing.T, mode string, mods ...func(*config.File)) {
+	f := newFixture(t, []string{"t.a", "t.b", "t.c"}, 4, mods...)
+	var c batchCounter
+	f.wrapListener = c.wrap
 	f.gateway(t, "ge", 0)
 	stopRecv := f.gateway(t, "gw", 256<<10)
 	const per = 5000
@@ -229,6 +245,7 @@ func TestMirrorSurvivesReceiverRestartsAndLinkCuts(t *testing.T) {
 		}
 	}
 	checkExact(t, f.waitMirrored(t, int64(total), 90*time.Second), int64(total))
+	checkForms(t, mode, &c)
 }
 
 func TestMirrorPicksUpNewTopics(t *testing.T) {
@@ -319,8 +336,16 @@ func TestMirrorWaitsForAnUnreachableDestination(t *testing.T) {
 	checkExact(t, f.waitMirrored(t, 4000, 60*time.Second), 4000)
 }
 
+// A passthrough link writes the batch holding the refused record record by
+// record.
 func TestMirrorDeadLettersRecordsTheDestinationRefuses(t *testing.T) {
-	f := newFixture(t, []string{"t.a"}, 1)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) { testDeadLetters(t, m.mods...) })
+	}
+}
+
+func testDeadLetters(t *testing.T, mods ...func(*config.File)) {
+	f := newFixture(t, []string{"t.a"}, 1, mods...)
 	// The destination topic exists already, with a 4 KiB record limit.
 	dcl, err := kgo.NewClient(kgo.SeedBrokers(f.dst.ListenAddrs()...))
 	if err != nil {
@@ -340,7 +365,13 @@ func TestMirrorDeadLettersRecordsTheDestinationRefuses(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		v := []byte(fmt.Sprintf("small-%d", i))
 		if i == 7 {
-			v = make([]byte, 10_000) // refused by the destination
+			// Refused by the destination, even compressed (Kafka checks
+			// a batch's compressed size).
+			v = make([]byte, 10_000)
+			rng := rand.New(rand.NewPCG(1, 2))
+			for j := range v {
+				v[j] = byte(rng.Uint32())
+			}
 		}
 		recs = append(recs, &kgo.Record{Topic: "t.a", Key: []byte(strconv.Itoa(i)), Value: v})
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/meridian-gw/meridian/internal/kraw"
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/transport"
 )
@@ -743,11 +744,28 @@ func (l *inLeg) closeAdmin() {
 
 func isExists(err error) bool { return errors.Is(err, kerr.TopicAlreadyExists) }
 
-// payloadBytes is a batch's record bytes: keys, values and headers.
+// payloadBytes is a batch's record bytes: keys, values and headers; for
+// Kafka batches, their size as the source stored them.
 func payloadBytes(b *transport.Batch) int {
+	if b.Kafka != nil {
+		return len(b.Kafka)
+	}
 	n := 0
 	for i := range b.Records {
 		n += recordSize(&b.Records[i])
 	}
 	return n
+}
+
+// lastTimestamp is the timestamp of a batch's last record (0: none).
+func lastTimestamp(b *transport.Batch) int64 {
+	if b.Kafka != nil {
+		var ts int64
+		kraw.Split(b.Kafka, func(h kraw.Header, _ []byte) error { ts = h.MaxTimestamp; return nil })
+		return ts
+	}
+	if n := len(b.Records); n > 0 {
+		return b.Records[n-1].Timestamp
+	}
+	return 0
 }

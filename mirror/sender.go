@@ -278,11 +278,11 @@ func (p *outPeer) session(ctx context.Context, conn transport.Conn) error {
 		p.e.m.sessions.WithLabelValues(p.peer.Gateway.Name, "sender").Dec()
 	}()
 	w := conn.Welcome()
-	maxBatch := w.MaxBatchBytes
-	if maxBatch <= 0 {
-		maxBatch = 1 << 20
+	maxFrame := w.MaxBatchBytes
+	if maxFrame <= 0 {
+		maxFrame = 1 << 20
 	}
-	maxBatch = min(maxBatch, p.batchTarget())
+	maxBatch := min(maxFrame, p.batchTarget())
 	top := math.MinInt
 	for _, l := range p.legs {
 		top = max(top, l.leg.Route.Priority)
@@ -296,7 +296,7 @@ func (p *outPeer) session(ctx context.Context, conn transport.Conn) error {
 	var wg sync.WaitGroup
 	runners := map[string]*legRunner{}
 	for _, l := range p.legs {
-		lr := &legRunner{out: l, p: p, conn: conn, cr: cr, maxBatch: maxBatch,
+		lr := &legRunner{out: l, p: p, conn: conn, cr: cr, maxBatch: maxBatch, maxFrame: maxFrame,
 			resume: make(chan *transport.Resume, 1), ready: map[string]chan string{}}
 		runners[l.leg.ID] = lr
 		wg.Go(func() { lr.run(sctx) })
@@ -381,7 +381,8 @@ type legRunner struct {
 	p        *outPeer
 	conn     transport.Conn
 	cr       *credit
-	maxBatch int64
+	maxBatch int64                  // target size of a batch's record block
+	maxFrame int64                  // the receiver's limit on it
 	resume   chan *transport.Resume // nil: the leg is fenced, stop
 
 	mu    sync.Mutex
@@ -444,6 +445,9 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 	if err != nil {
 		return err
 	}
+	if lr.passthrough() {
+		return lr.pumpRaw(ctx, rs, opts)
+	}
 	reset := kgo.NewOffset().AtStart()
 	if leg.StartAtLatest() {
 		reset = kgo.NewOffset().AtEnd()
@@ -474,11 +478,38 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 			return fmt.Errorf("source %s: %w", leg.From.Ref(), err)
 		}
 	}
-	positions := map[tp]int64{}
-	for _, p := range rs.Positions {
-		positions[tp{p.Topic, p.Partition}] = p.NextOffset
+	srcs := make([]partitionAdder, len(clients))
+	runs := make([]func(context.Context) error, len(clients))
+	for i, cl := range clients {
+		srcs[i] = kgoAdder{cl, reset}
+		runs[i] = func(ctx context.Context) error { return lr.pipeline(ctx, cl, rs.Gen) }
 	}
-	d := &discoverer{lr: lr, clients: clients, adm: kadm.NewClient(clients[0]), positions: positions, reset: reset, consumed: map[string]int32{}}
+	return lr.runPipelines(ctx, rs, clients[0], srcs, runs)
+}
+
+// partitionAdder starts reading a partition of the source: from offset at,
+// or (at < 0) from where the leg starts (earliest or latest).
+type partitionAdder interface {
+	add(topic string, partition int32, at int64)
+}
+
+type kgoAdder struct {
+	cl    *kgo.Client
+	reset kgo.Offset
+}
+
+func (a kgoAdder) add(topic string, partition int32, at int64) {
+	off := a.reset
+	if at >= 0 {
+		off = kgo.NewOffset().At(at)
+	}
+	a.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: off}})
+}
+
+// runPipelines runs topic discovery (dealing partitions to srcs), group
+// offset sync and the pipelines until ctx ends or one fails.
+func (lr *legRunner) runPipelines(ctx context.Context, rs *transport.Resume, cl *kgo.Client, srcs []partitionAdder, runs []func(context.Context) error) error {
+	d := &discoverer{lr: lr, srcs: srcs, adm: kadm.NewClient(cl), positions: resumePositions(rs), consumed: map[string]int32{}}
 
 	pctx, pcancel := context.WithCancel(ctx)
 	defer pcancel()
@@ -488,12 +519,12 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 		pumpErr error
 	)
 	wg.Go(func() { d.loop(pctx) })
-	if leg.SyncsGroups() {
-		wg.Go(func() { lr.watchGroups(pctx, kadm.NewClient(clients[0])) })
+	if lr.out.leg.SyncsGroups() {
+		wg.Go(func() { lr.watchGroups(pctx, kadm.NewClient(cl)) })
 	}
-	for _, cl := range clients {
+	for _, run := range runs {
 		wg.Go(func() {
-			if err := lr.pipeline(pctx, cl, rs.Gen); err != nil {
+			if err := run(pctx); err != nil {
 				errOnce.Do(func() { pumpErr = err })
 				pcancel()
 			}
@@ -506,6 +537,14 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 	return pumpErr
 }
 
+func resumePositions(rs *transport.Resume) map[tp]int64 {
+	positions := make(map[tp]int64, len(rs.Positions))
+	for _, p := range rs.Positions {
+		positions[tp{p.Topic, p.Partition}] = p.NextOffset
+	}
+	return positions
+}
+
 // pipelines is how many source clients, each with its own share of a leg's
 // partitions, fetch and send in parallel.
 const pipelines = 4
@@ -514,13 +553,10 @@ const pipelines = 4
 // batches, in order, until ctx ends or a send fails.
 func (lr *legRunner) pipeline(ctx context.Context, cl *kgo.Client, gen uint64) error {
 	leg := lr.out.leg
-	var (
-		batch []transport.Record
-		hdrs  []transport.Header
-	)
+	var rb recordBatcher
 	for {
 		fs := cl.PollFetches(ctx)
-		hdrs = nil // batches sent keep the previous array alive until acked
+		rb.hdrs = nil // batches sent keep the previous array alive until acked
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -534,50 +570,11 @@ func (lr *legRunner) pipeline(ctx context.Context, cl *kgo.Client, gen uint64) e
 			if len(fp.Records) == 0 || sendErr != nil {
 				return
 			}
-			batch = batch[:0]
-			size := int64(0)
-			limit := lr.cr.batchLimit(lr.maxBatch)
-			flush := func(next int64, force bool) {
-				if len(batch) == 0 && !force || sendErr != nil {
-					return
-				}
-				b := &transport.Batch{
-					Leg: leg.ID, Gen: gen, Topic: fp.Topic, Partition: fp.Partition,
-					NextOffset: next, HighWatermark: fp.HighWatermark,
-					Records: append([]transport.Record(nil), batch...),
-				}
-				sendErr = lr.send(ctx, b)
-				batch, size = batch[:0], 0
-			}
-			for _, r := range fp.Records {
-				if r.Attrs.IsControl() {
-					continue // a transaction marker: no data, but it moves next
-				}
-				tr := transport.Record{Offset: r.Offset, Timestamp: r.Timestamp.UnixMilli(), Key: r.Key, Value: r.Value}
-				if nh := len(r.Headers); nh > 0 {
-					// Headers share one backing array per fetch.
-					if cap(hdrs)-len(hdrs) < nh {
-						hdrs = make([]transport.Header, 0, max(nh, 4096))
-					}
-					start := len(hdrs)
-					for _, h := range r.Headers {
-						hdrs = append(hdrs, transport.Header{Key: h.Key, Value: h.Value})
-					}
-					tr.Headers = hdrs[start:len(hdrs):len(hdrs)]
-				}
-				// An upper estimate of the record's share of RawSize, for
-				// splitting; credit is taken on the exact RawSize.
-				rsz := int64(recordSize(&tr) + 16 + 4*len(tr.Headers))
-				if size > 0 && size+rsz > limit {
-					flush(tr.Offset, false)
-					limit = lr.cr.batchLimit(lr.maxBatch)
-				}
-				batch = append(batch, tr)
-				size += rsz
-			}
-			// The batch ends after the last record or marker fetched; a fetch
-			// of markers alone still sends an empty batch to move next.
-			flush(fp.Records[len(fp.Records)-1].Offset+1, true)
+			// The batch ends after the last record or marker fetched; a
+			// fetch of markers alone still sends an empty batch to move
+			// next.
+			next := fp.Records[len(fp.Records)-1].Offset + 1
+			sendErr = lr.sendRecords(ctx, &rb, gen, fp.Topic, fp.Partition, fp.HighWatermark, fp.Records, -1, next)
 		})
 		if sendErr != nil {
 			if ctx.Err() != nil {
@@ -586,6 +583,61 @@ func (lr *legRunner) pipeline(ctx context.Context, cl *kgo.Client, gen uint64) e
 			return sendErr
 		}
 	}
+}
+
+// recordBatcher holds a pipeline's reused arrays for record batches.
+type recordBatcher struct {
+	batch []transport.Record
+	hdrs  []transport.Header
+}
+
+// sendRecords sends the records of a partition at offsets from and later
+// (from < 0: all) as batches of at most the credit's batch limit, skipping
+// transaction markers. The last batch ends at next, and is sent even when
+// empty, so that the receiver's position moves past what carried nothing.
+func (lr *legRunner) sendRecords(ctx context.Context, rb *recordBatcher, gen uint64, topic string, partition int32, hwm int64, recs []*kgo.Record, from, next int64) error {
+	leg := lr.out.leg
+	rb.batch = rb.batch[:0]
+	size := int64(0)
+	limit := lr.cr.batchLimit(lr.maxBatch)
+	flush := func(next int64) error {
+		b := &transport.Batch{
+			Leg: leg.ID, Gen: gen, Topic: topic, Partition: partition,
+			NextOffset: next, HighWatermark: hwm,
+			Records: append([]transport.Record(nil), rb.batch...),
+		}
+		rb.batch, size = rb.batch[:0], 0
+		return lr.send(ctx, b)
+	}
+	for _, r := range recs {
+		if r.Attrs.IsControl() || r.Offset < from {
+			continue // a transaction marker: no data, but it moves next
+		}
+		tr := transport.Record{Offset: r.Offset, Timestamp: r.Timestamp.UnixMilli(), Key: r.Key, Value: r.Value}
+		if nh := len(r.Headers); nh > 0 {
+			// Headers share one backing array per fetch.
+			if cap(rb.hdrs)-len(rb.hdrs) < nh {
+				rb.hdrs = make([]transport.Header, 0, max(nh, 4096))
+			}
+			start := len(rb.hdrs)
+			for _, h := range r.Headers {
+				rb.hdrs = append(rb.hdrs, transport.Header{Key: h.Key, Value: h.Value})
+			}
+			tr.Headers = rb.hdrs[start:len(rb.hdrs):len(rb.hdrs)]
+		}
+		// An upper estimate of the record's share of RawSize, for
+		// splitting; credit is taken on the exact RawSize.
+		rsz := int64(recordSize(&tr) + 16 + 4*len(tr.Headers))
+		if size > 0 && size+rsz > limit {
+			if err := flush(tr.Offset); err != nil {
+				return err
+			}
+			limit = lr.cr.batchLimit(lr.maxBatch)
+		}
+		rb.batch = append(rb.batch, tr)
+		size += rsz
+	}
+	return flush(next)
 }
 
 // send takes credit for a batch and writes it.
@@ -601,7 +653,7 @@ func (lr *legRunner) send(ctx context.Context, b *transport.Batch) error {
 	lr.cr.charge(b.WireSize)
 	lr.out.stats.sent(b)
 	m := lr.p.e.m
-	m.records.WithLabelValues(b.Leg, "out").Add(float64(len(b.Records)))
+	m.records.WithLabelValues(b.Leg, "out").Add(float64(b.Len()))
 	m.rawBytes.WithLabelValues(b.Leg, "out").Add(float64(payloadBytes(b)))
 	m.wireBytes.WithLabelValues(b.Leg, "out").Add(float64(b.WireSize))
 	return nil
@@ -611,13 +663,12 @@ func (lr *legRunner) send(ctx context.Context, b *transport.Batch) error {
 // new ones to the receiver and adds them to the consumer.
 type discoverer struct {
 	lr        *legRunner
-	clients   []*kgo.Client // pipelines' clients; partitions are dealt round-robin
+	srcs      []partitionAdder // the pipelines' sources; partitions are dealt round-robin
 	next      int
 	adm       *kadm.Client
 	positions map[tp]int64
 	// progressed: topics with a position in the Resume (built by known).
 	progressed map[string]bool
-	reset      kgo.Offset
 	consumed   map[string]int32             // topic → partitions being consumed
 	announced  map[string]map[string]string // topic → configs last announced
 }
@@ -727,11 +778,11 @@ func (d *discoverer) consume(name string, n int32) {
 		return
 	}
 	for p := d.consumed[name]; p < n; p++ {
-		off := d.reset
+		at := int64(-1)
 		if o, ok := d.positions[tp{name, p}]; ok {
-			off = kgo.NewOffset().At(o)
+			at = o
 		}
-		d.clients[d.next%len(d.clients)].AddConsumePartitions(map[string]map[int32]kgo.Offset{name: {p: off}})
+		d.srcs[d.next%len(d.srcs)].add(name, p, at)
 		d.next++
 	}
 	d.lr.p.log.Info("mirroring topic", "leg", d.lr.out.leg.ID, "topic", name, "dest", d.lr.out.leg.DestTopic(name), "partitions", n)

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/meridian-gw/meridian/internal/kraw"
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/transport"
 )
@@ -54,12 +55,22 @@ type sink struct {
 	log   *slog.Logger
 	m     *metrics
 
-	cl            *kgo.Client // transactional producer, nil until open
+	cl *kgo.Client // transactional producer, nil until open
+	// raw writes the data of a passthrough leg as Kafka record batches in
+	// cl's transactions (nil: records through cl). Every data partition of
+	// such a leg goes through raw, so that one producer numbers its
+	// sequences.
+	raw           *kraw.TxnProducer
+	cmp           kgo.Compressor // for the batches raw builds from records
 	progressParts int32
 	committed     map[tp]*Progress
 	// poison holds source records the destination refused, by partition and
 	// offset, with the reason; the next attempt dead-letters them.
 	poison map[tp]map[int64]string
+	// unraw holds, by partition, the source base offsets of Kafka batches
+	// the destination refused whole; the next attempt decodes them and
+	// writes their records one per batch.
+	unraw map[tp]map[int64]bool
 	// segs are the live offset-map segments of the shard's partitions, in
 	// order; lastPrune is when prune last looked at them.
 	segs      map[tp][]segRef
@@ -81,7 +92,11 @@ func transactionalID(leg string, shard int) string {
 // then loads the committed progress (after every shard is open).
 func (s *sink) open(ctx context.Context) error {
 	s.close()
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, s.opts...),
+	opts := append([]kgo.Opt{}, s.opts...)
+	if s.passthrough() {
+		opts = append(opts, kraw.ClientOpts()...)
+	}
+	cl, err := kgo.NewClient(append(opts,
 		kgo.TransactionalID(transactionalID(s.leg.ID, s.shard)),
 		kgo.TransactionTimeout(60*time.Second),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
@@ -108,14 +123,33 @@ func (s *sink) open(ctx context.Context) error {
 	}
 	s.progressParts = parts
 	s.cl = cl
+	if s.passthrough() {
+		s.raw = kraw.NewTxnProducer(cl, transactionalID(s.leg.ID, s.shard))
+		if s.cmp == nil {
+			if s.cmp, err = kgo.DefaultCompressor(kgo.SnappyCompression()); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
+
+// passthrough reports whether the leg's link forwards Kafka batches.
+func (s *sink) passthrough() bool { return s.leg.Link != nil && s.leg.Link.Passthrough }
 
 func (s *sink) close() {
 	if s.cl != nil {
 		s.cl.Close()
-		s.cl = nil
+		s.cl, s.raw = nil, nil
 	}
+}
+
+// endTxn ends the open transaction.
+func (s *sink) endTxn(ctx context.Context, commit kgo.TransactionEndTry) error {
+	if s.raw != nil {
+		return s.raw.EndTransaction(ctx, commit)
+	}
+	return s.cl.EndTransaction(ctx, commit)
 }
 
 // pending is one source record in a transaction and where it went.
@@ -148,7 +182,7 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 		if !committed {
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			_ = s.cl.AbortBufferedRecords(actx)
-			_ = s.cl.EndTransaction(actx, kgo.TryAbort)
+			_ = s.endTxn(actx, kgo.TryAbort)
 			cancel()
 			s.m.txns.WithLabelValues(s.leg.ID, "abort").Inc()
 		}
@@ -160,64 +194,16 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 	}()
 
 	var (
-		recs []pending
-		perr produceErr
+		perr  produceErr
+		spans []span
+		err   error
 	)
-	n, nh := 0, 0
-	for _, b := range batches {
-		n += len(b.Records)
-		for i := range b.Records {
-			nh += len(b.Records[i].Headers)
-		}
+	write := s.writeRecords
+	if s.raw != nil {
+		write = s.writeRaw
 	}
-	// The record, pending and header arrays are reused from one transaction
-	// to the next: franz-go is done with them once the transaction ends.
-	if cap(s.slab) < n {
-		s.slab, s.recs = make([]kgo.Record, n), make([]pending, 0, n)
-	}
-	if cap(s.hdrs) < nh {
-		s.hdrs = make([]kgo.RecordHeader, nh)
-	}
-	slab, hdrs := s.slab[:n], s.hdrs[:0:nh]
-	recs = s.recs[:0]
-	for _, b := range batches {
-		dt := topics[b.Topic]
-		if dt == nil {
-			return res, fmt.Errorf("topic %q was not announced", b.Topic)
-		}
-		k := tp{b.Topic, b.Partition}
-		for i := range b.Records {
-			r := &b.Records[i]
-			size := recordSize(r)
-			res.rawBytes += size
-			reason := s.poison[k][r.Offset]
-			if reason == "" && dt.maxBytes > 0 && size+recordOverhead > dt.maxBytes {
-				reason = "record of " + strconv.Itoa(size) + " bytes exceeds destination max.message.bytes " + strconv.Itoa(dt.maxBytes)
-			}
-			if reason != "" {
-				recs = append(recs, pending{src: r.Offset, rec: s.deadLetter(b, r, size, reason), dlq: true, batch: b})
-				continue
-			}
-			kr := &slab[len(recs)]
-			*kr = kgo.Record{
-				Topic: dt.name, Partition: b.Partition,
-				Key: r.Key, Value: r.Value,
-				Timestamp: time.UnixMilli(r.Timestamp),
-			}
-			if len(r.Headers) > 0 {
-				start := len(hdrs)
-				for _, h := range r.Headers {
-					hdrs = append(hdrs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
-				}
-				kr.Headers = hdrs[start:len(hdrs):len(hdrs)]
-			}
-			recs = append(recs, pending{src: r.Offset, rec: kr, batch: b})
-		}
-	}
-	// recs is complete: promises index into it from here on.
-	promise := perr.promise(recs)
-	for i := range recs {
-		s.cl.Produce(ctx, recs[i].rec, promise)
+	if spans, err = write(ctx, batches, topics, &res, &perr); err != nil {
+		return res, err
 	}
 	tBuilt := time.Now()
 	if err := s.cl.Flush(ctx); err != nil {
@@ -233,6 +219,13 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 		}
 		return res, fmt.Errorf("produce to %s/%d: %w", p.rec.Topic, p.rec.Partition, err)
 	}
+	for i := range spans {
+		// Records produced through the client learn their offsets once
+		// flushed.
+		if sp := &spans[i]; sp.rec != nil {
+			sp.dst, sp.rec = sp.rec.Offset, nil
+		}
+	}
 
 	// Offset maps and progress per partition, in the same transaction.
 	type acc struct {
@@ -241,9 +234,9 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 	}
 	accs := map[tp]*acc{}
 	var order []tp
-	for i := range recs {
-		pr := &recs[i]
-		b := pr.batch
+	for i := range spans {
+		sp := &spans[i]
+		b := sp.batch
 		k := tp{b.Topic, b.Partition}
 		a := accs[k]
 		if a == nil {
@@ -251,21 +244,21 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 			accs[k] = a
 			order = append(order, k)
 		}
-		if pr.dlq {
+		if sp.dlq != nil {
 			res.deadLetters++
 			s.m.deadLetters.WithLabelValues(s.leg.ID, "refused").Inc()
 			s.log.Warn("record dead-lettered", "leg", s.leg.ID, "topic", b.Topic, "partition", b.Partition,
-				"offset", pr.src, "reason", headerValue(pr.rec, HeaderDLReason))
+				"offset", sp.src, "reason", headerValue(sp.dlq, HeaderDLReason))
 			continue
 		}
-		res.records++
+		res.records += int(sp.n)
 		rs := a.p.Ranges
-		if n := len(rs); n > 0 && rs[n-1][0]+rs[n-1][2] == pr.src && rs[n-1][1]+rs[n-1][2] == pr.rec.Offset {
-			rs[n-1][2]++
+		if n := len(rs); n > 0 && rs[n-1][0]+rs[n-1][2] == sp.src && rs[n-1][1]+rs[n-1][2] == sp.dst {
+			rs[n-1][2] += sp.n
 		} else {
-			a.p.Ranges = append(rs, [3]int64{pr.src, pr.rec.Offset, 1})
+			a.p.Ranges = append(rs, [3]int64{sp.src, sp.dst, sp.n})
 		}
-		a.p.LastTS = pr.rec.Timestamp.UnixMilli()
+		a.p.LastTS = sp.ts
 	}
 	for _, b := range batches {
 		a := accs[tp{b.Topic, b.Partition}]
@@ -313,10 +306,10 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 		return res, fmt.Errorf("produce progress: %w", err)
 	}
 	tProg := time.Now()
-	if err := s.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+	if err := s.endTxn(ctx, kgo.TryCommit); err != nil {
 		return res, fmt.Errorf("commit transaction: %w", err)
 	}
-	s.log.Debug("transaction committed", "leg", s.leg.ID, "records", len(recs), "bytes", res.rawBytes,
+	s.log.Debug("transaction committed", "leg", s.leg.ID, "records", res.records, "bytes", res.rawBytes,
 		"build", tBuilt.Sub(t0), "data", tData.Sub(tBuilt), "progress", tProg.Sub(tData), "commit", time.Since(tProg))
 	committed = true
 	s.m.txns.WithLabelValues(s.leg.ID, "commit").Inc()
@@ -334,6 +327,97 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 		}
 	}
 	return res, nil
+}
+
+// writeRecords produces the records of batches through the client, in the
+// open transaction, and returns their spans; a span's destination offset is
+// known once the client is flushed (span.rec).
+func (s *sink) writeRecords(ctx context.Context, batches []*transport.Batch, topics map[string]*destTopic, res *txnResult, perr *produceErr) ([]span, error) {
+	n, nh := 0, 0
+	for _, b := range batches {
+		n += len(b.Records)
+		for i := range b.Records {
+			nh += len(b.Records[i].Headers)
+		}
+	}
+	// The record, pending and header arrays are reused from one transaction
+	// to the next: franz-go is done with them once the transaction ends.
+	if cap(s.slab) < n {
+		s.slab, s.recs = make([]kgo.Record, n), make([]pending, 0, n)
+	}
+	if cap(s.hdrs) < nh {
+		s.hdrs = make([]kgo.RecordHeader, nh)
+	}
+	slab, hdrs := s.slab[:n], s.hdrs[:0:nh]
+	recs := s.recs[:0]
+	for _, b := range batches {
+		dt := topics[b.Topic]
+		if dt == nil {
+			return nil, fmt.Errorf("topic %q was not announced", b.Topic)
+		}
+		k := tp{b.Topic, b.Partition}
+		for i := range b.Records {
+			r := &b.Records[i]
+			size := recordSize(r)
+			res.rawBytes += size
+			if reason := s.refusal(k, r, size, dt); reason != "" {
+				recs = append(recs, pending{src: r.Offset, rec: s.deadLetter(b, r, size, reason), dlq: true, batch: b})
+				continue
+			}
+			kr := &slab[len(recs)]
+			*kr = kgo.Record{
+				Topic: dt.name, Partition: b.Partition,
+				Key: r.Key, Value: r.Value,
+				Timestamp: time.UnixMilli(r.Timestamp),
+			}
+			if len(r.Headers) > 0 {
+				start := len(hdrs)
+				for _, h := range r.Headers {
+					hdrs = append(hdrs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+				}
+				kr.Headers = hdrs[start:len(hdrs):len(hdrs)]
+			}
+			recs = append(recs, pending{src: r.Offset, rec: kr, batch: b})
+		}
+	}
+	// recs is complete: promises index into it from here on.
+	promise := perr.promise(recs)
+	spans := make([]span, len(recs))
+	for i := range recs {
+		pr := &recs[i]
+		s.cl.Produce(ctx, pr.rec, promise)
+		spans[i] = span{batch: pr.batch, src: pr.src, n: 1, ts: pr.rec.Timestamp.UnixMilli()}
+		if pr.dlq {
+			spans[i].dlq = pr.rec
+		} else {
+			spans[i].rec = pr.rec
+		}
+	}
+	return spans, nil
+}
+
+// refusal says why the destination will never accept record r of partition
+// k ("": it will).
+func (s *sink) refusal(k tp, r *transport.Record, size int, dt *destTopic) string {
+	if reason := s.poison[k][r.Offset]; reason != "" {
+		return reason
+	}
+	if dt.maxBytes > 0 && size+recordOverhead > dt.maxBytes {
+		return "record of " + strconv.Itoa(size) + " bytes exceeds destination max.message.bytes " + strconv.Itoa(dt.maxBytes)
+	}
+	return ""
+}
+
+// span is what a transaction wrote of n source records at consecutive
+// offsets from src: destination offsets from dst, the last one's timestamp
+// ts; or, with dlq set, one record dead-lettered instead.
+type span struct {
+	batch    *transport.Batch
+	src, dst int64
+	n        int64
+	ts       int64
+	dlq      *kgo.Record
+	rec      *kgo.Record // produced through the client: dst is its offset once flushed
 }
 
 // produceErr keeps the first produce error of a transaction and the record it

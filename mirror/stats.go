@@ -64,7 +64,7 @@ func (s *legStats) committedTxn(res txnResult, batches []*transport.Batch, c map
 func (s *legStats) sent(b *transport.Batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.records += int64(len(b.Records))
+	s.records += int64(b.Len())
 	s.rawBytes += int64(payloadBytes(b))
 	s.wireBytes += int64(b.WireSize)
 	if s.parts == nil {
@@ -72,9 +72,7 @@ func (s *legStats) sent(b *transport.Batch) {
 	}
 	k := tp{b.Topic, b.Partition}
 	ps := partStat{next: b.NextOffset, hwm: b.HighWatermark}
-	if n := len(b.Records); n > 0 {
-		ps.lastTS = b.Records[n-1].Timestamp
-	}
+	ps.lastTS = lastTimestamp(b)
 	s.parts[k] = ps
 }
 

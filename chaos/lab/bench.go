@@ -26,6 +26,7 @@ type BenchOptions struct {
 	Topics      int    // zero: 3
 	Partitions  int32  // per topic; zero: 4
 	Compression string // link codec; "": zstd
+	Passthrough bool   // forward Kafka record batches byte for byte
 	Runs        int    // zero: 3
 	Logger      *slog.Logger
 	Out         io.Writer // per-run lines; nil: none
@@ -78,6 +79,7 @@ type BenchResult struct {
 	Records     int64     `json:"records"`
 	Bytes       int64     `json:"bytes"` // source key+value+header bytes per run
 	Compression string    `json:"compression"`
+	Passthrough bool      `json:"passthrough"`
 	Baseline    []Figures `json:"baseline"`
 	Meridian    []Figures `json:"meridian"`
 	// Medians over the runs, and the medians of the per-run ratios
@@ -120,7 +122,7 @@ func RunMirrorBench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	for i := range topics {
 		topics[i] = fmt.Sprintf("bench.%d", i)
 	}
-	res := &BenchResult{Records: o.Records, Compression: o.Compression, Verified: true}
+	res := &BenchResult{Records: o.Records, Compression: o.Compression, Passthrough: o.Passthrough, Verified: true}
 	var ratios, steady []float64
 	for run := 1; run <= o.Runs; run++ {
 		b, m, bytes, raw, wire, ok, err := benchRun(ctx, o, topics, run%2 == 1)
@@ -239,7 +241,7 @@ func preloaded(ctx context.Context, o BenchOptions, topics []string) (l *Lab, mb
 }
 
 func preload(ctx context.Context, o BenchOptions, topics []string) (*Lab, float64, int64, error) {
-	l, err := New(Options{Topics: topics, Partitions: o.Partitions, Compression: o.Compression, Logger: o.Logger})
+	l, err := New(Options{Topics: topics, Partitions: o.Partitions, Compression: o.Compression, Passthrough: o.Passthrough, Logger: o.Logger})
 	if err != nil {
 		return nil, 0, 0, err
 	}

@@ -52,9 +52,17 @@ func kcatDump(t *testing.T, kcat, broker, topic string) map[string][]string {
 	return parts
 }
 
+// With passthrough, kcat reads at the destination the very batches it
+// wrote at the source (librdkafka's snappy framing included).
 func TestKcatProducesAndConsumesThroughTheMirror(t *testing.T) {
+	for _, pass := range []bool{false, true} {
+		t.Run(map[bool]string{false: "records", true: "passthrough"}[pass], func(t *testing.T) { testKcat(t, pass) })
+	}
+}
+
+func testKcat(t *testing.T, passthrough bool) {
 	kcat := kcatPath(t)
-	l := newLab(t, lab.Options{Topics: []string{"kcat.events"}, Partitions: 3, Rename: "{source_region}.{topic}"})
+	l := newLab(t, lab.Options{Topics: []string{"kcat.events"}, Partitions: 3, Rename: "{source_region}.{topic}", Passthrough: passthrough})
 	for _, g := range []string{lab.HQGateway, lab.EdgeGateway} {
 		if err := l.Start(g); err != nil {
 			t.Fatal(err)

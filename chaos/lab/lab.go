@@ -50,6 +50,9 @@ type Options struct {
 	Loss float64
 	// Compression of the link: none, zstd or s2. "": zstd.
 	Compression string
+	// Passthrough makes the link forward Kafka record batches byte for
+	// byte (config.Link.Passthrough).
+	Passthrough bool
 	// Seed for the impairment proxy; zero picks one.
 	Seed uint64
 	// Logger; nil discards.
@@ -152,7 +155,7 @@ func New(opts Options) (l *Lab, err error) {
 			{Name: "hq", Clusters: []config.Cluster{{Name: "kafka", Kind: "kafka", Bootstrap: l.HQ.ListenAddrs()}},
 				Gateways: []config.Gateway{{Name: HQGateway, Listen: l.hqAddr, Advertise: peerAddr}}},
 		},
-		Links: []config.Link{{Name: "edge--hq", Between: []string{"edge", "hq"}, Transport: "quic", Profile: profile, Compression: opts.Compression}},
+		Links: []config.Link{{Name: "edge--hq", Between: []string{"edge", "hq"}, Transport: "quic", Profile: profile, Compression: opts.Compression, Passthrough: opts.Passthrough}},
 		Routes: []config.Route{{Name: "mirror", From: "edge/kafka", To: []string{"hq/kafka"},
 			Topics: config.TopicFilter{Include: opts.Include}, Rename: opts.Rename, StartAt: "earliest", Discover: time.Second}},
 	}

@@ -117,7 +117,13 @@ func TestQUICMirrorSurvivesRestartsAndBlackout(t *testing.T) {
 	if testing.Short() {
 		t.Skip("long end to end test")
 	}
-	l := newLab(t, lab.Options{Profile: "lan", Window: 1 << 20})
+	for _, pass := range []bool{false, true} {
+		t.Run(map[bool]string{false: "records", true: "passthrough"}[pass], func(t *testing.T) { testRestartsAndBlackout(t, pass) })
+	}
+}
+
+func testRestartsAndBlackout(t *testing.T, passthrough bool) {
+	l := newLab(t, lab.Options{Profile: "lan", Window: 1 << 20, Passthrough: passthrough})
 	for _, g := range []string{lab.HQGateway, lab.EdgeGateway} {
 		if err := l.Start(g); err != nil {
 			t.Fatal(err)

@@ -58,7 +58,11 @@ func newBenchMirrorCmd(g *globals) *cobra.Command {
 				return enc.Encode(res)
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintf(tw, "\n%d records, %.1f MB, %s link, median of %d runs\n", res.Records, float64(res.Bytes)/1e6, res.Compression, len(res.Meridian))
+			mode := "records"
+			if res.Passthrough {
+				mode = "passthrough"
+			}
+			fmt.Fprintf(tw, "\n%d records, %.1f MB, %s link, %s, median of %d runs\n", res.Records, float64(res.Bytes)/1e6, res.Compression, mode, len(res.Meridian))
 			fmt.Fprintln(tw, "\tseconds\trecords/s\tMB/s\tstartup s\tsteady records/s")
 			for _, r := range []struct {
 				name string
@@ -84,6 +88,7 @@ func newBenchMirrorCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&o.Topics, "topics", 3, "topics")
 	cmd.Flags().Int32Var(&o.Partitions, "partitions", 4, "partitions per topic")
 	cmd.Flags().StringVar(&o.Compression, "compression", "zstd", "link compression: none, zstd, s2")
+	cmd.Flags().BoolVar(&o.Passthrough, "passthrough", false, "forward Kafka record batches byte for byte (link passthrough)")
 	cmd.Flags().IntVar(&o.Runs, "runs", 3, "runs (the median is reported)")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole benchmark to this file")
 	outputFlag(cmd, &output)

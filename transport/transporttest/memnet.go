@@ -157,9 +157,17 @@ func memPair(n *Network, h *transport.Hello, w *transport.Welcome, addr string) 
 
 func (c *memConn) Send(ctx context.Context, f transport.Frame) error {
 	if b, ok := f.(*transport.Batch); ok {
-		b.WireSize = 0
+		b.WireSize = len(b.Kafka)
 		for i := range b.Records {
 			b.WireSize += len(b.Records[i].Key) + len(b.Records[i].Value) + 16
+		}
+		if b.Kafka != nil {
+			// The receiver owns what it receives and patches Kafka
+			// batches in place, as it may with a decoded frame: give
+			// it its own copy, as a real link does.
+			cp := *b
+			cp.Kafka = append([]byte{}, b.Kafka...)
+			f = &cp
 		}
 	}
 	select {

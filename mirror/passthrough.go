@@ -1,0 +1,173 @@
+package mirror
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/meridian-gw/meridian/internal/kraw"
+	"github.com/meridian-gw/meridian/transport"
+)
+
+// passthrough reports whether the session forwards the source's Kafka
+// record batches byte for byte: the link asks for it and the receiver
+// speaks a protocol version that carries them.
+func (lr *legRunner) passthrough() bool {
+	l := lr.p.peer.Link
+	w := lr.conn.Welcome()
+	return l != nil && l.Passthrough && w != nil && w.Version >= transport.VersionKafkaBatches
+}
+
+// rawAdder adds partitions to a raw fetcher.
+type rawAdder struct {
+	f     *kraw.Fetcher
+	atEnd bool
+}
+
+func (a rawAdder) add(topic string, partition int32, at int64) {
+	if at < 0 {
+		at = kraw.AtStart
+		if a.atEnd {
+			at = kraw.AtEnd
+		}
+	}
+	a.f.Add(topic, partition, at)
+}
+
+// pumpRaw is pump for a passthrough session: raw fetchers instead of
+// franz-go consumers, each pipeline forwarding its partitions' record
+// batches as they are.
+func (lr *legRunner) pumpRaw(ctx context.Context, rs *transport.Resume, opts []kgo.Opt) error {
+	leg := lr.out.leg
+	clients := make([]*kgo.Client, pipelines)
+	fetchers := make([]*kraw.Fetcher, pipelines)
+	defer func() {
+		for i, cl := range clients {
+			if fetchers[i] != nil {
+				fetchers[i].Close()
+			}
+			if cl != nil {
+				cl.Close()
+			}
+		}
+	}()
+	srcs := make([]partitionAdder, pipelines)
+	runs := make([]func(context.Context) error, pipelines)
+	for i := range clients {
+		cl, err := kgo.NewClient(append(append(append([]kgo.Opt{}, opts...), kraw.ClientOpts()...),
+			kgo.MetadataMinAge(250*time.Millisecond))...)
+		if err != nil {
+			return fmt.Errorf("source %s: %w", leg.From.Ref(), err)
+		}
+		clients[i] = cl
+		fetchers[i] = kraw.NewFetcher(cl, kraw.FetchOptions{
+			MaxBytes: 8 << 20, MaxPartitionBytes: 1 << 20, MaxWait: 250 * time.Millisecond,
+			ResetToEnd: leg.StartAtLatest(), Logger: lr.p.log.With("leg", leg.ID),
+		})
+		f := fetchers[i]
+		srcs[i] = rawAdder{f, leg.StartAtLatest()}
+		runs[i] = func(ctx context.Context) error { return lr.pipelineRaw(ctx, f, rs.Gen) }
+	}
+	return lr.runPipelines(ctx, rs, clients[0], srcs, runs)
+}
+
+// pipelineRaw polls one raw fetcher and forwards its partitions' batches,
+// in order, until ctx ends or a send fails.
+func (lr *legRunner) pipelineRaw(ctx context.Context, f *kraw.Fetcher, gen uint64) error {
+	var rb recordBatcher
+	for {
+		pfs, err := f.Poll(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("fetch from source %s: %w", lr.out.leg.From.Ref(), err)
+		}
+		rb.hdrs = nil // batches sent keep the previous array alive until acked
+		for i := range pfs {
+			if err := lr.forward(ctx, &rb, gen, &pfs[i]); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+		}
+	}
+}
+
+// forward sends one partition's fetched batches. Runs of batches that
+// qualify go as they are (Batch.Kafka); a batch that does not (an older
+// message format, LogAppendTime, offset gaps, bigger than the receiver's
+// frame limit, or starting before the fetch offset) is decoded and goes as
+// records. Markers and aborted data only move the position.
+func (lr *legRunner) forward(ctx context.Context, rb *recordBatcher, gen uint64, pf *kraw.PartitionFetch) error {
+	leg := lr.out.leg
+	sent := pf.From // the offset after what was sent
+	var (
+		chunk     []byte
+		chunkNext int64
+	)
+	limit := lr.cr.batchLimit(lr.maxBatch)
+	flush := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		b := &transport.Batch{Leg: leg.ID, Gen: gen, Topic: pf.Topic, Partition: pf.Partition,
+			NextOffset: chunkNext, HighWatermark: pf.HighWatermark, Kafka: chunk}
+		chunk, sent = nil, chunkNext
+		limit = lr.cr.batchLimit(lr.maxBatch)
+		return lr.send(ctx, b)
+	}
+	for i := range pf.Batches {
+		fb := &pf.Batches[i]
+		h := &fb.Header
+		switch {
+		case fb.Skip:
+			if len(chunk) > 0 {
+				chunkNext = h.NextOffset() // nothing to mirror in it: the run ends after it
+			}
+		case fb.Raw() && int64(len(fb.Bytes)) <= lr.maxFrame:
+			if len(chunk) > 0 && int64(len(chunk)+len(fb.Bytes)) > limit {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			if chunk == nil {
+				chunk = make([]byte, 0, max(limit, int64(len(fb.Bytes))))
+			}
+			chunk = append(chunk, fb.Bytes...)
+			chunkNext = h.NextOffset()
+		default:
+			if err := flush(); err != nil {
+				return err
+			}
+			recs, err := kraw.Decode(pf.Topic, pf.Partition, fb.Bytes)
+			if err != nil {
+				return fmt.Errorf("decode source batch %s/%d at offset %d: %w", pf.Topic, pf.Partition, h.BaseOffset, err)
+			}
+			end := fb.From
+			if n := len(recs); n > 0 {
+				end = max(end, recs[n-1].Offset+1)
+			}
+			if h.Magic == 2 {
+				end = max(end, h.NextOffset())
+			}
+			if err := lr.sendRecords(ctx, rb, gen, pf.Topic, pf.Partition, pf.HighWatermark, recs, fb.From, end); err != nil {
+				return err
+			}
+			sent = end
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	if pf.Next > sent {
+		// Markers or aborted data at the end: an empty batch moves the
+		// receiver's position past them.
+		return lr.send(ctx, &transport.Batch{Leg: leg.ID, Gen: gen, Topic: pf.Topic, Partition: pf.Partition,
+			NextOffset: pf.Next, HighWatermark: pf.HighWatermark})
+	}
+	return nil
+}

@@ -1,0 +1,120 @@
+package mirror_test
+
+import (
+	"bytes"
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/meridian-gw/meridian/config"
+	"github.com/meridian-gw/meridian/transport"
+)
+
+// passthrough makes the fixture's link forward Kafka record batches.
+func passthrough(f *config.File) { f.Links[0].Passthrough = true }
+
+// modes are the two ways a link carries batches; tests of exactly-once
+// behaviour run in both.
+var modes = []struct {
+	name string
+	mods []func(*config.File)
+}{
+	{"records", nil},
+	{"passthrough", []func(*config.File){passthrough}},
+}
+
+// batchCounter counts the batches the receiving gateway gets, by form.
+type batchCounter struct{ kafka, records atomic.Int64 }
+
+func (c *batchCounter) wrap(ln transport.Listener) transport.Listener {
+	return &countingListener{ln, c}
+}
+
+type countingListener struct {
+	transport.Listener
+	c *batchCounter
+}
+
+func (l *countingListener) Accept(ctx context.Context) (transport.Conn, error) {
+	conn, err := l.Listener.Accept(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{conn, l.c}, nil
+}
+
+type countingConn struct {
+	transport.Conn
+	c *batchCounter
+}
+
+func (c *countingConn) Recv(ctx context.Context) (transport.Frame, error) {
+	f, err := c.Conn.Recv(ctx)
+	if b, ok := f.(*transport.Batch); ok {
+		if b.Kafka != nil {
+			c.c.kafka.Add(1)
+		} else if len(b.Records) > 0 {
+			c.c.records.Add(1)
+		}
+	}
+	return f, err
+}
+
+// checkForms fails unless the link carried batches in the form the mode
+// asks for: passthrough forwards Kafka batches, the record mode never does.
+func checkForms(t *testing.T, mode string, c *batchCounter) {
+	t.Helper()
+	k, r := c.kafka.Load(), c.records.Load()
+	switch {
+	case mode == "passthrough" && k == 0:
+		t.Fatalf("passthrough link carried no Kafka batches (%d record batches)", r)
+	case mode == "records" && k > 0:
+		t.Fatalf("record link carried %d Kafka batches", k)
+	}
+}
+
+// A passthrough link forwards the source's batches as they are, whatever
+// their producer did: compressed or not, transactional (committed and
+// aborted, with markers) or plain. The destination holds every committed
+// record once, in order, with keys, headers and timestamps, and every
+// source offset translates exactly.
+func TestPassthroughForwardsEveryKindOfBatch(t *testing.T) {
+	f := newFixture(t, []string{"t.orders", "t.b"}, 2, passthrough)
+	var c batchCounter
+	f.wrapListener = c.wrap
+	produceWithAborts(t, f, 9)
+	f.produce(t, 3000, 0)
+	f.gateway(t, "gw", 1<<20)
+	f.gateway(t, "ge", 0)
+	produceWithAborts(t, f, 9)
+	f.produce(t, 3000, 3000)
+	// Uncompressed batches: the link compresses those.
+	cl, err := kgo.NewClient(append(f.srcOpts(), kgo.ProducerBatchCompression(kgo.NoCompression()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for i := range 500 {
+		recs = append(recs, &kgo.Record{Topic: "t.b", Key: []byte{byte(i)}, Value: bytes.Repeat([]byte("plain "), 20)})
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	var committed int64
+	for _, topic := range f.topics {
+		for _, rs := range readPartitions(t, f.srcOpts(), topic) {
+			committed += int64(len(rs))
+		}
+	}
+	checkExact(t, f.waitMirrored(t, committed, 60*time.Second), committed)
+	if gaps := checkTranslationExact(t, f, "t.orders"); gaps == 0 {
+		t.Fatal("no source offset fell in a gap: the test did not exercise aborted transactions")
+	}
+	checkForms(t, "passthrough", &c)
+}
+
+func (f *fixture) srcOpts() []kgo.Opt { return []kgo.Opt{kgo.SeedBrokers(f.src.ListenAddrs()...)} }
