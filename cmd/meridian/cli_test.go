@@ -13,12 +13,14 @@ import (
 	"testing"
 
 	"github.com/meridian-gw/meridian/config"
+	"github.com/meridian-gw/meridian/transport"
 )
 
 func TestVersion(t *testing.T) {
 	r := meridian(t, "", nil, "version")
-	if r.code != 0 || r.stdout != "meridian dev (wire protocol 1-2)\n" || r.stderr != "" {
-		t.Errorf("meridian version:\n%v\nwant exit status 0 and stdout %q", r, "meridian dev (wire protocol 1-2)\n")
+	want := fmt.Sprintf("meridian dev (wire protocol %d-%d)\n", transport.VersionMin, transport.VersionMax)
+	if r.code != 0 || r.stdout != want || r.stderr != "" {
+		t.Errorf("meridian version:\n%v\nwant exit status 0 and stdout %q", r, want)
 	}
 }
 
