@@ -8,12 +8,19 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/meridian-gw/meridian/config"
 	"github.com/meridian-gw/meridian/mirror"
 )
 
 func TestFencedLegWritesNothing(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) { testFencedLeg(t, m.mods...) })
+	}
+}
+
+func testFencedLeg(t *testing.T, mods ...func(*config.File)) {
 	mirror.SetFenceRecheckForTest(t, 200*time.Millisecond)
-	f := newFixture(t, []string{"t.a", "t.b"}, 2)
+	f := newFixture(t, []string{"t.a", "t.b"}, 2, mods...)
 	f.gateway(t, "ge", 0)
 	stopRecv := f.gateway(t, "gw", 0)
 	f.produce(t, 500, 0)

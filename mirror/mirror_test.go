@@ -32,8 +32,12 @@ import (
 type fixture struct {
 	src, dst *kfake.Cluster
 	topo     *topology.Topology
-	net      *transporttest.Network
-	topics   []string
+	file     *config.File
+	// topoFor, if set, is the topology a gateway runs with instead of topo
+	// (peers whose files differ, as during a rollout).
+	topoFor map[string]*topology.Topology
+	net     *transporttest.Network
+	topics  []string
 
 	mu      sync.Mutex
 	engines map[string]*mirror.Engine // latest engine per gateway
@@ -80,7 +84,7 @@ func newFixture(t testing.TB, topics []string, parts int32, mods ...func(*config
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{src: src, dst: dst, topo: topo, net: transporttest.NewNetwork(), topics: topics}
+	return &fixture{src: src, dst: dst, topo: topo, file: f, net: transporttest.NewNetwork(), topics: topics}
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -93,7 +97,11 @@ func testLogger(t testing.TB) *slog.Logger {
 // gateway runs one engine until stop is called; stop waits for Run to return.
 func (f *fixture) gateway(t testing.TB, name string, window int64) (stop func()) {
 	t.Helper()
-	table, err := routing.Compile(f.topo, name)
+	topo := f.topo
+	if tp := f.topoFor[name]; tp != nil {
+		topo = tp
+	}
+	table, err := routing.Compile(topo, name)
 	if err != nil {
 		t.Fatal(err)
 	}

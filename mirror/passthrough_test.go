@@ -3,6 +3,7 @@ package mirror_test
 import (
 	"bytes"
 	"context"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/config"
+	"github.com/meridian-gw/meridian/topology"
 	"github.com/meridian-gw/meridian/transport"
 )
 
@@ -118,3 +120,32 @@ func TestPassthroughForwardsEveryKindOfBatch(t *testing.T) {
 }
 
 func (f *fixture) srcOpts() []kgo.Opt { return []kgo.Opt{kgo.SeedBrokers(f.src.ListenAddrs()...)} }
+
+// During a rollout the two gateways' files may disagree: a receiver that
+// does not pass a leg through still writes every record of the Kafka
+// batches a passthrough sender forwards, and a passthrough receiver builds
+// batches from a record sender's records.
+func TestPassthroughOnOneSideOnly(t *testing.T) {
+	for _, side := range []string{"ge", "gw"} {
+		t.Run("passthrough at "+side, func(t *testing.T) {
+			f := newFixture(t, []string{"t.a", "t.b"}, 2)
+			on := *f.file
+			on.Links = slices.Clone(f.file.Links)
+			on.Links[0].Passthrough = true
+			topo, err := topology.New(&on)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.topoFor = map[string]*topology.Topology{side: topo}
+			var c batchCounter
+			f.wrapListener = c.wrap
+			f.produce(t, 3000, 0)
+			f.gateway(t, "gw", 1<<20)
+			f.gateway(t, "ge", 0)
+			f.produce(t, 3000, 3000)
+			checkExact(t, f.waitMirrored(t, 6000, 60*time.Second), 6000)
+			mode := map[string]string{"ge": "passthrough", "gw": "records"}[side]
+			checkForms(t, mode, &c)
+		})
+	}
+}

@@ -333,6 +333,25 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 // open transaction, and returns their spans; a span's destination offset is
 // known once the client is flushed (span.rec).
 func (s *sink) writeRecords(ctx context.Context, batches []*transport.Batch, topics map[string]*destTopic, res *txnResult, perr *produceErr) ([]span, error) {
+	cloned := false
+	for i, b := range batches {
+		if b.Kafka == nil {
+			continue
+		}
+		// Kafka batches on a leg this gateway does not pass through (the
+		// peer's topology says passthrough, this one does not): decode
+		// them, never skip them.
+		recs, err := decodeKafka(b.Topic, b.Partition, b.Kafka)
+		if err != nil {
+			return nil, err
+		}
+		if !cloned {
+			batches, cloned = slices.Clone(batches), true // the caller's stays as it is
+		}
+		nb := *b
+		nb.Kafka, nb.Records = nil, recs
+		batches[i] = &nb
+	}
 	n, nh := 0, 0
 	for _, b := range batches {
 		n += len(b.Records)

@@ -134,16 +134,12 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 			}
 			// Refused before, or too big for the destination: its
 			// records one by one.
-			recs, err := kraw.Decode(b.Topic, b.Partition, batch)
+			recs, err := decodeKafka(b.Topic, b.Partition, batch)
 			if err != nil {
-				return fmt.Errorf("decode batch %s/%d at offset %d: %w", b.Topic, b.Partition, h.BaseOffset, err)
+				return err
 			}
-			for _, kr := range recs {
-				r := transport.Record{Offset: kr.Offset, Timestamp: kr.Timestamp.UnixMilli(), Key: kr.Key, Value: kr.Value}
-				for _, kh := range kr.Headers {
-					r.Headers = append(r.Headers, transport.Header{Key: kh.Key, Value: kh.Value})
-				}
-				if err := record(b, dt, &r, true); err != nil {
+			for i := range recs {
+				if err := record(b, dt, &recs[i], true); err != nil {
 					return err
 				}
 			}
@@ -212,4 +208,23 @@ func (s *sink) refused(it *rawItem, reason string) {
 		s.poison[k] = map[int64]string{}
 	}
 	s.poison[k][it.srcs[0]] = reason
+}
+
+// decodeKafka returns the records of Kafka record batches.
+func decodeKafka(topic string, partition int32, batches []byte) ([]transport.Record, error) {
+	recs, err := kraw.Decode(topic, partition, batches)
+	if err != nil {
+		return nil, fmt.Errorf("decode Kafka batches of %s/%d: %w", topic, partition, err)
+	}
+	out := make([]transport.Record, len(recs))
+	for i, kr := range recs {
+		out[i] = transport.Record{Offset: kr.Offset, Timestamp: kr.Timestamp.UnixMilli(), Key: kr.Key, Value: kr.Value}
+		if len(kr.Headers) > 0 {
+			out[i].Headers = make([]transport.Header, len(kr.Headers))
+			for j, kh := range kr.Headers {
+				out[i].Headers[j] = transport.Header{Key: kh.Key, Value: kh.Value}
+			}
+		}
+	}
+	return out, nil
 }
