@@ -3,14 +3,20 @@ package mirror_test
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/config"
+	"github.com/meridian-gw/meridian/internal/kread"
+	"github.com/meridian-gw/meridian/mirror"
 	"github.com/meridian-gw/meridian/topology"
 	"github.com/meridian-gw/meridian/transport"
 )
@@ -148,4 +154,79 @@ func TestPassthroughOnOneSideOnly(t *testing.T) {
 			checkForms(t, mode, &c)
 		})
 	}
+}
+
+// When the destination refuses what the receiver thought it would take (its
+// limit was lowered after the topic was prepared), the receiver narrows down
+// to the record it refuses: in passthrough, the refused source batch is
+// written record by record next time, and the record refused alone is
+// dead-lettered. Nothing else is lost, duplicated or reordered.
+func TestRefusedBatchIsNarrowedToTheRecord(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			f := newFixture(t, []string{"t.a"}, 1, m.mods...)
+			f.gateway(t, "gw", 0)
+			f.gateway(t, "ge", 0)
+			f.produce(t, 10, 0)
+			checkExact(t, f.waitMirrored(t, 10, 30*time.Second), 10)
+
+			ctx := context.Background()
+			dcl, err := kgo.NewClient(kgo.SeedBrokers(f.dst.ListenAddrs()...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dcl.Close()
+			limit := "4096"
+			rs, err := kadm.NewClient(dcl).AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "max.message.bytes", Value: &limit}}, "t.a")
+			if err == nil {
+				_, err = rs.On("t.a", nil)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			scl, err := kgo.NewClient(f.srcOpts()...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer scl.Close()
+			big := make([]byte, 10_000)
+			rng := rand.New(rand.NewPCG(3, 4))
+			for i := range big {
+				big[i] = byte(rng.Uint32())
+			}
+			var recs []*kgo.Record
+			for i := range 11 {
+				v := fmt.Appendf(nil, "small-%d", i)
+				if i == 5 {
+					v = big
+				}
+				recs = append(recs, &kgo.Record{Topic: "t.a", Key: []byte(strconv.Itoa(10 + i)), Value: v})
+			}
+			if err := scl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			rep := f.waitMirrored(t, 20, 60*time.Second)
+			if rep.Mirrored != 20 || rep.Lost != 1 || rep.Duplicated+rep.Reordered+rep.Unexpected != 0 {
+				t.Fatalf("read-back %v, want 20 mirrored and only the refused record missing", rep)
+			}
+			var dl []*kgo.Record
+			deadline := time.Now().Add(10 * time.Second)
+			for len(dl) == 0 && time.Now().Before(deadline) {
+				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				dl = nil
+				_ = kread.Each(rctx, []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}, []string{mirror.DeadLetterTopic}, func(r *kgo.Record) { dl = append(dl, r) })
+				cancel()
+			}
+			if len(dl) != 1 || string(dl[0].Key) != "15" {
+				t.Fatalf("dead letters: %d records (first key %q), want the record with key 15", len(dl), keyOf(dl))
+			}
+		})
+	}
+}
+
+func keyOf(rs []*kgo.Record) string {
+	if len(rs) == 0 {
+		return ""
+	}
+	return string(rs[0].Key)
 }

@@ -71,6 +71,10 @@ type sink struct {
 	// the destination refused whole; the next attempt decodes them and
 	// writes their records one per batch.
 	unraw map[tp]map[int64]bool
+	// limits are destination topics' max.message.bytes as read after the
+	// destination refused a batch: lower than when the topic was
+	// prepared, if someone lowered it since.
+	limits map[string]int
 	// segs are the live offset-map segments of the shard's partitions, in
 	// order; lastPrune is when prune last looked at them.
 	segs      map[tp][]segRef
@@ -93,6 +97,10 @@ func transactionalID(leg string, shard int) string {
 func (s *sink) open(ctx context.Context) error {
 	s.close()
 	opts := append([]kgo.Opt{}, s.opts...)
+	if lim := s.minLimit(); lim > 0 {
+		// A destination lowered a topic's limit: batches fit it.
+		opts = append(opts, kgo.ProducerBatchMaxBytes(int32(lim)))
+	}
 	if s.passthrough() {
 		opts = append(opts, kraw.ClientOpts()...)
 	}
@@ -211,7 +219,8 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 	}
 	tData := time.Now()
 	if err, p := perr.get(); err != nil {
-		if p != nil && (errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge)) {
+		if p != nil && (errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge)) && !s.refreshLimit(ctx, p.rec.Topic) {
+			// The limit has not changed: this very record is refused.
 			s.markPoison(p, "destination refused record: "+err.Error())
 		}
 		if p == nil {
@@ -421,10 +430,64 @@ func (s *sink) refusal(k tp, r *transport.Record, size int, dt *destTopic) strin
 	if reason := s.poison[k][r.Offset]; reason != "" {
 		return reason
 	}
-	if dt.maxBytes > 0 && size+recordOverhead > dt.maxBytes {
-		return "record of " + strconv.Itoa(size) + " bytes exceeds destination max.message.bytes " + strconv.Itoa(dt.maxBytes)
+	if lim := s.maxBytes(dt); lim > 0 && size+recordOverhead > lim {
+		return "record of " + strconv.Itoa(size) + " bytes exceeds destination max.message.bytes " + strconv.Itoa(lim)
 	}
 	return ""
+}
+
+// maxBytes is the largest batch the destination topic accepts (0: unknown).
+func (s *sink) maxBytes(dt *destTopic) int {
+	if lim, ok := s.limits[dt.name]; ok && (dt.maxBytes <= 0 || lim < dt.maxBytes) {
+		return lim
+	}
+	return dt.maxBytes
+}
+
+func (s *sink) minLimit() int {
+	m := 0
+	for _, lim := range s.limits {
+		if m == 0 || lim < m {
+			m = lim
+		}
+	}
+	return m
+}
+
+// refreshLimit reads a destination topic's max.message.bytes after the
+// destination refused a batch as too large, and reports whether it is lower
+// than what the sink used: then the refusal says nothing about any one
+// record, and the next attempt builds batches that fit.
+func (s *sink) refreshLimit(ctx context.Context, topic string) bool {
+	rcs, err := kadm.NewClient(s.cl).DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		s.log.Warn("read destination topic limit", "leg", s.leg.ID, "topic", topic, "err", err)
+		return false
+	}
+	rc, err := rcs.On(topic, nil)
+	if err != nil || rc.Err != nil {
+		s.log.Warn("read destination topic limit", "leg", s.leg.ID, "topic", topic, "err", errors.Join(err, rc.Err))
+		return false
+	}
+	for _, c := range rc.Configs {
+		if c.Key != "max.message.bytes" || c.Value == nil {
+			continue
+		}
+		lim, err := strconv.Atoi(*c.Value)
+		if err != nil || lim <= 0 {
+			return false
+		}
+		if old, ok := s.limits[topic]; ok && lim >= old {
+			return false
+		}
+		if s.limits == nil {
+			s.limits = map[string]int{}
+		}
+		s.limits[topic] = lim
+		s.log.Warn("destination topic limit is lower than when the topic was prepared", "leg", s.leg.ID, "topic", topic, "max_message_bytes", lim)
+		return true
+	}
+	return false
 }
 
 // span is what a transaction wrote of n source records at consecutive

@@ -85,8 +85,8 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 			return nil
 		}
 		limit := 1<<20 - kraw.HeaderSize
-		if dt.maxBytes > 0 {
-			limit = min(limit, dt.maxBytes-kraw.HeaderSize)
+		if lim := s.maxBytes(dt); lim > 0 {
+			limit = min(limit, lim-kraw.HeaderSize)
 		}
 		solo = solo || s.unraw[k][r.Offset]
 		if len(group) > 0 && (solo || groupBytes+size+recordOverhead > limit) {
@@ -127,7 +127,7 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 			continue
 		}
 		_, err := kraw.Split(b.Kafka, func(h kraw.Header, batch []byte) error {
-			if !s.unraw[k][h.BaseOffset] && (dt.maxBytes <= 0 || len(batch) <= dt.maxBytes) {
+			if !s.unraw[k][h.BaseOffset] && (s.maxBytes(dt) <= 0 || len(batch) <= s.maxBytes(dt)) {
 				res.rawBytes += len(batch)
 				add(b, dt, batch, rawItem{src: h.BaseOffset, n: int64(h.Records), ts: h.MaxTimestamp})
 				return nil
@@ -153,6 +153,7 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 	if err := s.raw.Produce(ctx, parts); err != nil {
 		var pe *kraw.ProduceError
 		if errors.As(err, &pe) && (errors.Is(pe.Err, kerr.MessageTooLarge) || errors.Is(pe.Err, kerr.RecordListTooLarge)) {
+			s.refreshLimit(ctx, pe.Topic)
 			for i := range items {
 				if it := &items[i]; parts[it.part].Topic == pe.Topic && parts[it.part].Partition == pe.Partition && it.idx == pe.Batch {
 					s.refused(it, "destination refused record: "+pe.Err.Error())
