@@ -22,6 +22,7 @@ type metrics struct {
 	sessionFails *prometheus.CounterVec // peer, role
 	groupCommits *prometheus.CounterVec // leg
 	segments     *prometheus.CounterVec // leg, event (sealed, pruned)
+	passBatches  *prometheus.CounterVec // leg, form (kafka, decoded)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -68,10 +69,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		segments: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_offset_map_segments_total", Help: "Offset-map segments sealed into the progress topic, and pruned once retention deleted their destination records.",
 		}, []string{"leg", "event"}),
+		passBatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_passthrough_batches_total",
+			Help: "Source record batches a passthrough leg read: forwarded as they are (form=kafka) or decoded and sent as records (form=decoded: older formats, LogAppendTime, compaction gaps, a resume inside the batch).",
+		}, []string{"leg", "form"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns,
-			m.deadLetters, m.resumes, m.dropped, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments)
+			m.deadLetters, m.resumes, m.dropped, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments, m.passBatches)
 	}
 	return m
 }

@@ -110,6 +110,12 @@ func (lr *legRunner) forward(ctx context.Context, rb *recordBatcher, gen uint64,
 		chunkNext int64
 	)
 	limit := lr.cr.batchLimit(lr.maxBatch)
+	var forwarded, decoded int
+	defer func() {
+		m := lr.p.e.m.passBatches
+		m.WithLabelValues(leg.ID, "kafka").Add(float64(forwarded))
+		m.WithLabelValues(leg.ID, "decoded").Add(float64(decoded))
+	}()
 	flush := func() error {
 		if len(chunk) == 0 {
 			return nil
@@ -139,10 +145,12 @@ func (lr *legRunner) forward(ctx context.Context, rb *recordBatcher, gen uint64,
 			}
 			chunk = append(chunk, fb.Bytes...)
 			chunkNext = h.NextOffset()
+			forwarded++
 		default:
 			if err := flush(); err != nil {
 				return err
 			}
+			decoded++
 			recs, err := kraw.Decode(pf.Topic, pf.Partition, fb.Bytes)
 			if err != nil {
 				return fmt.Errorf("decode source batch %s/%d at offset %d: %w", pf.Topic, pf.Partition, h.BaseOffset, err)
