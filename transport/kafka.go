@@ -21,6 +21,7 @@ const (
 	kafkaOffRecordCount  = 57
 	kafkaAttrCompression = 0x07
 	kafkaAttrControl     = 0x20
+	kafkaAttrPassOnly    = 0x08 | 0x40 // LogAppendTime, delete horizon: timestamps would change
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -56,6 +57,9 @@ func walkKafka(blk []byte, crc bool) (records int, compressed bool, err error) {
 		attrs := binary.BigEndian.Uint16(b[kafkaOffAttributes:])
 		if attrs&kafkaAttrControl != 0 {
 			return 0, false, fmt.Errorf("kafka batch at byte %d: a control batch", off)
+		}
+		if attrs&kafkaAttrPassOnly != 0 {
+			return 0, false, fmt.Errorf("kafka batch at byte %d: attributes %#x (LogAppendTime or delete horizon) would change its timestamps at the destination", off, attrs)
 		}
 		n := int32(binary.BigEndian.Uint32(b[kafkaOffRecordCount:]))
 		last := int32(binary.BigEndian.Uint32(b[kafkaOffLastDelta:]))

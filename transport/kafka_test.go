@@ -61,6 +61,8 @@ func TestKafkaBatchesRejected(t *testing.T) {
 		"short":   {func(b []byte) { binary.BigEndian.PutUint32(b[8:], 10) }, "does not fit"},
 		"magic":   {func(b []byte) { b[second+16] = 1 }, "message format v1"},
 		"control": {func(b []byte) { b[22] |= 0x20 }, "control batch"},
+		"logtime": {func(b []byte) { b[22] |= 0x08 }, "LogAppendTime"},
+		"horizon": {func(b []byte) { b[22] |= 0x40 }, "delete horizon"},
 		"gap":     {func(b []byte) { binary.BigEndian.PutUint32(b[23:], binary.BigEndian.Uint32(b[57:])) }, "records over"},
 	}
 	for name, tc := range cases {

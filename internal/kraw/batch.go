@@ -45,6 +45,10 @@ const (
 	AttrLogAppendTime   = 0x08
 	AttrTransactional   = 0x10
 	AttrControl         = 0x20
+	// AttrDeleteHorizon marks a batch the log cleaner rewrote (KIP-534):
+	// its base timestamp is the tombstones' delete horizon, not the first
+	// record's timestamp.
+	AttrDeleteHorizon = 0x40
 )
 
 var crc32c = crc32.MakeTable(crc32.Castagnoli)
@@ -84,11 +88,12 @@ func (h *Header) Transactional() bool { return h.Attributes&AttrTransactional !=
 func (h *Header) Contiguous() bool { return int64(h.LastOffsetDelta)+1 == int64(h.Records) }
 
 // Raw reports whether the batch can be mirrored byte for byte: a data
-// batch of message format v2 with create-time timestamps and no offset
-// gaps, so that its records land on consecutive destination offsets with
-// the same timestamps.
+// batch of message format v2 with create-time timestamps, not rewritten by
+// the log cleaner with a delete horizon, and no offset gaps, so that its
+// records land on consecutive destination offsets with the same
+// timestamps.
 func (h *Header) Raw() bool {
-	return h.Magic == 2 && !h.Control() && h.Attributes&AttrLogAppendTime == 0 && h.Contiguous() && h.Records > 0
+	return h.Magic == 2 && !h.Control() && h.Attributes&(AttrLogAppendTime|AttrDeleteHorizon) == 0 && h.Contiguous() && h.Records > 0
 }
 
 // ParseHeader parses the header of the batch at the start of b. It needs

@@ -492,3 +492,30 @@ func FuzzSplit(f *testing.F) {
 		}
 	})
 }
+
+// Raw accepts only data batches whose records keep their offsets and
+// timestamps when produced again.
+func TestHeaderRaw(t *testing.T) {
+	ok := Header{Magic: 2, LastOffsetDelta: 4, Records: 5}
+	cases := map[string]struct {
+		mod  func(h *Header)
+		want bool
+	}{
+		"plain":          {func(*Header) {}, true},
+		"compressed":     {func(h *Header) { h.Attributes = 4 }, true},
+		"transactional":  {func(h *Header) { h.Attributes = AttrTransactional }, true},
+		"v1":             {func(h *Header) { h.Magic = 1 }, false},
+		"control":        {func(h *Header) { h.Attributes = AttrControl }, false},
+		"log append":     {func(h *Header) { h.Attributes = AttrLogAppendTime }, false},
+		"delete horizon": {func(h *Header) { h.Attributes = AttrDeleteHorizon }, false},
+		"gap":            {func(h *Header) { h.LastOffsetDelta = 9 }, false},
+		"empty":          {func(h *Header) { h.Records, h.LastOffsetDelta = 0, -1 }, false},
+	}
+	for name, tc := range cases {
+		h := ok
+		tc.mod(&h)
+		if got := h.Raw(); got != tc.want {
+			t.Errorf("%s: Raw() = %v, want %v", name, got, tc.want)
+		}
+	}
+}
