@@ -27,9 +27,12 @@ type BenchOptions struct {
 	Partitions  int32  // per topic; zero: 4
 	Compression string // link codec; "": zstd
 	Passthrough bool   // forward Kafka record batches byte for byte
-	Runs        int    // zero: 3
-	Logger      *slog.Logger
-	Out         io.Writer // per-run lines; nil: none
+	// ProduceLatency delays each produce request at the destination (see
+	// Options.ProduceLatency), for both contenders.
+	ProduceLatency time.Duration
+	Runs           int // zero: 3
+	Logger         *slog.Logger
+	Out            io.Writer // per-run lines; nil: none
 }
 
 // Figures are one measured run of one contender. Seconds and the rates are
@@ -241,7 +244,7 @@ func preloaded(ctx context.Context, o BenchOptions, topics []string) (l *Lab, mb
 }
 
 func preload(ctx context.Context, o BenchOptions, topics []string) (*Lab, float64, int64, error) {
-	l, err := New(Options{Topics: topics, Partitions: o.Partitions, Compression: o.Compression, Passthrough: o.Passthrough, Logger: o.Logger})
+	l, err := New(Options{Topics: topics, Partitions: o.Partitions, Compression: o.Compression, Passthrough: o.Passthrough, ProduceLatency: o.ProduceLatency, Logger: o.Logger})
 	if err != nil {
 		return nil, 0, 0, err
 	}

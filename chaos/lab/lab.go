@@ -19,6 +19,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/meridian-gw/meridian/chaos"
 	"github.com/meridian-gw/meridian/config"
@@ -53,6 +54,9 @@ type Options struct {
 	// Passthrough makes the link forward Kafka record batches byte for
 	// byte (config.Link.Passthrough).
 	Passthrough bool
+	// ProduceLatency delays every produce request at the HQ cluster, like
+	// the replication wait of acks=all on a real cluster. Zero: none.
+	ProduceLatency time.Duration
 	// Seed for the impairment proxy; zero picks one.
 	Seed uint64
 	// Logger; nil discards.
@@ -116,6 +120,17 @@ func New(opts Options) (l *Lab, err error) {
 	}
 	if l.HQ, err = kfake.NewCluster(kfake.NumBrokers(1)); err != nil {
 		return nil, fmt.Errorf("lab: hq cluster: %w", err)
+	}
+	if d := opts.ProduceLatency; d > 0 {
+		// Each produce request waits d before the broker handles it, as
+		// acks=all waits for replicas; other connections go on meanwhile,
+		// requests on one connection wait their turn, as in Kafka.
+		hq := l.HQ
+		hq.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+			hq.KeepControl()
+			hq.SleepControl(func() { time.Sleep(d) })
+			return nil, nil, false
+		})
 	}
 	if l.ca, err = pki.NewCA("meridian-lab", 24*time.Hour); err != nil {
 		return nil, err

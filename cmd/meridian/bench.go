@@ -89,6 +89,7 @@ func newBenchMirrorCmd(g *globals) *cobra.Command {
 	cmd.Flags().Int32Var(&o.Partitions, "partitions", 4, "partitions per topic")
 	cmd.Flags().StringVar(&o.Compression, "compression", "zstd", "link compression: none, zstd, s2")
 	cmd.Flags().BoolVar(&o.Passthrough, "passthrough", false, "forward Kafka record batches byte for byte (link passthrough)")
+	cmd.Flags().DurationVar(&o.ProduceLatency, "produce-latency", 0, "delay every produce request at the destination cluster, as acks=all replication does (both contenders)")
 	cmd.Flags().IntVar(&o.Runs, "runs", 3, "runs (the median is reported)")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole benchmark to this file")
 	outputFlag(cmd, &output)
