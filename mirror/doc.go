@@ -41,7 +41,11 @@
 // passthrough leg builds Kafka batches from those itself: all of a leg's
 // data goes through one producer, which numbers the sequences. A batch the
 // destination refuses is decoded and written record by record on the next
-// attempt, so that the record it cannot take is dead-lettered.
+// attempt, so that the record it cannot take is dead-lettered. Kafka takes
+// one batch per partition in a produce request, so a transaction costs a
+// round trip per source batch of its busiest partition; when the
+// destination's recent round trips were all slow and the CPUs are to
+// spare, the receiver merges runs of small batches (decoded, re-batched).
 //
 // # Scheduling a link
 //

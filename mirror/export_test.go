@@ -21,3 +21,10 @@ func SetOffsetMapTuningForTest(t *testing.T, tail int, prune time.Duration) {
 	tailRanges, pruneEvery = tail, prune
 	t.Cleanup(func() { tailRanges, pruneEvery = oldTail, oldPrune })
 }
+
+// SetMergeAlwaysForTest makes passthrough sinks merge small batches as if
+// the destination were slow and the CPUs idle, for the duration of a test.
+func SetMergeAlwaysForTest(t *testing.T) {
+	mergeAlways = true
+	t.Cleanup(func() { mergeAlways = false })
+}

@@ -89,7 +89,19 @@ func checkForms(t *testing.T, mode string, c *batchCounter) {
 // aborted, with markers) or plain. The destination holds every committed
 // record once, in order, with keys, headers and timestamps, and every
 // source offset translates exactly.
+//
+// With merging (what a sink does when the destination's produce round trips
+// are slow and CPUs are to spare), runs of small batches are decoded and
+// written as fewer, bigger ones: the same holds.
 func TestPassthroughForwardsEveryKindOfBatch(t *testing.T) {
+	t.Run("as they are", testEveryKindOfBatch)
+	t.Run("merged", func(t *testing.T) {
+		mirror.SetMergeAlwaysForTest(t)
+		testEveryKindOfBatch(t)
+	})
+}
+
+func testEveryKindOfBatch(t *testing.T) {
 	f := newFixture(t, []string{"t.orders", "t.b"}, 2, passthrough)
 	var c batchCounter
 	f.wrapListener = c.wrap

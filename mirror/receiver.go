@@ -180,9 +180,10 @@ func (l *inLeg) run(ctx context.Context) {
 		return
 	}
 	l.mu.Lock()
+	rounds := &roundTimes{} // one destination: the shards share what they learn of it
 	for i := range sinkShards {
 		l.shards = append(l.shards, &shard{idx: i, notify: make(chan struct{}, 1),
-			sink: &sink{leg: l.leg, shard: i, opts: opts, log: l.log, m: l.e.m}})
+			sink: &sink{leg: l.leg, shard: i, opts: opts, log: l.log, m: l.e.m, rounds: rounds}})
 	}
 	shards := l.shards
 	l.mu.Unlock()

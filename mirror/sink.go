@@ -75,6 +75,9 @@ type sink struct {
 	// destination refused a batch: lower than when the topic was
 	// prepared, if someone lowered it since.
 	limits map[string]int
+	// rounds times raw produce rounds, to decide whether to merge
+	// batches (writeRaw); the leg's shards share it.
+	rounds *roundTimes
 	// segs are the live offset-map segments of the shard's partitions, in
 	// order; lastPrune is when prune last looked at them.
 	segs      map[tp][]segRef

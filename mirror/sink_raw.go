@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -51,32 +53,40 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 		entries = append(entries, span{batch: b, dst: int64(len(items))}) // dst: item index for now
 		items = append(items, it)
 	}
-	var (
-		group      []kgo.Record
-		groupSrcs  []int64
-		groupBytes int
-	)
-	flush := func(b *transport.Batch, dt *destTopic) error {
-		if len(group) == 0 {
+	// Records are built into batches per partition, up to the
+	// destination's limit; a partition's batch being built is flushed
+	// before anything else of that partition is added.
+	type builder struct {
+		b     *transport.Batch
+		dt    *destTopic
+		recs  []kgo.Record
+		srcs  []int64
+		bytes int
+	}
+	groups := map[tp]*builder{}
+	var groupOrder []tp
+	flush := func(k tp) error {
+		g := groups[k]
+		if g == nil || len(g.recs) == 0 {
 			return nil
 		}
-		batch, err := kraw.BuildBatch(nil, group, s.cmp)
+		batch, err := kraw.BuildBatch(nil, g.recs, s.cmp)
 		if err != nil {
-			return fmt.Errorf("build batch for %s/%d: %w", dt.name, b.Partition, err)
+			return fmt.Errorf("build batch for %s/%d: %w", g.dt.name, k.Partition, err)
 		}
-		add(b, dt, batch, rawItem{srcs: groupSrcs, n: int64(len(group)), ts: group[len(group)-1].Timestamp.UnixMilli()})
-		group, groupSrcs, groupBytes = nil, nil, 0
+		add(g.b, g.dt, batch, rawItem{srcs: g.srcs, n: int64(len(g.recs)), ts: g.recs[len(g.recs)-1].Timestamp.UnixMilli()})
+		g.recs, g.srcs, g.bytes = nil, nil, 0
 		return nil
 	}
-	// record adds one source record to the batch being built, or
-	// dead-letters it; solo records go in a batch of their own, so that a
-	// refusal names the record.
+	// record adds one source record to its partition's batch being built,
+	// or dead-letters it; solo records go in a batch of their own, so that
+	// a refusal names the record.
 	record := func(b *transport.Batch, dt *destTopic, r *transport.Record, solo bool) error {
 		k := tp{b.Topic, b.Partition}
 		size := recordSize(r)
 		res.rawBytes += size
 		if reason := s.refusal(k, r, size, dt); reason != "" {
-			if err := flush(b, dt); err != nil {
+			if err := flush(k); err != nil {
 				return err
 			}
 			dl := s.deadLetter(b, r, size, reason)
@@ -89,11 +99,18 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 			limit = min(limit, lim-kraw.HeaderSize)
 		}
 		solo = solo || s.unraw[k][r.Offset]
-		if len(group) > 0 && (solo || groupBytes+size+recordOverhead > limit) {
-			if err := flush(b, dt); err != nil {
+		g := groups[k]
+		if g == nil {
+			g = &builder{}
+			groups[k] = g
+			groupOrder = append(groupOrder, k)
+		}
+		if len(g.recs) > 0 && (solo || g.bytes+size+recordOverhead > limit) {
+			if err := flush(k); err != nil {
 				return err
 			}
 		}
+		g.b, g.dt = b, dt
 		kr := kgo.Record{Key: r.Key, Value: r.Value, Timestamp: time.UnixMilli(r.Timestamp)}
 		if len(r.Headers) > 0 {
 			kr.Headers = make([]kgo.RecordHeader, len(r.Headers))
@@ -101,13 +118,26 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 				kr.Headers[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
 			}
 		}
-		group, groupSrcs = append(group, kr), append(groupSrcs, r.Offset)
-		groupBytes += size + recordOverhead
+		g.recs, g.srcs = append(g.recs, kr), append(g.srcs, r.Offset)
+		g.bytes += size + recordOverhead
 		if solo {
-			return flush(b, dt)
+			return flush(k)
 		}
 		return nil
 	}
+
+	// Kafka takes one batch per partition in a produce request, so a
+	// transaction costs as many produce round trips as its partition with
+	// the most batches. When those round trips are slow (acks=all on a
+	// busy cluster), runs of small batches are merged into bigger ones.
+	counts := map[tp]int{}
+	for _, b := range batches {
+		if b.Kafka != nil {
+			kraw.Split(b.Kafka, func(kraw.Header, []byte) error { counts[tp{b.Topic, b.Partition}]++; return nil })
+		}
+	}
+	// Merging costs CPU: only while the process has CPUs to spare.
+	slow := mergeAlways || s.rounds.slow() && processCPU.share() < spareCPU
 
 	for _, b := range batches {
 		dt := topics[b.Topic]
@@ -121,36 +151,54 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 					return nil, err
 				}
 			}
-			if err := flush(b, dt); err != nil {
-				return nil, err
-			}
 			continue
 		}
+		merge := slow && counts[k] > mergeRounds
 		_, err := kraw.Split(b.Kafka, func(h kraw.Header, batch []byte) error {
-			if !s.unraw[k][h.BaseOffset] && (s.maxBytes(dt) <= 0 || len(batch) <= s.maxBytes(dt)) {
+			refused := s.unraw[k][h.BaseOffset] || s.maxBytes(dt) > 0 && len(batch) > s.maxBytes(dt)
+			if !refused && !(merge && len(batch) < mergeBelow) {
+				if err := flush(k); err != nil {
+					return err
+				}
 				res.rawBytes += len(batch)
 				add(b, dt, batch, rawItem{src: h.BaseOffset, n: int64(h.Records), ts: h.MaxTimestamp})
 				return nil
 			}
-			// Refused before, or too big for the destination: its
-			// records one by one.
+			// Refused before or too big for the destination: its records
+			// one by one. Or one of many small batches for a destination
+			// whose produce requests are slow: merged with the next.
 			recs, err := decodeKafka(b.Topic, b.Partition, batch)
 			if err != nil {
 				return err
 			}
 			for i := range recs {
-				if err := record(b, dt, &recs[i], true); err != nil {
+				if err := record(b, dt, &recs[i], refused); err != nil {
 					return err
 				}
 			}
-			return flush(b, dt)
+			if refused {
+				return flush(k)
+			}
+			return nil
 		})
 		if err != nil {
 			return nil, err
 		}
 	}
+	for _, k := range groupOrder {
+		if err := flush(k); err != nil {
+			return nil, err
+		}
+	}
 
-	if err := s.raw.Produce(ctx, parts); err != nil {
+	t0 := time.Now()
+	err := s.raw.Produce(ctx, parts)
+	if rounds := maxBatches(parts); err == nil && rounds > 0 {
+		per := time.Since(t0) / time.Duration(rounds)
+		s.rounds.add(per)
+		s.log.Debug("raw produce", "leg", s.leg.ID, "rounds", rounds, "per_round", per, "merged", slow)
+	}
+	if err != nil {
 		var pe *kraw.ProduceError
 		if errors.As(err, &pe) && (errors.Is(pe.Err, kerr.MessageTooLarge) || errors.Is(pe.Err, kerr.RecordListTooLarge)) {
 			s.refreshLimit(ctx, pe.Topic)
@@ -180,6 +228,54 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 		}
 	}
 	return spans, nil
+}
+
+// Merging small batches: when a produce round trip takes more than
+// slowRound and the CPUs are less than spareCPU busy, the batches below
+// mergeBelow of a partition with more than mergeRounds batches in a
+// transaction are merged.
+const (
+	slowRound   = 2 * time.Millisecond
+	spareCPU    = 0.5 // busy share of the CPUs below which merging may spend some
+	mergeRounds = 4
+	mergeBelow  = 256 << 10
+)
+
+// roundTimes keeps the time per produce round of the last transactions.
+// Their minimum is the destination's latency floor: a busy CPU makes some
+// rounds slow, while a distant or replicating cluster makes all of them
+// slow, and only then does merging (which costs CPU) save time.
+type roundTimes struct {
+	mu   sync.Mutex
+	last [4]time.Duration
+	n    int
+}
+
+func (r *roundTimes) add(d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.last[r.n%len(r.last)] = d
+	r.n++
+}
+
+func (r *roundTimes) slow() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n < len(r.last) {
+		return false
+	}
+	return slices.Min(r.last[:]) > slowRound
+}
+
+// mergeAlways is a test seam (SetMergeAlwaysForTest).
+var mergeAlways = false
+
+func maxBatches(parts []kraw.PartitionBatches) int {
+	n := 0
+	for i := range parts {
+		n = max(n, len(parts[i].Batches))
+	}
+	return n
 }
 
 // refused remembers a batch the destination refused: a source batch is
