@@ -671,22 +671,13 @@ func (f *Fetcher) buildFetchLocked(id int32, now time.Time) (req *kmsg.FetchRequ
 // handleFetch applies a fetch response (or the error that replaced it) to
 // the partitions that were in the request.
 func (f *Fetcher) handleFetch(id int32, in []inflight, resp *kmsg.FetchResponse, err error) {
-	type key struct {
-		topic     string
-		topicID   [16]byte
-		partition int32
-	}
-	rps := make(map[key]*kmsg.FetchResponseTopicPartition)
+	rps := make(map[respPart]*kmsg.FetchResponseTopicPartition)
 	if err == nil {
 		for i := range resp.Topics {
 			rt := &resp.Topics[i]
 			for j := range rt.Partitions {
 				rp := &rt.Partitions[j]
-				if rt.Topic != "" {
-					rps[key{topic: rt.Topic, partition: rp.Partition}] = rp
-				} else {
-					rps[key{topicID: rt.TopicID, partition: rp.Partition}] = rp
-				}
+				rps[respPartOf(rt.Topic, rt.TopicID, rp.Partition)] = rp
 			}
 		}
 	}
@@ -699,9 +690,9 @@ func (f *Fetcher) handleFetch(id int32, in []inflight, resp *kmsg.FetchResponse,
 	}
 	outs := make([]outcome, len(in))
 	for i, x := range in {
-		rp := rps[key{topic: x.p.topic, partition: x.p.partition}]
+		rp := rps[respPart{topic: x.p.topic, partition: x.p.partition}]
 		if rp == nil {
-			rp = rps[key{topicID: x.topicID, partition: x.p.partition}]
+			rp = rps[respPart{id: x.topicID, partition: x.p.partition}]
 		}
 		outs[i].rp = rp
 		if rp != nil && rp.ErrorCode == 0 {
@@ -953,4 +944,19 @@ func controlType(batch []byte) (int16, error) {
 	}
 	key := b[n:]
 	return int16(binary.BigEndian.Uint16(key[2:])), nil
+}
+
+// respPart names a partition of a response: by topic name, or by topic ID
+// when the name is empty (versions that carry IDs).
+type respPart struct {
+	topic     string
+	id        [16]byte
+	partition int32
+}
+
+func respPartOf(topic string, id [16]byte, partition int32) respPart {
+	if topic != "" {
+		return respPart{topic: topic, partition: partition}
+	}
+	return respPart{id: id, partition: partition}
 }

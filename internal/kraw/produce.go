@@ -540,28 +540,19 @@ func (p *TxnProducer) sendRound(ctx context.Context, leader int32, pending []*se
 	}
 	resp := kresp.(*kmsg.ProduceResponse)
 
-	type respKey struct {
-		topic     string
-		id        [16]byte
-		partition int32
-	}
-	got := make(map[respKey]*kmsg.ProduceResponseTopicPartition)
+	got := make(map[respPart]*kmsg.ProduceResponseTopicPartition)
 	for ti := range resp.Topics {
 		rt := &resp.Topics[ti]
 		for pi := range rt.Partitions {
 			rp := &rt.Partitions[pi]
-			if rt.Topic != "" {
-				got[respKey{topic: rt.Topic, partition: rp.Partition}] = rp
-			} else {
-				got[respKey{id: rt.TopicID, partition: rp.Partition}] = rp
-			}
+			got[respPartOf(rt.Topic, rt.TopicID, rp.Partition)] = rp
 		}
 	}
 	for _, i := range li.idx {
 		s := pending[i]
-		rp := got[respKey{topic: s.pb.Topic, partition: s.pb.Partition}]
+		rp := got[respPart{topic: s.pb.Topic, partition: s.pb.Partition}]
 		if rp == nil {
-			rp = got[respKey{id: li.topicIDs[s.pb.Topic], partition: s.pb.Partition}]
+			rp = got[respPart{id: li.topicIDs[s.pb.Topic], partition: s.pb.Partition}]
 		}
 		if rp == nil {
 			results[i] = sendResult{err: fmt.Errorf("broker %d: partition missing from the produce response", leader), retry: true}
