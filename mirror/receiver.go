@@ -24,6 +24,11 @@ import (
 // maxTxnBytes bounds the raw bytes one destination transaction carries.
 const maxTxnBytes = 16 << 20
 
+// maxTxnKafkaBatches bounds the Kafka batches one transaction carries as
+// they are: each may cost a produce round trip (writeRaw), and short
+// transactions let the sink learn soon how long those take.
+const maxTxnKafkaBatches = 256
+
 // fenceRecheck is how often a fenced leg looks whether its fence was lifted.
 var fenceRecheck = 10 * time.Second
 
@@ -371,10 +376,10 @@ func (l *inLeg) runShard(ctx context.Context, sh *shard) {
 				break
 			}
 			var (
-				take []queued
-				size int
+				take        []queued
+				size, kafka int
 			)
-			for len(sh.queue) > 0 && size < maxTxnBytes {
+			for len(sh.queue) > 0 && size < maxTxnBytes && kafka < maxTxnKafkaBatches {
 				q := sh.queue[0]
 				if !l.preparedLocked(q.b) {
 					break // its topic's announcement is still in hand
@@ -382,6 +387,9 @@ func (l *inLeg) runShard(ctx context.Context, sh *shard) {
 				sh.queue = sh.queue[1:]
 				take = append(take, q)
 				size += q.b.RawSize()
+				if q.b.Kafka != nil {
+					kafka += kraw.Count(q.b.Kafka)
+				}
 			}
 			if len(take) == 0 {
 				if l.holdLocked(sh) {

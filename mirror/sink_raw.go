@@ -137,7 +137,7 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 		}
 	}
 	// Merging costs CPU: only while the process has CPUs to spare.
-	slow := mergeAlways || s.rounds.slow() && processCPU.share() < spareCPU
+	slow := mergeAlways || s.rounds.merge()
 
 	for _, b := range batches {
 		dt := topics[b.Topic]
@@ -196,7 +196,7 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 	if rounds := maxBatches(parts); err == nil && rounds > 0 {
 		per := time.Since(t0) / time.Duration(rounds)
 		s.rounds.add(per)
-		s.log.Debug("raw produce", "leg", s.leg.ID, "rounds", rounds, "per_round", per, "merged", slow)
+		s.log.Debug("raw produce", "leg", s.leg.ID, "shard", s.shard, "rounds", rounds, "per_round", per, "merged", slow, "cpu", processCPU.share())
 	}
 	if err != nil {
 		var pe *kraw.ProduceError
@@ -231,12 +231,14 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 }
 
 // Merging small batches: when a produce round trip takes more than
-// slowRound and the CPUs are less than spareCPU busy, the batches below
+// slowRound and the CPUs are less than spareCPU busy (busyCPU once
+// merging), the batches below
 // mergeBelow of a partition with more than mergeRounds batches in a
 // transaction are merged.
 const (
 	slowRound   = 2 * time.Millisecond
-	spareCPU    = 0.5 // busy share of the CPUs below which merging may spend some
+	spareCPU    = 0.5 // busy share of the CPUs below which merging starts
+	busyCPU     = 0.9 // and above which it stops
 	mergeRounds = 4
 	mergeBelow  = 256 << 10
 )
@@ -246,9 +248,10 @@ const (
 // rounds slow, while a distant or replicating cluster makes all of them
 // slow, and only then does merging (which costs CPU) save time.
 type roundTimes struct {
-	mu   sync.Mutex
-	last [4]time.Duration
-	n    int
+	mu      sync.Mutex
+	last    [4]time.Duration
+	n       int
+	merging bool
 }
 
 func (r *roundTimes) add(d time.Duration) {
@@ -261,10 +264,26 @@ func (r *roundTimes) add(d time.Duration) {
 func (r *roundTimes) slow() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.n < len(r.last) {
-		return false
+	return r.slowLocked()
+}
+
+func (r *roundTimes) slowLocked() bool {
+	return r.n >= len(r.last) && slices.Min(r.last[:]) > slowRound
+}
+
+// merge decides whether the next transaction merges small batches: the
+// destination is slow and the CPUs are to spare. Merging itself keeps the
+// CPUs busy, so once on it stays on until they are nearly saturated
+// (hysteresis), instead of flapping with every window.
+func (r *roundTimes) merge() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	limit := spareCPU
+	if r.merging {
+		limit = busyCPU
 	}
-	return slices.Min(r.last[:]) > slowRound
+	r.merging = r.slowLocked() && processCPU.share() < limit
+	return r.merging
 }
 
 // mergeAlways is a test seam (SetMergeAlwaysForTest).

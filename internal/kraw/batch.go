@@ -157,6 +157,13 @@ func Split(b []byte, fn func(h Header, batch []byte) error) (rest []byte, err er
 	return nil, nil
 }
 
+// Count returns how many complete batches b holds.
+func Count(b []byte) int {
+	n := 0
+	Split(b, func(Header, []byte) error { n++; return nil })
+	return n
+}
+
 // CheckCRC verifies the CRC-32C of a v2 batch.
 func CheckCRC(batch []byte) error {
 	if len(batch) < HeaderSize {
