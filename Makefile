@@ -28,6 +28,8 @@ demo: build
 bench: build
 	./$(BIN) bench mirror --records 1000000 --runs 4 --compression s2 --passthrough
 	./$(BIN) bench mirror --records 1000000 --runs 4 --compression s2
+	./$(BIN) bench mirror --records 1000000 --runs 3 --compression s2 --passthrough --produce-latency 5ms
+	./$(BIN) bench mirror --records 1000000 --runs 3 --compression s2 --produce-latency 5ms
 	./$(BIN) bench mirror --records 1000000 --runs 4 --compression zstd
 	./$(BIN) bench link --profile geo-satellite --loss 0.01
 	./$(BIN) bench link --profile geo-satellite --loss 0.05 --contenders meridian
