@@ -247,14 +247,16 @@ type Status struct {
 
 // PeerStatus is a peer gateway this one sends to.
 type PeerStatus struct {
-	Gateway   string  `json:"gateway"`
-	Address   string  `json:"address"`
-	Link      string  `json:"link"`
-	Profile   string  `json:"profile"`
-	Connected bool    `json:"connected"`
-	RTTMillis float64 `json:"rtt_ms"`
-	Failures  int64   `json:"session_failures"`
-	LastError string  `json:"last_error,omitempty"`
+	Gateway string `json:"gateway"`
+	Address string `json:"address"`
+	Link    string `json:"link"`
+	Profile string `json:"profile"`
+	// Passthrough: the link forwards Kafka record batches as they are.
+	Passthrough bool    `json:"passthrough,omitempty"`
+	Connected   bool    `json:"connected"`
+	RTTMillis   float64 `json:"rtt_ms"`
+	Failures    int64   `json:"session_failures"`
+	LastError   string  `json:"last_error,omitempty"`
 }
 
 // Status returns a snapshot. Safe for concurrent use.
@@ -266,7 +268,7 @@ func (e *Engine) Status() Status {
 	for _, p := range e.out {
 		ps := PeerStatus{
 			Gateway: p.peer.Gateway.Name, Address: p.peer.Gateway.Advertise,
-			Link: p.peer.Link.Name, Profile: p.peer.Link.Profile,
+			Link: p.peer.Link.Name, Profile: p.peer.Link.Profile, Passthrough: p.peer.Link.Passthrough,
 			Connected: p.connected.Load(), RTTMillis: float64(p.rtt.Load()) / 1e6, Failures: p.fails.Load(),
 		}
 		if s := p.lastErr.Load(); s != nil {

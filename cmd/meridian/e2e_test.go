@@ -73,6 +73,7 @@ links:
   - between: [east, west]
     profile: lan
     compression: zstd
+    passthrough: true   # the record mode runs through the binary in TestDemo
 
 routes:
   - name: orders
@@ -415,8 +416,11 @@ func TestRunTwoGateways(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if l := findLeg(st, legID); l == nil || l.Direction != "out" || l.Records < first || len(st.Peers) != 1 || st.Peers[0].Gateway != "west-gw" || !st.Peers[0].Connected {
-			t.Errorf("east status = %+v, want the out leg %s with records >= %d and peer west-gw connected", st, legID, first)
+		if l := findLeg(st, legID); l == nil || l.Direction != "out" || l.Records < first || len(st.Peers) != 1 || st.Peers[0].Gateway != "west-gw" || !st.Peers[0].Connected || !st.Peers[0].Passthrough {
+			t.Errorf("east status = %+v, want the out leg %s with records >= %d and peer west-gw connected over a passthrough link", st, legID, first)
+		}
+		if r := meridian(t, "", nil, "status", "--admin", p.EastAdmin); !strings.Contains(r.stdout, "(passthrough)") {
+			t.Errorf("meridian status of east does not show the passthrough link:\n%s", r.stdout)
 		}
 	})
 

@@ -78,7 +78,11 @@ func renderStatus(w io.Writer, st *mirror.Status) {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "PEER\tADDRESS\tLINK\tPROFILE\tCONNECTED\tRTT\tFAILURES\tLAST ERROR")
 		for _, p := range st.Peers {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%.1fms\t%d\t%s\n", p.Gateway, p.Address, p.Link, p.Profile, p.Connected, p.RTTMillis, p.Failures, p.LastError)
+			link := p.Link
+			if p.Passthrough {
+				link += " (passthrough)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%.1fms\t%d\t%s\n", p.Gateway, p.Address, link, p.Profile, p.Connected, p.RTTMillis, p.Failures, p.LastError)
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
