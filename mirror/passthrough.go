@@ -73,6 +73,28 @@ func (lr *legRunner) pumpRaw(ctx context.Context, rs *transport.Resume, opts []k
 	return lr.runPipelines(ctx, rs, clients[0], srcs, runs)
 }
 
+// forwardable reports whether a fetched batch goes as it is.
+func (lr *legRunner) forwardable(fb *kraw.Batch) bool {
+	return fb.Raw() && int64(len(fb.Bytes)) <= lr.maxFrame
+}
+
+// runBytes is the size of the chunk that starts with bs[0]: the
+// forwardable batches that follow, skipped ones aside, up to limit.
+func (lr *legRunner) runBytes(bs []kraw.Batch, limit int64) int {
+	n := 0
+	for i := range bs {
+		fb := &bs[i]
+		if fb.Skip {
+			continue
+		}
+		if !lr.forwardable(fb) || n > 0 && int64(n+len(fb.Bytes)) > limit {
+			break
+		}
+		n += len(fb.Bytes)
+	}
+	return n
+}
+
 // pipelineRaw polls one raw fetcher and forwards its partitions' batches,
 // in order, until ctx ends or a send fails.
 func (lr *legRunner) pipelineRaw(ctx context.Context, f *kraw.Fetcher, gen uint64) error {
@@ -134,14 +156,16 @@ func (lr *legRunner) forward(ctx context.Context, rb *recordBatcher, gen uint64,
 			if len(chunk) > 0 {
 				chunkNext = h.NextOffset() // nothing to mirror in it: the run ends after it
 			}
-		case fb.Raw() && int64(len(fb.Bytes)) <= lr.maxFrame:
+		case lr.forwardable(fb):
 			if len(chunk) > 0 && int64(len(chunk)+len(fb.Bytes)) > limit {
 				if err := flush(); err != nil {
 					return err
 				}
 			}
 			if chunk == nil {
-				chunk = make([]byte, 0, max(limit, int64(len(fb.Bytes))))
+				// Exactly the run this chunk will hold: a chunk stays in
+				// memory until acknowledged, and credit counts its length.
+				chunk = make([]byte, 0, lr.runBytes(pf.Batches[i:], limit))
 			}
 			chunk = append(chunk, fb.Bytes...)
 			chunkNext = h.NextOffset()
