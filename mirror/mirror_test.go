@@ -212,16 +212,24 @@ func TestMirrorExactlyOnce(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			f := newFixture(t, []string{"t.a", "t.b", "t.c"}, 4, m.mods...)
-			var c batchCounter
-			f.wrapListener = c.wrap
-			f.produce(t, 6000, 0)
-			f.gateway(t, "gw", 1<<20)
-			f.gateway(t, "ge", 0)
-			f.produce(t, 6000, 6000)
-			checkExact(t, f.waitMirrored(t, 12000, 60*time.Second), 12000)
-			checkForms(t, m.name, &c)
+			f.mirrorAcrossStart(t, 6000, m.name)
 		})
 	}
+}
+
+// mirrorAcrossStart produces n records, starts both gateways, produces n
+// more, and requires all of them mirrored exactly, carried by the link in
+// the form mode says (checkForms).
+func (f *fixture) mirrorAcrossStart(t *testing.T, n int, mode string) {
+	t.Helper()
+	var c batchCounter
+	f.wrapListener = c.wrap
+	f.produce(t, n, 0)
+	f.gateway(t, "gw", 1<<20)
+	f.gateway(t, "ge", 0)
+	f.produce(t, n, n)
+	checkExact(t, f.waitMirrored(t, int64(2*n), 60*time.Second), int64(2*n))
+	checkForms(t, mode, &c)
 }
 
 func TestMirrorSurvivesReceiverRestartsAndLinkCuts(t *testing.T) {

@@ -155,15 +155,7 @@ func TestPassthroughOnOneSideOnly(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.topoFor = map[string]*topology.Topology{side: topo}
-			var c batchCounter
-			f.wrapListener = c.wrap
-			f.produce(t, 3000, 0)
-			f.gateway(t, "gw", 1<<20)
-			f.gateway(t, "ge", 0)
-			f.produce(t, 3000, 3000)
-			checkExact(t, f.waitMirrored(t, 6000, 60*time.Second), 6000)
-			mode := map[string]string{"ge": "passthrough", "gw": "records"}[side]
-			checkForms(t, mode, &c)
+			f.mirrorAcrossStart(t, 3000, map[string]string{"ge": "passthrough", "gw": "records"}[side])
 		})
 	}
 }

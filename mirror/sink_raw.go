@@ -196,7 +196,7 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 	if rounds := maxBatches(parts); err == nil && rounds > 0 {
 		per := time.Since(t0) / time.Duration(rounds)
 		s.rounds.add(per)
-		s.log.Debug("raw produce", "leg", s.leg.ID, "shard", s.shard, "rounds", rounds, "per_round", per, "merged", slow, "cpu", processCPU.share())
+		s.log.Debug("raw produce", "leg", s.leg.ID, "shard", s.shard, "rounds", rounds, "per_round", per, "merged", slow)
 	}
 	if err != nil {
 		var pe *kraw.ProduceError
@@ -259,12 +259,6 @@ func (r *roundTimes) add(d time.Duration) {
 	defer r.mu.Unlock()
 	r.last[r.n%len(r.last)] = d
 	r.n++
-}
-
-func (r *roundTimes) slow() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.slowLocked()
 }
 
 func (r *roundTimes) slowLocked() bool {

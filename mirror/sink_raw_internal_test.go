@@ -12,21 +12,21 @@ func TestRoundTimesSlow(t *testing.T) {
 	for range 3 {
 		r.add(10 * time.Millisecond)
 	}
-	if r.slow() {
+	if r.slowLocked() {
 		t.Fatal("slow after 3 rounds; it needs a full window")
 	}
 	r.add(10 * time.Millisecond)
-	if !r.slow() {
+	if !r.slowLocked() {
 		t.Fatal("not slow after 4 slow rounds")
 	}
 	r.add(200 * time.Microsecond)
-	if r.slow() {
+	if r.slowLocked() {
 		t.Fatal("slow although a recent round was fast")
 	}
 	for range 4 {
 		r.add(5 * time.Millisecond)
 	}
-	if !r.slow() {
+	if !r.slowLocked() {
 		t.Fatal("not slow once the fast round left the window")
 	}
 }
