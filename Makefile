@@ -47,7 +47,7 @@ lint:
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./config/
 	$(GO) test -run '^$$' -fuzz FuzzReadFrame -fuzztime 20s -fuzzminimizetime 2s ./transport/
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./chaos/profiles/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./topology/profile/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeProgress -fuzztime 20s ./mirror/
 
 clean:

@@ -8,8 +8,8 @@
 // # Link profiles
 //
 // Named link profiles (lan, wan, geo-satellite, leo-satellite, mobile-lte,
-// mobile-3g-flaky) are YAML data embedded in package chaos/profiles, which
-// transport tuning may also read; LoadProfile, ProfileNames and ParseProfile
+// mobile-3g-flaky) are production data, embedded in package topology/profile beside the
+// model (the gateway and transport tuning read them too); LoadProfile, ProfileNames and ParseProfile
 // are shortcuts to it. A profile gives, per direction (Up: from the dialing
 // side to the listening side; Down: back), one-way delay, jitter, random
 // loss, optional Gilbert-Elliott bursty loss (p, r, bad_loss, good_loss),
@@ -17,7 +17,7 @@
 // MTU, reorder and duplicate probabilities; and a list of scheduled events
 // (blackout, handover, rain_fade) timed from link start with at, every and
 // duration. A "link" section applies to both directions and "up"/"down"
-// override it. See package chaos/profiles for the full schema. Derive
+// override it. See package topology/profile for the full schema. Derive
 // variants with Profile.WithLoss, WithRate, WithRTT and WithoutEvents.
 //
 // # Impairment

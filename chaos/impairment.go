@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meridian-gw/meridian/chaos/profiles"
+	"github.com/meridian-gw/meridian/topology/profile"
 )
 
 // DropReason says why an Impairment dropped a packet.
@@ -133,7 +133,7 @@ func (im *Impairment) SetProfile(p *Profile) error {
 		}
 	}
 	if params.ReorderGap == 0 {
-		params.ReorderGap = profiles.DefaultReorderGap
+		params.ReorderGap = profile.DefaultReorderGap
 	}
 	im.mu.Lock()
 	defer im.mu.Unlock()
@@ -180,7 +180,7 @@ func (im *Impairment) blackedOutLocked(t time.Time) bool {
 	}
 	off := t.Sub(im.start)
 	for _, e := range im.events {
-		if e.Kind == profiles.EventBlackout {
+		if e.Kind == profile.EventBlackout {
 			if _, ok := e.ActiveAt(off); ok {
 				return true
 			}
@@ -206,12 +206,12 @@ func (im *Impairment) effectsLocked(t time.Time) effects {
 			continue
 		}
 		switch e.Kind {
-		case profiles.EventBlackout:
+		case profile.EventBlackout:
 			fx.blackout = true
-		case profiles.EventHandover:
+		case profile.EventHandover:
 			fx.extraDelay += e.ExtraDelay
 			fx.loss = 1 - (1-fx.loss)*(1-e.Loss)
-		case profiles.EventRainFade:
+		case profile.EventRainFade:
 			s := e.Strength(in)
 			fx.loss = 1 - (1-fx.loss)*(1-e.Loss*s)
 			if e.RateFactor > 0 {

@@ -14,10 +14,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/meridian-gw/meridian/chaos/profiles"
 	"github.com/meridian-gw/meridian/internal/kafkaopt"
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/topology"
+	"github.com/meridian-gw/meridian/topology/profile"
 	"github.com/meridian-gw/meridian/transport"
 )
 
@@ -37,7 +37,7 @@ type Options struct {
 	ClusterOpts func(*topology.Cluster) ([]kgo.Opt, error)
 	// Profile resolves a link's profile name (nil: the embedded profiles);
 	// senders size batches from its rate.
-	Profile func(name string) (*profiles.Profile, error)
+	Profile func(name string) (*profile.Profile, error)
 	// Logger receives the engine's logs. Nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the engine's metrics. Nil registers nothing.

@@ -17,8 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/meridian-gw/meridian/chaos/profiles"
 	"github.com/meridian-gw/meridian/routing"
+	"github.com/meridian-gw/meridian/topology/profile"
 	"github.com/meridian-gw/meridian/transport"
 )
 
@@ -111,13 +111,13 @@ func (p *outPeer) run(ctx context.Context) {
 }
 
 // profile is the link's profile, or nil.
-func (p *outPeer) profile() *profiles.Profile {
+func (p *outPeer) profile() *profile.Profile {
 	if p.peer.Link == nil {
 		return nil
 	}
 	load := p.e.opts.Profile
 	if load == nil {
-		load = profiles.Load
+		load = profile.Load
 	}
 	prof, err := load(p.peer.Link.Profile)
 	if err != nil {
@@ -137,7 +137,7 @@ func (p *outPeer) batchTarget() int64 {
 	}
 	rate := p.peer.Link.RateLimit
 	if prof := p.profile(); rate == 0 && prof != nil {
-		rate = prof.Params(profiles.Up).Rate
+		rate = prof.Params(profile.Up).Rate
 	}
 	if rate == 0 {
 		return most

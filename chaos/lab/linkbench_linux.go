@@ -18,13 +18,13 @@ import (
 
 	"github.com/meridian-gw/meridian/chaos"
 	"github.com/meridian-gw/meridian/chaos/netlab"
-	"github.com/meridian-gw/meridian/chaos/profiles"
 	"github.com/meridian-gw/meridian/config"
 	"github.com/meridian-gw/meridian/internal/gateway"
 	"github.com/meridian-gw/meridian/internal/kread"
 	"github.com/meridian-gw/meridian/internal/pki"
 	"github.com/meridian-gw/meridian/internal/verify"
 	"github.com/meridian-gw/meridian/topology"
+	"github.com/meridian-gw/meridian/topology/profile"
 )
 
 // Contenders of the link benchmark.
@@ -514,7 +514,7 @@ func (e *linkEnv) runMeridian(ctx context.Context) error {
 			Topology: topo, Name: name, Logger: e.o.Logger,
 			ServerTLS: ca.ServerConfig(cert), ClientTLS: ca.ClientConfig(cert, ""), AdminAddr: "-",
 			// Tuned for the link the lab emulates, overrides included.
-			Profile: func(string) (*profiles.Profile, error) { return e.o.Profile, nil },
+			Profile: func(string) (*profile.Profile, error) { return e.o.Profile, nil },
 			ClusterOpts: func(c *topology.Cluster) ([]kgo.Opt, error) {
 				return []kgo.Opt{kgo.SeedBrokers(c.Bootstrap...), kgo.Dialer(e.lab.DialContext(c.Region.Name))}, nil
 			},

@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/meridian-gw/meridian/chaos"
-	"github.com/meridian-gw/meridian/chaos/profiles"
+	"github.com/meridian-gw/meridian/topology/profile"
 )
 
 // Prefix is the only address range a lab uses: the benchmarking range of
@@ -362,7 +362,7 @@ func (l *Lab) deviceMTULocked(r *region) int {
 
 func profileMTU(p *chaos.Profile, dir chaos.Dir) int {
 	if p == nil || p.Params(dir).MTU == 0 {
-		return profiles.DefaultMTU
+		return profile.DefaultMTU
 	}
 	return p.Params(dir).MTU
 }

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/chaos"
-	"github.com/meridian-gw/meridian/chaos/profiles"
+	"github.com/meridian-gw/meridian/topology/profile"
 )
 
 // SelfTestOptions tune SelfTest. Zero values take the defaults.
@@ -379,7 +379,7 @@ func (l *Lab) measureRate(ctx context.Context, lk *Link, dir chaos.Dir, p chaos.
 		c.Skipped, c.Note = true, "unlimited"
 		return c, nil
 	case p.Rate > o.MaxRate:
-		c.Skipped, c.Note = true, fmt.Sprintf("above %s, the pump would be measured", profiles.FormatRate(o.MaxRate))
+		c.Skipped, c.Note = true, fmt.Sprintf("above %s, the pump would be measured", profile.FormatRate(o.MaxRate))
 		return c, nil
 	}
 	c.Tolerance = c.Configured * o.Tolerance

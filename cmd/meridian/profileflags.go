@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meridian-gw/meridian/chaos"
-	"github.com/meridian-gw/meridian/chaos/profiles"
+	"github.com/meridian-gw/meridian/topology/profile"
 )
 
 // profileFlags are the link-profile flags that chaos proxy, chaos lab and
@@ -36,7 +36,7 @@ func (f *profileFlags) resolve(cmd *cobra.Command) (*chaos.Profile, error) {
 		p = p.WithLoss(f.loss)
 	}
 	if f.rate != "" {
-		bps, err := profiles.ParseRate(f.rate)
+		bps, err := profile.ParseRate(f.rate)
 		if err != nil {
 			return nil, fmt.Errorf("--rate: %w", err)
 		}

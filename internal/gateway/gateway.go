@@ -20,13 +20,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/meridian-gw/meridian/chaos/profiles"
 	"github.com/meridian-gw/meridian/internal/admin"
 	"github.com/meridian-gw/meridian/internal/kafkaopt"
 	"github.com/meridian-gw/meridian/internal/pki"
 	"github.com/meridian-gw/meridian/mirror"
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/topology"
+	"github.com/meridian-gw/meridian/topology/profile"
 	"github.com/meridian-gw/meridian/transport"
 	"github.com/meridian-gw/meridian/transport/quic"
 )
@@ -65,7 +65,7 @@ type Options struct {
 	// Profile, if not nil, resolves link profile names instead of the
 	// embedded profiles (the packet lab tunes gateways for the link it
 	// emulates, which may be a named profile with overrides).
-	Profile func(name string) (*profiles.Profile, error)
+	Profile func(name string) (*profile.Profile, error)
 
 	// Window and MaxBatchBytes tune the engine (zero: engine defaults).
 	Window, MaxBatchBytes int64
@@ -185,12 +185,12 @@ func New(opts Options) (*Gateway, error) {
 // windows, dead-path and handshake timeouts, striping); a rate limit below
 // the profile's rate lowers the striping ceiling with it. An unknown
 // profile (validation reports it) leaves the defaults.
-func linkSession(l *topology.Link, load func(string) (*profiles.Profile, error)) quic.Session {
+func linkSession(l *topology.Link, load func(string) (*profile.Profile, error)) quic.Session {
 	if l == nil {
 		return quic.Session{}
 	}
 	if load == nil {
-		load = profiles.Load
+		load = profile.Load
 	}
 	p, err := load(l.Profile)
 	if err != nil {
@@ -205,12 +205,12 @@ func linkSession(l *topology.Link, load func(string) (*profiles.Profile, error))
 
 // linkRate is the rate of a link's data direction in bit/s: its rate limit,
 // or its profile's rate; 0 if unknown.
-func linkRate(l *topology.Link, load func(string) (*profiles.Profile, error)) int64 {
+func linkRate(l *topology.Link, load func(string) (*profile.Profile, error)) int64 {
 	if l == nil {
 		return 0
 	}
 	if load == nil {
-		load = profiles.Load
+		load = profile.Load
 	}
 	rate := l.RateLimit
 	if p, err := load(l.Profile); err == nil && p.Up.Rate > 0 && (rate == 0 || p.Up.Rate < rate) {
@@ -222,7 +222,7 @@ func linkRate(l *topology.Link, load func(string) (*profiles.Profile, error)) in
 // listenSession tunes the listener for every link it receives on: the
 // largest windows and timeouts and the shortest keep-alive of their
 // sessions. Striping is capped by quic.MaxStripesLimit alone.
-func listenSession(in []*routing.Leg, load func(string) (*profiles.Profile, error)) quic.Session {
+func listenSession(in []*routing.Leg, load func(string) (*profile.Profile, error)) quic.Session {
 	var out quic.Session
 	for _, l := range in {
 		s := linkSession(l.Link, load)

@@ -173,7 +173,7 @@
 // # Tuning for a link
 //
 // SessionFor(profile) (or SessionForLink) derives windows, timeouts and the
-// striping ceiling from a link profile of package chaos/profiles; its doc
+// striping ceiling from a link profile of package topology/profile; its doc
 // states the rules. With maxRTT = RTT + jitter + the bottleneck queue:
 //
 //	profile          RTT    maxRTT  rate      loss  | windows   idle  keep-alive  handshake  stripes  lanes

@@ -4,7 +4,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/meridian-gw/meridian/chaos/profiles"
+	"github.com/meridian-gw/meridian/topology/profile"
 )
 
 // Link describes the network path under a session, for SessionForLink.
@@ -31,8 +31,8 @@ type Link struct {
 // LinkOf reads a Link from a link profile: batches flow up (dialer to
 // listener). Scheduled events (blackouts, rain fades, handovers) are not
 // part of the steady state and are ignored.
-func LinkOf(p *profiles.Profile) Link {
-	qd := func(d profiles.Params) time.Duration {
+func LinkOf(p *profile.Profile) Link {
+	qd := func(d profile.Params) time.Duration {
 		if d.Rate <= 0 {
 			return 0
 		}
@@ -75,7 +75,7 @@ const (
 
 // SessionFor derives the tuning of a session over the link profile p; see
 // SessionForLink. The caller sets Codec and Logger.
-func SessionFor(p *profiles.Profile) Session { return SessionForLink(LinkOf(p)) }
+func SessionFor(p *profile.Profile) Session { return SessionForLink(LinkOf(p)) }
 
 // SessionForLink derives a session's tuning from the link under it. With
 // the largest RTT the path shows under load, maxRTT = RTT + Jitter +

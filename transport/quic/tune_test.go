@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-gw/meridian/chaos/profiles"
+	"github.com/meridian-gw/meridian/topology/profile"
 )
 
 // TestSessionForProfiles checks the tuning rules on every embedded profile
@@ -13,12 +13,12 @@ import (
 //
 //	go test -run TestSessionForProfiles -v ./transport/quic/
 func TestSessionForProfiles(t *testing.T) {
-	names := profiles.Names()
+	names := profile.Names()
 	if len(names) == 0 {
 		t.Fatal("no profiles")
 	}
 	for _, name := range names {
-		p, err := profiles.Load(name)
+		p, err := profile.Load(name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -26,7 +26,7 @@ func TestSessionForProfiles(t *testing.T) {
 		s := SessionFor(p)
 		maxRTT := l.RTT + l.Jitter + l.QueueDelay
 		t.Logf("%-16s rtt %-6v max rtt %-8v rate %-10s loss %5.2f%% | window %5.1f MiB, idle %v, keep-alive %v, handshake %v, stripes %d..%d, lanes %d",
-			name, l.RTT, maxRTT, profiles.FormatRate(l.Rate), 100*l.Loss,
+			name, l.RTT, maxRTT, profile.FormatRate(l.Rate), 100*l.Loss,
 			float64(s.MaxStreamReceiveWindow)/(1<<20), s.MaxIdleTimeout, s.KeepAlivePeriod, s.HandshakeTimeout, max(s.Stripes, 1), max(s.MaxStripes, 1), s.Lanes)
 
 		// Windows cover twice the bandwidth-delay product, per stream and
@@ -63,7 +63,7 @@ func TestSessionForProfiles(t *testing.T) {
 	}
 
 	// The striping ceiling on the links of the goodput measurements.
-	geo, _ := profiles.Load("geo-satellite")
+	geo, _ := profile.Load("geo-satellite")
 	for _, c := range []struct {
 		loss float64
 		want int

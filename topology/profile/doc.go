@@ -1,12 +1,14 @@
-// Package profiles holds Meridian's named link profiles: how a link between
+// Package profile holds Meridian's named link profiles: how a link between
 // two gateways behaves (delay, jitter, loss, bursts, rate, queue, MTU,
 // reordering, duplication and scheduled events such as blackouts, satellite
 // handovers and rain fade), kept as data in embedded YAML files (lan.yaml,
 // wan.yaml, geo-satellite.yaml, ...).
 //
-// The package is pure data: it parses, validates and copies profiles and does
-// no I/O and starts no goroutines, so transport tuning may read the same
-// profiles that the chaos network lab emulates without importing chaos.
+// The package is pure data and a leaf of the model: it parses, validates and
+// copies profiles, does no I/O, starts no goroutines and imports neither
+// config, topology nor chaos. So config checks profile names against it, and
+// the gateway, mirror and transport tuning read the same profiles that the
+// chaos network lab emulates, without importing chaos.
 //
 // # Schema
 //
@@ -57,4 +59,4 @@
 // Decoding is strict: unknown or duplicate keys, values out of range and
 // overlapping events are errors, all reported at once as
 // "profile NAME: LINE:COL: PATH: reason".
-package profiles
+package profile

@@ -1,16 +1,16 @@
-package profiles_test
+package profile_test
 
 import (
 	"testing"
 
-	"github.com/meridian-gw/meridian/chaos/profiles"
+	"github.com/meridian-gw/meridian/topology/profile"
 )
 
 // FuzzParse: Parse never panics, and what it accepts validates and survives
 // the With methods.
 func FuzzParse(f *testing.F) {
-	for _, name := range profiles.Names() {
-		src, err := profiles.Source(name)
+	for _, name := range profile.Names() {
+		src, err := profile.Source(name)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -19,7 +19,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("link: {loss: 1%, rate: 1Mbit, queue: 10ms}\nevents: [{kind: blackout, at: 1s, duration: 1s}]\n"))
 	f.Add([]byte("up: &a {delay: 1ms}\ndown: *a\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := profiles.Parse("fuzz", data)
+		p, err := profile.Parse("fuzz", data)
 		if err != nil {
 			return
 		}

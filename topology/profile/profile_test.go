@@ -1,4 +1,4 @@
-package profiles_test
+package profile_test
 
 import (
 	"errors"
@@ -8,17 +8,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-gw/meridian/chaos/profiles"
+	"github.com/meridian-gw/meridian/topology/profile"
 )
 
 func TestEmbeddedProfilesLoad(t *testing.T) {
 	t.Parallel()
 	want := []string{"geo-satellite", "lan", "leo-satellite", "mobile-3g-flaky", "mobile-lte", "wan"}
-	if got := profiles.Names(); !slices.Equal(got, want) {
+	if got := profile.Names(); !slices.Equal(got, want) {
 		t.Fatalf("Names() = %v, want %v", got, want)
 	}
 	for _, name := range want {
-		p, err := profiles.Load(name)
+		p, err := profile.Load(name)
 		if err != nil {
 			t.Errorf("Load(%q): %v", name, err)
 			continue
@@ -32,7 +32,7 @@ func TestEmbeddedProfilesLoad(t *testing.T) {
 		if err := p.Validate(); err != nil {
 			t.Errorf("%s: Validate: %v", name, err)
 		}
-		for _, d := range []profiles.Params{p.Up, p.Down} {
+		for _, d := range []profile.Params{p.Up, p.Down} {
 			if d.MTU != 1500 {
 				t.Errorf("%s: MTU = %d, want 1500", name, d.MTU)
 			}
@@ -48,17 +48,17 @@ func TestEmbeddedProfileFigures(t *testing.T) {
 		loss     [2]float64 // steady-state mean loss range
 		rate     [2]int64   // up rate range, bit/s
 		events   int
-		eventDir profiles.EventKind
+		eventDir profile.EventKind
 	}{
 		{"lan", 500 * time.Microsecond, [2]float64{0, 0}, [2]int64{1e9, 100e9}, 0, 0},
 		{"wan", 80 * time.Millisecond, [2]float64{0, 0.001}, [2]int64{100e6, 100e9}, 0, 0},
-		{"geo-satellite", 600 * time.Millisecond, [2]float64{0.005, 0.02}, [2]int64{2e6, 20e6}, 2, profiles.EventRainFade},
-		{"leo-satellite", 40 * time.Millisecond, [2]float64{0, 0.01}, [2]int64{5e6, 100e6}, 1, profiles.EventHandover},
+		{"geo-satellite", 600 * time.Millisecond, [2]float64{0.005, 0.02}, [2]int64{2e6, 20e6}, 2, profile.EventRainFade},
+		{"leo-satellite", 40 * time.Millisecond, [2]float64{0, 0.01}, [2]int64{5e6, 100e6}, 1, profile.EventHandover},
 		{"mobile-lte", 60 * time.Millisecond, [2]float64{0.001, 0.01}, [2]int64{10e6, 30e6}, 0, 0},
-		{"mobile-3g-flaky", 300 * time.Millisecond, [2]float64{0.025, 0.035}, [2]int64{500e3, 2e6}, 1, profiles.EventBlackout},
+		{"mobile-3g-flaky", 300 * time.Millisecond, [2]float64{0.025, 0.035}, [2]int64{500e3, 2e6}, 1, profile.EventBlackout},
 	}
 	for _, tt := range tests {
-		p, err := profiles.Load(tt.name)
+		p, err := profile.Load(tt.name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -78,11 +78,11 @@ func TestEmbeddedProfileFigures(t *testing.T) {
 		}
 	}
 
-	geo, _ := profiles.Load("geo-satellite")
+	geo, _ := profile.Load("geo-satellite")
 	if geo.Up.Loss != 0.01 || geo.Up.Rate != 10_000_000 {
 		t.Errorf("geo-satellite defaults: loss %v rate %d, want 0.01 and 10Mbit", geo.Up.Loss, geo.Up.Rate)
 	}
-	leo, _ := profiles.Load("leo-satellite")
+	leo, _ := profile.Load("leo-satellite")
 	if h := leo.Events[0]; h.Every != 15*time.Second || h.ExtraDelay <= 0 || h.Loss <= 0 {
 		t.Errorf("leo-satellite handover = %+v, want every 15s with extra delay and loss", h)
 	}
@@ -94,8 +94,8 @@ func TestEmbeddedProfileFigures(t *testing.T) {
 func TestLoadUnknown(t *testing.T) {
 	t.Parallel()
 	for _, name := range []string{"nope", "", "../wan", "WAN"} {
-		_, err := profiles.Load(name)
-		if !errors.Is(err, profiles.ErrUnknown) {
+		_, err := profile.Load(name)
+		if !errors.Is(err, profile.ErrUnknown) {
 			t.Errorf("Load(%q) err = %v, want ErrUnknown", name, err)
 			continue
 		}
@@ -127,20 +127,20 @@ events:
   - {kind: blackout, every: 30s, duration: 1s}
   - {kind: rain_fade, direction: down, at: 1m, duration: 40s, ramp: 10s, loss: 30%, rate_factor: 50%}
 `
-	p, err := profiles.Parse("custom", []byte(src))
+	p, err := profile.Parse("custom", []byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := profiles.Profile{
+	want := profile.Profile{
 		Name:        "custom",
 		Description: "test",
-		Up: profiles.Params{Delay: 100 * time.Millisecond, Jitter: 10 * time.Millisecond, Loss: 0.005,
-			Burst: profiles.GilbertElliott{P: 0.01, R: 0.2, BadLoss: 0.4}, Rate: 512_000, QueueDelay: 250 * time.Millisecond, MTU: 1500},
-		Down: profiles.Params{Delay: 50 * time.Millisecond, Jitter: 10 * time.Millisecond, Loss: 0.005,
-			Burst: profiles.GilbertElliott{P: 0.01, R: 0.2, BadLoss: 1}, Rate: 8_000_000, QueueBytes: 64 << 10, MTU: 1400},
-		Events: []profiles.Event{
-			{Kind: profiles.EventBlackout, At: 30 * time.Second, Every: 30 * time.Second, Duration: time.Second},
-			{Kind: profiles.EventRainFade, Dir: profiles.Down, At: time.Minute, Duration: 40 * time.Second, Ramp: 10 * time.Second, Loss: 0.3, RateFactor: 0.5},
+		Up: profile.Params{Delay: 100 * time.Millisecond, Jitter: 10 * time.Millisecond, Loss: 0.005,
+			Burst: profile.GilbertElliott{P: 0.01, R: 0.2, BadLoss: 0.4}, Rate: 512_000, QueueDelay: 250 * time.Millisecond, MTU: 1500},
+		Down: profile.Params{Delay: 50 * time.Millisecond, Jitter: 10 * time.Millisecond, Loss: 0.005,
+			Burst: profile.GilbertElliott{P: 0.01, R: 0.2, BadLoss: 1}, Rate: 8_000_000, QueueBytes: 64 << 10, MTU: 1400},
+		Events: []profile.Event{
+			{Kind: profile.EventBlackout, At: 30 * time.Second, Every: 30 * time.Second, Duration: time.Second},
+			{Kind: profile.EventRainFade, Dir: profile.Down, At: time.Minute, Duration: 40 * time.Second, Ramp: 10 * time.Second, Loss: 0.3, RateFactor: 0.5},
 		},
 	}
 	if p.Up != want.Up {
@@ -193,7 +193,7 @@ func TestParseErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := profiles.Parse("bad", []byte(tt.src))
+			_, err := profile.Parse("bad", []byte(tt.src))
 			if err == nil {
 				t.Fatalf("Parse succeeded, want error containing %q", tt.want)
 			}
@@ -205,22 +205,22 @@ func TestParseErrors(t *testing.T) {
 		})
 	}
 	// Reported once even though it applies to both directions.
-	_, err := profiles.Parse("bad", []byte("link:\n  delay: 1ms\n  jitter: 5ms\n"))
+	_, err := profile.Parse("bad", []byte("link:\n  delay: 1ms\n  jitter: 5ms\n"))
 	if n := strings.Count(err.Error(), "jitter"); n != 1 {
 		t.Errorf("jitter error reported %d times, want once: %v", n, err)
 	}
-	var pe *profiles.Error
+	var pe *profile.Error
 	if !errors.As(err, &pe) || pe.Line != 3 || pe.Path != "link.jitter" {
 		t.Errorf("errors.As(*Error) = %+v, want line 3 path link.jitter", pe)
 	}
-	if _, err := profiles.Parse("has space", []byte("link: {}\n")); err == nil {
+	if _, err := profile.Parse("has space", []byte("link: {}\n")); err == nil {
 		t.Error("Parse with a bad name succeeded")
 	}
 }
 
 func TestWithCopies(t *testing.T) {
 	t.Parallel()
-	geo, err := profiles.Load("geo-satellite")
+	geo, err := profile.Load("geo-satellite")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,13 +264,13 @@ func TestParseRate(t *testing.T) {
 		{"512kbit", 512_000}, {"64000", 64_000}, {"0", 0}, {"unlimited", 0}, {"100 mbit", 100_000_000},
 	}
 	for _, tt := range tests {
-		got, err := profiles.ParseRate(tt.in)
+		got, err := profile.ParseRate(tt.in)
 		if err != nil || got != tt.want {
 			t.Errorf("ParseRate(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
 		}
 	}
 	for _, bad := range []string{"10MB", "fast", "-1Mbit", "10/s", "1bit"} {
-		if _, err := profiles.ParseRate(bad); err == nil {
+		if _, err := profile.ParseRate(bad); err == nil {
 			t.Errorf("ParseRate(%q) succeeded", bad)
 		}
 	}
@@ -278,7 +278,7 @@ func TestParseRate(t *testing.T) {
 
 func TestGilbertElliottMean(t *testing.T) {
 	t.Parallel()
-	g := profiles.GilbertElliott{P: 0.01, R: 0.1, BadLoss: 1}
+	g := profile.GilbertElliott{P: 0.01, R: 0.1, BadLoss: 1}
 	if got, want := g.MeanLoss(), 0.01/0.11; math.Abs(got-want) > 1e-12 {
 		t.Errorf("MeanLoss = %v, want %v", got, want)
 	}
@@ -286,7 +286,7 @@ func TestGilbertElliottMean(t *testing.T) {
 
 func TestEventSchedule(t *testing.T) {
 	t.Parallel()
-	e := profiles.Event{Kind: profiles.EventRainFade, At: 10 * time.Second, Every: time.Minute, Duration: 20 * time.Second, Ramp: 5 * time.Second, Loss: 0.5}
+	e := profile.Event{Kind: profile.EventRainFade, At: 10 * time.Second, Every: time.Minute, Duration: 20 * time.Second, Ramp: 5 * time.Second, Loss: 0.5}
 	tests := []struct {
 		t        time.Duration
 		active   bool
