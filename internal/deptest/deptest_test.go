@@ -43,6 +43,7 @@ func list(t *testing.T, patterns ...string) []pkg {
 var production = []string{
 	"./config", "./topology", "./routing", "./transport", "./transport/quic", "./mirror",
 	"./internal/gateway", "./internal/admin", "./internal/pki", "./internal/kafkaopt",
+	"./topology/profile",
 }
 
 func TestProductionImportsNoTestOrChaosCode(t *testing.T) {
@@ -52,7 +53,7 @@ func TestProductionImportsNoTestOrChaosCode(t *testing.T) {
 			thirdParty := strings.Contains(strings.SplitN(d, "/", 2)[0], ".")
 			bad := d == "testing" || strings.HasPrefix(d, "testing/") || thirdParty && strings.HasSuffix(d, "test") ||
 				strings.Contains(d, "/kfake") ||
-				(strings.HasPrefix(d, mod+"chaos") && d != mod+"chaos/profiles") // profiles are pure data, shared with transport tuning
+				d == mod+"chaos" || strings.HasPrefix(d, mod+"chaos/")
 			if bad {
 				t.Errorf("%s imports %s", p.ImportPath, d)
 			}
