@@ -6,6 +6,7 @@ package deptest
 import (
 	"encoding/json"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -43,7 +44,7 @@ func list(t *testing.T, patterns ...string) []pkg {
 var production = []string{
 	"./config", "./topology", "./routing", "./transport", "./transport/quic", "./mirror",
 	"./internal/gateway", "./internal/admin", "./internal/pki", "./internal/kafkaopt",
-	"./topology/profile",
+	"./topology/profile", "./internal/units",
 }
 
 func TestProductionImportsNoTestOrChaosCode(t *testing.T) {
@@ -56,6 +57,23 @@ func TestProductionImportsNoTestOrChaosCode(t *testing.T) {
 				d == mod+"chaos" || strings.HasPrefix(d, mod+"chaos/")
 			if bad {
 				t.Errorf("%s imports %s", p.ImportPath, d)
+			}
+		}
+	}
+}
+
+// Leaves of the model: the link profiles and the units grammar are data and
+// parsing only, so config, topology and chaos can all import them.
+func TestLeavesImportNoModel(t *testing.T) {
+	const mod = "github.com/meridian-gw/meridian/"
+	allowed := map[string][]string{
+		mod + "topology/profile": {mod + "internal/units"},
+		mod + "internal/units":   nil,
+	}
+	for _, p := range list(t, "./topology/profile", "./internal/units") {
+		for _, d := range p.Deps {
+			if strings.HasPrefix(d, mod) && !slices.Contains(allowed[p.ImportPath], d) {
+				t.Errorf("%s imports %s; it must stay a leaf", p.ImportPath, d)
 			}
 		}
 	}

@@ -22,8 +22,8 @@
 //	    r: 30%            #   bad -> good transition probability
 //	    bad_loss: 100%    #   loss in the bad state (default 100%)
 //	    good_loss: 0%     #   loss in the good state (default 0)
-//	  rate: 10Mbit        # bottleneck rate in bit/s (kbit, Mbit, Gbit; "/s" optional); 0 = unlimited
-//	  queue: 200ms        # bottleneck FIFO: a time at the rate (200ms) or a size (256KiB)
+//	  rate: 10Mbit        # bottleneck rate (kbit, Mbit, Gbit, Tbit; "/s" optional); 0 or unlimited = none
+//	  queue: 200ms        # bottleneck FIFO: a time at the rate (200ms) or a size (256KiB, 64000)
 //	  mtu: 1500           # largest IP packet; larger ones are dropped (default 1500)
 //	  reorder: 0.1%       # probability that a packet is held back and overtaken
 //	  reorder_gap: 10ms   # how long a reordered packet is held back (default 10ms)
@@ -50,6 +50,10 @@
 //	    ramp: 20s         # ramp up and ramp down, each; 2*ramp <= duration
 //	    loss: 20%
 //	    rate_factor: 0.25
+//
+// Rates, sizes and durations follow the grammar of package internal/units,
+// the same as in topology files: a rate needs a unit ("Mbps" is refused as
+// ambiguous), sizes take decimal or binary units, durations are Go's.
 //
 // "up" is the direction from the side that dials (the remote site, the
 // client of the UDP proxy) to the side that listens; "down" is the reverse.

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/meridian-gw/meridian/internal/units"
 )
 
 // Error is one problem found while parsing a profile.
@@ -383,7 +385,7 @@ func (ps *parser) duration(n *yaml.Node, path string, out *time.Duration) {
 	if !ok {
 		return
 	}
-	d, err := time.ParseDuration(s)
+	d, err := units.ParseDuration(s)
 	if err != nil {
 		ps.errAt(n, path, "%q is not a duration (want e.g. 300ms, 1.5s, 2m)", s)
 		return
@@ -436,69 +438,53 @@ func parseProb(s string) (float64, error) {
 	return x, nil
 }
 
-var rateRE = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)\s*(bit|kbit|Kbit|mbit|Mbit|gbit|Gbit)?(/s)?$`)
-
-// ParseRate reads a rate in bit/s: "10Mbit", "10Mbit/s", "512kbit", "1.5Gbit",
-// a plain number of bit/s, or "unlimited" (0). Units are decimal.
+// ParseRate reads a link rate in bit/s in the units grammar (package
+// internal/units): "10Mbit", "10Mbit/s", "512kbit", "1.5Gbit"; or "0" or
+// "unlimited" for no limit (0). A rate needs a unit, and must lie within
+// 8 bit/s and 1000Gbit.
 func ParseRate(s string) (int64, error) {
 	s = strings.TrimSpace(s)
-	if s == "unlimited" {
+	if s == "unlimited" || s == "0" {
 		return 0, nil
 	}
-	m := rateRE.FindStringSubmatch(s)
-	if m == nil || (m[2] == "" && m[3] != "") {
-		return 0, fmt.Errorf("%q is not a rate (want e.g. 10Mbit, 512kbit, 1Gbit/s or unlimited)", s)
-	}
-	x, err := strconv.ParseFloat(m[1], 64)
+	r, err := units.ParseBitRate(s)
 	if err != nil {
-		return 0, fmt.Errorf("%q is not a rate: %w", s, err)
+		return 0, fmt.Errorf("%q is not a rate: %w", s, reason(err))
 	}
-	switch strings.ToLower(m[2]) {
-	case "kbit":
-		x *= 1e3
-	case "mbit":
-		x *= 1e6
-	case "gbit":
-		x *= 1e9
-	}
-	if x > 1e12 {
+	if r > 1e12 {
 		return 0, fmt.Errorf("%q is too fast (limit 1000Gbit)", s)
 	}
-	if x > 0 && x < 8 {
+	if r < 8 {
 		return 0, fmt.Errorf("%q is too slow (at least 8 bit/s)", s)
 	}
-	return int64(math.Round(x)), nil
+	return int64(r), nil
 }
 
-var sizeRE = regexp.MustCompile(`^([0-9]+)\s*(B|KB|kB|KiB|MB|MiB)?$`)
-
-// parseQueue reads "200ms" (time at the rate) or "256KiB" / "64000" (bytes).
+// parseQueue reads "200ms" (time at the rate) or "256KiB" / "64000"
+// (bytes), in the units grammar; "0" is the default queue.
 func parseQueue(s string) (bytes int, delay time.Duration, err error) {
-	if d, err := time.ParseDuration(s); err == nil && s != "0" {
+	if s == "0" {
+		return 0, 0, nil
+	}
+	if d, err := units.ParseDuration(s); err == nil {
 		return 0, d, nil
 	}
-	m := sizeRE.FindStringSubmatch(s)
-	if m == nil {
-		return 0, 0, fmt.Errorf("%q is not a queue size (want a time such as 200ms or a size such as 256KiB)", s)
-	}
-	n, err := strconv.ParseInt(m[1], 10, 64)
+	n, err := units.ParseByteSize(s)
 	if err != nil {
-		return 0, 0, fmt.Errorf("%q is not a queue size: %w", s, err)
-	}
-	switch m[2] {
-	case "KB", "kB":
-		n *= 1000
-	case "KiB":
-		n *= 1 << 10
-	case "MB":
-		n *= 1000 * 1000
-	case "MiB":
-		n *= 1 << 20
+		return 0, 0, fmt.Errorf("%q is not a queue size (want a time such as 200ms or a size such as 256KiB): %w", s, reason(err))
 	}
 	if n > 1<<30 {
 		return 0, 0, fmt.Errorf("%q is larger than 1GiB", s)
 	}
 	return int(n), 0, nil
+}
+
+// reason is the reason of a units error, without the value it repeats.
+func reason(err error) error {
+	if ue, ok := errors.AsType[*units.Error](err); ok {
+		return ue.Err
+	}
+	return err
 }
 
 func deref(n *yaml.Node) *yaml.Node {

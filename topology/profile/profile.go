@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/meridian-gw/meridian/internal/units"
 )
 
 // Dir is a direction of a link.
@@ -385,15 +387,8 @@ func (e Event) validate(path string, add addFunc) {
 
 // FormatRate renders bit/s as e.g. "10Mbit/s", or "unlimited" for 0.
 func FormatRate(bps int64) string {
-	switch {
-	case bps <= 0:
+	if bps <= 0 {
 		return "unlimited"
-	case bps%1_000_000_000 == 0:
-		return fmt.Sprintf("%dGbit/s", bps/1_000_000_000)
-	case bps >= 1_000_000:
-		return fmt.Sprintf("%gMbit/s", float64(bps)/1e6)
-	case bps >= 1000:
-		return fmt.Sprintf("%gkbit/s", float64(bps)/1e3)
 	}
-	return fmt.Sprintf("%dbit/s", bps)
+	return units.BitRate(bps).String()
 }
