@@ -90,13 +90,15 @@ func TestDefaults(t *testing.T) {
 		{"link transport", l.Transport, "quic"},
 		{"link compression", l.Compression, "zstd"},
 		{"link profile", l.Profile, "wan"},
-		{"link rate_limit", l.RateLimit, ""},
 		{"route rename", f.Routes[0].Rename, "{topic}"},
 		{"route start_at", f.Routes[0].StartAt, "earliest"},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: got %q, want %q", c.field, c.got, c.want)
 		}
+	}
+	if l.RateLimit != 0 || l.Window != 0 {
+		t.Errorf("link rate_limit, window: got %v, %v; want 0 (unlimited, from profile)", l.RateLimit, l.Window)
 	}
 	if got := f.Routes[0].Discover; got != 2*time.Second {
 		t.Errorf("route discover: got %v, want 2s", got)
@@ -125,7 +127,7 @@ func TestFullFile(t *testing.T) {
 	// from "between", with "/" turned into ".".
 	if got, want := f.Links[0], (Link{
 		Name: "east.east-a--west", Between: []string{"east/east-a", "west"},
-		Transport: "quic", Profile: "lan", Compression: "s2", RateLimit: "1.5Gbit", Window: "64MiB", Passthrough: true,
+		Transport: "quic", Profile: "lan", Compression: "s2", RateLimit: 1_500_000_000, Window: 64 << 20, Passthrough: true,
 	}); !reflect.DeepEqual(got, want) {
 		t.Errorf("links[0]:\n got %+v\nwant %+v", got, want)
 	}

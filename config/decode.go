@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"encoding"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,8 @@ import (
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/meridian-gw/meridian/internal/units"
 )
 
 // pos is a 1-based position in the file.
@@ -301,6 +304,26 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	nv := reflect.New(v.Type())
+	// Quantities (BitRate, ByteSize) parse themselves, in the grammar of
+	// package internal/units, and their message says what is wrong.
+	if u, ok := nv.Interface().(encoding.TextUnmarshaler); ok {
+		if err := u.UnmarshalText([]byte(n.Value)); err != nil {
+			d.bad[path] = true
+			d.errorf(n, path, "%v", err)
+			return
+		}
+		v.Set(nv.Elem())
+		return
+	}
+	if v.Type() == durationType {
+		dur, err := units.ParseDuration(n.Value)
+		if err != nil {
+			d.mismatch(n, v.Type(), path)
+			return
+		}
+		v.SetInt(int64(dur))
+		return
+	}
 	if err := decodeScalarNode(n, nv.Interface()); err != nil {
 		d.mismatch(n, v.Type(), path)
 		return
@@ -308,8 +331,7 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 	v.Set(nv.Elem())
 }
 
-// decodeScalarNode lets yaml.v3 convert a scalar (it knows int, bool,
-// string and time.Duration). Its messages name Go types, so callers
+// decodeScalarNode lets yaml.v3 convert a scalar (int, bool, string). Its messages name Go types, so callers
 // replace them with their own.
 func decodeScalarNode(n *yaml.Node, out any) (err error) {
 	defer func() {
@@ -462,12 +484,21 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-var durationType = reflect.TypeFor[time.Duration]()
+var (
+	durationType = reflect.TypeFor[time.Duration]()
+	bitRateType  = reflect.TypeFor[BitRate]()
+	byteSizeType = reflect.TypeFor[ByteSize]()
+)
 
 // want describes what a Go type expects, for error messages.
 func want(t reflect.Type) string {
-	if t == durationType {
+	switch t {
+	case durationType:
 		return `a duration such as "2s" or "500ms"`
+	case bitRateType:
+		return `a bit rate such as "10Mbit"`
+	case byteSizeType:
+		return `a byte size such as "64MiB"`
 	}
 	switch t.Kind() {
 	case reflect.Pointer:

@@ -74,8 +74,8 @@ type Link struct {
 	Transport   string   `yaml:"transport"`   // "quic" (default)
 	Profile     string   `yaml:"profile"`     // named link profile; "" = defaults.profile
 	Compression string   `yaml:"compression"` // none|zstd|s2; "" = defaults.compression
-	RateLimit   string   `yaml:"rate_limit"`  // e.g. "10Mbit"; "" = unlimited
-	Window      string   `yaml:"window"`      // credit window, e.g. "64MiB"; "" = from profile
+	RateLimit   BitRate  `yaml:"rate_limit"`  // written e.g. "10Mbit", parsed when decoded; 0 = unlimited
+	Window      ByteSize `yaml:"window"`      // credit window, written e.g. "64MiB"; 0 = from profile
 	// Passthrough forwards the source's Kafka record batches byte for byte
 	// instead of decoding and re-encoding their records: far less CPU per
 	// record, for links where CPU rather than bandwidth is the limit.

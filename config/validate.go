@@ -477,15 +477,14 @@ func (v *validator) links() {
 		if !v.badDefault("compression", l.Compression) || v.has(lp+".compression") {
 			v.compression(lp+".compression", l.Compression)
 		}
-		if l.RateLimit != "" {
-			if _, err := ParseBitRate(l.RateLimit); err != nil {
-				v.errorf(lp+".rate_limit", "%v", err)
-			}
+		// The decoder parsed rate_limit and window (and reported bad ones
+		// where they are written); a File built in code may still hold
+		// negative numbers.
+		if l.RateLimit < 0 {
+			v.errorf(lp+".rate_limit", "must not be negative, got %d bit/s", l.RateLimit)
 		}
-		if l.Window != "" {
-			if _, err := ParseByteSize(l.Window); err != nil {
-				v.errorf(lp+".window", "%v", err)
-			}
+		if l.Window < 0 {
+			v.errorf(lp+".window", "must not be negative, got %d bytes", l.Window)
 		}
 
 		bp := lp + ".between"

@@ -32,7 +32,7 @@ func BenchmarkBacklogHeap(b *testing.B) {
 }
 
 func backlogHeap(b *testing.B, backlog int) float64 {
-	f := newFixture(b, []string{"t.a", "t.b"}, 4, func(c *config.File) { c.Links[0].RateLimit = "4Mbit" })
+	f := newFixture(b, []string{"t.a", "t.b"}, 4, func(c *config.File) { c.Links[0].RateLimit = 4_000_000 })
 	cl, err := kgo.NewClient(kgo.SeedBrokers(f.src.ListenAddrs()...), kgo.ProducerLinger(5*time.Millisecond),
 		kgo.MaxBufferedRecords(20_000))
 	if err != nil {

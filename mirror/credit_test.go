@@ -24,7 +24,7 @@ func TestPriorityRouteOvertakesABacklogUnderARateCap(t *testing.T) {
 	}
 	const rateBits = 4_000_000 // 500 KB/s
 	f := newFixture(t, []string{"tele.x", "alarm.x"}, 2, func(c *config.File) {
-		c.Links[0].RateLimit = "4Mbit"
+		c.Links[0].RateLimit = 4_000_000
 		c.Routes[0].Name, c.Routes[0].Topics.Include = "telemetry", []string{`^tele\.`}
 		alarms := c.Routes[0]
 		alarms.Name, alarms.Priority, alarms.Topics.Include = "alarms", 10, []string{`^alarm\.`}

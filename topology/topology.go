@@ -130,18 +130,8 @@ func New(f *config.File) (*Topology, error) {
 		if err != nil {
 			return nil, fmt.Errorf("link %q: %w", l.Name, err)
 		}
-		lk := &Link{Name: l.Name, A: a, B: b, Transport: l.Transport, Profile: l.Profile, Compression: l.Compression, Passthrough: l.Passthrough}
-		if l.RateLimit != "" {
-			if lk.RateLimit, err = config.ParseBitRate(l.RateLimit); err != nil {
-				return nil, fmt.Errorf("link %q: rate_limit: %w", l.Name, err)
-			}
-		}
-		if l.Window != "" {
-			if lk.Window, err = config.ParseByteSize(l.Window); err != nil {
-				return nil, fmt.Errorf("link %q: window: %w", l.Name, err)
-			}
-		}
-		t.Links = append(t.Links, lk)
+		t.Links = append(t.Links, &Link{Name: l.Name, A: a, B: b, Transport: l.Transport, Profile: l.Profile,
+			Compression: l.Compression, RateLimit: int64(l.RateLimit), Window: int64(l.Window), Passthrough: l.Passthrough})
 	}
 	for _, r := range f.Routes {
 		from, ok := t.Clusters[r.From]
