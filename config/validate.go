@@ -12,10 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// KnownProfiles are the link profile names version 1 accepts.
-var KnownProfiles = []string{"lan", "wan", "geo-satellite", "leo-satellite", "mobile-lte", "mobile-3g-flaky"}
+	"github.com/meridian-gw/meridian/topology/profile"
+)
 
 var compressions = []string{"none", "zstd", "s2"}
 
@@ -230,7 +229,7 @@ func (v *validator) badDefault(field, value string) bool {
 	}
 	switch field {
 	case "profile":
-		return d.Profile == value && !slices.Contains(KnownProfiles, value)
+		return d.Profile == value && !slices.Contains(profile.Names(), value)
 	case "compression":
 		return d.Compression == value && !slices.Contains(compressions, value)
 	}
@@ -256,13 +255,16 @@ func (v *validator) compression(path, c string) {
 	}
 }
 
+// profile checks a link profile name against the embedded profiles
+// (package topology/profile), so a new profile file is valid here too.
 func (v *validator) profile(path, p string) {
-	if !slices.Contains(KnownProfiles, p) {
-		if c := closest(p, KnownProfiles); c != "" {
+	known := profile.Names()
+	if !slices.Contains(known, p) {
+		if c := closest(p, known); c != "" {
 			v.errorf(path, "unknown profile %q (did you mean %q?)", p, c)
 			return
 		}
-		v.errorf(path, "unknown profile %q; known profiles: %s", p, strings.Join(KnownProfiles, ", "))
+		v.errorf(path, "unknown profile %q; known profiles: %s", p, strings.Join(known, ", "))
 	}
 }
 
