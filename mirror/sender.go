@@ -126,8 +126,8 @@ func (p *outPeer) profile() *profile.Profile {
 	return prof
 }
 
-// batchTarget sizes batches to the link: about 100 ms of its rate (the rate
-// cap, or the rate of its profile), between 16 KiB and 1 MiB. On a thin link
+// batchTarget sizes batches to the link: about 100 ms of its data rate
+// (topology.Link.DataRate), between 16 KiB and 1 MiB. On a thin link
 // a 1 MiB batch per lane would take seconds to cross, and the destination
 // would see nothing of it until it had.
 func (p *outPeer) batchTarget() int64 {
@@ -135,10 +135,7 @@ func (p *outPeer) batchTarget() int64 {
 	if p.peer.Link == nil {
 		return most
 	}
-	rate := p.peer.Link.RateLimit
-	if prof := p.profile(); rate == 0 && prof != nil {
-		rate = prof.Params(profile.Up).Rate
-	}
+	rate := p.peer.Link.DataRate(p.profile())
 	if rate == 0 {
 		return most
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/config"
+	"github.com/meridian-gw/meridian/topology/profile"
 )
 
 // Topology is a resolved deployment. It is immutable once built.
@@ -62,6 +63,23 @@ type Link struct {
 	RateLimit   int64 // bits/s; 0 = unlimited
 	Window      int64 // bytes; 0 = from profile
 	Passthrough bool  // forward Kafka record batches byte for byte
+}
+
+// DataRate is the rate in bit/s of the link's data direction (from the
+// dialing side, the profile's up direction): the lower of its rate limit
+// and p's up rate, counting only those that are set; 0 when neither is
+// (unknown). p is the link's profile as resolved by the caller (the lab
+// may substitute its own); nil when it is unknown. Gateway tuning, codec
+// choice and batch sizing all use this one rule.
+func (l *Link) DataRate(p *profile.Profile) int64 {
+	var rate int64
+	if l != nil {
+		rate = l.RateLimit
+	}
+	if p != nil && p.Up.Rate > 0 && (rate <= 0 || p.Up.Rate < rate) {
+		rate = p.Up.Rate
+	}
+	return max(rate, 0)
 }
 
 // Joins reports whether the link joins regions a and b (either way round).

@@ -127,7 +127,7 @@ func New(opts Options) (*Gateway, error) {
 		if codec == transport.CodecZstd {
 			// Per-topic dictionaries for small batches, and the level from
 			// the link's rate (never its RTT): thin links get zstd better.
-			_, sess.CodecLevel = transport.ChooseCompression(float64(linkRate(p.Link, opts.Profile)), 1)
+			_, sess.CodecLevel = transport.ChooseCompression(float64(p.Link.DataRate(linkProfile(p.Link, opts.Profile))), 1)
 			sess.Dictionaries = true
 		}
 		d, err := quic.NewDialer(quic.DialerOptions{TLS: serverNameFor(clientTLS, p.Gateway.Name), Session: sess,
@@ -181,42 +181,36 @@ func New(opts Options) (*Gateway, error) {
 	return &Gateway{opts: opts, table: table, eng: eng, reg: reg, log: log}, nil
 }
 
-// linkSession tunes a link's sessions from its profile (quic.SessionFor:
-// windows, dead-path and handshake timeouts, striping); a rate limit below
-// the profile's rate lowers the striping ceiling with it. An unknown
-// profile (validation reports it) leaves the defaults.
-func linkSession(l *topology.Link, load func(string) (*profile.Profile, error)) quic.Session {
+// linkProfile resolves a link's profile with load (nil: the embedded
+// profiles); nil when the link or its profile is unknown (validation
+// reports an unknown name).
+func linkProfile(l *topology.Link, load func(string) (*profile.Profile, error)) *profile.Profile {
 	if l == nil {
-		return quic.Session{}
+		return nil
 	}
 	if load == nil {
 		load = profile.Load
 	}
 	p, err := load(l.Profile)
 	if err != nil {
+		return nil
+	}
+	return p
+}
+
+// linkSession tunes a link's sessions from its profile (quic.SessionFor:
+// windows, dead-path and handshake timeouts, striping), with the striping
+// ceiling from the link's data rate (topology.Link.DataRate: a rate limit
+// below the profile's rate lowers it). An unknown profile leaves the
+// defaults.
+func linkSession(l *topology.Link, load func(string) (*profile.Profile, error)) quic.Session {
+	p := linkProfile(l, load)
+	if p == nil {
 		return quic.Session{}
 	}
 	lk := quic.LinkOf(p)
-	if l.RateLimit > 0 && (lk.DataRate == 0 || l.RateLimit < lk.DataRate) {
-		lk.DataRate = l.RateLimit
-	}
+	lk.DataRate = l.DataRate(p)
 	return quic.SessionForLink(lk)
-}
-
-// linkRate is the rate of a link's data direction in bit/s: its rate limit,
-// or its profile's rate; 0 if unknown.
-func linkRate(l *topology.Link, load func(string) (*profile.Profile, error)) int64 {
-	if l == nil {
-		return 0
-	}
-	if load == nil {
-		load = profile.Load
-	}
-	rate := l.RateLimit
-	if p, err := load(l.Profile); err == nil && p.Up.Rate > 0 && (rate == 0 || p.Up.Rate < rate) {
-		rate = p.Up.Rate
-	}
-	return rate
 }
 
 // listenSession tunes the listener for every link it receives on: the
