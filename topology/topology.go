@@ -50,6 +50,9 @@ type Gateway struct {
 	Advertise string // address peers dial (Listen when not set)
 	Admin     string
 	TLS       *config.TLS
+	// Path is where the file defines the gateway, for
+	// config.File.ErrorAt: "regions[0].gateways[1]".
+	Path string
 }
 
 // Link joins two regions. An end written "region/gateway" in the file pins
@@ -67,6 +70,9 @@ type Link struct {
 	RateLimit   int64 // bits/s; 0 = unlimited
 	Window      int64 // bytes; 0 = from profile. Not used yet (config warns)
 	Passthrough bool  // forward Kafka record batches byte for byte
+	// Path is where the file defines the link ("links[2]"); "" for the
+	// local links routing makes inside a region.
+	Path string
 }
 
 // Pin returns the gateway the link is pinned to in region r, or nil when
@@ -110,7 +116,7 @@ func New(f *config.File) (*Topology, error) {
 		Clusters: map[string]*Cluster{},
 		Gateways: map[string]*Gateway{},
 	}
-	for _, r := range f.Regions {
+	for i, r := range f.Regions {
 		reg := &Region{Name: r.Name}
 		t.Regions[r.Name] = reg
 		for _, c := range r.Clusters {
@@ -118,8 +124,9 @@ func New(f *config.File) (*Topology, error) {
 			reg.Clusters = append(reg.Clusters, cl)
 			t.Clusters[cl.Ref()] = cl
 		}
-		for _, g := range r.Gateways {
-			gw := &Gateway{Region: reg, Name: g.Name, Listen: g.Listen, Advertise: g.Advertise, Admin: g.Admin, TLS: g.TLS}
+		for j, g := range r.Gateways {
+			gw := &Gateway{Region: reg, Name: g.Name, Listen: g.Listen, Advertise: g.Advertise, Admin: g.Admin, TLS: g.TLS,
+				Path: fmt.Sprintf("regions[%d].gateways[%d]", i, j)}
 			if gw.Advertise == "" {
 				gw.Advertise = gw.Listen
 			}
@@ -143,7 +150,7 @@ func New(f *config.File) (*Topology, error) {
 		}
 		return r, g, nil
 	}
-	for _, l := range f.Links {
+	for i, l := range f.Links {
 		if len(l.Between) != 2 {
 			return nil, fmt.Errorf("link %q: want two ends, got %d", l.Name, len(l.Between))
 		}
@@ -155,7 +162,8 @@ func New(f *config.File) (*Topology, error) {
 		if err != nil {
 			return nil, fmt.Errorf("link %q: %w", l.Name, err)
 		}
-		lk := &Link{Name: l.Name, A: a, B: b, PinA: pa, PinB: pb, Transport: l.Transport, Profile: l.Profile, Compression: l.Compression, Passthrough: l.Passthrough}
+		lk := &Link{Name: l.Name, A: a, B: b, PinA: pa, PinB: pb, Transport: l.Transport, Profile: l.Profile, Compression: l.Compression, Passthrough: l.Passthrough,
+			Path: fmt.Sprintf("links[%d]", i)}
 		if l.RateLimit != "" {
 			if lk.RateLimit, err = config.ParseBitRate(l.RateLimit); err != nil {
 				return nil, fmt.Errorf("link %q: rate_limit: %w", l.Name, err)
