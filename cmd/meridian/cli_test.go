@@ -37,7 +37,10 @@ func TestValidateExamples(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
-			path := filepath.Join("..", "..", "examples", tt.file)
+			// A copy, with the certificates it names (validate checks them).
+			dir := copyTopology(t, filepath.Join("..", "..", "examples", tt.file))
+			path := filepath.Join(dir, tt.file)
+			writeCertsFor(t, path, map[string]string{"MERIDIAN_HQ_KAFKA_PASSWORD": "x", "MERIDIAN_DR_KAFKA_PASSWORD": "x"})
 			r := meridian(t, "", fleetEnv, "validate", "-f", path)
 			want := fmt.Sprintf("ok: %s: %s\n", path, tt.want)
 			if r.code != 0 || r.stdout != want {
@@ -91,9 +94,11 @@ func TestValidateBadFiles(t *testing.T) {
 	for _, path := range files {
 		name := filepath.Base(path)
 		t.Run(strings.TrimSuffix(name, ".yaml"), func(t *testing.T) {
-			// Run in testdata/validate so that the file name in each
-			// problem is the bare name.
-			dir := filepath.Join("testdata", "validate")
+			// Run in a copy with the certificates the file names (see
+			// writeCertsFor), so that the file name in each problem is the
+			// bare name.
+			dir := copyTopology(t, path)
+			writeCertsFor(t, filepath.Join(dir, name), nil)
 			r := meridian(t, dir, nil, "validate", "-f", name)
 			if r.code != 1 || r.stderr != "" {
 				t.Errorf("meridian validate -f %s: %v\nwant exit status 1 and nothing on stderr", name, r)
