@@ -1,8 +1,12 @@
 // Package gateway assembles one running Meridian gateway from a topology:
 // its forwarding table (routing), QUIC links with mutual TLS
 // (transport/quic), the replication engine (mirror) and the admin HTTP
-// server (internal/admin). `meridian run`, the demo and the lab all build
-// gateways here, so they run the same code.
+// server (internal/admin). `meridian run`, `meridian validate`, the demo and
+// the lab all build gateways here, so they run the same code.
+//
+// Building (New) checks everything and binds nothing; Bind binds the link
+// listener and the admin server; Run binds if needed, then dials peers and
+// serves. Each peer gateway has its own dialer, found by the peer's name.
 package gateway
 
 import (
