@@ -5,7 +5,11 @@
 // [Load] and [Parse] decode strictly, expand ${ENV} in string values, fill
 // in defaults and validate. They report every problem at once as [Errors],
 // one "FILE:LINE:COL: PATH: reason" line each. Nothing here opens sockets
-// or reads certificate files; that happens when the gateway is built.
+// or reads certificate files; that happens when the gateway is built, and
+// [File.ErrorAt] lets that code report a problem at the setting's position,
+// in the same form. [File.Warnings] lists settings that are accepted but
+// have no effect yet (gossip keys, link windows), each with the reason.
+// Metadata is labels for people and tools; gateways never read it.
 //
 // The YAML library is gopkg.in/yaml.v3: its yaml.Node tree keeps the line
 // and column of every value, which strict decoding and validation need to

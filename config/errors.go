@@ -60,3 +60,49 @@ func (es Errors) sorted() Errors {
 		return a.Line == b.Line && a.Col == b.Col && a.Reason == b.Reason
 	})
 }
+
+// ErrorAt returns a problem with the setting at path (as in Error.Path,
+// e.g. "regions[0].gateways[1].tls.cert_file"), placed where the file
+// writes that setting, or else where its nearest written parent is. Code
+// that checks a File beyond this package (building gateways, say) reports
+// through it, so its problems read like validation's. For a File not made
+// by Parse or Load the file is "" and the position 1:1.
+func (f *File) ErrorAt(path, format string, args ...any) *Error {
+	e := &Error{Line: 1, Col: 1, Path: path, Reason: fmt.Sprintf(format, args...)}
+	if f.src != nil {
+		p := lookupPos(f.src.pos, path)
+		e.File, e.Line, e.Col = f.src.name, p.line, p.col
+	}
+	return e
+}
+
+// Warnings are settings of a valid file that are accepted but have no
+// effect yet (each says why), sorted by position; nil if none.
+func (f *File) Warnings() Errors {
+	if f.src == nil {
+		return nil
+	}
+	return f.src.warnings
+}
+
+// Sort orders es by position (file, line, column), keeping the order of
+// problems at the same position, and drops repeats.
+func (es Errors) Sort() Errors {
+	slices.SortStableFunc(es, func(a, b *Error) int {
+		return cmp.Or(cmp.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line), cmp.Compare(a.Col, b.Col))
+	})
+	return slices.CompactFunc(es, func(a, b *Error) bool { return *a == *b })
+}
+
+// lookupPos is where path is written, or its nearest written ancestor; 1:1
+// when none is.
+func lookupPos(m map[string]pos, path string) pos {
+	for p := path; ; p = parent(p) {
+		if ps, ok := m[p]; ok {
+			return ps
+		}
+		if p == "" {
+			return pos{1, 1}
+		}
+	}
+}

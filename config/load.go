@@ -76,5 +76,6 @@ func parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Fi
 	if len(errs) > 0 {
 		return nil, errs.sorted()
 	}
+	f.src = &source{name: name, pos: d.pos, warnings: warnings(f, name, d.pos)}
 	return f, nil
 }

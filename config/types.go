@@ -5,16 +5,30 @@ import "time"
 // File is topology file version 1, exactly as written (after ${ENV}
 // expansion and defaults). Field docs say what zero means.
 type File struct {
-	Version  int               `yaml:"version"` // must be 1
-	Gossip   *Gossip           `yaml:"gossip"`  // nil: no gossip (single-link setups)
-	Regions  []Region          `yaml:"regions"`
-	Links    []Link            `yaml:"links"`
-	Routes   []Route           `yaml:"routes"`
-	Defaults *Defaults         `yaml:"defaults"`
-	Metadata map[string]string `yaml:"metadata"` // free-form labels, ignored by the gateway
+	Version  int       `yaml:"version"` // must be 1
+	Gossip   *Gossip   `yaml:"gossip"`  // nil: no gossip (single-link setups)
+	Regions  []Region  `yaml:"regions"`
+	Links    []Link    `yaml:"links"`
+	Routes   []Route   `yaml:"routes"`
+	Defaults *Defaults `yaml:"defaults"`
+	// Metadata holds free-form labels for people and tools reading the
+	// file (owner, ticket, cost centre). Gateways never read it.
+	Metadata map[string]string `yaml:"metadata"`
+
+	// src is where the file came from (Parse and Load set it; nil for a
+	// File built in code): ErrorAt and Warnings use it.
+	src *source
 }
 
-// Gossip configures memberlist between gateways.
+// source is what Parse keeps about a file beyond its values.
+type source struct {
+	name     string
+	pos      map[string]pos // path → where it is written (see decoder.pos)
+	warnings Errors
+}
+
+// Gossip configures memberlist between gateways. Gossip is not implemented
+// yet: keys are checked, and validation warns that they are unused.
 type Gossip struct {
 	Keys []string `yaml:"keys"` // base64 AES keys (16, 24 or 32 bytes); first encrypts
 }
@@ -64,10 +78,17 @@ type Gateway struct {
 	Listen    string `yaml:"listen"`    // link listen address host:port (UDP for quic)
 	Advertise string `yaml:"advertise"` // address peers dial; "" = Listen
 	Admin     string `yaml:"admin"`     // admin HTTP host:port; "" = no admin server
-	TLS       *TLS   `yaml:"tls"`       // link mTLS: ca_file, cert_file, key_file (required for quic links)
+	// TLS is link mTLS: ca_file (the fleet CA), cert_file and key_file,
+	// required for quic links. The certificate must name the gateway
+	// (`meridian certs` makes such). server_name and
+	// insecure_skip_verify are rejected: a peer is always verified
+	// against the fleet CA under its gateway name.
+	TLS *TLS `yaml:"tls"`
 }
 
-// Link joins two regions (or two gateways, "region/gateway").
+// Link joins two regions (or two gateways, "region/gateway"). An end
+// written "region/gateway" pins the link to that gateway: only it carries
+// the link in its region (package routing has the rule).
 type Link struct {
 	Name        string   `yaml:"name"`        // "" = "<a>--<b>" from Between, "/" in a ref becoming "."
 	Between     []string `yaml:"between"`     // exactly two distinct regions or region/gateway refs
@@ -75,7 +96,11 @@ type Link struct {
 	Profile     string   `yaml:"profile"`     // named link profile; "" = defaults.profile
 	Compression string   `yaml:"compression"` // none|zstd|s2; "" = defaults.compression
 	RateLimit   BitRate  `yaml:"rate_limit"`  // written e.g. "10Mbit", parsed when decoded; 0 = unlimited
-	Window      ByteSize `yaml:"window"`      // credit window, written e.g. "64MiB"; 0 = from profile
+	// Window is the credit window, written e.g. "64MiB", parsed when
+	// decoded. Checked, but not used yet (validation warns): a receiving
+	// gateway grants every link the same window (gateway option, default
+	// 64 MiB).
+	Window ByteSize `yaml:"window"`
 	// Passthrough forwards the source's Kafka record batches byte for byte
 	// instead of decoding and re-encoding their records: far less CPU per
 	// record, for links where CPU rather than bandwidth is the limit.

@@ -98,16 +98,7 @@ func parent(path string) string {
 
 // at is where path is written, or where its nearest written ancestor is
 // (a missing field is reported at the mapping that lacks it).
-func (v *validator) at(path string) pos {
-	for p := path; ; p = parent(p) {
-		if ps, ok := v.pos[p]; ok {
-			return ps
-		}
-		if p == "" {
-			return pos{1, 1}
-		}
-	}
-}
+func (v *validator) at(path string) pos { return lookupPos(v.pos, path) }
 
 // Paths that, when they fail to decode, lose a region, cluster, gateway
 // or link endpoint that other parts of the file may refer to.
@@ -730,11 +721,12 @@ func (v *validator) gateways() {
 			}
 		}
 		for j, g := range r.Gateways {
+			gp := fmt.Sprintf("%s.gateways[%d]", rp, j)
+			v.gatewayTLSUnused(gp, g.TLS)
 			link, ok := v.linkOf[gwKey{i, j}]
 			if !ok {
 				continue
 			}
-			gp := fmt.Sprintf("%s.gateways[%d]", rp, j)
 			v.gatewayTLS(gp, g, link)
 			if g.Advertise == "" && g.Listen != "" {
 				if host, _, err := net.SplitHostPort(g.Listen); err == nil && unspecified(host) {
@@ -766,4 +758,38 @@ func (v *validator) gatewayTLS(gp string, g Gateway, link string) {
 	if len(missing) > 0 {
 		v.errorf(gp+".tls", "missing %s; quic link %q needs mutual TLS", strings.Join(missing, ", "), link)
 	}
+}
+
+// gatewayTLSUnused rejects the TLS settings that link mTLS does not use,
+// rather than ignoring them: a peer is always verified against ca_file
+// under its gateway name.
+func (v *validator) gatewayTLSUnused(gp string, t *TLS) {
+	if t == nil {
+		return
+	}
+	if t.ServerName != "" {
+		v.errorf(gp+".tls.server_name", "not used for links: a peer gateway's certificate must name that gateway; remove server_name")
+	}
+	if t.InsecureSkipVerify {
+		v.errorf(gp+".tls.insecure_skip_verify", "not allowed for links: peers are always verified against ca_file; remove insecure_skip_verify")
+	}
+}
+
+// warnings lists the settings of a valid file that are accepted but have
+// no effect yet, each at its position with the reason.
+func warnings(f *File, file string, pos map[string]pos) Errors {
+	var ws Errors
+	warn := func(path, format string, args ...any) {
+		p := lookupPos(pos, path)
+		ws = append(ws, &Error{File: file, Line: p.line, Col: p.col, Path: path, Reason: fmt.Sprintf(format, args...)})
+	}
+	if f.Gossip != nil && len(f.Gossip.Keys) > 0 {
+		warn("gossip.keys", "gossip is not implemented yet: gateways take membership from this file, so the keys are checked but unused")
+	}
+	for i, l := range f.Links {
+		if l.Window != 0 {
+			warn(fmt.Sprintf("links[%d].window", i), "not used yet: a receiving gateway grants every link the same credit window (64 MiB unless tuned)")
+		}
+	}
+	return ws.sorted()
 }

@@ -25,12 +25,20 @@ import (
 type Options struct {
 	// Table is the gateway's forwarding table. It must not be nil.
 	Table *routing.Table
-	// Dialer opens sessions to peer gateways. Required when Table.Out is
-	// not empty.
+	// Dial opens a session to the peer gateway named peer (a gateway of
+	// Table.Out), whose dialer and address are the caller's to choose: one
+	// dialer per peer, since each link has its own tuning. If Dial is nil,
+	// Dialer is used. One of the two is required when Table.Out is not
+	// empty.
+	Dial func(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error)
+	// Dialer, used only when Dial is nil, dials every peer at its
+	// advertised address: one dialer for all links, as on an in-memory
+	// network (transport/transporttest) where addresses are names.
 	Dialer transport.Dialer
 	// Listen opens the listener that accepts sessions from peer gateways,
 	// deciding each with accept (the engine's). Required when Table.In is not
-	// empty. New calls it; Run closes the listener when it returns.
+	// empty. Bind (or Run) calls it; Run closes the listener when it
+	// returns. New never does: building an engine binds nothing.
 	Listen func(accept transport.Accept) (transport.Listener, error)
 	// ClusterOpts returns franz-go options reaching a cluster. Nil means
 	// kafkaopt.Opts with Logger.
@@ -60,20 +68,23 @@ type Engine struct {
 	m     *metrics
 	in    map[string]*inLeg
 	out   []*outPeer
-	ln    transport.Listener // nil when the gateway receives nothing
 	start time.Time
+
+	lnMu sync.Mutex
+	ln   transport.Listener // set by Bind; nil when not bound or the gateway receives nothing
 
 	rttMu sync.Mutex
 	rtts  map[string]*atomic.Int64 // inbound peers' RTT
 }
 
-// New checks opts and builds an engine. It dials nothing.
+// New checks opts and builds an engine. It binds and dials nothing: Bind
+// and Run do.
 func New(opts Options) (*Engine, error) {
 	if opts.Table == nil {
 		return nil, errors.New("mirror: Options.Table is nil")
 	}
-	if len(opts.Table.Out) > 0 && opts.Dialer == nil {
-		return nil, errors.New("mirror: gateway sends legs but Options.Dialer is nil")
+	if len(opts.Table.Out) > 0 && opts.Dial == nil && opts.Dialer == nil {
+		return nil, errors.New("mirror: gateway sends legs but Options.Dial and Options.Dialer are nil")
 	}
 	if len(opts.Table.In) > 0 && opts.Listen == nil {
 		return nil, errors.New("mirror: gateway receives legs but Options.Listen is nil")
@@ -105,13 +116,6 @@ func New(opts Options) (*Engine, error) {
 		}
 		e.in[l.ID] = il
 	}
-	if len(opts.Table.In) > 0 {
-		ln, err := opts.Listen(e.Accept)
-		if err != nil {
-			return nil, fmt.Errorf("listen for peer gateways: %w", err)
-		}
-		e.ln = ln
-	}
 	for _, p := range opts.Table.Out {
 		op := &outPeer{peer: p, e: e, log: e.log.With("peer", p.Gateway.Name)}
 		for _, l := range p.Legs {
@@ -122,12 +126,45 @@ func New(opts Options) (*Engine, error) {
 	return e, nil
 }
 
-// Addr is the address the engine listens on, or nil.
-func (e *Engine) Addr() net.Addr {
-	if e.ln == nil {
+// Bind opens the listener for peer gateways when the engine receives legs
+// (Options.Listen), so that a caller can learn Addr before Run. Run calls
+// it too. Idempotent: a second call returns nil and binds nothing.
+func (e *Engine) Bind() error {
+	e.lnMu.Lock()
+	defer e.lnMu.Unlock()
+	if e.ln != nil || len(e.table.In) == 0 {
 		return nil
 	}
-	return e.ln.Addr()
+	ln, err := e.opts.Listen(e.Accept)
+	if err != nil {
+		return fmt.Errorf("listen for peer gateways: %w", err)
+	}
+	e.ln = ln
+	return nil
+}
+
+// listener is the bound listener, or nil.
+func (e *Engine) listener() transport.Listener {
+	e.lnMu.Lock()
+	defer e.lnMu.Unlock()
+	return e.ln
+}
+
+// Addr is the address the engine listens on once bound, or nil.
+func (e *Engine) Addr() net.Addr {
+	if ln := e.listener(); ln != nil {
+		return ln.Addr()
+	}
+	return nil
+}
+
+// dial opens a session to a peer gateway through Options.Dial, or
+// Options.Dialer at the peer's advertised address.
+func (e *Engine) dial(ctx context.Context, peer *topology.Gateway, h *transport.Hello) (transport.Conn, error) {
+	if e.opts.Dial != nil {
+		return e.opts.Dial(ctx, peer.Name, h)
+	}
+	return e.opts.Dialer.Dial(ctx, peer.Advertise, h)
 }
 
 // Accept is the transport.Accept callback of the engine's listener: it takes
@@ -145,11 +182,14 @@ func (e *Engine) Accept(h *transport.Hello) (*transport.Welcome, error) {
 	}, nil
 }
 
-// Run runs the engine until ctx ends, then drains: senders stop reading and
-// wait briefly for in-flight batches to be acknowledged, receivers finish the
-// transaction in progress. It returns when every goroutine it started has
-// ended.
+// Run binds (see Bind) and runs the engine until ctx ends, then drains:
+// senders stop reading and wait briefly for in-flight batches to be
+// acknowledged, receivers finish the transaction in progress. It returns
+// when every goroutine it started has ended, or at once if it cannot bind.
 func (e *Engine) Run(ctx context.Context) error {
+	if err := e.Bind(); err != nil {
+		return err
+	}
 	e.start = time.Now()
 	var wg sync.WaitGroup
 	// Receivers keep committing for a moment after ctx ends, so that a
@@ -160,7 +200,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		wg.Go(func() { l.run(rctx) })
 	}
 	var sessions sync.WaitGroup
-	if ln := e.ln; ln != nil {
+	ln := e.listener()
+	if ln != nil {
 		wg.Go(func() {
 			for {
 				conn, err := ln.Accept(ctx)
@@ -181,8 +222,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	<-ctx.Done()
 	e.log.Info("stopping: draining links")
 	senders.Wait()
-	if e.ln != nil {
-		e.ln.Close()
+	if ln != nil {
+		ln.Close()
 	}
 	// Give peers' senders time to drain into us, then stop.
 	t := time.NewTimer(drainGrace(len(e.in) > 0))

@@ -124,6 +124,10 @@ func (f *fixture) gateway(t testing.TB, name string, window int64) (stop func())
 	}
 	f.engines[name] = eng
 	f.mu.Unlock()
+	// New binds nothing: bind before Run so that a test may dial at once.
+	if err := eng.Bind(); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); eng.Run(ctx) }()

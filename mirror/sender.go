@@ -171,7 +171,7 @@ func (p *outPeer) dial(ctx context.Context, hello func() *transport.Hello, hedge
 	if !hedge {
 		dctx, cancel := context.WithTimeout(ctx, dialLimit)
 		defer cancel()
-		return p.e.opts.Dialer.Dial(dctx, p.peer.Gateway.Advertise, hello())
+		return p.e.dial(dctx, p.peer.Gateway, hello())
 	}
 	type result struct {
 		id   int
@@ -190,7 +190,7 @@ func (p *outPeer) dial(ctx context.Context, hello func() *transport.Hello, hedge
 		actx, acancel := context.WithCancel(dctx)
 		pending[id] = acancel
 		wg.Go(func() {
-			c, err := p.e.opts.Dialer.Dial(actx, p.peer.Gateway.Advertise, hello())
+			c, err := p.e.dial(actx, p.peer.Gateway, hello())
 			results <- result{id, c, err}
 		})
 	}

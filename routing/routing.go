@@ -6,6 +6,28 @@
 //
 // A leg is one (route, destination cluster) pair: a route to two clusters has
 // two legs, each with its own progress at its own destination.
+//
+// # Links, pins and next hops
+//
+// A leg from region S to another region D travels over a link joining S and
+// D. A link end written "region/gateway" pins the link to that gateway in its
+// region; an end written "region" lets any gateway of the region carry it.
+//
+//   - Sending: a gateway g of S sends the leg over the first link (in file
+//     order) between S and D whose S end is pinned to g, else over the first
+//     one whose S end is not pinned. When every such link is pinned to
+//     another gateway of S, g does not send the leg: a pinned sending end
+//     means only that gateway sends the link's legs.
+//   - Next hop: the D end's pinned gateway, or else the first gateway of D
+//     (live membership will choose among several in a later version).
+//   - Receiving: a gateway h of D receives the leg when a link between S and
+//     D has its D end pinned to h or not pinned. Gateways of D that are not
+//     the next hop are ready for the leg, but nothing is sent to them yet.
+//
+// A leg whose source and destination share a region (a local leg) needs no
+// link: every gateway of the region sends it to the region's first gateway
+// over a local link (profile lan, no compression), and every gateway of the
+// region receives it.
 package routing
 
 import (
@@ -92,63 +114,106 @@ type Table struct {
 	Gateway *topology.Gateway
 	Out     []*Peer // legs this gateway reads and sends, grouped by peer
 	In      []*Leg  // legs this gateway receives and writes
-	legs    map[string]*Leg
+	in      map[string]*Leg
 }
 
 // InLeg returns the inbound leg with the given ID.
 func (t *Table) InLeg(id string) (*Leg, bool) {
-	l, ok := t.legs[id]
-	return l, ok && l.To.Region == t.Gateway.Region
+	l, ok := t.in[id]
+	return l, ok
 }
 
-// Compile builds the table of gateway name. A leg whose source and
-// destination are in the same region is both sent and received by that
-// region's first gateway, over a local link (no compression).
+// Compile builds the table of gateway name, following the rules in the
+// package doc.
 func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 	gw, ok := topo.Gateways[gateway]
 	if !ok {
 		return nil, fmt.Errorf("unknown gateway %q", gateway)
 	}
-	t := &Table{Gateway: gw, legs: map[string]*Leg{}}
+	t := &Table{Gateway: gw, in: map[string]*Leg{}}
 	peers := map[string]*Peer{}
 	for _, rt := range topo.Routes {
 		for _, to := range rt.To {
-			leg, err := newLeg(topo, rt, to)
-			if err != nil {
-				return nil, err
+			src, dst := rt.From.Region, to.Region
+			if len(dst.Gateways) == 0 {
+				return nil, fmt.Errorf("route %q: region %q has no gateway", rt.Name, dst.Name)
 			}
-			t.legs[leg.ID] = leg
-			if to.Region == gw.Region {
-				t.In = append(t.In, leg)
+			links := topo.LinksBetween(src.Name, dst.Name)
+			if len(links) == 0 && src != dst {
+				return nil, fmt.Errorf("route %q: no link between regions %q and %q", rt.Name, src.Name, dst.Name)
 			}
-			if rt.From.Region == gw.Region {
-				// Next hop: the first gateway of the destination region. Live
-				// membership picks among several in a later version.
-				if len(to.Region.Gateways) == 0 {
-					return nil, fmt.Errorf("route %q: region %q has no gateway", rt.Name, to.Region.Name)
+			var send, recv *topology.Link
+			hop := dst.Gateways[0]
+			if src == dst {
+				local := localLink(dst)
+				send, recv = local, local
+			} else {
+				send = carrier(links, src, gw)
+				recv = carrier(links, dst, gw)
+				if send != nil {
+					if pin := send.Pin(dst); pin != nil {
+						hop = pin
+					}
 				}
-				dst := to.Region.Gateways[0]
-				p := peers[dst.Name]
+			}
+			if gw.Region == src && send != nil {
+				leg, err := newLeg(rt, to, send)
+				if err != nil {
+					return nil, err
+				}
+				p := peers[hop.Name]
 				if p == nil {
-					p = &Peer{Gateway: dst, Link: leg.Link}
-					peers[dst.Name] = p
+					p = &Peer{Gateway: hop, Link: send}
+					peers[hop.Name] = p
 					t.Out = append(t.Out, p)
 				}
 				p.Legs = append(p.Legs, leg)
+				if src == dst {
+					// A local leg is also received here: one Leg in both.
+					t.In = append(t.In, leg)
+					t.in[leg.ID] = leg
+					continue
+				}
+			}
+			if gw.Region == dst && recv != nil {
+				leg, err := newLeg(rt, to, recv)
+				if err != nil {
+					return nil, err
+				}
+				t.In = append(t.In, leg)
+				t.in[leg.ID] = leg
 			}
 		}
 	}
 	return t, nil
 }
 
-func newLeg(topo *topology.Topology, rt *topology.Route, to *topology.Cluster) (*Leg, error) {
-	link := topo.LinkBetween(rt.From.Region.Name, to.Region.Name)
-	if link == nil && to.Region == rt.From.Region {
-		link = &topology.Link{Name: "local:" + to.Region.Name, A: to.Region, B: to.Region, Transport: "quic", Profile: "lan", Compression: "none"}
+// carrier is the link that gateway g carries in region r among links (all
+// joining r and the same other region): the first pinned to g, else the
+// first not pinned in r; nil if g carries none (or is not in r).
+func carrier(links []*topology.Link, r *topology.Region, g *topology.Gateway) *topology.Link {
+	if g.Region != r {
+		return nil
 	}
-	if link == nil {
-		return nil, fmt.Errorf("route %q: no link between regions %q and %q", rt.Name, rt.From.Region.Name, to.Region.Name)
+	var open *topology.Link
+	for _, l := range links {
+		switch l.Pin(r) {
+		case g:
+			return l
+		case nil:
+			if open == nil {
+				open = l
+			}
+		}
 	}
+	return open
+}
+
+func localLink(r *topology.Region) *topology.Link {
+	return &topology.Link{Name: "local:" + r.Name, A: r, B: r, Transport: "quic", Profile: "lan", Compression: "none"}
+}
+
+func newLeg(rt *topology.Route, to *topology.Cluster, link *topology.Link) (*Leg, error) {
 	leg := &Leg{ID: rt.Name + ":" + to.Ref(), Route: rt, From: rt.From, To: to, Link: link}
 	for _, set := range []struct {
 		what string

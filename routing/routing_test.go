@@ -5,36 +5,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-gw/meridian/config"
 	"github.com/meridian-gw/meridian/topology"
+	"github.com/meridian-gw/meridian/topology/topologytest"
 )
 
 func fleet(t *testing.T) *topology.Topology {
 	t.Helper()
-	region := func(name string) config.Region {
-		return config.Region{Name: name,
-			Clusters: []config.Cluster{{Name: "kafka", Kind: "kafka", Bootstrap: []string{name + ":9092"}}},
-			Gateways: []config.Gateway{{Name: name + "-a", Listen: name + ":7400"}}}
-	}
-	f := &config.File{
-		Version: 1,
-		Regions: []config.Region{region("v7"), region("hq"), region("dr")},
-		Links: []config.Link{
-			{Name: "v7--hq", Between: []string{"v7", "hq"}, Transport: "quic", Profile: "geo-satellite", Compression: "zstd"},
-			{Name: "hq--dr", Between: []string{"hq", "dr"}, Transport: "quic", Profile: "wan", Compression: "s2"},
-		},
-		Routes: []config.Route{
-			{Name: "telemetry", From: "v7/kafka", To: []string{"hq/kafka"}, Rename: "{source_region}.{topic}",
-				Topics: config.TopicFilter{Include: []string{`^telemetry\.`, `^alarms$`}, Exclude: []string{`\.debug$`}}},
-			{Name: "backup", From: "hq/kafka", To: []string{"dr/kafka", "hq/kafka"}, Rename: "{topic}",
-				Topics: config.TopicFilter{Include: []string{`.*`}}, Discover: time.Second},
-		},
-	}
-	topo, err := topology.New(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return topo
+	hq := topologytest.Region("hq", 17410, "a") + "      - {name: hq-b, listen: \"127.0.0.1:17412\", tls: {ca_file: ca.crt, cert_file: hq-b.crt, key_file: hq-b.key}}\n"
+	hq = strings.Replace(hq, "    gateways:", "      - {name: archive, kind: kafka, bootstrap: [\"127.0.0.1:19411\"]}\n    gateways:", 1)
+	return topologytest.Parse(t, topologytest.Shape(
+		[]string{topologytest.Region("v7", 17400, "a"), hq, topologytest.Region("dr", 17420, "a")},
+		"  - {between: [v7, hq], profile: geo-satellite, compression: zstd}\n"+
+			"  - {between: [hq/hq-a, dr], profile: wan, compression: s2}\n",
+		"  - {name: telemetry, from: v7/kafka, to: [hq/kafka], rename: '{source_region}.{topic}', topics: {include: ['^telemetry\\.', '^alarms$'], exclude: ['\\.debug$']}}\n"+
+			"  - {name: backup, from: hq/kafka, to: [dr/kafka, hq/archive], discover: 1s, topics: {include: ['.*']}}\n",
+	))
 }
 
 func TestCompileSplitsLegsByGateway(t *testing.T) {
@@ -45,9 +30,12 @@ func TestCompileSplitsLegsByGateway(t *testing.T) {
 		in      []string
 	}{
 		{"v7-a", map[string][]string{"hq-a": {"telemetry:hq/kafka"}}, nil},
-		// hq sends the backup route to dr and to itself (a same-region leg),
-		// and receives telemetry from v7 and its own backup leg.
-		{"hq-a", map[string][]string{"dr-a": {"backup:dr/kafka"}, "hq-a": {"backup:hq/kafka"}}, []string{"telemetry:hq/kafka", "backup:hq/kafka"}},
+		// hq-a sends the backup route to dr and to itself (a same-region
+		// leg), and receives telemetry from v7 and its own backup leg.
+		{"hq-a", map[string][]string{"dr-a": {"backup:dr/kafka"}, "hq-a": {"backup:hq/archive"}}, []string{"telemetry:hq/kafka", "backup:hq/archive"}},
+		// hq-b is not on the link to dr (pinned to hq-a), so it sends only
+		// the local leg, to the region's first gateway.
+		{"hq-b", map[string][]string{"hq-a": {"backup:hq/archive"}}, []string{"telemetry:hq/kafka", "backup:hq/archive"}},
 		{"dr-a", map[string][]string{}, []string{"backup:dr/kafka"}},
 	}
 	for _, tt := range tests {
@@ -123,5 +111,43 @@ func TestLegFiltersRenamesAndLinks(t *testing.T) {
 		if p.Gateway.Name == "hq-a" && (p.Link == nil || p.Link.Compression != "none") {
 			t.Errorf("same-region leg link = %+v, want a local link without compression", p.Link)
 		}
+	}
+}
+
+// TestPinnedSendingEnd: a link pinned to one gateway of a region is sent
+// over by that gateway only.
+func TestPinnedSendingEnd(t *testing.T) {
+	topo := topologytest.TwoGateways(t)
+	for gw, want := range map[string]int{"east-a": 0, "east-b": 1, "west-a": 0} {
+		tab, err := Compile(topo, gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(tab.Out); got != want {
+			t.Errorf("%s sends to %d peers, want %d", gw, got, want)
+		}
+	}
+}
+
+func TestHubReceivesEverySite(t *testing.T) {
+	topo := topologytest.HubAndSites(t, 3)
+	tab, err := Compile(topo, "hq-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in []string
+	for _, l := range tab.In {
+		in = append(in, l.ID+" via "+l.Link.Name)
+	}
+	want := "site-1-telemetry:hq/kafka via site-1--hq,site-2-telemetry:hq/kafka via site-2--hq,site-3-telemetry:hq/kafka via site-3--hq"
+	if got := strings.Join(in, ","); got != want {
+		t.Errorf("hub receives %s, want %s", got, want)
+	}
+	site, err := Compile(topologytest.TwoRegions(t), "east-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(site.Out) != 1 || site.Out[0].Gateway.Name != "west-a" {
+		t.Errorf("two regions: east-a sends to %+v, want west-a", site.Out)
 	}
 }

@@ -51,18 +51,41 @@ type Gateway struct {
 	Advertise string // address peers dial (Listen when not set)
 	Admin     string
 	TLS       *config.TLS
+	// Path is where the file defines the gateway, for
+	// config.File.ErrorAt: "regions[0].gateways[1]".
+	Path string
 }
 
-// Link joins two regions.
+// Link joins two regions. An end written "region/gateway" in the file pins
+// the link to that gateway in its region (package routing says what that
+// means for legs).
 type Link struct {
-	Name        string
-	A, B        *Region
+	Name string
+	A, B *Region
+	// PinA and PinB are the gateways the ends are pinned to, in A and B;
+	// nil means any gateway of the region.
+	PinA, PinB  *Gateway
 	Transport   string
 	Profile     string
 	Compression string
 	RateLimit   int64 // bits/s; 0 = unlimited
-	Window      int64 // bytes; 0 = from profile
+	Window      int64 // bytes; 0 = from profile. Not used yet (config warns)
 	Passthrough bool  // forward Kafka record batches byte for byte
+	// Path is where the file defines the link ("links[2]"); "" for the
+	// local links routing makes inside a region.
+	Path string
+}
+
+// Pin returns the gateway the link is pinned to in region r, or nil when
+// any gateway of r carries it (or r is neither end).
+func (l *Link) Pin(r *Region) *Gateway {
+	switch r {
+	case l.A:
+		return l.PinA
+	case l.B:
+		return l.PinB
+	}
+	return nil
 }
 
 // DataRate is the rate in bit/s of the link's data direction (from the
@@ -111,7 +134,7 @@ func New(f *config.File) (*Topology, error) {
 		Clusters: map[string]*Cluster{},
 		Gateways: map[string]*Gateway{},
 	}
-	for _, r := range f.Regions {
+	for i, r := range f.Regions {
 		reg := &Region{Name: r.Name}
 		t.Regions[r.Name] = reg
 		for _, c := range r.Clusters {
@@ -119,8 +142,9 @@ func New(f *config.File) (*Topology, error) {
 			reg.Clusters = append(reg.Clusters, cl)
 			t.Clusters[cl.Ref()] = cl
 		}
-		for _, g := range r.Gateways {
-			gw := &Gateway{Region: reg, Name: g.Name, Listen: g.Listen, Advertise: g.Advertise, Admin: g.Admin, TLS: g.TLS}
+		for j, g := range r.Gateways {
+			gw := &Gateway{Region: reg, Name: g.Name, Listen: g.Listen, Advertise: g.Advertise, Admin: g.Admin, TLS: g.TLS,
+				Path: fmt.Sprintf("regions[%d].gateways[%d]", i, j)}
 			if gw.Advertise == "" {
 				gw.Advertise = gw.Listen
 			}
@@ -128,28 +152,37 @@ func New(f *config.File) (*Topology, error) {
 			t.Gateways[gw.Name] = gw
 		}
 	}
-	region := func(ref string) (*Region, error) {
-		name, _, _ := strings.Cut(ref, "/")
+	// end resolves a link end: a region, or a region/gateway pin.
+	end := func(ref string) (*Region, *Gateway, error) {
+		name, gw, pinned := strings.Cut(ref, "/")
 		r, ok := t.Regions[name]
 		if !ok {
-			return nil, fmt.Errorf("unknown region %q", name)
+			return nil, nil, fmt.Errorf("unknown region %q", name)
 		}
-		return r, nil
+		if !pinned {
+			return r, nil, nil
+		}
+		g, ok := t.Gateways[gw]
+		if !ok || g.Region != r {
+			return nil, nil, fmt.Errorf("region %q has no gateway %q", name, gw)
+		}
+		return r, g, nil
 	}
-	for _, l := range f.Links {
+	for i, l := range f.Links {
 		if len(l.Between) != 2 {
 			return nil, fmt.Errorf("link %q: want two ends, got %d", l.Name, len(l.Between))
 		}
-		a, err := region(l.Between[0])
+		a, pa, err := end(l.Between[0])
 		if err != nil {
 			return nil, fmt.Errorf("link %q: %w", l.Name, err)
 		}
-		b, err := region(l.Between[1])
+		b, pb, err := end(l.Between[1])
 		if err != nil {
 			return nil, fmt.Errorf("link %q: %w", l.Name, err)
 		}
-		t.Links = append(t.Links, &Link{Name: l.Name, A: a, B: b, Transport: l.Transport, Profile: l.Profile,
-			Compression: l.Compression, RateLimit: int64(l.RateLimit), Window: int64(l.Window), Passthrough: l.Passthrough})
+		t.Links = append(t.Links, &Link{Name: l.Name, A: a, B: b, PinA: pa, PinB: pb, Transport: l.Transport, Profile: l.Profile,
+			Compression: l.Compression, RateLimit: int64(l.RateLimit), Window: int64(l.Window), Passthrough: l.Passthrough,
+			Path: fmt.Sprintf("links[%d]", i)})
 	}
 	for _, r := range f.Routes {
 		from, ok := t.Clusters[r.From]
@@ -174,12 +207,22 @@ func New(f *config.File) (*Topology, error) {
 	return t, nil
 }
 
-// LinkBetween returns the link joining regions a and b, or nil.
+// LinkBetween returns the first link (in file order) joining regions a
+// and b, or nil.
 func (t *Topology) LinkBetween(a, b string) *Link {
-	for _, l := range t.Links {
-		if l.Joins(a, b) {
-			return l
-		}
+	if ls := t.LinksBetween(a, b); len(ls) > 0 {
+		return ls[0]
 	}
 	return nil
+}
+
+// LinksBetween returns every link joining regions a and b, in file order.
+func (t *Topology) LinksBetween(a, b string) []*Link {
+	var out []*Link
+	for _, l := range t.Links {
+		if l.Joins(a, b) {
+			out = append(out, l)
+		}
+	}
+	return out
 }

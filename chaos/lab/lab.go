@@ -221,7 +221,9 @@ func (l *Lab) Start(name string) error {
 	if err != nil {
 		return err
 	}
-	if err := gw.StartAdmin(); err != nil {
+	// Bind before Run, so that a port in use fails Start, not the
+	// background Run.
+	if err := gw.Bind(); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())

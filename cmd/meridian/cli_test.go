@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -37,7 +38,10 @@ func TestValidateExamples(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
-			path := filepath.Join("..", "..", "examples", tt.file)
+			// A copy, with the certificates it names (validate checks them).
+			dir := copyTopology(t, filepath.Join("..", "..", "examples", tt.file))
+			path := filepath.Join(dir, tt.file)
+			writeCertsFor(t, path, map[string]string{"MERIDIAN_HQ_KAFKA_PASSWORD": "x", "MERIDIAN_DR_KAFKA_PASSWORD": "x"})
 			r := meridian(t, "", fleetEnv, "validate", "-f", path)
 			want := fmt.Sprintf("ok: %s: %s\n", path, tt.want)
 			if r.code != 0 || r.stdout != want {
@@ -91,9 +95,11 @@ func TestValidateBadFiles(t *testing.T) {
 	for _, path := range files {
 		name := filepath.Base(path)
 		t.Run(strings.TrimSuffix(name, ".yaml"), func(t *testing.T) {
-			// Run in testdata/validate so that the file name in each
-			// problem is the bare name.
-			dir := filepath.Join("testdata", "validate")
+			// Run in a copy with the certificates the file names (see
+			// writeCertsFor), so that the file name in each problem is the
+			// bare name.
+			dir := copyTopology(t, path)
+			writeCertsFor(t, filepath.Join(dir, name), nil)
 			r := meridian(t, dir, nil, "validate", "-f", name)
 			if r.code != 1 || r.stderr != "" {
 				t.Errorf("meridian validate -f %s: %v\nwant exit status 1 and nothing on stderr", name, r)
@@ -347,5 +353,47 @@ func TestStatusUnreachable(t *testing.T) {
 	r := meridian(t, "", nil, "status", "--admin", addr)
 	if r.code != 1 || !strings.Contains(r.stderr, addr) || !strings.Contains(r.stderr, "unreachable") {
 		t.Errorf("meridian status --admin %s with no gateway:\n%v\nwant exit status 1 naming the address as unreachable", addr, r)
+	}
+}
+
+// TestValidateProbesGateway: validate binds nothing unless asked; with
+// --gateway it test-binds that gateway's addresses and reports a taken one
+// at its setting.
+func TestValidateProbesGateway(t *testing.T) {
+	dir := t.TempDir()
+	p := topoParams{
+		SrcBootstrap: "127.0.0.1:1", DstBootstrap: "127.0.0.1:2",
+		EastListen: freeUDPAddr(t), WestListen: freeUDPAddr(t),
+		EastAdmin: freeTCPAddr(t), WestAdmin: freeTCPAddr(t),
+	}
+	topo := writeTopology(t, dir, p)
+	if r := meridian(t, dir, nil, "certs", "--out", "certs", "-f", topo); r.code != 0 {
+		t.Fatalf("meridian certs: %v", r)
+	}
+	ln, err := net.Listen("tcp", p.WestAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	pc, err := net.ListenPacket("udp", p.WestListen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if r := meridian(t, dir, nil, "validate", "-f", "topology.yaml"); r.code != 0 {
+		t.Errorf("validate without --gateway while west's addresses are taken: %v, want exit 0 (it binds nothing)", r)
+	}
+	if r := meridian(t, dir, nil, "validate", "-f", "topology.yaml", "--gateway", "east-gw"); r.code != 0 {
+		t.Errorf("validate --gateway east-gw: %v, want exit 0", r)
+	}
+	r := meridian(t, dir, nil, "validate", "-f", "topology.yaml", "--gateway", "west-gw")
+	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	if r.code != 1 || len(lines) != 2 ||
+		!strings.HasPrefix(lines[0], "topology.yaml:") || !strings.Contains(lines[0], ": regions[1].gateways[0].listen: cannot bind: ") ||
+		!strings.Contains(lines[1], ": regions[1].gateways[0].admin: cannot bind: ") {
+		t.Errorf("validate --gateway west-gw with its addresses taken: %v\nwant exit 1 with the listen and admin settings", r)
+	}
+	if r := meridian(t, dir, nil, "validate", "-f", "topology.yaml", "--gateway", "nope"); r.code != 1 || !strings.Contains(r.stdout, `no gateway "nope"`) {
+		t.Errorf("validate --gateway nope: %v, want exit 1 naming it", r)
 	}
 }

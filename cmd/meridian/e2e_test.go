@@ -104,6 +104,9 @@ var (
 	excludedTopic  = "orders.tmp"
 )
 
+// firstBatch is how many records step 1 of TestRunTwoGateways mirrors.
+const firstBatch = 5000
+
 // legID is the inbound leg of the route at the west gateway.
 const legID = "orders:west/kafka"
 
@@ -247,6 +250,87 @@ func findLeg(st *mirror.Status, id string) *mirror.LegStatus {
 // receiving gateway mid-stream, then a graceful SIGTERM drain.
 func TestRunTwoGateways(t *testing.T) {
 	t.Parallel() // mostly waits (QUIC idle timeout after the SIGKILL)
+	e := startTwoGateways(t)
+
+	// 1. 5,000 records (plus some to the excluded topic), read back exact.
+	e.firstRecords(t)
+	// 1b. `meridian offsets translate`: a group at the source that has read
+	// the first record of each partition translates to the destination
+	// offset right after that record's copy.
+	t.Run("offsets translate", e.offsetsTranslate)
+	// 2. Admin endpoints and `meridian status`.
+	t.Run("admin", e.admin)
+	t.Run("status", e.status)
+
+	// 3. Restart each gateway gracefully (SIGTERM, then start again)
+	// while a producer keeps writing; the mirror stays exact.
+	t.Run("graceful restarts", func(t *testing.T) {
+		e.midStream(t, 3000, func() {
+			e.stopGracefully(t, e.east)
+			e.east = e.runGW("east-gw")
+			e.stopGracefully(t, e.west)
+			e.west = e.runGW("west-gw")
+		})
+	})
+
+	// 4. SIGKILL the receiving gateway while a producer keeps writing, and
+	// start it again: its open transaction is fenced and aborted, the
+	// sender resumes from the committed positions, the mirror stays exact.
+	t.Run("kill receiver", func(t *testing.T) {
+		e.midStream(t, 4000, func() {
+			e.west.signal(t, syscall.SIGKILL)
+			if code := e.west.wait(t, 10*time.Second); code != -1 {
+				t.Errorf("west-gw after SIGKILL: exit status %d, want killed by the signal", code)
+			}
+			e.earlier = append(e.earlier, e.west)
+			e.west = e.runGW("west-gw")
+		})
+	})
+
+	// 5. SIGTERM: both drain and exit 0.
+	t.Run("drain", func(t *testing.T) {
+		e.west.signal(t, syscall.SIGTERM)
+		e.east.signal(t, syscall.SIGTERM)
+		for _, c := range []*child{e.west, e.east} {
+			if code := c.wait(t, 15*time.Second); code != 0 {
+				t.Errorf("%s after SIGTERM: exit status %d, want 0", c.name, code)
+			}
+		}
+	})
+	for _, c := range append(e.earlier, e.west, e.east) {
+		if _, stderr := c.output(); strings.Contains(stderr, "panic") {
+			t.Errorf("%s stderr mentions a panic", c.name)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	// Nothing was lost in the drain either.
+	waitMirrored(t, e.srcOpts, e.dstOpts, e.gen.mirrored.Load(), 10*time.Second)
+
+	// 8. `meridian failover`: a dry run changes nothing; the failover of a
+	// fully mirrored route reports RPO 0 and exits 0; a second one exits 1.
+	t.Run("failover", e.failover)
+}
+
+// twoGateways is the state TestRunTwoGateways's steps share: the clusters,
+// the topology in dir, the running gateway processes and the producer.
+type twoGateways struct {
+	t                *testing.T // the whole test, which owns the processes
+	srcOpts, dstOpts []kgo.Opt
+	dir, topo        string
+	p                topoParams
+	ctx              context.Context
+	cl               *kgo.Client
+	gen              *recordGen
+	east, west       *child
+	earlier          []*child // gateway processes that have exited
+}
+
+// startTwoGateways starts the clusters, writes the topology and its
+// certificates, validates it and runs both gateways, the receiver first.
+func startTwoGateways(t *testing.T) *twoGateways {
+	e := &twoGateways{t: t}
 	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, append(slices.Clone(mirroredTopics), excludedTopic)...))
 	if err != nil {
 		t.Fatal(err)
@@ -257,51 +341,59 @@ func TestRunTwoGateways(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(dst.Close)
-	srcOpts := []kgo.Opt{kgo.SeedBrokers(src.ListenAddrs()...)}
-	dstOpts := []kgo.Opt{kgo.SeedBrokers(dst.ListenAddrs()...)}
+	e.srcOpts = []kgo.Opt{kgo.SeedBrokers(src.ListenAddrs()...)}
+	e.dstOpts = []kgo.Opt{kgo.SeedBrokers(dst.ListenAddrs()...)}
 
-	dir := t.TempDir()
-	p := topoParams{
+	e.dir = t.TempDir()
+	e.p = topoParams{
 		SrcBootstrap: strings.Join(src.ListenAddrs(), ", "),
 		DstBootstrap: strings.Join(dst.ListenAddrs(), ", "),
 		EastListen:   freeUDPAddr(t), WestListen: freeUDPAddr(t),
 		EastAdmin: freeTCPAddr(t), WestAdmin: freeTCPAddr(t),
 	}
-	topo := writeTopology(t, dir, p)
-	if r := meridian(t, dir, nil, "certs", "--out", "certs", "-f", topo); r.code != 0 {
+	e.topo = writeTopology(t, e.dir, e.p)
+	if r := meridian(t, e.dir, nil, "certs", "--out", "certs", "-f", e.topo); r.code != 0 {
 		t.Fatalf("meridian certs: %v", r)
 	}
-	if r := meridian(t, dir, nil, "validate", "-f", topo); r.code != 0 || !strings.HasPrefix(r.stdout, "ok: ") {
+	if r := meridian(t, e.dir, nil, "validate", "-f", e.topo); r.code != 0 || !strings.HasPrefix(r.stdout, "ok: ") {
 		t.Fatalf("meridian validate: %v", r)
 	}
 
-	runGW := func(name string) *child {
-		return startChild(t, name, dir, "run", "-f", topo, "--gateway", name, "--log-level", "info")
-	}
-	west := runGW("west-gw") // the receiver first, so the sender's first dial succeeds
-	east := runGW("east-gw")
-	var earlier []*child // gateway processes that have exited
+	e.west = e.runGW("west-gw") // the receiver first, so the sender's first dial succeeds
+	e.east = e.runGW("east-gw")
 
-	cl, err := kgo.NewClient(append(slices.Clone(srcOpts), kgo.ProducerLinger(2*time.Millisecond))...)
+	cl, err := kgo.NewClient(append(slices.Clone(e.srcOpts), kgo.ProducerLinger(2*time.Millisecond))...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
-	gen := &recordGen{base: time.UnixMilli(1_700_000_000_000)}
+	e.cl = cl
+	e.gen = &recordGen{base: time.UnixMilli(1_700_000_000_000)}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
+	e.ctx = ctx
 
-	// 1. 5,000 records (plus some to the excluded topic), read back exact.
-	const first = 5000
-	if err := gen.produce(ctx, cl, first, 500, 0); err != nil {
+	return e
+}
+
+// runGW starts `meridian run` for the named gateway, owned by the whole
+// test (not the subtest that starts it).
+func (e *twoGateways) runGW(name string) *child {
+	return startChild(e.t, name, e.dir, "run", "-f", e.topo, "--gateway", name, "--log-level", "info")
+}
+
+// firstRecords mirrors 5,000 records (plus some to the excluded topic) and
+// checks the destination topics.
+func (e *twoGateways) firstRecords(t *testing.T) {
+	if err := e.gen.produce(e.ctx, e.cl, firstBatch, 500, 0); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	rep := waitMirrored(t, srcOpts, dstOpts, first, 60*time.Second)
+	rep := waitMirrored(t, e.srcOpts, e.dstOpts, firstBatch, 60*time.Second)
 	t.Logf("mirrored in %v after the last produce: %v", time.Since(start).Round(time.Millisecond), rep)
 
-	adm := kadm.NewClient(mustClient(t, dstOpts))
-	topics, err := adm.ListTopics(ctx)
+	adm := kadm.NewClient(mustClient(t, e.dstOpts))
+	topics, err := adm.ListTopics(e.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,232 +406,188 @@ func TestRunTwoGateways(t *testing.T) {
 		}
 	}
 
-	// 1b. `meridian offsets translate`: a group at the source that has read
-	// the first record of each partition translates to the destination
-	// offset right after that record's copy.
-	t.Run("offsets translate", func(t *testing.T) {
-		sadm := kadm.NewClient(mustClient(t, srcOpts))
-		os := kadm.Offsets{}
-		for p := int32(0); p < 3; p++ {
-			os.Add(kadm.Offset{Topic: mirroredTopics[0], Partition: p, At: 1})
-		}
-		if err := sadm.CommitAllOffsets(ctx, "billing", os); err != nil {
+}
+
+// offsetsTranslate checks `meridian offsets translate` against both clusters.
+func (e *twoGateways) offsetsTranslate(t *testing.T) {
+	sadm := kadm.NewClient(mustClient(t, e.srcOpts))
+	os := kadm.Offsets{}
+	for p := int32(0); p < 3; p++ {
+		os.Add(kadm.Offset{Topic: mirroredTopics[0], Partition: p, At: 1})
+	}
+	if err := sadm.CommitAllOffsets(e.ctx, "billing", os); err != nil {
+		t.Fatal(err)
+	}
+	r := meridian(t, e.dir, nil, "offsets", "translate", "-f", e.topo, "--route", "orders", "--group", "billing", "--output", "json")
+	if r.code != 0 {
+		t.Fatalf("offsets translate: %v", r)
+	}
+	var legs []struct {
+		Leg        string               `json:"leg"`
+		Partitions []mirror.Translation `json:"partitions"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &legs); err != nil || len(legs) != 1 || len(legs[0].Partitions) != 3 {
+		t.Fatalf("offsets translate --output json = %q (%v), want one leg with 3 partitions", r.stdout, err)
+	}
+	// The destination record at each translated offset is the source
+	// record at offset 1 (read back from both clusters).
+	at := func(opts []kgo.Opt, topic string) map[[2]int64]uint64 {
+		m := map[[2]int64]uint64{}
+		if err := kread.Each(e.ctx, opts, []string{topic}, func(r *kgo.Record) {
+			m[[2]int64{int64(r.Partition), r.Offset}] = verify.Fingerprint(r)
+		}); err != nil {
 			t.Fatal(err)
 		}
-		r := meridian(t, dir, nil, "offsets", "translate", "-f", topo, "--route", "orders", "--group", "billing", "--output", "json")
-		if r.code != 0 {
-			t.Fatalf("offsets translate: %v", r)
+		return m
+	}
+	srcAt, dstAt := at(e.srcOpts, mirroredTopics[0]), at(e.dstOpts, mirroredTopics[0])
+	for _, tr := range legs[0].Partitions {
+		want, ok := srcAt[[2]int64{int64(tr.Partition), 1}]
+		if tr.Status != mirror.Exact || !ok || dstAt[[2]int64{int64(tr.Partition), tr.Dest}] != want {
+			t.Errorf("partition %d: source offset 1 translated to %d (%s), which does not hold that record", tr.Partition, tr.Dest, tr.Status)
 		}
-		var legs []struct {
-			Leg        string               `json:"leg"`
-			Partitions []mirror.Translation `json:"partitions"`
-		}
-		if err := json.Unmarshal([]byte(r.stdout), &legs); err != nil || len(legs) != 1 || len(legs[0].Partitions) != 3 {
-			t.Fatalf("offsets translate --output json = %q (%v), want one leg with 3 partitions", r.stdout, err)
-		}
-		// The destination record at each translated offset is the source
-		// record at offset 1 (read back from both clusters).
-		at := func(opts []kgo.Opt, topic string) map[[2]int64]uint64 {
-			m := map[[2]int64]uint64{}
-			if err := kread.Each(ctx, opts, []string{topic}, func(r *kgo.Record) {
-				m[[2]int64{int64(r.Partition), r.Offset}] = verify.Fingerprint(r)
-			}); err != nil {
-				t.Fatal(err)
-			}
-			return m
-		}
-		srcAt, dstAt := at(srcOpts, mirroredTopics[0]), at(dstOpts, mirroredTopics[0])
-		for _, tr := range legs[0].Partitions {
-			want, ok := srcAt[[2]int64{int64(tr.Partition), 1}]
-			if tr.Status != mirror.Exact || !ok || dstAt[[2]int64{int64(tr.Partition), tr.Dest}] != want {
-				t.Errorf("partition %d: source offset 1 translated to %d (%s), which does not hold that record", tr.Partition, tr.Dest, tr.Status)
-			}
-		}
-		if r := meridian(t, dir, nil, "offsets", "translate", "-f", topo, "--route", "nope", "--group", "billing"); r.code != 1 || !strings.Contains(r.stderr, `no route "nope"`) {
-			t.Errorf("unknown route: %v, want exit 1 naming it", r)
-		}
-	})
+	}
+	if r := meridian(t, e.dir, nil, "offsets", "translate", "-f", e.topo, "--route", "nope", "--group", "billing"); r.code != 1 || !strings.Contains(r.stderr, `no route "nope"`) {
+		t.Errorf("unknown route: %v, want exit 1 naming it", r)
+	}
+}
 
-	// 2. Admin endpoints and `meridian status`.
-	t.Run("admin", func(t *testing.T) {
-		for _, addr := range []string{p.WestAdmin, p.EastAdmin} {
-			waitFor(t, 15*time.Second, 200*time.Millisecond, addr+"/healthz is 200", func() error {
-				code, body, err := httpGet(addr, "/healthz")
-				if err == nil && code != http.StatusOK {
-					err = fmt.Errorf("HTTP %d: %s", code, body)
-				}
-				return err
-			})
-			code, body, err := httpGet(addr, "/metrics")
-			if err != nil || code != http.StatusOK || !strings.Contains(body, "meridian_records_total") {
-				t.Errorf("GET %s/metrics: HTTP %d, %v; want 200 with meridian_records_total", addr, code, err)
+// admin checks /healthz and /metrics of both gateways.
+func (e *twoGateways) admin(t *testing.T) {
+	for _, addr := range []string{e.p.WestAdmin, e.p.EastAdmin} {
+		waitFor(t, 15*time.Second, 200*time.Millisecond, addr+"/healthz is 200", func() error {
+			code, body, err := httpGet(addr, "/healthz")
+			if err == nil && code != http.StatusOK {
+				err = fmt.Errorf("HTTP %d: %s", code, body)
 			}
+			return err
+		})
+		code, body, err := httpGet(addr, "/metrics")
+		if err != nil || code != http.StatusOK || !strings.Contains(body, "meridian_records_total") {
+			t.Errorf("GET %s/metrics: HTTP %d, %v; want 200 with meridian_records_total", addr, code, err)
 		}
+	}
+}
+
+// status checks /status and `meridian status` of both gateways.
+func (e *twoGateways) status(t *testing.T) {
+	st, err := gatewayStatus(t, e.p.WestAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := findLeg(st, legID)
+	if st.Gateway != "west-gw" || st.Region != "west" || l == nil {
+		t.Fatalf("west status = %+v, want gateway west-gw in region west with leg %s", st, legID)
+	}
+	if l.Direction != "in" || l.Records < firstBatch || l.From != "east/kafka" || l.To != "west/kafka" {
+		t.Errorf("west leg = %+v, want direction in, from east/kafka to west/kafka, records >= %d", *l, firstBatch)
+	}
+
+	r := meridian(t, "", nil, "status", "--admin", e.p.WestAdmin)
+	if r.code != 0 {
+		t.Fatalf("meridian status: %v", r)
+	}
+	lines := strings.Split(r.stdout, "\n")
+	var header, row string
+	for _, line := range lines {
+		if strings.HasPrefix(line, "LEG ") {
+			header = line
+		}
+		if strings.HasPrefix(line, legID+" ") {
+			row = line
+		}
+	}
+	col := strings.Index(header, "RECORDS")
+	if !strings.HasPrefix(lines[0], "gateway west-gw (region west)") || col < 0 || len(row) <= col {
+		t.Fatalf("meridian status: no table with leg %s and a RECORDS column:\n%s", legID, r.stdout)
+	}
+	n, err := strconv.ParseInt(strings.Fields(row[col:])[0], 10, 64)
+	if err != nil || n != l.Records {
+		t.Errorf("meridian status: leg %s RECORDS %q, want %d as in --output json:\n%s", legID, strings.Fields(row[col:])[0], l.Records, r.stdout)
+	}
+
+	st, err = gatewayStatus(t, e.p.EastAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := findLeg(st, legID); l == nil || l.Direction != "out" || l.Records < firstBatch || len(st.Peers) != 1 || st.Peers[0].Gateway != "west-gw" || !st.Peers[0].Connected || !st.Peers[0].Passthrough {
+		t.Errorf("east status = %+v, want the out leg %s with records >= %d and peer west-gw connected over a passthrough link", st, legID, firstBatch)
+	}
+	if r := meridian(t, "", nil, "status", "--admin", e.p.EastAdmin); !strings.Contains(r.stdout, "(passthrough)") {
+		t.Errorf("meridian status of east does not show the passthrough link:\n%s", r.stdout)
+	}
+}
+
+// midStream runs a producer of more records in the background, calls
+// action once a quarter of them are written, and when the producer is
+// done requires the destination to hold every record exactly once.
+func (e *twoGateways) midStream(t *testing.T, more int64, action func()) {
+	t.Helper()
+	done := make(chan error, 1)
+	before := e.gen.mirrored.Load()
+	want := before + more
+	go func() { done <- e.gen.produce(e.ctx, e.cl, more, 100, 40*time.Millisecond) }()
+	waitFor(t, 20*time.Second, 20*time.Millisecond, "producer under way", func() error {
+		if n := e.gen.mirrored.Load() - before; n < more/4 {
+			return fmt.Errorf("%d produced", n)
+		}
+		return nil
 	})
-	t.Run("status", func(t *testing.T) {
-		st, err := gatewayStatus(t, p.WestAdmin)
+	action()
+	select {
+	case err := <-done:
 		if err != nil {
 			t.Fatal(err)
 		}
-		l := findLeg(st, legID)
-		if st.Gateway != "west-gw" || st.Region != "west" || l == nil {
-			t.Fatalf("west status = %+v, want gateway west-gw in region west with leg %s", st, legID)
-		}
-		if l.Direction != "in" || l.Records < first || l.From != "east/kafka" || l.To != "west/kafka" {
-			t.Errorf("west leg = %+v, want direction in, from east/kafka to west/kafka, records >= %d", *l, first)
-		}
-
-		r := meridian(t, "", nil, "status", "--admin", p.WestAdmin)
-		if r.code != 0 {
-			t.Fatalf("meridian status: %v", r)
-		}
-		lines := strings.Split(r.stdout, "\n")
-		var header, row string
-		for _, line := range lines {
-			if strings.HasPrefix(line, "LEG ") {
-				header = line
-			}
-			if strings.HasPrefix(line, legID+" ") {
-				row = line
-			}
-		}
-		col := strings.Index(header, "RECORDS")
-		if !strings.HasPrefix(lines[0], "gateway west-gw (region west)") || col < 0 || len(row) <= col {
-			t.Fatalf("meridian status: no table with leg %s and a RECORDS column:\n%s", legID, r.stdout)
-		}
-		n, err := strconv.ParseInt(strings.Fields(row[col:])[0], 10, 64)
-		if err != nil || n != l.Records {
-			t.Errorf("meridian status: leg %s RECORDS %q, want %d as in --output json:\n%s", legID, strings.Fields(row[col:])[0], l.Records, r.stdout)
-		}
-
-		st, err = gatewayStatus(t, p.EastAdmin)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if l := findLeg(st, legID); l == nil || l.Direction != "out" || l.Records < first || len(st.Peers) != 1 || st.Peers[0].Gateway != "west-gw" || !st.Peers[0].Connected || !st.Peers[0].Passthrough {
-			t.Errorf("east status = %+v, want the out leg %s with records >= %d and peer west-gw connected over a passthrough link", st, legID, first)
-		}
-		if r := meridian(t, "", nil, "status", "--admin", p.EastAdmin); !strings.Contains(r.stdout, "(passthrough)") {
-			t.Errorf("meridian status of east does not show the passthrough link:\n%s", r.stdout)
-		}
-	})
-
-	// midStream runs a producer of more records in the background, calls
-	// action once a quarter of them are written, and when the producer is
-	// done requires the destination to hold every record exactly once.
-	midStream := func(t *testing.T, more int64, action func()) {
-		t.Helper()
-		done := make(chan error, 1)
-		before := gen.mirrored.Load()
-		want := before + more
-		go func() { done <- gen.produce(ctx, cl, more, 100, 40*time.Millisecond) }()
-		waitFor(t, 20*time.Second, 20*time.Millisecond, "producer under way", func() error {
-			if n := gen.mirrored.Load() - before; n < more/4 {
-				return fmt.Errorf("%d produced", n)
-			}
-			return nil
-		})
-		action()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(40 * time.Second):
-			t.Fatal("producer did not finish within 40 s")
-		}
-		start := time.Now()
-		rep := waitMirrored(t, srcOpts, dstOpts, want, 60*time.Second)
-		t.Logf("mirrored in %v after the last produce: %v", time.Since(start).Round(time.Millisecond), rep)
+	case <-time.After(40 * time.Second):
+		t.Fatal("producer did not finish within 40 s")
 	}
-	stopGracefully := func(t *testing.T, c *child) {
-		t.Helper()
-		c.signal(t, syscall.SIGTERM)
-		if code := c.wait(t, 15*time.Second); code != 0 {
-			t.Errorf("%s after SIGTERM: exit status %d, want 0", c.name, code)
-		}
-		earlier = append(earlier, c)
+	start := time.Now()
+	rep := waitMirrored(t, e.srcOpts, e.dstOpts, want, 60*time.Second)
+	t.Logf("mirrored in %v after the last produce: %v", time.Since(start).Round(time.Millisecond), rep)
+}
+
+// stopGracefully sends SIGTERM and wants exit status 0.
+func (e *twoGateways) stopGracefully(t *testing.T, c *child) {
+	t.Helper()
+	c.signal(t, syscall.SIGTERM)
+	if code := c.wait(t, 15*time.Second); code != 0 {
+		t.Errorf("%s after SIGTERM: exit status %d, want 0", c.name, code)
 	}
+	e.earlier = append(e.earlier, c)
+}
 
-	// 3. Restart each gateway gracefully (SIGTERM, then start again)
-	// while a producer keeps writing; the mirror stays exact.
-	t.Run("graceful restarts", func(t *testing.T) {
-		midStream(t, 3000, func() {
-			stopGracefully(t, east)
-			east = runGW("east-gw")
-			stopGracefully(t, west)
-			west = runGW("west-gw")
-		})
-	})
-
-	// 4. SIGKILL the receiving gateway while a producer keeps writing, and
-	// start it again: its open transaction is fenced and aborted, the
-	// sender resumes from the committed positions, the mirror stays exact.
-	t.Run("kill receiver", func(t *testing.T) {
-		midStream(t, 4000, func() {
-			west.signal(t, syscall.SIGKILL)
-			if code := west.wait(t, 10*time.Second); code != -1 {
-				t.Errorf("west-gw after SIGKILL: exit status %d, want killed by the signal", code)
-			}
-			earlier = append(earlier, west)
-			west = runGW("west-gw")
-		})
-	})
-
-	// 5. SIGTERM: both drain and exit 0.
-	t.Run("drain", func(t *testing.T) {
-		west.signal(t, syscall.SIGTERM)
-		east.signal(t, syscall.SIGTERM)
-		for _, c := range []*child{west, east} {
-			if code := c.wait(t, 15*time.Second); code != 0 {
-				t.Errorf("%s after SIGTERM: exit status %d, want 0", c.name, code)
-			}
-		}
-	})
-	for _, c := range append(earlier, west, east) {
-		if _, stderr := c.output(); strings.Contains(stderr, "panic") {
-			t.Errorf("%s stderr mentions a panic", c.name)
-		}
+// failover runs `meridian failover` and `failback` against the stopped gateways' clusters.
+func (e *twoGateways) failover(t *testing.T) {
+	r := meridian(t, e.dir, nil, "failover", "-f", e.topo, "--route", "orders", "--dry-run")
+	if r.code != 0 || !strings.Contains(r.stdout, "dry run, nothing changed") {
+		t.Fatalf("failover --dry-run: %v", r)
 	}
-	if t.Failed() {
-		return
+	r = meridian(t, e.dir, nil, "failover", "-f", e.topo, "--route", "orders", "--output", "json", "--drain", "10s")
+	if r.code != 0 {
+		t.Fatalf("failover: %v, want exit 0 (nothing at risk)", r)
 	}
-	// Nothing was lost in the drain either.
-	waitMirrored(t, srcOpts, dstOpts, gen.mirrored.Load(), 10*time.Second)
-
-	// 8. `meridian failover`: a dry run changes nothing; the failover of a
-	// fully mirrored route reports RPO 0 and exits 0; a second one exits 1.
-	t.Run("failover", func(t *testing.T) {
-		r := meridian(t, dir, nil, "failover", "-f", topo, "--route", "orders", "--dry-run")
-		if r.code != 0 || !strings.Contains(r.stdout, "dry run, nothing changed") {
-			t.Fatalf("failover --dry-run: %v", r)
-		}
-		r = meridian(t, dir, nil, "failover", "-f", topo, "--route", "orders", "--output", "json", "--drain", "10s")
-		if r.code != 0 {
-			t.Fatalf("failover: %v, want exit 0 (nothing at risk)", r)
-		}
-		var reps []mirror.FailoverReport
-		if err := json.Unmarshal([]byte(r.stdout), &reps); err != nil || len(reps) != 1 {
-			t.Fatalf("failover --output json = %q (%v)", r.stdout, err)
-		}
-		if rep := reps[0]; !rep.Fenced || !rep.Drained || rep.RPORecords != 0 || !rep.RPOExact || rep.Epoch != 1 {
-			t.Errorf("failover report %+v, want fenced, drained, exactly 0 records at risk, epoch 1", rep)
-		}
-		r = meridian(t, dir, nil, "failover", "-f", topo, "--route", "orders")
-		if r.code != 1 || !strings.Contains(r.stderr, "fenced already") {
-			t.Errorf("second failover: %v, want exit 1 saying it is fenced already", r)
-		}
-		// Back again: nothing was written at DR meanwhile, nothing is lost
-		// at the old primary; the fence is lifted.
-		r = meridian(t, dir, nil, "failback", "-f", topo, "--route", "orders", "--output", "json")
-		if r.code != 0 || !strings.Contains(r.stdout, `"stragglers": null`) && !strings.Contains(r.stdout, `"stragglers": []`) {
-			t.Fatalf("failback: %v, want exit 0 with no stragglers", r)
-		}
-		r = meridian(t, dir, nil, "failback", "-f", topo, "--route", "orders")
-		if r.code != 1 || !strings.Contains(r.stderr, "not failed over") {
-			t.Errorf("second failback: %v, want exit 1 saying it is not failed over", r)
-		}
-	})
+	var reps []mirror.FailoverReport
+	if err := json.Unmarshal([]byte(r.stdout), &reps); err != nil || len(reps) != 1 {
+		t.Fatalf("failover --output json = %q (%v)", r.stdout, err)
+	}
+	if rep := reps[0]; !rep.Fenced || !rep.Drained || rep.RPORecords != 0 || !rep.RPOExact || rep.Epoch != 1 {
+		t.Errorf("failover report %+v, want fenced, drained, exactly 0 records at risk, epoch 1", rep)
+	}
+	r = meridian(t, e.dir, nil, "failover", "-f", e.topo, "--route", "orders")
+	if r.code != 1 || !strings.Contains(r.stderr, "fenced already") {
+		t.Errorf("second failover: %v, want exit 1 saying it is fenced already", r)
+	}
+	// Back again: nothing was written at DR meanwhile, nothing is lost
+	// at the old primary; the fence is lifted.
+	r = meridian(t, e.dir, nil, "failback", "-f", e.topo, "--route", "orders", "--output", "json")
+	if r.code != 0 || !strings.Contains(r.stdout, `"stragglers": null`) && !strings.Contains(r.stdout, `"stragglers": []`) {
+		t.Fatalf("failback: %v, want exit 0 with no stragglers", r)
+	}
+	r = meridian(t, e.dir, nil, "failback", "-f", e.topo, "--route", "orders")
+	if r.code != 1 || !strings.Contains(r.stderr, "not failed over") {
+		t.Errorf("second failback: %v, want exit 1 saying it is not failed over", r)
+	}
 }
 
 func mustClient(t *testing.T, opts []kgo.Opt) *kgo.Client {

@@ -23,9 +23,12 @@ func newRunCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return &exitError{2, err}
 			}
-			topo, err := loadTopology(file)
+			f, topo, err := loadFile(file)
 			if err != nil {
 				return &exitError{1, err}
+			}
+			for _, w := range f.Warnings() {
+				log.Warn("topology setting has no effect yet", "problem", w.Error())
 			}
 			if _, ok := topo.Gateways[name]; !ok {
 				names := make([]string, 0, len(topo.Gateways))

@@ -14,15 +14,22 @@ import (
 
 // loadTopology reads, validates and resolves a topology file.
 func loadTopology(file string) (*topology.Topology, error) {
+	_, topo, err := loadFile(file)
+	return topo, err
+}
+
+// loadFile is loadTopology that also returns the file, for placing
+// problems (config.File.ErrorAt) and reading its warnings.
+func loadFile(file string) (*config.File, *topology.Topology, error) {
 	f, err := config.Load(file)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	topo, err := topology.New(f)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
+		return nil, nil, fmt.Errorf("%s: %w", file, err)
 	}
-	return topo, nil
+	return f, topo, nil
 }
 
 // legClusters returns client options for a leg's source and destination.
@@ -51,15 +58,21 @@ func routeLegs(topo *topology.Topology, route, to string) ([]*routing.Leg, error
 	if len(gws) == 0 {
 		return nil, fmt.Errorf("route %s: region %s has no gateway", route, rt.From.Region.Name)
 	}
-	table, err := routing.Compile(topo, gws[0].Name)
-	if err != nil {
-		return nil, err
-	}
+	// Any gateway of the source region may send a leg (a pinned link lets
+	// only one): take each leg from the first gateway that sends it.
 	var legs []*routing.Leg
-	for _, p := range table.Out {
-		for _, l := range p.Legs {
-			if l.Route == rt && (to == "" || l.To.Ref() == to) {
-				legs = append(legs, l)
+	seen := map[string]bool{}
+	for _, gw := range gws {
+		table, err := routing.Compile(topo, gw.Name)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range table.Out {
+			for _, l := range p.Legs {
+				if l.Route == rt && (to == "" || l.To.Ref() == to) && !seen[l.ID] {
+					seen[l.ID] = true
+					legs = append(legs, l)
+				}
 			}
 		}
 	}

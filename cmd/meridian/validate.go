@@ -4,11 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 
 	"github.com/spf13/cobra"
 
 	"github.com/meridian-gw/meridian/config"
-	"github.com/meridian-gw/meridian/routing"
+	"github.com/meridian-gw/meridian/internal/gateway"
+	"github.com/meridian-gw/meridian/topology"
 	"github.com/meridian-gw/meridian/transport"
 )
 
@@ -18,18 +20,31 @@ const (
 )
 
 func newValidateCmd(g *globals) *cobra.Command {
-	var file, output string
+	var file, output, gateway string
 	cmd := &cobra.Command{
-		Use:   "validate -f FILE",
+		Use:   "validate -f FILE [--gateway NAME]",
 		Short: "Check a topology file and print every problem as file:line:col: path: reason",
-		Args:  cobra.NoArgs,
+		Long: `Validate loads the file and builds every gateway as run does (certificates,
+links, codecs), starting nothing and binding nothing. With --gateway NAME, run
+on that gateway's host, it also test-binds the gateway's listen and admin
+addresses. Settings that are accepted but have no effect yet are printed as
+warnings on stderr; they do not fail validation.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			sum, err := validateFile(file)
+			sum, warnings, err := validateFile(file, gateway)
+			if output != "json" {
+				for _, w := range warnings {
+					fmt.Fprintln(g.stderr, "warning: "+w.Error())
+				}
+			}
 			if output == "json" {
 				out := map[string]any{"ok": err == nil, "file": file}
+				if len(warnings) > 0 {
+					out["warnings"] = warnings
+				}
 				if err != nil {
 					var errs config.Errors
 					if !errors.As(err, &errs) {
@@ -59,6 +74,7 @@ func newValidateCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "topology file (required)")
+	cmd.Flags().StringVarP(&gateway, "gateway", "g", "", "also test-bind this gateway's listen and admin addresses (run it on the gateway's host)")
 	_ = cmd.MarkFlagRequired("file")
 	outputFlag(cmd, &output)
 	return cmd
@@ -73,22 +89,82 @@ type summary struct {
 	Legs     int `json:"legs"`
 }
 
-// validateFile runs the same steps as `run` short of starting anything:
-// load and validate the file, resolve the topology, compile every gateway's
-// forwarding table.
-func validateFile(path string) (summary, error) {
-	topo, err := loadTopology(path)
+// validateFile runs the same steps as `run` short of binding or starting
+// anything: load and validate the file, resolve the topology, and build
+// every gateway (gateway.New: forwarding table, certificates, link
+// dialers). Problems are config.Errors at their settings, all at once.
+// When probe names a gateway, its addresses are also test-bound. warnings
+// are the file's (config.File.Warnings).
+func validateFile(path, probe string) (s summary, warnings config.Errors, err error) {
+	f, topo, err := loadFile(path)
 	if err != nil {
-		return summary{}, err
+		return summary{}, nil, err
 	}
-	s := summary{Regions: len(topo.Regions), Clusters: len(topo.Clusters), Gateways: len(topo.Gateways), Links: len(topo.Links), Routes: len(topo.Routes)}
+	s = summary{Regions: len(topo.Regions), Clusters: len(topo.Clusters), Gateways: len(topo.Gateways), Links: len(topo.Links), Routes: len(topo.Routes)}
 	for _, r := range topo.Routes {
 		s.Legs += len(r.To)
 	}
-	for name := range topo.Gateways {
-		if _, err := routing.Compile(topo, name); err != nil {
-			return summary{}, fmt.Errorf("%s: gateway %s: %w", path, name, err)
+	if _, ok := topo.Gateways[probe]; probe != "" && !ok {
+		return summary{}, nil, fmt.Errorf("%s: --gateway: no gateway %q (gateways: %v)", path, probe, gatewayNames(topo))
+	}
+	var problems config.Errors
+	for _, name := range gatewayNames(topo) {
+		gw, err := gateway.New(gateway.Options{Topology: topo, Name: name})
+		if err != nil {
+			problems = append(problems, placeProblems(f, topo.Gateways[name].Path, err)...)
+			continue
+		}
+		if name == probe {
+			for _, se := range gw.ProbeAddrs() {
+				problems = append(problems, f.ErrorAt(se.Path, "%v", se.Err))
+			}
 		}
 	}
-	return s, nil
+	if len(problems) > 0 {
+		return summary{}, nil, problems.Sort()
+	}
+	return s, f.Warnings(), nil
+}
+
+// placeProblems turns an error from gateway.New into problems at their
+// settings; one that names no setting is placed at the gateway (at).
+func placeProblems(f *config.File, at string, err error) config.Errors {
+	var leaves []error
+	var walk func(error)
+	walk = func(e error) {
+		if se, ok := e.(*gateway.SettingError); ok {
+			leaves = append(leaves, se)
+			return
+		}
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, c := range j.Unwrap() {
+				walk(c)
+			}
+			return
+		}
+		if u := errors.Unwrap(e); u != nil && errors.As(e, new(*gateway.SettingError)) {
+			walk(u)
+			return
+		}
+		leaves = append(leaves, e)
+	}
+	walk(err)
+	var out config.Errors
+	for _, e := range leaves {
+		if se, ok := e.(*gateway.SettingError); ok {
+			out = append(out, f.ErrorAt(se.Path, "%v", se.Err))
+		} else {
+			out = append(out, f.ErrorAt(at, "%v", e))
+		}
+	}
+	return out
+}
+
+func gatewayNames(topo *topology.Topology) []string {
+	names := make([]string, 0, len(topo.Gateways))
+	for n := range topo.Gateways {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }

@@ -1,8 +1,12 @@
 // Package gateway assembles one running Meridian gateway from a topology:
 // its forwarding table (routing), QUIC links with mutual TLS
 // (transport/quic), the replication engine (mirror) and the admin HTTP
-// server (internal/admin). `meridian run`, the demo and the lab all build
-// gateways here, so they run the same code.
+// server (internal/admin). `meridian run`, `meridian validate`, the demo and
+// the lab all build gateways here, so they run the same code.
+//
+// Building (New) checks everything and binds nothing; Bind binds the link
+// listener and the admin server; Run binds if needed, then dials peers and
+// serves. Each peer gateway has its own dialer, found by the peer's name.
 package gateway
 
 import (
@@ -14,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,11 +83,38 @@ type Gateway struct {
 	eng   *mirror.Engine
 	reg   *prometheus.Registry
 	log   *slog.Logger
-	admin *admin.Server
+	peers map[string]peerDialer // by peer gateway name
+
+	adminMu sync.Mutex
+	admin   *admin.Server
 }
 
-// New builds the gateway: it loads certificates, opens the link listener and
-// checks everything short of connecting to clusters or peers.
+// peerDialer reaches one peer gateway: its link's dialer and the address
+// dialled.
+type peerDialer struct {
+	d    transport.Dialer
+	addr string
+}
+
+// SettingError is a problem with one setting of the topology file, found
+// while building a gateway. Path is the setting's path in the file, as in
+// config.Error ("regions[0].gateways[1].tls.cert_file"), so that a caller
+// holding the config.File can place it (config.File.ErrorAt).
+type SettingError struct {
+	Path string
+	Err  error
+}
+
+func (e *SettingError) Error() string { return e.Path + ": " + e.Err.Error() }
+
+func (e *SettingError) Unwrap() error { return e.Err }
+
+// New builds the gateway: it compiles its forwarding table, checks and
+// loads its certificates, builds one dialer per peer gateway and the
+// replication engine. It binds no socket and dials nothing: Bind and Run
+// do. On failure the error joins every problem found, each problem with a
+// setting a *SettingError (errors.As finds the first; unwrap the join for
+// all).
 func New(opts Options) (*Gateway, error) {
 	if opts.Topology == nil {
 		return nil, errors.New("gateway: no topology")
@@ -95,90 +127,192 @@ func New(opts Options) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway %s: %w", opts.Name, err)
 	}
 	gw := table.Gateway
-	log := opts.Logger.With("gateway", gw.Name) // mirror and link loggers add their component
-	serverTLS, clientTLS := opts.ServerTLS, opts.ClientTLS
-	if serverTLS == nil || clientTLS == nil {
-		if gw.TLS == nil || gw.TLS.CertFile == "" {
-			return nil, fmt.Errorf("gateway %s: link TLS needs tls.ca_file, tls.cert_file and tls.key_file (make them with `meridian certs`)", gw.Name)
-		}
-		if serverTLS == nil {
-			if serverTLS, err = pki.ServerTLS(gw.TLS.CAFile, gw.TLS.CertFile, gw.TLS.KeyFile); err != nil {
-				return nil, fmt.Errorf("gateway %s: link TLS: %w", gw.Name, err)
-			}
-		}
-		if clientTLS == nil {
-			if clientTLS, err = pki.ClientTLS(gw.TLS.CAFile, gw.TLS.CertFile, gw.TLS.KeyFile, ""); err != nil {
-				return nil, fmt.Errorf("gateway %s: link TLS: %w", gw.Name, err)
-			}
-		}
+	g := &Gateway{opts: opts, table: table, log: opts.Logger.With("gateway", gw.Name)} // mirror and link loggers add their component
+	serverTLS, clientTLS, problems := g.linkTLS()
+	peers, dialProblems := g.dialers(clientTLS)
+	problems = append(problems, dialProblems...)
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("gateway %s: %w", gw.Name, errors.Join(problems...))
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	// One dialer per peer: each link has its own codec.
-	dialers := map[string]transport.Dialer{}
-	for _, p := range table.Out {
-		codec, err := transport.ParseCodec(p.Link.Compression)
-		if err != nil {
-			return nil, fmt.Errorf("gateway %s: link %s: %w", gw.Name, p.Link.Name, err)
-		}
-		sess := linkSession(p.Link, opts.Profile)
-		sess.Codec, sess.Logger = codec, log.With("peer", p.Gateway.Name)
-		if codec == transport.CodecZstd {
-			// Per-topic dictionaries for small batches, and the level from
-			// the link's rate (never its RTT): thin links get zstd better.
-			_, sess.CodecLevel = transport.ChooseCompression(float64(p.Link.DataRate(linkProfile(p.Link, opts.Profile))), 1)
-			sess.Dictionaries = true
-		}
-		d, err := quic.NewDialer(quic.DialerOptions{TLS: serverNameFor(clientTLS, p.Gateway.Name), Session: sess,
-			ListenPacket: opts.DialPacket})
-		if err != nil {
-			return nil, fmt.Errorf("gateway %s: link %s: %w", gw.Name, p.Link.Name, err)
-		}
-		addr := p.Gateway.Advertise
-		if opts.PeerAddr != nil {
-			addr = opts.PeerAddr(p.Gateway.Name, addr)
-		}
-		dialers[p.Gateway.Advertise] = redial{d, addr}
-	}
-	listenAddr := gw.Listen
-	if opts.ListenAddr != "" {
-		listenAddr = opts.ListenAddr
-	}
-	eng, err := mirror.New(mirror.Options{
+	g.peers = peers
+	g.reg = prometheus.NewRegistry()
+	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	g.eng, err = mirror.New(mirror.Options{
 		Table:         table,
-		Dialer:        byAddr(dialers),
+		Dial:          g.dial,
 		ClusterOpts:   opts.ClusterOpts,
 		Profile:       opts.Profile,
-		Logger:        log,
-		Registerer:    reg,
+		Logger:        g.log,
+		Registerer:    g.reg,
 		Window:        opts.Window,
 		MaxBatchBytes: opts.MaxBatchBytes,
-		Listen: func(accept transport.Accept) (transport.Listener, error) {
-			lo := quic.ListenerOptions{TLS: serverTLS, Accept: accept, Session: listenSession(table.In, opts.Profile)}
-			lo.Session.Logger = log
-			if opts.ListenPacket == nil {
-				return quic.Listen(listenAddr, lo)
-			}
-			pc, err := opts.ListenPacket(listenAddr)
-			if err != nil {
-				return nil, err
-			}
-			// The listener closes the socket once its last session has
-			// drained, not when it stops accepting.
-			lo.PacketConn, lo.ClosePacketConn = pc, true
-			ln, err := quic.Listen(listenAddr, lo)
-			if err != nil {
-				pc.Close()
-				return nil, err
-			}
-			return ln, nil
-		},
+		Listen:        func(accept transport.Accept) (transport.Listener, error) { return g.listen(serverTLS, accept) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway %s: %w", gw.Name, err)
 	}
-	return &Gateway{opts: opts, table: table, eng: eng, reg: reg, log: log}, nil
+	return g, nil
+}
+
+// carriesLinks reports whether the gateway sends or receives any leg, and
+// so needs link TLS.
+func (g *Gateway) carriesLinks() bool { return len(g.table.Out) > 0 || len(g.table.In) > 0 }
+
+// linkTLS builds the link mTLS configs from the options or the gateway's
+// tls files, checking the files first (pki.CheckGatewayFiles).
+func (g *Gateway) linkTLS() (server, client *tls.Config, problems []error) {
+	gw := g.table.Gateway
+	server, client = g.opts.ServerTLS, g.opts.ClientTLS
+	if server != nil && client != nil || !g.carriesLinks() {
+		return server, client, nil
+	}
+	t := gw.TLS
+	if t == nil || t.CAFile == "" || t.CertFile == "" || t.KeyFile == "" {
+		return nil, nil, []error{&SettingError{gw.Path + ".tls", errors.New("link TLS needs tls.ca_file, tls.cert_file and tls.key_file (make them with `meridian certs`)")}}
+	}
+	for _, p := range pki.CheckGatewayFiles(t.CAFile, t.CertFile, t.KeyFile, gw.Name) {
+		problems = append(problems, &SettingError{gw.Path + ".tls." + p.Field, p.Err})
+	}
+	if len(problems) > 0 {
+		return nil, nil, problems
+	}
+	var err error
+	if server == nil {
+		if server, err = pki.ServerTLS(t.CAFile, t.CertFile, t.KeyFile); err != nil {
+			return nil, nil, []error{&SettingError{gw.Path + ".tls", err}}
+		}
+	}
+	if client == nil {
+		if client, err = pki.ClientTLS(t.CAFile, t.CertFile, t.KeyFile, ""); err != nil {
+			return nil, nil, []error{&SettingError{gw.Path + ".tls", err}}
+		}
+	}
+	return server, client, nil
+}
+
+// dialers builds one dialer per peer gateway: each link has its own codec
+// and tuning. clientTLS is nil only when the gateway sends nothing or its
+// TLS failed (then dialers checks the links alone).
+func (g *Gateway) dialers(clientTLS *tls.Config) (map[string]peerDialer, []error) {
+	peers := map[string]peerDialer{}
+	var problems []error
+	for _, p := range g.table.Out {
+		where := p.Link.Path
+		if where == "" {
+			where = g.table.Gateway.Path // a local link: the gateway's own
+		}
+		if p.Link.Transport != "quic" {
+			problems = append(problems, &SettingError{where + ".transport", fmt.Errorf("transport %q cannot be built; this gateway has quic", p.Link.Transport)})
+			continue
+		}
+		codec, err := transport.ParseCodec(p.Link.Compression)
+		if err != nil {
+			problems = append(problems, &SettingError{where + ".compression", fmt.Errorf("link %s: %w", p.Link.Name, err)})
+			continue
+		}
+		sess := linkSession(p.Link, g.opts.Profile)
+		sess.Codec, sess.Logger = codec, g.log.With("peer", p.Gateway.Name)
+		if codec == transport.CodecZstd {
+			// Per-topic dictionaries for small batches, and the level from
+			// the link's rate (never its RTT): thin links get zstd better.
+			_, sess.CodecLevel = transport.ChooseCompression(float64(p.Link.DataRate(linkProfile(p.Link, g.opts.Profile))), 1)
+			sess.Dictionaries = true
+		}
+		if clientTLS == nil {
+			continue
+		}
+		d, err := quic.NewDialer(quic.DialerOptions{TLS: serverNameFor(clientTLS, p.Gateway.Name), Session: sess,
+			ListenPacket: g.opts.DialPacket})
+		if err != nil {
+			problems = append(problems, &SettingError{where, fmt.Errorf("link %s: %w", p.Link.Name, err)})
+			continue
+		}
+		addr := p.Gateway.Advertise
+		if g.opts.PeerAddr != nil {
+			addr = g.opts.PeerAddr(p.Gateway.Name, addr)
+		}
+		peers[p.Gateway.Name] = peerDialer{d, addr}
+	}
+	return peers, problems
+}
+
+// dial is the engine's mirror.Options.Dial: the peer's own dialer, at the
+// peer's address.
+func (g *Gateway) dial(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error) {
+	p, ok := g.peers[peer]
+	if !ok {
+		return nil, fmt.Errorf("gateway %s has no link to peer %q", g.table.Gateway.Name, peer)
+	}
+	return p.d.Dial(ctx, p.addr, h)
+}
+
+// listenAddr is the link listen address: the option, else the topology's.
+func (g *Gateway) listenAddr() string {
+	if g.opts.ListenAddr != "" {
+		return g.opts.ListenAddr
+	}
+	return g.table.Gateway.Listen
+}
+
+// adminAddr is the admin address, "" for none.
+func (g *Gateway) adminAddr() string {
+	addr := g.table.Gateway.Admin
+	if g.opts.AdminAddr != "" {
+		addr = g.opts.AdminAddr
+	}
+	if addr == "-" {
+		return ""
+	}
+	return addr
+}
+
+// listen opens the link listener (the engine's Options.Listen).
+func (g *Gateway) listen(serverTLS *tls.Config, accept transport.Accept) (transport.Listener, error) {
+	addr := g.listenAddr()
+	lo := quic.ListenerOptions{TLS: serverTLS, Accept: accept, Session: listenSession(g.table.In, g.opts.Profile)}
+	lo.Session.Logger = g.log
+	if g.opts.ListenPacket == nil {
+		return quic.Listen(addr, lo)
+	}
+	pc, err := g.opts.ListenPacket(addr)
+	if err != nil {
+		return nil, err
+	}
+	// The listener closes the socket once its last session has drained,
+	// not when it stops accepting.
+	lo.PacketConn, lo.ClosePacketConn = pc, true
+	ln, err := quic.Listen(addr, lo)
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// ProbeAddrs binds the gateway's link listen address (UDP) and admin
+// address (TCP) and releases them at once, reporting each that cannot be
+// bound at its setting. It is for `meridian validate --gateway` on the
+// gateway's own host; a gateway that is already bound fails its own probe.
+func (g *Gateway) ProbeAddrs() []*SettingError {
+	gw := g.table.Gateway
+	var out []*SettingError
+	if len(g.table.In) > 0 {
+		pc, err := net.ListenPacket("udp", g.listenAddr())
+		if err != nil {
+			out = append(out, &SettingError{gw.Path + ".listen", fmt.Errorf("cannot bind: %w", err)})
+		} else {
+			pc.Close()
+		}
+	}
+	if addr := g.adminAddr(); addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			out = append(out, &SettingError{gw.Path + ".admin", fmt.Errorf("cannot bind: %w", err)})
+		} else {
+			ln.Close()
+		}
+	}
+	return out
 }
 
 // linkProfile resolves a link's profile with load (nil: the embedded
@@ -241,30 +375,30 @@ func serverNameFor(c *tls.Config, peer string) *tls.Config {
 	return c
 }
 
-// redial dials a fixed address whatever address it is asked for.
-type redial struct {
-	d    transport.Dialer
-	addr string
-}
-
-func (r redial) Dial(ctx context.Context, _ string, h *transport.Hello) (transport.Conn, error) {
-	return r.d.Dial(ctx, r.addr, h)
-}
-
-// byAddr dispatches dials by the peer's advertised address.
-type byAddr map[string]transport.Dialer
-
-func (b byAddr) Dial(ctx context.Context, addr string, h *transport.Hello) (transport.Conn, error) {
-	d, ok := b[addr]
-	if !ok {
-		return nil, fmt.Errorf("no link to %s", addr)
-	}
-	return d.Dial(ctx, addr, h)
-}
-
-// LinkAddr is the address the gateway accepts links on (nil if it receives
-// nothing).
+// LinkAddr is the address the gateway accepts links on once bound (Bind
+// or Run), or nil (also when it receives nothing).
 func (g *Gateway) LinkAddr() net.Addr { return g.eng.Addr() }
+
+// Bind binds the link listener (when the gateway receives legs) and the
+// admin server, so that a caller learns LinkAddr and AdminAddr before Run.
+// Run calls it too. Idempotent. Once bound, the sockets are released by
+// Run when it returns: a bound gateway must be Run.
+func (g *Gateway) Bind() error {
+	if err := g.StartAdmin(); err != nil {
+		return err
+	}
+	if err := g.eng.Bind(); err != nil {
+		// Bound nothing, then: release the admin server too.
+		g.adminMu.Lock()
+		if g.admin != nil {
+			err = errors.Join(err, g.admin.Close())
+			g.admin = nil
+		}
+		g.adminMu.Unlock()
+		return &SettingError{g.table.Gateway.Path + ".listen", fmt.Errorf("gateway %s: link listener %s: %w", g.table.Gateway.Name, g.listenAddr(), err)}
+	}
+	return nil
+}
 
 // Status is the engine's status.
 func (g *Gateway) Status() mirror.Status { return g.eng.Status() }
@@ -272,25 +406,26 @@ func (g *Gateway) Status() mirror.Status { return g.eng.Status() }
 // Registry holds the gateway's metrics.
 func (g *Gateway) Registry() *prometheus.Registry { return g.reg }
 
-// AdminAddr is the admin server's address once Run has started it, or nil.
+// AdminAddr is the admin server's address once started, or nil.
 func (g *Gateway) AdminAddr() net.Addr {
+	g.adminMu.Lock()
+	defer g.adminMu.Unlock()
 	if g.admin == nil {
 		return nil
 	}
 	return g.admin.Addr()
 }
 
-// StartAdmin starts the admin server (Run does it too; calling it first lets
-// a caller learn the address before Run). Idempotent.
+// StartAdmin starts the admin server alone (Bind and Run do it too).
+// Idempotent.
 func (g *Gateway) StartAdmin() error {
+	g.adminMu.Lock()
+	defer g.adminMu.Unlock()
 	if g.admin != nil {
 		return nil
 	}
-	addr := g.table.Gateway.Admin
-	if g.opts.AdminAddr != "" {
-		addr = g.opts.AdminAddr
-	}
-	if addr == "" || addr == "-" {
+	addr := g.adminAddr()
+	if addr == "" {
 		return nil
 	}
 	srv, err := admin.Start(admin.Options{
@@ -300,7 +435,7 @@ func (g *Gateway) StartAdmin() error {
 		Handlers: map[string]http.Handler{"POST /v1/failover": http.HandlerFunc(g.serveFailover)},
 	})
 	if err != nil {
-		return fmt.Errorf("gateway %s: admin %s: %w", g.table.Gateway.Name, addr, err)
+		return &SettingError{g.table.Gateway.Path + ".admin", fmt.Errorf("gateway %s: admin %s: %w", g.table.Gateway.Name, addr, err)}
 	}
 	g.admin = srv
 	return nil
@@ -317,14 +452,17 @@ func (g *Gateway) problems() []string {
 	return out
 }
 
-// Run serves until ctx ends, then drains and stops the admin server.
+// Run binds (Bind) and serves until ctx ends, then drains and stops the
+// admin server.
 func (g *Gateway) Run(ctx context.Context) error {
-	if err := g.StartAdmin(); err != nil {
+	if err := g.Bind(); err != nil {
 		return err
 	}
 	g.log.Info("gateway running", "region", g.table.Gateway.Region.Name, "link", addrString(g.LinkAddr()), "admin", addrString(g.AdminAddr()),
 		"legs_out", countLegs(g.table.Out), "legs_in", len(g.table.In))
 	err := g.eng.Run(ctx)
+	g.adminMu.Lock()
+	defer g.adminMu.Unlock()
 	if g.admin != nil {
 		err = errors.Join(err, g.admin.Close())
 	}

@@ -1,0 +1,121 @@
+package routing
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/meridian-gw/meridian/topology"
+	"github.com/meridian-gw/meridian/topology/topologytest"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current tables")
+
+// TestTablesGolden compiles every gateway of each testdata/*.yaml and
+// compares the rendered tables with the .golden file beside it. Run with
+// -update to rewrite them, then read the diff.
+func TestTablesGolden(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata/*.yaml: %v", err)
+	}
+	for _, path := range files {
+		name := strings.TrimSuffix(filepath.Base(path), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := renderTables(topologytest.Parse(t, string(data)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := strings.TrimSuffix(path, ".yaml") + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -run TestTablesGolden -update)", err)
+			}
+			if got != string(want) {
+				t.Errorf("tables differ from %s\ngot:\n%s\nwant:\n%s", golden, got, want)
+			}
+		})
+	}
+}
+
+// renderTables writes every gateway's table, gateways by name.
+func renderTables(topo *topology.Topology) (string, error) {
+	names := make([]string, 0, len(topo.Gateways))
+	for n := range topo.Gateways {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for i, n := range names {
+		tab, err := Compile(topo, n)
+		if err != nil {
+			return "", fmt.Errorf("compile %s: %w", n, err)
+		}
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		renderTable(&b, tab)
+	}
+	return b.String(), nil
+}
+
+func renderTable(b *strings.Builder, tab *Table) {
+	fmt.Fprintf(b, "gateway %s (region %s)\n", tab.Gateway.Name, tab.Gateway.Region.Name)
+	if len(tab.Out) == 0 {
+		b.WriteString("  out: none\n")
+	}
+	for _, p := range tab.Out {
+		fmt.Fprintf(b, "  out to %s (next hop) via %s\n", p.Gateway.Name, linkString(p.Link))
+		for _, l := range p.Legs {
+			fmt.Fprintf(b, "    %s\n", legString(l))
+		}
+	}
+	if len(tab.In) == 0 {
+		b.WriteString("  in: none\n")
+	}
+	for _, l := range tab.In {
+		fmt.Fprintf(b, "  in %s via %s\n", legString(l), l.Link.Name)
+	}
+}
+
+func linkString(l *topology.Link) string {
+	pin := func(g *topology.Gateway) string {
+		if g == nil {
+			return "*"
+		}
+		return g.Name
+	}
+	return fmt.Sprintf("link %s [%s/%s -- %s/%s] profile %s, compression %s",
+		l.Name, l.A.Name, pin(l.PinA), l.B.Name, pin(l.PinB), l.Profile, l.Compression)
+}
+
+func legString(l *Leg) string {
+	s := fmt.Sprintf("%s: %s -> %s, topics %v", l.ID, l.From.Ref(), l.To.Ref(), l.Route.Include)
+	if len(l.Route.Exclude) > 0 {
+		s += fmt.Sprintf(" except %v", l.Route.Exclude)
+	}
+	if l.Route.Rename != "{topic}" {
+		s += ", rename " + l.Route.Rename
+	}
+	if l.Route.Priority != 0 {
+		s += fmt.Sprintf(", priority %d", l.Route.Priority)
+	}
+	if l.SyncsGroups() {
+		s += fmt.Sprintf(", groups %v", l.Route.GroupInclude)
+	}
+	return s
+}
