@@ -18,8 +18,11 @@ import (
 // Decoder: a Batch's keys, values and header values alias one buffer
 // allocated for that batch alone.
 type Decoder struct {
-	lim  Limits
-	zdec *zstd.Decoder // created on the first zstd batch
+	lim Limits
+	// version is the session's protocol version (SetVersion); zero until
+	// it is set, which decodes every frame this build knows.
+	version uint16
+	zdec    *zstd.Decoder // created on the first zstd batch
 	// dicts holds the dictionaries the peer sent (nil: none); zdict decodes
 	// with those of them it was built with (zdictN of them).
 	dicts  *Dicts
@@ -36,6 +39,30 @@ func NewDecoder(lim Limits) *Decoder {
 
 // Limits returns the limits the Decoder enforces, defaults filled in.
 func (d *Decoder) Limits() Limits { return d.lim }
+
+// SetVersion makes the Decoder decode frames of protocol version v, the
+// version a session agreed on in its Welcome: a frame type, or a Batch
+// codec bit, that v does not have (FrameType.Since, VersionKafkaBatches)
+// is an error wrapping ErrMalformed, found before the body is decoded.
+// Until SetVersion, a Decoder reads every frame of VersionMax, which is
+// what a handshake needs (Hello, Welcome and Error are version 1). It
+// returns an error, and changes nothing, if this build does not speak v.
+func (d *Decoder) SetVersion(v uint16) error {
+	if v < VersionMin || v > VersionMax {
+		return fmt.Errorf("set decoder version: version %d is outside the %d-%d this build speaks", v, VersionMin, VersionMax)
+	}
+	d.version = v
+	return nil
+}
+
+// Version is the protocol version the Decoder decodes: the one given to
+// SetVersion, or VersionMax.
+func (d *Decoder) Version() uint16 {
+	if d.version == 0 {
+		return VersionMax
+	}
+	return d.version
+}
 
 // SetDicts makes the Decoder decode zstd batches that name a dictionary
 // with those of t (a session's receiving dictionaries, NewRecvDicts).
@@ -67,6 +94,9 @@ func (d *Decoder) ReadFrame(r *bufio.Reader) (Frame, error) {
 	t := FrameType(tb)
 	if t < FrameHello || t > FrameDictAck {
 		return nil, fmt.Errorf("%w: unknown frame type %s", ErrMalformed, t)
+	}
+	if v := d.Version(); t.Since() > v {
+		return nil, fmt.Errorf("%w: %s frame needs protocol version %d; the session speaks version %d", ErrMalformed, t, t.Since(), v)
 	}
 	n, err := binary.ReadUvarint(r)
 	if err != nil {
@@ -314,6 +344,10 @@ func (d *Decoder) decodeBatch(r *reader) (*Batch, error) {
 	rawLen := r.uvarint("raw_length")
 	if r.err != nil {
 		return nil, r.err
+	}
+	if v := d.Version(); kafka && v < VersionKafkaBatches {
+		return nil, fmt.Errorf("%s/%d: codec byte 0x%02x: Kafka record batches (bit 0x%02x) need protocol version %d; the session speaks version %d",
+			b.Topic, b.Partition, cb, codecKafka, VersionKafkaBatches, v)
 	}
 	if rawLen > uint64(d.lim.MaxBatchBytes) {
 		return nil, fmt.Errorf("%s/%d: uncompressed record block of %d bytes exceeds the limit of %d", b.Topic, b.Partition, rawLen, d.lim.MaxBatchBytes)

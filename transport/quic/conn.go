@@ -384,6 +384,10 @@ func (c *Conn) Send(ctx context.Context, f transport.Frame) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := transport.CheckVersion(f, c.welcome.Version); err != nil {
+		// The peer would refuse it and end the session.
+		return fmt.Errorf("send: %w", err)
+	}
 	switch f := f.(type) {
 	case *transport.Batch:
 		if c.txDicts != nil {
@@ -825,6 +829,10 @@ func (c *Conn) readLane(st *stripe, rs *quicgo.ReceiveStream) {
 	}
 	seqd := kind == streamKindSeqLane
 	dec := transport.NewDecoder(c.cfg.limits)
+	if err := dec.SetVersion(c.welcome.Version); err != nil {
+		c.protocolViolation(err.Error()) // cannot happen: the handshake checked the version
+		return
+	}
 	dec.SetDicts(c.rxDicts)
 	defer dec.Close()
 	for {

@@ -336,6 +336,7 @@ func (l *Listener) handshake(qc *quicgo.Conn) {
 			orUnnamed(l.name), transport.VersionMin, transport.VersionMax, orUnnamed(hello.Gateway), hello.VersionMin, hello.VersionMax)})
 		return
 	}
+	dec.SetVersion(version) // within this build's range: NegotiateVersion chose it
 	if hello.Gateway != peer {
 		stop()
 		refuse(&transport.Error{Code: transport.ErrCodeIdentity, Message: fmt.Sprintf(
