@@ -16,8 +16,9 @@ import (
 // encodes about 450 MB/s at ratio 4.29, SpeedDefault about 360 MB/s at 4.34,
 // SpeedBetterCompression about 265 MB/s at 4.50. Default buys 1% of size
 // for 25% more CPU, so Fastest it is: the gateway's CPU also runs the Kafka
-// clients, and on thin links the ratio barely moves.
-var zstdLevel = zstd.SpeedFastest
+// clients, and on thin links the ratio barely moves. EncoderOptions.Level
+// picks another level per Encoder.
+const zstdLevel = zstd.SpeedFastest
 
 // Encoder turns frames into their wire form. It holds the compressor and
 // scratch buffers, which are expensive to create: keep one per writer and

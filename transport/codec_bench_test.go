@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/meridian-gw/meridian/transport"
 	"github.com/meridian-gw/meridian/transport/transporttest"
 )
@@ -68,9 +66,9 @@ func BenchmarkCodec(b *testing.B) {
 func BenchmarkZstdLevel(b *testing.B) {
 	batch := transporttest.JSONBatch(transporttest.NewRand(8), "leg", "events", 0, 1, 0, 64<<10)
 	raw := batch.RawSize()
-	for _, lv := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression} {
+	for _, lv := range []transport.Level{transport.LevelFastest, transport.LevelDefault, transport.LevelBetter} {
 		b.Run("level="+lv.String(), func(b *testing.B) {
-			enc, err := transport.NewEncoderLevel(transport.CodecZstd, lv)
+			enc, err := transport.NewEncoderOptions(transport.CodecZstd, transport.EncoderOptions{Level: lv})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -53,14 +53,31 @@ func decodeStream(dec *transport.Decoder, r io.Reader) decoded {
 	}
 }
 
-// FuzzReadFrame feeds arbitrary bytes to the frame decoder. Seeds are valid
-// encodings of every frame type with every codec, alone and concatenated.
-// Properties: no panic; the same frames and error whether the input arrives
-// whole or split in two halves read a few bytes at a time (as in nats-server
-// parser_fuzz_test.go); and every decoded frame survives a re-encode with each
-// codec unchanged.
+// fuzzVersion maps a fuzzed number onto the versions this build speaks
+// (each of them onto itself), so that every input is decoded at some real
+// session version.
+func fuzzVersion(v uint16) uint16 {
+	if v >= transport.VersionMin && v <= transport.VersionMax {
+		return v
+	}
+	return transport.VersionMin + v%(transport.VersionMax-transport.VersionMin+1)
+}
+
+// FuzzReadFrame feeds arbitrary bytes to the frame decoder, set to a fuzzed
+// session version. Seeds are valid encodings of every frame type with every
+// codec, alone and concatenated, at the newest version, and each of them
+// again at every older version. Properties: no panic; the same frames and
+// error whether the input arrives whole or split in two halves read a few
+// bytes at a time (as in nats-server parser_fuzz_test.go); no decoded frame
+// needs a later version than the session's; and every decoded frame
+// survives a re-encode with each codec unchanged.
 func FuzzReadFrame(f *testing.F) {
 	rng := transporttest.NewRand(42)
+	var seeds [][]byte
+	add := func(buf []byte) {
+		f.Add(transport.VersionMax, buf)
+		seeds = append(seeds, buf)
+	}
 	for _, c := range codecs {
 		enc := newEncoder(f, c)
 		var all []byte
@@ -69,21 +86,21 @@ func FuzzReadFrame(f *testing.F) {
 			if err != nil {
 				f.Fatal(err)
 			}
-			f.Add(buf)
+			add(buf)
 			all = append(all, buf...)
 		}
-		f.Add(all)
+		add(all)
 		buf, err := enc.AppendFrame(nil, transporttest.JSONBatch(rng, "leg", "events", 0, 1, 0, 8<<10))
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(buf)
+		add(buf)
 		for _, compressed := range []bool{false, true} {
 			buf, err := enc.AppendFrame(nil, kafkaBatch(transporttest.KafkaBatches(rng, 3, 1<<10, compressed)))
 			if err != nil {
 				f.Fatal(err)
 			}
-			f.Add(buf)
+			add(buf)
 		}
 		if c == transport.CodecZstd {
 			// A real dictionary, then a batch compressed with it (which
@@ -97,12 +114,17 @@ func FuzzReadFrame(f *testing.F) {
 			if err != nil {
 				f.Fatal(err)
 			}
-			f.Add(dbuf)
+			add(dbuf)
 			dbuf, err = denc.AppendFrame(dbuf, transporttest.JSONBatch(rng, "leg", "events", 0, 1, 0, 4<<10))
 			if err != nil {
 				f.Fatal(err)
 			}
-			f.Add(dbuf)
+			add(dbuf)
+		}
+	}
+	for v := transport.VersionMin; v < transport.VersionMax; v++ {
+		for _, buf := range seeds {
+			f.Add(v, buf)
 		}
 	}
 	encs := make([]*transport.Encoder, len(codecs))
@@ -112,7 +134,13 @@ func FuzzReadFrame(f *testing.F) {
 
 	decWhole, decSplit, decAgain := transport.NewDecoder(fuzzLimits), transport.NewDecoder(fuzzLimits), transport.NewDecoder(fuzzLimits)
 
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(func(t *testing.T, version uint16, data []byte) {
+		v := fuzzVersion(version)
+		for _, d := range []*transport.Decoder{decWhole, decSplit, decAgain} {
+			if err := d.SetVersion(v); err != nil {
+				t.Fatal(err)
+			}
+		}
 		whole := decodeStream(decWhole, bytes.NewReader(data))
 		half := len(data) / 2
 		split := decodeStream(decSplit, &chunkedReader{parts: [][]byte{data[:half:half], data[half:]}, max: 7})
@@ -125,6 +153,9 @@ func FuzzReadFrame(f *testing.F) {
 		for i, fr := range whole.frames {
 			if !equalFrames(fr, split.frames[i]) {
 				t.Fatalf("frame %d differs between whole and split input", i)
+			}
+			if err := transport.CheckVersion(fr, v); err != nil {
+				t.Fatalf("frame %d (%T) decoded at version %d: %v", i, fr, v, err)
 			}
 			for _, enc := range encs {
 				buf, err := enc.AppendFrame(nil, fr)

@@ -18,8 +18,11 @@ import (
 // Decoder: a Batch's keys, values and header values alias one buffer
 // allocated for that batch alone.
 type Decoder struct {
-	lim  Limits
-	zdec *zstd.Decoder // created on the first zstd batch
+	lim Limits
+	// version is the session's protocol version (SetVersion); zero until
+	// it is set, which decodes every frame this build knows.
+	version uint16
+	zdec    *zstd.Decoder // created on the first zstd batch
 	// dicts holds the dictionaries the peer sent (nil: none); zdict decodes
 	// with those of them it was built with (zdictN of them).
 	dicts  *Dicts
@@ -36,6 +39,30 @@ func NewDecoder(lim Limits) *Decoder {
 
 // Limits returns the limits the Decoder enforces, defaults filled in.
 func (d *Decoder) Limits() Limits { return d.lim }
+
+// SetVersion makes the Decoder decode frames of protocol version v, the
+// version a session agreed on in its Welcome: a frame type, or a Batch
+// codec bit, that v does not have (FrameType.Since, VersionKafkaBatches)
+// is an error wrapping ErrMalformed, found before the body is decoded.
+// Until SetVersion, a Decoder reads every frame of VersionMax, which is
+// what a handshake needs (Hello, Welcome and Error are version 1). It
+// returns an error, and changes nothing, if this build does not speak v.
+func (d *Decoder) SetVersion(v uint16) error {
+	if v < VersionMin || v > VersionMax {
+		return fmt.Errorf("set decoder version: version %d is outside the %d-%d this build speaks", v, VersionMin, VersionMax)
+	}
+	d.version = v
+	return nil
+}
+
+// Version is the protocol version the Decoder decodes: the one given to
+// SetVersion, or VersionMax.
+func (d *Decoder) Version() uint16 {
+	if d.version == 0 {
+		return VersionMax
+	}
+	return d.version
+}
 
 // SetDicts makes the Decoder decode zstd batches that name a dictionary
 // with those of t (a session's receiving dictionaries, NewRecvDicts).
@@ -67,6 +94,9 @@ func (d *Decoder) ReadFrame(r *bufio.Reader) (Frame, error) {
 	t := FrameType(tb)
 	if t < FrameHello || t > FrameDictAck {
 		return nil, fmt.Errorf("%w: unknown frame type %s", ErrMalformed, t)
+	}
+	if v := d.Version(); t.Since() > v {
+		return nil, fmt.Errorf("%w: %s frame needs protocol version %d; the session speaks version %d", ErrMalformed, t, t.Since(), v)
 	}
 	n, err := binary.ReadUvarint(r)
 	if err != nil {
@@ -135,6 +165,8 @@ func unexpectedEOF(err error) error {
 	return err
 }
 
+// decodeBody decodes the body of a frame of type t. Each frame type has
+// its own function below; the switch only dispatches.
 func (d *Decoder) decodeBody(t FrameType, body []byte) (Frame, error) {
 	r := &reader{b: body, in: &d.in}
 	var f Frame
@@ -144,72 +176,11 @@ func (d *Decoder) decodeBody(t FrameType, body []byte) (Frame, error) {
 		// Hello is read before a version is agreed: later versions may append
 		// fields, which this version ignores.
 		allowTrailing = true
-		h := &Hello{}
-		h.VersionMin = r.uint16("version_min")
-		h.VersionMax = r.uint16("version_max")
-		h.Gateway = r.string("gateway")
-		h.Region = r.string("region")
-		if n := r.count("legs", 1); n > 0 {
-			h.Legs = make([]string, n)
-			for i := range h.Legs {
-				h.Legs[i] = r.string("legs")
-			}
-		}
-		if n := r.count("codecs", 1); n > 0 {
-			h.Codecs = make([]Codec, n)
-			for i := range h.Codecs {
-				h.Codecs[i] = Codec(r.byte("codecs"))
-			}
-		}
-		f = h
+		f = decodeHello(r)
 	case FrameWelcome:
-		w := &Welcome{}
-		w.Version = r.uint16("version")
-		w.Gateway = r.string("gateway")
-		w.Region = r.string("region")
-		w.Window = r.varint("window")
-		w.MaxBatchBytes = r.varint("max_batch_bytes")
-		f = w
-	case FrameFenced:
-		m := &Fenced{}
-		m.Leg = r.string("leg")
-		m.Epoch = r.uvarint("epoch")
-		m.Reason = r.string("reason")
-		f = m
-	case FrameGroups:
-		m := &Groups{}
-		m.Leg = r.string("leg")
-		if n := r.count("offsets", 4); n > 0 {
-			m.Offsets = make([]GroupOffset, n)
-			for i := range m.Offsets {
-				o := &m.Offsets[i]
-				o.Group = r.string("offsets.group")
-				o.Topic = r.string("offsets.topic")
-				o.Partition = r.int32("offsets.partition")
-				o.Offset = r.varint("offsets.offset")
-				if r.err != nil {
-					break
-				}
-			}
-		}
-		f = m
+		f = decodeWelcome(r)
 	case FrameResume:
-		m := &Resume{}
-		m.Leg = r.string("leg")
-		m.Gen = r.uvarint("gen")
-		if n := r.count("positions", 3); n > 0 {
-			m.Positions = make([]Position, n)
-			for i := range m.Positions {
-				p := &m.Positions[i]
-				p.Topic = r.string("positions.topic")
-				p.Partition = r.int32("positions.partition")
-				p.NextOffset = r.varint("positions.next_offset")
-				if r.err != nil {
-					break
-				}
-			}
-		}
-		f = m
+		f = decodeResume(r)
 	case FrameBatch:
 		b, err := d.decodeBatch(r)
 		if err != nil {
@@ -217,77 +188,27 @@ func (d *Decoder) decodeBody(t FrameType, body []byte) (Frame, error) {
 		}
 		f = b
 	case FrameAck:
-		a := &Ack{}
-		if n := r.count("seqs", 1); n > 0 {
-			a.Seqs = make([]uint64, n)
-			for i := range a.Seqs {
-				if i == 0 {
-					a.Seqs[0] = r.uvarint("seqs")
-				} else {
-					a.Seqs[i] = a.Seqs[i-1] + uint64(r.varint("seqs"))
-				}
-			}
-		}
-		f = a
+		f = decodeAck(r)
 	case FrameCredit:
 		f = &Credit{Window: r.varint("window")}
 	case FrameTopic:
-		m := &Topic{}
-		m.Leg = r.string("leg")
-		m.Name = r.string("name")
-		m.Partitions = r.int32("partitions")
-		if n := r.count("configs", 2); n > 0 {
-			m.Configs = make(map[string]string, min(n, 64))
-			for range n {
-				k := r.string("configs.key")
-				v := r.string("configs.value")
-				if r.err != nil {
-					break
-				}
-				if _, dup := m.Configs[k]; dup {
-					r.fail("configs: duplicate key %q", k)
-					break
-				}
-				m.Configs[k] = v
-			}
-		}
-		f = m
+		f = decodeTopic(r)
 	case FrameTopicReady:
-		m := &TopicReady{}
-		m.Leg = r.string("leg")
-		m.Name = r.string("name")
-		m.Err = r.string("err")
-		f = m
+		f = &TopicReady{Leg: r.string("leg"), Name: r.string("name"), Err: r.string("err")}
 	case FramePing:
-		p := &Ping{}
-		p.Nonce = r.uvarint("nonce")
-		p.SentAt = r.varint("sent_at")
-		f = p
+		f = &Ping{Nonce: r.uvarint("nonce"), SentAt: r.varint("sent_at")}
 	case FramePong:
-		p := &Pong{}
-		p.Nonce = r.uvarint("nonce")
-		p.SentAt = r.varint("sent_at")
-		f = p
+		f = &Pong{Nonce: r.uvarint("nonce"), SentAt: r.varint("sent_at")}
 	case FrameError:
-		e := &Error{}
-		e.Code = r.uint16("code")
-		e.Message = r.string("message")
-		f = e
+		f = &Error{Code: r.uint16("code"), Message: r.string("message")}
 	case FrameGoaway:
 		f = &Goaway{Reason: r.string("reason")}
+	case FrameGroups:
+		f = decodeGroups(r)
+	case FrameFenced:
+		f = &Fenced{Leg: r.string("leg"), Epoch: r.uvarint("epoch"), Reason: r.string("reason")}
 	case FrameDict:
-		m := &Dict{}
-		m.ID = r.uint32("id")
-		m.Leg = r.string("leg")
-		m.Topic = r.string("topic")
-		n := r.uvarint("data")
-		if r.err == nil && n > MaxDictBytes {
-			r.fail("data: %d bytes exceed the limit of %d", n, MaxDictBytes)
-		}
-		if b := r.bytesN("data", n); len(b) > 0 {
-			m.Data = append([]byte(nil), b...)
-		}
-		f = m
+		f = decodeDict(r)
 	case FrameDictAck:
 		f = &DictAck{ID: r.uint32("id")}
 	default:
@@ -298,6 +219,131 @@ func (d *Decoder) decodeBody(t FrameType, body []byte) (Frame, error) {
 		return nil, r.err
 	}
 	return f, nil
+}
+
+// The decode functions of the frame bodies. Struct literals evaluate their
+// fields in order, which is the wire order; the first error sticks in r.
+
+func decodeHello(r *reader) *Hello {
+	h := &Hello{}
+	h.VersionMin = r.uint16("version_min")
+	h.VersionMax = r.uint16("version_max")
+	h.Gateway = r.string("gateway")
+	h.Region = r.string("region")
+	if n := r.count("legs", 1); n > 0 {
+		h.Legs = make([]string, n)
+		for i := range h.Legs {
+			h.Legs[i] = r.string("legs")
+		}
+	}
+	if n := r.count("codecs", 1); n > 0 {
+		h.Codecs = make([]Codec, n)
+		for i := range h.Codecs {
+			h.Codecs[i] = Codec(r.byte("codecs"))
+		}
+	}
+	return h
+}
+
+func decodeWelcome(r *reader) *Welcome {
+	w := &Welcome{}
+	w.Version = r.uint16("version")
+	w.Gateway = r.string("gateway")
+	w.Region = r.string("region")
+	w.Window = r.varint("window")
+	w.MaxBatchBytes = r.varint("max_batch_bytes")
+	return w
+}
+
+func decodeResume(r *reader) *Resume {
+	m := &Resume{}
+	m.Leg = r.string("leg")
+	m.Gen = r.uvarint("gen")
+	if n := r.count("positions", 3); n > 0 {
+		m.Positions = make([]Position, n)
+		for i := range m.Positions {
+			p := &m.Positions[i]
+			p.Topic = r.string("positions.topic")
+			p.Partition = r.int32("positions.partition")
+			p.NextOffset = r.varint("positions.next_offset")
+			if r.err != nil {
+				break
+			}
+		}
+	}
+	return m
+}
+
+func decodeAck(r *reader) *Ack {
+	a := &Ack{}
+	if n := r.count("seqs", 1); n > 0 {
+		a.Seqs = make([]uint64, n)
+		for i := range a.Seqs {
+			if i == 0 {
+				a.Seqs[0] = r.uvarint("seqs")
+			} else {
+				a.Seqs[i] = a.Seqs[i-1] + uint64(r.varint("seqs"))
+			}
+		}
+	}
+	return a
+}
+
+func decodeTopic(r *reader) *Topic {
+	m := &Topic{}
+	m.Leg = r.string("leg")
+	m.Name = r.string("name")
+	m.Partitions = r.int32("partitions")
+	if n := r.count("configs", 2); n > 0 {
+		m.Configs = make(map[string]string, min(n, 64))
+		for range n {
+			k := r.string("configs.key")
+			v := r.string("configs.value")
+			if r.err != nil {
+				break
+			}
+			if _, dup := m.Configs[k]; dup {
+				r.fail("configs: duplicate key %q", k)
+				break
+			}
+			m.Configs[k] = v
+		}
+	}
+	return m
+}
+
+func decodeGroups(r *reader) *Groups {
+	m := &Groups{}
+	m.Leg = r.string("leg")
+	if n := r.count("offsets", 4); n > 0 {
+		m.Offsets = make([]GroupOffset, n)
+		for i := range m.Offsets {
+			o := &m.Offsets[i]
+			o.Group = r.string("offsets.group")
+			o.Topic = r.string("offsets.topic")
+			o.Partition = r.int32("offsets.partition")
+			o.Offset = r.varint("offsets.offset")
+			if r.err != nil {
+				break
+			}
+		}
+	}
+	return m
+}
+
+func decodeDict(r *reader) *Dict {
+	m := &Dict{}
+	m.ID = r.uint32("id")
+	m.Leg = r.string("leg")
+	m.Topic = r.string("topic")
+	n := r.uvarint("data")
+	if r.err == nil && n > MaxDictBytes {
+		r.fail("data: %d bytes exceed the limit of %d", n, MaxDictBytes)
+	}
+	if b := r.bytesN("data", n); len(b) > 0 {
+		m.Data = append([]byte(nil), b...)
+	}
+	return m
 }
 
 func (d *Decoder) decodeBatch(r *reader) (*Batch, error) {
@@ -314,6 +360,10 @@ func (d *Decoder) decodeBatch(r *reader) (*Batch, error) {
 	rawLen := r.uvarint("raw_length")
 	if r.err != nil {
 		return nil, r.err
+	}
+	if v := d.Version(); kafka && v < VersionKafkaBatches {
+		return nil, fmt.Errorf("%s/%d: codec byte 0x%02x: Kafka record batches (bit 0x%02x) need protocol version %d; the session speaks version %d",
+			b.Topic, b.Partition, cb, codecKafka, VersionKafkaBatches, v)
 	}
 	if rawLen > uint64(d.lim.MaxBatchBytes) {
 		return nil, fmt.Errorf("%s/%d: uncompressed record block of %d bytes exceeds the limit of %d", b.Topic, b.Partition, rawLen, d.lim.MaxBatchBytes)

@@ -4,8 +4,19 @@
 // sub-packages: transport/quic (quic-go, mutual TLS). transport/transporttest
 // generates realistic batches and random frames for tests.
 //
-// The package knows nothing about Kafka: a Batch is a run of generic records
-// (offset, timestamp, key, value, headers) from one source partition.
+// A Batch carries records of one source partition: generic records (offset,
+// timestamp, key, value, headers) or, on sessions of version
+// VersionKafkaBatches or later, whole Kafka record batches (Batch.Kafka),
+// which the package checks (lengths, counts, CRC) and otherwise carries as
+// opaque bytes. It knows nothing more about Kafka.
+//
+// # Versions
+//
+// A session speaks the version its Welcome chose (NegotiateVersion);
+// FrameType.Since names the version that introduced each frame type. A
+// Decoder set to the session's version (SetVersion) refuses frames and
+// Batch codec bits of later versions as malformed, and CheckVersion tells a
+// sender what it must not send. PROTOCOL.md has the table.
 //
 // # Codec
 //
@@ -50,6 +61,19 @@
 // about a third of fastest's speed: ChooseCompression uses level better
 // only on links of 100 Mbit/s or less (at most 56 MB/s of raw data at 4.5)
 // with CPU to spare, and s2 when CPU is short.
+//
+// # Files
+//
+//   - transport.go: the frame types, the Conn, Listener and Dialer
+//     interfaces, versions and error codes.
+//   - wire.go: limits, ErrMalformed, frame type names and versions, and
+//     the primitive readers and writers of frame bodies.
+//   - codec.go: Encoder (frame bodies, record blocks, compression).
+//   - decode.go: Decoder (frame reading, one decode function per body,
+//     decompression, record blocks).
+//   - kafka.go: the checks on Kafka record batches carried by a Batch.
+//   - dict.go: zstd dictionaries (Dict, DictAck, Dicts), levels and
+//     ChooseCompression.
 package transport
 
 import (

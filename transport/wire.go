@@ -99,6 +99,34 @@ func (t FrameType) String() string {
 	return "frame(0x" + strconv.FormatUint(uint64(t), 16) + ")"
 }
 
+// Since returns the protocol version that introduced frame type t, or 0
+// for a type this build does not know. A session of a version below
+// t.Since() never carries t: a Decoder set to that version (SetVersion)
+// refuses it, and CheckVersion refuses to send it.
+func (t FrameType) Since() uint16 {
+	switch {
+	case t >= FrameHello && t <= FrameFenced:
+		return 1
+	case t == FrameDict || t == FrameDictAck:
+		return VersionDicts
+	}
+	return 0
+}
+
+// CheckVersion returns an error if f cannot travel on a session of
+// protocol version v: its frame type is of a later version, or it is a
+// Batch carrying Kafka record batches and v is below VersionKafkaBatches.
+func CheckVersion(f Frame, v uint16) error {
+	t := f.frameType()
+	if since := t.Since(); since == 0 || since > v {
+		return fmt.Errorf("%s frame needs protocol version %d; the session speaks version %d", t, since, v)
+	}
+	if b, ok := f.(*Batch); ok && b.Kafka != nil && v < VersionKafkaBatches {
+		return fmt.Errorf("batch of Kafka record batches needs protocol version %d; the session speaks version %d", VersionKafkaBatches, v)
+	}
+	return nil
+}
+
 // TypeOf returns the wire type of a frame.
 func TypeOf(f Frame) FrameType { return f.frameType() }
 

@@ -271,6 +271,12 @@ func (d *Dialer) handshake(ctx context.Context, qc *quicgo.Conn, addr string, he
 			msg := fmt.Sprintf("peer chose protocol version %d, outside the offered %d-%d", f.Version, hello.VersionMin, hello.VersionMax)
 			return nil, fail(transport.ErrCodeVersion, msg, fmt.Errorf("dial %s: %s", who, msg))
 		}
+		// Everything after the Welcome follows the chosen version: the
+		// control stream's decoder refuses frames of later versions.
+		if err := ex.dec.SetVersion(f.Version); err != nil {
+			msg := fmt.Sprintf("peer chose protocol version %d, which this build does not speak (%d-%d)", f.Version, transport.VersionMin, transport.VersionMax)
+			return nil, fail(transport.ErrCodeVersion, msg, fmt.Errorf("dial %s: %s", who, msg))
+		}
 		if f.Gateway != "" && f.Gateway != peer {
 			msg := fmt.Sprintf("welcome names gateway %q but its certificate is for %q", f.Gateway, peer)
 			return nil, fail(transport.ErrCodeIdentity, msg, fmt.Errorf("dial %s: %s", who, msg))

@@ -27,6 +27,13 @@
 // frames other than batches then travel in order on the control stream, in
 // both directions, scheduled ahead of batch data. See ../PROTOCOL.md.
 //
+// Everything after the Welcome follows the agreed version: the control
+// stream's decoder and every lane's are set to it (transport.Decoder
+// SetVersion), so a frame type or Batch codec bit of a later version (a
+// Dict on a version 1 session, Kafka batches below version 3) ends the
+// session with a protocol error instead of being applied, and Send
+// refuses to send one (transport.CheckVersion).
+//
 // # Lanes
 //
 // Batches travel on lanes: unidirectional streams, each starting with a kind
@@ -265,4 +272,22 @@
 // and the reason. A peer's graceful close ends the session with an error
 // wrapping transport.ErrClosed; a peer's error with one wrapping
 // *transport.Error.
+//
+// # Files
+//
+//   - conn.go: the Conn type (its goroutines and lock order), newConn,
+//     accessors, Send and Recv.
+//   - send.go: lanes, their placement (laneOf) and the senders that encode
+//     frames and write them to a stream.
+//   - read.go: the control stream reader, lane acceptor and readers
+//     (sequenced lanes included) and the pinger.
+//   - close.go: Close, the supervisor that ends a session in order, and how
+//     errors are explained to the caller and the peer.
+//   - dial.go: Dialer and the dialer's Hello/Welcome exchange.
+//   - listen.go: Listener, its handshake in steps (pending) and stripe joins.
+//   - stripe.go, reorder.go: stripes, the stripe controller and the reorder
+//     buffer of sequenced lanes.
+//   - migrate.go: connection migration; tls.go: TLS configs, tickets and
+//     join tokens; tune.go: SessionFor and link profiles; options.go: the
+//     options structs and their defaults.
 package quic

@@ -88,8 +88,62 @@ func (r linkResult) String() string {
 		r.proxy.Up.Dropped.Loss, r.proxy.Up.Received, r.proxy.Up.Dropped.Queue, r.seed)
 }
 
-// measureLink runs one measurement.
+// measureLink runs one measurement: it opens a session across the
+// emulated link, sends from one goroutine per partition, receives and
+// checks order on another, and samples the receiver's byte counters once a
+// second for linkDuration.
 func measureLink(tb testing.TB, r linkRun) linkResult {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	l := openLink(ctx, tb, r)
+	defer l.close()
+	res := linkResult{dial: l.dial, seed: l.seed}
+
+	senders := sendLinkBatches(ctx, l.client, r.partitions)
+	var delivered atomic.Int64
+	var recvErr error
+	var receiver sync.WaitGroup
+	receiver.Go(func() { recvErr = receiveLinkBatches(ctx, cancel, l.server, &delivered) })
+
+	t0 := time.Now()
+	cpu0 := cpuTime()
+	sampleLink(ctx, l.server, &delivered, &res)
+	res.cpu = (cpuTime() - cpu0).Seconds() / time.Since(t0).Seconds()
+	res.stripes = l.client.Stripes()
+	for _, st := range l.client.StripeStats() {
+		if st.Resumed {
+			res.resumed++
+		}
+	}
+	res.proxy = l.px.Stats()
+	cancel()
+	senders.Wait()
+	receiver.Wait()
+	if recvErr != nil {
+		tb.Fatalf("%s: %v", r.name, recvErr)
+	}
+	res.summarize()
+	return res
+}
+
+// link is a session across the emulated GEO link of a linkRun.
+type link struct {
+	px             *chaos.UDPProxy
+	client, server *Conn
+	dial           time.Duration
+	seed           uint64
+}
+
+func (l *link) close() {
+	l.server.Close(nil)
+	l.client.Close(nil)
+	l.px.Close()
+}
+
+// openLink listens, puts the impairment proxy in front of the listener and
+// dials through it with the stripes and placement r asks for.
+func openLink(ctx context.Context, tb testing.TB, r linkRun) *link {
 	tb.Helper()
 	geo, err := chaos.LoadProfile("geo-satellite")
 	if err != nil {
@@ -108,7 +162,6 @@ func measureLink(tb testing.TB, r linkRun) linkResult {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer px.Close()
 
 	do := p.client("v7-a", "hq-a")
 	do.Session = base
@@ -125,25 +178,25 @@ func measureLink(tb testing.TB, r linkRun) linkResult {
 	}
 	d, err := NewDialer(do)
 	if err != nil {
+		px.Close()
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	dctx, dcancel := context.WithTimeout(ctx, time.Minute)
 	start := time.Now()
 	conn, err := d.Dial(dctx, px.Addr().String(), &transport.Hello{Gateway: "v7-a", Legs: []string{"bench"}})
 	dcancel()
 	if err != nil {
+		px.Close()
 		tb.Fatalf("dial: %v (seed %d)", err, seed)
 	}
-	res := linkResult{dial: time.Since(start), seed: seed}
-	client := conn.(*Conn)
-	defer client.Close(nil)
-	server := accept(tb, ln)
-	defer server.Close(nil)
+	l := &link{px: px, client: conn.(*Conn), dial: time.Since(start), seed: seed}
+	l.server = accept(tb, ln)
+	return l
+}
 
-	// Senders: one goroutine per hot partition, 32 KiB batches of random
-	// (incompressible, codec none) values.
+// sendLinkBatches starts one sender per hot partition, sending 32 KiB
+// batches of random (incompressible, codec none) values until ctx ends.
+func sendLinkBatches(ctx context.Context, client *Conn, partitions int) *sync.WaitGroup {
 	payload := make([]byte, 1000)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range payload {
@@ -151,7 +204,7 @@ func measureLink(tb testing.TB, r linkRun) linkResult {
 	}
 	recsPer := linkBatchBytes / (len(payload) + 20)
 	var senders sync.WaitGroup
-	for part := range r.partitions {
+	for part := range partitions {
 		senders.Go(func() {
 			var off int64
 			for seq := uint64(0); ctx.Err() == nil; seq++ {
@@ -167,40 +220,44 @@ func measureLink(tb testing.TB, r linkRun) linkResult {
 			}
 		})
 	}
-	// Receiver: checks every partition's order, counts frame bytes.
-	var delivered atomic.Int64
-	var recvErr error
-	var receiver sync.WaitGroup
-	receiver.Go(func() {
-		next := map[int32]int64{}
-		for {
-			f, err := server.Recv(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					recvErr = err
-				}
-				return
+	return &senders
+}
+
+// receiveLinkBatches receives until ctx ends, checks every partition's
+// order and counts the batch frame bytes into delivered. It returns the
+// first failure (and cancels the run), nil if ctx ended first.
+func receiveLinkBatches(ctx context.Context, cancel context.CancelFunc, server *Conn, delivered *atomic.Int64) error {
+	next := map[int32]int64{}
+	for {
+		f, err := server.Recv(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				return err
 			}
-			b, ok := f.(*transport.Batch)
-			if !ok {
-				continue
-			}
-			if b.Records[0].Offset != next[b.Partition] {
-				recvErr = fmt.Errorf("partition %d: batch at offset %d, want %d (order lost)", b.Partition, b.Records[0].Offset, next[b.Partition])
-				cancel()
-				return
-			}
-			next[b.Partition] = b.NextOffset
-			delivered.Add(int64(b.WireSize))
+			return nil
 		}
-	})
+		b, ok := f.(*transport.Batch)
+		if !ok {
+			continue
+		}
+		if b.Records[0].Offset != next[b.Partition] {
+			cancel()
+			return fmt.Errorf("partition %d: batch at offset %d, want %d (order lost)", b.Partition, b.Records[0].Offset, next[b.Partition])
+		}
+		next[b.Partition] = b.NextOffset
+		delivered.Add(int64(b.WireSize))
+	}
+}
+
+// sampleLink records, once a second for linkDuration (or until ctx ends),
+// what crossed the link: bytes the receiver read from its QUIC streams
+// (batch frames and their sequence numbers; control frames are a few
+// bytes a second), whether or not their partition's order lets them reach
+// Recv yet; and what reached Recv.
+func sampleLink(ctx context.Context, server *Conn, delivered *atomic.Int64, res *linkResult) {
 	t0 := time.Now()
-	cpu0 := cpuTime()
 	tick := time.NewTicker(time.Second)
-	// What crossed the link: bytes the receiver read from its QUIC streams
-	// (batch frames and their sequence numbers; control frames are a few
-	// bytes a second), whether or not their partition's order lets them
-	// reach Recv yet.
+	defer tick.Stop()
 	last, lastInOrder := server.Stats().WireBytes, delivered.Load()
 	for time.Since(t0) < linkDuration && ctx.Err() == nil {
 		<-tick.C
@@ -210,21 +267,11 @@ func measureLink(tb testing.TB, r linkRun) linkResult {
 		last, lastInOrder = now, inOrder
 		res.maxHeld = max(res.maxHeld, server.reo.heldBytes())
 	}
-	tick.Stop()
-	res.cpu = (cpuTime() - cpu0).Seconds() / time.Since(t0).Seconds()
-	res.stripes = client.Stripes()
-	for _, st := range client.StripeStats() {
-		if st.Resumed {
-			res.resumed++
-		}
-	}
-	res.proxy = px.Stats()
-	cancel()
-	senders.Wait()
-	receiver.Wait()
-	if recvErr != nil {
-		tb.Fatalf("%s: %v", r.name, recvErr)
-	}
+}
+
+// summarize computes the means of the per-second series: over the whole
+// run, the startup (before linkSteadyFrom) and the steady state.
+func (res *linkResult) summarize() {
 	mean := func(xs []float64) float64 {
 		if len(xs) == 0 {
 			return 0
@@ -241,7 +288,6 @@ func measureLink(tb testing.TB, r linkRun) linkResult {
 		res.startup, res.steady = mean(res.perSecond[:split]), mean(res.perSecond[split:])
 		res.delivered = mean(res.inOrder[split:])
 	}
-	return res
 }
 
 func linkFilter() (string, bool) {

@@ -206,7 +206,9 @@ func (l *Listener) loop() {
 }
 
 // handshake reads the first stream of a new connection: the Hello of a new
-// session (answered with Welcome or Error), or the join of a stripe.
+// session (answered with Welcome or Error), or the join of a stripe. Each
+// step below ends the connection itself when it fails, and returns false
+// (or nil).
 func (l *Listener) handshake(qc *quicgo.Conn) {
 	defer l.wg.Done()
 	log := l.log.With("remote", qc.RemoteAddr().String())
@@ -225,128 +227,183 @@ func (l *Listener) handshake(qc *quicgo.Conn) {
 		qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeProtocol), "no control stream")
 		return
 	}
-	fired := make(chan struct{})
-	stop := context.AfterFunc(hctx, func() {
+	p := &pending{l: l, qc: qc, st: st, log: log, hctx: hctx, fired: make(chan struct{})}
+	p.stop = context.AfterFunc(hctx, func() {
 		st.CancelRead(0)
 		st.CancelWrite(0)
-		close(fired)
+		close(p.fired)
 	})
-	counter := &countingReader{r: st, n: new(atomic.Int64)}
-	br := bufio.NewReaderSize(counter, readBufSize)
-	first, err := br.Peek(1)
+	p.counter = &countingReader{r: st, n: new(atomic.Int64)}
+	p.br = bufio.NewReaderSize(p.counter, readBufSize)
+	first, err := p.br.Peek(1)
 	if err == nil && first[0] == streamKindJoin {
-		l.join(hctx, qc, st, br, stop, fired, log)
+		l.join(hctx, qc, st, p.br, p.stop, p.fired, log)
 		return
 	}
-	dec := transport.NewDecoder(l.cfg.limits)
-	var f transport.Frame
-	if err == nil {
-		f, err = dec.ReadFrame(br)
-	}
-	ok := false
+	p.dec = transport.NewDecoder(l.cfg.limits)
+	handedOver := false
 	defer func() {
-		if !ok {
-			dec.Close()
+		if !handedOver {
+			p.dec.Close()
 		}
 	}()
-
-	// refuse answers with an Error frame and closes the connection; the code
-	// and message also travel in CONNECTION_CLOSE in case the frame is lost.
-	refuse := func(e *transport.Error) {
-		log.Warn("refused session", "code", e.CodeName(), "reason", e.Message)
-		if buf, err := transport.AppendFrame(nil, e); err == nil {
-			st.Write(buf)
-		}
-		qc.CloseWithError(quicgo.ApplicationErrorCode(e.Code), e.Message)
+	if !p.readHello(err) || !p.identify() {
+		return
 	}
-	timedOut := func(what string) {
-		if l.ctx.Err() != nil {
-			qc.CloseWithError(0, "listener closed")
-			return
-		}
-		log.Warn("handshake failed: "+what+" in time", "timeout", l.cfg.handshakeTimeout)
-		qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeProtocol), what)
+	w := p.decide()
+	if w == nil {
+		return
+	}
+	sent, ok := p.writeWelcome(w)
+	if !ok {
+		return
+	}
+	confirm := p.confirmation()
+	if !p.stop() {
+		<-p.fired
+		p.timedOut("no completed handshake")
+		return
+	}
+	handedOver = p.start(w, confirm, sent)
+}
+
+// pending is a connection in its Hello/Welcome exchange on a listener.
+type pending struct {
+	l    *Listener
+	qc   *quicgo.Conn
+	st   *quicgo.Stream // the control stream
+	log  *slog.Logger
+	hctx context.Context // ends at the handshake timeout
+	// stop disarms the handshake timeout; it returns false if the timeout
+	// has fired (or is firing: then fired is closed once it has).
+	stop  func() bool
+	fired chan struct{}
+
+	counter *countingReader
+	br      *bufio.Reader
+	dec     *transport.Decoder
+
+	// Set by readHello and identify.
+	hello *transport.Hello
+	cs    quicgo.ConnectionState
+	early bool   // the Hello came as 0-RTT data
+	peer  string // the client's verified gateway name
+}
+
+// refuse answers with an Error frame and closes the connection; the code
+// and message also travel in CONNECTION_CLOSE in case the frame is lost.
+func (p *pending) refuse(e *transport.Error) {
+	p.log.Warn("refused session", "code", e.CodeName(), "reason", e.Message)
+	if buf, err := transport.AppendFrame(nil, e); err == nil {
+		p.st.Write(buf)
+	}
+	p.qc.CloseWithError(quicgo.ApplicationErrorCode(e.Code), e.Message)
+}
+
+// timedOut closes a connection whose handshake timeout fired while it
+// waited for what.
+func (p *pending) timedOut(what string) {
+	if p.l.ctx.Err() != nil {
+		p.qc.CloseWithError(0, "listener closed")
+		return
+	}
+	p.log.Warn("handshake failed: "+what+" in time", "timeout", p.l.cfg.handshakeTimeout)
+	p.qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeProtocol), what)
+}
+
+// readHello reads the first frame, which must be a Hello; peekErr is the
+// error of peeking at the stream's first byte.
+func (p *pending) readHello(peekErr error) bool {
+	var f transport.Frame
+	err := peekErr
+	if err == nil {
+		f, err = p.dec.ReadFrame(p.br)
 	}
 	if err != nil {
-		if !stop() {
-			<-fired
-			timedOut("no hello")
-			return
+		if !p.stop() {
+			<-p.fired
+			p.timedOut("no hello")
+			return false
 		}
 		if errors.Is(err, transport.ErrMalformed) {
-			refuse(&transport.Error{Code: transport.ErrCodeProtocol, Message: "malformed hello: " + err.Error()})
-			return
+			p.refuse(&transport.Error{Code: transport.ErrCodeProtocol, Message: "malformed hello: " + err.Error()})
+			return false
 		}
-		if qc.Context().Err() != nil {
-			log.Debug("handshake failed", "err", context.Cause(qc.Context()))
-			return
+		if p.qc.Context().Err() != nil {
+			p.log.Debug("handshake failed", "err", context.Cause(p.qc.Context()))
+			return false
 		}
-		log.Warn("handshake failed: no hello", "err", err)
-		qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeProtocol), "no hello")
-		return
+		p.log.Warn("handshake failed: no hello", "err", err)
+		p.qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeProtocol), "no hello")
+		return false
 	}
-	hello, isHello := f.(*transport.Hello)
-	if !isHello {
-		stop()
-		refuse(&transport.Error{Code: transport.ErrCodeProtocol, Message: fmt.Sprintf("expected hello, got %s", transport.TypeOf(f))})
-		return
+	hello, ok := f.(*transport.Hello)
+	if !ok {
+		p.stop()
+		p.refuse(&transport.Error{Code: transport.ErrCodeProtocol, Message: fmt.Sprintf("expected hello, got %s", transport.TypeOf(f))})
+		return false
 	}
+	p.hello = hello
+	return true
+}
 
-	// The client's identity: from the session ticket if the Hello came as
-	// 0-RTT data (the ticket was issued to a verified client, and the
-	// chain is verified again here), else from its certificate once the
-	// handshake has completed.
-	cs := qc.ConnectionState()
-	early := cs.Used0RTT
-	// handshakeFailed reports a handshake that did not complete.
-	handshakeFailed := func(err error) {
-		if !stop() {
-			<-fired
+// identify finds the client's identity: from the session ticket if the
+// Hello came as 0-RTT data (the ticket was issued to a verified client,
+// and the chain is verified again here), else from its certificate once
+// the handshake has completed.
+func (p *pending) identify() bool {
+	p.cs = p.qc.ConnectionState()
+	p.early = p.cs.Used0RTT
+	if !p.early {
+		if err := p.l.awaitHandshake(p.hctx, p.qc); err != nil {
+			if !p.stop() {
+				<-p.fired
+			}
+			if err == errConnFailed {
+				p.log.Debug("handshake failed", "err", context.Cause(p.qc.Context()))
+				return false
+			}
+			p.timedOut("no completed handshake")
+			return false
 		}
-		if err == errConnFailed {
-			log.Debug("handshake failed", "err", context.Cause(qc.Context()))
-			return
-		}
-		timedOut("no completed handshake")
+		p.cs = p.qc.ConnectionState()
+	} else if err := verifyClient(p.cs.TLS, p.l.roots); err != nil {
+		p.stop()
+		p.log.Warn("refused 0-RTT session", "err", err)
+		p.qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeIdentity), "client certificate not trusted")
+		return false
 	}
-	if !early {
-		if err := l.awaitHandshake(hctx, qc); err != nil {
-			handshakeFailed(err)
-			return
-		}
-	}
-	if early {
-		if err := verifyClient(cs.TLS, l.roots); err != nil {
-			stop()
-			log.Warn("refused 0-RTT session", "err", err)
-			qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeIdentity), "client certificate not trusted")
-			return
-		}
-	} else {
-		cs = qc.ConnectionState()
-	}
-	peer := pki.PeerName(cs.TLS)
-	log = log.With("peer", peer)
+	p.peer = pki.PeerName(p.cs.TLS)
+	p.log = p.log.With("peer", p.peer)
+	return true
+}
 
+// decide agrees on the version, checks that the Hello names the gateway of
+// the client certificate and asks the Accept callback. It returns the
+// Welcome to send, zero fields filled in, or nil after refusing.
+func (p *pending) decide() *transport.Welcome {
+	l, hello := p.l, p.hello
 	version, common := transport.NegotiateVersion(hello.VersionMin, hello.VersionMax)
 	if !common {
-		stop()
-		refuse(&transport.Error{Code: transport.ErrCodeVersion, Message: fmt.Sprintf(
+		p.stop()
+		p.refuse(&transport.Error{Code: transport.ErrCodeVersion, Message: fmt.Sprintf(
 			"no common protocol version (receiver %s speaks %d-%d, sender %s speaks %d-%d)",
 			orUnnamed(l.name), transport.VersionMin, transport.VersionMax, orUnnamed(hello.Gateway), hello.VersionMin, hello.VersionMax)})
-		return
+		return nil
 	}
-	if hello.Gateway != peer {
-		stop()
-		refuse(&transport.Error{Code: transport.ErrCodeIdentity, Message: fmt.Sprintf(
-			"hello names gateway %q but its certificate is for %q", hello.Gateway, peer)})
-		return
+	p.dec.SetVersion(version) // within this build's range: NegotiateVersion chose it
+	if hello.Gateway != p.peer {
+		p.stop()
+		p.refuse(&transport.Error{Code: transport.ErrCodeIdentity, Message: fmt.Sprintf(
+			"hello names gateway %q but its certificate is for %q", hello.Gateway, p.peer)})
+		return nil
 	}
 	// Accept may see a Hello that arrived as 0-RTT data, which an attacker
 	// can replay: the callback must decide without side effects (a routing
 	// check). The session itself is handed over only after the handshake.
 	w := &transport.Welcome{}
 	if l.accept != nil {
+		var err error
 		w, err = l.accept(hello)
 		if err != nil || w == nil {
 			var te *transport.Error
@@ -357,9 +414,9 @@ func (l *Listener) handshake(qc *quicgo.Conn) {
 			default:
 				te = &transport.Error{Code: transport.ErrCodeInternal, Message: "accept returned no welcome"}
 			}
-			stop()
-			refuse(te)
-			return
+			p.stop()
+			p.refuse(te)
+			return nil
 		}
 		cp := *w
 		w = &cp
@@ -374,54 +431,68 @@ func (l *Listener) handshake(qc *quicgo.Conn) {
 	if w.MaxBatchBytes <= 0 || w.MaxBatchBytes > int64(l.cfg.limits.MaxBatchBytes) {
 		w.MaxBatchBytes = int64(l.cfg.limits.MaxBatchBytes)
 	}
+	return w
+}
+
+// writeWelcome sends w and returns its size on the wire.
+func (p *pending) writeWelcome(w *transport.Welcome) (int, bool) {
 	buf, err := transport.AppendFrame(nil, w)
 	if err == nil {
-		_, err = st.Write(buf)
+		_, err = p.st.Write(buf)
 	}
 	if err != nil {
-		if !stop() {
-			<-fired
+		if !p.stop() {
+			<-p.fired
 		}
-		log.Warn("handshake failed: write welcome", "err", err)
-		qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeInternal), "")
-		return
+		p.log.Warn("handshake failed: write welcome", "err", err)
+		p.qc.CloseWithError(quicgo.ApplicationErrorCode(transport.ErrCodeInternal), "")
+		return 0, false
 	}
-	// A Hello in 0-RTT data was answered in the server's first flight. The
-	// session is handed over at once, tentatively: it is confirmed when the
-	// client has finished the handshake, and closed if it does not within
-	// the handshake timeout (a replay cannot). Conn.Confirmed says which.
-	var confirm func() error
-	if early {
-		deadline, _ := hctx.Deadline()
-		confirm = func() error {
-			t := time.NewTimer(time.Until(deadline))
-			defer t.Stop()
-			select {
-			case <-qc.HandshakeComplete():
-				if qc.Context().Err() != nil {
-					return errConnFailed
-				}
-				return nil
-			case <-t.C:
-				return fmt.Errorf("no completed handshake within %s after a 0-RTT hello", l.cfg.handshakeTimeout)
-			case <-qc.Context().Done():
+	return len(buf), true
+}
+
+// confirmation returns, for a Hello in 0-RTT data, what waits for the
+// handshake to complete; nil otherwise. Such a Hello was answered in the
+// server's first flight. The session is handed over at once, tentatively:
+// it is confirmed when the client has finished the handshake, and closed
+// if it does not within the handshake timeout (a replay cannot).
+// Conn.Confirmed says which.
+func (p *pending) confirmation() func() error {
+	if !p.early {
+		return nil
+	}
+	qc, timeout := p.qc, p.l.cfg.handshakeTimeout
+	deadline, _ := p.hctx.Deadline()
+	return func() error {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		select {
+		case <-qc.HandshakeComplete():
+			if qc.Context().Err() != nil {
 				return errConnFailed
 			}
+			return nil
+		case <-t.C:
+			return fmt.Errorf("no completed handshake within %s after a 0-RTT hello", timeout)
+		case <-qc.Context().Done():
+			return errConnFailed
 		}
 	}
-	if !stop() {
-		<-fired
-		timedOut("no completed handshake")
-		return
-	}
+}
 
+// start builds the session and hands it to Accept. It returns false, the
+// connection closed, if the listener closed meanwhile; true once the
+// session owns the control stream's decoder.
+func (p *pending) start(w *transport.Welcome, confirm func() error, sent int) bool {
+	l, hello, qc := p.l, p.hello, p.qc
 	codec := l.cfg.codec
 	if len(hello.Codecs) > 0 && !slices.Contains(hello.Codecs, codec) {
 		codec = transport.CodecNone
 	}
 	recvLimit := l.cfg.limits
 	recvLimit.MaxBatchBytes = int(w.MaxBatchBytes)
-	if !early {
+	cs := p.cs
+	if !p.early {
 		cs = qc.ConnectionState()
 	}
 	striped := cs.TLS.NegotiatedProtocol == ALPNStriped
@@ -430,11 +501,10 @@ func (l *Listener) handshake(qc *quicgo.Conn) {
 	if l.closed {
 		l.mu.Unlock()
 		qc.CloseWithError(0, "listener closed")
-		return
+		return false
 	}
 	l.sessions++
 	l.mu.Unlock()
-	ok = true
 	var (
 		token    [32]byte
 		tokenRef *[32]byte
@@ -457,18 +527,19 @@ func (l *Listener) handshake(qc *quicgo.Conn) {
 		}
 	}
 	c := newConn(connParams{
-		qc: qc, striped: striped, cfg: l.cfg, client: false, peer: peer, hello: hello, welcome: w,
+		qc: qc, striped: striped, cfg: l.cfg, client: false, peer: p.peer, hello: hello, welcome: w,
 		sendCodec: codec, recvLimit: recvLimit, register: register, confirm: confirm,
-		stream: st, reader: br, counter: counter, dec: dec, cleanup: func() { l.sessionEnded(tokenRef) },
-		hsSent: 1, hsRecvd: 1, hsSentBytes: int64(len(buf)),
+		stream: p.st, reader: p.br, counter: p.counter, dec: p.dec, cleanup: func() { l.sessionEnded(tokenRef) },
+		hsSent: 1, hsRecvd: 1, hsSentBytes: int64(sent),
 	})
-	c.cfg.log.Info("session accepted", "version", version, "legs", hello.Legs, "region", hello.Region,
-		"alpn", cs.TLS.NegotiatedProtocol, "zero_rtt", early)
+	c.cfg.log.Info("session accepted", "version", w.Version, "legs", hello.Legs, "region", hello.Region,
+		"alpn", cs.TLS.NegotiatedProtocol, "zero_rtt", p.early)
 	select {
 	case l.accepted <- c:
 	case <-l.ctx.Done():
 		c.Close(errors.New("listener closed"))
 	}
+	return true
 }
 
 // awaitHandshake waits until qc's handshake has completed. It returns

@@ -19,8 +19,8 @@ import (
 // fails the TLS handshake.
 const ALPN = "meridian/1"
 
-// ALPNStriped is the same protocol (frame version 1) over the striped QUIC
-// binding: batches carry a per-partition sequence number on their lanes and
+// ALPNStriped is the same frame protocol (versions negotiated as on ALPN)
+// over the striped QUIC binding: batches carry a per-partition sequence number on their lanes and
 // further QUIC connections ("stripes") may join the session; see
 // ../PROTOCOL.md section 1.1. A dialer offers it (before ALPN) only when its
 // Session asks for more than one stripe; a listener offers it unless its
@@ -149,10 +149,11 @@ type Session struct {
 	// topic) from the first 256 KiB of record values it sends, share it with
 	// the peer (a Dict frame on the control stream) and, once the peer
 	// acknowledges it, compress that topic's batches of up to 256 KiB with
-	// it; see ../PROTOCOL.md section 4.14. Only with Codec zstd. The peer
-	// must run a build that knows Dict frames (any build since they were
-	// added receives them whatever its own setting): an older one ends the
-	// session with a protocol error. False: no dictionaries are sent.
+	// it; see ../PROTOCOL.md section 4.14. Only with Codec zstd, and only
+	// on sessions that agreed on version 2 (transport.VersionDicts) or
+	// later: with a peer that speaks version 1 only, none are sent. A peer
+	// receives them whatever its own setting. False: no dictionaries are
+	// sent.
 	Dictionaries bool
 
 	// Lanes is the number of unidirectional QUIC streams batches are spread

@@ -1,0 +1,119 @@
+package transport_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/meridian-gw/meridian/transport"
+	"github.com/meridian-gw/meridian/transport/transporttest"
+)
+
+// versionDecoder returns a decoder set to protocol version v.
+func versionDecoder(t testing.TB, v uint16) *transport.Decoder {
+	t.Helper()
+	d := transport.NewDecoder(transport.Limits{})
+	if err := d.SetVersion(v); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	return d
+}
+
+// Every frame type decodes on a session of the version that introduced it
+// or later, and is malformed, with an error naming both versions, on an
+// earlier one.
+func TestDecoderChecksFrameVersion(t *testing.T) {
+	rng := transporttest.NewRand(11)
+	enc := newEncoder(t, transport.CodecZstd)
+	for _, ft := range transporttest.FrameTypes {
+		buf, err := enc.AppendFrame(nil, transporttest.RandomFrame(rng, ft))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for v := transport.VersionMin; v <= transport.VersionMax; v++ {
+			f, err := readOne(t, versionDecoder(t, v), buf)
+			if ft.Since() <= v {
+				if err != nil {
+					t.Errorf("%s at version %d: %v", ft, v, err)
+				}
+				continue
+			}
+			want := fmt.Sprintf("%s frame needs protocol version %d; the session speaks version %d", ft, ft.Since(), v)
+			if !errors.Is(err, transport.ErrMalformed) || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s at version %d: got %v, %v; want an error wrapping ErrMalformed containing %q", ft, v, f, err, want)
+			}
+		}
+	}
+}
+
+// A Batch whose codec byte has the Kafka bit (0x10) is malformed on a
+// session below VersionKafkaBatches, whatever the codec, and never decoded.
+func TestDecoderChecksKafkaBit(t *testing.T) {
+	rng := transporttest.NewRand(12)
+	for _, compressed := range []bool{false, true} {
+		kafka := transporttest.KafkaBatches(rng, 2, 1<<10, compressed)
+		for _, c := range codecs {
+			buf, err := newEncoder(t, c).AppendFrame(nil, kafkaBatch(kafka))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for v := transport.VersionMin; v < transport.VersionKafkaBatches; v++ {
+				f, err := readOne(t, versionDecoder(t, v), buf)
+				want := fmt.Sprintf("Kafka record batches (bit 0x10) need protocol version %d; the session speaks version %d", transport.VersionKafkaBatches, v)
+				if f != nil || !errors.Is(err, transport.ErrMalformed) || !strings.Contains(err.Error(), want) {
+					t.Fatalf("%s, compressed=%v, version %d: got %v, %v; want an error containing %q", c, compressed, v, f, err, want)
+				}
+			}
+			if _, err := readOne(t, versionDecoder(t, transport.VersionKafkaBatches), buf); err != nil {
+				t.Fatalf("%s, compressed=%v, version %d: %v", c, compressed, transport.VersionKafkaBatches, err)
+			}
+		}
+	}
+}
+
+// A Decoder without SetVersion reads VersionMax; SetVersion refuses
+// versions this build does not speak and keeps the old one.
+func TestDecoderSetVersion(t *testing.T) {
+	d := transport.NewDecoder(transport.Limits{})
+	if got := d.Version(); got != transport.VersionMax {
+		t.Fatalf("Version of a new decoder: got %d, want %d", got, transport.VersionMax)
+	}
+	if err := d.SetVersion(transport.VersionMin); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []uint16{0, transport.VersionMax + 1} {
+		if err := d.SetVersion(v); err == nil {
+			t.Fatalf("SetVersion(%d): got no error", v)
+		}
+	}
+	if got := d.Version(); got != transport.VersionMin {
+		t.Fatalf("Version after refused SetVersion: got %d, want %d", got, transport.VersionMin)
+	}
+}
+
+func TestCheckVersion(t *testing.T) {
+	rng := transporttest.NewRand(13)
+	kb := kafkaBatch(transporttest.KafkaBatches(rng, 1, 256, false))
+	for _, tc := range []struct {
+		f    transport.Frame
+		v    uint16
+		want string // "" for no error
+	}{
+		{&transport.Ack{}, 1, ""},
+		{&transport.Dict{ID: 1}, 1, "dict frame needs protocol version 2; the session speaks version 1"},
+		{&transport.DictAck{ID: 1}, 2, ""},
+		{&transport.Batch{}, 1, ""},
+		{kb, 2, "batch of Kafka record batches needs protocol version 3; the session speaks version 2"},
+		{kb, 3, ""},
+	} {
+		err := transport.CheckVersion(tc.f, tc.v)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("CheckVersion(%T, %d): %v", tc.f, tc.v, err)
+		case tc.want != "" && (err == nil || err.Error() != tc.want):
+			t.Errorf("CheckVersion(%T, %d): got %v, want %q", tc.f, tc.v, err, tc.want)
+		}
+	}
+}
