@@ -1,11 +1,12 @@
 # Meridian. `make demo` runs the embedded two-region demo; `make test` runs
-# the test suite (kcat must be installed: .ci/run does it on Debian).
+# the test suite (kcat must be installed: .ci/run does it on Debian; the
+# real-Kafka tests skip unless `make kafka-jars` has resolved the jars).
 GO      ?= go
 BIN     := bin/meridian
 PKGS    := ./...
 TESTFLAGS ?= -race -timeout 15m
 
-.PHONY: all build test test-short demo bench lint fuzz clean
+.PHONY: all build test test-short demo bench lint fuzz clean kafka-jars
 
 all: build
 
@@ -14,6 +15,11 @@ build:
 
 test:
 	$(GO) test $(TESTFLAGS) $(PKGS)
+
+# Apache Kafka broker and MirrorMaker 2 jars for internal/kafkatest, with
+# Maven, into a cache outside the repo (a no-op once there).
+kafka-jars:
+	internal/kafkatest/resolve.sh
 
 test-short:
 	$(GO) test -short $(PKGS)
