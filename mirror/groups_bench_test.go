@@ -13,7 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/mirror/progress"
 )
 
 // BenchmarkGroupSyncLag measures how far the destination's consumer group
@@ -175,7 +175,7 @@ func groupSyncLag(b *testing.B, run time.Duration) {
 	wg.Wait()
 	time.Sleep(2 * time.Second) // let the last commits land, so they count as late rather than missing
 
-	m, err := mirror.LoadOffsetMap(ctx, dst, "r:west/kafka")
+	m, err := progress.LoadOffsetMap(ctx, dst, "r:west/kafka")
 	if err != nil {
 		b.Fatal(err)
 	}

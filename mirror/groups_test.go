@@ -10,7 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/internal/verify"
-	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/mirror/progress"
 )
 
 func TestGroupOffsetSync(t *testing.T) {
@@ -62,7 +62,7 @@ func TestGroupOffsetSync(t *testing.T) {
 	}
 	translate := func(at map[int32]int64) map[int32]int64 {
 		t.Helper()
-		m, err := mirror.LoadOffsetMap(ctx, dst, "r:west/kafka")
+		m, err := progress.LoadOffsetMap(ctx, dst, "r:west/kafka")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/meridian-gw/meridian/internal/kraw"
+	"github.com/meridian-gw/meridian/mirror/progress"
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/transport"
 )
@@ -28,15 +29,6 @@ const maxTxnBytes = 16 << 20
 // they are: each may cost a produce round trip (writeRaw), and short
 // transactions let the sink learn soon how long those take.
 const maxTxnKafkaBatches = 256
-
-// fenceRecheck is how often a fenced leg looks whether its fence was lifted.
-var fenceRecheck = 10 * time.Second
-
-// sinkShards is how many transactional producers write one leg, each owning
-// the partitions that hash to it, so that transactions of different
-// partitions are in flight at once. Changing it changes transactional IDs:
-// keep it fixed across versions.
-const sinkShards = 4
 
 // inLeg is the receiving end of one leg: it owns the leg's sink shards, their
 // queues of received batches, and the current generation. Batches are
@@ -62,8 +54,12 @@ type inLeg struct {
 	stats legStats
 	// groups syncs consumer group offsets; nil when the route names none.
 	groups *groupSync
-	omap   *OffsetMap // guarded by mu; nil until the shards are open
-	fence  *Fence     // guarded by mu; set while the leg is fenced
+	omap   *progress.OffsetMap // guarded by mu; nil until the shards are open
+	fence  *progress.Fence     // guarded by mu; set while the leg is fenced
+
+	// store is the destination's progress store, opened once by the
+	// coordinator (openShards) and shared with the shards' sinks.
+	store *progress.Store
 
 	admMu sync.Mutex
 	adm   *kadm.Client // destination admin, for topic preparation
@@ -186,9 +182,9 @@ func (l *inLeg) run(ctx context.Context) {
 	}
 	l.mu.Lock()
 	rounds := &roundTimes{} // one destination: the shards share what they learn of it
-	for i := range sinkShards {
+	for i := range progress.Shards {
 		l.shards = append(l.shards, &shard{idx: i, notify: make(chan struct{}, 1),
-			sink: &sink{leg: l.leg, shard: i, opts: opts, log: l.log, m: l.e.m, rounds: rounds}})
+			sink: &sink{leg: l.leg, shard: i, opts: opts, tuning: l.e.opts.Tuning, log: l.log, m: l.e.m, rounds: rounds}})
 	}
 	shards := l.shards
 	l.mu.Unlock()
@@ -199,6 +195,7 @@ func (l *inLeg) run(ctx context.Context) {
 			sh.sink.close()
 		}
 		l.closeAdmin()
+		l.store.Close()
 	}()
 	for _, sh := range shards {
 		wg.Go(func() { l.runShard(ctx, sh) })
@@ -234,7 +231,7 @@ func (l *inLeg) run(ctx context.Context) {
 				case <-ctx.Done():
 					return
 				case <-l.notify: // a new session: tell it at once
-				case <-time.After(fenceRecheck):
+				case <-time.After(l.e.opts.Tuning.FenceRecheck):
 				}
 				continue
 			}
@@ -298,16 +295,24 @@ func (l *inLeg) openShards(ctx context.Context, opts []kgo.Opt) error {
 	if len(todo) == 0 {
 		return nil
 	}
+	if l.store == nil {
+		store, err := progress.Open(ctx, opts)
+		if err != nil {
+			return err
+		}
+		l.store = store
+	}
 	for _, sh := range todo {
+		sh.sink.store = l.store
 		if err := sh.sink.open(ctx); err != nil {
 			return err
 		}
 	}
-	st, err := loadState(ctx, opts, map[string]bool{l.leg.ID: true})
+	st, err := l.store.Load(ctx, l.leg.ID)
 	if err != nil {
 		return err
 	}
-	if f := st.fences[l.leg.ID]; f != nil {
+	if f := st.Fence(l.leg.ID); f != nil {
 		// Every shard reopens and reloads once the fence is lifted: none
 		// keeps a fenced producer or positions from before.
 		l.mu.Lock()
@@ -321,12 +326,9 @@ func (l *inLeg) openShards(ctx context.Context, opts []kgo.Opt) error {
 		l.mu.Unlock()
 		return fmt.Errorf("%w: %s (route epoch %d, since %s)", ErrFenced, f.Reason, f.Epoch, time.UnixMilli(f.At).UTC().Format(time.RFC3339))
 	}
-	all := st.progress
-	var omap *OffsetMap
+	var omap *progress.OffsetMap
 	if l.groups != nil {
-		if omap = st.maps[l.leg.ID]; omap == nil {
-			omap = newOffsetMap(l.leg.ID)
-		}
+		omap = st.OffsetMap(l.leg.ID)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -335,15 +337,15 @@ func (l *inLeg) openShards(ctx context.Context, opts []kgo.Opt) error {
 		l.omap = omap
 	}
 	for _, sh := range todo {
-		sh.sink.committed = map[tp]*Progress{}
-		sh.sink.segs = map[tp][]segRef{}
+		sh.sink.committed = map[tp]*progress.Record{}
+		sh.sink.segs = map[tp][]progress.SegRef{}
 	}
-	for k, p := range all[l.leg.ID] {
+	for k, p := range st.Progress(l.leg.ID) {
 		if sh := l.shardOf(k.Topic, k.Partition); !sh.ready {
 			sh.sink.committed[k] = p
 		}
 	}
-	for k, refs := range st.segs[l.leg.ID] {
+	for k, refs := range st.Segments(l.leg.ID) {
 		if sh := l.shardOf(k.Topic, k.Partition); !sh.ready {
 			sh.sink.segs[k] = refs
 		}
@@ -441,13 +443,13 @@ func (l *inLeg) runShard(ctx context.Context, sh *shard) {
 			l.stats.committedTxn(res, batches, sh.sink.committed)
 			if m := l.offsetMap(); m != nil {
 				for _, p := range res.segments {
-					m.add(p)
+					m.Add(p)
 				}
 				for _, p := range res.progress {
-					m.add(p)
+					m.Add(p)
 				}
 				for k, start := range res.pruned {
-					m.prune(k, start)
+					m.Prune(k, start)
 				}
 			}
 			l.e.m.records.WithLabelValues(l.leg.ID, "in").Add(float64(res.records))
@@ -469,10 +471,6 @@ func (l *inLeg) runShard(ctx context.Context, sh *shard) {
 	}
 }
 
-// topicWait is how long a batch waits at the head of a shard's queue for
-// the announcement of its topic (or of its partition) to be prepared.
-var topicWait = 30 * time.Second
-
 // preparedLocked reports whether b's destination topic and partition are
 // prepared. A sender consumes a topic it has progress for while announcing
 // it, so its batches may overtake the announcement.
@@ -482,11 +480,12 @@ func (l *inLeg) preparedLocked(b *transport.Batch) bool {
 }
 
 // holdLocked keeps the head of sh's queue waiting for its topic to be
-// prepared, and reports true while it may wait. After topicWait it gives
+// prepared, and reports true while it may wait. After Tuning.TopicWait it gives
 // up: the leg resumes from what is committed, as after a failed
 // transaction.
 func (l *inLeg) holdLocked(sh *shard) bool {
 	now := time.Now()
+	topicWait := l.e.opts.Tuning.TopicWait
 	if sh.held.IsZero() {
 		sh.held = now
 		time.AfterFunc(topicWait, func() { wake(sh.notify) })
@@ -717,7 +716,7 @@ func (l *inLeg) prepareTopic(ctx context.Context, t *transport.Topic) error {
 }
 
 // offsetMap is the leg's in-memory offset map, or nil.
-func (l *inLeg) offsetMap() *OffsetMap {
+func (l *inLeg) offsetMap() *progress.OffsetMap {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.omap

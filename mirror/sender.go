@@ -540,7 +540,7 @@ func (lr *legRunner) runPipelines(ctx context.Context, rs *transport.Resume, cl 
 func resumePositions(rs *transport.Resume) map[tp]int64 {
 	positions := make(map[tp]int64, len(rs.Positions))
 	for _, p := range rs.Positions {
-		positions[tp{p.Topic, p.Partition}] = p.NextOffset
+		positions[tp{Topic: p.Topic, Partition: p.Partition}] = p.NextOffset
 	}
 	return positions
 }
@@ -779,7 +779,7 @@ func (d *discoverer) consume(name string, n int32) {
 	}
 	for p := d.consumed[name]; p < n; p++ {
 		at := int64(-1)
-		if o, ok := d.positions[tp{name, p}]; ok {
+		if o, ok := d.positions[tp{Topic: name, Partition: p}]; ok {
 			at = o
 		}
 		d.srcs[d.next%len(d.srcs)].add(name, p, at)

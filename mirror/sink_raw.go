@@ -41,7 +41,7 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 		entries []span // data spans have n == 0 until produced and point at items by dst
 	)
 	add := func(b *transport.Batch, dt *destTopic, batch []byte, it rawItem) {
-		k := tp{dt.name, b.Partition}
+		k := tp{Topic: dt.name, Partition: b.Partition}
 		pi, ok := partOf[k]
 		if !ok {
 			pi = len(parts)
@@ -82,7 +82,7 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 	// or dead-letters it; solo records go in a batch of their own, so that
 	// a refusal names the record.
 	record := func(b *transport.Batch, dt *destTopic, r *transport.Record, solo bool) error {
-		k := tp{b.Topic, b.Partition}
+		k := tp{Topic: b.Topic, Partition: b.Partition}
 		size := recordSize(r)
 		res.rawBytes += size
 		if reason := s.refusal(k, r, size, dt); reason != "" {
@@ -133,18 +133,18 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 	counts := map[tp]int{}
 	for _, b := range batches {
 		if b.Kafka != nil {
-			kraw.Split(b.Kafka, func(kraw.Header, []byte) error { counts[tp{b.Topic, b.Partition}]++; return nil })
+			kraw.Split(b.Kafka, func(kraw.Header, []byte) error { counts[tp{Topic: b.Topic, Partition: b.Partition}]++; return nil })
 		}
 	}
 	// Merging costs CPU: only while the process has CPUs to spare.
-	slow := mergeAlways || s.rounds.merge()
+	slow := s.tuning.MergeAlways || s.rounds.merge()
 
 	for _, b := range batches {
 		dt := topics[b.Topic]
 		if dt == nil {
 			return nil, fmt.Errorf("topic %q was not announced", b.Topic)
 		}
-		k := tp{b.Topic, b.Partition}
+		k := tp{Topic: b.Topic, Partition: b.Partition}
 		if b.Kafka == nil {
 			for i := range b.Records {
 				if err := record(b, dt, &b.Records[i], false); err != nil {
@@ -280,9 +280,6 @@ func (r *roundTimes) merge() bool {
 	return r.merging
 }
 
-// mergeAlways is a test seam (SetMergeAlwaysForTest).
-var mergeAlways = false
-
 func maxBatches(parts []kraw.PartitionBatches) int {
 	n := 0
 	for i := range parts {
@@ -295,7 +292,7 @@ func maxBatches(parts []kraw.PartitionBatches) int {
 // decoded next time, a built one split into one batch per record, and a
 // single record is dead-lettered.
 func (s *sink) refused(it *rawItem, reason string) {
-	k := tp{it.b.Topic, it.b.Partition}
+	k := tp{Topic: it.b.Topic, Partition: it.b.Partition}
 	if it.srcs == nil || len(it.srcs) > 1 {
 		if s.unraw == nil {
 			s.unraw = map[tp]map[int64]bool{}
