@@ -143,11 +143,7 @@ func New(opts Options) (*Engine, error) {
 		rtts: map[string]*atomic.Int64{},
 	}
 	for _, l := range opts.Table.In {
-		il := &inLeg{leg: l, e: e, log: e.log, notify: make(chan struct{}, 1)}
-		if l.SyncsGroups() {
-			il.groups = newGroupSync(il)
-		}
-		e.in[l.ID] = il
+		e.in[l.ID] = newInLeg(e, l)
 	}
 	if len(opts.Table.In) > 0 {
 		ln, err := opts.Listen(e.Accept)
@@ -330,9 +326,7 @@ func (e *Engine) Status() Status {
 		}
 	}
 	for _, l := range e.in {
-		l.mu.Lock()
-		owner, fence := l.owner, l.fence
-		l.mu.Unlock()
+		owner, fence := l.state.ownerAndFence()
 		ls := LegStatus{Leg: l.leg.ID, Route: l.leg.Route.Name, Direction: "in", From: l.leg.From.Ref(), To: l.leg.To.Ref(), Connected: owner != nil}
 		if fence != nil {
 			ls.Fenced = fmt.Sprintf("%s (route epoch %d, since %s)", fence.Reason, fence.Epoch, time.UnixMilli(fence.At).UTC().Format(time.RFC3339))
