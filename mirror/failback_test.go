@@ -130,21 +130,27 @@ func TestFailbackAfterUnplannedFailover(t *testing.T) {
 		want += len(recs)
 	}
 	want += 200
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		n := 0
-		for _, recs := range readKV(t, o.Dst, "t.a") {
-			n += len(recs)
-		}
-		if n == want {
-			break
-		}
-		if n > want || time.Now().After(deadline) {
-			t.Fatalf("DR holds %d records, want %d (mirrored, its own 500, then the 200 new)", n, want)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if n := waitRecords(t, o.Dst, "t.a", want, 30*time.Second); n != want {
+		t.Fatalf("DR holds %d records, want %d (mirrored, its own 500, then the 200 new)", n, want)
 	}
 	if _, err := dr.Failback(ctx, fb); !errors.Is(err, dr.ErrNotFailedOver) {
 		t.Errorf("second failback: %v, want ErrNotFailedOver", err)
+	}
+}
+
+// waitRecords waits until topic holds want records at the cluster opts
+// reach, or more, or within passes, and returns how many it holds.
+func waitRecords(t *testing.T, opts []kgo.Opt, topic string, want int, within time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		n := 0
+		for _, recs := range readKV(t, opts, topic) {
+			n += len(recs)
+		}
+		if n >= want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

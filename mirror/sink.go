@@ -232,76 +232,8 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 	}
 
 	// Offset maps and progress per partition, in the same transaction.
-	type acc struct {
-		p    *progress.Record
-		last [3]int64
-	}
-	accs := map[tp]*acc{}
-	var order []tp
-	for i := range spans {
-		sp := &spans[i]
-		b := sp.batch
-		k := tp{Topic: b.Topic, Partition: b.Partition}
-		a := accs[k]
-		if a == nil {
-			a = &acc{p: &progress.Record{V: progress.Version, Leg: s.leg.ID, Topic: b.Topic, Partition: b.Partition, DestTopic: topics[b.Topic].name}}
-			accs[k] = a
-			order = append(order, k)
-		}
-		if sp.dlq != nil {
-			res.deadLetters++
-			s.m.deadLetters.WithLabelValues(s.leg.ID, "refused").Inc()
-			s.log.Warn("record dead-lettered", "leg", s.leg.ID, "topic", b.Topic, "partition", b.Partition,
-				"offset", sp.src, "reason", headerValue(sp.dlq, HeaderDLReason))
-			continue
-		}
-		res.records += int(sp.n)
-		rs := a.p.Ranges
-		if n := len(rs); n > 0 && rs[n-1][0]+rs[n-1][2] == sp.src && rs[n-1][1]+rs[n-1][2] == sp.dst {
-			rs[n-1][2] += sp.n
-		} else {
-			a.p.Ranges = append(rs, [3]int64{sp.src, sp.dst, sp.n})
-		}
-		a.p.LastTS = sp.ts
-	}
-	for _, b := range batches {
-		a := accs[tp{Topic: b.Topic, Partition: b.Partition}]
-		if a == nil {
-			a = &acc{p: &progress.Record{V: progress.Version, Leg: s.leg.ID, Topic: b.Topic, Partition: b.Partition, DestTopic: topics[b.Topic].name}}
-			accs[tp{Topic: b.Topic, Partition: b.Partition}] = a
-			order = append(order, tp{Topic: b.Topic, Partition: b.Partition})
-		}
-		if b.NextOffset > a.p.Next {
-			a.p.Next = b.NextOffset
-		}
-		a.p.HWM = b.HighWatermark
-	}
-	now := time.Now().UnixMilli()
-	var sealed []progress.SegRef
-	for _, k := range order {
-		p := accs[k].p
-		p.At = now
-		prev := s.committed[k]
-		if prev != nil {
-			if p.LastTS == 0 {
-				p.LastTS = prev.LastTS
-			}
-			// The progress record carries every range since the last
-			// sealed segment (ProgressTopic is compacted); past
-			// Tuning.TailRanges they are sealed into the next segment.
-			p.Ranges, p.Seg = slices.Concat(prev.Ranges, p.Ranges), prev.Seg
-		}
-		if len(p.Ranges) > s.tuning.TailRanges {
-			seg := &progress.Record{V: progress.Version, Kind: progress.KindSegment, Leg: s.leg.ID, Topic: k.Topic, Partition: k.Partition,
-				DestTopic: p.DestTopic, Next: p.Next, Seg: p.Seg, Ranges: p.Ranges, At: now}
-			s.produceProgress(ctx, progress.SegmentKey(s.leg.ID, k, seg.Seg), progress.Encode(seg), &perr)
-			res.segments = append(res.segments, seg)
-			last := seg.Ranges[len(seg.Ranges)-1]
-			sealed = append(sealed, progress.SegRef{Seg: seg.Seg, DstEnd: last[1] + last[2]})
-			p.Ranges, p.Seg = nil, p.Seg+1
-		}
-		s.produceProgress(ctx, progress.Key(s.leg.ID, k), progress.Encode(p), &perr)
-	}
+	recs := s.progressOf(spans, batches, topics, &res)
+	sealed := s.produceProgressRecords(ctx, recs, &res, &perr)
 	pruned := s.prune(ctx, &perr)
 	if err := s.cl.Flush(ctx); err != nil {
 		return res, fmt.Errorf("flush progress: %w", err)
@@ -319,18 +251,98 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 	s.m.txns.WithLabelValues(s.leg.ID, "commit").Inc()
 	s.segsCommitted(sealed, res.segments, pruned)
 	res.pruned = pruned
-	for _, k := range order {
-		s.committed[k] = accs[k].p
-		res.progress = append(res.progress, accs[k].p)
+	for _, p := range recs {
+		k := p.TP()
+		s.committed[k] = p
+		res.progress = append(res.progress, p)
 		if pm := s.poison[k]; pm != nil {
 			for off := range pm {
-				if off < accs[k].p.Next {
+				if off < p.Next {
 					delete(pm, off)
 				}
 			}
 		}
 	}
 	return res, nil
+}
+
+// progressOf builds the progress record of each partition the spans and
+// batches wrote, in the order they first appear, with the ranges of this
+// transaction only; it counts records and dead letters in res.
+func (s *sink) progressOf(spans []span, batches []*transport.Batch, topics map[string]*destTopic, res *txnResult) []*progress.Record {
+	accs := map[tp]*progress.Record{}
+	var out []*progress.Record
+	get := func(b *transport.Batch) *progress.Record {
+		k := tp{Topic: b.Topic, Partition: b.Partition}
+		p := accs[k]
+		if p == nil {
+			p = &progress.Record{V: progress.Version, Leg: s.leg.ID, Topic: b.Topic, Partition: b.Partition, DestTopic: topics[b.Topic].name}
+			accs[k] = p
+			out = append(out, p)
+		}
+		return p
+	}
+	for i := range spans {
+		sp := &spans[i]
+		b := sp.batch
+		p := get(b)
+		if sp.dlq != nil {
+			res.deadLetters++
+			s.m.deadLetters.WithLabelValues(s.leg.ID, "refused").Inc()
+			s.log.Warn("record dead-lettered", "leg", s.leg.ID, "topic", b.Topic, "partition", b.Partition,
+				"offset", sp.src, "reason", headerValue(sp.dlq, HeaderDLReason))
+			continue
+		}
+		res.records += int(sp.n)
+		rs := p.Ranges
+		if n := len(rs); n > 0 && rs[n-1][0]+rs[n-1][2] == sp.src && rs[n-1][1]+rs[n-1][2] == sp.dst {
+			rs[n-1][2] += sp.n
+		} else {
+			p.Ranges = append(rs, [3]int64{sp.src, sp.dst, sp.n})
+		}
+		p.LastTS = sp.ts
+	}
+	for _, b := range batches {
+		p := get(b)
+		if b.NextOffset > p.Next {
+			p.Next = b.NextOffset
+		}
+		p.HWM = b.HighWatermark
+	}
+	return out
+}
+
+// produceProgressRecords completes each progress record with the ranges
+// since the partition's last sealed segment and produces it in the open
+// transaction; past Tuning.TailRanges ranges it first seals them into the
+// next segment (in res.segments). It returns the segments sealed.
+func (s *sink) produceProgressRecords(ctx context.Context, recs []*progress.Record, res *txnResult, perr *produceErr) []progress.SegRef {
+	now := time.Now().UnixMilli()
+	var sealed []progress.SegRef
+	for _, p := range recs {
+		k := p.TP()
+		p.At = now
+		if prev := s.committed[k]; prev != nil {
+			if p.LastTS == 0 {
+				p.LastTS = prev.LastTS
+			}
+			// The progress record carries every range since the last
+			// sealed segment (ProgressTopic is compacted); past
+			// Tuning.TailRanges they are sealed into the next segment.
+			p.Ranges, p.Seg = slices.Concat(prev.Ranges, p.Ranges), prev.Seg
+		}
+		if len(p.Ranges) > s.tuning.TailRanges {
+			seg := &progress.Record{V: progress.Version, Kind: progress.KindSegment, Leg: s.leg.ID, Topic: k.Topic, Partition: k.Partition,
+				DestTopic: p.DestTopic, Next: p.Next, Seg: p.Seg, Ranges: p.Ranges, At: now}
+			s.produceProgress(ctx, progress.SegmentKey(s.leg.ID, k, seg.Seg), progress.Encode(seg), perr)
+			res.segments = append(res.segments, seg)
+			last := seg.Ranges[len(seg.Ranges)-1]
+			sealed = append(sealed, progress.SegRef{Seg: seg.Seg, DstEnd: last[1] + last[2]})
+			p.Ranges, p.Seg = nil, p.Seg+1
+		}
+		s.produceProgress(ctx, progress.Key(s.leg.ID, k), progress.Encode(p), perr)
+	}
+	return sealed
 }
 
 // writeRecords produces the records of batches through the client, in the
