@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -26,7 +27,12 @@ type Store struct {
 // Open opens the progress store of the destination cluster that opts reach,
 // creating Topic if it does not exist. Close releases it.
 func Open(ctx context.Context, opts []kgo.Opt) (*Store, error) {
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, opts...), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, opts...),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		// franz-go answers metadata requests from its cache for
+		// MetadataMinAge: a topic just created must show up sooner than
+		// ensureTopic gives up (about a second).
+		kgo.MetadataMinAge(250*time.Millisecond))...)
 	if err != nil {
 		return nil, err
 	}
