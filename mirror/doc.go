@@ -18,7 +18,7 @@
 //
 // # Offset maps
 //
-// ProgressTopic is compacted. Each progress record carries the offset ranges
+// ProgressTopic (package progress) is compacted. Each progress record carries the offset ranges
 // of its partition since the last sealed segment; every 128 ranges the
 // transaction also writes them as a segment record of their own, and segments
 // whose destination records retention has deleted are tombstoned. Ranges are
@@ -59,10 +59,76 @@
 //
 // # Goroutines
 //
-// Engine.Run owns everything: one sink loop per inbound leg, one accept loop
-// and one goroutine per accepted session, one dialler per peer gateway, and
-// per session one runner per leg (which owns its source pump and topic
-// discoverer). Each waits for what it starts.
+// Engine.Run owns everything: one coordinator per inbound leg (inLeg.run,
+// which owns the leg's shard loops and its group sync), one accept loop and
+// one goroutine per accepted session (serveSession, which owns a topic
+// preparer per leg with announcements in hand, so that preparing one leg's
+// destination topic never stalls the other legs' batches), one dialler per
+// peer gateway, and per session one runner per leg (which owns its source
+// pump and topic discoverer). Each waits for what it starts.
+//
+// # Lock order
+//
+// legState.mu, then legStats.mu. groupSync.mu, credit.mu, the sender's
+// legRunner.mu and roundTimes.mu are leaves: nothing is locked while one
+// of them is held. OffsetMap has its own RWMutex, also a leaf.
+//
+// # Receiver states
+//
+// legState owns a leg's receiving state; its methods are the only code that
+// changes it (Locked methods expect legState.mu held). A leg:
+//
+//	           attach (gen++)              resumeDue: owner set, every
+//	unowned -----------------> resume due ----------------------------> flowing
+//	   ^                        ^      shard ready, none writing          |
+//	   |                        |                                         |
+//	   |                        +-- attach of a newer session (gen++) ----+
+//	   |                        +-- detach of the owner, a candidate -----+
+//	   |                        |   takes over (gen++)                    |
+//	   |                        +-- finish with an error (gen++) ---------+
+//	   |                        +-- holdLocked gives up on a topic -------+
+//	   |                            (gen++)                               |
+//	   +------------- detach of the owner, no candidate ------------------+
+//	                  (from resume due too; queues dropped)
+//
+// While a Resume is due, enqueue drops batches (stale) and take gives the
+// shards nothing. A shard:
+//
+//	         toOpen, sink.open,
+//	         opened (progress loaded)         take (writing++)
+//	closed ---------------------------> ready ----------------> busy
+//	  ^  ^                                ^ |  finish, no error   |
+//	  |  |                                | +<--------------------+
+//	  |  +---- fenced (not busy) ---------+                       |
+//	  +------- finish with an error (sink closed, leg gen++) -----+
+//	  +------- finish after fenced (sink closed) -----------------+
+//
+// A fenced leg (openShards finds a fence) keeps every shard closed and looks
+// again every Tuning.FenceRecheck, or when a session attaches.
+//
+// # Files
+//
+//	engine.go            Options, Tuning, Engine: New, Accept, Run, Status
+//	sender.go            a peer: dialing (hedged), the session, its receive loop
+//	sender_pump.go       a leg's runner: source pipelines, batching, sending
+//	passthrough.go       the raw (Kafka batches as they are) variant of the pump
+//	sender_discover.go   topic discovery and announcement
+//	sender_groups.go     sending the source groups' committed offsets
+//	credit.go            a session's credit: window, rate cap, priorities
+//	receiver.go          an inbound leg and its coordinator (open, resume, fences)
+//	legstate.go          the leg's and its shards' state, the only code changing it
+//	receiver_session.go  serving a session; the per-leg topic preparers
+//	receiver_topics.go   creating and configuring destination topics
+//	receiver_shard.go    a shard's loop: transactions, stats, acks
+//	sink.go, sink_raw.go writing a transaction (records; Kafka batches)
+//	groups.go            committing translated group offsets at the destination
+//	progress.go          ProgressTopic and the names mirror takes from package progress
+//	stats.go, metrics.go status and Prometheus metrics
+//
+// Beside the engine: package progress (the progress store: progress
+// records, offset maps and translation, fences, transactional IDs) and
+// package dr (failover, failback, fencing, group translation, their
+// reports).
 //
 // The engine talks to links only through transport.Conn and to Kafka only
 // through franz-go (sources and sinks), never to quic-go directly.

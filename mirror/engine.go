@@ -56,6 +56,49 @@ type Options struct {
 	// MaxBatchBytes is the largest raw batch a sender may send. Zero means
 	// 1 MiB.
 	MaxBatchBytes int64
+	// Tuning holds timings and sizes that production leaves at their
+	// defaults and tests shorten. The zero value means every default.
+	Tuning Tuning
+}
+
+// Tuning are an engine's timings and sizes. Each zero field means its
+// default. They are per engine, so that gateways with different settings
+// can run in one process.
+type Tuning struct {
+	// FenceRecheck is how often a fenced inbound leg looks whether its
+	// fence was lifted. Zero means 10 s.
+	FenceRecheck time.Duration
+	// TopicWait is how long a batch waits at the head of a shard's queue
+	// for its topic (or partition) to be prepared before the leg resumes
+	// from what is committed. Zero means 30 s.
+	TopicWait time.Duration
+	// TailRanges is how many offset ranges a progress record carries
+	// before they are sealed into a segment (about 0.5 KiB packed at the
+	// default). Zero means 128.
+	TailRanges int
+	// PruneEvery is how often a sink looks for offset-map segments whose
+	// destination records retention has deleted. Zero means 5 minutes.
+	PruneEvery time.Duration
+	// MergeAlways makes passthrough sinks merge small batches as if the
+	// destination were slow and the CPUs idle. False means they merge only
+	// when that is so.
+	MergeAlways bool
+}
+
+func (t Tuning) withDefaults() Tuning {
+	if t.FenceRecheck <= 0 {
+		t.FenceRecheck = 10 * time.Second
+	}
+	if t.TopicWait <= 0 {
+		t.TopicWait = 30 * time.Second
+	}
+	if t.TailRanges <= 0 {
+		t.TailRanges = 128
+	}
+	if t.PruneEvery <= 0 {
+		t.PruneEvery = 5 * time.Minute
+	}
+	return t
 }
 
 // Engine runs one gateway's legs: it reads the source of outbound legs and
@@ -102,6 +145,7 @@ func New(opts Options) (*Engine, error) {
 	if opts.MaxBatchBytes <= 0 {
 		opts.MaxBatchBytes = 1 << 20
 	}
+	opts.Tuning = opts.Tuning.withDefaults()
 	e := &Engine{
 		opts: opts, table: opts.Table,
 		log:  opts.Logger.With("component", "mirror"),
@@ -110,11 +154,7 @@ func New(opts Options) (*Engine, error) {
 		rtts: map[string]*atomic.Int64{},
 	}
 	for _, l := range opts.Table.In {
-		il := &inLeg{leg: l, e: e, log: e.log, notify: make(chan struct{}, 1)}
-		if l.SyncsGroups() {
-			il.groups = newGroupSync(il)
-		}
-		e.in[l.ID] = il
+		e.in[l.ID] = newInLeg(e, l)
 	}
 	for _, p := range opts.Table.Out {
 		op := &outPeer{peer: p, e: e, log: e.log.With("peer", p.Gateway.Name)}
@@ -327,9 +367,7 @@ func (e *Engine) Status() Status {
 		}
 	}
 	for _, l := range e.in {
-		l.mu.Lock()
-		owner, fence := l.owner, l.fence
-		l.mu.Unlock()
+		owner, fence := l.state.ownerAndFence()
 		ls := LegStatus{Leg: l.leg.ID, Route: l.leg.Route.Name, Direction: "in", From: l.leg.From.Ref(), To: l.leg.To.Ref(), Connected: owner != nil}
 		if fence != nil {
 			ls.Fenced = fmt.Sprintf("%s (route epoch %d, since %s)", fence.Reason, fence.Epoch, time.UnixMilli(fence.At).UTC().Format(time.RFC3339))

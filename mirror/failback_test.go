@@ -11,7 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/internal/kread"
-	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/mirror/dr"
 )
 
 func readKV(t *testing.T, opts []kgo.Opt, topic string) map[int32][]kgo.Record {
@@ -26,8 +26,8 @@ func readKV(t *testing.T, opts []kgo.Opt, topic string) map[int32][]kgo.Record {
 }
 
 func TestFailbackAfterUnplannedFailover(t *testing.T) {
-	mirror.SetFenceRecheckForTest(t, 200*time.Millisecond)
 	f := newFixture(t, []string{"t.a"}, 2)
+	f.tuning.FenceRecheck = 200 * time.Millisecond
 	f.topo.Routes[0].GroupInclude = []string{"^app$"}
 	f.gateway(t, "ge", 0)
 	f.gateway(t, "gw", 0)
@@ -40,7 +40,7 @@ func TestFailbackAfterUnplannedFailover(t *testing.T) {
 	f.net.SetDown(true)
 	f.produce(t, 300, 1000)
 	o.Drain, o.Stall = 5*time.Second, time.Second
-	if rep, err := mirror.Failover(ctx, o); err != nil || rep.RPORecords != 300 {
+	if rep, err := dr.Failover(ctx, o); err != nil || rep.RPORecords != 300 {
 		t.Fatalf("failover: %v, RPO %v", err, rep)
 	}
 	mirroredAtB := readKV(t, o.Dst, "t.a")
@@ -77,12 +77,12 @@ func TestFailbackAfterUnplannedFailover(t *testing.T) {
 
 	// The old primary is back.
 	f.net.SetDown(false)
-	fb := mirror.FailbackOptions{Leg: o.Leg, Src: o.Src, Dst: o.Dst}
-	dry, err := mirror.Failback(ctx, mirror.FailbackOptions{Leg: o.Leg, Src: o.Src, Dst: o.Dst, DryRun: true})
+	fb := dr.FailbackOptions{Leg: o.Leg, Src: o.Src, Dst: o.Dst}
+	dry, err := dr.Failback(ctx, dr.FailbackOptions{Leg: o.Leg, Src: o.Src, Dst: o.Dst, DryRun: true})
 	if err != nil || len(dry.Stragglers) != 300 {
 		t.Fatalf("dry run: %v, %d stragglers", err, len(dry.Stragglers))
 	}
-	rep, err := mirror.Failback(ctx, fb)
+	rep, err := dr.Failback(ctx, fb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,21 +130,27 @@ func TestFailbackAfterUnplannedFailover(t *testing.T) {
 		want += len(recs)
 	}
 	want += 200
-	deadline := time.Now().Add(30 * time.Second)
+	if n := waitRecords(t, o.Dst, "t.a", want, 30*time.Second); n != want {
+		t.Fatalf("DR holds %d records, want %d (mirrored, its own 500, then the 200 new)", n, want)
+	}
+	if _, err := dr.Failback(ctx, fb); !errors.Is(err, dr.ErrNotFailedOver) {
+		t.Errorf("second failback: %v, want ErrNotFailedOver", err)
+	}
+}
+
+// waitRecords waits until topic holds want records at the cluster opts
+// reach, or more, or within passes, and returns how many it holds.
+func waitRecords(t *testing.T, opts []kgo.Opt, topic string, want int, within time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(within)
 	for {
 		n := 0
-		for _, recs := range readKV(t, o.Dst, "t.a") {
+		for _, recs := range readKV(t, opts, topic) {
 			n += len(recs)
 		}
-		if n == want {
-			break
-		}
-		if n > want || time.Now().After(deadline) {
-			t.Fatalf("DR holds %d records, want %d (mirrored, its own 500, then the 200 new)", n, want)
+		if n >= want || time.Now().After(deadline) {
+			return n
 		}
 		time.Sleep(200 * time.Millisecond)
-	}
-	if _, err := mirror.Failback(ctx, fb); !errors.Is(err, mirror.ErrNotFailedOver) {
-		t.Errorf("second failback: %v, want ErrNotFailedOver", err)
 	}
 }

@@ -11,17 +11,17 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/mirror/dr"
 	"github.com/meridian-gw/meridian/routing"
 )
 
-func failoverOpts(t *testing.T, f *fixture) mirror.FailoverOptions {
+func failoverOpts(t *testing.T, f *fixture) dr.FailoverOptions {
 	t.Helper()
 	table, err := routing.Compile(f.topo, "gw")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return mirror.FailoverOptions{
+	return dr.FailoverOptions{
 		Leg: table.In[0],
 		Src: []kgo.Opt{kgo.SeedBrokers(f.src.ListenAddrs()...)},
 		Dst: []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)},
@@ -51,7 +51,7 @@ func TestPlannedFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dry, err := mirror.Failover(ctx, mirror.FailoverOptions{Leg: o.Leg, Src: o.Src, Dst: o.Dst, DryRun: true})
+	dry, err := dr.Failover(ctx, dr.FailoverOptions{Leg: o.Leg, Src: o.Src, Dst: o.Dst, DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestPlannedFailover(t *testing.T) {
 	}
 
 	start := time.Now()
-	rep, err := mirror.Failover(ctx, o)
+	rep, err := dr.Failover(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestPlannedFailover(t *testing.T) {
 	if rep := f.waitMirrored(t, 3000, time.Second); rep.Mirrored != 3000 {
 		t.Errorf("after the failover the old primary still wrote: %v", rep)
 	}
-	if _, err := mirror.Failover(ctx, o); !errors.Is(err, mirror.ErrAlreadyFailedOver) {
+	if _, err := dr.Failover(ctx, o); !errors.Is(err, dr.ErrAlreadyFailedOver) {
 		t.Errorf("second failover: err = %v, want ErrAlreadyFailedOver", err)
 	}
 }
@@ -113,7 +113,7 @@ func TestUnplannedFailoverReportsExactRPO(t *testing.T) {
 
 	o := failoverOpts(t, f)
 	o.Drain, o.Stall = 10*time.Second, time.Second
-	rep, err := mirror.Failover(context.Background(), o)
+	rep, err := dr.Failover(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestPlannedFailoverAtScale(t *testing.T) {
 	}
 
 	start := time.Now()
-	rep, err := mirror.Failover(ctx, o)
+	rep, err := dr.Failover(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/config"
-	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/mirror/dr"
 )
 
 func TestFencedLegWritesNothing(t *testing.T) {
@@ -19,8 +19,8 @@ func TestFencedLegWritesNothing(t *testing.T) {
 }
 
 func testFencedLeg(t *testing.T, mods ...func(*config.File)) {
-	mirror.SetFenceRecheckForTest(t, 200*time.Millisecond)
 	f := newFixture(t, []string{"t.a", "t.b"}, 2, mods...)
+	f.tuning.FenceRecheck = 200 * time.Millisecond
 	f.gateway(t, "ge", 0)
 	stopRecv := f.gateway(t, "gw", 0)
 	f.produce(t, 500, 0)
@@ -28,7 +28,7 @@ func testFencedLeg(t *testing.T, mods ...func(*config.File)) {
 
 	ctx := context.Background()
 	dst := []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}
-	if _, err := mirror.FenceLeg(ctx, dst, "r:west/kafka", 2, "failover to west"); err != nil {
+	if _, err := dr.FenceLeg(ctx, dst, "r:west/kafka", 2, "failover to west"); err != nil {
 		t.Fatal(err)
 	}
 	fenced := func() string {
@@ -83,7 +83,7 @@ func testFencedLeg(t *testing.T, mods ...func(*config.File)) {
 	}
 
 	// Lifting the fence (failback) resumes exactly where the mirror stopped.
-	if err := mirror.LiftFence(ctx, dst, "r:west/kafka", 3, "failback"); err != nil {
+	if err := dr.LiftFence(ctx, dst, "r:west/kafka", 3, "failback"); err != nil {
 		t.Fatal(err)
 	}
 	checkExact(t, f.waitMirrored(t, 1000, 30*time.Second), 1000)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/meridian-gw/meridian/mirror/progress"
 	"github.com/meridian-gw/meridian/transport"
 )
 
@@ -89,7 +90,7 @@ func (g *groupSync) sync(ctx context.Context) error {
 	handled := map[groupPart]int64{}
 	for k, src := range work {
 		tr := omap.Translate(k.topic, k.partition, src)
-		if tr.Status != Exact && tr.Status != CaughtUp {
+		if tr.Status != progress.Exact && tr.Status != progress.CaughtUp {
 			continue
 		}
 		handled[k] = src

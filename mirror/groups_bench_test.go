@@ -13,7 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/mirror/progress"
 )
 
 // BenchmarkGroupSyncLag measures how far the destination's consumer group
@@ -70,117 +70,141 @@ func groupSyncLag(b *testing.B, run time.Duration) {
 	defer dcl.Close()
 	sadm, dadm := kadm.NewClient(scl), kadm.NewClient(dcl)
 
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		commits []srcCommit
-		seen    []dstSeen
-	)
-	stop := make(chan struct{})
-	// A steady stream, about 2,000 records/s.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		i := 0
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			for range 20 {
-				scl.Produce(ctx, &kgo.Record{Topic: "t.a", Key: fmt.Append(nil, i), Value: fmt.Appendf(nil, `{"seq":%d}`, i)}, nil)
-				i++
-			}
-		}
-	}()
-	// The groups commit every 100 ms, each at its own lag behind the end.
 	names := make([]string, groups)
 	for g := range names {
 		names[g] = fmt.Sprintf("g%02d", g)
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		rng := rand.New(rand.NewPCG(1, 1))
-		lag := make([]int64, groups)
-		for g := range lag {
-			lag[g] = int64(g) * 50 // 0 .. 950 records behind
-		}
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			ends, err := sadm.ListEndOffsets(ctx, "t.a")
-			if err != nil {
-				continue
-			}
-			for g, name := range names {
-				os := kadm.Offsets{}
-				var cs []srcCommit
-				ends.Each(func(o kadm.ListedOffset) {
-					at := max(0, o.Offset-lag[g]-rng.Int64N(10))
-					os.Add(kadm.Offset{Topic: "t.a", Partition: o.Partition, At: at, LeaderEpoch: -1})
-					cs = append(cs, srcCommit{group: name, part: o.Partition, off: at})
-				})
-				if err := sadm.CommitAllOffsets(ctx, name, os); err != nil {
-					continue
-				}
-				now := time.Now()
-				mu.Lock()
-				for _, c := range cs {
-					c.at = now
-					commits = append(commits, c)
-				}
-				mu.Unlock()
-			}
-		}
-	}()
-	// The destination, polled every 10 ms.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			rs := dadm.FetchManyOffsets(ctx, names...)
-			now := time.Now()
-			mu.Lock()
-			for _, r := range rs {
-				if r.Err != nil {
-					continue
-				}
-				r.Fetched.Each(func(o kadm.OffsetResponse) {
-					if o.Err == nil && o.At >= 0 {
-						seen = append(seen, dstSeen{now, r.Group, o.Partition, o.At})
-					}
-				})
-			}
-			mu.Unlock()
-		}
-	}()
+	r := &syncLagRun{ctx: ctx, names: names, scl: scl, sadm: sadm, dadm: dadm, stop: make(chan struct{})}
+	var wg sync.WaitGroup
+	wg.Go(r.produce)      // a steady stream, about 2,000 records/s
+	wg.Go(r.commitGroups) // the groups commit every 100 ms, each at its own lag behind the end
+	wg.Go(r.pollDest)     // the destination, polled every 10 ms
 	time.Sleep(run)
-	close(stop)
+	close(r.stop)
 	wg.Wait()
 	time.Sleep(2 * time.Second) // let the last commits land, so they count as late rather than missing
 
-	m, err := mirror.LoadOffsetMap(ctx, dst, "r:west/kafka")
+	m, err := progress.LoadOffsetMap(ctx, dst, "r:west/kafka")
 	if err != nil {
 		b.Fatal(err)
 	}
-	// For each source commit made after the first second (start-up), the
-	// first destination observation at or past its translation.
+	commits, seen := r.commits, r.seen
+	lags, missing := syncLags(m, commits, seen)
+	if len(lags) == 0 {
+		b.Fatalf("no source commit was seen at the destination (%d commits, %d observations)", len(commits), len(seen))
+	}
+	slices.Sort(lags)
+	pct := func(q float64) float64 {
+		return float64(lags[min(len(lags)-1, int(q*float64(len(lags))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(0.5), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(float64(lags[len(lags)-1].Microseconds())/1000, "max-ms")
+	b.ReportMetric(float64(len(lags)), "commits")
+	b.ReportMetric(float64(missing), "never-seen")
+}
+
+// syncLagRun is the traffic of groupSyncLag: a producer, the source groups'
+// commits, and the destination's offsets as observed.
+type syncLagRun struct {
+	ctx        context.Context
+	names      []string
+	scl        *kgo.Client
+	sadm, dadm *kadm.Client
+	stop       chan struct{}
+
+	mu      sync.Mutex
+	commits []srcCommit
+	seen    []dstSeen
+}
+
+func (r *syncLagRun) produce() {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	i := 0
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-tick.C:
+		}
+		for range 20 {
+			r.scl.Produce(r.ctx, &kgo.Record{Topic: "t.a", Key: fmt.Append(nil, i), Value: fmt.Appendf(nil, `{"seq":%d}`, i)}, nil)
+			i++
+		}
+	}
+}
+
+func (r *syncLagRun) commitGroups() {
+	rng := rand.New(rand.NewPCG(1, 1))
+	lag := make([]int64, len(r.names))
+	for g := range lag {
+		lag[g] = int64(g) * 50 // 0 .. 950 records behind
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-tick.C:
+		}
+		ends, err := r.sadm.ListEndOffsets(r.ctx, "t.a")
+		if err != nil {
+			continue
+		}
+		for g, name := range r.names {
+			os := kadm.Offsets{}
+			var cs []srcCommit
+			ends.Each(func(o kadm.ListedOffset) {
+				at := max(0, o.Offset-lag[g]-rng.Int64N(10))
+				os.Add(kadm.Offset{Topic: "t.a", Partition: o.Partition, At: at, LeaderEpoch: -1})
+				cs = append(cs, srcCommit{group: name, part: o.Partition, off: at})
+			})
+			if err := r.sadm.CommitAllOffsets(r.ctx, name, os); err != nil {
+				continue
+			}
+			now := time.Now()
+			r.mu.Lock()
+			for _, c := range cs {
+				c.at = now
+				r.commits = append(r.commits, c)
+			}
+			r.mu.Unlock()
+		}
+	}
+}
+
+func (r *syncLagRun) pollDest() {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-tick.C:
+		}
+		rs := r.dadm.FetchManyOffsets(r.ctx, r.names...)
+		now := time.Now()
+		r.mu.Lock()
+		for _, fr := range rs {
+			if fr.Err != nil {
+				continue
+			}
+			fr.Fetched.Each(func(o kadm.OffsetResponse) {
+				if o.Err == nil && o.At >= 0 {
+					r.seen = append(r.seen, dstSeen{now, fr.Group, o.Partition, o.At})
+				}
+			})
+		}
+		r.mu.Unlock()
+	}
+}
+
+// syncLags is, for each source commit made after the first second
+// (start-up), how long until the destination was first seen at or past its
+// translation; missing counts those never seen.
+func syncLags(m *progress.OffsetMap, commits []srcCommit, seen []dstSeen) (lags []time.Duration, missing int) {
 	type key struct {
 		group string
 		part  int32
@@ -192,8 +216,6 @@ func groupSyncLag(b *testing.B, run time.Duration) {
 	}
 	warm := commits[0].at.Add(time.Second)
 	last := commits[len(commits)-1].at.Add(-2 * time.Second)
-	var lags []time.Duration
-	missing := 0
 	for _, c := range commits {
 		if c.at.Before(warm) || c.at.After(last) {
 			continue
@@ -208,16 +230,5 @@ func groupSyncLag(b *testing.B, run time.Duration) {
 		}
 		lags = append(lags, os[i].at.Sub(c.at))
 	}
-	if len(lags) == 0 {
-		b.Fatalf("no source commit was seen at the destination (%d commits, %d observations)", len(commits), len(seen))
-	}
-	slices.Sort(lags)
-	pct := func(q float64) float64 {
-		return float64(lags[min(len(lags)-1, int(q*float64(len(lags))))].Microseconds()) / 1000
-	}
-	b.ReportMetric(pct(0.5), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
-	b.ReportMetric(float64(lags[len(lags)-1].Microseconds())/1000, "max-ms")
-	b.ReportMetric(float64(len(lags)), "commits")
-	b.ReportMetric(float64(missing), "never-seen")
+	return lags, missing
 }

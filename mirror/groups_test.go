@@ -10,7 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/internal/verify"
-	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/mirror/progress"
 )
 
 func TestGroupOffsetSync(t *testing.T) {
@@ -37,56 +37,8 @@ func TestGroupOffsetSync(t *testing.T) {
 	sadm, dadm := kadm.NewClient(scl), kadm.NewClient(dcl)
 	sp := readPartitions(t, src, "t.a")
 
-	commitAt := func(group string, at map[int32]int64) {
-		t.Helper()
-		os := kadm.Offsets{}
-		for p, o := range at {
-			os.Add(kadm.Offset{Topic: "t.a", Partition: p, At: o, LeaderEpoch: -1})
-		}
-		if err := sadm.CommitAllOffsets(ctx, group, os); err != nil {
-			t.Fatal(err)
-		}
-	}
-	destOffsets := func(group string) map[int32]int64 {
-		out := map[int32]int64{}
-		r, err := dadm.FetchOffsets(ctx, group)
-		if err != nil {
-			return out
-		}
-		r.Each(func(o kadm.OffsetResponse) {
-			if o.Topic == "t.a" && o.Err == nil {
-				out[o.Partition] = o.At
-			}
-		})
-		return out
-	}
-	translate := func(at map[int32]int64) map[int32]int64 {
-		t.Helper()
-		m, err := mirror.LoadOffsetMap(ctx, dst, "r:west/kafka")
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := map[int32]int64{}
-		for p, o := range at {
-			out[p] = m.Translate("t.a", p, o).Dest
-		}
-		return out
-	}
-	waitDest := func(what string, want map[int32]int64, within time.Duration) {
-		t.Helper()
-		start := time.Now()
-		for {
-			got := destOffsets("billing")
-			if len(got) == len(want) && equalOffsets(got, want) {
-				t.Logf("%s after %v", what, time.Since(start).Round(10*time.Millisecond))
-				return
-			}
-			if time.Since(start) > within {
-				t.Fatalf("%s: destination offsets %v, want %v within %v", what, got, want, within)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	g := &groupEnds{t: t, ctx: ctx, dst: dst, sadm: sadm, dadm: dadm}
+	commitAt, destOffsets, translate, waitDest := g.commitAt, g.destOffsets, g.translate, g.waitDest
 
 	// 1. The source group's commits reach the destination, translated.
 	first := map[int32]int64{0: sp[0][len(sp[0])/3].off, 1: sp[1][len(sp[1])/2].off}
@@ -140,6 +92,69 @@ func TestGroupOffsetSync(t *testing.T) {
 	// 4. Once the destination consumers leave, the pending offsets land.
 	cons.Close()
 	waitDest("sync after the group went idle", translate(second), 5*time.Second)
+}
+
+// groupEnds commits a group's offsets at the source and reads them at the
+// destination, for TestGroupOffsetSync.
+type groupEnds struct {
+	t          *testing.T
+	ctx        context.Context
+	dst        []kgo.Opt
+	sadm, dadm *kadm.Client
+}
+
+func (g *groupEnds) commitAt(group string, at map[int32]int64) {
+	g.t.Helper()
+	os := kadm.Offsets{}
+	for p, o := range at {
+		os.Add(kadm.Offset{Topic: "t.a", Partition: p, At: o, LeaderEpoch: -1})
+	}
+	if err := g.sadm.CommitAllOffsets(g.ctx, group, os); err != nil {
+		g.t.Fatal(err)
+	}
+}
+
+func (g *groupEnds) destOffsets(group string) map[int32]int64 {
+	out := map[int32]int64{}
+	r, err := g.dadm.FetchOffsets(g.ctx, group)
+	if err != nil {
+		return out
+	}
+	r.Each(func(o kadm.OffsetResponse) {
+		if o.Topic == "t.a" && o.Err == nil {
+			out[o.Partition] = o.At
+		}
+	})
+	return out
+}
+
+func (g *groupEnds) translate(at map[int32]int64) map[int32]int64 {
+	g.t.Helper()
+	m, err := progress.LoadOffsetMap(g.ctx, g.dst, "r:west/kafka")
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	out := map[int32]int64{}
+	for p, o := range at {
+		out[p] = m.Translate("t.a", p, o).Dest
+	}
+	return out
+}
+
+func (g *groupEnds) waitDest(what string, want map[int32]int64, within time.Duration) {
+	g.t.Helper()
+	start := time.Now()
+	for {
+		got := g.destOffsets("billing")
+		if len(got) == len(want) && equalOffsets(got, want) {
+			g.t.Logf("%s after %v", what, time.Since(start).Round(10*time.Millisecond))
+			return
+		}
+		if time.Since(start) > within {
+			g.t.Fatalf("%s: destination offsets %v, want %v within %v", what, got, want, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func equalOffsets(a, b map[int32]int64) bool {

@@ -44,6 +44,8 @@ type fixture struct {
 
 	// wrapListener, if set, wraps the listener of every gateway started.
 	wrapListener func(transport.Listener) transport.Listener
+	// tuning is every gateway's mirror.Options.Tuning.
+	tuning mirror.Tuning
 }
 
 func (f *fixture) engine(name string) *mirror.Engine {
@@ -107,6 +109,7 @@ func (f *fixture) gateway(t testing.TB, name string, window int64) (stop func())
 	}
 	eng, err := mirror.New(mirror.Options{
 		Table: table, Dialer: f.net.Dialer(), Logger: testLogger(t).With("gw", name), Window: window, MaxBatchBytes: 64 << 10,
+		Tuning: f.tuning,
 		Listen: func(accept transport.Accept) (transport.Listener, error) {
 			ln, err := f.net.Listen(table.Gateway.Advertise, accept)
 			if err != nil || f.wrapListener == nil {

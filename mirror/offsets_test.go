@@ -13,6 +13,8 @@ import (
 	"github.com/meridian-gw/meridian/internal/kread"
 	"github.com/meridian-gw/meridian/internal/verify"
 	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/mirror/dr"
+	"github.com/meridian-gw/meridian/mirror/progress"
 	"github.com/meridian-gw/meridian/routing"
 )
 
@@ -91,7 +93,7 @@ func checkTranslationExact(t *testing.T, f *fixture, topic string) (gaps int) {
 		t.Fatal(err)
 	}
 	defer scl.Close()
-	m, err := mirror.LoadOffsetMap(ctx, dst, "r:west/kafka")
+	m, err := progress.LoadOffsetMap(ctx, dst, "r:west/kafka")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,8 +117,8 @@ func checkTranslationExact(t *testing.T, f *fixture, topic string) (gaps int) {
 				}
 			}
 			if next < 0 {
-				if tr.Status != mirror.CaughtUp {
-					t.Errorf("p%d offset %d (end of source): status %s, want %s", p, o, tr.Status, mirror.CaughtUp)
+				if tr.Status != progress.CaughtUp {
+					t.Errorf("p%d offset %d (end of source): status %s, want %s", p, o, tr.Status, progress.CaughtUp)
 				}
 				if last := dp[p][len(dp[p])-1].off; tr.Dest <= last {
 					t.Errorf("p%d offset %d: dest %d would re-read dest record %d", p, o, tr.Dest, last)
@@ -126,7 +128,7 @@ func checkTranslationExact(t *testing.T, f *fixture, topic string) (gaps int) {
 			if srcRecs[next].off != o {
 				gaps++
 			}
-			if tr.Status != mirror.Exact || dstAt[tr.Dest] != srcRecs[next].fp {
+			if tr.Status != progress.Exact || dstAt[tr.Dest] != srcRecs[next].fp {
 				t.Fatalf("%s p%d offset %d: translated to %d (%s), which is not source record %d", topic, p, o, tr.Dest, tr.Status, srcRecs[next].off)
 			}
 			before := 0
@@ -166,7 +168,7 @@ func TestOffsetTranslationIsExactForEverySourceOffset(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer scl.Close()
-	m, err := mirror.LoadOffsetMap(ctx, dst, "r:west/kafka")
+	m, err := progress.LoadOffsetMap(ctx, dst, "r:west/kafka")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,8 +178,8 @@ func TestOffsetTranslationIsExactForEverySourceOffset(t *testing.T) {
 	}
 	dp := readPartitions(t, dst, "t.orders")
 	ahead := m.Translate("t.orders", 0, ends["t.orders"][0].Offset+5)
-	if ahead.Status != mirror.Ahead || ahead.Behind != 5 {
-		t.Errorf("offset past the mirror: %+v, want status %s behind 5", ahead, mirror.Ahead)
+	if ahead.Status != progress.Ahead || ahead.Behind != 5 {
+		t.Errorf("offset past the mirror: %+v, want status %s behind 5", ahead, progress.Ahead)
 	}
 
 	// A consumer group at the source, translated by group name.
@@ -192,7 +194,7 @@ func TestOffsetTranslationIsExactForEverySourceOffset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := mirror.TranslateGroup(ctx, table.In[0], src, dst, "billing")
+	got, err := dr.TranslateGroup(ctx, table.In[0], src, dst, "billing")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,8 +292,8 @@ func progressRecords(t *testing.T, dst []kgo.Opt) map[string]int {
 func ptr[T any](v T) *T { return &v }
 
 func TestOffsetMapSurvivesCompactionAndPrunesToRetention(t *testing.T) {
-	mirror.SetOffsetMapTuningForTest(t, 4, 300*time.Millisecond)
 	f := newFixture(t, nil, 1)
+	f.tuning = mirror.Tuning{TailRanges: 4, PruneEvery: 300 * time.Millisecond}
 	ctx := context.Background()
 	src := []kgo.Opt{kgo.SeedBrokers(f.src.ListenAddrs()...)}
 	dst := []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}
@@ -345,7 +347,7 @@ func TestOffsetMapSurvivesCompactionAndPrunesToRetention(t *testing.T) {
 	if _, err := kadm.NewClient(cl).DeleteRecords(ctx, del); err != nil {
 		t.Fatal(err)
 	}
-	full, err := mirror.LoadOffsetMap(ctx, dst, "r:west/kafka")
+	full, err := progress.LoadOffsetMap(ctx, dst, "r:west/kafka")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +365,7 @@ func TestOffsetMapSurvivesCompactionAndPrunesToRetention(t *testing.T) {
 		time.Sleep(350 * time.Millisecond)
 	}
 	f.dst.Compact()
-	pruned, err := mirror.LoadOffsetMap(ctx, dst, "r:west/kafka")
+	pruned, err := progress.LoadOffsetMap(ctx, dst, "r:west/kafka")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +388,7 @@ func TestOffsetMapSurvivesCompactionAndPrunesToRetention(t *testing.T) {
 			if !ok {
 				t.Fatalf("p%d: destination record %d has no source record", p, r.off)
 			}
-			if tr := pruned.Translate("t.log", p, so); tr.Status != mirror.Exact || tr.Dest != r.off {
+			if tr := pruned.Translate("t.log", p, so); tr.Status != progress.Exact || tr.Dest != r.off {
 				t.Fatalf("p%d: source offset %d translates to %d (%s), want %d", p, so, tr.Dest, tr.Status, r.off)
 			}
 		}

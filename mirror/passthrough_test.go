@@ -94,15 +94,13 @@ func checkForms(t *testing.T, mode string, c *batchCounter) {
 // are slow and CPUs are to spare), runs of small batches are decoded and
 // written as fewer, bigger ones: the same holds.
 func TestPassthroughForwardsEveryKindOfBatch(t *testing.T) {
-	t.Run("as they are", testEveryKindOfBatch)
-	t.Run("merged", func(t *testing.T) {
-		mirror.SetMergeAlwaysForTest(t)
-		testEveryKindOfBatch(t)
-	})
+	t.Run("as they are", func(t *testing.T) { testEveryKindOfBatch(t, mirror.Tuning{}) })
+	t.Run("merged", func(t *testing.T) { testEveryKindOfBatch(t, mirror.Tuning{MergeAlways: true}) })
 }
 
-func testEveryKindOfBatch(t *testing.T) {
+func testEveryKindOfBatch(t *testing.T, tuning mirror.Tuning) {
 	f := newFixture(t, []string{"t.orders", "t.b"}, 2, passthrough)
+	f.tuning = tuning
 	var c batchCounter
 	f.wrapListener = c.wrap
 	produceWithAborts(t, f, 9)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/internal/kraw"
+	"github.com/meridian-gw/meridian/mirror/progress"
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/transport"
 )
@@ -52,18 +52,21 @@ type sink struct {
 	leg   *routing.Leg
 	shard int
 	opts  []kgo.Opt // destination cluster
-	log   *slog.Logger
-	m     *metrics
+	// tuning is the engine's (TailRanges, PruneEvery, MergeAlways).
+	tuning Tuning
+	log    *slog.Logger
+	m      *metrics
 
 	cl *kgo.Client // transactional producer, nil until open
 	// raw writes the data of a passthrough leg as Kafka record batches in
 	// cl's transactions (nil: records through cl). Every data partition of
 	// such a leg goes through raw, so that one producer numbers its
 	// sequences.
-	raw           *kraw.TxnProducer
-	cmp           kgo.Compressor // for the batches raw builds from records
-	progressParts int32
-	committed     map[tp]*Progress
+	raw *kraw.TxnProducer
+	cmp kgo.Compressor // for the batches raw builds from records
+	// store is the leg's progress store; it must be set before open.
+	store     *progress.Store
+	committed map[tp]*progress.Record
 	// poison holds source records the destination refused, by partition and
 	// offset, with the reason; the next attempt dead-letters them.
 	poison map[tp]map[int64]string
@@ -80,18 +83,13 @@ type sink struct {
 	rounds *roundTimes
 	// segs are the live offset-map segments of the shard's partitions, in
 	// order; lastPrune is when prune last looked at them.
-	segs      map[tp][]segRef
+	segs      map[tp][]progress.SegRef
 	lastPrune time.Time
 
 	// Arrays reused by write from one transaction to the next.
 	slab []kgo.Record
 	recs []pending
 	hdrs []kgo.RecordHeader
-}
-
-// transactionalID fences older instances writing the same shard of a leg.
-func transactionalID(leg string, shard int) string {
-	return "meridian-" + leg + "#" + strconv.Itoa(shard)
 }
 
 // open (re)creates the transactional producer, which fences any previous
@@ -108,7 +106,7 @@ func (s *sink) open(ctx context.Context) error {
 		opts = append(opts, kraw.ClientOpts()...)
 	}
 	cl, err := kgo.NewClient(append(opts,
-		kgo.TransactionalID(transactionalID(s.leg.ID, s.shard)),
+		kgo.TransactionalID(progress.TransactionalID(s.leg.ID, s.shard)),
 		kgo.TransactionTimeout(60*time.Second),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(0),
@@ -127,15 +125,9 @@ func (s *sink) open(ctx context.Context) error {
 		cl.Close()
 		return fmt.Errorf("destination %s: init transactional producer: %w", s.leg.To.Ref(), err)
 	}
-	parts, err := ensureProgressTopic(ctx, kadm.NewClient(cl))
-	if err != nil {
-		cl.Close()
-		return err
-	}
-	s.progressParts = parts
 	s.cl = cl
 	if s.passthrough() {
-		s.raw = kraw.NewTxnProducer(cl, transactionalID(s.leg.ID, s.shard))
+		s.raw = kraw.NewTxnProducer(cl, progress.TransactionalID(s.leg.ID, s.shard))
 		if s.cmp == nil {
 			if s.cmp, err = kgo.DefaultCompressor(kgo.SnappyCompression()); err != nil {
 				return err
@@ -174,9 +166,9 @@ type pending struct {
 // txnResult is what a committed transaction wrote.
 type txnResult struct {
 	records, rawBytes, deadLetters int
-	progress                       []*Progress  // committed, one per partition written
-	segments                       []*Progress  // offset-map segments sealed
-	pruned                         map[tp]int64 // partitions pruned, with their destination log start
+	progress                       []*progress.Record // committed, one per partition written
+	segments                       []*progress.Record // offset-map segments sealed
+	pruned                         map[tp]int64       // partitions pruned, with their destination log start
 }
 
 // write commits batches, which must be in order per partition and must
@@ -240,76 +232,8 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 	}
 
 	// Offset maps and progress per partition, in the same transaction.
-	type acc struct {
-		p    *Progress
-		last [3]int64
-	}
-	accs := map[tp]*acc{}
-	var order []tp
-	for i := range spans {
-		sp := &spans[i]
-		b := sp.batch
-		k := tp{b.Topic, b.Partition}
-		a := accs[k]
-		if a == nil {
-			a = &acc{p: &Progress{V: progressVersion, Leg: s.leg.ID, Topic: b.Topic, Partition: b.Partition, DestTopic: topics[b.Topic].name}}
-			accs[k] = a
-			order = append(order, k)
-		}
-		if sp.dlq != nil {
-			res.deadLetters++
-			s.m.deadLetters.WithLabelValues(s.leg.ID, "refused").Inc()
-			s.log.Warn("record dead-lettered", "leg", s.leg.ID, "topic", b.Topic, "partition", b.Partition,
-				"offset", sp.src, "reason", headerValue(sp.dlq, HeaderDLReason))
-			continue
-		}
-		res.records += int(sp.n)
-		rs := a.p.Ranges
-		if n := len(rs); n > 0 && rs[n-1][0]+rs[n-1][2] == sp.src && rs[n-1][1]+rs[n-1][2] == sp.dst {
-			rs[n-1][2] += sp.n
-		} else {
-			a.p.Ranges = append(rs, [3]int64{sp.src, sp.dst, sp.n})
-		}
-		a.p.LastTS = sp.ts
-	}
-	for _, b := range batches {
-		a := accs[tp{b.Topic, b.Partition}]
-		if a == nil {
-			a = &acc{p: &Progress{V: progressVersion, Leg: s.leg.ID, Topic: b.Topic, Partition: b.Partition, DestTopic: topics[b.Topic].name}}
-			accs[tp{b.Topic, b.Partition}] = a
-			order = append(order, tp{b.Topic, b.Partition})
-		}
-		if b.NextOffset > a.p.Next {
-			a.p.Next = b.NextOffset
-		}
-		a.p.HWM = b.HighWatermark
-	}
-	now := time.Now().UnixMilli()
-	var sealed []segRef
-	for _, k := range order {
-		p := accs[k].p
-		p.At = now
-		prev := s.committed[k]
-		if prev != nil {
-			if p.LastTS == 0 {
-				p.LastTS = prev.LastTS
-			}
-			// The progress record carries every range since the last
-			// sealed segment (ProgressTopic is compacted); past
-			// tailRanges they are sealed into the next segment.
-			p.Ranges, p.Seg = slices.Concat(prev.Ranges, p.Ranges), prev.Seg
-		}
-		if len(p.Ranges) > tailRanges {
-			seg := &Progress{V: progressVersion, Kind: kindSegment, Leg: s.leg.ID, Topic: k.Topic, Partition: k.Partition,
-				DestTopic: p.DestTopic, Next: p.Next, Seg: p.Seg, Ranges: p.Ranges, At: now}
-			s.produceProgress(ctx, segmentKey(s.leg.ID, k, seg.Seg), encodeProgress(seg), &perr)
-			res.segments = append(res.segments, seg)
-			last := seg.Ranges[len(seg.Ranges)-1]
-			sealed = append(sealed, segRef{seg: seg.Seg, dstEnd: last[1] + last[2]})
-			p.Ranges, p.Seg = nil, p.Seg+1
-		}
-		s.produceProgress(ctx, progressKey(s.leg.ID, k), encodeProgress(p), &perr)
-	}
+	recs := s.progressOf(spans, batches, topics, &res)
+	sealed := s.produceProgressRecords(ctx, recs, &res, &perr)
 	pruned := s.prune(ctx, &perr)
 	if err := s.cl.Flush(ctx); err != nil {
 		return res, fmt.Errorf("flush progress: %w", err)
@@ -327,18 +251,98 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 	s.m.txns.WithLabelValues(s.leg.ID, "commit").Inc()
 	s.segsCommitted(sealed, res.segments, pruned)
 	res.pruned = pruned
-	for _, k := range order {
-		s.committed[k] = accs[k].p
-		res.progress = append(res.progress, accs[k].p)
+	for _, p := range recs {
+		k := p.TP()
+		s.committed[k] = p
+		res.progress = append(res.progress, p)
 		if pm := s.poison[k]; pm != nil {
 			for off := range pm {
-				if off < accs[k].p.Next {
+				if off < p.Next {
 					delete(pm, off)
 				}
 			}
 		}
 	}
 	return res, nil
+}
+
+// progressOf builds the progress record of each partition the spans and
+// batches wrote, in the order they first appear, with the ranges of this
+// transaction only; it counts records and dead letters in res.
+func (s *sink) progressOf(spans []span, batches []*transport.Batch, topics map[string]*destTopic, res *txnResult) []*progress.Record {
+	accs := map[tp]*progress.Record{}
+	var out []*progress.Record
+	get := func(b *transport.Batch) *progress.Record {
+		k := tp{Topic: b.Topic, Partition: b.Partition}
+		p := accs[k]
+		if p == nil {
+			p = &progress.Record{V: progress.Version, Leg: s.leg.ID, Topic: b.Topic, Partition: b.Partition, DestTopic: topics[b.Topic].name}
+			accs[k] = p
+			out = append(out, p)
+		}
+		return p
+	}
+	for i := range spans {
+		sp := &spans[i]
+		b := sp.batch
+		p := get(b)
+		if sp.dlq != nil {
+			res.deadLetters++
+			s.m.deadLetters.WithLabelValues(s.leg.ID, "refused").Inc()
+			s.log.Warn("record dead-lettered", "leg", s.leg.ID, "topic", b.Topic, "partition", b.Partition,
+				"offset", sp.src, "reason", headerValue(sp.dlq, HeaderDLReason))
+			continue
+		}
+		res.records += int(sp.n)
+		rs := p.Ranges
+		if n := len(rs); n > 0 && rs[n-1][0]+rs[n-1][2] == sp.src && rs[n-1][1]+rs[n-1][2] == sp.dst {
+			rs[n-1][2] += sp.n
+		} else {
+			p.Ranges = append(rs, [3]int64{sp.src, sp.dst, sp.n})
+		}
+		p.LastTS = sp.ts
+	}
+	for _, b := range batches {
+		p := get(b)
+		if b.NextOffset > p.Next {
+			p.Next = b.NextOffset
+		}
+		p.HWM = b.HighWatermark
+	}
+	return out
+}
+
+// produceProgressRecords completes each progress record with the ranges
+// since the partition's last sealed segment and produces it in the open
+// transaction; past Tuning.TailRanges ranges it first seals them into the
+// next segment (in res.segments). It returns the segments sealed.
+func (s *sink) produceProgressRecords(ctx context.Context, recs []*progress.Record, res *txnResult, perr *produceErr) []progress.SegRef {
+	now := time.Now().UnixMilli()
+	var sealed []progress.SegRef
+	for _, p := range recs {
+		k := p.TP()
+		p.At = now
+		if prev := s.committed[k]; prev != nil {
+			if p.LastTS == 0 {
+				p.LastTS = prev.LastTS
+			}
+			// The progress record carries every range since the last
+			// sealed segment (ProgressTopic is compacted); past
+			// Tuning.TailRanges they are sealed into the next segment.
+			p.Ranges, p.Seg = slices.Concat(prev.Ranges, p.Ranges), prev.Seg
+		}
+		if len(p.Ranges) > s.tuning.TailRanges {
+			seg := &progress.Record{V: progress.Version, Kind: progress.KindSegment, Leg: s.leg.ID, Topic: k.Topic, Partition: k.Partition,
+				DestTopic: p.DestTopic, Next: p.Next, Seg: p.Seg, Ranges: p.Ranges, At: now}
+			s.produceProgress(ctx, progress.SegmentKey(s.leg.ID, k, seg.Seg), progress.Encode(seg), perr)
+			res.segments = append(res.segments, seg)
+			last := seg.Ranges[len(seg.Ranges)-1]
+			sealed = append(sealed, progress.SegRef{Seg: seg.Seg, DstEnd: last[1] + last[2]})
+			p.Ranges, p.Seg = nil, p.Seg+1
+		}
+		s.produceProgress(ctx, progress.Key(s.leg.ID, k), progress.Encode(p), perr)
+	}
+	return sealed
 }
 
 // writeRecords produces the records of batches through the client, in the
@@ -386,7 +390,7 @@ func (s *sink) writeRecords(ctx context.Context, batches []*transport.Batch, top
 		if dt == nil {
 			return nil, fmt.Errorf("topic %q was not announced", b.Topic)
 		}
-		k := tp{b.Topic, b.Partition}
+		k := tp{Topic: b.Topic, Partition: b.Partition}
 		for i := range b.Records {
 			r := &b.Records[i]
 			size := recordSize(r)
@@ -545,7 +549,7 @@ func (s *sink) markPoison(p *pending, reason string) {
 	if p == nil || p.dlq {
 		return
 	}
-	k := tp{p.batch.Topic, p.batch.Partition}
+	k := tp{Topic: p.batch.Topic, Partition: p.batch.Partition}
 	if s.poison == nil {
 		s.poison = map[tp]map[int64]string{}
 	}
@@ -587,15 +591,11 @@ func recordSize(r *transport.Record) int {
 	return n
 }
 
-// pruneEvery is how often a sink looks for offset-map segments that
-// retention at the destination has made useless.
-var pruneEvery = 5 * time.Minute
-
 // prune tombstones, in the open transaction, the live segments whose
-// destination records retention has deleted, at most every pruneEvery. It
+// destination records retention has deleted, at most every Tuning.PruneEvery. It
 // returns the destination log start of each partition it pruned.
 func (s *sink) prune(ctx context.Context, perr *produceErr) map[tp]int64 {
-	if time.Since(s.lastPrune) < pruneEvery || len(s.segs) == 0 {
+	if time.Since(s.lastPrune) < s.tuning.PruneEvery || len(s.segs) == 0 {
 		return nil
 	}
 	s.lastPrune = time.Now()
@@ -625,10 +625,10 @@ func (s *sink) prune(ctx context.Context, perr *produceErr) map[tp]int64 {
 			continue
 		}
 		for _, r := range refs {
-			if r.dstEnd > o.Offset {
+			if r.DstEnd > o.Offset {
 				break
 			}
-			s.produceProgress(ctx, segmentKey(s.leg.ID, k, r.seg), nil, perr)
+			s.produceProgress(ctx, progress.SegmentKey(s.leg.ID, k, r.Seg), nil, perr)
 			if pruned == nil {
 				pruned = map[tp]int64{}
 			}
@@ -639,32 +639,26 @@ func (s *sink) prune(ctx context.Context, perr *produceErr) map[tp]int64 {
 }
 
 // segsCommitted updates the live segments after a commit.
-func (s *sink) segsCommitted(sealed []segRef, segs []*Progress, pruned map[tp]int64) {
+func (s *sink) segsCommitted(sealed []progress.SegRef, segs []*progress.Record, pruned map[tp]int64) {
 	if s.segs == nil {
-		s.segs = map[tp][]segRef{}
+		s.segs = map[tp][]progress.SegRef{}
 	}
 	for k, start := range pruned {
 		refs := s.segs[k]
 		i := 0
-		for i < len(refs) && refs[i].dstEnd <= start {
+		for i < len(refs) && refs[i].DstEnd <= start {
 			i++
 		}
 		s.segs[k] = refs[i:]
 		s.m.segments.WithLabelValues(s.leg.ID, "pruned").Add(float64(i))
 	}
 	for i, ref := range sealed {
-		k := tp{segs[i].Topic, segs[i].Partition}
+		k := tp{Topic: segs[i].Topic, Partition: segs[i].Partition}
 		s.segs[k] = append(s.segs[k], ref)
 		s.m.segments.WithLabelValues(s.leg.ID, "sealed").Inc()
 	}
 }
 
 func (s *sink) produceProgress(ctx context.Context, key, value []byte, perr *produceErr) {
-	s.cl.Produce(ctx, &kgo.Record{Topic: ProgressTopic, Partition: hashPartition(key, s.progressParts), Key: key, Value: value}, perr.promise(nil))
-}
-
-func hashPartition(key []byte, n int32) int32 {
-	h := fnv.New32a()
-	h.Write(key)
-	return int32(h.Sum32() % uint32(n))
+	s.cl.Produce(ctx, &kgo.Record{Topic: ProgressTopic, Partition: s.store.PartitionOf(key), Key: key, Value: value}, perr.promise(nil))
 }

@@ -34,98 +34,7 @@ type rawItem struct {
 // destination will never accept go to the dead-letter topic through the
 // client, as on other legs. It returns the spans in source order.
 func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics map[string]*destTopic, res *txnResult, perr *produceErr) ([]span, error) {
-	var (
-		parts   []kraw.PartitionBatches
-		partOf  = map[tp]int{} // by destination topic and partition
-		items   []rawItem
-		entries []span // data spans have n == 0 until produced and point at items by dst
-	)
-	add := func(b *transport.Batch, dt *destTopic, batch []byte, it rawItem) {
-		k := tp{dt.name, b.Partition}
-		pi, ok := partOf[k]
-		if !ok {
-			pi = len(parts)
-			partOf[k] = pi
-			parts = append(parts, kraw.PartitionBatches{Topic: dt.name, Partition: b.Partition})
-		}
-		it.b, it.part, it.idx = b, pi, len(parts[pi].Batches)
-		parts[pi].Batches = append(parts[pi].Batches, batch)
-		entries = append(entries, span{batch: b, dst: int64(len(items))}) // dst: item index for now
-		items = append(items, it)
-	}
-	// Records are built into batches per partition, up to the
-	// destination's limit; a partition's batch being built is flushed
-	// before anything else of that partition is added.
-	type builder struct {
-		b     *transport.Batch
-		dt    *destTopic
-		recs  []kgo.Record
-		srcs  []int64
-		bytes int
-	}
-	groups := map[tp]*builder{}
-	var groupOrder []tp
-	flush := func(k tp) error {
-		g := groups[k]
-		if g == nil || len(g.recs) == 0 {
-			return nil
-		}
-		batch, err := kraw.BuildBatch(nil, g.recs, s.cmp)
-		if err != nil {
-			return fmt.Errorf("build batch for %s/%d: %w", g.dt.name, k.Partition, err)
-		}
-		add(g.b, g.dt, batch, rawItem{srcs: g.srcs, n: int64(len(g.recs)), ts: g.recs[len(g.recs)-1].Timestamp.UnixMilli()})
-		g.recs, g.srcs, g.bytes = nil, nil, 0
-		return nil
-	}
-	// record adds one source record to its partition's batch being built,
-	// or dead-letters it; solo records go in a batch of their own, so that
-	// a refusal names the record.
-	record := func(b *transport.Batch, dt *destTopic, r *transport.Record, solo bool) error {
-		k := tp{b.Topic, b.Partition}
-		size := recordSize(r)
-		res.rawBytes += size
-		if reason := s.refusal(k, r, size, dt); reason != "" {
-			if err := flush(k); err != nil {
-				return err
-			}
-			dl := s.deadLetter(b, r, size, reason)
-			s.cl.Produce(ctx, dl, perr.promise(nil))
-			entries = append(entries, span{batch: b, src: r.Offset, n: 1, dlq: dl, dst: -1})
-			return nil
-		}
-		limit := 1<<20 - kraw.HeaderSize
-		if lim := s.maxBytes(dt); lim > 0 {
-			limit = min(limit, lim-kraw.HeaderSize)
-		}
-		solo = solo || s.unraw[k][r.Offset]
-		g := groups[k]
-		if g == nil {
-			g = &builder{}
-			groups[k] = g
-			groupOrder = append(groupOrder, k)
-		}
-		if len(g.recs) > 0 && (solo || g.bytes+size+recordOverhead > limit) {
-			if err := flush(k); err != nil {
-				return err
-			}
-		}
-		g.b, g.dt = b, dt
-		kr := kgo.Record{Key: r.Key, Value: r.Value, Timestamp: time.UnixMilli(r.Timestamp)}
-		if len(r.Headers) > 0 {
-			kr.Headers = make([]kgo.RecordHeader, len(r.Headers))
-			for i, h := range r.Headers {
-				kr.Headers[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
-			}
-		}
-		g.recs, g.srcs = append(g.recs, kr), append(g.srcs, r.Offset)
-		g.bytes += size + recordOverhead
-		if solo {
-			return flush(k)
-		}
-		return nil
-	}
-
+	w := &rawWriter{s: s, ctx: ctx, res: res, perr: perr, partOf: map[tp]int{}, groups: map[tp]*rawBuilder{}}
 	// Kafka takes one batch per partition in a produce request, so a
 	// transaction costs as many produce round trips as its partition with
 	// the most batches. When those round trips are slow (acks=all on a
@@ -133,92 +42,216 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 	counts := map[tp]int{}
 	for _, b := range batches {
 		if b.Kafka != nil {
-			kraw.Split(b.Kafka, func(kraw.Header, []byte) error { counts[tp{b.Topic, b.Partition}]++; return nil })
+			kraw.Split(b.Kafka, func(kraw.Header, []byte) error { counts[tp{Topic: b.Topic, Partition: b.Partition}]++; return nil })
 		}
 	}
 	// Merging costs CPU: only while the process has CPUs to spare.
-	slow := mergeAlways || s.rounds.merge()
-
+	slow := s.tuning.MergeAlways || s.rounds.merge()
 	for _, b := range batches {
 		dt := topics[b.Topic]
 		if dt == nil {
 			return nil, fmt.Errorf("topic %q was not announced", b.Topic)
 		}
-		k := tp{b.Topic, b.Partition}
-		if b.Kafka == nil {
-			for i := range b.Records {
-				if err := record(b, dt, &b.Records[i], false); err != nil {
-					return nil, err
-				}
-			}
-			continue
+		if err := w.batch(b, dt, slow && counts[tp{Topic: b.Topic, Partition: b.Partition}] > mergeRounds); err != nil {
+			return nil, err
 		}
-		merge := slow && counts[k] > mergeRounds
-		_, err := kraw.Split(b.Kafka, func(h kraw.Header, batch []byte) error {
-			refused := s.unraw[k][h.BaseOffset] || s.maxBytes(dt) > 0 && len(batch) > s.maxBytes(dt)
-			if !refused && !(merge && len(batch) < mergeBelow) {
-				if err := flush(k); err != nil {
-					return err
-				}
-				res.rawBytes += len(batch)
-				add(b, dt, batch, rawItem{src: h.BaseOffset, n: int64(h.Records), ts: h.MaxTimestamp})
-				return nil
-			}
-			// Refused before or too big for the destination: its records
-			// one by one. Or one of many small batches for a destination
-			// whose produce requests are slow: merged with the next.
-			recs, err := decodeKafka(b.Topic, b.Partition, batch)
-			if err != nil {
+	}
+	for _, k := range w.groupOrder {
+		if err := w.flush(k); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.produce(slow); err != nil {
+		return nil, err
+	}
+	return w.spans(), nil
+}
+
+// rawWriter gathers one transaction's Kafka batches for writeRaw.
+type rawWriter struct {
+	s    *sink
+	ctx  context.Context
+	res  *txnResult
+	perr *produceErr
+
+	parts   []kraw.PartitionBatches
+	partOf  map[tp]int // by destination topic and partition
+	items   []rawItem
+	entries []span // data spans have n == 0 until produced and point at items by dst
+	// Records are built into batches per partition, up to the
+	// destination's limit; a partition's batch being built is flushed
+	// before anything else of that partition is added.
+	groups     map[tp]*rawBuilder
+	groupOrder []tp
+}
+
+// rawBuilder is a batch being built from records of one partition.
+type rawBuilder struct {
+	b     *transport.Batch
+	dt    *destTopic
+	recs  []kgo.Record
+	srcs  []int64
+	bytes int
+}
+
+func (w *rawWriter) add(b *transport.Batch, dt *destTopic, batch []byte, it rawItem) {
+	k := tp{Topic: dt.name, Partition: b.Partition}
+	pi, ok := w.partOf[k]
+	if !ok {
+		pi = len(w.parts)
+		w.partOf[k] = pi
+		w.parts = append(w.parts, kraw.PartitionBatches{Topic: dt.name, Partition: b.Partition})
+	}
+	it.b, it.part, it.idx = b, pi, len(w.parts[pi].Batches)
+	w.parts[pi].Batches = append(w.parts[pi].Batches, batch)
+	w.entries = append(w.entries, span{batch: b, dst: int64(len(w.items))}) // dst: item index for now
+	w.items = append(w.items, it)
+}
+
+func (w *rawWriter) flush(k tp) error {
+	g := w.groups[k]
+	if g == nil || len(g.recs) == 0 {
+		return nil
+	}
+	batch, err := kraw.BuildBatch(nil, g.recs, w.s.cmp)
+	if err != nil {
+		return fmt.Errorf("build batch for %s/%d: %w", g.dt.name, k.Partition, err)
+	}
+	w.add(g.b, g.dt, batch, rawItem{srcs: g.srcs, n: int64(len(g.recs)), ts: g.recs[len(g.recs)-1].Timestamp.UnixMilli()})
+	g.recs, g.srcs, g.bytes = nil, nil, 0
+	return nil
+}
+
+// record adds one source record to its partition's batch being built, or
+// dead-letters it; solo records go in a batch of their own, so that a
+// refusal names the record.
+func (w *rawWriter) record(b *transport.Batch, dt *destTopic, r *transport.Record, solo bool) error {
+	s := w.s
+	k := tp{Topic: b.Topic, Partition: b.Partition}
+	size := recordSize(r)
+	w.res.rawBytes += size
+	if reason := s.refusal(k, r, size, dt); reason != "" {
+		if err := w.flush(k); err != nil {
+			return err
+		}
+		dl := s.deadLetter(b, r, size, reason)
+		s.cl.Produce(w.ctx, dl, w.perr.promise(nil))
+		w.entries = append(w.entries, span{batch: b, src: r.Offset, n: 1, dlq: dl, dst: -1})
+		return nil
+	}
+	limit := 1<<20 - kraw.HeaderSize
+	if lim := s.maxBytes(dt); lim > 0 {
+		limit = min(limit, lim-kraw.HeaderSize)
+	}
+	solo = solo || s.unraw[k][r.Offset]
+	g := w.groups[k]
+	if g == nil {
+		g = &rawBuilder{}
+		w.groups[k] = g
+		w.groupOrder = append(w.groupOrder, k)
+	}
+	if len(g.recs) > 0 && (solo || g.bytes+size+recordOverhead > limit) {
+		if err := w.flush(k); err != nil {
+			return err
+		}
+	}
+	g.b, g.dt = b, dt
+	kr := kgo.Record{Key: r.Key, Value: r.Value, Timestamp: time.UnixMilli(r.Timestamp)}
+	if len(r.Headers) > 0 {
+		kr.Headers = make([]kgo.RecordHeader, len(r.Headers))
+		for i, h := range r.Headers {
+			kr.Headers[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+		}
+	}
+	g.recs, g.srcs = append(g.recs, kr), append(g.srcs, r.Offset)
+	g.bytes += size + recordOverhead
+	if solo {
+		return w.flush(k)
+	}
+	return nil
+}
+
+// batch adds one transport batch: its records, or its Kafka batches as
+// they are unless refused before, too big, or (merge) small enough to be
+// merged with the next.
+func (w *rawWriter) batch(b *transport.Batch, dt *destTopic, merge bool) error {
+	s := w.s
+	k := tp{Topic: b.Topic, Partition: b.Partition}
+	if b.Kafka == nil {
+		for i := range b.Records {
+			if err := w.record(b, dt, &b.Records[i], false); err != nil {
 				return err
 			}
-			for i := range recs {
-				if err := record(b, dt, &recs[i], refused); err != nil {
-					return err
-				}
+		}
+		return nil
+	}
+	_, err := kraw.Split(b.Kafka, func(h kraw.Header, batch []byte) error {
+		refused := s.unraw[k][h.BaseOffset] || s.maxBytes(dt) > 0 && len(batch) > s.maxBytes(dt)
+		if !refused && !(merge && len(batch) < mergeBelow) {
+			if err := w.flush(k); err != nil {
+				return err
 			}
-			if refused {
-				return flush(k)
-			}
+			w.res.rawBytes += len(batch)
+			w.add(b, dt, batch, rawItem{src: h.BaseOffset, n: int64(h.Records), ts: h.MaxTimestamp})
 			return nil
-		})
+		}
+		// Refused before or too big for the destination: its records
+		// one by one. Or one of many small batches for a destination
+		// whose produce requests are slow: merged with the next.
+		recs, err := decodeKafka(b.Topic, b.Partition, batch)
 		if err != nil {
-			return nil, err
+			return err
 		}
-	}
-	for _, k := range groupOrder {
-		if err := flush(k); err != nil {
-			return nil, err
+		for i := range recs {
+			if err := w.record(b, dt, &recs[i], refused); err != nil {
+				return err
+			}
 		}
-	}
+		if refused {
+			return w.flush(k)
+		}
+		return nil
+	})
+	return err
+}
 
+// produce sends the gathered batches and times the produce rounds; on a
+// refusal as too large it marks the refused batch for the next attempt.
+func (w *rawWriter) produce(merged bool) error {
+	s := w.s
 	t0 := time.Now()
-	err := s.raw.Produce(ctx, parts)
-	if rounds := maxBatches(parts); err == nil && rounds > 0 {
+	err := s.raw.Produce(w.ctx, w.parts)
+	if rounds := maxBatches(w.parts); err == nil && rounds > 0 {
 		per := time.Since(t0) / time.Duration(rounds)
 		s.rounds.add(per)
-		s.log.Debug("raw produce", "leg", s.leg.ID, "shard", s.shard, "rounds", rounds, "per_round", per, "merged", slow)
+		s.log.Debug("raw produce", "leg", s.leg.ID, "shard", s.shard, "rounds", rounds, "per_round", per, "merged", merged)
 	}
-	if err != nil {
-		var pe *kraw.ProduceError
-		if errors.As(err, &pe) && (errors.Is(pe.Err, kerr.MessageTooLarge) || errors.Is(pe.Err, kerr.RecordListTooLarge)) {
-			s.refreshLimit(ctx, pe.Topic)
-			for i := range items {
-				if it := &items[i]; parts[it.part].Topic == pe.Topic && parts[it.part].Partition == pe.Partition && it.idx == pe.Batch {
-					s.refused(it, "destination refused record: "+pe.Err.Error())
-				}
+	if err == nil {
+		return nil
+	}
+	var pe *kraw.ProduceError
+	if errors.As(err, &pe) && (errors.Is(pe.Err, kerr.MessageTooLarge) || errors.Is(pe.Err, kerr.RecordListTooLarge)) {
+		s.refreshLimit(w.ctx, pe.Topic)
+		for i := range w.items {
+			if it := &w.items[i]; w.parts[it.part].Topic == pe.Topic && w.parts[it.part].Partition == pe.Partition && it.idx == pe.Batch {
+				s.refused(it, "destination refused record: "+pe.Err.Error())
 			}
 		}
-		return nil, fmt.Errorf("produce: %w", err)
 	}
+	return fmt.Errorf("produce: %w", err)
+}
 
-	spans := make([]span, 0, len(entries))
-	for _, e := range entries {
+// spans are the produced spans in source order, with their destination
+// offsets.
+func (w *rawWriter) spans() []span {
+	spans := make([]span, 0, len(w.entries))
+	for _, e := range w.entries {
 		if e.dlq != nil {
 			spans = append(spans, e)
 			continue
 		}
-		it := &items[e.dst]
-		base := parts[it.part].Base[it.idx]
+		it := &w.items[e.dst]
+		base := w.parts[it.part].Base[it.idx]
 		if it.srcs == nil {
 			spans = append(spans, span{batch: it.b, src: it.src, dst: base, n: it.n, ts: it.ts})
 			continue
@@ -227,7 +260,7 @@ func (s *sink) writeRaw(ctx context.Context, batches []*transport.Batch, topics 
 			spans = append(spans, span{batch: it.b, src: src, dst: base + int64(j), n: 1, ts: it.ts})
 		}
 	}
-	return spans, nil
+	return spans
 }
 
 // Merging small batches: when a produce round trip takes more than
@@ -280,9 +313,6 @@ func (r *roundTimes) merge() bool {
 	return r.merging
 }
 
-// mergeAlways is a test seam (SetMergeAlwaysForTest).
-var mergeAlways = false
-
 func maxBatches(parts []kraw.PartitionBatches) int {
 	n := 0
 	for i := range parts {
@@ -295,7 +325,7 @@ func maxBatches(parts []kraw.PartitionBatches) int {
 // decoded next time, a built one split into one batch per record, and a
 // single record is dead-lettered.
 func (s *sink) refused(it *rawItem, reason string) {
-	k := tp{it.b.Topic, it.b.Partition}
+	k := tp{Topic: it.b.Topic, Partition: it.b.Partition}
 	if it.srcs == nil || len(it.srcs) > 1 {
 		if s.unraw == nil {
 			s.unraw = map[tp]map[int64]bool{}

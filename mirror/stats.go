@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meridian-gw/meridian/mirror/progress"
 	"github.com/meridian-gw/meridian/transport"
 )
 
@@ -33,7 +34,7 @@ func (s *legStats) setErr(err error) {
 }
 
 // restore seeds the partition positions from committed progress.
-func (s *legStats) restore(c map[tp]*Progress) {
+func (s *legStats) restore(c map[tp]*progress.Record) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.parts = make(map[tp]partStat, len(c))
@@ -42,7 +43,7 @@ func (s *legStats) restore(c map[tp]*Progress) {
 	}
 }
 
-func (s *legStats) committedTxn(res txnResult, batches []*transport.Batch, c map[tp]*Progress) {
+func (s *legStats) committedTxn(res txnResult, batches []*transport.Batch, c map[tp]*progress.Record) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.records += int64(res.records)
@@ -54,7 +55,7 @@ func (s *legStats) committedTxn(res txnResult, batches []*transport.Batch, c map
 	}
 	for _, b := range batches {
 		s.wireBytes += int64(b.WireSize)
-		k := tp{b.Topic, b.Partition}
+		k := tp{Topic: b.Topic, Partition: b.Partition}
 		if p := c[k]; p != nil {
 			s.parts[k] = partStat{next: p.Next, hwm: p.HWM, lastTS: p.LastTS}
 		}
@@ -70,7 +71,7 @@ func (s *legStats) sent(b *transport.Batch) {
 	if s.parts == nil {
 		s.parts = map[tp]partStat{}
 	}
-	k := tp{b.Topic, b.Partition}
+	k := tp{Topic: b.Topic, Partition: b.Partition}
 	ps := partStat{next: b.NextOffset, hwm: b.HighWatermark}
 	ps.lastTS = lastTimestamp(b)
 	s.parts[k] = ps

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/chaos/lab"
-	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/mirror/dr"
 )
 
 func post(t *testing.T, url string) (int, string) {
@@ -45,7 +45,7 @@ func TestFailoverThroughTheAdminAPI(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("failover: HTTP %d %s", code, body)
 	}
-	var reps []mirror.FailoverReport
+	var reps []dr.FailoverReport
 	if err := json.Unmarshal([]byte(body), &reps); err != nil || len(reps) != 1 {
 		t.Fatalf("failover reply %q: %v", body, err)
 	}

@@ -25,6 +25,8 @@ import (
 	"github.com/meridian-gw/meridian/internal/kread"
 	"github.com/meridian-gw/meridian/internal/verify"
 	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/mirror/dr"
+	"github.com/meridian-gw/meridian/mirror/progress"
 )
 
 // topoParams fill topologyTmpl.
@@ -423,8 +425,8 @@ func (e *twoGateways) offsetsTranslate(t *testing.T) {
 		t.Fatalf("offsets translate: %v", r)
 	}
 	var legs []struct {
-		Leg        string               `json:"leg"`
-		Partitions []mirror.Translation `json:"partitions"`
+		Leg        string                 `json:"leg"`
+		Partitions []progress.Translation `json:"partitions"`
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &legs); err != nil || len(legs) != 1 || len(legs[0].Partitions) != 3 {
 		t.Fatalf("offsets translate --output json = %q (%v), want one leg with 3 partitions", r.stdout, err)
@@ -443,7 +445,7 @@ func (e *twoGateways) offsetsTranslate(t *testing.T) {
 	srcAt, dstAt := at(e.srcOpts, mirroredTopics[0]), at(e.dstOpts, mirroredTopics[0])
 	for _, tr := range legs[0].Partitions {
 		want, ok := srcAt[[2]int64{int64(tr.Partition), 1}]
-		if tr.Status != mirror.Exact || !ok || dstAt[[2]int64{int64(tr.Partition), tr.Dest}] != want {
+		if tr.Status != progress.Exact || !ok || dstAt[[2]int64{int64(tr.Partition), tr.Dest}] != want {
 			t.Errorf("partition %d: source offset 1 translated to %d (%s), which does not hold that record", tr.Partition, tr.Dest, tr.Status)
 		}
 	}
@@ -567,7 +569,7 @@ func (e *twoGateways) failover(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("failover: %v, want exit 0 (nothing at risk)", r)
 	}
-	var reps []mirror.FailoverReport
+	var reps []dr.FailoverReport
 	if err := json.Unmarshal([]byte(r.stdout), &reps); err != nil || len(reps) != 1 {
 		t.Fatalf("failover --output json = %q (%v)", r.stdout, err)
 	}

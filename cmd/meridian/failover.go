@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/mirror/dr"
 )
 
 func newFailoverCmd(g *globals) *cobra.Command {
@@ -35,18 +35,18 @@ Exit status: 0 done; 2 done, with data at risk; 1 failed, nothing changed.`,
 			if err != nil {
 				return err
 			}
-			var reports []*mirror.FailoverReport
+			var reports []*dr.FailoverReport
 			atRisk := false
 			for _, leg := range legs {
 				src, dst, err := legClusters(leg, log)
 				if err != nil {
 					return &exitError{1, err}
 				}
-				o := mirror.FailoverOptions{Leg: leg, Src: src, Dst: dst, DryRun: dryRun, Drain: drain}
+				o := dr.FailoverOptions{Leg: leg, Src: src, Dst: dst, DryRun: dryRun, Drain: drain}
 				if output == "text" && isTerminal(g.stderr) {
 					o.Progress = func(n int64) { fmt.Fprintf(g.stderr, "\rdraining %s: %d source offsets to mirror   ", leg.ID, n) }
 				}
-				rep, err := mirror.Failover(cmd.Context(), o)
+				rep, err := dr.Failover(cmd.Context(), o)
 				if o.Progress != nil {
 					fmt.Fprintln(g.stderr)
 				}
@@ -55,7 +55,7 @@ Exit status: 0 done; 2 done, with data at risk; 1 failed, nothing changed.`,
 					if rep != nil && rep.Fenced {
 						code = 2 // changed, but the report is incomplete
 					}
-					if errors.Is(err, mirror.ErrAlreadyFailedOver) {
+					if errors.Is(err, dr.ErrAlreadyFailedOver) {
 						err = fmt.Errorf("%s: %w; nothing changed", leg.ID, err)
 					}
 					return &exitError{code, fmt.Errorf("failover %s: %w", leg.ID, err)}
@@ -89,7 +89,7 @@ Exit status: 0 done; 2 done, with data at risk; 1 failed, nothing changed.`,
 	return cmd
 }
 
-func renderFailover(g *globals, r *mirror.FailoverReport) {
+func renderFailover(g *globals, r *dr.FailoverReport) {
 	w := g.stdout
 	mode := "failover"
 	if r.DryRun {
@@ -150,13 +150,13 @@ by their header and not made twice).`,
 			if err != nil {
 				return err
 			}
-			var reports []*mirror.FailbackReport
+			var reports []*dr.FailbackReport
 			for _, leg := range legs {
 				src, dst, err := legClusters(leg, log)
 				if err != nil {
 					return &exitError{1, err}
 				}
-				rep, err := mirror.Failback(cmd.Context(), mirror.FailbackOptions{Leg: leg, Src: src, Dst: dst, DryRun: dryRun})
+				rep, err := dr.Failback(cmd.Context(), dr.FailbackOptions{Leg: leg, Src: src, Dst: dst, DryRun: dryRun})
 				if err != nil {
 					return &exitError{1, fmt.Errorf("failback %s: %w", leg.ID, err)}
 				}

@@ -7,7 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/mirror/dr"
+	"github.com/meridian-gw/meridian/mirror/progress"
 )
 
 func newOffsetsCmd(g *globals) *cobra.Command {
@@ -21,11 +22,11 @@ func newOffsetsCmd(g *globals) *cobra.Command {
 
 // legTranslation is one leg's translated group offsets.
 type legTranslation struct {
-	Leg          string               `json:"leg"`
-	From         string               `json:"from"`
-	To           string               `json:"to"`
-	Group        string               `json:"group"`
-	Translations []mirror.Translation `json:"partitions"`
+	Leg          string                 `json:"leg"`
+	From         string                 `json:"from"`
+	To           string                 `json:"to"`
+	Group        string                 `json:"group"`
+	Translations []progress.Translation `json:"partitions"`
 }
 
 func newOffsetsTranslateCmd(g *globals) *cobra.Command {
@@ -51,7 +52,7 @@ mirrored), unmapped (nothing mirrored yet).`,
 				if err != nil {
 					return &exitError{1, err}
 				}
-				ts, err := mirror.TranslateGroup(cmd.Context(), leg, src, dst, group)
+				ts, err := dr.TranslateGroup(cmd.Context(), leg, src, dst, group)
 				if err != nil {
 					return &exitError{1, fmt.Errorf("translate %s: %w", leg.ID, err)}
 				}

@@ -42,7 +42,7 @@ func list(t *testing.T, patterns ...string) []pkg {
 // The production path: what `meridian run` needs. None of it may pull in
 // the lab, the testing package or test helpers.
 var production = []string{
-	"./config", "./topology", "./routing", "./transport", "./transport/quic", "./mirror",
+	"./config", "./topology", "./routing", "./transport", "./transport/quic", "./mirror/...",
 	"./internal/gateway", "./internal/admin", "./internal/pki", "./internal/kafkaopt",
 	"./topology/profile", "./internal/units",
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/meridian-gw/meridian/internal/kafkaopt"
 	"github.com/meridian-gw/meridian/internal/pki"
 	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/mirror/dr"
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/topology"
 	"github.com/meridian-gw/meridian/topology/profile"
@@ -520,7 +521,7 @@ func (g *Gateway) serveFailover(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, fmt.Errorf("gateway %s receives no leg of route %q (to %q)", g.table.Gateway.Name, route, to))
 		return
 	}
-	var reports []*mirror.FailoverReport
+	var reports []*dr.FailoverReport
 	for _, leg := range legs {
 		src, err := g.clusterOpts(leg.From)
 		if err != nil {
@@ -532,10 +533,10 @@ func (g *Gateway) serveFailover(w http.ResponseWriter, r *http.Request) {
 			fail(http.StatusInternalServerError, err)
 			return
 		}
-		rep, err := mirror.Failover(r.Context(), mirror.FailoverOptions{Leg: leg, Src: src, Dst: dst,
+		rep, err := dr.Failover(r.Context(), dr.FailoverOptions{Leg: leg, Src: src, Dst: dst,
 			DryRun: q.Get("dry_run") == "true", Drain: drain,
 			Reason: fmt.Sprintf("failover of route %s via the admin API of %s", route, g.table.Gateway.Name)})
-		if errors.Is(err, mirror.ErrAlreadyFailedOver) {
+		if errors.Is(err, dr.ErrAlreadyFailedOver) {
 			fail(http.StatusConflict, err)
 			return
 		}

@@ -1,4 +1,4 @@
-package mirror
+package progress
 
 import (
 	"encoding/json"
@@ -103,14 +103,14 @@ func TestRangesPackedJSON(t *testing.T) {
 }
 
 // FuzzDecodeProgress feeds arbitrary bytes to the progress record decoder,
-// which reads what any client could have written to ProgressTopic.
+// which reads what any client could have written to Topic.
 func FuzzDecodeProgress(f *testing.F) {
-	f.Add(encodeProgress(&Progress{V: progressVersion, Leg: "r:w/k", Topic: "t", Partition: 3, Next: 10,
+	f.Add(Encode(&Record{V: Version, Leg: "r:w/k", Topic: "t", Partition: 3, Next: 10,
 		Ranges: Ranges{{0, 0, 4}, {5, 5, 5}}, Seg: 2}))
 	f.Add([]byte(`{"v":2,"kind":"segment","ranges":"AgIE"}`))
 	f.Add([]byte(`{"v":2,"ranges":"////"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		p, err := decodeProgress(b)
+		p, err := decode(b)
 		if err != nil {
 			return
 		}

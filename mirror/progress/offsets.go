@@ -1,15 +1,7 @@
-package mirror
+package progress
 
 import (
-	"context"
-	"fmt"
-	"sort"
 	"sync"
-
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/meridian-gw/meridian/routing"
 )
 
 // OffsetMap is the exact source→destination offset map of one leg, rebuilt
@@ -22,20 +14,20 @@ import (
 type OffsetMap struct {
 	Leg   string
 	mu    sync.RWMutex
-	parts map[tp]*partMap
+	parts map[TP]*partMap
 }
 
-// add records a committed progress record: its ranges after the end of
-// the map.
-func (m *OffsetMap) add(p *Progress) {
+// Add records a committed progress record (or segment): its ranges after
+// the end of the map.
+func (m *OffsetMap) Add(p *Record) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	pm := m.part(tp{p.Topic, p.Partition}, p.DestTopic)
+	pm := m.part(TP{p.Topic, p.Partition}, p.DestTopic)
 	pm.ranges.add(p.Ranges)
 	pm.next = max(pm.next, p.Next)
 }
 
-func (m *OffsetMap) part(k tp, dest string) *partMap {
+func (m *OffsetMap) part(k TP, dest string) *partMap {
 	pm := m.parts[k]
 	if pm == nil {
 		pm = &partMap{ranges: &rangeSet{}}
@@ -66,10 +58,10 @@ func (m *OffsetMap) Stats() (partitions, ranges, bytes int) {
 	return
 }
 
-// prune drops the map's ranges whose destination records are all before
+// Prune drops the map's ranges whose destination records are all before
 // logStart, the destination partition's first offset: retention deleted
 // them, and no consumer can be moved there.
-func (m *OffsetMap) prune(k tp, logStart int64) int {
+func (m *OffsetMap) Prune(k TP, logStart int64) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if pm := m.parts[k]; pm != nil {
@@ -78,19 +70,8 @@ func (m *OffsetMap) prune(k tp, logStart int64) int {
 	return 0
 }
 
-func newOffsetMap(leg string) *OffsetMap { return &OffsetMap{Leg: leg, parts: map[tp]*partMap{}} }
-
-// LoadOffsetMap reads the leg's offset map from the destination cluster.
-func LoadOffsetMap(ctx context.Context, dst []kgo.Opt, leg string) (*OffsetMap, error) {
-	st, err := loadState(ctx, dst, map[string]bool{leg: true})
-	if err != nil {
-		return nil, fmt.Errorf("offset map of %s: %w", leg, err)
-	}
-	if m := st.maps[leg]; m != nil {
-		return m, nil
-	}
-	return newOffsetMap(leg), nil
-}
+// NewOffsetMap returns an empty offset map of leg.
+func NewOffsetMap(leg string) *OffsetMap { return &OffsetMap{Leg: leg, parts: map[TP]*partMap{}} }
 
 // TranslateStatus says how exact a translation is.
 type TranslateStatus string
@@ -131,7 +112,7 @@ func (m *OffsetMap) Translate(topic string, partition int32, src int64) Translat
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	t := Translation{Topic: topic, Partition: partition, Source: src}
-	pm := m.parts[tp{topic, partition}]
+	pm := m.parts[TP{topic, partition}]
 	if pm == nil || pm.ranges.len() == 0 {
 		t.Status, t.Dest = Unmapped, -1
 		if pm != nil {
@@ -161,41 +142,54 @@ func (m *OffsetMap) Translate(topic string, partition int32, src int64) Translat
 	return t
 }
 
-// TranslateGroup translates the committed offsets of a consumer group at the
-// leg's source cluster, for the topics the leg mirrors.
-func TranslateGroup(ctx context.Context, leg *routing.Leg, src, dst []kgo.Opt, group string) ([]Translation, error) {
-	m, err := LoadOffsetMap(ctx, dst, leg.ID)
-	if err != nil {
-		return nil, err
-	}
-	cl, err := kgo.NewClient(src...)
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	offs, err := kadm.NewClient(cl).FetchOffsets(ctx, group)
-	if err != nil {
-		return nil, fmt.Errorf("group %s at %s: %w", group, leg.From.Ref(), err)
-	}
-	if err := offs.Error(); err != nil {
-		return nil, fmt.Errorf("group %s at %s: %w", group, leg.From.Ref(), err)
-	}
-	var out []Translation
-	offs.Each(func(o kadm.OffsetResponse) {
-		if !leg.Match(o.Topic) || o.At < 0 {
-			return
+// Mirrored is what an offset map holds of one source partition.
+type Mirrored struct {
+	Source    TP
+	DestTopic string
+	// DestEnd is the destination offset after the last mirrored record;
+	// with Ranges 0 nothing is mapped.
+	DestEnd int64
+	Ranges  int
+}
+
+// Partitions lists the map's source partitions.
+func (m *OffsetMap) Partitions() []Mirrored {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]Mirrored, 0, len(m.parts))
+	for k, pm := range m.parts {
+		mp := Mirrored{Source: k, DestTopic: pm.dest, Ranges: pm.ranges.len()}
+		if last, ok := pm.ranges.last(); ok {
+			mp.DestEnd = last[1] + last[2]
 		}
-		t := m.Translate(o.Topic, o.Partition, o.At)
-		if t.DestTopic == "" {
-			t.DestTopic = leg.DestTopic(o.Topic)
+		out = append(out, mp)
+	}
+	return out
+}
+
+// TranslateBack maps a destination offset of a mirrored partition to the
+// source offset a consumer resumes from: the source offset of the same
+// record, or of the next mirrored one. Past the last mirrored record the
+// status is Ahead and Dest the source offset after it.
+func (m *OffsetMap) TranslateBack(topic string, partition int32, dst int64) Translation {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	t := Translation{Topic: topic, Partition: partition, Source: dst}
+	pm := m.parts[TP{topic, partition}]
+	if pm == nil || pm.ranges.len() == 0 {
+		t.Status, t.Dest = Unmapped, -1
+		return t
+	}
+	if r, ok := pm.ranges.search(1, dst); ok {
+		if dst >= r[1] {
+			t.Dest = r[0] + (dst - r[1])
+		} else {
+			t.Dest = r[0]
 		}
-		out = append(out, t)
-	})
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Topic != out[j].Topic {
-			return out[i].Topic < out[j].Topic
-		}
-		return out[i].Partition < out[j].Partition
-	})
-	return out, nil
+		t.Status = Exact
+		return t
+	}
+	last, _ := pm.ranges.last()
+	t.Dest, t.Status = last[0]+last[2], Ahead
+	return t
 }

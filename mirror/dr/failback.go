@@ -1,4 +1,4 @@
-package mirror
+package dr
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/internal/kread"
+	"github.com/meridian-gw/meridian/mirror/progress"
 	"github.com/meridian-gw/meridian/routing"
 )
 
@@ -73,20 +74,22 @@ func Failback(ctx context.Context, o FailbackOptions) (*FailbackReport, error) {
 	rep := &FailbackReport{Leg: leg.ID, From: leg.From.Ref(), To: leg.To.Ref(), DryRun: o.DryRun, Resynced: map[string]int64{}}
 	step := func(format string, args ...any) { rep.Steps = append(rep.Steps, fmt.Sprintf(format, args...)) }
 
-	st, err := loadState(ctx, o.Dst, map[string]bool{leg.ID: true})
+	store, err := progress.Open(ctx, o.Dst)
 	if err != nil {
 		return nil, err
 	}
-	fence := st.fences[leg.ID]
+	defer store.Close()
+	st, err := store.Load(ctx, leg.ID)
+	if err != nil {
+		return nil, err
+	}
+	fence := st.Fence(leg.ID)
 	if fence == nil {
 		return nil, fmt.Errorf("%s: %w", leg.ID, ErrNotFailedOver)
 	}
 	rep.Epoch = fence.Epoch + 1
-	progress := st.progress[leg.ID]
-	omap, err := LoadOffsetMap(ctx, o.Dst, leg.ID)
-	if err != nil {
-		return nil, err
-	}
+	committed := st.Progress(leg.ID)
+	omap := st.OffsetMap(leg.ID)
 	srcCl, err := kgo.NewClient(o.Src...)
 	if err != nil {
 		return nil, err
@@ -99,151 +102,32 @@ func Failback(ctx context.Context, o FailbackOptions) (*FailbackReport, error) {
 
 	// 1. Stragglers: at the old primary from the mirror's position on, minus
 	// records a previous failback copied in.
-	srcTopics := map[string]bool{}
-	from := map[string]map[int32]int64{}
-	for k, p := range progress {
-		srcTopics[k.Topic] = true
-		if from[k.Topic] == nil {
-			from[k.Topic] = map[int32]int64{}
-		}
-		from[k.Topic][k.Partition] = p.Next
-	}
-	copied := map[string]int64{} // new-primary "topic/partition" → last offset already copied back
-	names := keys(srcTopics)
-	if len(names) > 0 {
-		if err := kread.EachFrom(ctx, o.Src, names, from, func(r *kgo.Record) {
-			if origin := header(r, HeaderResyncedFrom); origin != "" {
-				if i := strings.LastIndexByte(origin, '/'); i > 0 {
-					if off, err := strconv.ParseInt(origin[i+1:], 10, 64); err == nil {
-						copied[origin[:i]] = max(copied[origin[:i]], off)
-					}
-				}
-				return
-			}
-			rep.Stragglers = append(rep.Stragglers, StragglerRecord{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
-				Key: string(r.Key), Timestamp: r.Timestamp})
-		}); err != nil {
-			return nil, fmt.Errorf("read the old primary: %w", err)
-		}
+	names, copied, err := stragglers(ctx, o, rep, committed)
+	if err != nil {
+		return nil, err
 	}
 	step("%d records of the old primary never reached %s; they are kept there", len(rep.Stragglers), leg.To.Ref())
 
 	// 2. The new primary's records since the failover: after the mirrored
 	// end of each destination partition.
-	type destPart struct {
-		topic     string
-		partition int32
-		src       string // source topic
-	}
-	dstFrom := map[string]map[int32]int64{}
-	parts := map[string]destPart{}
-	omap.mu.RLock()
-	for k, pm := range omap.parts {
-		last, ok := pm.ranges.last()
-		if !ok {
-			continue
-		}
-		end := last[1] + last[2]
-		id := pm.dest + "/" + strconv.Itoa(int(k.Partition))
-		if c, ok := copied[id]; ok && c+1 > end {
-			end = c + 1 // resume a previous failback
-		}
-		if dstFrom[pm.dest] == nil {
-			dstFrom[pm.dest] = map[int32]int64{}
-		}
-		dstFrom[pm.dest][k.Partition] = end
-		parts[id] = destPart{pm.dest, k.Partition, k.Topic}
-	}
-	omap.mu.RUnlock()
-	var recs []*kgo.Record
-	if len(dstFrom) > 0 {
-		if err := kread.EachFrom(ctx, o.Dst, keys(dstFrom), dstFrom, func(r *kgo.Record) {
-			dp := parts[r.Topic+"/"+strconv.Itoa(int(r.Partition))]
-			if dp.src == "" {
-				return
-			}
-			hs := append(append([]kgo.RecordHeader(nil), r.Headers...), kgo.RecordHeader{Key: HeaderResyncedFrom,
-				Value: []byte(fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset))})
-			recs = append(recs, &kgo.Record{Topic: dp.src, Partition: r.Partition, Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp})
-			rep.Resynced[dp.src+"/"+strconv.Itoa(int(r.Partition))]++
-		}); err != nil {
-			return nil, fmt.Errorf("read the new primary: %w", err)
-		}
+	recs, err := sinceFailover(ctx, o, rep, omap, copied)
+	if err != nil {
+		return nil, err
 	}
 	if o.DryRun {
 		step("would copy %d records produced at %s back to %s, then lift the fence", len(recs), leg.To.Ref(), leg.From.Ref())
 		rep.Seconds = time.Since(start).Seconds()
 		return rep, nil
 	}
-	if len(recs) > 0 {
-		pcl, err := kgo.NewClient(append(append([]kgo.Opt{}, o.Src...),
-			kgo.TransactionalID("meridian-failback-"+leg.ID), kgo.RecordPartitioner(kgo.ManualPartitioner()),
-			kgo.MaxBufferedRecords(1<<20))...)
-		if err != nil {
-			return nil, err
-		}
-		defer pcl.Close()
-		if err := pcl.BeginTransaction(); err != nil {
-			return nil, err
-		}
-		if err := pcl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			_ = pcl.EndTransaction(context.WithoutCancel(ctx), kgo.TryAbort)
-			return nil, fmt.Errorf("copy back to %s: %w", leg.From.Ref(), err)
-		}
-		if err := pcl.EndTransaction(ctx, kgo.TryCommit); err != nil {
-			return nil, fmt.Errorf("copy back to %s: %w", leg.From.Ref(), err)
-		}
+	if err := copyBack(ctx, o, recs); err != nil {
+		return nil, err
 	}
 	step("copied %d records produced at %s back to %s", len(recs), leg.To.Ref(), leg.From.Ref())
 
 	// 3. Mirroring resumes after what the old primary holds now: its
 	// stragglers and the copies are not sent again.
-	ends, err := sadm.ListCommittedOffsets(ctx, names...)
-	if err != nil {
-		return nil, fmt.Errorf("old primary offsets: %w", err)
-	}
-	var moved []*kgo.Record
-	dcl, err := kgo.NewClient(append(append([]kgo.Opt{}, o.Dst...), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
-	if err != nil {
+	if err := moveProgress(ctx, o, sadm, store, rep.Epoch, names, committed, recs); err != nil {
 		return nil, err
-	}
-	defer dcl.Close()
-	nparts, err := ensureProgressTopic(ctx, kadm.NewClient(dcl))
-	if err != nil {
-		return nil, err
-	}
-	// The copies map exactly to their originals: the moved progress
-	// carries those ranges, so the offset map stays exact.
-	copyRanges := map[tp][][3]int64{}
-	for _, r := range recs {
-		origin := header(r, HeaderResyncedFrom)
-		b, _ := strconv.ParseInt(origin[strings.LastIndexByte(origin, '/')+1:], 10, 64)
-		k := tp{r.Topic, r.Partition}
-		rs := copyRanges[k]
-		if n := len(rs); n > 0 && rs[n-1][0]+rs[n-1][2] == r.Offset && rs[n-1][1]+rs[n-1][2] == b {
-			rs[n-1][2]++
-		} else {
-			copyRanges[k] = append(rs, [3]int64{r.Offset, b, 1})
-		}
-	}
-	ends.Each(func(x kadm.ListedOffset) {
-		k := tp{x.Topic, x.Partition}
-		p := progress[k]
-		if p == nil || x.Offset <= p.Next {
-			return
-		}
-		// The ranges since the last sealed segment stay in the progress
-		// record (the topic is compacted), followed by the copies'.
-		np := &Progress{V: progressVersion, Leg: leg.ID, Topic: k.Topic, Partition: k.Partition, DestTopic: p.DestTopic,
-			Next: x.Offset, HWM: x.Offset, LastTS: p.LastTS, Epoch: rep.Epoch, At: time.Now().UnixMilli(),
-			Ranges: slices.Concat(p.Ranges, copyRanges[k]), Seg: p.Seg}
-		key := progressKey(leg.ID, k)
-		moved = append(moved, &kgo.Record{Topic: ProgressTopic, Partition: hashPartition(key, nparts), Key: key, Value: encodeProgress(np)})
-	})
-	if len(moved) > 0 {
-		if err := dcl.ProduceSync(ctx, moved...).FirstErr(); err != nil {
-			return nil, fmt.Errorf("move the leg's progress: %w", err)
-		}
 	}
 
 	// 4. Groups back: their offsets at the new primary, translated to the
@@ -256,7 +140,7 @@ func Failback(ctx context.Context, o FailbackOptions) (*FailbackReport, error) {
 	}
 
 	// 5. Lift the fence: the leg mirrors again, from the moved progress.
-	if err := LiftFence(ctx, o.Dst, leg.ID, rep.Epoch, "failback of route "+leg.Route.Name); err != nil {
+	if err := store.LiftFence(ctx, leg.ID, rep.Epoch, "failback of route "+leg.Route.Name); err != nil {
 		return nil, err
 	}
 	step("lifted the fence at route epoch %d: %s mirrors to %s again", rep.Epoch, leg.From.Ref(), leg.To.Ref())
@@ -264,10 +148,159 @@ func Failback(ctx context.Context, o FailbackOptions) (*FailbackReport, error) {
 	return rep, nil
 }
 
+// stragglers lists, in rep, the old primary's records from the mirror's
+// position on that a previous failback did not copy in. It returns the
+// leg's source topics and, per new-primary "topic/partition", the last
+// offset already copied back.
+func stragglers(ctx context.Context, o FailbackOptions, rep *FailbackReport, committed map[progress.TP]*progress.Record) ([]string, map[string]int64, error) {
+	srcTopics := map[string]bool{}
+	from := map[string]map[int32]int64{}
+	for k, p := range committed {
+		srcTopics[k.Topic] = true
+		if from[k.Topic] == nil {
+			from[k.Topic] = map[int32]int64{}
+		}
+		from[k.Topic][k.Partition] = p.Next
+	}
+	copied := map[string]int64{}
+	names := keys(srcTopics)
+	if len(names) == 0 {
+		return names, copied, nil
+	}
+	err := kread.EachFrom(ctx, o.Src, names, from, func(r *kgo.Record) {
+		if origin := header(r, HeaderResyncedFrom); origin != "" {
+			if i := strings.LastIndexByte(origin, '/'); i > 0 {
+				if off, err := strconv.ParseInt(origin[i+1:], 10, 64); err == nil {
+					copied[origin[:i]] = max(copied[origin[:i]], off)
+				}
+			}
+			return
+		}
+		rep.Stragglers = append(rep.Stragglers, StragglerRecord{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
+			Key: string(r.Key), Timestamp: r.Timestamp})
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the old primary: %w", err)
+	}
+	return names, copied, nil
+}
+
+// sinceFailover reads the new primary's records after the mirrored end of
+// each destination partition (or after what a previous failback copied)
+// and returns them as copies for the old primary, counted in rep.Resynced.
+func sinceFailover(ctx context.Context, o FailbackOptions, rep *FailbackReport, omap *progress.OffsetMap, copied map[string]int64) ([]*kgo.Record, error) {
+	type destPart struct {
+		topic     string
+		partition int32
+		src       string // source topic
+	}
+	dstFrom := map[string]map[int32]int64{}
+	parts := map[string]destPart{}
+	for _, mp := range omap.Partitions() {
+		if mp.Ranges == 0 {
+			continue
+		}
+		end := mp.DestEnd
+		id := mp.DestTopic + "/" + strconv.Itoa(int(mp.Source.Partition))
+		if c, ok := copied[id]; ok && c+1 > end {
+			end = c + 1 // resume a previous failback
+		}
+		if dstFrom[mp.DestTopic] == nil {
+			dstFrom[mp.DestTopic] = map[int32]int64{}
+		}
+		dstFrom[mp.DestTopic][mp.Source.Partition] = end
+		parts[id] = destPart{mp.DestTopic, mp.Source.Partition, mp.Source.Topic}
+	}
+	var recs []*kgo.Record
+	if len(dstFrom) == 0 {
+		return recs, nil
+	}
+	if err := kread.EachFrom(ctx, o.Dst, keys(dstFrom), dstFrom, func(r *kgo.Record) {
+		dp := parts[r.Topic+"/"+strconv.Itoa(int(r.Partition))]
+		if dp.src == "" {
+			return
+		}
+		hs := append(append([]kgo.RecordHeader(nil), r.Headers...), kgo.RecordHeader{Key: HeaderResyncedFrom,
+			Value: []byte(fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset))})
+		recs = append(recs, &kgo.Record{Topic: dp.src, Partition: r.Partition, Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp})
+		rep.Resynced[dp.src+"/"+strconv.Itoa(int(r.Partition))]++
+	}); err != nil {
+		return nil, fmt.Errorf("read the new primary: %w", err)
+	}
+	return recs, nil
+}
+
+// copyBack writes recs to the old primary in one transaction; produced,
+// each learns its offset there.
+func copyBack(ctx context.Context, o FailbackOptions, recs []*kgo.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	pcl, err := kgo.NewClient(append(append([]kgo.Opt{}, o.Src...),
+		kgo.TransactionalID("meridian-failback-"+o.Leg.ID), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.MaxBufferedRecords(1<<20))...)
+	if err != nil {
+		return err
+	}
+	defer pcl.Close()
+	if err := pcl.BeginTransaction(); err != nil {
+		return err
+	}
+	if err := pcl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		_ = pcl.EndTransaction(context.WithoutCancel(ctx), kgo.TryAbort)
+		return fmt.Errorf("copy back to %s: %w", o.Leg.From.Ref(), err)
+	}
+	if err := pcl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		return fmt.Errorf("copy back to %s: %w", o.Leg.From.Ref(), err)
+	}
+	return nil
+}
+
+// moveProgress moves the leg's progress to what the old primary holds now,
+// its stragglers and the copies included, so that none is mirrored again.
+// The copies map exactly to their originals: the moved progress carries
+// those ranges, so the offset map stays exact.
+func moveProgress(ctx context.Context, o FailbackOptions, sadm *kadm.Client, store *progress.Store, epoch uint64,
+	names []string, committed map[progress.TP]*progress.Record, copies []*kgo.Record) error {
+	ends, err := sadm.ListCommittedOffsets(ctx, names...)
+	if err != nil {
+		return fmt.Errorf("old primary offsets: %w", err)
+	}
+	copyRanges := map[progress.TP][][3]int64{}
+	for _, r := range copies {
+		origin := header(r, HeaderResyncedFrom)
+		b, _ := strconv.ParseInt(origin[strings.LastIndexByte(origin, '/')+1:], 10, 64)
+		k := progress.TP{Topic: r.Topic, Partition: r.Partition}
+		rs := copyRanges[k]
+		if n := len(rs); n > 0 && rs[n-1][0]+rs[n-1][2] == r.Offset && rs[n-1][1]+rs[n-1][2] == b {
+			rs[n-1][2]++
+		} else {
+			copyRanges[k] = append(rs, [3]int64{r.Offset, b, 1})
+		}
+	}
+	var moved []*progress.Record
+	ends.Each(func(x kadm.ListedOffset) {
+		k := progress.TP{Topic: x.Topic, Partition: x.Partition}
+		p := committed[k]
+		if p == nil || x.Offset <= p.Next {
+			return
+		}
+		// The ranges since the last sealed segment stay in the progress
+		// record (the topic is compacted), followed by the copies'.
+		moved = append(moved, &progress.Record{V: progress.Version, Leg: o.Leg.ID, Topic: k.Topic, Partition: k.Partition, DestTopic: p.DestTopic,
+			Next: x.Offset, HWM: x.Offset, LastTS: p.LastTS, Epoch: epoch, At: time.Now().UnixMilli(),
+			Ranges: slices.Concat(p.Ranges, copyRanges[k]), Seg: p.Seg})
+	})
+	if err := store.Write(ctx, moved...); err != nil {
+		return fmt.Errorf("move the leg's progress: %w", err)
+	}
+	return nil
+}
+
 // groupsBack translates the route's groups' offsets at the new primary to
 // the old primary: a mirrored record maps back through the offset map, a
 // record produced at the new primary to its copy (copies carry offsets now).
-func groupsBack(ctx context.Context, o FailbackOptions, omap *OffsetMap, copies []*kgo.Record) ([]GroupFailover, error) {
+func groupsBack(ctx context.Context, o FailbackOptions, omap *progress.OffsetMap, copies []*kgo.Record) ([]GroupFailover, error) {
 	dcl, err := kgo.NewClient(o.Dst...)
 	if err != nil {
 		return nil, err
@@ -294,11 +327,9 @@ func groupsBack(ctx context.Context, o FailbackOptions, omap *OffsetMap, copies 
 		copyAt[origin[:i]] = append(copyAt[origin[:i]], pair{off, r.Offset})
 	}
 	back := map[string]string{} // destination topic → source topic
-	omap.mu.RLock()
-	for k, pm := range omap.parts {
-		back[pm.dest] = k.Topic
+	for _, mp := range omap.Partitions() {
+		back[mp.DestTopic] = mp.Source.Topic
 	}
-	omap.mu.RUnlock()
 	var out []GroupFailover
 	groups := listed.Groups()
 	sort.Strings(groups)
@@ -318,12 +349,12 @@ func groupsBack(ctx context.Context, o FailbackOptions, omap *OffsetMap, copies 
 				return
 			}
 			t := omap.TranslateBack(srcTopic, x.Partition, x.At)
-			if t.Status == Ahead {
+			if t.Status == progress.Ahead {
 				// Past the mirrored records. A group that has read none of
 				// the new primary's own records resumes right after them,
 				// before the stragglers, so it reads those too; one that has
 				// resumes at the copy of its next record.
-				t.Status = Exact
+				t.Status = progress.Exact
 				ps := copyAt[x.Topic+"/"+strconv.Itoa(int(x.Partition))]
 				i := sort.Search(len(ps), func(i int) bool { return ps[i].dst >= x.At })
 				switch {
@@ -351,33 +382,6 @@ func groupsBack(ctx context.Context, o FailbackOptions, omap *OffsetMap, copies 
 		out = append(out, gf)
 	}
 	return out, nil
-}
-
-// TranslateBack maps a destination offset of a mirrored partition to the
-// source offset a consumer resumes from: the source offset of the same
-// record, or of the next mirrored one. Past the last mirrored record the
-// status is Ahead and Dest the source offset after it.
-func (m *OffsetMap) TranslateBack(topic string, partition int32, dst int64) Translation {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	t := Translation{Topic: topic, Partition: partition, Source: dst}
-	pm := m.parts[tp{topic, partition}]
-	if pm == nil || pm.ranges.len() == 0 {
-		t.Status, t.Dest = Unmapped, -1
-		return t
-	}
-	if r, ok := pm.ranges.search(1, dst); ok {
-		if dst >= r[1] {
-			t.Dest = r[0] + (dst - r[1])
-		} else {
-			t.Dest = r[0]
-		}
-		t.Status = Exact
-		return t
-	}
-	last, _ := pm.ranges.last()
-	t.Dest, t.Status = last[0]+last[2], Ahead
-	return t
 }
 
 func header(r *kgo.Record, key string) string {

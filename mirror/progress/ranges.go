@@ -1,4 +1,4 @@
-package mirror
+package progress
 
 import (
 	"encoding/base64"

@@ -1,4 +1,4 @@
-package mirror
+package dr
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/internal/kread"
+	"github.com/meridian-gw/meridian/mirror/progress"
 	"github.com/meridian-gw/meridian/routing"
 )
 
@@ -74,10 +75,10 @@ type PartitionAtRisk struct {
 
 // GroupFailover is one consumer group's translated offsets at the new primary.
 type GroupFailover struct {
-	Group      string        `json:"group"`
-	Committed  bool          `json:"committed"`        // committed at the destination
-	Active     bool          `json:"active,omitempty"` // skipped: it has members at the destination
-	Partitions []Translation `json:"partitions"`
+	Group      string                 `json:"group"`
+	Committed  bool                   `json:"committed"`        // committed at the destination
+	Active     bool                   `json:"active,omitempty"` // skipped: it has members at the destination
+	Partitions []progress.Translation `json:"partitions"`
 }
 
 // ErrAlreadyFailedOver is returned when the leg is fenced already.
@@ -103,18 +104,24 @@ func Failover(ctx context.Context, o FailoverOptions) (*FailoverReport, error) {
 	rep := &FailoverReport{Leg: leg.ID, Route: leg.Route.Name, From: leg.From.Ref(), To: leg.To.Ref(), DryRun: o.DryRun}
 	step := func(format string, args ...any) { rep.Steps = append(rep.Steps, fmt.Sprintf(format, args...)) }
 
-	st, err := loadState(ctx, o.Dst, map[string]bool{leg.ID: true})
+	// One read of the progress topic serves every step below; the drain
+	// and the final read go on from where it stopped.
+	store, err := progress.Open(ctx, o.Dst)
 	if err != nil {
 		return nil, fmt.Errorf("read progress at %s: %w", leg.To.Ref(), err)
 	}
-	if f := st.fences[leg.ID]; f != nil {
+	defer store.Close()
+	st, err := store.Load(ctx, leg.ID)
+	if err != nil {
+		return nil, fmt.Errorf("read progress at %s: %w", leg.To.Ref(), err)
+	}
+	if f := st.Fence(leg.ID); f != nil {
 		return nil, fmt.Errorf("%w: %s (route epoch %d)", ErrAlreadyFailedOver, f.Reason, f.Epoch)
 	}
-	rep.Epoch = 1 + lastEpoch(ctx, o.Dst, leg.ID)
-	progress := st.progress[leg.ID]
+	rep.Epoch = 1 + st.LastEpoch(leg.ID)
 
 	// The source's last stable offsets of the leg's topics, if reachable.
-	ends, err := sourceEnds(ctx, o, progress)
+	ends, err := sourceEnds(ctx, o)
 	rep.SourceReachable = err == nil
 	if err != nil {
 		step("source %s unreachable (%v): unplanned failover, no drain", leg.From.Ref(), err)
@@ -124,7 +131,7 @@ func Failover(ctx context.Context, o FailoverOptions) (*FailoverReport, error) {
 	// failover began, or stops advancing.
 	if rep.SourceReachable && !o.DryRun {
 		ds := time.Now()
-		rep.Drained, progress, err = drain(ctx, o, ends)
+		rep.Drained, err = drain(ctx, o, store, st, ends)
 		rep.DrainSeconds = time.Since(ds).Seconds()
 		if err != nil {
 			return nil, err
@@ -138,49 +145,46 @@ func Failover(ctx context.Context, o FailoverOptions) (*FailoverReport, error) {
 
 	// Final group sync, while the source is still readable.
 	if leg.SyncsGroups() && rep.SourceReachable {
-		if rep.Groups, err = finalGroupSync(ctx, o); err != nil {
+		if rep.Groups, err = finalGroupSync(ctx, o, st.OffsetMap(leg.ID)); err != nil {
 			return nil, err
 		}
 		step("synced %d consumer groups", len(rep.Groups))
 	}
 
 	if !o.DryRun {
-		reason := o.Reason
-		if reason == "" {
-			reason = fmt.Sprintf("failover of route %s to %s", leg.Route.Name, leg.To.Ref())
+		if err := fence(ctx, o, store, st, rep); err != nil {
+			return rep, err
 		}
-		if _, err := FenceLeg(ctx, o.Dst, leg.ID, rep.Epoch, reason); err != nil {
-			return nil, err
-		}
-		rep.Fenced = true
 		step("fenced leg %s at route epoch %d: the old direction cannot write to %s", leg.ID, rep.Epoch, leg.To.Ref())
-		// What is committed now is final.
-		if st, err = loadState(ctx, o.Dst, map[string]bool{leg.ID: true}); err != nil {
-			return rep, fmt.Errorf("fenced, but reading the final progress failed: %w", err)
-		}
-		progress = st.progress[leg.ID]
 	}
 
-	if err := rpo(ctx, o, rep, progress); err != nil {
+	if err := rpo(ctx, o, rep, st.Progress(leg.ID)); err != nil {
 		step("data at risk estimated from the mirror's last known source lag: %v", err)
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, nil
 }
 
-// lastEpoch is the epoch of the leg's latest fence record, lifted or not.
-func lastEpoch(ctx context.Context, dst []kgo.Opt, leg string) uint64 {
-	var e uint64
-	_ = kread.Each(ctx, dst, []string{ProgressTopic}, func(r *kgo.Record) {
-		if f, err := decodeFence(r.Value); err == nil && f.Leg == leg && f.Epoch > e {
-			e = f.Epoch
-		}
-	})
-	return e
+// fence fences the leg at the report's epoch, then reads what was committed
+// up to the fence: that is final. rep.Fenced says whether the fence was
+// written when it fails.
+func fence(ctx context.Context, o FailoverOptions, store *progress.Store, st *progress.State, rep *FailoverReport) error {
+	reason := o.Reason
+	if reason == "" {
+		reason = fmt.Sprintf("failover of route %s to %s", o.Leg.Route.Name, o.Leg.To.Ref())
+	}
+	if _, err := store.Fence(ctx, o.Leg.ID, rep.Epoch, reason); err != nil {
+		return err
+	}
+	rep.Fenced = true
+	if err := store.Refresh(ctx, st); err != nil {
+		return fmt.Errorf("fenced, but reading the final progress failed: %w", err)
+	}
+	return nil
 }
 
 // sourceEnds lists the last stable offsets of the leg's source partitions.
-func sourceEnds(ctx context.Context, o FailoverOptions, progress map[tp]*Progress) (map[tp]int64, error) {
+func sourceEnds(ctx context.Context, o FailoverOptions) (map[progress.TP]int64, error) {
 	cctx, cancel := context.WithTimeout(ctx, o.SourceTimeout)
 	defer cancel()
 	cl, err := kgo.NewClient(o.Src...)
@@ -199,7 +203,7 @@ func sourceEnds(ctx context.Context, o FailoverOptions, progress map[tp]*Progres
 			topics = append(topics, name)
 		}
 	}
-	ends := map[tp]int64{}
+	ends := map[progress.TP]int64{}
 	if len(topics) == 0 {
 		return ends, nil
 	}
@@ -210,26 +214,28 @@ func sourceEnds(ctx context.Context, o FailoverOptions, progress map[tp]*Progres
 	if err := lo.Error(); err != nil {
 		return nil, err
 	}
-	lo.Each(func(x kadm.ListedOffset) { ends[tp{x.Topic, x.Partition}] = x.Offset })
+	lo.Each(func(x kadm.ListedOffset) { ends[progress.TP{Topic: x.Topic, Partition: x.Partition}] = x.Offset })
 	return ends, nil
 }
 
-func drain(ctx context.Context, o FailoverOptions, ends map[tp]int64) (bool, map[tp]*Progress, error) {
+// drain follows the leg's committed progress in st until it reaches ends,
+// stops advancing for o.Stall, or o.Drain passes; it reports whether the
+// mirror caught up.
+func drain(ctx context.Context, o FailoverOptions, store *progress.Store, st *progress.State, ends map[progress.TP]int64) (bool, error) {
 	deadline := time.Now().Add(o.Drain)
 	var (
 		lastRemaining int64 = -1
 		lastMove            = time.Now()
 	)
 	for {
-		st, err := loadState(ctx, o.Dst, map[string]bool{o.Leg.ID: true})
-		if err != nil {
-			return false, nil, err
+		if err := store.Refresh(ctx, st); err != nil {
+			return false, err
 		}
-		progress := st.progress[o.Leg.ID]
+		committed := st.Progress(o.Leg.ID)
 		var remaining int64
 		for k, end := range ends {
 			next := int64(0)
-			if p := progress[k]; p != nil {
+			if p := committed[k]; p != nil {
 				next = p.Next
 			}
 			if end > next {
@@ -240,23 +246,23 @@ func drain(ctx context.Context, o FailoverOptions, ends map[tp]int64) (bool, map
 			o.Progress(remaining)
 		}
 		if remaining == 0 {
-			return true, progress, nil
+			return true, nil
 		}
 		if remaining != lastRemaining {
 			lastRemaining, lastMove = remaining, time.Now()
 		}
 		if time.Now().After(deadline) || time.Since(lastMove) > o.Stall {
-			return false, progress, nil
+			return false, nil
 		}
 		select {
 		case <-ctx.Done():
-			return false, nil, ctx.Err()
+			return false, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
 
-func finalGroupSync(ctx context.Context, o FailoverOptions) ([]GroupFailover, error) {
+func finalGroupSync(ctx context.Context, o FailoverOptions, omap *progress.OffsetMap) ([]GroupFailover, error) {
 	cl, err := kgo.NewClient(o.Src...)
 	if err != nil {
 		return nil, err
@@ -279,7 +285,7 @@ func finalGroupSync(ctx context.Context, o FailoverOptions) ([]GroupFailover, er
 		if !o.Leg.MatchGroup(g) {
 			continue
 		}
-		ts, err := TranslateGroup(ctx, o.Leg, o.Src, o.Dst, g)
+		ts, err := translateGroup(ctx, o.Leg, o.Src, omap, g)
 		if err != nil {
 			return nil, err
 		}
@@ -292,7 +298,7 @@ func finalGroupSync(ctx context.Context, o FailoverOptions) ([]GroupFailover, er
 		}
 		os := kadm.Offsets{}
 		for _, t := range ts {
-			if t.Status == Exact || t.Status == CaughtUp {
+			if t.Status == progress.Exact || t.Status == progress.CaughtUp {
 				os.Add(kadm.Offset{Topic: t.DestTopic, Partition: t.Partition, At: t.Dest, LeaderEpoch: -1,
 					Metadata: fmt.Sprintf("meridian failover: %s %s/%d@%d", o.Leg.ID, t.Topic, t.Partition, t.Source)})
 			}
@@ -311,20 +317,20 @@ func finalGroupSync(ctx context.Context, o FailoverOptions) ([]GroupFailover, er
 // rpo fills the data at risk: per partition, the committed source records
 // at or after the mirror's position, counted by reading the source; or, if
 // the source cannot be read, the mirror's last known lag.
-func rpo(ctx context.Context, o FailoverOptions, rep *FailoverReport, progress map[tp]*Progress) error {
-	parts := map[tp]*PartitionAtRisk{}
-	get := func(k tp) *PartitionAtRisk {
+func rpo(ctx context.Context, o FailoverOptions, rep *FailoverReport, committed map[progress.TP]*progress.Record) error {
+	parts := map[progress.TP]*PartitionAtRisk{}
+	get := func(k progress.TP) *PartitionAtRisk {
 		p := parts[k]
 		if p == nil {
 			p = &PartitionAtRisk{Topic: k.Topic, Partition: k.Partition, SourceEnd: -1}
-			if pr := progress[k]; pr != nil {
+			if pr := committed[k]; pr != nil {
 				p.Mirrored = pr.Next
 			}
 			parts[k] = p
 		}
 		return p
 	}
-	for k := range progress {
+	for k := range committed {
 		get(k)
 	}
 	finish := func() {
@@ -342,9 +348,9 @@ func rpo(ctx context.Context, o FailoverOptions, rep *FailoverReport, progress m
 			return a.Partition < b.Partition
 		})
 	}
-	ends, err := sourceEnds(ctx, o, progress)
+	ends, err := sourceEnds(ctx, o)
 	if err != nil {
-		for k, pr := range progress {
+		for k, pr := range committed {
 			p := get(k)
 			if pr.HWM > pr.Next {
 				p.RecordsAtRisk = pr.HWM - pr.Next
@@ -368,11 +374,11 @@ func rpo(ctx context.Context, o FailoverOptions, rep *FailoverReport, progress m
 	for t := range topics {
 		names = append(names, t)
 	}
-	newest := map[tp]int64{}
+	newest := map[progress.TP]int64{}
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	err = kread.EachFrom(rctx, o.Src, names, from, func(r *kgo.Record) {
-		k := tp{r.Topic, r.Partition}
+		k := progress.TP{Topic: r.Topic, Partition: r.Partition}
 		get(k).RecordsAtRisk++
 		newest[k] = max(newest[k], r.Timestamp.UnixMilli())
 	})
@@ -382,7 +388,7 @@ func rpo(ctx context.Context, o FailoverOptions, rep *FailoverReport, progress m
 	}
 	for k, ts := range newest {
 		last := int64(0)
-		if pr := progress[k]; pr != nil {
+		if pr := committed[k]; pr != nil {
 			last = pr.LastTS
 		}
 		if last > 0 && ts > last {

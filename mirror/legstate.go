@@ -1,0 +1,359 @@
+package mirror
+
+import (
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/meridian-gw/meridian/internal/kraw"
+	"github.com/meridian-gw/meridian/mirror/progress"
+	"github.com/meridian-gw/meridian/transport"
+)
+
+// legState is the receiving end's state of one leg and of its shards: which
+// session owns the leg and which wait as candidates, the generation and
+// whether a Resume is due, the destination topics prepared, and per shard
+// its queue, whether it is open (ready), inside a transaction (busy) and
+// since when its queue's head waits for its topic (held). See "Receiver
+// states" in doc.go for the transitions.
+//
+// Its methods are the only code that reads or changes these fields. mu
+// guards all of them; methods whose names end in Locked expect the caller
+// to hold it, every other method takes it. Lock order: legState.mu, then
+// legStats.mu (opened restores the stats under mu).
+type legState struct {
+	leg       string
+	topicWait time.Duration
+	notify    chan struct{} // cap 1: wakes the leg's coordinator
+
+	mu         sync.Mutex
+	gen        uint64
+	owner      *inSession
+	others     []*inSession // older sessions that also carry the leg, oldest first
+	needResume bool
+	topics     map[string]*destTopic        // by source topic; set by Topic frames
+	announced  map[string]map[string]string // source topic → configs last applied
+	shards     []*shard
+	writing    int                 // shards inside a transaction
+	omap       *progress.OffsetMap // nil until the shards are open (and only when the leg syncs groups)
+	fence      *progress.Fence     // set while the leg is fenced
+}
+
+// shard is one transactional producer of a leg and its queue. Its fields
+// other than idx, sink and notify belong to the leg's legState.
+type shard struct {
+	idx    int
+	sink   *sink         // used by one goroutine at a time: the shard loop while busy, else the coordinator
+	notify chan struct{} // cap 1: queue changed
+
+	queue []queued  // batches accepted, in order
+	ready bool      // open, committed state loaded
+	busy  bool      // inside a transaction (its sink is in use)
+	held  time.Time // since when the queue's head waits for its topic
+}
+
+type queued struct {
+	b    *transport.Batch
+	sess *inSession
+}
+
+func wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// setShards installs the leg's shards once, before any session attaches.
+func (s *legState) setShards(shards []*shard) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.shards = shards
+}
+
+func (s *legState) shardOfLocked(topic string, partition int32) *shard {
+	h := fnv.New32a()
+	h.Write([]byte(topic))
+	return s.shards[(h.Sum32()+uint32(partition)*2654435761)%uint32(len(s.shards))]
+}
+
+// resetLocked starts a new generation: queued batches are dropped and the
+// coordinator sends a Resume once no shard is inside a transaction.
+func (s *legState) resetLocked() {
+	s.gen++
+	s.dropQueuesLocked()
+	s.needResume = true
+	wake(s.notify)
+}
+
+func (s *legState) dropQueuesLocked() {
+	for _, sh := range s.shards {
+		sh.queue, sh.held = nil, time.Time{}
+	}
+}
+
+// attach makes sess the leg's owner. The previous owner, if still open,
+// stays a candidate: a sender racing redials over a dead path may open two
+// sessions and close the later one, and the leg then falls back to the
+// earlier. With ifFree (a tentative session) sess becomes the owner only if
+// the leg has none, else a candidate that the leg falls back to when its
+// owner ends.
+func (s *legState) attach(sess *inSession, ifFree bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.owner != nil {
+		if ifFree {
+			s.others = append(s.others, sess)
+			return
+		}
+		s.others = append(s.others, s.owner)
+	}
+	s.owner = sess
+	s.resetLocked()
+}
+
+// detach forgets sess; if it owned the leg, the latest candidate takes over
+// and resumes from what is committed.
+func (s *legState) detach(sess *inSession) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.others = slices.DeleteFunc(s.others, func(o *inSession) bool { return o == sess })
+	if s.owner != sess {
+		return
+	}
+	s.owner = nil
+	s.dropQueuesLocked()
+	if n := len(s.others); n > 0 {
+		s.owner, s.others = s.others[n-1], s.others[:n-1]
+		s.resetLocked()
+	}
+}
+
+// enqueue queues b from sess on its shard and returns the shard, or nil if
+// b is stale: not from the owner, of an older generation, or sent before
+// the Resume that is due.
+func (s *legState) enqueue(b *transport.Batch, sess *inSession) *shard {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.owner != sess || b.Gen != s.gen || s.needResume {
+		return nil
+	}
+	sh := s.shardOfLocked(b.Topic, b.Partition)
+	sh.queue = append(sh.queue, queued{b, sess})
+	return sh
+}
+
+// ownerAndFence returns the leg's owner (nil: none) and fence (nil: none).
+func (s *legState) ownerAndFence() (*inSession, *progress.Fence) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.owner, s.fence
+}
+
+// offsetMap is the leg's in-memory offset map, or nil.
+func (s *legState) offsetMap() *progress.OffsetMap {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.omap
+}
+
+// toOpen returns the shards that are neither open nor in use.
+func (s *legState) toOpen() []*shard {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var todo []*shard
+	for _, sh := range s.shards {
+		if !sh.ready && !sh.busy { // a busy shard's sink is in use: later
+			todo = append(todo, sh)
+		}
+	}
+	return todo
+}
+
+// fenced records the leg's fence and closes every shard: each reopens and
+// reloads once the fence is lifted, so none keeps a fenced producer or
+// positions from before. A busy shard closes its sink when its
+// transaction ends (finish).
+func (s *legState) fenced(f *progress.Fence) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fence = f
+	for _, sh := range s.shards {
+		sh.ready = false
+		if !sh.busy {
+			sh.sink.close()
+		}
+	}
+}
+
+// opened marks the shards of todo, now open, ready with the committed
+// progress and segments of st; omap, if not nil, becomes the leg's offset
+// map. restore is called under mu with each shard's committed progress.
+func (s *legState) opened(todo []*shard, st *progress.State, omap *progress.OffsetMap, restore func(map[tp]*progress.Record)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fence = nil
+	if omap != nil {
+		s.omap = omap
+	}
+	for _, sh := range todo {
+		sh.sink.committed = map[tp]*progress.Record{}
+		sh.sink.segs = map[tp][]progress.SegRef{}
+	}
+	for k, p := range st.Progress(s.leg) {
+		if sh := s.shardOfLocked(k.Topic, k.Partition); !sh.ready {
+			sh.sink.committed[k] = p
+		}
+	}
+	for k, refs := range st.Segments(s.leg) {
+		if sh := s.shardOfLocked(k.Topic, k.Partition); !sh.ready {
+			sh.sink.segs[k] = refs
+		}
+	}
+	for _, sh := range todo {
+		sh.ready = true
+		restore(sh.sink.committed)
+	}
+}
+
+// resumeDue returns the Resume to send and the session to send it to when
+// one is due and can go: the leg has an owner, every shard is open and none
+// is inside a transaction. The shards may then take work again.
+func (s *legState) resumeDue() (*transport.Resume, *inSession) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.needResume || s.owner == nil || s.writing > 0 {
+		return nil, nil
+	}
+	for _, sh := range s.shards {
+		if !sh.ready {
+			return nil, nil
+		}
+	}
+	s.needResume = false
+	rs := &transport.Resume{Leg: s.leg, Gen: s.gen}
+	for _, sh := range s.shards {
+		for k, p := range sh.sink.committed {
+			rs.Positions = append(rs.Positions, transport.Position{Topic: k.Topic, Partition: k.Partition, NextOffset: p.Next})
+		}
+	}
+	for _, sh := range s.shards {
+		wake(sh.notify) // they may now take work
+	}
+	return rs, s.owner
+}
+
+// take starts a transaction on sh: it removes from sh's queue the batches
+// the transaction carries (in order, up to maxTxnBytes and
+// maxTxnKafkaBatches, stopping at a batch whose topic is not prepared yet)
+// and returns them with the prepared topics. It returns nothing when sh
+// may not take work now; then held, if not nil, is why the leg just gave
+// up waiting for a topic and starts a new generation.
+func (s *legState) take(sh *shard) (take []queued, topics map[string]*destTopic, held error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.needResume || !sh.ready || len(sh.queue) == 0 {
+		return nil, nil, nil
+	}
+	var size, kafka int
+	for len(sh.queue) > 0 && size < maxTxnBytes && kafka < maxTxnKafkaBatches {
+		q := sh.queue[0]
+		if !s.preparedLocked(q.b) {
+			break // its topic's announcement is still in hand
+		}
+		sh.queue = sh.queue[1:]
+		take = append(take, q)
+		size += q.b.RawSize()
+		if q.b.Kafka != nil {
+			kafka += kraw.Count(q.b.Kafka)
+		}
+	}
+	if len(take) == 0 {
+		return nil, nil, s.holdLocked(sh)
+	}
+	sh.held = time.Time{}
+	topics = make(map[string]*destTopic, len(s.topics))
+	for k, v := range s.topics {
+		topics[k] = v
+	}
+	s.writing++
+	sh.busy = true
+	return take, topics, nil
+}
+
+// finish ends the transaction take started on sh. A failed one closes the
+// shard (it reopens and reloads what is really committed) and starts a new
+// generation; a shard closed by a fence meanwhile closes its sink now.
+func (s *legState) finish(sh *shard, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.writing--
+	sh.busy = false
+	switch {
+	case err != nil:
+		sh.ready = false
+		sh.sink.close()
+		s.resetLocked()
+	case !sh.ready:
+		sh.sink.close()
+		wake(s.notify)
+	case s.writing == 0 && s.needResume:
+		wake(s.notify)
+	}
+}
+
+// preparedLocked reports whether b's destination topic and partition are
+// prepared. A sender consumes a topic it has progress for while announcing
+// it, so its batches may overtake the announcement.
+func (s *legState) preparedLocked(b *transport.Batch) bool {
+	dt := s.topics[b.Topic]
+	return dt != nil && b.Partition < dt.partitions
+}
+
+// holdLocked keeps the head of sh's queue waiting for its topic to be
+// prepared and returns nil while it may wait. After topicWait it gives up,
+// returns why, and the leg resumes from what is committed, as after a
+// failed transaction.
+func (s *legState) holdLocked(sh *shard) error {
+	now := time.Now()
+	if sh.held.IsZero() {
+		sh.held = now
+		time.AfterFunc(s.topicWait, func() { wake(sh.notify) })
+		return nil
+	}
+	if now.Sub(sh.held) < s.topicWait {
+		return nil
+	}
+	sh.held = time.Time{}
+	b := sh.queue[0].b
+	err := fmt.Errorf("topic %q partition %d was not announced within %s", b.Topic, b.Partition, s.topicWait)
+	s.resetLocked()
+	return err
+}
+
+// announcedConfigs are the configs last applied for a source topic.
+func (s *legState) announcedConfigs(topic string) map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.announced[topic]
+}
+
+// prepared records a prepared destination topic and wakes the shards whose
+// batches overtook its announcement.
+func (s *legState) prepared(topic string, dt *destTopic, configs map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.topics == nil {
+		s.topics = map[string]*destTopic{}
+		s.announced = map[string]map[string]string{}
+	}
+	s.topics[topic] = dt
+	s.announced[topic] = configs
+	for _, sh := range s.shards {
+		if len(sh.queue) > 0 {
+			wake(sh.notify)
+		}
+	}
+}

@@ -1,0 +1,183 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/meridian-gw/meridian/transport"
+)
+
+// prepareTopic creates or checks the destination topic of a source topic:
+// same partition count (or more) and the source's non-default configs.
+func (l *inLeg) prepareTopic(ctx context.Context, t *transport.Topic) error {
+	adm, err := l.admin()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	dest := l.leg.DestTopic(t.Name)
+	for _, name := range []string{DeadLetterTopic, dest} {
+		parts, configs := int32(1), map[string]*string(nil)
+		if name == dest {
+			parts = t.Partitions
+			configs = map[string]*string{}
+			for k, v := range t.Configs {
+				configs[k] = &v
+			}
+		}
+		if err := l.ensureTopic(ctx, adm, name, parts, configs); err != nil {
+			return err
+		}
+	}
+	dt := &destTopic{name: dest, partitions: t.Partitions, maxBytes: 1048588}
+	current, err := topicConfigs(ctx, adm, dt)
+	if err != nil {
+		return err
+	}
+	if err := l.followConfigs(ctx, adm, t, dt, current); err != nil {
+		return err
+	}
+	l.state.prepared(t.Name, dt, t.Configs)
+	return nil
+}
+
+// ensureTopic creates topic name with parts partitions and configs, or
+// grows it to parts partitions.
+func (l *inLeg) ensureTopic(ctx context.Context, adm *kadm.Client, name string, parts int32, configs map[string]*string) error {
+	td, err := adm.ListTopics(ctx, name)
+	if err != nil {
+		return fmt.Errorf("describe %s: %w", name, err)
+	}
+	d, ok := td[name]
+	switch {
+	case !ok || d.Err != nil:
+		resp, err := adm.CreateTopic(ctx, parts, -1, configs, name)
+		if err == nil {
+			err = resp.Err
+		}
+		if isExists(err) {
+			return nil // created meanwhile by someone else (another leg, say)
+		}
+		if err != nil {
+			return fmt.Errorf("create %s with %d partitions: %w", name, parts, err)
+		}
+		l.log.Info("created destination topic", "leg", l.leg.ID, "topic", name, "partitions", parts)
+	case int32(len(d.Partitions)) < parts:
+		if _, err := adm.UpdatePartitions(ctx, int(parts), name); err != nil {
+			return fmt.Errorf("grow %s to %d partitions: %w", name, parts, err)
+		}
+		l.log.Info("grew destination topic", "leg", l.leg.ID, "topic", name, "partitions", parts)
+	}
+	return nil
+}
+
+// topicConfigs reads dt's configs: it sets dt.maxBytes and returns the
+// overrides set on the topic itself.
+func topicConfigs(ctx context.Context, adm *kadm.Client, dt *destTopic) (map[string]string, error) {
+	rcs, err := adm.DescribeTopicConfigs(ctx, dt.name)
+	if err != nil {
+		return nil, fmt.Errorf("describe %s configs: %w", dt.name, err)
+	}
+	rc, err := rcs.On(dt.name, nil)
+	if err != nil {
+		return nil, fmt.Errorf("describe %s configs: %w", dt.name, err)
+	}
+	current := map[string]string{}
+	for _, kv := range rc.Configs {
+		if kv.Value == nil {
+			continue
+		}
+		if kv.Key == "max.message.bytes" {
+			if n, err := strconv.Atoi(*kv.Value); err == nil {
+				dt.maxBytes = n
+			}
+		}
+		if kv.Source == kmsg.ConfigSourceDynamicTopicConfig {
+			current[kv.Key] = *kv.Value
+		}
+	}
+	return current, nil
+}
+
+// followConfigs makes dt's configs follow the source's: it sets what
+// differs, and removes what the source itself stopped overriding (an
+// override set only at the destination is left alone).
+func (l *inLeg) followConfigs(ctx context.Context, adm *kadm.Client, t *transport.Topic, dt *destTopic, current map[string]string) error {
+	prev := l.state.announcedConfigs(t.Name)
+	var alters []kadm.AlterConfig
+	for k, v := range t.Configs {
+		if cur, ok := current[k]; !ok || cur != v {
+			alters = append(alters, kadm.AlterConfig{Op: kadm.SetConfig, Name: k, Value: &v})
+		}
+	}
+	for k := range prev {
+		if _, still := t.Configs[k]; !still {
+			if _, set := current[k]; set {
+				alters = append(alters, kadm.AlterConfig{Op: kadm.DeleteConfig, Name: k})
+			}
+		}
+	}
+	if len(alters) == 0 {
+		return nil
+	}
+	resp, err := adm.AlterTopicConfigs(ctx, alters, dt.name)
+	if err == nil {
+		_, err = resp.On(dt.name, nil)
+		if err == nil {
+			for _, r := range resp {
+				err = errors.Join(err, r.Err)
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("apply source configs to %s: %w", dt.name, err)
+	}
+	for _, a := range alters {
+		if a.Name == "max.message.bytes" && a.Value != nil {
+			if n, err := strconv.Atoi(*a.Value); err == nil {
+				dt.maxBytes = n
+			}
+		}
+	}
+	l.log.Info("destination topic configs follow the source", "leg", l.leg.ID, "topic", dt.name, "changes", len(alters))
+	return nil
+}
+
+// admin returns the leg's destination admin client, creating it once.
+func (l *inLeg) admin() (*kadm.Client, error) {
+	l.admMu.Lock()
+	defer l.admMu.Unlock()
+	if l.adm != nil {
+		return l.adm, nil
+	}
+	opts, err := l.e.opts.ClusterOpts(l.leg.To)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append(opts, kgo.MetadataMinAge(250*time.Millisecond))...)
+	if err != nil {
+		return nil, err
+	}
+	l.adm = kadm.NewClient(cl)
+	return l.adm, nil
+}
+
+func (l *inLeg) closeAdmin() {
+	l.admMu.Lock()
+	defer l.admMu.Unlock()
+	if l.adm != nil {
+		l.adm.Close()
+		l.adm = nil
+	}
+}
+
+func isExists(err error) bool { return errors.Is(err, kerr.TopicAlreadyExists) }
