@@ -96,10 +96,9 @@ type Link struct {
 	Profile     string   `yaml:"profile"`     // named link profile; "" = defaults.profile
 	Compression string   `yaml:"compression"` // none|zstd|s2; "" = defaults.compression
 	RateLimit   BitRate  `yaml:"rate_limit"`  // written e.g. "10Mbit", parsed when decoded; 0 = unlimited
-	// Window is the credit window, written e.g. "64MiB", parsed when
-	// decoded. Checked, but not used yet (validation warns): a receiving
-	// gateway grants every link the same window (gateway option, default
-	// 64 MiB).
+	// Window is the credit window the receiving gateway grants the link's
+	// sessions (unacknowledged raw bytes in flight), written e.g. "64MiB",
+	// parsed when decoded; 0 = the gateway's window (64 MiB).
 	Window ByteSize `yaml:"window"`
 	// Passthrough forwards the source's Kafka record batches byte for byte
 	// instead of decoding and re-encoding their records: far less CPU per

@@ -786,10 +786,5 @@ func warnings(f *File, file string, pos map[string]pos) Errors {
 	if f.Gossip != nil && len(f.Gossip.Keys) > 0 {
 		warn("gossip.keys", "gossip is not implemented yet: gateways take membership from this file, so the keys are checked but unused")
 	}
-	for i, l := range f.Links {
-		if l.Window != 0 {
-			warn(fmt.Sprintf("links[%d].window", i), "not used yet: a receiving gateway grants every link the same credit window (64 MiB unless tuned)")
-		}
-	}
 	return ws.sorted()
 }

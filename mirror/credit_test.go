@@ -3,6 +3,7 @@ package mirror_test
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -11,6 +12,9 @@ import (
 
 	"github.com/meridian-gw/meridian/config"
 	"github.com/meridian-gw/meridian/internal/verify"
+	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/routing"
+	"github.com/meridian-gw/meridian/transport"
 )
 
 // TestPriorityRouteOvertakesABacklogUnderARateCap runs two routes over one
@@ -101,4 +105,37 @@ func TestPriorityRouteOvertakesABacklogUnderARateCap(t *testing.T) {
 	}
 	f.topics = []string{"tele.x", "alarm.x"}
 	checkExact(t, f.waitMirrored(t, teleN+20, 10*time.Second), teleN+20)
+}
+
+// TestLinkWindowIsGranted: a link's window (links[].window) is the credit
+// window its sessions are granted, instead of the gateway's; a link
+// without one gets the gateway's.
+func TestLinkWindowIsGranted(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		link, want int64
+	}{
+		{"link window", 256 << 10, 256 << 10},
+		{"gateway window", 0, 8 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, []string{"t.a"}, 1, func(c *config.File) { c.Links[0].Window = config.ByteSize(tc.link) })
+			table, err := routing.Compile(f.topo, "gw")
+			if err != nil {
+				t.Fatal(err)
+			}
+			eng, err := mirror.New(mirror.Options{Table: table, Window: 8 << 20,
+				Listen: func(transport.Accept) (transport.Listener, error) { return nil, errors.New("not bound") }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := eng.Accept(&transport.Hello{Gateway: "ge", Legs: []string{table.In[0].ID}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w.Window != tc.want {
+				t.Errorf("granted window %d, want %d", w.Window, tc.want)
+			}
+		})
+	}
 }

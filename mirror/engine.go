@@ -27,14 +27,9 @@ type Options struct {
 	Table *routing.Table
 	// Dial opens a session to the peer gateway named peer (a gateway of
 	// Table.Out), whose dialer and address are the caller's to choose: one
-	// dialer per peer, since each link has its own tuning. If Dial is nil,
-	// Dialer is used. One of the two is required when Table.Out is not
-	// empty.
+	// dialer per peer, since each link has its own tuning. Required when
+	// Table.Out is not empty.
 	Dial func(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error)
-	// Dialer, used only when Dial is nil, dials every peer at its
-	// advertised address: one dialer for all links, as on an in-memory
-	// network (transport/transporttest) where addresses are names.
-	Dialer transport.Dialer
 	// Listen opens the listener that accepts sessions from peer gateways,
 	// deciding each with accept (the engine's). Required when Table.In is not
 	// empty. Bind (or Run) calls it; Run closes the listener when it
@@ -51,7 +46,8 @@ type Options struct {
 	// Registerer receives the engine's metrics. Nil registers nothing.
 	Registerer prometheus.Registerer
 	// Window is the credit window the receiver grants a sender, in raw
-	// bytes. Zero means 64 MiB.
+	// bytes, on links whose topology sets none (links[].window). Zero means
+	// 64 MiB.
 	Window int64
 	// MaxBatchBytes is the largest raw batch a sender may send. Zero means
 	// 1 MiB.
@@ -126,8 +122,8 @@ func New(opts Options) (*Engine, error) {
 	if opts.Table == nil {
 		return nil, errors.New("mirror: Options.Table is nil")
 	}
-	if len(opts.Table.Out) > 0 && opts.Dial == nil && opts.Dialer == nil {
-		return nil, errors.New("mirror: gateway sends legs but Options.Dial and Options.Dialer are nil")
+	if len(opts.Table.Out) > 0 && opts.Dial == nil {
+		return nil, errors.New("mirror: gateway sends legs but Options.Dial is nil")
 	}
 	if len(opts.Table.In) > 0 && opts.Listen == nil {
 		return nil, errors.New("mirror: gateway receives legs but Options.Listen is nil")
@@ -198,13 +194,9 @@ func (e *Engine) Addr() net.Addr {
 	return nil
 }
 
-// dial opens a session to a peer gateway through Options.Dial, or
-// Options.Dialer at the peer's advertised address.
+// dial opens a session to a peer gateway through Options.Dial.
 func (e *Engine) dial(ctx context.Context, peer *topology.Gateway, h *transport.Hello) (transport.Conn, error) {
-	if e.opts.Dial != nil {
-		return e.opts.Dial(ctx, peer.Name, h)
-	}
-	return e.opts.Dialer.Dial(ctx, peer.Advertise, h)
+	return e.opts.Dial(ctx, peer.Name, h)
 }
 
 // Accept is the transport.Accept callback of the engine's listener: it takes
@@ -218,8 +210,25 @@ func (e *Engine) Accept(h *transport.Hello) (*transport.Welcome, error) {
 	}
 	return &transport.Welcome{
 		Gateway: e.table.Gateway.Name, Region: e.table.Gateway.Region.Name,
-		Window: e.opts.Window, MaxBatchBytes: e.opts.MaxBatchBytes,
+		Window: e.window(h.Legs), MaxBatchBytes: e.opts.MaxBatchBytes,
 	}, nil
+}
+
+// window is the credit window granted to a session carrying legs: the
+// window of their link when the topology sets one (links[].window), the
+// engine's otherwise. Legs of several links (one peer on two links) get the
+// smallest window set among them.
+func (e *Engine) window(legs []string) int64 {
+	var w int64
+	for _, id := range legs {
+		if lw := e.in[id].leg.Link.Window; lw > 0 && (w == 0 || lw < w) {
+			w = lw
+		}
+	}
+	if w == 0 {
+		return e.opts.Window
+	}
+	return w
 }
 
 // Run binds (see Bind) and runs the engine until ctx ends, then drains:

@@ -23,6 +23,7 @@ import (
 	"github.com/meridian-gw/meridian/mirror"
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/topology"
+	"github.com/meridian-gw/meridian/topology/topologytest"
 	"github.com/meridian-gw/meridian/transport"
 	"github.com/meridian-gw/meridian/transport/transporttest"
 )
@@ -67,18 +68,20 @@ func newFixture(t testing.TB, topics []string, parts int32, mods ...func(*config
 		t.Fatal(err)
 	}
 	t.Cleanup(dst.Close)
-	f := &config.File{
-		Version: 1,
-		Regions: []config.Region{
-			{Name: "east", Clusters: []config.Cluster{{Name: "kafka", Kind: "kafka", Bootstrap: src.ListenAddrs()}},
-				Gateways: []config.Gateway{{Name: "ge", Listen: "ge"}}},
-			{Name: "west", Clusters: []config.Cluster{{Name: "kafka", Kind: "kafka", Bootstrap: dst.ListenAddrs()}},
-				Gateways: []config.Gateway{{Name: "gw", Listen: "gw"}}},
-		},
-		Links: []config.Link{{Name: "east--west", Between: []string{"east", "west"}, Transport: "quic", Profile: "lan", Compression: "zstd"}},
-		Routes: []config.Route{{Name: "r", From: "east/kafka", To: []string{"west/kafka"},
-			Topics: config.TopicFilter{Include: []string{`^t\.`}}, Rename: "{topic}", StartAt: "earliest", Discover: 200 * time.Millisecond}},
-	}
+	// The gateways' addresses are names on the in-memory network.
+	f := topologytest.File(t, "mirror-fixture.yaml", fmt.Sprintf(`version: 1
+regions:
+  - name: east
+    clusters: [{name: kafka, kind: kafka, bootstrap: [%q]}]
+    gateways: [{name: ge, listen: "ge:1", tls: {ca_file: ca.crt, cert_file: ge.crt, key_file: ge.key}}]
+  - name: west
+    clusters: [{name: kafka, kind: kafka, bootstrap: [%q]}]
+    gateways: [{name: gw, listen: "gw:1", tls: {ca_file: ca.crt, cert_file: gw.crt, key_file: gw.key}}]
+links:
+  - {name: east--west, between: [east, west], profile: lan, compression: zstd}
+routes:
+  - {name: r, from: east/kafka, to: [west/kafka], topics: {include: ['^t\.']}, discover: 200ms}
+`, src.ListenAddrs()[0], dst.ListenAddrs()[0]))
 	for _, m := range mods {
 		m(f)
 	}
@@ -108,8 +111,11 @@ func (f *fixture) gateway(t testing.TB, name string, window int64) (stop func())
 		t.Fatal(err)
 	}
 	eng, err := mirror.New(mirror.Options{
-		Table: table, Dialer: f.net.Dialer(), Logger: testLogger(t).With("gw", name), Window: window, MaxBatchBytes: 64 << 10,
+		Table: table, Logger: testLogger(t).With("gw", name), Window: window, MaxBatchBytes: 64 << 10,
 		Tuning: f.tuning,
+		Dial: func(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error) {
+			return f.net.Dialer().Dial(ctx, topo.Gateways[peer].Advertise, h)
+		},
 		Listen: func(accept transport.Accept) (transport.Listener, error) {
 			ln, err := f.net.Listen(table.Gateway.Advertise, accept)
 			if err != nil || f.wrapListener == nil {

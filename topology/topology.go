@@ -69,7 +69,7 @@ type Link struct {
 	Profile     string
 	Compression string
 	RateLimit   int64 // bits/s; 0 = unlimited
-	Window      int64 // bytes; 0 = from profile. Not used yet (config warns)
+	Window      int64 // credit window in bytes; 0 = the receiving gateway's
 	Passthrough bool  // forward Kafka record batches byte for byte
 	// Path is where the file defines the link ("links[2]"); "" for the
 	// local links routing makes inside a region.
