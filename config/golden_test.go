@@ -2,15 +2,14 @@ package config
 
 import (
 	"errors"
-	"flag"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite testdata/bad/*.golden from the current output")
+	"github.com/meridian-gw/meridian/internal/golden"
+)
 
 // testEnv is the environment the testdata files see.
 var testEnv = map[string]string{
@@ -53,20 +52,8 @@ func TestBadFiles(t *testing.T) {
 			}
 			checkErrors(t, errs)
 			got := errs.Error() + "\n"
-			golden := strings.TrimSuffix(path, ".yaml") + ".golden"
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test -run TestBadFiles -update)", err)
-			}
-			if got != string(want) {
-				t.Errorf("errors differ from %s\ngot:\n%s\nwant:\n%s", golden, got, want)
-			}
+			goldenPath := strings.TrimSuffix(path, ".yaml") + ".golden"
+			golden.Check(t, goldenPath, got)
 		})
 	}
 }

@@ -1,7 +1,6 @@
 package routing
 
 import (
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,11 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meridian-gw/meridian/internal/golden"
 	"github.com/meridian-gw/meridian/topology"
 	"github.com/meridian-gw/meridian/topology/topologytest"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current tables")
 
 // TestTablesGolden compiles every gateway of each testdata/*.yaml and
 // compares the rendered tables with the .golden file beside it. Run with
@@ -34,20 +32,8 @@ func TestTablesGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden := strings.TrimSuffix(path, ".yaml") + ".golden"
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test -run TestTablesGolden -update)", err)
-			}
-			if got != string(want) {
-				t.Errorf("tables differ from %s\ngot:\n%s\nwant:\n%s", golden, got, want)
-			}
+			goldenPath := strings.TrimSuffix(path, ".yaml") + ".golden"
+			golden.Check(t, goldenPath, got)
 		})
 	}
 }

@@ -110,7 +110,7 @@ func TestValidateBadFiles(t *testing.T) {
 					t.Errorf("problem line %q is not FILE:LINE:COL: PATH: reason", l)
 				}
 			}
-			golden(t, filepath.Join("validate", strings.TrimSuffix(name, ".yaml")+".golden"), r.stdout)
+			checkGolden(t, filepath.Join("validate", strings.TrimSuffix(name, ".yaml")+".golden"), r.stdout)
 
 			// --output json holds the same problems.
 			r = meridian(t, dir, nil, "validate", "-f", name, "--output", "json")

@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -19,9 +18,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+	"github.com/meridian-gw/meridian/internal/golden"
+)
 
 // meridianBin is the binary built by TestMain.
 var meridianBin string
@@ -248,21 +247,8 @@ func waitFor(t *testing.T, within, interval time.Duration, what string, cond fun
 	}
 }
 
-// golden compares got with the file testdata/name (rewritten with -update).
-func golden(t *testing.T, name, got string) {
+// checkGolden compares got with the file testdata/name (rewritten with -update).
+func checkGolden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("output differs from %s (run with -update to accept it)\n--- got:\n%s--- want:\n%s", path, got, want)
-	}
+	golden.Check(t, filepath.Join("testdata", name), got)
 }
