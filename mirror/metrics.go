@@ -23,6 +23,8 @@ type metrics struct {
 	groupCommits *prometheus.CounterVec // leg
 	segments     *prometheus.CounterVec // leg, event (sealed, pruned)
 	passBatches  *prometheus.CounterVec // leg, form (kafka, decoded)
+	refused      *prometheus.CounterVec // peer, reason (sessions refused at Hello or before it)
+	violations   *prometheus.CounterVec // peer, reason (sessions ended for a protocol violation)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -73,10 +75,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meridian_passthrough_batches_total",
 			Help: "Source record batches a passthrough leg read: forwarded as they are (form=kafka) or decoded and sent as records (form=decoded: older formats, LogAppendTime, compaction gaps, a resume inside the batch).",
 		}, []string{"leg", "form"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_link_sessions_refused_total",
+			Help: "Link sessions the receiver refused before serving them, by peer and reason (forbidden leg, unknown gateway, revoked, limit, penalty).",
+		}, []string{"peer", "reason"}),
+		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_link_protocol_violations_total",
+			Help: "Link sessions the receiver ended because the peer broke the protocol, by peer and reason (foreign leg, credit, malformed frame, ...).",
+		}, []string{"peer", "reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns,
-			m.deadLetters, m.resumes, m.dropped, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments, m.passBatches)
+			m.deadLetters, m.resumes, m.dropped, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments, m.passBatches,
+			m.refused, m.violations)
 	}
 	return m
 }

@@ -250,6 +250,8 @@ const (
 	ErrCodeProtocol   uint16 = 4 // malformed or unexpected frame
 	ErrCodeFenced     uint16 = 5 // stale route epoch
 	ErrCodeIdentity   uint16 = 6 // Hello or Welcome names a gateway other than the peer certificate's
+	ErrCodeForbidden  uint16 = 7 // the peer may not feed a leg it claimed (not its region, unknown gateway, revoked)
+	ErrCodeLimit      uint16 = 8 // a listener cap was reached (handshakes, sessions per peer, stripes); retry later
 )
 
 // Error reports a fatal session error; the sender of it closes the session.
