@@ -107,7 +107,7 @@ type Engine struct {
 	m     *metrics
 	in    map[string]*inLeg
 	out   []*outPeer
-	start time.Time
+	start atomic.Int64 // Run's start, Unix nanoseconds; 0 before Run (Status reads it from other goroutines)
 
 	lnMu sync.Mutex
 	ln   transport.Listener // set by Bind; nil when not bound or the gateway receives nothing
@@ -239,7 +239,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err := e.Bind(); err != nil {
 		return err
 	}
-	e.start = time.Now()
+	e.start.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
 	// Receivers keep committing for a moment after ctx ends, so that a
 	// sender's drain can complete.
@@ -352,8 +352,8 @@ type PeerStatus struct {
 // Status returns a snapshot. Safe for concurrent use.
 func (e *Engine) Status() Status {
 	st := Status{Gateway: e.table.Gateway.Name, Region: e.table.Gateway.Region.Name}
-	if !e.start.IsZero() {
-		st.UptimeSeconds = time.Since(e.start).Seconds()
+	if ns := e.start.Load(); ns != 0 {
+		st.UptimeSeconds = time.Since(time.Unix(0, ns)).Seconds()
 	}
 	for _, p := range e.out {
 		ps := PeerStatus{
