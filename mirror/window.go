@@ -1,0 +1,87 @@
+package mirror
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/meridian-gw/meridian/transport"
+)
+
+// minBatchCost is the least a batch counts against the credit window, on
+// both sides (see transport/PROTOCOL.md, section 6): a batch costs its raw
+// size or this, whichever is more, so that a flood of tiny or empty
+// batches is bounded by the window as well as a flood of large ones. A
+// batch's queue entry, decoded frame and bookkeeping take about this much
+// heap whatever its records.
+const minBatchCost = 256
+
+// batchCost is what b counts against the credit window.
+func batchCost(b *transport.Batch) int64 { return max(int64(b.RawSize()), minBatchCost) }
+
+// recvWindow enforces, on the receiving end of one session, the credit
+// window the receiver granted in its Welcome: the cost of the batches
+// received and not yet released (acknowledged, or dropped before a
+// Resume) may not exceed the window plus one batch. A sender that keeps
+// to its window never exceeds that, since the receiver releases a batch
+// before it sends the Ack or the Resume that releases it at the sender,
+// and counts nothing the sender does not.
+//
+// Batches held while their topic is being prepared stay charged: they
+// are what a sender that ignores credit would pile up.
+type recvWindow struct {
+	window, limit int64
+
+	mu   sync.Mutex
+	held int64 // cost of the batches received and not released
+}
+
+// newRecvWindow returns the window of a session granted window bytes
+// (≤ 0: unlimited, bounded as transport.DefaultWindow × 4) with batches of
+// at most maxBatch raw bytes (≤ 0: 1 MiB, as a sender assumes).
+func newRecvWindow(window, maxBatch int64) *recvWindow {
+	if window <= 0 {
+		window = 4 * transport.DefaultWindow
+	}
+	if maxBatch <= 0 {
+		maxBatch = 1 << 20
+	}
+	return &recvWindow{window: window, limit: window + max(maxBatch, minBatchCost)}
+}
+
+// charge counts a received batch of the given cost, or returns why the
+// sender broke its window (the batch is then not counted).
+func (w *recvWindow) charge(cost int64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.held+cost > w.limit {
+		return fmt.Errorf("sender exceeded its credit window: %d bytes unacknowledged with this batch of %d, window %d plus one batch", w.held+cost, cost, w.window)
+	}
+	w.held += cost
+	return nil
+}
+
+// release returns what charge counted for a batch that was acknowledged
+// or dropped.
+func (w *recvWindow) release(cost int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.held -= cost
+}
+
+// inFlight is the cost of the batches held now.
+func (w *recvWindow) inFlight() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.held
+}
+
+// violation ends a session whose peer broke the protocol: the peer gets
+// Error protocol with why, the violation is counted (violations, by
+// reason) and the peer's redials are refused for a while (penalties).
+func (e *Engine) violation(conn transport.Conn, log *slog.Logger, peer, reason string, err error) {
+	d := e.penalties.violated(peer)
+	e.m.violations.WithLabelValues(peer, reason).Inc()
+	log.Warn("peer broke the protocol; ending its session", "reason", reason, "err", err, "refused_for", d)
+	conn.Close(&transport.Error{Code: transport.ErrCodeProtocol, Message: err.Error()})
+}
