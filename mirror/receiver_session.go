@@ -56,6 +56,11 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 	for {
 		f, err := conn.Recv(ctx)
 		if err != nil {
+			if errors.Is(err, transport.ErrMalformed) && ctx.Err() == nil {
+				// Garbage from the peer (the transport has told it why).
+				e.violation(conn, log, h.Gateway, "malformed", err)
+				return
+			}
 			if ctx.Err() == nil && !errors.Is(err, transport.ErrClosed) {
 				e.m.sessionFails.WithLabelValues(h.Gateway, "receiver").Inc()
 				log.Warn("link session ended", "err", err)

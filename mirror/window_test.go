@@ -423,3 +423,56 @@ func (p *lagProbe) read(ctx context.Context, t *testing.T, f *fixture) {
 		p.mu.Unlock()
 	}
 }
+
+// garbageListener hands over sessions whose first Recv fails as the
+// transport's does when the peer sends a frame that does not decode.
+type garbageListener struct{ transport.Listener }
+
+func (l garbageListener) Accept(ctx context.Context) (transport.Conn, error) {
+	c, err := l.Listener.Accept(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &garbageConn{Conn: c}, nil
+}
+
+type garbageConn struct {
+	transport.Conn
+	once sync.Once
+}
+
+func (c *garbageConn) Recv(ctx context.Context) (transport.Frame, error) {
+	var garbage bool
+	c.once.Do(func() { garbage = true })
+	if garbage {
+		return nil, fmt.Errorf("batch lane: %w: unknown frame type 0xee", transport.ErrMalformed)
+	}
+	return c.Conn.Recv(ctx)
+}
+
+// A peer whose frames do not decode is penalised like one that ignores
+// credit: its session ends with Error protocol and its redial is refused.
+func TestMalformedFramesArePenalised(t *testing.T) {
+	f := newFixture(t, []string{"t.a"}, 1)
+	f.wrapListener = func(ln transport.Listener) transport.Listener { return garbageListener{ln} }
+	f.gateway(t, "gw", 0)
+	fl := newFlooder(t, f, "ge", "r", "gw", 1<<10)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := f.net.Dialer().Dial(ctx, fl.addr, &transport.Hello{
+		VersionMin: transport.VersionMin, VersionMax: transport.VersionMax, Gateway: "ge", Region: "east", Legs: []string{fl.leg}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-conn.Done():
+	case <-ctx.Done():
+		t.Fatal("the session of a peer sending garbage did not end")
+	}
+	if errCode(conn.Err()) != transport.ErrCodeProtocol {
+		t.Fatalf("session ended with %v, want Error protocol", conn.Err())
+	}
+	if _, _, err := fl.dial(ctx); errCode(err) != transport.ErrCodeLimit {
+		t.Fatalf("redial after garbage: %v, want Error limit (penalty)", err)
+	}
+}
