@@ -61,8 +61,9 @@
 // session has a recvWindow that charges every batch queued (including
 // those held while their topic is prepared) and releases it before its Ack
 // or Resume goes; past the window plus one batch the session ends with
-// Error protocol. Both sides charge a batch at least minBatchCost (256
-// bytes). A peer that broke the protocol (credit, malformed frames) is
+// Error protocol. Both sides charge a batch its raw size or what it takes
+// decoded (minBatchCost plus recordCost per record and header), whichever
+// is more. A peer that broke the protocol (credit, malformed frames) is
 // refused by Accept for 1 s, doubling to 64 s, forgotten after 10 quiet
 // minutes (penalties).
 //

@@ -8,16 +8,28 @@ import (
 	"github.com/meridian-gw/meridian/transport"
 )
 
-// minBatchCost is the least a batch counts against the credit window, on
-// both sides (see transport/PROTOCOL.md, section 6): a batch costs its raw
-// size or this, whichever is more, so that a flood of tiny or empty
-// batches is bounded by the window as well as a flood of large ones. A
-// batch's queue entry, decoded frame and bookkeeping take about this much
-// heap whatever its records.
-const minBatchCost = 256
+// What a batch counts against the credit window, on both sides (see
+// transport/PROTOCOL.md, section 6): its raw size, or what holding it
+// decoded takes when that is more: minBatchCost for the batch (its queue
+// entry, frame and bookkeeping) plus recordCost per record and per header
+// (a decoded transport.Record is 88 bytes, a Header 40, on 64-bit
+// platforms, whatever their keys and values). So a flood of empty
+// batches, or of batches of empty records, is bounded by the window in
+// heap bytes, as one of large records is. Records of about 100 bytes or
+// more cost their raw size.
+const (
+	minBatchCost = 256
+	recordCost   = 96
+)
 
 // batchCost is what b counts against the credit window.
-func batchCost(b *transport.Batch) int64 { return max(int64(b.RawSize()), minBatchCost) }
+func batchCost(b *transport.Batch) int64 {
+	n := len(b.Records)
+	for i := range b.Records {
+		n += len(b.Records[i].Headers)
+	}
+	return max(int64(b.RawSize()), minBatchCost+recordCost*int64(n))
+}
 
 // recvWindow enforces, on the receiving end of one session, the credit
 // window the receiver granted in its Welcome: the cost of the batches
@@ -50,11 +62,14 @@ func newRecvWindow(window, maxBatch int64) *recvWindow {
 }
 
 // charge counts a received batch of the given cost, or returns why the
-// sender broke its window (the batch is then not counted).
+// sender broke its window (the batch is then not counted). A batch alone
+// is always accepted, as a sender may send one costing more than the
+// whole window when nothing else is in flight (the decoder's limits bound
+// it).
 func (w *recvWindow) charge(cost int64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.held+cost > w.limit {
+	if w.held > 0 && w.held+cost > w.limit {
 		return fmt.Errorf("sender exceeded its credit window: %d bytes unacknowledged with this batch of %d, window %d plus one batch", w.held+cost, cost, w.window)
 	}
 	w.held += cost

@@ -78,7 +78,8 @@ func (fl *flooder) dial(ctx context.Context) (transport.Conn, *transport.Resume,
 // for topic, which is never announced: the receiver holds it while the
 // topic would be prepared.
 func (fl *flooder) batch(rs *transport.Resume, seq uint64, topic string) *transport.Batch {
-	b := &transport.Batch{Leg: fl.leg, Gen: rs.Gen, Seq: seq, Topic: topic, Partition: 0}
+	b := &transport.Batch{Leg: fl.leg, Gen: rs.Gen, Seq: seq, Topic: topic, Partition: 0,
+		Records: make([]transport.Record, 0, len(fl.recs))}
 	off := int64(seq-1) * int64(len(fl.recs))
 	for i, r := range fl.recs {
 		r.Offset, r.Key, r.Value = off+int64(i), append([]byte(nil), r.Key...), append([]byte(nil), r.Value...)
@@ -90,11 +91,11 @@ func (fl *flooder) batch(rs *transport.Resume, seq uint64, topic string) *transp
 }
 
 // flood sends batches ignoring credit and acks until the receiver ends the
-// session or limit raw bytes are sent, and returns the bytes sent and the
+// session or n batches are sent, and returns the raw bytes sent and the
 // error the session ended with (nil: it did not end).
-func (fl *flooder) flood(ctx context.Context, conn transport.Conn, rs *transport.Resume, topic string, limit int64) (int64, error) {
+func (fl *flooder) flood(ctx context.Context, conn transport.Conn, rs *transport.Resume, topic string, n int) (int64, error) {
 	var sent int64
-	for seq := uint64(1); sent < limit; seq++ {
+	for seq := uint64(1); seq <= uint64(n); seq++ {
 		b := fl.batch(rs, seq, topic)
 		if err := conn.Send(ctx, b); err != nil {
 			return sent, sessionErr(conn, err)
@@ -141,7 +142,7 @@ func TestSenderThatIgnoresCreditLosesItsSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sent, err := fl.flood(ctx, conn, rs, "t.a", 16*window)
+	sent, err := fl.flood(ctx, conn, rs, "t.a", 16*window/(16<<10))
 	if code := errCode(err); code != transport.ErrCodeProtocol {
 		t.Fatalf("after %d bytes sent ignoring a window of %d the session ended with %v, want Error protocol", sent, window, err)
 	}
@@ -171,48 +172,62 @@ func sampleHeapPeak(stop <-chan struct{}, peak *atomic.Uint64) {
 }
 
 // The receiver's heap under a flood that ignores credit grows by no more
-// than the window plus one batch: the flood (fresh 64 KiB batches for a
-// topic never announced, which the receiver would hold up to
-// Tuning.TopicWait) is cut off there. Reported: HeapInuse growth at the
-// peak and once the flood ended.
+// than the window plus one batch: the flood (fresh batches for a topic
+// never announced, which the receiver would hold up to Tuning.TopicWait)
+// is cut off there, whether its batches carry 1 KB records or empty ones
+// (which cost their decoded size, not their few raw bytes). Reported:
+// HeapInuse growth at the peak and once the flood ended.
 //
 //	go test -race -count=1 -run TestCreditFloodHeapIsBounded -v ./mirror/
 func TestCreditFloodHeapIsBounded(t *testing.T) {
 	const (
 		window = 4 << 20
 		batch  = 64 << 10 // the fixture's MaxBatchBytes
-		flood  = 64 << 20
 		// The rest of the process: the flooder's frames not yet read (the
 		// in-memory link buffers 256), kfake, the engine, the sampler.
 		slack = 2 << 20
 	)
-	f := newFixture(t, []string{"t.a"}, 1)
-	f.gateway(t, "gw", window)
-	fl := newFlooder(t, f, "ge", "r", "gw", batch-2<<10)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	conn, rs, err := fl.dial(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(nil)
-	time.Sleep(200 * time.Millisecond) // the leg's shards are open
-	heapInUse()
-	base := heapInUse()
-	var peak atomic.Uint64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() { sampleHeapPeak(stop, &peak) })
-	sent, ferr := fl.flood(ctx, conn, rs, "t.a", flood)
-	after := heapInUse()
-	close(stop)
-	wg.Wait()
-	grow := func(v uint64) float64 { return (float64(v) - float64(base)) / (1 << 20) }
-	t.Logf("flood: %.1f MiB sent ignoring a window of %d MiB (session: %v); HeapInuse base %.1f MiB, growth at peak %.2f MiB, after the flood %.2f MiB; bound window+batch = %.2f MiB",
-		float64(sent)/(1<<20), window>>20, ferr, float64(base)/(1<<20), grow(peak.Load()), grow(after), float64(window+batch)/(1<<20))
-	if limit := uint64(window + batch + slack); peak.Load() > base+limit || after > base+limit {
-		t.Fatalf("receiver heap grew by %.2f MiB at peak, %.2f MiB after the flood: more than window + one batch (%.2f MiB, plus %.0f MiB slack)",
-			grow(peak.Load()), grow(after), float64(window+batch)/(1<<20), float64(slack)/(1<<20))
+	for _, c := range []struct {
+		name    string
+		records func() []transport.Record
+		batches int // sent at most: 64 MiB of records held, without a window
+	}{
+		{"1KB-records", func() []transport.Record {
+			return transporttest.JSONRecords(transporttest.NewRand(7), 62, 1000, 0)
+		}, 1024},
+		{"empty-records", func() []transport.Record { return make([]transport.Record, 1000) }, 760},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t, []string{"t.a"}, 1)
+			f.gateway(t, "gw", window)
+			fl := newFlooder(t, f, "ge", "r", "gw", batch)
+			fl.recs = c.records()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			conn, rs, err := fl.dial(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(nil)
+			time.Sleep(200 * time.Millisecond) // the leg's shards are open
+			heapInUse()
+			base := heapInUse()
+			var peak atomic.Uint64
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Go(func() { sampleHeapPeak(stop, &peak) })
+			sent, ferr := fl.flood(ctx, conn, rs, "t.a", c.batches)
+			after := heapInUse()
+			close(stop)
+			wg.Wait()
+			grow := func(v uint64) float64 { return (float64(v) - float64(base)) / (1 << 20) }
+			t.Logf("flood of %s: %.1f MiB raw sent ignoring a window of %d MiB (session: %v); HeapInuse base %.1f MiB, growth at peak %.2f MiB, after the flood %.2f MiB; bound window+batch = %.2f MiB",
+				c.name, float64(sent)/(1<<20), window>>20, ferr, float64(base)/(1<<20), grow(peak.Load()), grow(after), float64(window+batch)/(1<<20))
+			if limit := uint64(window + batch + slack); peak.Load() > base+limit || after > base+limit {
+				t.Fatalf("receiver heap grew by %.2f MiB at peak, %.2f MiB after the flood: more than window + one batch (%.2f MiB, plus %.0f MiB slack)",
+					grow(peak.Load()), grow(after), float64(window+batch)/(1<<20), float64(slack)/(1<<20))
+			}
+		})
 	}
 }
 
@@ -331,7 +346,7 @@ func TestOtherLegsKeepFlowingDuringAFlood(t *testing.T) {
 				continue
 			}
 			floodSessions.Add(1)
-			n, _ := fl.flood(ctx, conn, rs, "n.a", 128<<20) // without a window: bounded by the test
+			n, _ := fl.flood(ctx, conn, rs, "n.a", 2048) // 128 MiB: without a window, the test's bound
 			floodBytes.Add(n)
 			conn.Close(nil)
 		}
