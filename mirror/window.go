@@ -40,7 +40,10 @@ func batchCost(b *transport.Batch) int64 {
 // and counts nothing the sender does not.
 //
 // Batches held while their topic is being prepared stay charged: they
-// are what a sender that ignores credit would pile up.
+// are what a sender that ignores credit would pile up. The engine sends no
+// Credit frames, so the window is the Welcome's for the whole session; a
+// receiver that grew it with Credit would have to grow limit first, and
+// keep the largest window granted until the sender has seen a shrink.
 type recvWindow struct {
 	window, limit int64
 
