@@ -15,9 +15,11 @@ const (
 
 // credit schedules the batches of one session. It is
 //
-//   - the flow-control window: at most window raw batch bytes may be sent and
-//     not yet acknowledged (one batch larger than the whole window may go
-//     when nothing else is in flight);
+//   - the flow-control window: batches costing at most window bytes may be
+//     sent and not yet acknowledged, a batch costing its raw size but at
+//     least minBatchCost (batchCost; one batch larger than the whole window
+//     may go when nothing else is in flight). The receiver enforces the
+//     same rule (recvWindow);
 //   - the link's rate cap, if any: a token bucket charged with each batch's
 //     wire bytes once it is sent, which a batch waits on until it is out of
 //     debt; and
@@ -74,8 +76,8 @@ func newCredit(window int64, top int, rateBits int64) *credit {
 	return c
 }
 
-// acquire waits for room for a batch of size raw bytes of a route of the
-// given priority, and returns the batch's sequence.
+// acquire waits for room for a batch costing size (batchCost) of a route
+// of the given priority, and returns the batch's sequence.
 func (c *credit) acquire(ctx context.Context, leg string, prio int, size int64) (uint64, error) {
 	c.mu.Lock()
 	c.waiting[prio]++

@@ -57,6 +57,16 @@
 // gateway's memory or in the link's queue, and an alarm route overtakes a
 // telemetry backlog.
 //
+// The receiver does not trust the sender to keep to its window: each
+// session has a recvWindow that charges every batch queued (including
+// those held while their topic is prepared) and releases it before its Ack
+// or Resume goes; past the window plus one batch the session ends with
+// Error protocol. Both sides charge a batch its raw size or what it takes
+// decoded (minBatchCost plus recordCost per record and header), whichever
+// is more. A peer that broke the protocol (credit, malformed frames) is
+// refused by Accept for 1 s, doubling to 64 s, forgotten after 10 quiet
+// minutes (penalties).
+//
 // # Goroutines
 //
 // Engine.Run owns everything: one coordinator per inbound leg (inLeg.run,
@@ -115,6 +125,8 @@
 //	sender_discover.go   topic discovery and announcement
 //	sender_groups.go     sending the source groups' committed offsets
 //	credit.go            a session's credit: window, rate cap, priorities
+//	window.go            the receiver's enforcement of the window it granted
+//	penalty.go           refusing peers that broke the protocol, for a while
 //	receiver.go          an inbound leg and its coordinator (open, resume, fences)
 //	legstate.go          the leg's and its shards' state, the only code changing it
 //	receiver_session.go  serving a session; the per-leg topic preparers

@@ -114,6 +114,8 @@ type Engine struct {
 
 	rttMu sync.Mutex
 	rtts  map[string]*atomic.Int64 // inbound peers' RTT
+
+	penalties penalties // peers that broke the protocol, refused by Accept for a while
 }
 
 // New checks opts and builds an engine. It binds and dials nothing: Bind
@@ -202,6 +204,11 @@ func (e *Engine) dial(ctx context.Context, peer *topology.Gateway, h *transport.
 // Accept is the transport.Accept callback of the engine's listener: it takes
 // sessions whose legs are all routed to this gateway.
 func (e *Engine) Accept(h *transport.Hello) (*transport.Welcome, error) {
+	if left, ok := e.penalties.refused(h.Gateway); ok {
+		e.m.refused.WithLabelValues(h.Gateway, "penalty").Inc()
+		return nil, &transport.Error{Code: transport.ErrCodeLimit,
+			Message: fmt.Sprintf("gateway %s broke the protocol: its sessions are refused for another %s", h.Gateway, left.Round(time.Millisecond))}
+	}
 	for _, id := range h.Legs {
 		if _, ok := e.in[id]; !ok {
 			return nil, &transport.Error{Code: transport.ErrCodeUnknownLeg,

@@ -57,6 +57,7 @@ type shard struct {
 type queued struct {
 	b    *transport.Batch
 	sess *inSession
+	cost int64 // charged to sess.win; released when the batch is acked or dropped
 }
 
 func wake(ch chan struct{}) {
@@ -90,6 +91,9 @@ func (s *legState) resetLocked() {
 
 func (s *legState) dropQueuesLocked() {
 	for _, sh := range s.shards {
+		for _, q := range sh.queue {
+			q.sess.win.release(q.cost)
+		}
 		sh.queue, sh.held = nil, time.Time{}
 	}
 }
@@ -131,17 +135,17 @@ func (s *legState) detach(sess *inSession) {
 	}
 }
 
-// enqueue queues b from sess on its shard and returns the shard, or nil if
-// b is stale: not from the owner, of an older generation, or sent before
-// the Resume that is due.
-func (s *legState) enqueue(b *transport.Batch, sess *inSession) *shard {
+// enqueue queues b from sess, charged cost in sess's window, on its shard
+// and returns the shard, or nil if b is stale: not from the owner, of an
+// older generation, or sent before the Resume that is due.
+func (s *legState) enqueue(b *transport.Batch, sess *inSession, cost int64) *shard {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.owner != sess || b.Gen != s.gen || s.needResume {
 		return nil
 	}
 	sh := s.shardOfLocked(b.Topic, b.Partition)
-	sh.queue = append(sh.queue, queued{b, sess})
+	sh.queue = append(sh.queue, queued{b, sess, cost})
 	return sh
 }
 

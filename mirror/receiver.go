@@ -58,15 +58,24 @@ func newInLeg(e *Engine, l *routing.Leg) *inLeg {
 type inSession struct {
 	conn transport.Conn
 	peer string
+	win  *recvWindow // the credit window granted in the Welcome
 }
 
-func (l *inLeg) enqueue(b *transport.Batch, sess *inSession) {
-	sh := l.state.enqueue(b, sess)
+// enqueue queues b from sess, or returns why sess broke its credit window
+// (b is then dropped and the session must end).
+func (l *inLeg) enqueue(b *transport.Batch, sess *inSession) error {
+	cost := batchCost(b)
+	if err := sess.win.charge(cost); err != nil {
+		return err
+	}
+	sh := l.state.enqueue(b, sess, cost)
 	if sh == nil {
+		sess.win.release(cost) // stale: dropped now, the Resume releases it at the sender
 		l.e.m.dropped.WithLabelValues(l.leg.ID, "stale-gen").Inc()
-		return
+		return nil
 	}
 	wake(sh.notify)
+	return nil
 }
 
 // offsetMap is the leg's in-memory offset map, or nil.

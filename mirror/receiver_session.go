@@ -14,7 +14,8 @@ import (
 // serveSession handles one accepted session until it ends.
 func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 	h := conn.Hello()
-	sess := &inSession{conn: conn, peer: h.Gateway}
+	w := conn.Welcome()
+	sess := &inSession{conn: conn, peer: h.Gateway, win: newRecvWindow(w.Window, w.MaxBatchBytes)}
 	log := e.log.With("peer", h.Gateway, "addr", conn.RemoteAddr())
 	e.m.sessions.WithLabelValues(h.Gateway, "receiver").Inc()
 	defer e.m.sessions.WithLabelValues(h.Gateway, "receiver").Dec()
@@ -55,6 +56,11 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 	for {
 		f, err := conn.Recv(ctx)
 		if err != nil {
+			if errors.Is(err, transport.ErrMalformed) && ctx.Err() == nil {
+				// Garbage from the peer (the transport has told it why).
+				e.violation(conn, log, h.Gateway, "malformed", err)
+				return
+			}
 			if ctx.Err() == nil && !errors.Is(err, transport.ErrClosed) {
 				e.m.sessionFails.WithLabelValues(h.Gateway, "receiver").Inc()
 				log.Warn("link session ended", "err", err)
@@ -72,7 +78,10 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 				return
 			}
 			e.m.wireBytes.WithLabelValues(f.Leg, "in").Add(float64(f.WireSize))
-			l.enqueue(f, sess)
+			if err := l.enqueue(f, sess); err != nil {
+				e.violation(conn, log, h.Gateway, "credit", err)
+				return
+			}
 		case *transport.Topic:
 			l := e.in[f.Leg]
 			if l == nil {

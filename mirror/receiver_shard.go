@@ -45,6 +45,11 @@ func (l *inLeg) commit(ctx, wctx context.Context, sh *shard, take []queued, topi
 	tctx, cancel := context.WithTimeout(wctx, 2*time.Minute)
 	res, err := sh.sink.write(tctx, batches, topics)
 	cancel()
+	// The window is released before the Ack goes (or, after a failure,
+	// the Resume): the sender never has less in flight than we count.
+	for _, q := range take {
+		q.sess.win.release(q.cost)
+	}
 	l.state.finish(sh, err)
 	if err != nil {
 		l.stats.setErr(err)

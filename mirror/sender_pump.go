@@ -264,9 +264,10 @@ func (lr *legRunner) sendRecords(ctx context.Context, rb *recordBatcher, gen uin
 			}
 			tr.Headers = rb.hdrs[start:len(rb.hdrs):len(rb.hdrs)]
 		}
-		// An upper estimate of the record's share of RawSize, for
-		// splitting; credit is taken on the exact RawSize.
-		rsz := int64(recordSize(&tr) + 16 + 4*len(tr.Headers))
+		// An upper estimate of the record's share of the batch's cost,
+		// for splitting (see batchCost); credit is taken on the exact
+		// cost.
+		rsz := max(int64(recordSize(&tr)+16+4*len(tr.Headers)), recordCost*int64(1+len(tr.Headers)))
 		if size > 0 && size+rsz > limit {
 			if err := flush(tr.Offset); err != nil {
 				return err
@@ -281,7 +282,7 @@ func (lr *legRunner) sendRecords(ctx context.Context, rb *recordBatcher, gen uin
 
 // send takes credit for a batch and writes it.
 func (lr *legRunner) send(ctx context.Context, b *transport.Batch) error {
-	seq, err := lr.cr.acquire(ctx, b.Leg, lr.out.leg.Route.Priority, int64(b.RawSize()))
+	seq, err := lr.cr.acquire(ctx, b.Leg, lr.out.leg.Route.Priority, batchCost(b))
 	if err != nil {
 		return err
 	}
