@@ -200,13 +200,12 @@ func (e *Engine) dial(ctx context.Context, peer *topology.Gateway, h *transport.
 }
 
 // Accept is the transport.Accept callback of the engine's listener: it takes
-// sessions whose legs are all routed to this gateway.
+// sessions whose legs are all routed to this gateway and may all be fed by
+// the peer (authorize). It has no side effect but metrics: a Hello may come
+// as replayable 0-RTT data.
 func (e *Engine) Accept(h *transport.Hello) (*transport.Welcome, error) {
-	for _, id := range h.Legs {
-		if _, ok := e.in[id]; !ok {
-			return nil, &transport.Error{Code: transport.ErrCodeUnknownLeg,
-				Message: "leg " + id + " from gateway " + h.Gateway + " is not routed to gateway " + e.table.Gateway.Name}
-		}
+	if terr := e.authorize(h); terr != nil {
+		return nil, terr
 	}
 	return &transport.Welcome{
 		Gateway: e.table.Gateway.Name, Region: e.table.Gateway.Region.Name,
