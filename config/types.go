@@ -121,6 +121,9 @@ type Route struct {
 	// Groups selects the source consumer groups whose committed offsets are
 	// translated and committed at each destination (nil: none).
 	Groups *GroupFilter `yaml:"groups"`
+	// MaxPartitions caps the partition count a sender may ask a destination
+	// topic of the route to have (0 = 1024, at most 65536).
+	MaxPartitions int32 `yaml:"max_partitions"`
 }
 
 // GroupFilter selects consumer groups by regular expression: a group is

@@ -635,6 +635,9 @@ func (v *validator) routes() {
 		if r.Discover < minDiscover {
 			v.errorf(rp+".discover", "%v is too short; discover must be at least %v", r.Discover, minDiscover)
 		}
+		if r.MaxPartitions < 1 || r.MaxPartitions > MaxMaxPartitions {
+			v.errorf(rp+".max_partitions", "%d is out of range; max_partitions must be between 1 and %d", r.MaxPartitions, MaxMaxPartitions)
+		}
 	}
 }
 

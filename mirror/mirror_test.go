@@ -487,12 +487,18 @@ func TestMirrorFollowsSourceTopicChanges(t *testing.T) {
 		}
 	}
 
-	// A config change at the source.
-	v := "777777"
-	if _, err := sadm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.ms", Value: &v}}, "t.a"); err != nil {
+	// Config changes at the source: retention raised (a sender may never
+	// lower it), segment.ms set.
+	v, seg := "1209600000", "3600000"
+	if _, err := sadm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.ms", Value: &v},
+		{Op: kadm.SetConfig, Name: "segment.ms", Value: &seg}}, "t.a"); err != nil {
 		t.Fatal(err)
 	}
-	within("retention.ms reached the destination", 5*time.Second, func() bool { got, _ := destConfig("retention.ms"); return got == v })
+	within("retention.ms and segment.ms reached the destination", 5*time.Second, func() bool {
+		got, _ := destConfig("retention.ms")
+		gotSeg, _ := destConfig("segment.ms")
+		return got == v && gotSeg == seg
+	})
 
 	// Partitions added at the source, then records in them.
 	if _, err := sadm.CreatePartitions(ctx, 2, "t.a"); err != nil {
@@ -510,11 +516,16 @@ func TestMirrorFollowsSourceTopicChanges(t *testing.T) {
 		t.Errorf("records mirrored in %d partitions, want 4 (the two new ones too)", rep.Partitions)
 	}
 
-	// The source stops overriding: the destination override goes too.
-	if _, err := sadm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.DeleteConfig, Name: "retention.ms"}}, "t.a"); err != nil {
+	// The source stops overriding: the destination override goes too,
+	// except retention's, whose removal would lower it.
+	if _, err := sadm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.DeleteConfig, Name: "retention.ms"},
+		{Op: kadm.DeleteConfig, Name: "segment.ms"}}, "t.a"); err != nil {
 		t.Fatal(err)
 	}
-	within("the retention.ms override was removed at the destination", 5*time.Second, func() bool { _, set := destConfig("retention.ms"); return !set })
+	within("the segment.ms override was removed at the destination", 5*time.Second, func() bool { _, set := destConfig("segment.ms"); return !set })
+	if got, _ := destConfig("retention.ms"); got != v {
+		t.Errorf("destination retention.ms = %q once the source dropped its override, want %s kept (never lowered)", got, v)
+	}
 }
 
 // TestReceiverFallsBackToAnEarlierSession opens a second session for the

@@ -109,6 +109,15 @@ func (l *Leg) SentBy(g *topology.Gateway) bool {
 	return g != nil && g.Region == l.From.Region
 }
 
+// MaxPartitions is the most partitions a sender may ask a destination topic
+// of the leg to have (routes[].max_partitions; 1024 when not set).
+func (l *Leg) MaxPartitions() int32 {
+	if l.Route.MaxPartitions > 0 {
+		return l.Route.MaxPartitions
+	}
+	return 1024
+}
+
 // Peer is a remote gateway this gateway sends legs to.
 type Peer struct {
 	Gateway *topology.Gateway
