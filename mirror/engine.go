@@ -79,6 +79,10 @@ type Tuning struct {
 	// destination were slow and the CPUs idle. False means they merge only
 	// when that is so.
 	MergeAlways bool
+	// MaxPendingGroupOffsets bounds, per inbound leg, the consumer group
+	// offsets (group, topic, partition) waiting to be committed; offers
+	// beyond it are dropped and counted. Zero means 65536.
+	MaxPendingGroupOffsets int
 }
 
 func (t Tuning) withDefaults() Tuning {
@@ -93,6 +97,9 @@ func (t Tuning) withDefaults() Tuning {
 	}
 	if t.PruneEvery <= 0 {
 		t.PruneEvery = 5 * time.Minute
+	}
+	if t.MaxPendingGroupOffsets <= 0 {
+		t.MaxPendingGroupOffsets = 65536
 	}
 	return t
 }
