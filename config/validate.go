@@ -67,6 +67,7 @@ func validate(f *File, file string, pos map[string]pos, bad map[string]bool) Err
 	}
 	v.version()
 	v.gossip()
+	v.linkTLS()
 	v.defaults()
 	v.regions()
 	v.links()
@@ -207,6 +208,18 @@ func (v *validator) gossip() {
 			v.errorf(p, "key is not valid base64; %s", hint)
 		case len(b) != 16 && len(b) != 24 && len(b) != 32:
 			v.errorf(p, "key is %d bytes; AES keys are 16, 24 or 32 bytes; %s", len(b), hint)
+		}
+	}
+}
+
+func (v *validator) linkTLS() {
+	if v.f.TLS == nil {
+		return
+	}
+	for i, s := range v.f.TLS.RevokedSerials {
+		h := strings.ReplaceAll(strings.TrimSpace(s), ":", "")
+		if h == "" || strings.Trim(h, "0123456789abcdefABCDEF") != "" {
+			v.errorf(fmt.Sprintf("tls.revoked_serials[%d]", i), "serial number %q is not hex; write it as openssl prints it (for example 3f:a2:19)", s)
 		}
 	}
 }

@@ -21,6 +21,9 @@ type Topology struct {
 	Gateways map[string]*Gateway // by gateway name
 	Links    []*Link
 	Routes   []*Route
+	// LinkTLS is the fleet's link certificate policy (the file's tls
+	// block); nil when the file has none.
+	LinkTLS *config.LinkTLS
 }
 
 // Region is one site.
@@ -136,6 +139,7 @@ func New(f *config.File) (*Topology, error) {
 		Regions:  map[string]*Region{},
 		Clusters: map[string]*Cluster{},
 		Gateways: map[string]*Gateway{},
+		LinkTLS:  f.TLS,
 	}
 	for i, r := range f.Regions {
 		reg := &Region{Name: r.Name}
