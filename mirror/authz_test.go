@@ -48,17 +48,38 @@ func wantCode(t *testing.T, err error, code uint16, what string) {
 	}
 }
 
-// noDestTopic fails the test if the destination has topic.
-func noDestTopic(t *testing.T, f *fixture, topic string) {
+// destAdmin is an admin client of the destination cluster, closed when the
+// test ends.
+func destAdmin(t *testing.T, f *fixture) *kadm.Client {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(f.dst.ListenAddrs()...))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
+	t.Cleanup(cl.Close)
+	return kadm.NewClient(cl)
+}
+
+// firstResume reads the Resume a receiver sends when a session starts.
+func firstResume(t *testing.T, ctx context.Context, conn transport.Conn) *transport.Resume {
+	t.Helper()
+	fr, err := conn.Recv(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, ok := fr.(*transport.Resume)
+	if !ok {
+		t.Fatalf("first frame is %T, want a Resume", fr)
+	}
+	return rs
+}
+
+// noDestTopic fails the test if the destination has topic.
+func noDestTopic(t *testing.T, f *fixture, topic string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	td, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+	td, err := destAdmin(t, f).ListTopics(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}

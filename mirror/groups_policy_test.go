@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/transport"
 )
@@ -29,14 +28,7 @@ func TestGroupOffsetsOnlyForTheRoutesGroupsAndBounded(t *testing.T) {
 	defer conn.Close(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	fr, err := conn.Recv(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, ok := fr.(*transport.Resume)
-	if !ok {
-		t.Fatalf("first frame is %T, want a Resume", fr)
-	}
+	rs := firstResume(t, ctx, conn)
 	if err := conn.Send(ctx, &transport.Topic{Leg: leg, Name: "t.a", Partitions: 2}); err != nil {
 		t.Fatal(err)
 	}
@@ -70,12 +62,7 @@ func TestGroupOffsetsOnlyForTheRoutesGroupsAndBounded(t *testing.T) {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	dcl, err := kgo.NewClient(kgo.SeedBrokers(f.dst.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dcl.Close()
-	dadm := kadm.NewClient(dcl)
+	dadm := destAdmin(t, f)
 	offsets := func(group string) map[int32]int64 {
 		out := map[int32]int64{}
 		r, err := dadm.FetchOffsets(ctx, group)

@@ -584,14 +584,7 @@ func TestReceiverHoldsBatchesThatOvertakeTheirTopic(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(nil)
-	fr, err := conn.Recv(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, ok := fr.(*transport.Resume)
-	if !ok {
-		t.Fatalf("first frame is %T, want a Resume", fr)
-	}
+	rs := firstResume(t, ctx, conn)
 	const n = 10
 	b := &transport.Batch{Leg: leg, Gen: rs.Gen, Seq: 1, Topic: "t.a", Partition: 1, NextOffset: n, HighWatermark: n}
 	for i := range n {
@@ -604,7 +597,7 @@ func TestReceiverHoldsBatchesThatOvertakeTheirTopic(t *testing.T) {
 	// Nothing may come back while the topic is unannounced: no ack (nothing
 	// was written) and no new Resume (the receiver did not give up).
 	early, ecancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	fr, err = conn.Recv(early)
+	fr, err := conn.Recv(early)
 	ecancel()
 	if err == nil {
 		t.Fatalf("before the topic was announced the receiver sent %T %+v", fr, fr)

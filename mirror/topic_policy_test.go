@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/meridian-gw/meridian/config"
@@ -56,14 +54,9 @@ func (s *topicSession) announce(name string, parts int32, configs map[string]str
 // the topic itself sets it.
 func destTopicConfig(t *testing.T, f *fixture, topic, key string) (string, bool) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(f.dst.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rcs, err := kadm.NewClient(cl).DescribeTopicConfigs(ctx, topic)
+	rcs, err := destAdmin(t, f).DescribeTopicConfigs(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
