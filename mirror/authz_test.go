@@ -126,6 +126,14 @@ func TestPeerMayOnlyClaimItsOwnRegionsLegs(t *testing.T) {
 	}
 	conn.Close(nil)
 	noDestTopic(t, f, "t.a")
+	for reason, want := range map[string]float64{"forbidden_leg": 1, "wrong_region": 1} {
+		if got := f.counter(t, "gw", "meridian_link_sessions_refused_total", map[string]string{"peer": "gn", "reason": reason}); got != want {
+			t.Errorf("sessions refused {peer=gn, reason=%s} = %v, want %v", reason, got, want)
+		}
+	}
+	if got := f.counter(t, "gw", "meridian_link_sessions_refused_total", map[string]string{"peer": "intruder", "reason": "unknown_gateway"}); got != 1 {
+		t.Errorf("sessions refused {peer=intruder, reason=unknown_gateway} = %v, want 1", got)
+	}
 }
 
 // Within an accepted session, a frame for a leg outside the session's
@@ -170,4 +178,37 @@ func TestFramesOutsideTheSessionsLegsAreProtocolErrors(t *testing.T) {
 			noDestTopic(t, f, "t.a")
 		})
 	}
+	for reason, want := range map[string]float64{"foreign_leg": 3, "receiver_frame": 2} {
+		if got := f.counter(t, "gw", "meridian_link_protocol_violations_total", map[string]string{"peer": "gn", "reason": reason}); got != want {
+			t.Errorf("protocol violations {peer=gn, reason=%s} = %v, want %v", reason, got, want)
+		}
+	}
+}
+
+// counter is the value of the counter series name{labels} in gateway gw's
+// metrics (0 when absent).
+func (f *fixture) counter(t *testing.T, gw, name string, labels map[string]string) float64 {
+	t.Helper()
+	f.mu.Lock()
+	reg := f.regs[gw]
+	f.mu.Unlock()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue series
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }

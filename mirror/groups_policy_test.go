@@ -86,6 +86,11 @@ func TestGroupOffsetsOnlyForTheRoutesGroupsAndBounded(t *testing.T) {
 	if got := offsets("billing"); len(got) != 1 || got[0] != 5 {
 		t.Errorf("billing committed at the destination: %v, want only partition 0 at 5 (the pending set holds 1)", got)
 	}
+	for reason, want := range map[string]float64{"filter": 1, "full": 1} {
+		if got := f.counter(t, "gw", "meridian_group_offsets_dropped_total", map[string]string{"leg": leg, "reason": reason}); got != want {
+			t.Errorf("group offsets dropped {reason=%s} = %v, want %v", reason, got, want)
+		}
+	}
 	if got := offsets("audit"); len(got) != 0 {
 		t.Errorf("group audit committed at the destination: %v; the route names only billing", got)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -41,7 +42,8 @@ type fixture struct {
 	topics  []string
 
 	mu      sync.Mutex
-	engines map[string]*mirror.Engine // latest engine per gateway
+	engines map[string]*mirror.Engine       // latest engine per gateway
+	regs    map[string]*prometheus.Registry // the latest engine's metrics, per gateway
 
 	// wrapListener, if set, wraps the listener of every gateway started.
 	wrapListener func(transport.Listener) transport.Listener
@@ -110,9 +112,11 @@ func (f *fixture) gateway(t testing.TB, name string, window int64) (stop func())
 	if err != nil {
 		t.Fatal(err)
 	}
+	reg := prometheus.NewRegistry()
 	eng, err := mirror.New(mirror.Options{
 		Table: table, Logger: testLogger(t).With("gw", name), Window: window, MaxBatchBytes: 64 << 10,
-		Tuning: f.tuning,
+		Registerer: reg,
+		Tuning:     f.tuning,
 		Dial: func(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error) {
 			return f.net.Dialer().Dial(ctx, topo.Gateways[peer].Advertise, h)
 		},
@@ -132,6 +136,10 @@ func (f *fixture) gateway(t testing.TB, name string, window int64) (stop func())
 		f.engines = map[string]*mirror.Engine{}
 	}
 	f.engines[name] = eng
+	if f.regs == nil {
+		f.regs = map[string]*prometheus.Registry{}
+	}
+	f.regs[name] = reg
 	f.mu.Unlock()
 	// New binds nothing: bind before Run so that a test may dial at once.
 	if err := eng.Bind(); err != nil {

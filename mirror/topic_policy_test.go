@@ -125,6 +125,17 @@ func TestTopicFramesOutsideTheRouteAreRefused(t *testing.T) {
 		t.Errorf("topic renamed to __i.a: topic-ready error %q, want a refusal", got)
 	}
 	noDestTopic(t, f, "__i.a")
+	for leg, reasons := range map[string]map[string]float64{
+		"r:west/kafka":        {"filter": 3, "invalid_name": 2, "partitions": 2},
+		"dl:west/kafka":       {"dead_letter": 1},
+		"internal:west/kafka": {"internal": 1},
+	} {
+		for reason, want := range reasons {
+			if got := f.counter(t, "gw", "meridian_topic_refusals_total", map[string]string{"leg": leg, "reason": reason}); got != want {
+				t.Errorf("topic refusals {leg=%s, reason=%s} = %v, want %v", leg, reason, got, want)
+			}
+		}
+	}
 	if got, _ := destTopicConfig(t, f, mirror.ProgressTopic, "cleanup.policy"); got != policy {
 		t.Errorf("progress topic cleanup.policy = %q after a sender's Topic frame, was %q", got, policy)
 	}
@@ -168,6 +179,15 @@ func TestTopicConfigsAreAllowlistedAndRetentionNeverLowered(t *testing.T) {
 	}
 	if got, _ := destTopicConfig(t, f, "t.b", "retention.ms"); got != long {
 		t.Errorf("retention.ms = %q once the source dropped its override, want %s kept", got, long)
+	}
+	refusals := func(reason string) float64 {
+		return f.counter(t, "gw", "meridian_topic_refusals_total", map[string]string{"leg": "r:west/kafka", "reason": reason})
+	}
+	if got := refusals("config_not_allowed"); got != 2 {
+		t.Errorf("topic refusals {reason=config_not_allowed} = %v, want 2", got)
+	}
+	if got := refusals("retention_lowered"); got != 3 {
+		t.Errorf("topic refusals {reason=retention_lowered} = %v, want 3 (two lowered values, one removal)", got)
 	}
 	// Raising is followed.
 	if err := s.announce("t.b", 2, map[string]string{"retention.ms": "-1"}); err != "" {
