@@ -642,6 +642,9 @@ func (v *validator) routes() {
 		for _, why := range renameProblems(r.Rename) {
 			v.errorf(rp+".rename", "%s", why)
 		}
+		if strings.HasPrefix(r.Rename, "__") {
+			v.errorf(rp+".rename", "%q makes internal topic names (starting with \"__\"), which receivers refuse", r.Rename)
+		}
 		if r.StartAt != "earliest" && r.StartAt != "latest" {
 			v.errorf(rp+".start_at", "unknown start_at %q; use earliest or latest", r.StartAt)
 		}
