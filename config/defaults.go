@@ -13,6 +13,10 @@ const (
 	defaultRename      = "{topic}"
 	defaultStartAt     = "earliest"
 	defaultDiscover    = 2 * time.Second
+	// DefaultMaxPartitions is routes[].max_partitions when not set;
+	// MaxMaxPartitions is the most it may be set to.
+	DefaultMaxPartitions = 1024
+	MaxMaxPartitions     = 65536
 )
 
 // applyDefaults fills in every field whose zero value means "the default",
@@ -54,6 +58,9 @@ func applyDefaults(f *File) {
 		}
 		if r.Discover == 0 {
 			r.Discover = defaultDiscover
+		}
+		if r.MaxPartitions == 0 {
+			r.MaxPartitions = DefaultMaxPartitions
 		}
 	}
 	for i := range f.Regions {

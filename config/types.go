@@ -11,6 +11,9 @@ type File struct {
 	Links    []Link    `yaml:"links"`
 	Routes   []Route   `yaml:"routes"`
 	Defaults *Defaults `yaml:"defaults"`
+	// TLS is what every gateway checks in its peers' link certificates
+	// (nil: the SAN when present, nothing revoked).
+	TLS *LinkTLS `yaml:"tls"`
 	// Metadata holds free-form labels for people and tools reading the
 	// file (owner, ticket, cost centre). Gateways never read it.
 	Metadata map[string]string `yaml:"metadata"`
@@ -31,6 +34,19 @@ type source struct {
 // yet: keys are checked, and validation warns that they are unused.
 type Gossip struct {
 	Keys []string `yaml:"keys"` // base64 AES keys (16, 24 or 32 bytes); first encrypts
+}
+
+// LinkTLS is the fleet's link certificate policy.
+type LinkTLS struct {
+	// RequireSAN refuses peer certificates without the URI SAN
+	// meridian://gateway/NAME that `meridian certs` writes.
+	RequireSAN bool `yaml:"require_san"`
+	// RevokedSerials are serial numbers refused on every link, in hex as
+	// openssl prints them (colons optional).
+	RevokedSerials []string `yaml:"revoked_serials"`
+	// CRL is a certificate revocation list signed by the fleet CA (PEM or
+	// DER; relative to the file's directory). "" = none.
+	CRL string `yaml:"crl"`
 }
 
 // Defaults apply to every link and route that does not say otherwise.
@@ -121,6 +137,9 @@ type Route struct {
 	// Groups selects the source consumer groups whose committed offsets are
 	// translated and committed at each destination (nil: none).
 	Groups *GroupFilter `yaml:"groups"`
+	// MaxPartitions caps the partition count a sender may ask a destination
+	// topic of the route to have (0 = 1024, at most 65536).
+	MaxPartitions int32 `yaml:"max_partitions"`
 }
 
 // GroupFilter selects consumer groups by regular expression: a group is

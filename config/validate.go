@@ -67,6 +67,7 @@ func validate(f *File, file string, pos map[string]pos, bad map[string]bool) Err
 	}
 	v.version()
 	v.gossip()
+	v.linkTLS()
 	v.defaults()
 	v.regions()
 	v.links()
@@ -207,6 +208,18 @@ func (v *validator) gossip() {
 			v.errorf(p, "key is not valid base64; %s", hint)
 		case len(b) != 16 && len(b) != 24 && len(b) != 32:
 			v.errorf(p, "key is %d bytes; AES keys are 16, 24 or 32 bytes; %s", len(b), hint)
+		}
+	}
+}
+
+func (v *validator) linkTLS() {
+	if v.f.TLS == nil {
+		return
+	}
+	for i, s := range v.f.TLS.RevokedSerials {
+		h := strings.ReplaceAll(strings.TrimSpace(s), ":", "")
+		if h == "" || strings.Trim(h, "0123456789abcdefABCDEF") != "" {
+			v.errorf(fmt.Sprintf("tls.revoked_serials[%d]", i), "serial number %q is not hex; write it as openssl prints it (for example 3f:a2:19)", s)
 		}
 	}
 }
@@ -629,11 +642,17 @@ func (v *validator) routes() {
 		for _, why := range renameProblems(r.Rename) {
 			v.errorf(rp+".rename", "%s", why)
 		}
+		if strings.HasPrefix(r.Rename, "__") {
+			v.errorf(rp+".rename", "%q makes internal topic names (starting with \"__\"), which receivers refuse", r.Rename)
+		}
 		if r.StartAt != "earliest" && r.StartAt != "latest" {
 			v.errorf(rp+".start_at", "unknown start_at %q; use earliest or latest", r.StartAt)
 		}
 		if r.Discover < minDiscover {
 			v.errorf(rp+".discover", "%v is too short; discover must be at least %v", r.Discover, minDiscover)
+		}
+		if r.MaxPartitions < 1 || r.MaxPartitions > MaxMaxPartitions {
+			v.errorf(rp+".max_partitions", "%d is out of range; max_partitions must be between 1 and %d", r.MaxPartitions, MaxMaxPartitions)
 		}
 	}
 }

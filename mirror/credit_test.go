@@ -129,7 +129,7 @@ func TestLinkWindowIsGranted(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w, err := eng.Accept(&transport.Hello{Gateway: "ge", Legs: []string{table.In[0].ID}})
+			w, err := eng.Accept(&transport.Hello{Gateway: "ge", Region: "east", Legs: []string{table.In[0].ID}})
 			if err != nil {
 				t.Fatal(err)
 			}

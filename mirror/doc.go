@@ -129,7 +129,9 @@
 //	penalty.go           refusing peers that broke the protocol, for a while
 //	receiver.go          an inbound leg and its coordinator (open, resume, fences)
 //	legstate.go          the leg's and its shards' state, the only code changing it
-//	receiver_session.go  serving a session; the per-leg topic preparers
+//	receiver_auth.go     authorizing a Hello: known gateway, its region, its legs
+//	receiver_session.go  serving a session (only its Hello's legs); topic preparers
+//	receiver_policy.go   what a Topic frame may ask: route filters, names, configs
 //	receiver_topics.go   creating and configuring destination topics
 //	receiver_shard.go    a shard's loop: transactions, stats, acks
 //	sink.go, sink_raw.go writing a transaction (records; Kafka batches)

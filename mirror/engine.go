@@ -79,6 +79,10 @@ type Tuning struct {
 	// destination were slow and the CPUs idle. False means they merge only
 	// when that is so.
 	MergeAlways bool
+	// MaxPendingGroupOffsets bounds, per inbound leg, the consumer group
+	// offsets (group, topic, partition) waiting to be committed; offers
+	// beyond it are dropped and counted. Zero means 65536.
+	MaxPendingGroupOffsets int
 }
 
 func (t Tuning) withDefaults() Tuning {
@@ -93,6 +97,9 @@ func (t Tuning) withDefaults() Tuning {
 	}
 	if t.PruneEvery <= 0 {
 		t.PruneEvery = 5 * time.Minute
+	}
+	if t.MaxPendingGroupOffsets <= 0 {
+		t.MaxPendingGroupOffsets = 65536
 	}
 	return t
 }
@@ -202,18 +209,17 @@ func (e *Engine) dial(ctx context.Context, peer *topology.Gateway, h *transport.
 }
 
 // Accept is the transport.Accept callback of the engine's listener: it takes
-// sessions whose legs are all routed to this gateway.
+// sessions whose legs are all routed to this gateway and may all be fed by
+// the peer (authorize). It has no side effect but metrics: a Hello may come
+// as replayable 0-RTT data.
 func (e *Engine) Accept(h *transport.Hello) (*transport.Welcome, error) {
 	if left, ok := e.penalties.refused(h.Gateway); ok {
 		e.m.refused.WithLabelValues(h.Gateway, "penalty").Inc()
 		return nil, &transport.Error{Code: transport.ErrCodeLimit,
 			Message: fmt.Sprintf("gateway %s broke the protocol: its sessions are refused for another %s", h.Gateway, left.Round(time.Millisecond))}
 	}
-	for _, id := range h.Legs {
-		if _, ok := e.in[id]; !ok {
-			return nil, &transport.Error{Code: transport.ErrCodeUnknownLeg,
-				Message: "leg " + id + " from gateway " + h.Gateway + " is not routed to gateway " + e.table.Gateway.Name}
-		}
+	if terr := e.authorize(h); terr != nil {
+		return nil, terr
 	}
 	return &transport.Welcome{
 		Gateway: e.table.Gateway.Name, Region: e.table.Gateway.Region.Name,

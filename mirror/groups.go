@@ -40,13 +40,35 @@ func newGroupSync(l *inLeg) *groupSync {
 		synced: map[string]bool{}, notify: make(chan struct{}, 1)}
 }
 
-// offer queues the offsets of a Groups frame.
+// offer queues the offsets of a Groups frame: only those of groups the
+// route's groups filter names, on topics the route mirrors, and no more
+// than Tuning.MaxPendingGroupOffsets pending at once. What it drops is
+// counted in meridian_group_offsets_dropped_total and logged.
 func (g *groupSync) offer(f *transport.Groups) {
+	leg, max := g.l.leg, g.l.e.opts.Tuning.MaxPendingGroupOffsets
+	var filtered, full int
 	g.mu.Lock()
 	for _, o := range f.Offsets {
-		g.pending[groupPart{o.Group, o.Topic, o.Partition}] = o.Offset
+		if !leg.MatchGroup(o.Group) || !leg.Match(o.Topic) {
+			filtered++
+			continue
+		}
+		k := groupPart{o.Group, o.Topic, o.Partition}
+		if _, ok := g.pending[k]; !ok && len(g.pending) >= max {
+			full++
+			continue
+		}
+		g.pending[k] = o.Offset
 	}
 	g.mu.Unlock()
+	if filtered > 0 {
+		g.l.e.m.groupDropped.WithLabelValues(leg.ID, "filter").Add(float64(filtered))
+		g.l.log.Warn("dropped consumer group offsets outside the route's filters", "leg", leg.ID, "offsets", filtered)
+	}
+	if full > 0 {
+		g.l.e.m.groupDropped.WithLabelValues(leg.ID, "full").Add(float64(full))
+		g.l.log.Warn("dropped consumer group offsets: too many pending", "leg", leg.ID, "offsets", full, "max", max)
+	}
 	wake(g.notify)
 }
 
@@ -123,7 +145,7 @@ func (g *groupSync) sync(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("describe groups at %s: %w", g.l.leg.To.Ref(), err)
 		}
-		for _, grp := range groups {
+		for i, grp := range groups {
 			if d, ok := described[grp]; ok && d.Err == nil && len(d.Members) > 0 {
 				// Consumers at the destination own this group now; its
 				// offsets stay pending until it has no members.
@@ -137,7 +159,11 @@ func (g *groupSync) sync(ctx context.Context) error {
 				continue
 			}
 			if err := adm.CommitAllOffsets(ctx, grp, commits[grp]); err != nil {
-				g.forget(grp)
+				// This group and the ones after it were recorded as
+				// committed above but were not: commit them next round.
+				for _, rest := range groups[i:] {
+					g.forget(rest)
+				}
 				return fmt.Errorf("commit offsets of group %s at %s: %w", grp, g.l.leg.To.Ref(), err)
 			}
 			g.l.e.m.groupCommits.WithLabelValues(g.l.leg.ID).Inc()

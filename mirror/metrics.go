@@ -25,6 +25,8 @@ type metrics struct {
 	passBatches  *prometheus.CounterVec // leg, form (kafka, decoded)
 	refused      *prometheus.CounterVec // peer, reason (sessions refused at Hello or before it)
 	violations   *prometheus.CounterVec // peer, reason (sessions ended for a protocol violation)
+	topicRefused *prometheus.CounterVec // leg, reason (Topic frames, or configs in them, the receiver refused)
+	groupDropped *prometheus.CounterVec // leg, reason (group offsets the receiver did not take)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -83,11 +85,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meridian_link_protocol_violations_total",
 			Help: "Link sessions the receiver ended because the peer broke the protocol, by peer and reason (foreign leg, credit, malformed frame, ...).",
 		}, []string{"peer", "reason"}),
+		topicRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_topic_refusals_total",
+			Help: "Topic announcements, or configs in them, the receiver refused, by leg and reason (filter, internal, dead_letter, invalid_name, partitions, config_not_allowed, retention_lowered).",
+		}, []string{"leg", "reason"}),
+		groupDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_group_offsets_dropped_total",
+			Help: "Consumer group offsets the receiver did not take, by leg and reason (group or topic outside the route's filters, pending set full).",
+		}, []string{"leg", "reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns,
 			m.deadLetters, m.resumes, m.dropped, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments, m.passBatches,
-			m.refused, m.violations)
+			m.refused, m.violations, m.topicRefused, m.groupDropped)
 	}
 	return m
 }

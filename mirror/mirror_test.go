@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -41,7 +42,8 @@ type fixture struct {
 	topics  []string
 
 	mu      sync.Mutex
-	engines map[string]*mirror.Engine // latest engine per gateway
+	engines map[string]*mirror.Engine       // latest engine per gateway
+	regs    map[string]*prometheus.Registry // the latest engine's metrics, per gateway
 
 	// wrapListener, if set, wraps the listener of every gateway started.
 	wrapListener func(transport.Listener) transport.Listener
@@ -110,9 +112,11 @@ func (f *fixture) gateway(t testing.TB, name string, window int64) (stop func())
 	if err != nil {
 		t.Fatal(err)
 	}
+	reg := prometheus.NewRegistry()
 	eng, err := mirror.New(mirror.Options{
 		Table: table, Logger: testLogger(t).With("gw", name), Window: window, MaxBatchBytes: 64 << 10,
-		Tuning: f.tuning,
+		Registerer: reg,
+		Tuning:     f.tuning,
 		Dial: func(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error) {
 			return f.net.Dialer().Dial(ctx, topo.Gateways[peer].Advertise, h)
 		},
@@ -132,6 +136,10 @@ func (f *fixture) gateway(t testing.TB, name string, window int64) (stop func())
 		f.engines = map[string]*mirror.Engine{}
 	}
 	f.engines[name] = eng
+	if f.regs == nil {
+		f.regs = map[string]*prometheus.Registry{}
+	}
+	f.regs[name] = reg
 	f.mu.Unlock()
 	// New binds nothing: bind before Run so that a test may dial at once.
 	if err := eng.Bind(); err != nil {
@@ -487,12 +495,18 @@ func TestMirrorFollowsSourceTopicChanges(t *testing.T) {
 		}
 	}
 
-	// A config change at the source.
-	v := "777777"
-	if _, err := sadm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.ms", Value: &v}}, "t.a"); err != nil {
+	// Config changes at the source: retention raised (a sender may never
+	// lower it), segment.ms set.
+	v, seg := "1209600000", "3600000"
+	if _, err := sadm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.ms", Value: &v},
+		{Op: kadm.SetConfig, Name: "segment.ms", Value: &seg}}, "t.a"); err != nil {
 		t.Fatal(err)
 	}
-	within("retention.ms reached the destination", 5*time.Second, func() bool { got, _ := destConfig("retention.ms"); return got == v })
+	within("retention.ms and segment.ms reached the destination", 5*time.Second, func() bool {
+		got, _ := destConfig("retention.ms")
+		gotSeg, _ := destConfig("segment.ms")
+		return got == v && gotSeg == seg
+	})
 
 	// Partitions added at the source, then records in them.
 	if _, err := sadm.CreatePartitions(ctx, 2, "t.a"); err != nil {
@@ -510,11 +524,16 @@ func TestMirrorFollowsSourceTopicChanges(t *testing.T) {
 		t.Errorf("records mirrored in %d partitions, want 4 (the two new ones too)", rep.Partitions)
 	}
 
-	// The source stops overriding: the destination override goes too.
-	if _, err := sadm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.DeleteConfig, Name: "retention.ms"}}, "t.a"); err != nil {
+	// The source stops overriding: the destination override goes too,
+	// except retention's, whose removal would lower it.
+	if _, err := sadm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.DeleteConfig, Name: "retention.ms"},
+		{Op: kadm.DeleteConfig, Name: "segment.ms"}}, "t.a"); err != nil {
 		t.Fatal(err)
 	}
-	within("the retention.ms override was removed at the destination", 5*time.Second, func() bool { _, set := destConfig("retention.ms"); return !set })
+	within("the segment.ms override was removed at the destination", 5*time.Second, func() bool { _, set := destConfig("segment.ms"); return !set })
+	if got, _ := destConfig("retention.ms"); got != v {
+		t.Errorf("destination retention.ms = %q once the source dropped its override, want %s kept (never lowered)", got, v)
+	}
 }
 
 // TestReceiverFallsBackToAnEarlierSession opens a second session for the
@@ -573,14 +592,7 @@ func TestReceiverHoldsBatchesThatOvertakeTheirTopic(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(nil)
-	fr, err := conn.Recv(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, ok := fr.(*transport.Resume)
-	if !ok {
-		t.Fatalf("first frame is %T, want a Resume", fr)
-	}
+	rs := firstResume(t, ctx, conn)
 	const n = 10
 	b := &transport.Batch{Leg: leg, Gen: rs.Gen, Seq: 1, Topic: "t.a", Partition: 1, NextOffset: n, HighWatermark: n}
 	for i := range n {
@@ -593,7 +605,7 @@ func TestReceiverHoldsBatchesThatOvertakeTheirTopic(t *testing.T) {
 	// Nothing may come back while the topic is unannounced: no ack (nothing
 	// was written) and no new Resume (the receiver did not give up).
 	early, ecancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	fr, err = conn.Recv(early)
+	fr, err := conn.Recv(early)
 	ecancel()
 	if err == nil {
 		t.Fatalf("before the topic was announced the receiver sent %T %+v", fr, fr)

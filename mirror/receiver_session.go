@@ -20,11 +20,27 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 	e.m.sessions.WithLabelValues(h.Gateway, "receiver").Inc()
 	defer e.m.sessions.WithLabelValues(h.Gateway, "receiver").Dec()
 	log.Info("link session accepted", "legs", h.Legs)
+	// Accept authorized the Hello; a session that reaches here without it
+	// (a listener that skipped Accept) is refused all the same.
+	if terr := e.authorize(h); terr != nil {
+		conn.Close(terr)
+		return
+	}
 	var legs []*inLeg
+	owned := map[string]*inLeg{} // the legs of the session's Hello: no frame may name another
 	for _, id := range h.Legs {
-		if l := e.in[id]; l != nil {
+		if l := e.in[id]; l != nil && owned[id] == nil {
 			legs = append(legs, l)
+			owned[id] = l
 		}
+	}
+	violation := func(reason, msg string) {
+		e.m.violations.WithLabelValues(h.Gateway, reason).Inc()
+		log.Warn("ending link session: protocol violation", "reason", reason, "err", msg)
+		conn.Close(&transport.Error{Code: transport.ErrCodeProtocol, Message: msg})
+	}
+	foreign := func(kind, leg string) {
+		violation("foreign_leg", kind+" for leg "+strconv.Quote(leg)+", which is not one of the session's Hello")
 	}
 	// A session whose Hello came as 0-RTT data (which an attacker can
 	// replay, and a sender's hedged redials after an outage all send) takes
@@ -72,9 +88,9 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 		}
 		switch f := f.(type) {
 		case *transport.Batch:
-			l := e.in[f.Leg]
+			l := owned[f.Leg]
 			if l == nil {
-				conn.Close(&transport.Error{Code: transport.ErrCodeUnknownLeg, Message: "leg " + strconv.Quote(f.Leg) + " is not routed to gateway " + e.table.Gateway.Name})
+				foreign("batch", f.Leg)
 				return
 			}
 			e.m.wireBytes.WithLabelValues(f.Leg, "in").Add(float64(f.WireSize))
@@ -83,16 +99,19 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 				return
 			}
 		case *transport.Topic:
-			l := e.in[f.Leg]
+			l := owned[f.Leg]
 			if l == nil {
-				if err := conn.Send(ctx, &transport.TopicReady{Leg: f.Leg, Name: f.Name, Err: "leg is not routed here"}); err != nil {
-					log.Debug("send topic-ready", "err", err)
-				}
-				continue
+				foreign("topic", f.Leg)
+				return
 			}
 			preps.add(pctx, l, f)
 		case *transport.Groups:
-			if l := e.in[f.Leg]; l != nil && l.groups != nil {
+			l := owned[f.Leg]
+			if l == nil {
+				foreign("groups", f.Leg)
+				return
+			}
+			if l.groups != nil {
 				l.groups.offer(f)
 			}
 		case *transport.Goaway:
@@ -102,6 +121,12 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 		case *transport.Error:
 			log.Warn("peer reported an error", "err", f)
 			conn.Close(nil)
+			return
+		case *transport.Resume, *transport.Ack, *transport.Credit, *transport.TopicReady, *transport.Fenced,
+			*transport.Hello, *transport.Welcome:
+			// Frames only a receiver sends: a sender has no business
+			// sending them, and none is ever applied.
+			violation("receiver_frame", "a sender sent "+transport.TypeOf(f).String()+", which only a receiver sends")
 			return
 		default:
 			log.Debug("ignoring frame", "type", fmt.Sprintf("%T", f))

@@ -16,15 +16,19 @@ import (
 )
 
 // prepareTopic creates or checks the destination topic of a source topic:
-// same partition count (or more) and the source's non-default configs.
+// same partition count (or more) and the source's non-default configs,
+// within what the route lets a sender ask (checkTopic).
 func (l *inLeg) prepareTopic(ctx context.Context, t *transport.Topic) error {
+	dest, t, err := l.checkTopic(t)
+	if err != nil {
+		return err
+	}
 	adm, err := l.admin()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	dest := l.leg.DestTopic(t.Name)
 	for _, name := range []string{DeadLetterTopic, dest} {
 		parts, configs := int32(1), map[string]*string(nil)
 		if name == dest {
@@ -80,9 +84,18 @@ func (l *inLeg) ensureTopic(ctx context.Context, adm *kadm.Client, name string, 
 	return nil
 }
 
+// destConfigs are a destination topic's configs as topicConfigs read them.
+type destConfigs struct {
+	overrides map[string]string // set on the topic itself
+	// retention holds the effective retention configs, and fallback what
+	// each would be once the topic's own override is removed (absent when
+	// the broker did not say).
+	retention, fallback map[string]string
+}
+
 // topicConfigs reads dt's configs: it sets dt.maxBytes and returns the
-// overrides set on the topic itself.
-func topicConfigs(ctx context.Context, adm *kadm.Client, dt *destTopic) (map[string]string, error) {
+// overrides set on the topic itself and its retention.
+func topicConfigs(ctx context.Context, adm *kadm.Client, dt *destTopic) (*destConfigs, error) {
 	rcs, err := adm.DescribeTopicConfigs(ctx, dt.name)
 	if err != nil {
 		return nil, fmt.Errorf("describe %s configs: %w", dt.name, err)
@@ -91,10 +104,19 @@ func topicConfigs(ctx context.Context, adm *kadm.Client, dt *destTopic) (map[str
 	if err != nil {
 		return nil, fmt.Errorf("describe %s configs: %w", dt.name, err)
 	}
-	current := map[string]string{}
+	current := &destConfigs{overrides: map[string]string{}, retention: map[string]string{}, fallback: map[string]string{}}
 	for _, kv := range rc.Configs {
 		if kv.Value == nil {
 			continue
+		}
+		if retentionConfigs[kv.Key] {
+			current.retention[kv.Key] = *kv.Value
+			for _, syn := range kv.Synonyms {
+				if syn.Source != kmsg.ConfigSourceDynamicTopicConfig && syn.Value != nil {
+					current.fallback[kv.Key] = *syn.Value
+					break
+				}
+			}
 		}
 		if kv.Key == "max.message.bytes" {
 			if n, err := strconv.Atoi(*kv.Value); err == nil {
@@ -102,7 +124,7 @@ func topicConfigs(ctx context.Context, adm *kadm.Client, dt *destTopic) (map[str
 			}
 		}
 		if kv.Source == kmsg.ConfigSourceDynamicTopicConfig {
-			current[kv.Key] = *kv.Value
+			current.overrides[kv.Key] = *kv.Value
 		}
 	}
 	return current, nil
@@ -110,19 +132,37 @@ func topicConfigs(ctx context.Context, adm *kadm.Client, dt *destTopic) (map[str
 
 // followConfigs makes dt's configs follow the source's: it sets what
 // differs, and removes what the source itself stopped overriding (an
-// override set only at the destination is left alone).
-func (l *inLeg) followConfigs(ctx context.Context, adm *kadm.Client, t *transport.Topic, dt *destTopic, current map[string]string) error {
+// override set only at the destination is left alone). It never lowers the
+// retention of the destination's data: a change (or removal) that would is
+// skipped, counted and logged.
+func (l *inLeg) followConfigs(ctx context.Context, adm *kadm.Client, t *transport.Topic, dt *destTopic, current *destConfigs) error {
 	prev := l.state.announcedConfigs(t.Name)
+	lowers := func(k, next string, known bool) bool {
+		if !retentionConfigs[k] {
+			return false
+		}
+		cur, curKnown := current.retention[k]
+		if !known || lowersRetention(cur, next, curKnown) {
+			l.e.m.topicRefused.WithLabelValues(l.leg.ID, "retention_lowered").Inc()
+			l.log.Warn("refused to lower a destination topic's retention", "leg", l.leg.ID, "topic", dt.name,
+				"config", k, "current", cur, "asked", next)
+			return true
+		}
+		return false
+	}
 	var alters []kadm.AlterConfig
 	for k, v := range t.Configs {
-		if cur, ok := current[k]; !ok || cur != v {
+		if cur, ok := current.overrides[k]; (!ok || cur != v) && !lowers(k, v, true) {
 			alters = append(alters, kadm.AlterConfig{Op: kadm.SetConfig, Name: k, Value: &v})
 		}
 	}
 	for k := range prev {
 		if _, still := t.Configs[k]; !still {
-			if _, set := current[k]; set {
-				alters = append(alters, kadm.AlterConfig{Op: kadm.DeleteConfig, Name: k})
+			if _, set := current.overrides[k]; set {
+				fb, known := current.fallback[k]
+				if !lowers(k, fb, known) {
+					alters = append(alters, kadm.AlterConfig{Op: kadm.DeleteConfig, Name: k})
+				}
 			}
 		}
 	}

@@ -102,6 +102,22 @@ func (l *Leg) Discover() time.Duration {
 	return 2 * time.Second
 }
 
+// SentBy reports whether gateway g may feed the leg: it must be a gateway
+// of the leg's source region. A receiver refuses a session whose Hello
+// claims a leg its gateway may not feed.
+func (l *Leg) SentBy(g *topology.Gateway) bool {
+	return g != nil && g.Region == l.From.Region
+}
+
+// MaxPartitions is the most partitions a sender may ask a destination topic
+// of the leg to have (routes[].max_partitions; 1024 when not set).
+func (l *Leg) MaxPartitions() int32 {
+	if l.Route.MaxPartitions > 0 {
+		return l.Route.MaxPartitions
+	}
+	return 1024
+}
+
 // Peer is a remote gateway this gateway sends legs to.
 type Peer struct {
 	Gateway *topology.Gateway
@@ -115,6 +131,15 @@ type Table struct {
 	Out     []*Peer // legs this gateway reads and sends, grouped by peer
 	In      []*Leg  // legs this gateway receives and writes
 	in      map[string]*Leg
+
+	gateways map[string]*topology.Gateway // every gateway of the topology, by name
+}
+
+// LookupGateway returns the topology's gateway named name (with its
+// region), or false when the topology has none of that name.
+func (t *Table) LookupGateway(name string) (*topology.Gateway, bool) {
+	g, ok := t.gateways[name]
+	return g, ok
 }
 
 // InLeg returns the inbound leg with the given ID.
@@ -130,7 +155,7 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown gateway %q", gateway)
 	}
-	t := &Table{Gateway: gw, in: map[string]*Leg{}}
+	t := &Table{Gateway: gw, in: map[string]*Leg{}, gateways: topo.Gateways}
 	peers := map[string]*Peer{}
 	for _, rt := range topo.Routes {
 		for _, to := range rt.To {

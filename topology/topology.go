@@ -21,6 +21,9 @@ type Topology struct {
 	Gateways map[string]*Gateway // by gateway name
 	Links    []*Link
 	Routes   []*Route
+	// LinkTLS is the fleet's link certificate policy (the file's tls
+	// block); nil when the file has none.
+	LinkTLS *config.LinkTLS
 }
 
 // Region is one site.
@@ -121,6 +124,9 @@ type Route struct {
 	StartAt  string
 	Priority int
 	Discover time.Duration
+	// MaxPartitions caps a destination topic's partition count as a sender
+	// may ask it (routes[].max_partitions); 0 means config.DefaultMaxPartitions.
+	MaxPartitions int32
 	// GroupInclude and GroupExclude select the source consumer groups whose
 	// offsets are synced to the destinations (no includes: none).
 	GroupInclude, GroupExclude []string
@@ -133,6 +139,7 @@ func New(f *config.File) (*Topology, error) {
 		Regions:  map[string]*Region{},
 		Clusters: map[string]*Cluster{},
 		Gateways: map[string]*Gateway{},
+		LinkTLS:  f.TLS,
 	}
 	for i, r := range f.Regions {
 		reg := &Region{Name: r.Name}
@@ -190,7 +197,8 @@ func New(f *config.File) (*Topology, error) {
 			return nil, fmt.Errorf("route %q: unknown cluster %q", r.Name, r.From)
 		}
 		rt := &Route{Name: r.Name, From: from, Include: r.Topics.Include, Exclude: r.Topics.Exclude,
-			Rename: r.Rename, StartAt: r.StartAt, Priority: r.Priority, Discover: r.Discover}
+			Rename: r.Rename, StartAt: r.StartAt, Priority: r.Priority, Discover: r.Discover,
+			MaxPartitions: r.MaxPartitions}
 		if r.Groups != nil {
 			rt.GroupInclude, rt.GroupExclude = r.Groups.Include, r.Groups.Exclude
 		}

@@ -1,6 +1,10 @@
 package main
 
 import (
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,6 +97,64 @@ func writeCertsFor(t *testing.T, path string, env map[string]string) {
 			write(g.TLS.CAFile, caPEM)
 			write(g.TLS.CertFile, c.CertPEM())
 			write(g.TLS.KeyFile, keyPEM)
+		}
+	}
+}
+
+// A gateway whose own certificate the fleet's tls policy revokes (by
+// serial, or in the CRL) is reported by validate at its tls.cert_file.
+func TestValidateReportsRevokedOwnCertificate(t *testing.T) {
+	dir := t.TempDir()
+	topo := writeTopology(t, dir, topoParams{
+		SrcBootstrap: "127.0.0.1:1", DstBootstrap: "127.0.0.1:2",
+		EastListen: "127.0.0.1:7443", WestListen: "127.0.0.1:7444",
+	})
+	out := filepath.Join(dir, "certs")
+	if r := meridian(t, dir, nil, "certs", "--out", out, "-f", topo); r.code != 0 {
+		t.Fatalf("meridian certs: %v", r)
+	}
+	if r := meridian(t, dir, nil, "validate", "-f", topo); r.code != 0 {
+		t.Fatalf("validate before any revocation: %v", r)
+	}
+	serial := func(gw string) *big.Int {
+		data, err := os.ReadFile(filepath.Join(out, gw+".crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk, _ := pem.Decode(data)
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.SerialNumber
+	}
+	ca, err := pki.LoadCA(filepath.Join(out, pki.CACertFile), filepath.Join(out, pki.CAKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.RevokeFile(filepath.Join(out, "fleet.crl"), serial("west-gw")); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = append(data, fmt.Sprintf("tls:\n  revoked_serials: [%q]\n  crl: certs/fleet.crl\n", pki.SerialString(serial("east-gw")))...)
+	if err := os.WriteFile(topo, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := meridian(t, dir, nil, "validate", "-f", topo)
+	if r.code != 1 {
+		t.Fatalf("validate with both gateways' certificates revoked: %v\nwant exit status 1", r)
+	}
+	for _, want := range []string{
+		"regions[0].gateways[0].tls.cert_file: this gateway's own certificate is refused by the fleet's tls policy: certificate \"east-gw\"",
+		"is revoked (tls.revoked_serials)",
+		"regions[1].gateways[0].tls.cert_file: this gateway's own certificate is refused by the fleet's tls policy: certificate \"west-gw\"",
+		"is revoked (tls.crl)",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("validate output lacks %q:\n%s", want, r.stdout)
 		}
 	}
 }

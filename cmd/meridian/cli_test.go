@@ -264,6 +264,9 @@ func checkGatewayCert(t *testing.T, caPEM, certPEM []byte, name string) {
 	if cert.Subject.CommonName != name {
 		t.Errorf("%s.crt: common name %q, want %q", name, cert.Subject.CommonName, name)
 	}
+	if len(cert.URIs) != 1 || cert.URIs[0].String() != "meridian://gateway/"+name {
+		t.Errorf("%s.crt: URI SANs %v, want [meridian://gateway/%s]", name, cert.URIs, name)
+	}
 	for _, host := range []string{name, "127.0.0.1", "localhost"} {
 		if err := cert.VerifyHostname(host); err != nil {
 			t.Errorf("%s.crt: %v", name, err)

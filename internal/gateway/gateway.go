@@ -12,6 +12,7 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -160,8 +161,82 @@ func New(opts Options) (*Gateway, error) {
 func (g *Gateway) carriesLinks() bool { return len(g.table.Out) > 0 || len(g.table.In) > 0 }
 
 // linkTLS builds the link mTLS configs from the options or the gateway's
-// tls files, checking the files first (pki.CheckGatewayFiles).
+// tls files, checking the files first (pki.CheckGatewayFiles), and applies
+// the fleet's certificate policy (linkPolicy) to both.
 func (g *Gateway) linkTLS() (server, client *tls.Config, problems []error) {
+	server, client, problems = g.linkTLSFiles()
+	if len(problems) > 0 || server == nil || client == nil {
+		return server, client, problems
+	}
+	policy, problems := g.linkPolicy(server)
+	if len(problems) > 0 {
+		return nil, nil, problems
+	}
+	server, client = server.Clone(), client.Clone()
+	policy.Apply(server)
+	policy.Apply(client)
+	return server, client, nil
+}
+
+// linkPolicy builds the policy of the topology's tls block: the SAN rule,
+// the revoked serials and the CRL (checked against the fleet CA). A bad CRL
+// and a gateway whose own certificate the policy refuses are problems.
+func (g *Gateway) linkPolicy(server *tls.Config) (*pki.Policy, []error) {
+	p := &pki.Policy{}
+	lt := g.opts.Topology.LinkTLS
+	if lt == nil {
+		return p, nil
+	}
+	var problems []error
+	p.RequireSAN = lt.RequireSAN
+	for i, s := range lt.RevokedSerials {
+		n, err := pki.ParseSerial(s)
+		if err != nil {
+			problems = append(problems, &SettingError{fmt.Sprintf("tls.revoked_serials[%d]", i), err})
+			continue
+		}
+		p.Revoked = append(p.Revoked, n)
+	}
+	if lt.CRL != "" {
+		gw := g.table.Gateway
+		if gw.TLS == nil || gw.TLS.CAFile == "" {
+			problems = append(problems, &SettingError{"tls.crl", errors.New("a CRL needs the gateway's tls.ca_file to check its signature")})
+		} else if crl, err := pki.LoadCRL(lt.CRL, gw.TLS.CAFile); err != nil {
+			problems = append(problems, &SettingError{"tls.crl", err})
+		} else {
+			p.CRL = crl
+		}
+	}
+	if len(problems) > 0 {
+		return nil, problems
+	}
+	if own := ownLeaf(server); own != nil {
+		if err := p.Check(own); err != nil {
+			where := g.table.Gateway.Path + ".tls.cert_file"
+			return nil, []error{&SettingError{where, fmt.Errorf("this gateway's own certificate is refused by the fleet's tls policy: %w", err)}}
+		}
+	}
+	return p, nil
+}
+
+// ownLeaf is the gateway's own certificate in c, or nil.
+func ownLeaf(c *tls.Config) *x509.Certificate {
+	if len(c.Certificates) == 0 || len(c.Certificates[0].Certificate) == 0 {
+		return nil
+	}
+	if l := c.Certificates[0].Leaf; l != nil {
+		return l
+	}
+	l, err := x509.ParseCertificate(c.Certificates[0].Certificate[0])
+	if err != nil {
+		return nil
+	}
+	return l
+}
+
+// linkTLSFiles builds the link mTLS configs from the options or the
+// gateway's tls files.
+func (g *Gateway) linkTLSFiles() (server, client *tls.Config, problems []error) {
 	gw := g.table.Gateway
 	server, client = g.opts.ServerTLS, g.opts.ClientTLS
 	if server != nil && client != nil || !g.carriesLinks() {

@@ -7,7 +7,9 @@
 // authentication), and the gateway name is also a DNS SAN, so a dialer may set
 // tls.Config.ServerName to the peer gateway's name. The receiving side reads
 // the sender's verified name with PeerName and checks it against the name the
-// sender claims in its Hello (transport/quic does this).
+// sender claims in its Hello (transport/quic does this). Issue also writes
+// the URI SAN meridian://gateway/NAME; a Policy (Apply) checks it on both
+// ends of a link and refuses revoked serials (a deny list, a CRL).
 //
 // Files are PEM: ca.crt and ca.key for the CA, <gateway>.crt and <gateway>.key
 // per gateway (GenerateBundle). Private keys are written with mode 0600.
@@ -25,6 +27,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -141,6 +144,7 @@ func (ca *CA) Issue(name string, hosts []string) (*Cert, error) {
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{GatewayURI(name)},
 	}
 	if isDNSName(name) {
 		tmpl.DNSNames = append(tmpl.DNSNames, name)
