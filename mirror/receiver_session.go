@@ -35,9 +35,7 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 		}
 	}
 	violation := func(reason, msg string) {
-		e.m.violations.WithLabelValues(h.Gateway, reason).Inc()
-		log.Warn("ending link session: protocol violation", "reason", reason, "err", msg)
-		conn.Close(&transport.Error{Code: transport.ErrCodeProtocol, Message: msg})
+		e.violation(conn, log, h.Gateway, reason, errors.New(msg))
 	}
 	foreign := func(kind, leg string) {
 		violation("foreign_leg", kind+" for leg "+strconv.Quote(leg)+", which is not one of the session's Hello")
