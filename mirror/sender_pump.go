@@ -264,9 +264,10 @@ func (lr *legRunner) sendRecords(ctx context.Context, rb *recordBatcher, gen uin
 			}
 			tr.Headers = rb.hdrs[start:len(rb.hdrs):len(rb.hdrs)]
 		}
-		// An upper estimate of the record's share of RawSize, for
+		// An upper estimate of the record's share of RawSize and of what
+		// the receiver's decoder charges it (transport.RecordCost), for
 		// splitting; credit is taken on the exact RawSize.
-		rsz := int64(recordSize(&tr) + 16 + 4*len(tr.Headers))
+		rsz := int64(max(recordSize(&tr)+16+4*len(tr.Headers), transport.RecordCost(&tr)+16))
 		if size > 0 && size+rsz > limit {
 			if err := flush(tr.Offset); err != nil {
 				return err

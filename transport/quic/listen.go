@@ -317,7 +317,7 @@ func (p *pending) readHello(peekErr error) bool {
 	var f transport.Frame
 	err := peekErr
 	if err == nil {
-		f, err = p.dec.ReadFrame(p.br)
+		f, err = p.dec.ReadHandshake(p.br)
 	}
 	if err != nil {
 		if !p.stop() {
