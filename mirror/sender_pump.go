@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/meridian-gw/meridian/internal/kraw"
 	"github.com/meridian-gw/meridian/transport"
 )
 
@@ -23,6 +24,9 @@ type legRunner struct {
 	maxBatch int64                  // target size of a batch's record block
 	maxFrame int64                  // the receiver's limit on it
 	resume   chan *transport.Resume // nil: the leg is fenced, stop
+	// fit measures what a source batch decompresses to, against maxFrame
+	// (forwardable); unpack decodes the batches that do not fit.
+	fit, unpack *kraw.Decompressor
 
 	mu    sync.Mutex
 	ready map[string]chan string // topic → TopicReady error ("" = ok)
