@@ -387,6 +387,8 @@ func errCodeName(c uint16) string {
 		return "fenced"
 	case ErrCodeIdentity:
 		return "identity"
+	case ErrCodeLimit:
+		return "limit"
 	default:
 		return "unknown"
 	}
