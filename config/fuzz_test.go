@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/meridian-gw/meridian/internal/alloctest"
 )
 
 // FuzzParse checks that no input makes Parse panic, and that failures are
@@ -33,7 +35,10 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("version: 1\n---\n---\nx: 1\n"))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		file, err := Parse("fuzz.yaml", data)
+		var file *File
+		var err error
+		// YAML nodes cost some hundred bytes each, and errors quote.
+		alloctest.Check(t, "Parse", uint64(4<<20+2048*len(data)), func() { file, err = Parse("fuzz.yaml", data) })
 		if err == nil {
 			if file == nil {
 				t.Fatal("nil *File and nil error")

@@ -22,20 +22,21 @@ func s2Batch(blk []byte) []byte {
 	return batchFrame(transport.CodecS2, len(blk), s2.Encode(nil, blk))
 }
 
-// TestSmallFrameAllocationBounded sends small frames whose record blocks
-// declare, and carry, many records or headers. Each must cost the receiver
-// at most 4 times its batch limit, whether it is accepted or refused.
-func TestSmallFrameAllocationBounded(t *testing.T) {
+type hostileFrame struct {
+	name   string
+	frame  []byte
+	refuse bool // by hostileLimits
+}
+
+// hostileFrames are small batch frames whose record blocks declare, and
+// carry, many records or headers; FuzzReadFrame seeds with them too.
+func hostileFrames() []hostileFrame {
 	tiny := []byte{0, 0, 1, 1, 0}                      // offset, timestamp delta 0; null key, value; no headers
 	hdr := []byte{0, 1}                                // empty key, null value
 	manyHdrs := append([]byte{0, 0, 1, 1}, 0x80, 0x20) // 4096 headers follow
 	manyHdrs = append(manyHdrs, bytes.Repeat(hdr, 4096)...)
 	tinyRecs := 200_000
-	cases := []struct {
-		name   string
-		frame  []byte
-		refuse bool
-	}{
+	return []hostileFrame{
 		// 200,000 five-byte records: 1 MB on the wire after decompression,
 		// 17.6 MB as Records. Charged 32 bytes each, they are refused.
 		{"tiny records", s2Batch(recordBlock(tinyRecs, bytes.Repeat(tiny, tinyRecs))), true},
@@ -44,6 +45,13 @@ func TestSmallFrameAllocationBounded(t *testing.T) {
 		// first record's count times the records.
 		{"headers on the first record", s2Batch(recordBlock(1001, append(manyHdrs, bytes.Repeat(tiny, 1000)...))), false},
 	}
+}
+
+// TestSmallFrameAllocationBounded sends hostileFrames. Each must cost the
+// receiver at most 4 times its batch limit, whether it is accepted or
+// refused.
+func TestSmallFrameAllocationBounded(t *testing.T) {
+	cases := hostileFrames()
 	dec := transport.NewDecoder(hostileLimits)
 	defer dec.Close()
 	ceiling := uint64(4 * hostileLimits.MaxBatchBytes)

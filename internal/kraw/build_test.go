@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/meridian-gw/meridian/internal/alloctest"
 )
 
 // sameRecord describes how got differs from want in key, value, headers
@@ -222,6 +224,8 @@ func TestDecodeErrors(t *testing.T) {
 	}
 }
 
+var fuzzDecompressor = NewDecompressor(1 << 20)
+
 func FuzzDecode(f *testing.F) {
 	plain, err := BuildBatch(nil, oddRecords("f"), nil)
 	if err != nil {
@@ -239,8 +243,12 @@ func FuzzDecode(f *testing.F) {
 		// As nats-server's parser fuzzers do, also try each half, as a
 		// fetch may cut a batch anywhere; and a copy with valid CRCs,
 		// so that mutations reach the records and the decompressor.
+		// Decoding is bounded by the decompressor's limit (1 MiB here)
+		// and the records the bytes hold.
 		for _, b := range [][]byte{in, in[:len(in)/2], in[len(in)/2:], withCRCs(in)} {
-			recs, err := testDecompressor.Decode("t", 0, b)
+			var recs []*kgo.Record
+			var err error
+			alloctest.Check(t, "Decode", uint64(8<<20+256*len(b)), func() { recs, err = fuzzDecompressor.Decode("t", 0, b) })
 			if err != nil && recs != nil {
 				t.Fatalf("records and error: %d, %v", len(recs), err)
 			}
