@@ -24,13 +24,11 @@ type Decoder struct {
 	// it is set, which decodes every frame this build knows.
 	version uint16
 	zdec    *zstd.Decoder // created on the first zstd batch
-	// dicts holds the dictionaries the peer sent (nil: none); zdict decodes
-	// with those of them it was built with (zdictN of them).
-	dicts  *Dicts
-	zdict  *zstd.Decoder
-	zdictN int
-	body   []byte
-	in     interner
+	// dicts holds the dictionaries the peer sent (nil: none), and the
+	// session's decoder of them.
+	dicts *Dicts
+	body  []byte
+	in    interner
 }
 
 // NewDecoder returns a Decoder that enforces lim (zero fields: defaults).
@@ -75,10 +73,6 @@ func (d *Decoder) Close() {
 	if d.zdec != nil {
 		d.zdec.Close()
 		d.zdec = nil
-	}
-	if d.zdict != nil {
-		d.zdict.Close()
-		d.zdict = nil
 	}
 	d.body = nil
 }
@@ -467,9 +461,9 @@ func (d *Decoder) decompress(c Codec, payload []byte, rawLen int) ([]byte, error
 }
 
 // zstdDecoder returns a decoder for zstd frames that name dictionary id (0:
-// none). Dictionaries arrive one at a time, at most MaxDicts per session, so
-// the dictionary decoder is rebuilt with all of them when a batch names one
-// it lacks.
+// none). The dictionary decoder is the session's, held by its Dicts and
+// shared by the Decoders of all its streams; it is rebuilt with all of
+// them when dictionaries have arrived (at most MaxDicts per session).
 func (d *Decoder) zstdDecoder(id uint32) (*zstd.Decoder, error) {
 	opts := []zstd.DOption{
 		zstd.WithDecoderConcurrency(1),
@@ -490,19 +484,7 @@ func (d *Decoder) zstdDecoder(id uint32) (*zstd.Decoder, error) {
 	if d.dicts == nil || d.dicts.get(id) == nil {
 		return nil, fmt.Errorf("zstd: batch uses dictionary %d, which the peer never sent", id)
 	}
-	if d.zdict != nil && d.zdictN == d.dicts.Len() {
-		return d.zdict, nil
-	}
-	_, data := d.dicts.all()
-	z, err := zstd.NewReader(nil, append(opts, zstd.WithDecoderDicts(data...))...)
-	if err != nil {
-		return nil, fmt.Errorf("new zstd decoder with %d dictionaries: %w", len(data), err)
-	}
-	if d.zdict != nil {
-		d.zdict.Close()
-	}
-	d.zdict, d.zdictN = z, len(data)
-	return z, nil
+	return d.dicts.decoder(opts)
 }
 
 // Minimum encoded sizes, used to bound counts by the bytes that remain.
