@@ -2,32 +2,16 @@ package config
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/meridian-gw/meridian/internal/alloctest"
+	"github.com/meridian-gw/meridian/internal/golden"
 )
 
 // FuzzParse checks that no input makes Parse panic, and that failures are
 // always Errors with real positions.
 func FuzzParse(f *testing.F) {
-	var seeds []string
-	for _, pattern := range []string{"testdata/*/*.yaml", "../examples/*.yaml"} {
-		m, err := filepath.Glob(pattern)
-		if err != nil {
-			f.Fatal(err)
-		}
-		seeds = append(seeds, m...)
-	}
-	if len(seeds) == 0 {
-		f.Fatal("no seed files")
-	}
-	for _, path := range seeds {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, data := range golden.Inputs(f, "testdata/*/*.yaml", "../examples/*.yaml") {
 		f.Add(data)
 	}
 	f.Add([]byte("a: &a {<<: *a}"))

@@ -211,19 +211,27 @@ func TestRefusedBatchIsNarrowedToTheRecord(t *testing.T) {
 			if rep.Mirrored != 20 || rep.Lost != 1 || rep.Duplicated+rep.Reordered+rep.Unexpected != 0 {
 				t.Fatalf("read-back %v, want 20 mirrored and only the refused record missing", rep)
 			}
-			var dl []*kgo.Record
-			deadline := time.Now().Add(10 * time.Second)
-			for len(dl) == 0 && time.Now().Before(deadline) {
-				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				dl = nil
-				_ = kread.Each(rctx, []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}, []string{mirror.DeadLetterTopic}, func(r *kgo.Record) { dl = append(dl, r) })
-				cancel()
-			}
+			dl := f.deadLetters(t)
 			if len(dl) != 1 || string(dl[0].Key) != "15" {
 				t.Fatalf("dead letters: %d records (first key %q), want the record with key 15", len(dl), keyOf(dl))
 			}
 		})
 	}
+}
+
+// deadLetters reads the destination's dead-letter topic, waiting up to
+// 10 s for it to hold anything.
+func (f *fixture) deadLetters(t *testing.T) []*kgo.Record {
+	t.Helper()
+	var dl []*kgo.Record
+	deadline := time.Now().Add(10 * time.Second)
+	for len(dl) == 0 && time.Now().Before(deadline) {
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		dl = nil
+		_ = kread.Each(rctx, []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}, []string{mirror.DeadLetterTopic}, func(r *kgo.Record) { dl = append(dl, r) })
+		cancel()
+	}
+	return dl
 }
 
 func keyOf(rs []*kgo.Record) string {
@@ -276,14 +284,7 @@ func TestPassthroughRefusesDecompressionBomb(t *testing.T) {
 			if rep.Mirrored != 20 || rep.Lost != 1 || rep.Duplicated+rep.Reordered+rep.Unexpected != 0 {
 				t.Fatalf("read-back %v, want 20 mirrored and only the bomb missing", rep)
 			}
-			var dl []*kgo.Record
-			deadline := time.Now().Add(10 * time.Second)
-			for len(dl) == 0 && time.Now().Before(deadline) {
-				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				dl = nil
-				_ = kread.Each(rctx, []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}, []string{mirror.DeadLetterTopic}, func(r *kgo.Record) { dl = append(dl, r) })
-				cancel()
-			}
+			dl := f.deadLetters(t)
 			if len(dl) != 1 || !bytes.Contains(headerOf(dl[0], mirror.HeaderDLReason), []byte("beyond the limit")) {
 				t.Fatalf("dead letters: %d records, want one for the bomb", len(dl))
 			}

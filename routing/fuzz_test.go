@@ -1,12 +1,11 @@
 package routing
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/meridian-gw/meridian/config"
 	"github.com/meridian-gw/meridian/internal/alloctest"
+	"github.com/meridian-gw/meridian/internal/golden"
 	"github.com/meridian-gw/meridian/topology"
 )
 
@@ -16,22 +15,7 @@ import (
 // at most a bounded multiple of the file's size. Seeds are this package's
 // golden inputs and the repository's examples.
 func FuzzCompile(f *testing.F) {
-	var seeds []string
-	for _, pattern := range []string{"testdata/*.yaml", "../examples/*.yaml"} {
-		m, err := filepath.Glob(pattern)
-		if err != nil {
-			f.Fatal(err)
-		}
-		seeds = append(seeds, m...)
-	}
-	if len(seeds) == 0 {
-		f.Fatal("no seed files")
-	}
-	for _, path := range seeds {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, data := range golden.Inputs(f, "testdata/*.yaml", "../examples/*.yaml") {
 		f.Add(data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
