@@ -10,6 +10,7 @@ import (
 	"github.com/klauspost/compress/s2"
 	"github.com/meridian-gw/meridian/internal/alloctest"
 	"github.com/meridian-gw/meridian/transport"
+	"github.com/meridian-gw/meridian/transport/transporttest"
 )
 
 // hostileLimits is a small batch limit, so that what the decoder allocates
@@ -113,5 +114,35 @@ func TestReadHandshake(t *testing.T) {
 	// ReadFrame still takes the large Hello (it is within MaxFrameBytes).
 	if _, err := transport.NewDecoder(transport.Limits{}).ReadFrame(bufio.NewReader(bytes.NewReader(enc(big)))); err != nil {
 		t.Errorf("ReadFrame of a %d-leg hello: %v", len(big.Legs), err)
+	}
+}
+
+// TestEveryFrameTypeAllocationBounded decodes, for every frame type, 2,000
+// random 64-byte frames (type byte, length 62, random body; batches also
+// with each codec and a record block length at the limit) and checks the
+// most any of them allocated against 4 times the batch limit.
+func TestEveryFrameTypeAllocationBounded(t *testing.T) {
+	rng := transporttest.NewRand(64)
+	dec := transport.NewDecoder(hostileLimits)
+	defer dec.Close()
+	ceiling := uint64(4 * hostileLimits.MaxBatchBytes)
+	for _, ft := range transporttest.FrameTypes {
+		var most uint64
+		for i := range 2000 {
+			frame := append([]byte{byte(ft), 62}, make([]byte, 62)...)
+			for j := 2; j < len(frame); j++ {
+				frame[j] = byte(rng.Uint32())
+			}
+			if ft == transport.FrameBatch && i%2 == 0 {
+				// A valid batch header, then a block declared at the limit.
+				frame = batchFrame(transport.Codec(i/2%3), hostileLimits.MaxBatchBytes, frame[2:50])
+			}
+			n := alloctest.Bytes(func() { readOne(t, dec, frame) })
+			most = max(most, n)
+		}
+		t.Logf("%s: a 64-byte frame allocated at most %d bytes (ceiling %d)", ft, most, ceiling)
+		if most > ceiling {
+			t.Errorf("%s: a small frame allocated %d bytes, more than %d", ft, most, ceiling)
+		}
 	}
 }
