@@ -257,11 +257,32 @@ func (c boastfulConn) Welcome() *transport.Welcome {
 // the receiver, whose batch limit is 64 KiB, neither writes nor
 // decompresses it; it dead-letters the batch, and every other record
 // arrives exactly once, in order.
+//
+// Also when only the sender passes the leg through (a rollout): the
+// receiver, writing records, does not decode the bomb either.
 func TestPassthroughRefusesDecompressionBomb(t *testing.T) {
-	for _, codec := range []kgo.CompressionCodec{kgo.ZstdCompression(), kgo.GzipCompression()} {
-		name := map[bool]string{true: "zstd", false: "gzip"}[codec == kgo.ZstdCompression()]
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		codec      kgo.CompressionCodec
+		senderOnly bool
+	}{
+		{"zstd", kgo.ZstdCompression(), false},
+		{"gzip", kgo.GzipCompression(), false},
+		{"zstd, passthrough at the sender only", kgo.ZstdCompression(), true},
+	} {
+		codec := tc.codec
+		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, []string{"t.a"}, 1, passthrough)
+			if tc.senderOnly {
+				off := *f.file
+				off.Links = slices.Clone(f.file.Links)
+				off.Links[0].Passthrough = false
+				topo, err := topology.New(&off)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.topoFor = map[string]*topology.Topology{"gw": topo}
+			}
 			var c batchCounter
 			f.wrapListener = c.wrap
 			f.wrapDial = func(c transport.Conn) transport.Conn { return boastfulConn{c} }

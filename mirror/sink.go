@@ -360,7 +360,7 @@ func (s *sink) writeRecords(ctx context.Context, batches []*transport.Batch, top
 		// Kafka batches on a leg this gateway does not pass through (the
 		// peer's topology says passthrough, this one does not): decode
 		// them, never skip them.
-		recs, err := s.decodeKafka(b.Topic, b.Partition, b.Kafka)
+		recs, err := s.recordsOfKafka(b)
 		if err != nil {
 			return nil, err
 		}

@@ -195,7 +195,7 @@ func (w *rawWriter) batch(b *transport.Batch, dt *destTopic, merge bool) error {
 				return err
 			}
 			r := &transport.Record{Offset: h.BaseOffset, Timestamp: h.MaxTimestamp}
-			dl := s.deadLetter(b, r, len(batch), "kafka batch of "+strconv.Itoa(int(h.Records))+" records: "+err.Error())
+			dl := s.deadLetter(b, r, len(batch), bombReason(h, err))
 			s.cl.Produce(w.ctx, dl, w.perr.promise(nil))
 			w.entries = append(w.entries, span{batch: b, src: h.BaseOffset, n: int64(h.Records), dlq: dl, dst: -1})
 			return nil
@@ -362,6 +362,37 @@ func (s *sink) refused(it *rawItem, reason string) {
 		s.poison[k] = map[int64]string{}
 	}
 	s.poison[k][it.srcs[0]] = reason
+}
+
+// recordsOfKafka returns the records of b's Kafka batches. A batch whose
+// records decompress beyond the batch limit is not decoded: it stands as
+// one empty record at its base offset, poisoned with the reason, so that
+// refusal dead-letters it and the rest of the leg flows.
+func (s *sink) recordsOfKafka(b *transport.Batch) ([]transport.Record, error) {
+	k := tp{Topic: b.Topic, Partition: b.Partition}
+	var out []transport.Record
+	_, err := kraw.Split(b.Kafka, func(h kraw.Header, batch []byte) error {
+		if _, err := s.dec.Size(batch); errors.Is(err, kraw.ErrDecompressLimit) {
+			if s.poison == nil {
+				s.poison = map[tp]map[int64]string{}
+			}
+			if s.poison[k] == nil {
+				s.poison[k] = map[int64]string{}
+			}
+			s.poison[k][h.BaseOffset] = bombReason(h, err)
+			out = append(out, transport.Record{Offset: h.BaseOffset, Timestamp: h.MaxTimestamp})
+			return nil
+		}
+		recs, err := s.decodeKafka(b.Topic, b.Partition, batch)
+		out = append(out, recs...)
+		return err
+	})
+	return out, err
+}
+
+// bombReason is the dead-letter reason of a Kafka batch over the limit.
+func bombReason(h kraw.Header, err error) string {
+	return "kafka batch of " + strconv.Itoa(int(h.Records)) + " records: " + err.Error()
 }
 
 // decodeKafka returns the records of Kafka record batches, decompressed
