@@ -49,12 +49,33 @@ lint:
 	$(GO) vet $(PKGS)
 	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run 'go mod tidy'"; $(GO) mod tidy -diff; exit 1; }
 
-# Short fuzzing pass over every wire decoder and parser.
+# Short fuzzing pass over every wire decoder and parser: FUZZTIME each
+# (every target also checks what a call allocates). `make test` runs only
+# their seed corpora.
+FUZZTIME ?= 5s
+FUZZ_TARGETS := \
+	./config/:FuzzParse \
+	./topology/profile/:FuzzParse \
+	./routing/:FuzzCompile \
+	./transport/:FuzzReadFrame \
+	./transport/:FuzzReadFrameDicts \
+	./transport/:FuzzReadHandshake \
+	./transport/quic/:FuzzSeqLane \
+	./transport/quic/:FuzzJoin \
+	./mirror/progress/:FuzzDecodeProgress \
+	./mirror/progress/:FuzzDecodeFence \
+	./internal/kraw/:FuzzDecode \
+	./internal/kraw/:FuzzParsePartition \
+	./internal/kraw/:FuzzControlType \
+	./internal/kraw/:FuzzParseHeader \
+	./internal/kraw/:FuzzSplit \
+	./internal/units/:FuzzParse \
+	./internal/pki/:FuzzParsePEM
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./config/
-	$(GO) test -run '^$$' -fuzz FuzzReadFrame -fuzztime 20s -fuzzminimizetime 2s ./transport/
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./topology/profile/
-	$(GO) test -run '^$$' -fuzz FuzzDecodeProgress -fuzztime 20s ./mirror/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; echo "fuzz $$pkg $$name"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg; \
+	done
 
 clean:
 	rm -rf bin

@@ -2,30 +2,16 @@ package config
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
+
+	"github.com/meridian-gw/meridian/internal/alloctest"
+	"github.com/meridian-gw/meridian/internal/golden"
 )
 
 // FuzzParse checks that no input makes Parse panic, and that failures are
 // always Errors with real positions.
 func FuzzParse(f *testing.F) {
-	var seeds []string
-	for _, pattern := range []string{"testdata/*/*.yaml", "../examples/*.yaml"} {
-		m, err := filepath.Glob(pattern)
-		if err != nil {
-			f.Fatal(err)
-		}
-		seeds = append(seeds, m...)
-	}
-	if len(seeds) == 0 {
-		f.Fatal("no seed files")
-	}
-	for _, path := range seeds {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, data := range golden.Inputs(f, "testdata/*/*.yaml", "../examples/*.yaml") {
 		f.Add(data)
 	}
 	f.Add([]byte("a: &a {<<: *a}"))
@@ -33,7 +19,10 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("version: 1\n---\n---\nx: 1\n"))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		file, err := Parse("fuzz.yaml", data)
+		var file *File
+		var err error
+		// YAML nodes cost some hundred bytes each, and errors quote.
+		alloctest.Check(t, "Parse", uint64(4<<20+2048*len(data)), func() { file, err = Parse("fuzz.yaml", data) })
 		if err == nil {
 			if file == nil {
 				t.Fatal("nil *File and nil error")

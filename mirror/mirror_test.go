@@ -47,6 +47,8 @@ type fixture struct {
 
 	// wrapListener, if set, wraps the listener of every gateway started.
 	wrapListener func(transport.Listener) transport.Listener
+	// wrapDial, if set, wraps every connection a gateway dials.
+	wrapDial func(transport.Conn) transport.Conn
 	// tuning is every gateway's mirror.Options.Tuning.
 	tuning mirror.Tuning
 }
@@ -118,7 +120,11 @@ func (f *fixture) gateway(t testing.TB, name string, window int64) (stop func())
 		Registerer: reg,
 		Tuning:     f.tuning,
 		Dial: func(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error) {
-			return f.net.Dialer().Dial(ctx, topo.Gateways[peer].Advertise, h)
+			c, err := f.net.Dialer().Dial(ctx, topo.Gateways[peer].Advertise, h)
+			if err != nil || f.wrapDial == nil {
+				return c, err
+			}
+			return f.wrapDial(c), nil
 		},
 		Listen: func(accept transport.Accept) (transport.Listener, error) {
 			ln, err := f.net.Listen(table.Gateway.Advertise, accept)

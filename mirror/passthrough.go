@@ -73,9 +73,20 @@ func (lr *legRunner) pumpRaw(ctx context.Context, rs *transport.Resume, opts []k
 	return lr.runPipelines(ctx, rs, clients[0], srcs, runs)
 }
 
-// forwardable reports whether a fetched batch goes as it is.
+// sourceDecompressLimit bounds what one source batch may decompress to
+// when the sender decodes it (a batch that does not fit the receiver's
+// limit): a batch of a few KiB can claim gigabytes.
+const sourceDecompressLimit = 256 << 20
+
+// forwardable reports whether a fetched batch goes as it is: it fits the
+// receiver's limit (Welcome.MaxBatchBytes) both as it is and decompressed,
+// since the receiver refuses a Kafka batch whose records decompress to more.
 func (lr *legRunner) forwardable(fb *kraw.Batch) bool {
-	return fb.Raw() && int64(len(fb.Bytes)) <= lr.maxFrame
+	if !fb.Raw() || int64(len(fb.Bytes)) > lr.maxFrame {
+		return false
+	}
+	_, err := lr.fit.Size(fb.Bytes)
+	return err == nil
 }
 
 // runBytes is the size of the chunk that starts with bs[0]: the
@@ -175,7 +186,7 @@ func (lr *legRunner) forward(ctx context.Context, rb *recordBatcher, gen uint64,
 				return err
 			}
 			decoded++
-			recs, err := kraw.Decode(pf.Topic, pf.Partition, fb.Bytes)
+			recs, err := lr.unpack.Decode(pf.Topic, pf.Partition, fb.Bytes)
 			if err != nil {
 				return fmt.Errorf("decode source batch %s/%d at offset %d: %w", pf.Topic, pf.Partition, h.BaseOffset, err)
 			}

@@ -211,14 +211,7 @@ func TestRefusedBatchIsNarrowedToTheRecord(t *testing.T) {
 			if rep.Mirrored != 20 || rep.Lost != 1 || rep.Duplicated+rep.Reordered+rep.Unexpected != 0 {
 				t.Fatalf("read-back %v, want 20 mirrored and only the refused record missing", rep)
 			}
-			var dl []*kgo.Record
-			deadline := time.Now().Add(10 * time.Second)
-			for len(dl) == 0 && time.Now().Before(deadline) {
-				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				dl = nil
-				_ = kread.Each(rctx, []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}, []string{mirror.DeadLetterTopic}, func(r *kgo.Record) { dl = append(dl, r) })
-				cancel()
-			}
+			dl := f.deadLetters(t)
 			if len(dl) != 1 || string(dl[0].Key) != "15" {
 				t.Fatalf("dead letters: %d records (first key %q), want the record with key 15", len(dl), keyOf(dl))
 			}
@@ -226,9 +219,134 @@ func TestRefusedBatchIsNarrowedToTheRecord(t *testing.T) {
 	}
 }
 
+// deadLetters reads the destination's dead-letter topic, waiting up to
+// 10 s for it to hold anything.
+func (f *fixture) deadLetters(t *testing.T) []*kgo.Record {
+	t.Helper()
+	var dl []*kgo.Record
+	deadline := time.Now().Add(10 * time.Second)
+	for len(dl) == 0 && time.Now().Before(deadline) {
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		dl = nil
+		_ = kread.Each(rctx, []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}, []string{mirror.DeadLetterTopic}, func(r *kgo.Record) { dl = append(dl, r) })
+		cancel()
+	}
+	return dl
+}
+
 func keyOf(rs []*kgo.Record) string {
 	if len(rs) == 0 {
 		return ""
 	}
 	return string(rs[0].Key)
+}
+
+// boastfulConn is a sender's connection that believes the receiver takes
+// batches of any size: its sender forwards every Kafka batch as it is, as
+// a sender built before the decompressed-size check, or a hostile one, does.
+type boastfulConn struct{ transport.Conn }
+
+func (c boastfulConn) Welcome() *transport.Welcome {
+	w := *c.Conn.Welcome()
+	w.MaxBatchBytes = 1 << 30
+	return &w
+}
+
+// A Kafka batch of a few KiB whose records decompress to 32 MiB (a
+// decompression bomb), passed through by a sender that does not check:
+// the receiver, whose batch limit is 64 KiB, neither writes nor
+// decompresses it; it dead-letters the batch, and every other record
+// arrives exactly once, in order.
+//
+// Also when only the sender passes the leg through (a rollout): the
+// receiver, writing records, does not decode the bomb either.
+func TestPassthroughRefusesDecompressionBomb(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		codec      kgo.CompressionCodec
+		senderOnly bool
+	}{
+		{"zstd", kgo.ZstdCompression(), false},
+		{"gzip", kgo.GzipCompression(), false},
+		{"zstd, passthrough at the sender only", kgo.ZstdCompression(), true},
+	} {
+		codec := tc.codec
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, []string{"t.a"}, 1, passthrough)
+			if tc.senderOnly {
+				off := *f.file
+				off.Links = slices.Clone(f.file.Links)
+				off.Links[0].Passthrough = false
+				topo, err := topology.New(&off)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.topoFor = map[string]*topology.Topology{"gw": topo}
+			}
+			var c batchCounter
+			f.wrapListener = c.wrap
+			f.wrapDial = func(c transport.Conn) transport.Conn { return boastfulConn{c} }
+			f.gateway(t, "gw", 0)
+			f.gateway(t, "ge", 0)
+			f.produce(t, 10, 0)
+			checkExact(t, f.waitMirrored(t, 10, 30*time.Second), 10)
+
+			ctx := context.Background()
+			bcl, err := kgo.NewClient(append(f.srcOpts(), kgo.ProducerBatchCompression(codec), kgo.ProducerBatchMaxBytes(64<<20))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer bcl.Close()
+			if err := bcl.ProduceSync(ctx, &kgo.Record{Topic: "t.a", Key: []byte("bomb"), Value: make([]byte, 32<<20)}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			f.produce(t, 10, 10)
+			rep := f.waitMirrored(t, 20, 60*time.Second)
+			if rep.Mirrored != 20 || rep.Lost != 1 || rep.Duplicated+rep.Reordered+rep.Unexpected != 0 {
+				t.Fatalf("read-back %v, want 20 mirrored and only the bomb missing", rep)
+			}
+			dl := f.deadLetters(t)
+			if len(dl) != 1 || !bytes.Contains(headerOf(dl[0], mirror.HeaderDLReason), []byte("beyond the limit")) {
+				t.Fatalf("dead letters: %d records, want one for the bomb", len(dl))
+			}
+			checkForms(t, "passthrough", &c)
+		})
+	}
+}
+
+func headerOf(r *kgo.Record, key string) []byte {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return h.Value
+		}
+	}
+	return nil
+}
+
+// A source batch small on the wire but larger than the receiver's batch
+// limit once decompressed (200 compressible records of 1 KiB, against
+// 64 KiB) is decoded by the sender and sent as records: every record
+// arrives exactly once, none dead-lettered.
+func TestPassthroughDecodesBatchesOverTheLimit(t *testing.T) {
+	f := newFixture(t, []string{"t.a"}, 1, passthrough)
+	var c batchCounter
+	f.wrapListener = c.wrap
+	f.gateway(t, "gw", 0)
+	f.gateway(t, "ge", 0)
+	cl, err := kgo.NewClient(append(f.srcOpts(), kgo.ProducerBatchCompression(kgo.ZstdCompression()), kgo.ProducerLinger(time.Second))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for i := range 200 {
+		recs = append(recs, &kgo.Record{Topic: "t.a", Key: []byte(strconv.Itoa(i)), Value: bytes.Repeat([]byte{'v'}, 1<<10)})
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	checkExact(t, f.waitMirrored(t, 200, 60*time.Second), 200)
+	if c.records.Load() == 0 {
+		t.Fatalf("the sender sent no record batches (%d Kafka batches): it did not decode the batch over the limit", c.kafka.Load())
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/meridian-gw/meridian/internal/kraw"
 	"github.com/meridian-gw/meridian/mirror/progress"
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/transport"
@@ -94,7 +95,8 @@ func (l *inLeg) run(ctx context.Context) {
 	var shards []*shard
 	for i := range progress.Shards {
 		shards = append(shards, &shard{idx: i, notify: make(chan struct{}, 1),
-			sink: &sink{leg: l.leg, shard: i, opts: opts, tuning: l.e.opts.Tuning, log: l.log, m: l.e.m, rounds: rounds}})
+			sink: &sink{leg: l.leg, shard: i, opts: opts, tuning: l.e.opts.Tuning, log: l.log, m: l.e.m, rounds: rounds,
+				dec: kraw.NewDecompressor(int(l.e.opts.MaxBatchBytes))}})
 	}
 	l.state.setShards(shards)
 	var wg sync.WaitGroup

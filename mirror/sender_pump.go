@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/meridian-gw/meridian/internal/kraw"
 	"github.com/meridian-gw/meridian/transport"
 )
 
@@ -23,6 +24,9 @@ type legRunner struct {
 	maxBatch int64                  // target size of a batch's record block
 	maxFrame int64                  // the receiver's limit on it
 	resume   chan *transport.Resume // nil: the leg is fenced, stop
+	// fit measures what a source batch decompresses to, against maxFrame
+	// (forwardable); unpack decodes the batches that do not fit.
+	fit, unpack *kraw.Decompressor
 
 	mu    sync.Mutex
 	ready map[string]chan string // topic → TopicReady error ("" = ok)
@@ -264,10 +268,12 @@ func (lr *legRunner) sendRecords(ctx context.Context, rb *recordBatcher, gen uin
 			}
 			tr.Headers = rb.hdrs[start:len(rb.hdrs):len(rb.hdrs)]
 		}
-		// An upper estimate of the record's share of the batch's cost,
-		// for splitting (see batchCost); credit is taken on the exact
-		// cost.
-		rsz := max(int64(recordSize(&tr)+16+4*len(tr.Headers)), recordCost*int64(1+len(tr.Headers)))
+		// An upper estimate of the record's share of the batch's credit
+		// cost (see batchCost) and of what the receiver's decoder charges
+		// it (transport.RecordCost), for splitting; credit is taken on the
+		// exact cost.
+		rsz := max(int64(recordSize(&tr)+16+4*len(tr.Headers)), recordCost*int64(1+len(tr.Headers)),
+			int64(transport.RecordCost(&tr)+16))
 		if size > 0 && size+rsz > limit {
 			if err := flush(tr.Offset); err != nil {
 				return err

@@ -64,6 +64,9 @@ type sink struct {
 	// sequences.
 	raw *kraw.TxnProducer
 	cmp kgo.Compressor // for the batches raw builds from records
+	// dec decompresses (and measures) Kafka batches a peer passed
+	// through, bounded by the engine's MaxBatchBytes; it must be set.
+	dec *kraw.Decompressor
 	// store is the leg's progress store; it must be set before open.
 	store     *progress.Store
 	committed map[tp]*progress.Record
@@ -357,7 +360,7 @@ func (s *sink) writeRecords(ctx context.Context, batches []*transport.Batch, top
 		// Kafka batches on a leg this gateway does not pass through (the
 		// peer's topology says passthrough, this one does not): decode
 		// them, never skip them.
-		recs, err := decodeKafka(b.Topic, b.Partition, b.Kafka)
+		recs, err := s.recordsOfKafka(b)
 		if err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -186,6 +187,19 @@ func (w *rawWriter) batch(b *transport.Batch, dt *destTopic, merge bool) error {
 		return nil
 	}
 	_, err := kraw.Split(b.Kafka, func(h kraw.Header, batch []byte) error {
+		if _, err := s.dec.Size(batch); errors.Is(err, kraw.ErrDecompressLimit) {
+			// A decompression bomb, or a batch a sender should have
+			// decoded: never written, nor decompressed; dead-lettered
+			// whole, so that the rest of the leg flows.
+			if err := w.flush(k); err != nil {
+				return err
+			}
+			r := &transport.Record{Offset: h.BaseOffset, Timestamp: h.MaxTimestamp}
+			dl := s.deadLetter(b, r, len(batch), bombReason(h, err))
+			s.cl.Produce(w.ctx, dl, w.perr.promise(nil))
+			w.entries = append(w.entries, span{batch: b, src: h.BaseOffset, n: int64(h.Records), dlq: dl, dst: -1})
+			return nil
+		}
 		refused := s.unraw[k][h.BaseOffset] || s.maxBytes(dt) > 0 && len(batch) > s.maxBytes(dt)
 		if !refused && !(merge && len(batch) < mergeBelow) {
 			if err := w.flush(k); err != nil {
@@ -198,7 +212,7 @@ func (w *rawWriter) batch(b *transport.Batch, dt *destTopic, merge bool) error {
 		// Refused before or too big for the destination: its records
 		// one by one. Or one of many small batches for a destination
 		// whose produce requests are slow: merged with the next.
-		recs, err := decodeKafka(b.Topic, b.Partition, batch)
+		recs, err := s.decodeKafka(b.Topic, b.Partition, batch)
 		if err != nil {
 			return err
 		}
@@ -350,9 +364,41 @@ func (s *sink) refused(it *rawItem, reason string) {
 	s.poison[k][it.srcs[0]] = reason
 }
 
-// decodeKafka returns the records of Kafka record batches.
-func decodeKafka(topic string, partition int32, batches []byte) ([]transport.Record, error) {
-	recs, err := kraw.Decode(topic, partition, batches)
+// recordsOfKafka returns the records of b's Kafka batches. A batch whose
+// records decompress beyond the batch limit is not decoded: it stands as
+// one empty record at its base offset, poisoned with the reason, so that
+// refusal dead-letters it and the rest of the leg flows.
+func (s *sink) recordsOfKafka(b *transport.Batch) ([]transport.Record, error) {
+	k := tp{Topic: b.Topic, Partition: b.Partition}
+	var out []transport.Record
+	_, err := kraw.Split(b.Kafka, func(h kraw.Header, batch []byte) error {
+		if _, err := s.dec.Size(batch); errors.Is(err, kraw.ErrDecompressLimit) {
+			if s.poison == nil {
+				s.poison = map[tp]map[int64]string{}
+			}
+			if s.poison[k] == nil {
+				s.poison[k] = map[int64]string{}
+			}
+			s.poison[k][h.BaseOffset] = bombReason(h, err)
+			out = append(out, transport.Record{Offset: h.BaseOffset, Timestamp: h.MaxTimestamp})
+			return nil
+		}
+		recs, err := s.decodeKafka(b.Topic, b.Partition, batch)
+		out = append(out, recs...)
+		return err
+	})
+	return out, err
+}
+
+// bombReason is the dead-letter reason of a Kafka batch over the limit.
+func bombReason(h kraw.Header, err error) string {
+	return "kafka batch of " + strconv.Itoa(int(h.Records)) + " records: " + err.Error()
+}
+
+// decodeKafka returns the records of Kafka record batches, decompressed
+// within the batch limit.
+func (s *sink) decodeKafka(topic string, partition int32, batches []byte) ([]transport.Record, error) {
+	recs, err := s.dec.Decode(topic, partition, batches)
 	if err != nil {
 		return nil, fmt.Errorf("decode Kafka batches of %s/%d: %w", topic, partition, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"testing"
 
+	"github.com/meridian-gw/meridian/internal/alloctest"
 	"github.com/meridian-gw/meridian/transport"
 	"github.com/meridian-gw/meridian/transport/transporttest"
 )
@@ -50,6 +51,19 @@ func decodeStream(dec *transport.Decoder, r io.Reader) decoded {
 			return out
 		}
 		out.frames = append(out.frames, f)
+	}
+}
+
+// checkFuzzAllocs runs decode and fails t if it allocated more than 4
+// times the batch limit for each frame it decoded (and the error at the
+// end), plus 64 bytes per input byte (a list of one-byte elements) and the
+// decoder's first zstd state: the target for any small frame.
+func checkFuzzAllocs(t *testing.T, decode func(), data []byte, out *decoded) {
+	t.Helper()
+	n := alloctest.Bytes(decode)
+	ceiling := uint64(4*fuzzLimits.MaxBatchBytes*(len(out.frames)+1) + 64*len(data) + 8<<20)
+	if n > ceiling {
+		t.Fatalf("decoding %d bytes (%d frames, then %v) allocated %d bytes, more than %d", len(data), len(out.frames), out.err, n, ceiling)
 	}
 }
 
@@ -122,6 +136,9 @@ func FuzzReadFrame(f *testing.F) {
 			add(dbuf)
 		}
 	}
+	for _, h := range hostileFrames() {
+		add(h.frame)
+	}
 	for v := transport.VersionMin; v < transport.VersionMax; v++ {
 		for _, buf := range seeds {
 			f.Add(v, buf)
@@ -141,7 +158,8 @@ func FuzzReadFrame(f *testing.F) {
 				t.Fatal(err)
 			}
 		}
-		whole := decodeStream(decWhole, bytes.NewReader(data))
+		var whole decoded
+		checkFuzzAllocs(t, func() { whole = decodeStream(decWhole, bytes.NewReader(data)) }, data, &whole)
 		half := len(data) / 2
 		split := decodeStream(decSplit, &chunkedReader{parts: [][]byte{data[:half:half], data[half:]}, max: 7})
 		if len(whole.frames) != len(split.frames) {
@@ -170,6 +188,98 @@ func FuzzReadFrame(f *testing.F) {
 					t.Fatalf("frame %d (%T): re-encoded with %s decodes differently\n got %#v\nwant %#v", i, fr, enc.Codec(), again.frames[0], fr)
 				}
 			}
+		}
+	})
+}
+
+// FuzzReadFrameDicts feeds arbitrary bytes to a decoder that holds
+// dictionaries, as a session's does once its peer has sent some: batches
+// naming them decode with them. Seeds are batches compressed with a real
+// dictionary. Properties: no panic, allocation within the bound of
+// FuzzReadFrame, and a decoded batch re-encodes with the same dictionary
+// to the same frame.
+func FuzzReadFrameDicts(f *testing.F) {
+	rng := transporttest.NewRand(7)
+	send, recv, d := trainDicts(f, "leg", "events")
+	denc, err := transport.NewEncoderOptions(transport.CodecZstd, transport.EncoderOptions{Dicts: send})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, size := range []int{256, 4 << 10, 64 << 10} {
+		buf, err := denc.AppendFrame(nil, transporttest.JSONBatch(rng, "leg", "events", 0, 1, 0, size))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(buf)
+	}
+	dbuf, err := transport.AppendFrame(nil, d)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(dbuf)
+	dec := transport.NewDecoder(fuzzLimits)
+	dec.SetDicts(recv)
+	again := transport.NewDecoder(fuzzLimits)
+	again.SetDicts(recv)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var out decoded
+		checkFuzzAllocs(t, func() { out = decodeStream(dec, bytes.NewReader(data)) }, data, &out)
+		for i, fr := range out.frames {
+			b, ok := fr.(*transport.Batch)
+			if !ok {
+				continue
+			}
+			buf, err := denc.AppendFrame(nil, b)
+			if err != nil {
+				t.Fatalf("frame %d: re-encode: %v", i, err)
+			}
+			got := decodeStream(again, bytes.NewReader(buf))
+			if len(got.frames) != 1 || !equalFrames(got.frames[0], b) {
+				t.Fatalf("frame %d: re-encoded batch decodes differently (%v)", i, got.err)
+			}
+		}
+	})
+}
+
+// FuzzReadHandshake feeds arbitrary bytes to the handshake reader, as a
+// listener reads a Hello from a peer it has not welcomed yet, and a dialer
+// the answer. Seeds are real Hello, Welcome and Error frames. Properties:
+// no panic; only those three frame types are returned; allocation bounded
+// by MaxHandshakeBytes whatever the frame declares; and what is accepted
+// re-encodes to a frame ReadFrame decodes the same.
+func FuzzReadHandshake(f *testing.F) {
+	rng := transporttest.NewRand(9)
+	for _, ft := range []transport.FrameType{transport.FrameHello, transport.FrameWelcome, transport.FrameError} {
+		buf, err := transport.AppendFrame(nil, transporttest.RandomFrame(rng, ft))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(buf)
+	}
+	f.Add([]byte{byte(transport.FrameBatch), 0x80, 0x80, 0x80, 0x1e})
+	dec := transport.NewDecoder(transport.Limits{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var fr transport.Frame
+		var err error
+		n := alloctest.Bytes(func() { fr, err = dec.ReadHandshake(bufio.NewReaderSize(bytes.NewReader(data), 16)) })
+		if ceiling := uint64(2*transport.MaxHandshakeBytes + 64*len(data) + 64<<10); n > ceiling {
+			t.Fatalf("reading %d bytes allocated %d, more than %d", len(data), n, ceiling)
+		}
+		if err != nil {
+			return
+		}
+		switch fr.(type) {
+		case *transport.Hello, *transport.Welcome, *transport.Error:
+		default:
+			t.Fatalf("ReadHandshake returned a %T", fr)
+		}
+		buf, err := transport.AppendFrame(nil, fr)
+		if err != nil {
+			t.Fatalf("re-encode %T: %v", fr, err)
+		}
+		got, err := transport.NewDecoder(transport.Limits{}).ReadFrame(bufio.NewReader(bytes.NewReader(buf)))
+		if err != nil || !equalFrames(got, fr) {
+			t.Fatalf("%T re-encoded decodes to %#v, %v", fr, got, err)
 		}
 	})
 }

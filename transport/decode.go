@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"unsafe"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
@@ -23,13 +24,11 @@ type Decoder struct {
 	// it is set, which decodes every frame this build knows.
 	version uint16
 	zdec    *zstd.Decoder // created on the first zstd batch
-	// dicts holds the dictionaries the peer sent (nil: none); zdict decodes
-	// with those of them it was built with (zdictN of them).
-	dicts  *Dicts
-	zdict  *zstd.Decoder
-	zdictN int
-	body   []byte
-	in     interner
+	// dicts holds the dictionaries the peer sent (nil: none), and the
+	// session's decoder of them.
+	dicts *Dicts
+	body  []byte
+	in    interner
 }
 
 // NewDecoder returns a Decoder that enforces lim (zero fields: defaults).
@@ -75,10 +74,6 @@ func (d *Decoder) Close() {
 		d.zdec.Close()
 		d.zdec = nil
 	}
-	if d.zdict != nil {
-		d.zdict.Close()
-		d.zdict = nil
-	}
 	d.body = nil
 }
 
@@ -87,6 +82,23 @@ func (d *Decoder) Close() {
 // an error wrapping ErrMalformed if the frame is invalid. A Batch has WireSize
 // set.
 func (d *Decoder) ReadFrame(r *bufio.Reader) (Frame, error) {
+	return d.readFrame(r, false)
+}
+
+// MaxHandshakeBytes caps the body of a frame that ReadHandshake reads. A
+// Hello naming a few thousand legs fits; a peer that has not been
+// welcomed yet cannot make the receiver buffer more.
+const MaxHandshakeBytes = 256 << 10
+
+// ReadHandshake reads one frame of the handshake: a Hello, a Welcome or an
+// Error, with a body of at most MaxHandshakeBytes. Any other frame type, or
+// a longer body, is an error wrapping ErrMalformed, found before the body
+// is read. Errors are otherwise those of ReadFrame.
+func (d *Decoder) ReadHandshake(r *bufio.Reader) (Frame, error) {
+	return d.readFrame(r, true)
+}
+
+func (d *Decoder) readFrame(r *bufio.Reader, handshake bool) (Frame, error) {
 	tb, err := r.ReadByte()
 	if err != nil {
 		return nil, err
@@ -94,6 +106,9 @@ func (d *Decoder) ReadFrame(r *bufio.Reader) (Frame, error) {
 	t := FrameType(tb)
 	if t < FrameHello || t > FrameDictAck {
 		return nil, fmt.Errorf("%w: unknown frame type %s", ErrMalformed, t)
+	}
+	if handshake && t != FrameHello && t != FrameWelcome && t != FrameError {
+		return nil, fmt.Errorf("%w: %s frame during the handshake (only hello, welcome and error)", ErrMalformed, t)
 	}
 	if v := d.Version(); t.Since() > v {
 		return nil, fmt.Errorf("%w: %s frame needs protocol version %d; the session speaks version %d", ErrMalformed, t, t.Since(), v)
@@ -110,6 +125,9 @@ func (d *Decoder) ReadFrame(r *bufio.Reader) (Frame, error) {
 	}
 	if n > uint64(d.lim.MaxFrameBytes) {
 		return nil, fmt.Errorf("%w: %s: body of %d bytes exceeds the limit of %d", ErrMalformed, t, n, d.lim.MaxFrameBytes)
+	}
+	if handshake && n > MaxHandshakeBytes {
+		return nil, fmt.Errorf("%w: %s: body of %d bytes exceeds the handshake limit of %d", ErrMalformed, t, n, MaxHandshakeBytes)
 	}
 	body, err := d.readBody(r, int(n))
 	if err != nil {
@@ -168,7 +186,9 @@ func unexpectedEOF(err error) error {
 // decodeBody decodes the body of a frame of type t. Each frame type has
 // its own function below; the switch only dispatches.
 func (d *Decoder) decodeBody(t FrameType, body []byte) (Frame, error) {
-	r := &reader{b: body, in: &d.in}
+	// Lists in control frames are charged their in-memory size against
+	// the batch limit, besides needing a byte per element on the wire.
+	r := &reader{b: body, in: &d.in, budget: d.lim.MaxBatchBytes}
 	var f Frame
 	allowTrailing := false
 	switch t {
@@ -230,13 +250,13 @@ func decodeHello(r *reader) *Hello {
 	h.VersionMax = r.uint16("version_max")
 	h.Gateway = r.string("gateway")
 	h.Region = r.string("region")
-	if n := r.count("legs", 1); n > 0 {
+	if n := r.count("legs", 1, sizeString); n > 0 {
 		h.Legs = make([]string, n)
 		for i := range h.Legs {
 			h.Legs[i] = r.string("legs")
 		}
 	}
-	if n := r.count("codecs", 1); n > 0 {
+	if n := r.count("codecs", 1, 1); n > 0 {
 		h.Codecs = make([]Codec, n)
 		for i := range h.Codecs {
 			h.Codecs[i] = Codec(r.byte("codecs"))
@@ -259,7 +279,7 @@ func decodeResume(r *reader) *Resume {
 	m := &Resume{}
 	m.Leg = r.string("leg")
 	m.Gen = r.uvarint("gen")
-	if n := r.count("positions", 3); n > 0 {
+	if n := r.count("positions", 3, int(unsafe.Sizeof(Position{}))); n > 0 {
 		m.Positions = make([]Position, n)
 		for i := range m.Positions {
 			p := &m.Positions[i]
@@ -276,7 +296,7 @@ func decodeResume(r *reader) *Resume {
 
 func decodeAck(r *reader) *Ack {
 	a := &Ack{}
-	if n := r.count("seqs", 1); n > 0 {
+	if n := r.count("seqs", 1, 8); n > 0 {
 		a.Seqs = make([]uint64, n)
 		for i := range a.Seqs {
 			if i == 0 {
@@ -294,7 +314,7 @@ func decodeTopic(r *reader) *Topic {
 	m.Leg = r.string("leg")
 	m.Name = r.string("name")
 	m.Partitions = r.int32("partitions")
-	if n := r.count("configs", 2); n > 0 {
+	if n := r.count("configs", 2, mapEntryCost); n > 0 {
 		m.Configs = make(map[string]string, min(n, 64))
 		for range n {
 			k := r.string("configs.key")
@@ -315,7 +335,7 @@ func decodeTopic(r *reader) *Topic {
 func decodeGroups(r *reader) *Groups {
 	m := &Groups{}
 	m.Leg = r.string("leg")
-	if n := r.count("offsets", 4); n > 0 {
+	if n := r.count("offsets", 4, int(unsafe.Sizeof(GroupOffset{}))); n > 0 {
 		m.Offsets = make([]GroupOffset, n)
 		for i := range m.Offsets {
 			o := &m.Offsets[i]
@@ -441,9 +461,9 @@ func (d *Decoder) decompress(c Codec, payload []byte, rawLen int) ([]byte, error
 }
 
 // zstdDecoder returns a decoder for zstd frames that name dictionary id (0:
-// none). Dictionaries arrive one at a time, at most MaxDicts per session, so
-// the dictionary decoder is rebuilt with all of them when a batch names one
-// it lacks.
+// none). The dictionary decoder is the session's, held by its Dicts and
+// shared by the Decoders of all its streams; it is rebuilt with all of
+// them when dictionaries have arrived (at most MaxDicts per session).
 func (d *Decoder) zstdDecoder(id uint32) (*zstd.Decoder, error) {
 	opts := []zstd.DOption{
 		zstd.WithDecoderConcurrency(1),
@@ -464,19 +484,7 @@ func (d *Decoder) zstdDecoder(id uint32) (*zstd.Decoder, error) {
 	if d.dicts == nil || d.dicts.get(id) == nil {
 		return nil, fmt.Errorf("zstd: batch uses dictionary %d, which the peer never sent", id)
 	}
-	if d.zdict != nil && d.zdictN == d.dicts.Len() {
-		return d.zdict, nil
-	}
-	_, data := d.dicts.all()
-	z, err := zstd.NewReader(nil, append(opts, zstd.WithDecoderDicts(data...))...)
-	if err != nil {
-		return nil, fmt.Errorf("new zstd decoder with %d dictionaries: %w", len(data), err)
-	}
-	if d.zdict != nil {
-		d.zdict.Close()
-	}
-	d.zdict, d.zdictN = z, len(data)
-	return z, nil
+	return d.dicts.decoder(opts)
 }
 
 // Minimum encoded sizes, used to bound counts by the bytes that remain.
@@ -485,6 +493,42 @@ const (
 	minHeaderSize = 2 // key length, value length
 )
 
+// In-memory sizes charged for decoded control-frame lists.
+const (
+	sizeString   = int(unsafe.Sizeof(""))
+	mapEntryCost = 64 // a map[string]string entry, with its share of buckets
+)
+
+// MinRecordCost and MinHeaderCost are the least a decoder charges a
+// record (without its headers) and a header against Limits.MaxBatchBytes,
+// however few bytes they take on the wire: what a record costs in memory
+// once decoded (a Record is 88 bytes, a Header 40) is then within three
+// times the limit, however the block is made. RecordCost adds them up.
+const (
+	MinRecordCost = 32
+	MinHeaderCost = 24
+)
+
+// RecordCost is what a decoder charges r against Limits.MaxBatchBytes: its
+// encoded size (offset and timestamp as given, which a batch encodes as
+// deltas no longer than that in practice), at least MinRecordCost, plus
+// each header's encoded size, at least MinHeaderCost. A sender that cuts
+// batches by it at the receiver's limit is never refused for their size.
+func RecordCost(r *Record) int {
+	n := max(varintLen(r.Offset)+varintLen(r.Timestamp)+nullableLen(r.Key)+nullableLen(r.Value)+
+		uvarintLen(uint64(len(r.Headers))), MinRecordCost)
+	for _, h := range r.Headers {
+		n += max(stringLen(h.Key)+nullableLen(h.Value), MinHeaderCost)
+	}
+	return n
+}
+
+// decodeRecords decodes a record block in two passes. The first checks the
+// block's structure and charges every record and header its cost
+// (RecordCost) against the batch limit, allocating nothing; only then does
+// the second allocate the record and header arrays, of exactly the sizes
+// counted. Counts that the block declares never size an allocation before
+// the bytes behind them have been seen.
 func (d *Decoder) decodeRecords(b *Batch, blk []byte) error {
 	r := &reader{b: blk, in: &d.in}
 	n := r.uvarint("record_count")
@@ -503,14 +547,14 @@ func (d *Decoder) decodeRecords(b *Batch, blk []byte) error {
 		r.end(false)
 		return r.err
 	}
-	recs := make([]Record, n)
-	var hdrs []Header // one backing array for the batch's headers, grown as needed
-	for i := range recs {
-		rec := &recs[i]
-		rec.Offset = baseOff + r.varint("offset_delta")
-		rec.Timestamp = baseTS + r.varint("timestamp_delta")
-		rec.Key = r.nullable("key")
-		rec.Value = r.nullable("value")
+	start := r.off
+	cost, nhdrs := 0, 0
+	for i := range int(n) {
+		at := r.off
+		r.varint("offset_delta")
+		r.varint("timestamp_delta")
+		r.nullable("key")
+		r.nullable("value")
 		nh := r.uvarint("header_count")
 		if r.err != nil {
 			return fmt.Errorf("record %d: %w", i, r.err)
@@ -521,24 +565,48 @@ func (d *Decoder) decodeRecords(b *Batch, blk []byte) error {
 		if nh > uint64(r.remaining()/minHeaderSize) {
 			return fmt.Errorf("record %d: %d headers cannot fit in the remaining %d bytes", i, nh, r.remaining())
 		}
-		if nh > 0 {
-			if cap(hdrs)-len(hdrs) < int(nh) {
-				hdrs = make([]Header, 0, max(int(nh), (len(recs)-i)*int(nh)))
-			}
-			start := len(hdrs)
-			hdrs = hdrs[:start+int(nh)]
-			rec.Headers = hdrs[start : start+int(nh) : start+int(nh)]
+		cost += max(r.off-at, MinRecordCost)
+		for range int(nh) {
+			at := r.off
+			r.bytesN("header_key", r.uvarint("header_key"))
+			r.nullable("header_value")
+			cost += max(r.off-at, MinHeaderCost)
+		}
+		if r.err != nil {
+			return fmt.Errorf("record %d: %w", i, r.err)
+		}
+		if cost > d.lim.MaxBatchBytes {
+			return fmt.Errorf("record %d: records cost %d bytes (at least %d a record and %d a header), more than the batch limit of %d",
+				i, cost, MinRecordCost, MinHeaderCost, d.lim.MaxBatchBytes)
+		}
+		nhdrs += int(nh)
+	}
+	r.end(false)
+	if r.err != nil {
+		return fmt.Errorf("record block: %w", r.err)
+	}
+
+	r.off = start
+	recs := make([]Record, n)
+	var hdrs []Header // one backing array for the batch's headers
+	if nhdrs > 0 {
+		hdrs = make([]Header, nhdrs)
+	}
+	for i := range recs {
+		rec := &recs[i]
+		rec.Offset = baseOff + r.varint("offset_delta")
+		rec.Timestamp = baseTS + r.varint("timestamp_delta")
+		rec.Key = r.nullable("key")
+		rec.Value = r.nullable("value")
+		if nh := int(r.uvarint("header_count")); nh > 0 {
+			rec.Headers, hdrs = hdrs[:nh:nh], hdrs[nh:]
 			for j := range rec.Headers {
 				rec.Headers[j].Key = r.string("header_key")
 				rec.Headers[j].Value = r.nullable("header_value")
 			}
-			if r.err != nil {
-				return fmt.Errorf("record %d: %w", i, r.err)
-			}
 		}
 	}
-	r.end(false)
-	if r.err != nil {
+	if r.err != nil { // the first pass read the same bytes
 		return fmt.Errorf("record block: %w", r.err)
 	}
 	b.Records = recs

@@ -115,6 +115,13 @@ type Dicts struct {
 	samples map[dictScope]*dictSamples
 	nextID  uint32
 	closed  map[dictScope]bool // sender: trained, in training or given up
+
+	// zdec decodes with every dictionary held (zdecN of them), shared by
+	// the Decoders of the session's streams (receiver side); zmu orders
+	// its rebuilds.
+	zmu   sync.Mutex
+	zdec  *zstd.Decoder
+	zdecN int
 }
 
 type dictScope struct{ leg, topic string }
@@ -298,6 +305,27 @@ func (t *Dicts) all() (ids []uint32, data [][]byte) {
 		data = append(data, e.data)
 	}
 	return ids, data
+}
+
+// decoder returns the zstd decoder of every dictionary held, built with
+// opts the first time and again when dictionaries have been added since:
+// one per session, however many streams decode. A replaced decoder is not
+// closed (another stream may be decoding with it; with concurrency 1 it
+// holds no goroutine) but left to the garbage collector. DecodeAll on it
+// is safe for concurrent use.
+func (t *Dicts) decoder(opts []zstd.DOption) (*zstd.Decoder, error) {
+	t.zmu.Lock()
+	defer t.zmu.Unlock()
+	if t.zdec != nil && t.zdecN == t.Len() {
+		return t.zdec, nil
+	}
+	_, data := t.all()
+	z, err := zstd.NewReader(nil, append(opts, zstd.WithDecoderDicts(data...))...)
+	if err != nil {
+		return nil, fmt.Errorf("new zstd decoder with %d dictionaries: %w", len(data), err)
+	}
+	t.zdec, t.zdecN = z, len(data)
+	return z, nil
 }
 
 // Acked is the number of dictionaries the peer acknowledged (sender side).

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meridian-gw/meridian/internal/alloctest"
 	"github.com/meridian-gw/meridian/transport"
 	"github.com/meridian-gw/meridian/transport/transporttest"
 )
@@ -214,5 +215,35 @@ func BenchmarkDict(b *testing.B) {
 func BenchmarkDictTrain(b *testing.B) {
 	for b.Loop() {
 		trainDicts(b, "leg", "events")
+	}
+}
+
+// TestDictDecoderPerSession checks that the Decoders of one session's
+// streams share one dictionary decoder: a second Decoder's first batch
+// costs what a batch costs, not a decoder of its own.
+func TestDictDecoderPerSession(t *testing.T) {
+	send, recv, _ := trainDicts(t, "leg", "events")
+	enc, err := transport.NewEncoderOptions(transport.CodecZstd, transport.EncoderOptions{Dicts: send})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := transporttest.NewRand(5)
+	b := transporttest.JSONBatch(rng, "leg", "events", 0, 1, 0, 2<<10)
+	decode := func(dec *transport.Decoder) uint64 {
+		return alloctest.Bytes(func() {
+			if _, _, err := roundTrip(t, enc, dec, b); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	first, second := transport.NewDecoder(transport.Limits{}), transport.NewDecoder(transport.Limits{})
+	first.SetDicts(recv)
+	second.SetDicts(recv)
+	built := decode(first)
+	again := decode(first)
+	other := decode(second)
+	t.Logf("first batch %d bytes (builds the decoder), next %d, first on another stream %d", built, again, other)
+	if other > 2*again+64<<10 {
+		t.Errorf("another stream's first batch allocated %d bytes, a batch costs %d: it built a dictionary decoder of its own", other, again)
 	}
 }

@@ -28,7 +28,11 @@
 // meant to be kept per stream. Encoding reuses scratch buffers and does not
 // allocate; decoding checks every length and count against Limits before
 // allocating, so a hostile peer gets an error wrapping ErrMalformed, never a
-// panic or a huge allocation.
+// panic or a huge allocation. Record blocks are scanned before they are
+// decoded, each record and header charged at least MinRecordCost and
+// MinHeaderCost against Limits.MaxBatchBytes (RecordCost), and control-frame
+// lists their size in memory: a frame costs at most about 4 times that
+// limit. ReadHandshake reads a handshake frame of at most MaxHandshakeBytes.
 //
 // # Dictionaries and levels
 //
@@ -387,6 +391,8 @@ func errCodeName(c uint16) string {
 		return "fenced"
 	case ErrCodeIdentity:
 		return "identity"
+	case ErrCodeLimit:
+		return "limit"
 	default:
 		return "unknown"
 	}

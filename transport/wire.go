@@ -179,6 +179,8 @@ type reader struct {
 	off int
 	err error
 	in  *interner // nil: strings are not interned
+	// budget is what lists may still allocate (count), in bytes.
+	budget int
 }
 
 // interner returns one string per distinct short value, so that header keys,
@@ -290,9 +292,11 @@ func (r *reader) int32(field string) int32 {
 	return int32(v)
 }
 
-// count reads a list length and checks that at least min bytes per element
-// remain, so that a forged count cannot trigger a huge allocation.
-func (r *reader) count(field string, minSize int) int {
+// count reads a list length and checks that at least minSize bytes per
+// element remain, so that a forged count cannot trigger a huge allocation.
+// elemSize bytes per element, the list's size in memory, are also charged
+// against the reader's budget, and a list that does not fit is an error.
+func (r *reader) count(field string, minSize, elemSize int) int {
 	v := r.uvarint(field)
 	if r.err != nil {
 		return 0
@@ -301,6 +305,11 @@ func (r *reader) count(field string, minSize int) int {
 		r.fail("%s: count %d exceeds what the remaining %d bytes can hold", field, v, r.remaining())
 		return 0
 	}
+	if v*uint64(elemSize) > uint64(max(r.budget, 0)) {
+		r.fail("%s: %d elements of %d bytes exceed the %d bytes left of the batch limit", field, v, elemSize, r.budget)
+		return 0
+	}
+	r.budget -= int(v) * elemSize
 	return int(v)
 }
 

@@ -345,7 +345,7 @@ func (g *Gateway) adminAddr() string {
 // listen opens the link listener (the engine's Options.Listen).
 func (g *Gateway) listen(serverTLS *tls.Config, accept transport.Accept) (transport.Listener, error) {
 	addr := g.listenAddr()
-	lo := quic.ListenerOptions{TLS: serverTLS, Accept: accept, Session: listenSession(g.table.In, g.opts.Profile)}
+	lo := quic.ListenerOptions{TLS: serverTLS, Accept: accept, Session: listenSession(g.table.In, g.opts.Profile), Registerer: g.reg}
 	lo.Session.Logger = g.log
 	if g.opts.ListenPacket == nil {
 		return quic.Listen(addr, lo)

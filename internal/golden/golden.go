@@ -8,6 +8,7 @@ package golden
 import (
 	"flag"
 	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -30,4 +31,29 @@ func Check(t testing.TB, path, got string) {
 	if got != string(want) {
 		t.Errorf("output differs from %s (run with -update to accept it)\n--- got:\n%s--- want:\n%s", path, got, want)
 	}
+}
+
+// Inputs returns the contents of the files matching the glob patterns (the
+// inputs beside golden files, examples), for seeding fuzz targets with
+// them. No file at all fails tb.
+func Inputs(tb testing.TB, patterns ...string) [][]byte {
+	tb.Helper()
+	var out [][]byte
+	for _, pattern := range patterns {
+		paths, err := filepath.Glob(pattern)
+		if err != nil {
+			tb.Fatalf("glob %s: %v", pattern, err)
+		}
+		for _, path := range paths {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			out = append(out, data)
+		}
+	}
+	if len(out) == 0 {
+		tb.Fatalf("no files match %v", patterns)
+	}
+	return out
 }

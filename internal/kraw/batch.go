@@ -11,6 +11,11 @@
 // which keeps kgo's connections, metadata, authentication and coordinator
 // routing. Anything a raw batch cannot carry exactly (old message formats,
 // LogAppendTime, offset gaps left by compaction) is left to the record path.
+//
+// Records are decompressed by a Decompressor, bounded by a limit (a
+// receiver's batch limit), never by kgo's default, which allows 2 GiB to a
+// batch of a few KiB; Decompressor.Size measures a batch against the limit
+// without holding its records.
 package kraw
 
 import (

@@ -108,11 +108,11 @@ func BuildBatch(dst []byte, recs []kgo.Record, c kgo.Compressor) ([]byte, error)
 //
 // Decode returns an error, and no records, for bytes that end inside a
 // batch, a bad CRC, an unknown compression or a batch whose records do not
-// decode to the count in its header.
-func Decode(topic string, partition int32, batches []byte) ([]*kgo.Record, error) {
+// decode to the count in its header. A batch whose records decompress to
+// more than d's limit is an error wrapping ErrDecompressLimit.
+func (d *Decompressor) Decode(topic string, partition int32, batches []byte) ([]*kgo.Record, error) {
 	var (
 		recs []*kgo.Record
-		dec  = kgo.DefaultDecompressor()
 		opts = kgo.ProcessFetchPartitionOpts{
 			Topic:     topic,
 			Partition: partition,
@@ -128,7 +128,7 @@ func Decode(topic string, partition int32, batches []byte) ([]*kgo.Record, error
 			HighWatermark:    1<<63 - 1,
 			LastStableOffset: 1<<63 - 1,
 			RecordBatches:    batch,
-		}, dec, nil)
+		}, d, nil)
 		if fp.Err != nil {
 			return fmt.Errorf("kraw: decode %s[%d] batch at offset %d: %w", topic, partition, h.BaseOffset, fp.Err)
 		}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/meridian-gw/meridian/internal/alloctest"
 )
 
 // sameRecord describes how got differs from want in key, value, headers
@@ -110,7 +112,7 @@ func TestBuildDecodeRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			binary.BigEndian.PutUint64(second, 100)
-			got, err := Decode("t", 7, append(bytes.Clone(batch), second...))
+			got, err := testDecompressor.Decode("t", 7, append(bytes.Clone(batch), second...))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -162,7 +164,7 @@ func TestBuildBatchZeroTimestamp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := Decode("t", 0, b)
+	got, err := testDecompressor.Decode("t", 0, b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +207,7 @@ func TestDecodeErrors(t *testing.T) {
 			if tt.name == "magic 7" {
 				binary.BigEndian.PutUint32(tt.in[8:], uint32(len(tt.in)-12))
 			}
-			recs, err := Decode("t", 0, tt.in)
+			recs, err := testDecompressor.Decode("t", 0, tt.in)
 			if err == nil {
 				t.Fatalf("no error, %d records", len(recs))
 			}
@@ -214,13 +216,15 @@ func TestDecodeErrors(t *testing.T) {
 			}
 		})
 	}
-	if recs, err := Decode("t", 0, nil); err != nil || len(recs) != 0 {
+	if recs, err := testDecompressor.Decode("t", 0, nil); err != nil || len(recs) != 0 {
 		t.Errorf("Decode(nil) = %d records, %v", len(recs), err)
 	}
-	if _, err := Decode("t", 0, good[:30]); !errors.Is(err, ErrTruncated) {
+	if _, err := testDecompressor.Decode("t", 0, good[:30]); !errors.Is(err, ErrTruncated) {
 		t.Errorf("Decode of a partial header: %v, want ErrTruncated", err)
 	}
 }
+
+var fuzzDecompressor = NewDecompressor(1 << 20)
 
 func FuzzDecode(f *testing.F) {
 	plain, err := BuildBatch(nil, oddRecords("f"), nil)
@@ -239,8 +243,12 @@ func FuzzDecode(f *testing.F) {
 		// As nats-server's parser fuzzers do, also try each half, as a
 		// fetch may cut a batch anywhere; and a copy with valid CRCs,
 		// so that mutations reach the records and the decompressor.
+		// Decoding is bounded by the decompressor's limit (1 MiB here)
+		// and the records the bytes hold.
 		for _, b := range [][]byte{in, in[:len(in)/2], in[len(in)/2:], withCRCs(in)} {
-			recs, err := Decode("t", 0, b)
+			var recs []*kgo.Record
+			var err error
+			alloctest.Check(t, "Decode", uint64(8<<20+256*len(b)), func() { recs, err = fuzzDecompressor.Decode("t", 0, b) })
 			if err != nil && recs != nil {
 				t.Fatalf("records and error: %d, %v", len(recs), err)
 			}

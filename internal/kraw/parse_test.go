@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/meridian-gw/meridian/internal/alloctest"
 )
 
 // parseCase is one case of TestParsePartition: parsePartition(from, the
@@ -378,7 +380,8 @@ func FuzzParsePartition(f *testing.F) {
 		in = bytes.Clone(in)
 		fixCRCs(in)
 		aborted := []kmsg.FetchResponseTopicPartitionAbortedTransaction{{ProducerID: abortPID, FirstOffset: abortFirst}}
-		got := parsePartition(from, in, lso, aborted)
+		var got parsedPartition
+		alloctest.Check(t, "parsePartition", uint64(64<<10+64*len(in)), func() { got = parsePartition(from, in, lso, aborted) })
 		if got.stuck && (len(got.batches) > 0 || got.err != nil) {
 			t.Fatalf("stuck with %d batches, err %v", len(got.batches), got.err)
 		}

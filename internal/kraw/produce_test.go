@@ -137,7 +137,7 @@ func (e *txnEnv) fetched(tag string, p int32, from int64) []wantBatch {
 			return nil
 		}
 		snappied = snappied || h.Attributes&AttrCompressionMask == int16(kgo.CodecSnappy)
-		recs, err := Decode("src", p, b)
+		recs, err := testDecompressor.Decode("src", p, b)
 		if err != nil {
 			return err
 		}

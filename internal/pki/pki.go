@@ -25,6 +25,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/url"
@@ -328,11 +329,39 @@ func LoadCA(certFile, keyFile string) (*CA, error) {
 	return &CA{Cert: cert, Key: key, certDER: certDER[0]}, nil
 }
 
-func readCertFile(path string) ([][]byte, error) {
-	data, err := os.ReadFile(path)
+// maxPEMBytes caps a certificate, CA or key file: a bundle of a few
+// certificates is a few KiB, and a path that names something endless
+// (a device, a pipe) must not be read forever.
+const maxPEMBytes = 1 << 20
+
+// readPEMFile reads path, at most maxPEMBytes of it.
+func readPEMFile(path, what string) ([]byte, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("read certificate: %w", err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxPEMBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	if len(data) > maxPEMBytes {
+		return nil, fmt.Errorf("%s: %s file is larger than %d bytes", path, what, maxPEMBytes)
+	}
+	return data, nil
+}
+
+func readCertFile(path string) ([][]byte, error) {
+	data, err := readPEMFile(path, "certificate")
+	if err != nil {
+		return nil, err
+	}
+	return parseCertPEM(path, data)
+}
+
+// parseCertPEM returns the DER of the CERTIFICATE blocks of data, read
+// from path.
+func parseCertPEM(path string, data []byte) ([][]byte, error) {
 	var ders [][]byte
 	for {
 		var b *pem.Block
@@ -351,15 +380,24 @@ func readCertFile(path string) ([][]byte, error) {
 }
 
 func readKeyFile(path string) (*ecdsa.PrivateKey, error) {
-	data, err := os.ReadFile(path)
+	data, err := readPEMFile(path, "private key")
 	if err != nil {
-		return nil, fmt.Errorf("read private key: %w", err)
+		return nil, err
 	}
+	return parseKeyPEM(path, data)
+}
+
+// parseKeyPEM parses the ECDSA private key in the first PEM block of data,
+// read from path.
+func parseKeyPEM(path string, data []byte) (*ecdsa.PrivateKey, error) {
 	b, _ := pem.Decode(data)
 	if b == nil {
 		return nil, fmt.Errorf("%s: no PEM block", path)
 	}
-	var k any
+	var (
+		k   any
+		err error
+	)
 	switch b.Type {
 	case "PRIVATE KEY":
 		k, err = x509.ParsePKCS8PrivateKey(b.Bytes)

@@ -50,6 +50,18 @@ func (e *Error) Error() string { return fmt.Sprintf("invalid %s %q: %v", e.What,
 // Unwrap returns the reason.
 func (e *Error) Unwrap() error { return e.Err }
 
+// maxInput is the longest string a parser reads: a quantity is a few
+// bytes, and an error quotes its input (at most its first maxInput bytes).
+const maxInput = 64
+
+// tooLong refuses s if it is longer than maxInput.
+func tooLong(what, s string) error {
+	if len(s) <= maxInput {
+		return nil
+	}
+	return fail(what, s[:maxInput]+"...", "longer than %d bytes", maxInput)
+}
+
 func fail(what, input, format string, args ...any) error {
 	return &Error{What: what, Input: input, Err: fmt.Errorf(format, args...)}
 }
@@ -88,6 +100,9 @@ var quantityRE = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?) ?([A-Za-z/]*)$`)
 // always greater than zero.
 func ParseBitRate(s string) (BitRate, error) {
 	const what = "bit rate"
+	if err := tooLong(what, s); err != nil {
+		return 0, err
+	}
 	num, unit, err := splitQuantity(s, what, `"10Mbit"`)
 	if err != nil {
 		return 0, err
@@ -111,6 +126,9 @@ func ParseBitRate(s string) (BitRate, error) {
 // "4096" (see the package doc). The result is always greater than zero.
 func ParseByteSize(s string) (ByteSize, error) {
 	const what = "byte size"
+	if err := tooLong(what, s); err != nil {
+		return 0, err
+	}
 	num, unit, err := splitQuantity(s, what, `"64MiB"`)
 	if err != nil {
 		return 0, err
@@ -125,6 +143,9 @@ func ParseByteSize(s string) (ByteSize, error) {
 
 // ParseDuration parses a Go duration such as "300ms", "1.5s" or "4m40s".
 func ParseDuration(s string) (time.Duration, error) {
+	if err := tooLong("duration", s); err != nil {
+		return 0, err
+	}
 	d, err := time.ParseDuration(strings.TrimSpace(s))
 	if err != nil {
 		return 0, fail("duration", s, `want a number and a unit, e.g. "300ms", "1.5s" or "2m"`)

@@ -29,6 +29,9 @@ type Fence struct {
 func fenceKey(leg string) []byte { return []byte("fence\x00" + leg) }
 
 func decodeFence(b []byte) (*Fence, error) {
+	if len(b) > MaxValueBytes {
+		return nil, fmt.Errorf("decode fence: value of %d bytes exceeds the limit of %d", len(b), MaxValueBytes)
+	}
 	var f Fence
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("decode fence: %w", err)

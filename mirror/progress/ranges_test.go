@@ -1,10 +1,14 @@
 package progress
 
 import (
+	"bytes"
 	"encoding/json"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/meridian-gw/meridian/internal/alloctest"
 )
 
 // randomRanges returns n ranges as a partition's mirror makes them: source
@@ -110,7 +114,11 @@ func FuzzDecodeProgress(f *testing.F) {
 	f.Add([]byte(`{"v":2,"kind":"segment","ranges":"AgIE"}`))
 	f.Add([]byte(`{"v":2,"ranges":"////"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		p, err := decode(b)
+		var p *Record
+		var err error
+		// Packed ranges take at least 3 bytes each and 24 in memory, and
+		// base64 and JSON cost some more: 64 times the input is ample.
+		alloctest.Check(t, "decode", uint64(64*len(b)+64<<10), func() { p, err = decode(b) })
 		if err != nil {
 			return
 		}
@@ -123,6 +131,39 @@ func FuzzDecodeProgress(f *testing.F) {
 		s.add(p.Ranges)
 		if s.len() != len(p.Ranges) {
 			t.Fatalf("set of %d ranges holds %d", len(p.Ranges), s.len())
+		}
+	})
+}
+
+// TestDecodeRefusesHugeValues checks that a value larger than
+// MaxValueBytes is refused before it is parsed, for progress and fences.
+func TestDecodeRefusesHugeValues(t *testing.T) {
+	big := append([]byte(`{"v":2,"leg":"`), bytes.Repeat([]byte{'x'}, MaxValueBytes)...)
+	big = append(big, `"}`...)
+	if _, err := decode(big); err == nil || !strings.Contains(err.Error(), "exceeds the limit") {
+		t.Errorf("decode of %d bytes: got %v, want a limit error", len(big), err)
+	}
+	if _, err := decodeFence(big); err == nil || !strings.Contains(err.Error(), "exceeds the limit") {
+		t.Errorf("decodeFence of %d bytes: got %v, want a limit error", len(big), err)
+	}
+}
+
+// FuzzDecodeFence feeds arbitrary bytes to the fence decoder, which reads
+// what any client could have written to Topic: no panic, allocation
+// bounded by the input, and what it accepts is a version 1 fence.
+func FuzzDecodeFence(f *testing.F) {
+	f.Add([]byte(`{"v":1,"kind":"fence","leg":"r:w/k","epoch":3,"reason":"failover","at":1}`))
+	f.Add([]byte(`{"v":1,"kind":"fence","leg":"l","lifted":true}`))
+	f.Add([]byte(`{"v":2,"kind":"fence"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fe *Fence
+		var err error
+		alloctest.Check(t, "decodeFence", uint64(16*len(b)+64<<10), func() { fe, err = decodeFence(b) })
+		if err != nil {
+			return
+		}
+		if fe.V != 1 || fe.Kind != KindFence {
+			t.Fatalf("accepted %+v", fe)
 		}
 	})
 }

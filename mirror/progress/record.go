@@ -94,7 +94,16 @@ func Encode(r *Record) []byte {
 	return b
 }
 
+// MaxValueBytes caps a progress or fence record's value as read from
+// Topic. A record holds one segment of an offset map (at most a few hundred
+// KiB); anything larger did not come from a Store, and is refused before
+// it is parsed, since any client of the destination may write to Topic.
+const MaxValueBytes = 4 << 20
+
 func decode(b []byte) (*Record, error) {
+	if len(b) > MaxValueBytes {
+		return nil, fmt.Errorf("decode progress: value of %d bytes exceeds the limit of %d", len(b), MaxValueBytes)
+	}
 	var p Record
 	if err := json.Unmarshal(b, &p); err != nil {
 		return nil, fmt.Errorf("decode progress: %w", err)

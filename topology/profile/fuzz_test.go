@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/meridian-gw/meridian/topology/profile"
+
+	"github.com/meridian-gw/meridian/internal/alloctest"
 )
 
 // FuzzParse: Parse never panics, and what it accepts validates and survives
@@ -19,7 +21,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("link: {loss: 1%, rate: 1Mbit, queue: 10ms}\nevents: [{kind: blackout, at: 1s, duration: 1s}]\n"))
 	f.Add([]byte("up: &a {delay: 1ms}\ndown: *a\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := profile.Parse("fuzz", data)
+		var p *profile.Profile
+		var err error
+		alloctest.Check(t, "Parse", uint64(1<<20+1024*len(data)), func() { p, err = profile.Parse("fuzz", data) })
 		if err != nil {
 			return
 		}

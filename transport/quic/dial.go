@@ -343,7 +343,7 @@ func (d *Dialer) exchange(ctx, hctx context.Context, qc *quicgo.Conn, addr strin
 	ex.br = bufio.NewReaderSize(ex.counter, readBufSize)
 	ex.dec = transport.NewDecoder(d.cfg.limits)
 	if _, err = st.Write(buf); err == nil {
-		ex.answer, err = ex.dec.ReadFrame(ex.br)
+		ex.answer, err = ex.dec.ReadHandshake(ex.br)
 	}
 	if !stop() {
 		<-fired

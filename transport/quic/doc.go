@@ -273,8 +273,18 @@
 // wrapping transport.ErrClosed; a peer's error with one wrapping
 // *transport.Error.
 //
+// # Caps
+//
+// A Listener caps the connections in their handshake (1,024), those from
+// one IP address (64), the sessions of one peer gateway (32) and the
+// stripes of one session (128); ListenerOptions tunes them. A connection
+// over a cap is closed with transport.ErrCodeLimit, after its TLS handshake
+// (at most 64 wait for it, 2 s each, so that the dialer sees the code),
+// and counted in meridian_link_refused_total{cap}.
+//
 // # Files
 //
+//   - caps.go: the listener's caps and the refusal counter.
 //   - conn.go: the Conn type (its goroutines and lock order), newConn,
 //     accessors, Send and Recv.
 //   - send.go: lanes, their placement (laneOf) and the senders that encode

@@ -11,6 +11,8 @@ import (
 
 	"github.com/meridian-gw/meridian/transport"
 	"github.com/meridian-gw/meridian/transport/transporttest"
+
+	"github.com/meridian-gw/meridian/internal/alloctest"
 )
 
 // halves returns data as a reader that yields it in two reads, split at
@@ -49,7 +51,11 @@ func FuzzSeqLane(f *testing.F) {
 		dec := transport.NewDecoder(transport.Limits{MaxBatchBytes: 1 << 20})
 		defer dec.Close()
 		for range 100 {
-			_, fr, err := readSeqFrame(br, dec)
+			var fr transport.Frame
+			var err error
+			// At most 4 times the batch limit per frame, plus the
+			// decoder's zstd state.
+			alloctest.Check(t, "readSeqFrame", 4<<20+8<<20+uint64(64*len(data)), func() { _, fr, err = readSeqFrame(br, dec) })
 			if err != nil {
 				if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, transport.ErrMalformed) {
 					t.Fatalf("unexpected error %v", err)
@@ -71,7 +77,10 @@ func FuzzJoin(f *testing.F) {
 	f.Add(binary.AppendUvarint(bytes.Clone(msg), 1<<40))
 	f.Add(msg[:20])
 	f.Fuzz(func(t *testing.T, data []byte) {
-		token, idx, err := readJoin(bufio.NewReader(halves(data)))
+		var token [32]byte
+		var idx int
+		var err error
+		alloctest.Check(t, "readJoin", 64<<10, func() { token, idx, err = readJoin(bufio.NewReader(halves(data))) })
 		if err != nil {
 			return
 		}

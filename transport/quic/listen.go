@@ -54,6 +54,7 @@ type Listener struct {
 	closed   bool // Close has run: release the socket with the last session
 	released bool
 	joinable map[[32]byte]*Conn // striped sessions by join token
+	caps     *caps
 }
 
 // Listen listens for sessions on addr (host:port, UDP; port 0 picks one) or,
@@ -72,7 +73,8 @@ func Listen(addr string, opts ListenerOptions) (*Listener, error) {
 		protos = []string{ALPNStriped, ALPN}
 	}
 	tlsConf, terr := serverTLS(opts.TLS, log, protos)
-	if err = errors.Join(terr, err); err != nil {
+	cp, cerr := newCaps(&opts)
+	if err = errors.Join(terr, err, cerr); err != nil {
 		return nil, fmt.Errorf("quic listener: %w", err)
 	}
 	pc, own := opts.PacketConn, opts.ClosePacketConn
@@ -101,7 +103,7 @@ func Listen(addr string, opts ListenerOptions) (*Listener, error) {
 		cfg: cfg, log: log.With("addr", pc.LocalAddr().String()), accept: opts.Accept,
 		name: ownName(opts.TLS), tr: tr, ln: ln, pc: pc, ownPC: own, roots: opts.TLS.ClientCAs,
 		accepted: make(chan *Conn, max(opts.AcceptQueue, 0)),
-		joinable: map[[32]byte]*Conn{},
+		joinable: map[[32]byte]*Conn{}, caps: cp,
 	}
 	if opts.AcceptQueue == 0 {
 		l.accepted = make(chan *Conn, 16)
@@ -177,8 +179,11 @@ func (l *Listener) release() {
 
 // sessionEnded is the cleanup of a session: it forgets its join token (if
 // striped) and, after Close, releases the socket with the last session.
-func (l *Listener) sessionEnded(token *[32]byte) {
+func (l *Listener) sessionEnded(peer string, token *[32]byte) {
 	l.mu.Lock()
+	if l.caps.byPeer[peer]--; l.caps.byPeer[peer] <= 0 {
+		delete(l.caps.byPeer, peer)
+	}
 	if token != nil && *token != ([32]byte{}) {
 		delete(l.joinable, *token)
 	}
@@ -200,8 +205,15 @@ func (l *Listener) loop() {
 			}
 			return
 		}
-		l.wg.Add(1)
-		go l.handshake(qc)
+		addr := addrKey(qc.RemoteAddr())
+		if over := l.startHandshake(addr); over != "" {
+			l.refuseOver(qc, over, "too many handshakes in progress ("+over+")")
+			continue
+		}
+		l.wg.Go(func() {
+			defer l.endHandshake(addr)
+			l.handshake(qc)
+		})
 	}
 }
 
@@ -210,7 +222,6 @@ func (l *Listener) loop() {
 // step below ends the connection itself when it fails, and returns false
 // (or nil).
 func (l *Listener) handshake(qc *quicgo.Conn) {
-	defer l.wg.Done()
 	log := l.log.With("remote", qc.RemoteAddr().String())
 	hctx, cancel := context.WithTimeout(l.ctx, l.cfg.handshakeTimeout)
 	defer cancel()
@@ -317,7 +328,7 @@ func (p *pending) readHello(peekErr error) bool {
 	var f transport.Frame
 	err := peekErr
 	if err == nil {
-		f, err = p.dec.ReadFrame(p.br)
+		f, err = p.dec.ReadHandshake(p.br)
 	}
 	if err != nil {
 		if !p.stop() {
@@ -396,6 +407,18 @@ func (p *pending) decide() *transport.Welcome {
 		p.stop()
 		p.refuse(&transport.Error{Code: transport.ErrCodeIdentity, Message: fmt.Sprintf(
 			"hello names gateway %q but its certificate is for %q", hello.Gateway, p.peer)})
+		return nil
+	}
+	// Concurrent handshakes of one peer may all pass this check: they are
+	// few (MaxHandshakesPerAddr), and the next one is refused.
+	l.mu.Lock()
+	n := l.caps.byPeer[p.peer]
+	l.mu.Unlock()
+	if n >= l.caps.perPeer {
+		p.stop()
+		l.caps.refused.WithLabelValues(CapSessionsPerPeer).Inc()
+		p.refuse(&transport.Error{Code: transport.ErrCodeLimit, Message: fmt.Sprintf(
+			"gateway %s has %d sessions open, the most this gateway takes from one peer", p.peer, n)})
 		return nil
 	}
 	// Accept may see a Hello that arrived as 0-RTT data, which an attacker
@@ -503,6 +526,7 @@ func (p *pending) start(w *transport.Welcome, confirm func() error, sent int) bo
 		qc.CloseWithError(0, "listener closed")
 		return false
 	}
+	l.caps.byPeer[p.peer]++
 	l.sessions++
 	l.mu.Unlock()
 	var (
@@ -529,7 +553,7 @@ func (p *pending) start(w *transport.Welcome, confirm func() error, sent int) bo
 	c := newConn(connParams{
 		qc: qc, striped: striped, cfg: l.cfg, client: false, peer: p.peer, hello: hello, welcome: w,
 		sendCodec: codec, recvLimit: recvLimit, register: register, confirm: confirm,
-		stream: p.st, reader: p.br, counter: p.counter, dec: p.dec, cleanup: func() { l.sessionEnded(tokenRef) },
+		stream: p.st, reader: p.br, counter: p.counter, dec: p.dec, cleanup: func() { l.sessionEnded(p.peer, tokenRef) },
 		hsSent: 1, hsRecvd: 1, hsSentBytes: int64(sent),
 	})
 	c.cfg.log.Info("session accepted", "version", w.Version, "legs", hello.Legs, "region", hello.Region,
@@ -602,6 +626,7 @@ func (l *Listener) join(hctx context.Context, qc *quicgo.Conn, st *quicgo.Stream
 		code := quicgo.ApplicationErrorCode(transport.ErrCodeProtocol)
 		if errors.Is(err, errStripeLimit) {
 			code = codeStripeLimit
+			l.caps.refused.WithLabelValues(CapStripesPerSession).Inc()
 		}
 		refuse(code, "join: "+err.Error())
 		return

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	quicgo "github.com/quic-go/quic-go"
 
 	"github.com/meridian-gw/meridian/transport"
@@ -131,7 +132,38 @@ type ListenerOptions struct {
 	// when it releases its socket: after Close, once the last session has
 	// ended (sessions drain and say goodbye over it).
 	ClosePacketConn bool
+
+	// Caps on what peers may hold open; a connection over one is closed
+	// with transport.ErrCodeLimit and counted in
+	// meridian_link_refused_total{cap}. MaxHandshakes caps connections
+	// in their handshake (TLS, Hello or join) at once, MaxHandshakesPerAddr
+	// those from one IP address, and MaxSessionsPerPeer the sessions of
+	// one peer gateway (its certificate name). Zero: the defaults
+	// (DefaultMaxHandshakes, DefaultMaxHandshakesPerAddr,
+	// DefaultMaxSessionsPerPeer). Stripes per session are capped by
+	// Session.Stripes/MaxStripes, at most MaxStripesLimit.
+	MaxHandshakes, MaxHandshakesPerAddr, MaxSessionsPerPeer int
+
+	// Registerer, if not nil, registers the listener's refusal counter
+	// (meridian_link_refused_total{cap}); one already registered there
+	// by an earlier listener is reused.
+	Registerer prometheus.Registerer
 }
+
+// Defaults of ListenerOptions' caps.
+const (
+	DefaultMaxHandshakes        = 1024
+	DefaultMaxHandshakesPerAddr = 64
+	DefaultMaxSessionsPerPeer   = 32
+)
+
+// The cap label values of meridian_link_refused_total.
+const (
+	CapHandshakes        = "handshakes"
+	CapHandshakesPerAddr = "handshakes_per_addr"
+	CapSessionsPerPeer   = "sessions_per_peer"
+	CapStripesPerSession = "stripes_per_session"
+)
 
 // Session is the tuning both ends of a link share. Zero fields take the
 // defaults.

@@ -18,6 +18,8 @@ import (
 
 	quicgo "github.com/quic-go/quic-go"
 
+	"github.com/meridian-gw/meridian/transport"
+
 	"github.com/meridian-gw/meridian/internal/pki"
 )
 
@@ -355,7 +357,7 @@ func (c *Conn) joinStripe(idx int, token [32]byte) error {
 		var app *quicgo.ApplicationError
 		if errors.As(context.Cause(qc.Context()), &app) && app.Remote {
 			err = fmt.Errorf("join refused (%d): %s", app.ErrorCode, app.ErrorMessage)
-			if app.ErrorCode == codeStripeLimit {
+			if app.ErrorCode == codeStripeLimit || app.ErrorCode == codeStripeLimitV1 {
 				err = fmt.Errorf("join refused: %w", errStripeLimit)
 			}
 		}
@@ -372,8 +374,13 @@ func (c *Conn) joinStripe(idx int, token [32]byte) error {
 }
 
 // codeStripeLimit closes a join connection the listener refuses because the
-// session has as many stripes as it takes.
-const codeStripeLimit quicgo.ApplicationErrorCode = 0x101
+// session has as many stripes as it takes: transport.ErrCodeLimit, as for
+// every cap. Listeners before it sent codeStripeLimitV1, which dialers
+// still take as the same.
+const (
+	codeStripeLimit   = quicgo.ApplicationErrorCode(transport.ErrCodeLimit)
+	codeStripeLimitV1 = quicgo.ApplicationErrorCode(0x101)
+)
 
 // Adaptive striping.
 const (
