@@ -1,13 +1,19 @@
 package config
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 func parseTestFile(t *testing.T, path string) *File {
@@ -463,5 +469,54 @@ func TestLoadResolvesTLSPathsAgainstTheFile(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	s := Secret("p4ssw0rd-value")
+	type holder struct {
+		S SASL
+		P *SASL
+	}
+	h := holder{S: SASL{Username: "u", Password: s}, P: &SASL{Password: s}}
+	outs := []string{
+		fmt.Sprint(s), fmt.Sprintf("%v %s %q %x %d %+v %#v", s, s, s, s, s, h, h), fmt.Sprintf("%+v %#v", *h.P, h.P),
+	}
+	j, err := json.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := yaml.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lb bytes.Buffer
+	slog.New(slog.NewJSONHandler(&lb, nil)).Info("x", "pw", s, "sasl", h.S)
+	slog.New(slog.NewTextHandler(&lb, nil)).Info("x", "pw", s)
+	outs = append(outs, string(j), string(y), lb.String())
+	for _, o := range outs {
+		if strings.Contains(o, "p4ssw0rd") {
+			t.Errorf("secret printed: %s", o)
+		}
+	}
+	if s.Reveal() != "p4ssw0rd-value" {
+		t.Errorf("Reveal = %q", s.Reveal())
+	}
+}
+
+func TestEnvValuesRedactedInErrors(t *testing.T) {
+	src := "version: 1\nregions:\n  - name: a\n    clusters:\n      - name: k\n        kind: kafka\n        bootstrap: [\"${SECRET_BOOT}\"]\n" +
+		"        sasl: {mechanism: \"${SECRET_MECH}\", username: u, password: \"${SECRET_PW}\"}\n"
+	env := map[string]string{"SECRET_BOOT": "boot-s3cret:x", "SECRET_MECH": "mech-s3cret", "SECRET_PW": "pw-s3cret"}
+	_, errs := parse("t.yaml", []byte(src), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if len(errs) == 0 {
+		t.Fatal("no errors, want the bad bootstrap and mechanism reported")
+	}
+	msg := errs.Error()
+	if strings.Contains(msg, "s3cret") {
+		t.Errorf("errors print a value from the environment:\n%s", msg)
+	}
+	if !strings.Contains(msg, "bootstrap[0]") || !strings.Contains(msg, "sasl.mechanism") || !strings.Contains(msg, "[redacted]") {
+		t.Errorf("errors should still name the settings and say [redacted]:\n%s", msg)
 	}
 }

@@ -50,8 +50,9 @@ type decoder struct {
 
 	envErrs   map[*yaml.Node][]string // from expandEnv, reported on decode
 	envDone   map[*yaml.Node]bool
-	nodes     int // values in the tree, counted by expandEnv
-	visits    int // values decoded, following aliases
+	secrets   []string // values that came from ${ENV}, in file order
+	nodes     int      // values in the tree, counted by expandEnv
+	visits    int      // values decoded, following aliases
 	maxVisits int
 	exhausted bool
 }

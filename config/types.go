@@ -25,6 +25,7 @@ type source struct {
 	name     string
 	pos      map[string]pos // path → where it is written (see decoder.pos)
 	warnings Errors
+	secrets  []string // values that came from ${ENV}
 }
 
 // Gossip configures memberlist between gateways. Gossip is not implemented
@@ -69,7 +70,7 @@ type TLS struct {
 type SASL struct {
 	Mechanism string `yaml:"mechanism"` // plain|scram-sha-256|scram-sha-512
 	Username  string `yaml:"username"`
-	Password  string `yaml:"password"` // use ${ENV}; "$${" is a literal "${"
+	Password  Secret `yaml:"password"` // use ${ENV}; "$${" is a literal "${"
 }
 
 // Gateway is one meridian process in a region.
