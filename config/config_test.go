@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -518,5 +519,45 @@ func TestEnvValuesRedactedInErrors(t *testing.T) {
 	}
 	if !strings.Contains(msg, "bootstrap[0]") || !strings.Contains(msg, "sasl.mechanism") || !strings.Contains(msg, "[redacted]") {
 		t.Errorf("errors should still name the settings and say [redacted]:\n%s", msg)
+	}
+}
+
+func TestAdminForms(t *testing.T) {
+	const head = "version: 1\nregions:\n  - name: a\n    clusters:\n      - {name: k, kind: kafka, bootstrap: [\"k:9092\"]}\n    gateways:\n      - name: g\n        listen: 127.0.0.1:7443\n"
+	env := func(k string) (string, bool) {
+		if k == "TOK" {
+			return "0123456789abcdef-token", true
+		}
+		return "", false
+	}
+	tests := []struct {
+		name, admin string
+		want        Admin
+		warn        bool // admin on all interfaces without auth
+	}{
+		{"shorthand", "admin: 127.0.0.1:9180", Admin{Listen: "127.0.0.1:9180"}, false},
+		{"shorthand on all interfaces", "admin: 0.0.0.0:9180", Admin{Listen: "0.0.0.0:9180"}, true},
+		{"mapping without auth", "admin: {listen: \":9180\"}", Admin{Listen: ":9180"}, true},
+		{"token", "admin: {listen: \":9180\", token: \"${TOK}\", open: [healthz], hosts: [gw.example]}",
+			Admin{Listen: ":9180", Token: "0123456789abcdef-token", Open: []string{"healthz"}, Hosts: []string{"gw.example"}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, errs := parse("t.yaml", []byte(head+"        "+tt.admin+"\n"), env)
+			if len(errs) > 0 {
+				t.Fatalf("errors: %v", errs)
+			}
+			got := f.Regions[0].Gateways[0].Admin
+			if got == nil || !reflect.DeepEqual(*got, tt.want) {
+				t.Errorf("admin = %+v, want %+v", got, tt.want)
+			}
+			ws := f.Warnings().Error()
+			if gotWarn := strings.Contains(ws, "without authentication"); gotWarn != tt.warn {
+				t.Errorf("warnings = %q, want the all-interfaces warning: %v", ws, tt.warn)
+			}
+			if tt.want.Token != "" && !slices.Contains(f.Secrets(), tt.want.Token.Reveal()) {
+				t.Errorf("Secrets() = %d values, want the token among them", len(f.Secrets()))
+			}
+		})
 	}
 }

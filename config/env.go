@@ -47,6 +47,7 @@ func (d *decoder) expandEnv(n *yaml.Node, lookup func(string) (string, bool)) {
 			return
 		}
 		n.Value = out
+		d.expanded[n] = true
 	}
 }
 

@@ -81,7 +81,8 @@ func (f *File) ErrorAt(path, format string, args ...any) *Error {
 }
 
 // Warnings are settings of a valid file that are accepted but have no
-// effect yet (each says why), sorted by position; nil if none.
+// effect yet or are risky (an unauthenticated admin API on all
+// interfaces); each says why. Sorted by position; nil if none.
 func (f *File) Warnings() Errors {
 	if f.src == nil {
 		return nil

@@ -77,11 +77,28 @@ func parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Fi
 	}
 	applyDefaults(f)
 	errs := append(d.errs, validate(f, name, d.pos, d.bad)...)
+	errs = append(errs, d.literalSecrets(f)...)
 	if len(errs) > 0 {
 		return nil, redactErrors(secrets, errs.sorted())
 	}
 	f.src = &source{name: name, pos: d.pos, warnings: redactErrors(secrets, warnings(f, name, d.pos)), secrets: d.secrets}
 	return f, nil
+}
+
+// literalSecrets reports admin tokens written in the file itself instead
+// of coming from ${ENV}: a topology file is shared and checked in.
+func (d *decoder) literalSecrets(f *File) Errors {
+	var errs Errors
+	for i, r := range f.Regions {
+		for j, g := range r.Gateways {
+			p := fmt.Sprintf("regions[%d].gateways[%d].admin.token", i, j)
+			if g.Admin != nil && g.Admin.Token != "" && !d.fromEnv[p] && !d.bad[p] {
+				errs = append(errs, &Error{File: d.file, Line: lookupPos(d.pos, p).line, Col: lookupPos(d.pos, p).col, Path: p,
+					Reason: "written in the file; write it as ${ENV} (e.g. token: ${MERIDIAN_ADMIN_TOKEN}) so the file holds no secret"})
+			}
+		}
+	}
+	return errs
 }
 
 // redactErrors replaces values that came from ${ENV} in the reasons of
