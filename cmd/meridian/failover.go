@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -18,8 +21,9 @@ func newFailoverCmd(g *globals) *cobra.Command {
 		dryRun                  bool
 		drain                   time.Duration
 	)
+	ac := &adminClient{purpose: "; the gateway receiving the route fails it over (instead of -f FILE)"}
 	cmd := &cobra.Command{
-		Use:   "failover -f FILE --route R",
+		Use:   "failover (-f FILE | --admin ADDR) --route R",
 		Short: "Fail a route over to its destination: drain, final group sync, fence, report",
 		Long: `failover moves a route's consumers and producers to its destination cluster(s):
 it waits for the mirror to carry what the source has (--drain, skipped when the
@@ -28,9 +32,19 @@ at the destination one last time, fences the old direction (a gateway of it
 that comes back cannot write), and reports per group and partition the
 translated offsets and the records and seconds at risk (RPO).
 
+With --admin ADDR the gateway that receives the route does it through its
+admin API (POST /v1/failover), sending the admin token ($` + adminTokenEnv + ` or
+--token-file) or an operator certificate (--cert, --key, --ca).
+
 Exit status: 0 done; 2 done, with data at risk; 1 failed, nothing changed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (file == "") == (ac.addr == "") {
+				return &exitError{2, fmt.Errorf("failover: give -f FILE or --admin ADDR")}
+			}
+			if ac.addr != "" {
+				return failoverViaAdmin(cmd.Context(), g, ac, output, failoverBody{Route: route, To: to, DryRun: dryRun, Drain: drain.String()}, drain)
+			}
 			log, legs, err := routeCommand(g, output, file, route, to)
 			if err != nil {
 				return err
@@ -83,10 +97,56 @@ Exit status: 0 done; 2 done, with data at risk; 1 failed, nothing changed.`,
 	cmd.Flags().StringVar(&to, "to", "", "only this destination cluster (region/cluster) of the route")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan and the data at risk now; change nothing")
 	cmd.Flags().DurationVar(&drain, "drain", 60*time.Second, "how long to wait for the mirror to catch up before fencing")
-	_ = cmd.MarkFlagRequired("file")
 	_ = cmd.MarkFlagRequired("route")
+	ac.flags(cmd)
 	outputFlag(cmd, &output)
 	return cmd
+}
+
+// failoverBody is the JSON body of the admin API's POST /v1/failover.
+type failoverBody struct {
+	Route  string `json:"route"`
+	To     string `json:"to,omitempty"`
+	DryRun bool   `json:"dry_run,omitempty"`
+	Drain  string `json:"drain,omitempty"`
+}
+
+// failoverViaAdmin asks a gateway's admin API to fail the route over and
+// prints its reports like a local failover.
+func failoverViaAdmin(ctx context.Context, g *globals, ac *adminClient, output string, body failoverBody, drain time.Duration) error {
+	if err := checkOutput(output); err != nil {
+		return err
+	}
+	code, raw, err := ac.do(ctx, "failover", http.MethodPost, "/v1/failover", body, drain+3*time.Minute)
+	if err != nil {
+		return &exitError{1, err}
+	}
+	if code != http.StatusOK {
+		var e struct{ Error string }
+		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(raw))
+		}
+		return &exitError{1, fmt.Errorf("failover via %s: HTTP %d: %s", ac.addr, code, e.Error)}
+	}
+	var reports []*dr.FailoverReport
+	if err := json.Unmarshal(raw, &reports); err != nil {
+		return &exitError{1, fmt.Errorf("failover via %s: not a failover report: %w", ac.addr, err)}
+	}
+	atRisk := false
+	for _, r := range reports {
+		atRisk = atRisk || r.RPORecords > 0 || !r.RPOExact
+	}
+	if output == "json" {
+		_, _ = g.stdout.Write(raw)
+	} else {
+		for _, r := range reports {
+			renderFailover(g, r)
+		}
+	}
+	if atRisk && !body.DryRun {
+		return &exitError{2, nil}
+	}
+	return nil
 }
 
 func renderFailover(g *globals, r *dr.FailoverReport) {
