@@ -285,4 +285,3 @@ func TestMTLS(t *testing.T) {
 		}
 	}
 }
-
