@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/internal/pki"
@@ -32,16 +31,7 @@ import (
 // stdout and stderr, both gateways' logs, /status, /metrics, validate
 // errors) for the two values: neither may appear.
 func TestAdminAuthAndSecrets(t *testing.T) {
-	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, append(slices.Clone(mirroredTopics), excludedTopic)...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(src.Close)
-	dst, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(dst.Close)
+	src, dst := twoClusters(t)
 	srcOpts := []kgo.Opt{kgo.SeedBrokers(src.ListenAddrs()...)}
 	dstOpts := []kgo.Opt{kgo.SeedBrokers(dst.ListenAddrs()...)}
 

@@ -1,9 +1,6 @@
 package pki
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
@@ -11,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 )
 
 // OperatorPrefix starts the Common Name of an operator certificate:
@@ -26,41 +22,15 @@ func (ca *CA) IssueOperator(name string) (*Cert, error) {
 	if err := checkName(name); err != nil {
 		return nil, fmt.Errorf("issue operator certificate: %s", strings.Replace(err.Error(), "gateway name", "operator name", 1))
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("issue operator certificate for %s: generate key: %w", name, err)
-	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, fmt.Errorf("issue operator certificate for %s: %w", name, err)
-	}
-	validity := ca.CertValidity
-	if validity <= 0 {
-		validity = DefaultCertValidity
-	}
-	now := time.Now()
-	notAfter := now.Add(validity)
-	if ca.Cert.NotAfter.Before(notAfter) {
-		notAfter = ca.Cert.NotAfter
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: OperatorPrefix + name, Organization: []string{"Meridian"}},
-		NotBefore:    now.Add(-5 * time.Minute),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		URIs:         []*url.URL{{Scheme: "meridian", Host: "operator", Path: "/" + name}},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
-	if err != nil {
-		return nil, fmt.Errorf("issue operator certificate for %s: sign: %w", name, err)
-	}
-	cert, err := x509.ParseCertificate(der)
+	c, err := ca.sign(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: OperatorPrefix + name, Organization: []string{"Meridian"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs:        []*url.URL{{Scheme: "meridian", Host: "operator", Path: "/" + name}},
+	})
 	if err != nil {
 		return nil, fmt.Errorf("issue operator certificate for %s: %w", name, err)
 	}
-	return &Cert{Cert: cert, Key: key, certDER: der}, nil
+	return c, nil
 }
 
 // OperatorName returns NAME for an operator certificate (Common Name
