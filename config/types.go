@@ -88,7 +88,7 @@ type Gateway struct {
 }
 
 // Admin is a gateway's admin HTTP API (/healthz, /metrics, /status and
-// the mutating POST /v1/failover). In the file it is either the listen
+// the mutating POST /v1/failover and /v1/failback). In the file it is either the listen
 // address alone ("admin: 127.0.0.1:9180") or a mapping.
 //
 // Without token or mTLS every read is open and the mutating endpoints

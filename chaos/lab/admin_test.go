@@ -110,4 +110,21 @@ func TestFailoverThroughTheAdminAPI(t *testing.T) {
 		produce(t, l, 10, 4) // traffic makes the fenced producer notice
 		time.Sleep(200 * time.Millisecond)
 	}
+	// Failback is an action too: a GET is refused, a dry-run POST plans.
+	if code, body := post(t, base+"/v1/failback", `{"route":"mirror","drain":"10s"}`); code != http.StatusBadRequest {
+		t.Errorf("failback with a drain: HTTP %d %s, want 400", code, body)
+	}
+	resp, err := http.Get(base + "/v1/failback")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET /v1/failback: HTTP %d, want 405", resp.StatusCode)
+	}
+	code, body = post(t, base+"/v1/failback", `{"route":"mirror","dry_run":true}`)
+	var fbs []dr.FailbackReport
+	if err := json.Unmarshal([]byte(body), &fbs); code != http.StatusOK || err != nil || len(fbs) != 1 || !fbs[0].DryRun {
+		t.Errorf("failback dry run: HTTP %d %s, want 200 with one dry-run report", code, body)
+	}
 }

@@ -138,6 +138,10 @@ func TestAdminAuthAndSecrets(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "403") {
 		t.Errorf("failover with a site certificate: %v\nwant exit status 1, HTTP 403", r)
 	}
+	r = run(nil, "failback", "--admin", https, "--ca", ca, "--cert", siteCert, "--key", siteKey, "--route", "orders", "--dry-run")
+	if r.code != 1 || !strings.Contains(r.stderr, "403") {
+		t.Errorf("failback with a site certificate: %v\nwant exit status 1, HTTP 403", r)
+	}
 	r = run(nil, "failover", "--admin", https, "--ca", ca, "--route", "orders", "--dry-run")
 	if r.code != 1 || !strings.Contains(r.stderr, "401") {
 		t.Errorf("failover without credentials: %v\nwant exit status 1, HTTP 401", r)

@@ -103,7 +103,28 @@ Exit status: 0 done; 2 done, with data at risk; 1 failed, nothing changed.`,
 	return cmd
 }
 
-// failoverBody is the JSON body of the admin API's POST /v1/failover.
+// adminAction POSTs body to a gateway's /v1/ACTION and decodes the
+// reports it answers with into reports.
+func adminAction(ctx context.Context, ac *adminClient, action string, body failoverBody, timeout time.Duration, reports any) error {
+	code, raw, err := ac.do(ctx, action, http.MethodPost, "/v1/"+action, body, timeout)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		var e struct{ Error string }
+		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(raw))
+		}
+		return fmt.Errorf("%s via %s: HTTP %d: %s", action, ac.addr, code, e.Error)
+	}
+	if err := json.Unmarshal(raw, reports); err != nil {
+		return fmt.Errorf("%s via %s: not a %s report: %w", action, ac.addr, action, err)
+	}
+	return nil
+}
+
+// failoverBody is the JSON body of the admin API's POST /v1/failover and
+// /v1/failback.
 type failoverBody struct {
 	Route  string `json:"route"`
 	To     string `json:"to,omitempty"`
@@ -117,27 +138,18 @@ func failoverViaAdmin(ctx context.Context, g *globals, ac *adminClient, output s
 	if err := checkOutput(output); err != nil {
 		return err
 	}
-	code, raw, err := ac.do(ctx, "failover", http.MethodPost, "/v1/failover", body, drain+3*time.Minute)
-	if err != nil {
-		return &exitError{1, err}
-	}
-	if code != http.StatusOK {
-		var e struct{ Error string }
-		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(raw))
-		}
-		return &exitError{1, fmt.Errorf("failover via %s: HTTP %d: %s", ac.addr, code, e.Error)}
-	}
 	var reports []*dr.FailoverReport
-	if err := json.Unmarshal(raw, &reports); err != nil {
-		return &exitError{1, fmt.Errorf("failover via %s: not a failover report: %w", ac.addr, err)}
+	if err := adminAction(ctx, ac, "failover", body, drain+3*time.Minute, &reports); err != nil {
+		return &exitError{1, err}
 	}
 	atRisk := false
 	for _, r := range reports {
 		atRisk = atRisk || r.RPORecords > 0 || !r.RPOExact
 	}
 	if output == "json" {
-		_, _ = g.stdout.Write(raw)
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(reports)
 	} else {
 		for _, r := range reports {
 			renderFailover(g, r)
@@ -193,8 +205,9 @@ func newFailbackCmd(g *globals) *cobra.Command {
 		file, route, to, output string
 		dryRun                  bool
 	)
+	ac := &adminClient{purpose: "; the gateway receiving the route fails it back (instead of -f FILE)"}
 	cmd := &cobra.Command{
-		Use:   "failback -f FILE --route R",
+		Use:   "failback (-f FILE | --admin ADDR) --route R",
 		Short: "Return a failed-over route to its original direction once the old primary is back",
 		Long: `failback lists the old primary's records that never reached the new primary
 (they are kept there), copies the records produced at the new primary since the
@@ -202,25 +215,40 @@ failover back to the old one (same partitions, in order, each tagged with the
 header meridian.resynced-from), moves the route's progress past them so nothing
 is mirrored twice, moves the route's consumer groups back, and lifts the fence.
 
+With --admin ADDR the gateway that receives the route does it through its
+admin API (POST /v1/failback), with the same credentials as failover --admin.
+
 Exit status: 0 done; 1 failed (safe to run again: copies already made are found
 by their header and not made twice).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, legs, err := routeCommand(g, output, file, route, to)
-			if err != nil {
-				return err
+			if (file == "") == (ac.addr == "") {
+				return &exitError{2, fmt.Errorf("failback: give -f FILE or --admin ADDR")}
 			}
 			var reports []*dr.FailbackReport
-			for _, leg := range legs {
-				src, dst, err := legClusters(leg, log)
-				if err != nil {
+			if ac.addr != "" {
+				if err := checkOutput(output); err != nil {
+					return err
+				}
+				if err := adminAction(cmd.Context(), ac, "failback", failoverBody{Route: route, To: to, DryRun: dryRun}, 11*time.Minute, &reports); err != nil {
 					return &exitError{1, err}
 				}
-				rep, err := dr.Failback(cmd.Context(), dr.FailbackOptions{Leg: leg, Src: src, Dst: dst, DryRun: dryRun})
+			} else {
+				log, legs, err := routeCommand(g, output, file, route, to)
 				if err != nil {
-					return &exitError{1, fmt.Errorf("failback %s: %w", leg.ID, err)}
+					return err
 				}
-				reports = append(reports, rep)
+				for _, leg := range legs {
+					src, dst, err := legClusters(leg, log)
+					if err != nil {
+						return &exitError{1, err}
+					}
+					rep, err := dr.Failback(cmd.Context(), dr.FailbackOptions{Leg: leg, Src: src, Dst: dst, DryRun: dryRun})
+					if err != nil {
+						return &exitError{1, fmt.Errorf("failback %s: %w", leg.ID, err)}
+					}
+					reports = append(reports, rep)
+				}
 			}
 			if output == "json" {
 				enc := json.NewEncoder(g.stdout)
@@ -254,8 +282,8 @@ by their header and not made twice).`,
 	cmd.Flags().StringVar(&route, "route", "", "route to fail back (required)")
 	cmd.Flags().StringVar(&to, "to", "", "only this destination cluster (region/cluster) of the route")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "list the stragglers and what would be copied; change nothing")
-	_ = cmd.MarkFlagRequired("file")
 	_ = cmd.MarkFlagRequired("route")
+	ac.flags(cmd)
 	outputFlag(cmd, &output)
 	return cmd
 }

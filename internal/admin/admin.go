@@ -1,6 +1,6 @@
 // Package admin serves a gateway's admin HTTP endpoints: /healthz, /metrics
 // (Prometheus, via client_golang's promhttp), /status (JSON) and the
-// mutating actions (POST /v1/failover).
+// mutating actions (POST /v1/failover, /v1/failback).
 //
 // # Access
 //

@@ -471,7 +471,10 @@ func (g *Gateway) StartAdmin() error {
 		Addr: addr, Gatherer: g.reg, Registerer: g.reg, Logger: g.log, Redact: g.opts.Secrets,
 		Status:  func() any { return g.eng.Status() },
 		Healthy: g.problems,
-		Actions: map[string]http.Handler{"/v1/failover": http.HandlerFunc(g.serveFailover)},
+		Actions: map[string]http.Handler{
+			"/v1/failover": http.HandlerFunc(g.serveFailover),
+			"/v1/failback": http.HandlerFunc(g.serveFailback),
+		},
 	}
 	if a := g.table.Gateway.AdminAuth; a != nil {
 		o.Token, o.Open, o.Hosts = a.Token.Reveal(), a.Open, a.Hosts
@@ -538,21 +541,51 @@ const (
 	defaultDrain = 60 * time.Second
 )
 
-// failoverRequest is the JSON body of POST /v1/failover.
-type failoverRequest struct {
+// drRequest is the JSON body of POST /v1/failover and /v1/failback.
+type drRequest struct {
 	Route  string `json:"route"`   // required
 	To     string `json:"to"`      // one destination region/cluster; "" = all
 	DryRun bool   `json:"dry_run"` // plan only
-	Drain  string `json:"drain"`   // duration, 1s..10m; "" = 60s
+	Drain  string `json:"drain"`   // failover only: duration, 1s..10m; "" = 60s
 }
+
+// failbackTimeout bounds a failback started through the admin API.
+const failbackTimeout = 10 * time.Minute
 
 // serveFailover runs a failover of a route for the legs this gateway
 // receives (it reaches their destination). The admin server has checked
 // the caller and that the body is a JSON object (package internal/admin);
-// the body is a failoverRequest. Status: 200 with the reports; 409 if
-// already failed over; 400 for bad parameters; 500 if it failed (nothing
-// changed unless a report says fenced).
+// the body is a drRequest. Status: 200 with the reports; 409 if already
+// failed over; 400 for bad parameters; 500 if it failed (nothing changed
+// unless a report says fenced).
 func (g *Gateway) serveFailover(w http.ResponseWriter, r *http.Request) {
+	g.serveDR(w, r, "failover", func(ctx context.Context, req drRequest, leg *routing.Leg, src, dst []kgo.Opt, drain time.Duration) (any, error) {
+		rep, err := dr.Failover(ctx, dr.FailoverOptions{Leg: leg, Src: src, Dst: dst, DryRun: req.DryRun, Drain: drain,
+			Reason: fmt.Sprintf("failover of route %s via the admin API of %s", req.Route, g.table.Gateway.Name)})
+		if err == nil {
+			g.log.Warn("route failed over", "leg", leg.ID, "dry_run", rep.DryRun, "rpo_records", rep.RPORecords, "epoch", rep.Epoch)
+		}
+		return rep, err
+	})
+}
+
+// serveFailback returns a failed-over route to its original direction
+// (dr.Failback) for the legs this gateway receives; the body is a
+// drRequest without drain. Status as serveFailover's.
+func (g *Gateway) serveFailback(w http.ResponseWriter, r *http.Request) {
+	g.serveDR(w, r, "failback", func(ctx context.Context, req drRequest, leg *routing.Leg, src, dst []kgo.Opt, _ time.Duration) (any, error) {
+		rep, err := dr.Failback(ctx, dr.FailbackOptions{Leg: leg, Src: src, Dst: dst, DryRun: req.DryRun})
+		if err == nil {
+			g.log.Warn("route failed back", "leg", leg.ID, "dry_run", rep.DryRun, "stragglers", len(rep.Stragglers), "epoch", rep.Epoch)
+		}
+		return rep, err
+	})
+}
+
+// serveDR decodes and bounds a drRequest, finds the legs it names and runs
+// do on each, replying with the reports.
+func (g *Gateway) serveDR(w http.ResponseWriter, r *http.Request, what string,
+	do func(ctx context.Context, req drRequest, leg *routing.Leg, src, dst []kgo.Opt, drain time.Duration) (any, error)) {
 	reply := func(code int, v any) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
@@ -561,20 +594,23 @@ func (g *Gateway) serveFailover(w http.ResponseWriter, r *http.Request) {
 		_ = enc.Encode(v)
 	}
 	fail := func(code int, err error) { reply(code, map[string]string{"error": err.Error()}) }
-	var req failoverRequest
+	var req drRequest
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		fail(http.StatusBadRequest, fmt.Errorf("failover request: %w (want {\"route\": R, \"to\": region/cluster, \"dry_run\": bool, \"drain\": \"60s\"})", err))
+		fail(http.StatusBadRequest, fmt.Errorf("%s request: %w (want {\"route\": R, \"to\": region/cluster, \"dry_run\": bool, \"drain\": \"60s\"})", what, err))
 		return
 	}
-	route, to := req.Route, req.To
-	if route == "" {
-		fail(http.StatusBadRequest, errors.New("failover request: route is required"))
+	if req.Route == "" {
+		fail(http.StatusBadRequest, fmt.Errorf("%s request: route is required", what))
 		return
 	}
-	drain := defaultDrain
-	if req.Drain != "" {
+	drain, timeout := defaultDrain, failbackTimeout
+	switch {
+	case req.Drain != "" && what != "failover":
+		fail(http.StatusBadRequest, fmt.Errorf("%s request: drain applies to failover only", what))
+		return
+	case req.Drain != "":
 		d, err := time.ParseDuration(req.Drain)
 		if err != nil {
 			fail(http.StatusBadRequest, fmt.Errorf("drain %q: %w", req.Drain, err))
@@ -586,21 +622,23 @@ func (g *Gateway) serveFailover(w http.ResponseWriter, r *http.Request) {
 		}
 		drain = d
 	}
-	// The request ends a while after the drain at the latest, whoever
-	// holds the connection open.
-	ctx, cancel := context.WithTimeout(r.Context(), drain+2*time.Minute)
+	if what == "failover" {
+		timeout = drain + 2*time.Minute
+	}
+	// The request ends within timeout, whoever holds the connection open.
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	var legs []*routing.Leg
 	for _, l := range g.table.In {
-		if l.Route.Name == route && (to == "" || l.To.Ref() == to) {
+		if l.Route.Name == req.Route && (req.To == "" || l.To.Ref() == req.To) {
 			legs = append(legs, l)
 		}
 	}
 	if len(legs) == 0 {
-		fail(http.StatusBadRequest, fmt.Errorf("gateway %s receives no leg of route %q (to %q)", g.table.Gateway.Name, route, to))
+		fail(http.StatusBadRequest, fmt.Errorf("gateway %s receives no leg of route %q (to %q)", g.table.Gateway.Name, req.Route, req.To))
 		return
 	}
-	var reports []*dr.FailoverReport
+	var reports []any
 	for _, leg := range legs {
 		src, err := g.clusterOpts(leg.From)
 		if err != nil {
@@ -612,18 +650,15 @@ func (g *Gateway) serveFailover(w http.ResponseWriter, r *http.Request) {
 			fail(http.StatusInternalServerError, err)
 			return
 		}
-		rep, err := dr.Failover(ctx, dr.FailoverOptions{Leg: leg, Src: src, Dst: dst,
-			DryRun: req.DryRun, Drain: drain,
-			Reason: fmt.Sprintf("failover of route %s via the admin API of %s", route, g.table.Gateway.Name)})
+		rep, err := do(ctx, req, leg, src, dst, drain)
 		if errors.Is(err, dr.ErrAlreadyFailedOver) {
 			fail(http.StatusConflict, err)
 			return
 		}
 		if err != nil {
-			fail(http.StatusInternalServerError, fmt.Errorf("failover %s: %w", leg.ID, err))
+			fail(http.StatusInternalServerError, fmt.Errorf("%s %s: %w", what, leg.ID, err))
 			return
 		}
-		g.log.Warn("route failed over", "leg", leg.ID, "dry_run", rep.DryRun, "rpo_records", rep.RPORecords, "epoch", rep.Epoch)
 		reports = append(reports, rep)
 	}
 	reply(http.StatusOK, reports)
