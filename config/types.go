@@ -31,7 +31,7 @@ type source struct {
 // Gossip configures memberlist between gateways. Gossip is not implemented
 // yet: keys are checked, and validation warns that they are unused.
 type Gossip struct {
-	Keys []string `yaml:"keys"` // base64 AES keys (16, 24 or 32 bytes); first encrypts
+	Keys []Secret `yaml:"keys"` // base64 AES keys (16, 24 or 32 bytes); first encrypts
 }
 
 // Defaults apply to every link and route that does not say otherwise.

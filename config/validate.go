@@ -201,7 +201,7 @@ func (v *validator) gossip() {
 	for i, k := range v.f.Gossip.Keys {
 		p := fmt.Sprintf("gossip.keys[%d]", i)
 		// Never echo the key: it is a secret.
-		b, err := base64.StdEncoding.DecodeString(k)
+		b, err := base64.StdEncoding.DecodeString(k.Reveal())
 		switch {
 		case err != nil:
 			v.errorf(p, "key is not valid base64; %s", hint)
