@@ -50,7 +50,6 @@ Exit status: 0 done; 2 done, with data at risk; 1 failed, nothing changed.`,
 				return err
 			}
 			var reports []*dr.FailoverReport
-			atRisk := false
 			for _, leg := range legs {
 				src, dst, err := legClusters(leg, log)
 				if err != nil {
@@ -75,21 +74,8 @@ Exit status: 0 done; 2 done, with data at risk; 1 failed, nothing changed.`,
 					return &exitError{code, fmt.Errorf("failover %s: %w", leg.ID, err)}
 				}
 				reports = append(reports, rep)
-				atRisk = atRisk || rep.RPORecords > 0 || !rep.RPOExact
 			}
-			if output == "json" {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				_ = enc.Encode(reports)
-			} else {
-				for _, r := range reports {
-					renderFailover(g, r)
-				}
-			}
-			if atRisk && !dryRun {
-				return &exitError{2, nil}
-			}
-			return nil
+			return printFailover(g, output, reports, dryRun)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "topology file (required)")
@@ -142,6 +128,12 @@ func failoverViaAdmin(ctx context.Context, g *globals, ac *adminClient, output s
 	if err := adminAction(ctx, ac, "failover", body, drain+3*time.Minute, &reports); err != nil {
 		return &exitError{1, err}
 	}
+	return printFailover(g, output, reports, body.DryRun)
+}
+
+// printFailover prints failover reports as text or JSON; the exit status
+// is 2 when a failover that ran left data at risk.
+func printFailover(g *globals, output string, reports []*dr.FailoverReport, dryRun bool) error {
 	atRisk := false
 	for _, r := range reports {
 		atRisk = atRisk || r.RPORecords > 0 || !r.RPOExact
@@ -155,7 +147,7 @@ func failoverViaAdmin(ctx context.Context, g *globals, ac *adminClient, output s
 			renderFailover(g, r)
 		}
 	}
-	if atRisk && !body.DryRun {
+	if atRisk && !dryRun {
 		return &exitError{2, nil}
 	}
 	return nil
