@@ -60,3 +60,21 @@ func TestHandler(t *testing.T) {
 		t.Errorf("Content-Length %q kept, want dropped", cl)
 	}
 }
+
+// BenchmarkWriter is the cost a redacting stderr adds to a typical log line.
+func BenchmarkWriter(b *testing.B) {
+	line := []byte(`time=2026-12-02T22:18:07.981Z level=INFO msg="link session open" gateway=east-gw component=mirror peer=west-gw addr=127.0.0.1:43721 version=3 window=67108864` + "\n")
+	for _, n := range []int{0, 3} {
+		s := New()
+		for i := range n {
+			s.Add(strings.Repeat(string(rune('a'+i)), 20) + "-secret")
+		}
+		b.Run(map[int]string{0: "no secrets", 3: "3 secrets"}[n], func(b *testing.B) {
+			w := s.Writer(io.Discard)
+			b.SetBytes(int64(len(line)))
+			for b.Loop() {
+				_, _ = w.Write(line)
+			}
+		})
+	}
+}
