@@ -811,11 +811,19 @@ func warnings(f *File, file string, pos map[string]pos) Errors {
 	for i, r := range f.Regions {
 		for j, g := range r.Gateways {
 			a := g.Admin
-			if a == nil || a.Token != "" || a.MTLS {
+			if a == nil || a.MTLS {
 				continue
 			}
-			if host, _, err := net.SplitHostPort(a.Listen); err == nil && unspecified(host) {
-				warn(fmt.Sprintf("regions[%d].gateways[%d].admin", i, j), "admin API %s listens on all interfaces without authentication: anyone who reaches it reads /status and /metrics (failover is refused except from loopback); set admin.token or admin.mtls, or listen on 127.0.0.1", a.Listen)
+			host, _, err := net.SplitHostPort(a.Listen)
+			if err != nil {
+				continue
+			}
+			ap := fmt.Sprintf("regions[%d].gateways[%d].admin", i, j)
+			switch ip, ipErr := netip.ParseAddr(host); {
+			case a.Token == "" && unspecified(host):
+				warn(ap, "admin API %s listens on all interfaces without authentication: anyone who reaches it reads /status and /metrics (failover is refused except from loopback); set admin.token or admin.mtls, or listen on 127.0.0.1", a.Listen)
+			case a.Token != "" && host != "localhost" && (ipErr != nil || !ip.IsLoopback()):
+				warn(ap+".token", "the admin token crosses the network in clear text (plain HTTP on %s); set admin.mtls to serve HTTPS", a.Listen)
 			}
 		}
 	}

@@ -399,14 +399,14 @@ func TestValidateProbesGateway(t *testing.T) {
 }
 
 // TestValidateWarnsOpenAdmin: an admin API on all interfaces without a
-// token or mTLS is a warning (validation still passes); with a token it is
-// not.
+// token or mTLS is a warning (validation still passes); with a token over
+// mTLS it is not.
 func TestValidateWarnsOpenAdmin(t *testing.T) {
 	dir := t.TempDir()
 	p := topoParams{
 		SrcBootstrap: "127.0.0.1:1", DstBootstrap: "127.0.0.1:2",
 		EastListen: freeUDPAddr(t), WestListen: freeUDPAddr(t),
-		EastAdmin: "0.0.0.0:9180", WestAdmin: `{listen: ":9181", token: "${MERIDIAN_TEST_ADMIN_TOKEN}"}`,
+		EastAdmin: "0.0.0.0:9180", WestAdmin: `{listen: ":9181", token: "${MERIDIAN_TEST_ADMIN_TOKEN}", mtls: true}`,
 	}
 	writeTopology(t, dir, p)
 	env := []string{"MERIDIAN_TEST_ADMIN_TOKEN=0123456789abcdef-x"}
@@ -418,6 +418,6 @@ func TestValidateWarnsOpenAdmin(t *testing.T) {
 		t.Errorf("validate: %v\nwant exit 0 and a warning about east-gw's admin", r)
 	}
 	if strings.Contains(r.stderr, "regions[1]") {
-		t.Errorf("validate warns about west-gw's admin, which has a token:\n%s", r.stderr)
+		t.Errorf("validate warns about west-gw's admin, which has a token and mTLS:\n%s", r.stderr)
 	}
 }
