@@ -1,13 +1,20 @@
 package config
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 func parseTestFile(t *testing.T, path string) *File {
@@ -463,5 +470,96 @@ func TestLoadResolvesTLSPathsAgainstTheFile(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	s := Secret("p4ssw0rd-value")
+	type holder struct {
+		S SASL
+		P *SASL
+	}
+	h := holder{S: SASL{Username: "u", Password: s}, P: &SASL{Password: s}}
+	outs := []string{
+		fmt.Sprint(s), fmt.Sprintf("%v %s %q %x %d %+v %#v", s, s, s, s, s, h, h), fmt.Sprintf("%+v %#v", *h.P, h.P),
+	}
+	j, err := json.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := yaml.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lb bytes.Buffer
+	slog.New(slog.NewJSONHandler(&lb, nil)).Info("x", "pw", s, "sasl", h.S)
+	slog.New(slog.NewTextHandler(&lb, nil)).Info("x", "pw", s)
+	outs = append(outs, string(j), string(y), lb.String())
+	for _, o := range outs {
+		if strings.Contains(o, "p4ssw0rd") {
+			t.Errorf("secret printed: %s", o)
+		}
+	}
+	if s.Reveal() != "p4ssw0rd-value" {
+		t.Errorf("Reveal = %q", s.Reveal())
+	}
+}
+
+func TestEnvValuesRedactedInErrors(t *testing.T) {
+	src := "version: 1\nregions:\n  - name: a\n    clusters:\n      - name: k\n        kind: kafka\n        bootstrap: [\"${SECRET_BOOT}\"]\n" +
+		"        sasl: {mechanism: \"${SECRET_MECH}\", username: u, password: \"${SECRET_PW}\"}\n"
+	env := map[string]string{"SECRET_BOOT": "boot-s3cret:x", "SECRET_MECH": "mech-s3cret", "SECRET_PW": "pw-s3cret"}
+	_, errs := parse("t.yaml", []byte(src), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if len(errs) == 0 {
+		t.Fatal("no errors, want the bad bootstrap and mechanism reported")
+	}
+	msg := errs.Error()
+	if strings.Contains(msg, "s3cret") {
+		t.Errorf("errors print a value from the environment:\n%s", msg)
+	}
+	if !strings.Contains(msg, "bootstrap[0]") || !strings.Contains(msg, "sasl.mechanism") || !strings.Contains(msg, "[redacted]") {
+		t.Errorf("errors should still name the settings and say [redacted]:\n%s", msg)
+	}
+}
+
+func TestAdminForms(t *testing.T) {
+	const head = "version: 1\nregions:\n  - name: a\n    clusters:\n      - {name: k, kind: kafka, bootstrap: [\"k:9092\"]}\n    gateways:\n      - name: g\n        listen: 127.0.0.1:7443\n"
+	env := func(k string) (string, bool) {
+		if k == "TOK" {
+			return "0123456789abcdef-token", true
+		}
+		return "", false
+	}
+	tests := []struct {
+		name, admin string
+		want        Admin
+		warn        string // the warning expected; "" = none
+	}{
+		{"shorthand", "admin: 127.0.0.1:9180", Admin{Listen: "127.0.0.1:9180"}, ""},
+		{"shorthand on all interfaces", "admin: 0.0.0.0:9180", Admin{Listen: "0.0.0.0:9180"}, "without authentication"},
+		{"mapping without auth", "admin: {listen: \":9180\"}", Admin{Listen: ":9180"}, "without authentication"},
+		{"token over plain HTTP", "admin: {listen: \":9180\", token: \"${TOK}\", open: [healthz], hosts: [gw.example]}",
+			Admin{Listen: ":9180", Token: "0123456789abcdef-token", Open: []string{"healthz"}, Hosts: []string{"gw.example"}}, "clear text"},
+		{"token on loopback", "admin: {listen: \"127.0.0.1:9180\", token: \"${TOK}\"}",
+			Admin{Listen: "127.0.0.1:9180", Token: "0123456789abcdef-token"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, errs := parse("t.yaml", []byte(head+"        "+tt.admin+"\n"), env)
+			if len(errs) > 0 {
+				t.Fatalf("errors: %v", errs)
+			}
+			got := f.Regions[0].Gateways[0].Admin
+			if got == nil || !reflect.DeepEqual(*got, tt.want) {
+				t.Errorf("admin = %+v, want %+v", got, tt.want)
+			}
+			ws := f.Warnings().Error()
+			if tt.warn == "" && ws != "" || !strings.Contains(ws, tt.warn) {
+				t.Errorf("warnings = %q, want %q", ws, tt.warn)
+			}
+			if tt.want.Token != "" && !slices.Contains(f.Secrets(), tt.want.Token.Reveal()) {
+				t.Errorf("Secrets() = %d values, want the token among them", len(f.Secrets()))
+			}
+		})
 	}
 }

@@ -50,8 +50,11 @@ type decoder struct {
 
 	envErrs   map[*yaml.Node][]string // from expandEnv, reported on decode
 	envDone   map[*yaml.Node]bool
-	nodes     int // values in the tree, counted by expandEnv
-	visits    int // values decoded, following aliases
+	secrets   []string            // values that came from ${ENV}, in file order
+	expanded  map[*yaml.Node]bool // scalars that held ${ENV}
+	fromEnv   map[string]bool     // paths decoded from those scalars
+	nodes     int                 // values in the tree, counted by expandEnv
+	visits    int                 // values decoded, following aliases
 	maxVisits int
 	exhausted bool
 }
@@ -63,6 +66,9 @@ func newDecoder(file string) *decoder {
 		bad:     make(map[string]bool),
 		envErrs: make(map[*yaml.Node][]string),
 		envDone: make(map[*yaml.Node]bool),
+
+		expanded: make(map[*yaml.Node]bool),
+		fromEnv:  make(map[string]bool),
 	}
 }
 
@@ -239,7 +245,18 @@ func (d *decoder) mismatch(n *yaml.Node, t reflect.Type, path string) {
 	d.errorf(n, path, "expected %s, got %s", want(t), describe(n))
 }
 
+// shorthander is a struct that may be written as one scalar, which sets
+// the field it names (see Admin).
+type shorthander interface{ shorthand() string }
+
 func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
+	if sh, ok := v.Addr().Interface().(shorthander); ok && n.Kind == yaml.ScalarNode {
+		name := sh.shorthand()
+		p := joinPath(path, name)
+		d.pos[p] = nodePos(n)
+		d.decode(n, v.Field(structFields(v.Type())[name]), p)
+		return
+	}
 	if n.Kind != yaml.MappingNode {
 		d.mismatch(n, v.Type(), path)
 		return
@@ -302,6 +319,9 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.ScalarNode {
 		d.mismatch(n, v.Type(), path)
 		return
+	}
+	if d.expanded[n] {
+		d.fromEnv[path] = true
 	}
 	nv := reflect.New(v.Type())
 	// Quantities (BitRate, ByteSize) parse themselves, in the grammar of

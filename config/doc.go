@@ -8,7 +8,14 @@
 // or reads certificate files; that happens when the gateway is built, and
 // [File.ErrorAt] lets that code report a problem at the setting's position,
 // in the same form. [File.Warnings] lists settings that are accepted but
-// have no effect yet (gossip keys, link windows), each with the reason.
+// have no effect yet (gossip keys) or are risky (an unauthenticated admin
+// API on all interfaces), each with the reason.
+//
+// Every value that came from ${ENV} is secret: [File.Secrets] lists them
+// for the CLI and the gateway to redact (package internal/redact), and
+// error messages here already print them as [redacted]. Settings that are
+// always secret ([SASL] password, [Admin] token) have the type [Secret],
+// which prints as [redacted] whatever prints it.
 // Metadata is labels for people and tools; gateways never read it.
 //
 // The YAML library is gopkg.in/yaml.v3: its yaml.Node tree keeps the line

@@ -15,7 +15,8 @@ var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // Mapping keys and non-string scalars (numbers, booleans) are left alone.
 // Problems are kept in d.envErrs and reported when the decoder reaches the
 // node, so they carry the node's path (and cost nothing under unknown keys,
-// which are errors anyway).
+// which are errors anyway). Every value expanded is kept in d.secrets:
+// such values are never printed (see File.Secrets).
 func (d *decoder) expandEnv(n *yaml.Node, lookup func(string) (string, bool)) {
 	if n == nil {
 		return
@@ -34,12 +35,19 @@ func (d *decoder) expandEnv(n *yaml.Node, lookup func(string) (string, bool)) {
 		if n.ShortTag() != "!!str" || !strings.Contains(n.Value, "${") {
 			return
 		}
-		out, errs := expand(n.Value, lookup)
+		out, errs := expand(n.Value, func(name string) (string, bool) {
+			v, ok := lookup(name)
+			if ok && v != "" {
+				d.secrets = append(d.secrets, v)
+			}
+			return v, ok
+		})
 		if len(errs) > 0 {
 			d.envErrs[n] = errs
 			return
 		}
 		n.Value = out
+		d.expanded[n] = true
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/meridian-gw/meridian/internal/redact"
 )
 
 // Error is one problem in a topology file.
@@ -66,18 +68,21 @@ func (es Errors) sorted() Errors {
 // writes that setting, or else where its nearest written parent is. Code
 // that checks a File beyond this package (building gateways, say) reports
 // through it, so its problems read like validation's. For a File not made
-// by Parse or Load the file is "" and the position 1:1.
+// by Parse or Load the file is "" and the position 1:1. Values from ${ENV}
+// are redacted from the reason.
 func (f *File) ErrorAt(path, format string, args ...any) *Error {
 	e := &Error{Line: 1, Col: 1, Path: path, Reason: fmt.Sprintf(format, args...)}
 	if f.src != nil {
 		p := lookupPos(f.src.pos, path)
 		e.File, e.Line, e.Col = f.src.name, p.line, p.col
+		e.Reason = redact.New(f.src.secrets...).String(e.Reason)
 	}
 	return e
 }
 
 // Warnings are settings of a valid file that are accepted but have no
-// effect yet (each says why), sorted by position; nil if none.
+// effect yet or are risky (an unauthenticated admin API on all
+// interfaces); each says why. Sorted by position; nil if none.
 func (f *File) Warnings() Errors {
 	if f.src == nil {
 		return nil

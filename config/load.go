@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+
+	"github.com/meridian-gw/meridian/internal/redact"
 )
 
 // Load reads and checks the topology file at path. Relative TLS file paths
@@ -70,15 +73,54 @@ func parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Fi
 		return nil, d.errs.sorted()
 	}
 	d.expandEnv(root, lookupEnv)
+	secrets := redact.New(d.secrets...)
 	f := new(File)
 	if !d.decodeFile(root, f) {
-		return nil, d.errs.sorted()
+		return nil, redactErrors(secrets, d.errs.sorted())
 	}
 	applyDefaults(f)
 	errs := append(d.errs, validate(f, name, d.pos, d.bad)...)
+	errs = append(errs, d.literalSecrets(f)...)
 	if len(errs) > 0 {
-		return nil, errs.sorted()
+		return nil, redactErrors(secrets, errs.sorted())
 	}
-	f.src = &source{name: name, pos: d.pos, warnings: warnings(f, name, d.pos)}
+	f.src = &source{name: name, pos: d.pos, warnings: redactErrors(secrets, warnings(f, name, d.pos)), secrets: d.secrets}
 	return f, nil
+}
+
+// literalSecrets reports admin tokens written in the file itself instead
+// of coming from ${ENV}: a topology file is shared and checked in.
+func (d *decoder) literalSecrets(f *File) Errors {
+	var errs Errors
+	for i, r := range f.Regions {
+		for j, g := range r.Gateways {
+			p := fmt.Sprintf("regions[%d].gateways[%d].admin.token", i, j)
+			if g.Admin != nil && g.Admin.Token != "" && !d.fromEnv[p] && !d.bad[p] {
+				errs = append(errs, &Error{File: d.file, Line: lookupPos(d.pos, p).line, Col: lookupPos(d.pos, p).col, Path: p,
+					Reason: "written in the file; write it as ${ENV} (e.g. token: ${MERIDIAN_ADMIN_TOKEN}) so the file holds no secret"})
+			}
+		}
+	}
+	return errs
+}
+
+// redactErrors replaces values that came from ${ENV} in the reasons of
+// errs: an error message quotes the value it rejects, and that value may
+// be a password.
+func redactErrors(secrets *redact.Set, errs Errors) Errors {
+	for _, e := range errs {
+		e.Reason = secrets.String(e.Reason)
+	}
+	return errs
+}
+
+// Secrets returns every value in the file that came from ${ENV} expansion
+// (nil for a File built in code). They are secret by rule: the CLI, the
+// logs, the admin API and error messages replace them with [redacted]
+// (package internal/redact), whatever setting they were written in.
+func (f *File) Secrets() []string {
+	if f == nil || f.src == nil {
+		return nil
+	}
+	return slices.Clone(f.src.secrets)
 }

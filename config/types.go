@@ -28,12 +28,13 @@ type source struct {
 	name     string
 	pos      map[string]pos // path → where it is written (see decoder.pos)
 	warnings Errors
+	secrets  []string // values that came from ${ENV}
 }
 
 // Gossip configures memberlist between gateways. Gossip is not implemented
 // yet: keys are checked, and validation warns that they are unused.
 type Gossip struct {
-	Keys []string `yaml:"keys"` // base64 AES keys (16, 24 or 32 bytes); first encrypts
+	Keys []Secret `yaml:"keys"` // base64 AES keys (16, 24 or 32 bytes); first encrypts
 }
 
 // LinkTLS is the fleet's link certificate policy.
@@ -85,7 +86,7 @@ type TLS struct {
 type SASL struct {
 	Mechanism string `yaml:"mechanism"` // plain|scram-sha-256|scram-sha-512
 	Username  string `yaml:"username"`
-	Password  string `yaml:"password"` // use ${ENV}; "$${" is a literal "${"
+	Password  Secret `yaml:"password"` // use ${ENV}; "$${" is a literal "${"
 }
 
 // Gateway is one meridian process in a region.
@@ -93,7 +94,7 @@ type Gateway struct {
 	Name      string `yaml:"name"`      // unique across the file
 	Listen    string `yaml:"listen"`    // link listen address host:port (UDP for quic)
 	Advertise string `yaml:"advertise"` // address peers dial; "" = Listen
-	Admin     string `yaml:"admin"`     // admin HTTP host:port; "" = no admin server
+	Admin     *Admin `yaml:"admin"`     // admin HTTP API; nil = no admin server
 	// TLS is link mTLS: ca_file (the fleet CA), cert_file and key_file,
 	// required for quic links. The certificate must name the gateway
 	// (`meridian certs` makes such). server_name and
@@ -101,6 +102,45 @@ type Gateway struct {
 	// against the fleet CA under its gateway name.
 	TLS *TLS `yaml:"tls"`
 }
+
+// Admin is a gateway's admin HTTP API (/healthz, /metrics, /status and
+// the mutating POST /v1/failover and /v1/failback). In the file it is either the listen
+// address alone ("admin: 127.0.0.1:9180") or a mapping.
+//
+// Without token or mTLS every read is open and the mutating endpoints
+// answer only clients on loopback (403 otherwise). With either, every
+// request must authenticate except reads of the endpoints in Open.
+type Admin struct {
+	Listen string `yaml:"listen"` // host:port, required
+	// Token is a bearer token (Authorization: Bearer ...), at least 16
+	// characters, written as ${ENV} (a literal token is an error).
+	// "" = none.
+	Token Secret `yaml:"token"`
+	// MTLS serves HTTPS with the gateway's link certificate (tls:) and
+	// verifies client certificates against the fleet CA: an operator
+	// certificate (`meridian certs --operator NAME`) may do everything, a
+	// gateway's certificate only read.
+	MTLS bool `yaml:"mtls"`
+	// Open lists the endpoints readable without authentication when Token
+	// or MTLS is set: healthz, metrics, status. nil = healthz and metrics
+	// (Prometheus habits); an empty list = none. Mutating endpoints are
+	// never open.
+	Open []string `yaml:"open"`
+	// Hosts are Host header names accepted besides loopback names and the
+	// listen address's own host (a defence against DNS rebinding): the
+	// names operators reach the gateway by.
+	Hosts []string `yaml:"hosts"`
+}
+
+// AdminReads are the endpoints Admin.Open may name.
+var AdminReads = []string{"healthz", "metrics", "status"}
+
+// AdminTokenMin is the shortest admin token accepted.
+const AdminTokenMin = 16
+
+// shorthand is the field a scalar written in place of the whole mapping
+// sets ("admin: 127.0.0.1:9180" sets admin.listen).
+func (*Admin) shorthand() string { return "listen" }
 
 // Link joins two regions (or two gateways, "region/gateway"). An end
 // written "region/gateway" pins the link to that gateway: only it carries

@@ -202,7 +202,7 @@ func (v *validator) gossip() {
 	for i, k := range v.f.Gossip.Keys {
 		p := fmt.Sprintf("gossip.keys[%d]", i)
 		// Never echo the key: it is a secret.
-		b, err := base64.StdEncoding.DecodeString(k)
+		b, err := base64.StdEncoding.DecodeString(k.Reveal())
 		switch {
 		case err != nil:
 			v.errorf(p, "key is not valid base64; %s", hint)
@@ -362,8 +362,33 @@ func (v *validator) gateway(gp string, g Gateway) {
 			v.errorf(gp+".advertise", "%q is not an address peers can dial; use this gateway's reachable host or IP", g.Advertise)
 		}
 	}
-	if g.Admin != "" {
-		v.hostPort(gp+".admin", g.Admin, false)
+	if g.Admin != nil {
+		v.admin(gp, g)
+	}
+}
+
+func (v *validator) admin(gp string, g Gateway) {
+	a, ap := g.Admin, gp+".admin"
+	if a.Listen == "" {
+		v.errorf(ap+".listen", "missing; set the host:port of the admin API")
+	} else {
+		v.hostPort(ap+".listen", a.Listen, false)
+	}
+	if n := len(a.Token); n > 0 && n < AdminTokenMin {
+		v.errorf(ap+".token", "%d characters; use at least %d (e.g. openssl rand -hex 16)", n, AdminTokenMin)
+	}
+	if a.MTLS && (g.TLS == nil || g.TLS.CAFile == "" || g.TLS.CertFile == "" || g.TLS.KeyFile == "") {
+		v.errorf(ap+".mtls", "needs the gateway's tls ca_file, cert_file and key_file (the admin API serves that certificate and checks clients against that CA)")
+	}
+	for i, o := range a.Open {
+		if !slices.Contains(AdminReads, o) {
+			v.errorf(fmt.Sprintf("%s.open[%d]", ap, i), "unknown endpoint %q; use %s (mutating endpoints are never open)", o, orList(AdminReads))
+		}
+	}
+	for i, h := range a.Hosts {
+		if h == "" || strings.ContainsAny(h, "/ :") && net.ParseIP(h) == nil {
+			v.errorf(fmt.Sprintf("%s.hosts[%d]", ap, i), "invalid host name %q; want a name or IP address without scheme or port", h)
+		}
 	}
 }
 
@@ -801,6 +826,25 @@ func warnings(f *File, file string, pos map[string]pos) Errors {
 	warn := func(path, format string, args ...any) {
 		p := lookupPos(pos, path)
 		ws = append(ws, &Error{File: file, Line: p.line, Col: p.col, Path: path, Reason: fmt.Sprintf(format, args...)})
+	}
+	for i, r := range f.Regions {
+		for j, g := range r.Gateways {
+			a := g.Admin
+			if a == nil || a.MTLS {
+				continue
+			}
+			host, _, err := net.SplitHostPort(a.Listen)
+			if err != nil {
+				continue
+			}
+			ap := fmt.Sprintf("regions[%d].gateways[%d].admin", i, j)
+			switch ip, ipErr := netip.ParseAddr(host); {
+			case a.Token == "" && unspecified(host):
+				warn(ap, "admin API %s listens on all interfaces without authentication: anyone who reaches it reads /status and /metrics (failover is refused except from loopback); set admin.token or admin.mtls, or listen on 127.0.0.1", a.Listen)
+			case a.Token != "" && host != "localhost" && (ipErr != nil || !ip.IsLoopback()):
+				warn(ap+".token", "the admin token crosses the network in clear text (plain HTTP on %s); set admin.mtls to serve HTTPS", a.Listen)
+			}
+		}
 	}
 	if f.Gossip != nil && len(f.Gossip.Keys) > 0 {
 		warn("gossip.keys", "gossip is not implemented yet: gateways take membership from this file, so the keys are checked but unused")

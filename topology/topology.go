@@ -51,8 +51,9 @@ type Gateway struct {
 	Region    *Region
 	Name      string
 	Listen    string
-	Advertise string // address peers dial (Listen when not set)
-	Admin     string
+	Advertise string        // address peers dial (Listen when not set)
+	Admin     string        // admin listen address; "" = no admin server
+	AdminAuth *config.Admin // admin API access settings; nil when Admin is ""
 	TLS       *config.TLS
 	// Path is where the file defines the gateway, for
 	// config.File.ErrorAt: "regions[0].gateways[1]".
@@ -150,8 +151,11 @@ func New(f *config.File) (*Topology, error) {
 			t.Clusters[cl.Ref()] = cl
 		}
 		for j, g := range r.Gateways {
-			gw := &Gateway{Region: reg, Name: g.Name, Listen: g.Listen, Advertise: g.Advertise, Admin: g.Admin, TLS: g.TLS,
+			gw := &Gateway{Region: reg, Name: g.Name, Listen: g.Listen, Advertise: g.Advertise, TLS: g.TLS,
 				Path: fmt.Sprintf("regions[%d].gateways[%d]", i, j)}
+			if g.Admin != nil {
+				gw.Admin, gw.AdminAuth = g.Admin.Listen, g.Admin
+			}
 			if gw.Advertise == "" {
 				gw.Advertise = gw.Listen
 			}

@@ -400,3 +400,27 @@ func TestValidateProbesGateway(t *testing.T) {
 		t.Errorf("validate --gateway nope: %v, want exit 1 naming it", r)
 	}
 }
+
+// TestValidateWarnsOpenAdmin: an admin API on all interfaces without a
+// token or mTLS is a warning (validation still passes); with a token over
+// mTLS it is not.
+func TestValidateWarnsOpenAdmin(t *testing.T) {
+	dir := t.TempDir()
+	p := topoParams{
+		SrcBootstrap: "127.0.0.1:1", DstBootstrap: "127.0.0.1:2",
+		EastListen: freeUDPAddr(t), WestListen: freeUDPAddr(t),
+		EastAdmin: "0.0.0.0:9180", WestAdmin: `{listen: ":9181", token: "${MERIDIAN_TEST_ADMIN_TOKEN}", mtls: true}`,
+	}
+	writeTopology(t, dir, p)
+	env := []string{"MERIDIAN_TEST_ADMIN_TOKEN=0123456789abcdef-x"}
+	if r := meridian(t, dir, env, "certs", "--out", "certs", "-f", "topology.yaml"); r.code != 0 {
+		t.Fatalf("meridian certs: %v", r)
+	}
+	r := meridian(t, dir, env, "validate", "-f", "topology.yaml")
+	if r.code != 0 || !strings.Contains(r.stderr, "warning: ") || !strings.Contains(r.stderr, "regions[0].gateways[0].admin: admin API 0.0.0.0:9180 listens on all interfaces without authentication") {
+		t.Errorf("validate: %v\nwant exit 0 and a warning about east-gw's admin", r)
+	}
+	if strings.Contains(r.stderr, "regions[1]") {
+		t.Errorf("validate warns about west-gw's admin, which has a token and mTLS:\n%s", r.stderr)
+	}
+}

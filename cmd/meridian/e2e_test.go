@@ -329,20 +329,29 @@ type twoGateways struct {
 	earlier          []*child // gateway processes that have exited
 }
 
-// startTwoGateways starts the clusters, writes the topology and its
-// certificates, validates it and runs both gateways, the receiver first.
-func startTwoGateways(t *testing.T) *twoGateways {
-	e := &twoGateways{t: t}
+// twoClusters starts the source cluster, holding mirroredTopics and
+// excludedTopic (3 partitions each), and an empty destination; the test
+// closes them.
+func twoClusters(t *testing.T) (src, dst *kfake.Cluster) {
+	t.Helper()
 	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, append(slices.Clone(mirroredTopics), excludedTopic)...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(src.Close)
-	dst, err := kfake.NewCluster(kfake.NumBrokers(1))
+	dst, err = kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(dst.Close)
+	return src, dst
+}
+
+// startTwoGateways starts the clusters, writes the topology and its
+// certificates, validates it and runs both gateways, the receiver first.
+func startTwoGateways(t *testing.T) *twoGateways {
+	e := &twoGateways{t: t}
+	src, dst := twoClusters(t)
 	e.srcOpts = []kgo.Opt{kgo.SeedBrokers(src.ListenAddrs()...)}
 	e.dstOpts = []kgo.Opt{kgo.SeedBrokers(dst.ListenAddrs()...)}
 

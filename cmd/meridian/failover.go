@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -18,8 +21,9 @@ func newFailoverCmd(g *globals) *cobra.Command {
 		dryRun                  bool
 		drain                   time.Duration
 	)
+	ac := &adminClient{purpose: "; the gateway receiving the route fails it over (instead of -f FILE)"}
 	cmd := &cobra.Command{
-		Use:   "failover -f FILE --route R",
+		Use:   "failover (-f FILE | --admin ADDR) --route R",
 		Short: "Fail a route over to its destination: drain, final group sync, fence, report",
 		Long: `failover moves a route's consumers and producers to its destination cluster(s):
 it waits for the mirror to carry what the source has (--drain, skipped when the
@@ -28,15 +32,24 @@ at the destination one last time, fences the old direction (a gateway of it
 that comes back cannot write), and reports per group and partition the
 translated offsets and the records and seconds at risk (RPO).
 
+With --admin ADDR the gateway that receives the route does it through its
+admin API (POST /v1/failover), sending the admin token ($` + adminTokenEnv + ` or
+--token-file) or an operator certificate (--cert, --key, --ca).
+
 Exit status: 0 done; 2 done, with data at risk; 1 failed, nothing changed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (file == "") == (ac.addr == "") {
+				return &exitError{2, fmt.Errorf("failover: give -f FILE or --admin ADDR")}
+			}
+			if ac.addr != "" {
+				return failoverViaAdmin(cmd.Context(), g, ac, output, failoverBody{Route: route, To: to, DryRun: dryRun, Drain: drain.String()}, drain)
+			}
 			log, legs, err := routeCommand(g, output, file, route, to)
 			if err != nil {
 				return err
 			}
 			var reports []*dr.FailoverReport
-			atRisk := false
 			for _, leg := range legs {
 				src, dst, err := legClusters(leg, log)
 				if err != nil {
@@ -61,21 +74,8 @@ Exit status: 0 done; 2 done, with data at risk; 1 failed, nothing changed.`,
 					return &exitError{code, fmt.Errorf("failover %s: %w", leg.ID, err)}
 				}
 				reports = append(reports, rep)
-				atRisk = atRisk || rep.RPORecords > 0 || !rep.RPOExact
 			}
-			if output == "json" {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				_ = enc.Encode(reports)
-			} else {
-				for _, r := range reports {
-					renderFailover(g, r)
-				}
-			}
-			if atRisk && !dryRun {
-				return &exitError{2, nil}
-			}
-			return nil
+			return printFailover(g, output, reports, dryRun)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "topology file (required)")
@@ -83,10 +83,74 @@ Exit status: 0 done; 2 done, with data at risk; 1 failed, nothing changed.`,
 	cmd.Flags().StringVar(&to, "to", "", "only this destination cluster (region/cluster) of the route")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan and the data at risk now; change nothing")
 	cmd.Flags().DurationVar(&drain, "drain", 60*time.Second, "how long to wait for the mirror to catch up before fencing")
-	_ = cmd.MarkFlagRequired("file")
 	_ = cmd.MarkFlagRequired("route")
+	ac.flags(cmd)
 	outputFlag(cmd, &output)
 	return cmd
+}
+
+// adminAction POSTs body to a gateway's /v1/ACTION and decodes the
+// reports it answers with into reports.
+func adminAction(ctx context.Context, ac *adminClient, action string, body failoverBody, timeout time.Duration, reports any) error {
+	code, raw, err := ac.do(ctx, action, http.MethodPost, "/v1/"+action, body, timeout)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		var e struct{ Error string }
+		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(raw))
+		}
+		return fmt.Errorf("%s via %s: HTTP %d: %s", action, ac.addr, code, e.Error)
+	}
+	if err := json.Unmarshal(raw, reports); err != nil {
+		return fmt.Errorf("%s via %s: not a %s report: %w", action, ac.addr, action, err)
+	}
+	return nil
+}
+
+// failoverBody is the JSON body of the admin API's POST /v1/failover and
+// /v1/failback.
+type failoverBody struct {
+	Route  string `json:"route"`
+	To     string `json:"to,omitempty"`
+	DryRun bool   `json:"dry_run,omitempty"`
+	Drain  string `json:"drain,omitempty"`
+}
+
+// failoverViaAdmin asks a gateway's admin API to fail the route over and
+// prints its reports like a local failover.
+func failoverViaAdmin(ctx context.Context, g *globals, ac *adminClient, output string, body failoverBody, drain time.Duration) error {
+	if err := checkOutput(output); err != nil {
+		return err
+	}
+	var reports []*dr.FailoverReport
+	if err := adminAction(ctx, ac, "failover", body, drain+3*time.Minute, &reports); err != nil {
+		return &exitError{1, err}
+	}
+	return printFailover(g, output, reports, body.DryRun)
+}
+
+// printFailover prints failover reports as text or JSON; the exit status
+// is 2 when a failover that ran left data at risk.
+func printFailover(g *globals, output string, reports []*dr.FailoverReport, dryRun bool) error {
+	atRisk := false
+	for _, r := range reports {
+		atRisk = atRisk || r.RPORecords > 0 || !r.RPOExact
+	}
+	if output == "json" {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(reports)
+	} else {
+		for _, r := range reports {
+			renderFailover(g, r)
+		}
+	}
+	if atRisk && !dryRun {
+		return &exitError{2, nil}
+	}
+	return nil
 }
 
 func renderFailover(g *globals, r *dr.FailoverReport) {
@@ -133,8 +197,9 @@ func newFailbackCmd(g *globals) *cobra.Command {
 		file, route, to, output string
 		dryRun                  bool
 	)
+	ac := &adminClient{purpose: "; the gateway receiving the route fails it back (instead of -f FILE)"}
 	cmd := &cobra.Command{
-		Use:   "failback -f FILE --route R",
+		Use:   "failback (-f FILE | --admin ADDR) --route R",
 		Short: "Return a failed-over route to its original direction once the old primary is back",
 		Long: `failback lists the old primary's records that never reached the new primary
 (they are kept there), copies the records produced at the new primary since the
@@ -142,25 +207,40 @@ failover back to the old one (same partitions, in order, each tagged with the
 header meridian.resynced-from), moves the route's progress past them so nothing
 is mirrored twice, moves the route's consumer groups back, and lifts the fence.
 
+With --admin ADDR the gateway that receives the route does it through its
+admin API (POST /v1/failback), with the same credentials as failover --admin.
+
 Exit status: 0 done; 1 failed (safe to run again: copies already made are found
 by their header and not made twice).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, legs, err := routeCommand(g, output, file, route, to)
-			if err != nil {
-				return err
+			if (file == "") == (ac.addr == "") {
+				return &exitError{2, fmt.Errorf("failback: give -f FILE or --admin ADDR")}
 			}
 			var reports []*dr.FailbackReport
-			for _, leg := range legs {
-				src, dst, err := legClusters(leg, log)
-				if err != nil {
+			if ac.addr != "" {
+				if err := checkOutput(output); err != nil {
+					return err
+				}
+				if err := adminAction(cmd.Context(), ac, "failback", failoverBody{Route: route, To: to, DryRun: dryRun}, 11*time.Minute, &reports); err != nil {
 					return &exitError{1, err}
 				}
-				rep, err := dr.Failback(cmd.Context(), dr.FailbackOptions{Leg: leg, Src: src, Dst: dst, DryRun: dryRun})
+			} else {
+				log, legs, err := routeCommand(g, output, file, route, to)
 				if err != nil {
-					return &exitError{1, fmt.Errorf("failback %s: %w", leg.ID, err)}
+					return err
 				}
-				reports = append(reports, rep)
+				for _, leg := range legs {
+					src, dst, err := legClusters(leg, log)
+					if err != nil {
+						return &exitError{1, err}
+					}
+					rep, err := dr.Failback(cmd.Context(), dr.FailbackOptions{Leg: leg, Src: src, Dst: dst, DryRun: dryRun})
+					if err != nil {
+						return &exitError{1, fmt.Errorf("failback %s: %w", leg.ID, err)}
+					}
+					reports = append(reports, rep)
+				}
 			}
 			if output == "json" {
 				enc := json.NewEncoder(g.stdout)
@@ -194,8 +274,8 @@ by their header and not made twice).`,
 	cmd.Flags().StringVar(&route, "route", "", "route to fail back (required)")
 	cmd.Flags().StringVar(&to, "to", "", "only this destination cluster (region/cluster) of the route")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "list the stragglers and what would be copied; change nothing")
-	_ = cmd.MarkFlagRequired("file")
 	_ = cmd.MarkFlagRequired("route")
+	ac.flags(cmd)
 	outputFlag(cmd, &output)
 	return cmd
 }

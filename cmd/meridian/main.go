@@ -15,10 +15,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/meridian-gw/meridian/internal/redact"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -36,8 +39,12 @@ func (e *exitError) Unwrap() error { return e.err }
 type globals struct {
 	logLevel  string
 	logFormat string
-	stdout    io.Writer
-	stderr    io.Writer
+	stdout    io.Writer // redacts secrets
+	stderr    io.Writer // redacts secrets
+	// secrets are the values of the loaded topology file that came from
+	// ${ENV} (loadFile adds them): stdout and stderr replace them with
+	// [redacted], and so does the admin API of a gateway run here.
+	secrets *redact.Set
 }
 
 func (g *globals) logger() (*slog.Logger, error) {
@@ -96,10 +103,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		<-ctx.Done()
 		stop()
 	}()
-	g := &globals{stdout: stdout, stderr: stderr}
+	secrets := redact.New()
+	stdout, stderr = secrets.Writer(stdout), secrets.Writer(stderr)
+	g := &globals{stdout: stdout, stderr: stderr, secrets: secrets}
 	root := newRoot(g)
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	err := execute(ctx, root, g)
 	if err == nil {
 		return 0
 	}
@@ -115,6 +124,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	return 1
+}
+
+// execute runs the command. A panic in the command's own goroutine is
+// printed here, with its stack, through the redacting stderr (the runtime
+// would print it raw) and exits 2 like the runtime does.
+func execute(ctx context.Context, root *cobra.Command, g *globals) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(g.stderr, "panic: %v\n\n%s", r, debug.Stack())
+			err = &exitError{2, nil}
+		}
+	}()
+	return root.ExecuteContext(ctx)
 }
 
 func newVersionCmd(g *globals) *cobra.Command {

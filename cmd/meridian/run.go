@@ -23,12 +23,12 @@ func newRunCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return &exitError{2, err}
 			}
-			f, topo, err := loadFile(file)
+			f, topo, err := g.loadFile(file)
 			if err != nil {
 				return &exitError{1, err}
 			}
 			for _, w := range f.Warnings() {
-				log.Warn("topology setting has no effect yet", "problem", w.Error())
+				log.Warn("topology warning", "problem", w.Error())
 			}
 			if _, ok := topo.Gateways[name]; !ok {
 				names := make([]string, 0, len(topo.Gateways))
@@ -38,7 +38,7 @@ func newRunCmd(g *globals) *cobra.Command {
 				sort.Strings(names)
 				return &exitError{1, fmt.Errorf("%s: no gateway %q (gateways: %v)", file, name, names)}
 			}
-			gw, err := gateway.New(gateway.Options{Topology: topo, Name: name, Logger: log})
+			gw, err := gateway.New(gateway.Options{Topology: topo, Name: name, Logger: log, Secrets: g.secrets})
 			if err != nil {
 				return &exitError{1, err}
 			}
@@ -57,16 +57,23 @@ func newRunCmd(g *globals) *cobra.Command {
 
 func newCertsCmd(g *globals) *cobra.Command {
 	var file, dir string
-	var names []string
+	var names, operators []string
 	var loopback bool
 	cmd := &cobra.Command{
-		Use:   "certs --out DIR (-f FILE | --gateway NAME...)",
-		Short: "Create a CA and a link certificate for each gateway (reuses DIR/ca.crt and ca.key if present)",
-		Args:  cobra.NoArgs,
+		Use:   "certs --out DIR (-f FILE | --gateway NAME... | --operator NAME...)",
+		Short: "Create a CA and a link certificate for each gateway (reuses DIR/ca.crt and ca.key if present), or operator certificates for the admin API",
+		Long: `certs writes DIR/ca.crt and ca.key (the fleet CA, reused when present) and
+<gateway>.crt and .key for each gateway named.
+
+--operator NAME issues a client certificate from the fleet CA already in DIR
+(Common Name operator:NAME) and writes DIR/operator-NAME.crt and .key: with
+admin.mtls set, it may run admin actions (failover); a gateway's certificate
+may only read. Use it with status --cert/--key/--ca.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var specs []pki.GatewaySpec
 			if file != "" {
-				topo, err := loadTopology(file)
+				topo, err := g.loadTopology(file)
 				if err != nil {
 					return &exitError{1, err}
 				}
@@ -77,20 +84,41 @@ func newCertsCmd(g *globals) *cobra.Command {
 			for _, n := range names {
 				specs = append(specs, pki.GatewaySpec{Name: n, Loopback: loopback})
 			}
-			if len(specs) == 0 {
-				return &exitError{2, fmt.Errorf("certs: name gateways with -f FILE or --gateway NAME")}
+			if len(specs) == 0 && len(operators) == 0 {
+				return &exitError{2, fmt.Errorf("certs: name gateways with -f FILE or --gateway NAME, or operators with --operator NAME")}
 			}
-			sort.Slice(specs, func(i, j int) bool { return specs[i].Name < specs[j].Name })
-			if err := pki.GenerateBundle(dir, specs); err != nil {
-				return &exitError{1, err}
+			if len(specs) > 0 {
+				sort.Slice(specs, func(i, j int) bool { return specs[i].Name < specs[j].Name })
+				if err := pki.GenerateBundle(dir, specs); err != nil {
+					return &exitError{1, err}
+				}
+				fmt.Fprintf(g.stdout, "wrote %s and %s\n", filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CAKeyFile))
+				for _, s := range specs {
+					fmt.Fprintf(g.stdout, "wrote %s.crt and %s.key\n", filepath.Join(dir, s.Name), filepath.Join(dir, s.Name))
+				}
 			}
-			fmt.Fprintf(g.stdout, "wrote %s and %s\n", filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CAKeyFile))
-			for _, s := range specs {
-				fmt.Fprintf(g.stdout, "wrote %s.crt and %s.key\n", filepath.Join(dir, s.Name), filepath.Join(dir, s.Name))
+			if len(operators) == 0 {
+				return nil
+			}
+			ca, err := pki.LoadCA(filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CAKeyFile))
+			if err != nil {
+				return &exitError{1, fmt.Errorf("certs --operator: the fleet CA in %s: %w (make it with meridian certs -f FILE --out %s)", dir, err, dir)}
+			}
+			for _, name := range operators {
+				c, err := ca.IssueOperator(name)
+				if err != nil {
+					return &exitError{1, err}
+				}
+				if err := c.WriteOperatorFiles(dir); err != nil {
+					return &exitError{1, err}
+				}
+				certFile, keyFile := pki.OperatorFiles(dir, name)
+				fmt.Fprintf(g.stdout, "wrote %s and %s (operator:%s)\n", certFile, keyFile, name)
 			}
 			return nil
 		},
 	}
+	cmd.Flags().StringSliceVar(&operators, "operator", nil, "operator name: issue an admin client certificate from the CA in --out (repeatable)")
 	cmd.Flags().StringVarP(&file, "file", "f", "", "topology file: one certificate per gateway, with its listen/advertise hosts")
 	cmd.Flags().StringSliceVar(&names, "gateway", nil, "gateway name (repeatable)")
 	cmd.Flags().StringVar(&dir, "out", "certs", "output directory")

@@ -16,16 +16,20 @@ import (
 )
 
 func newStatusCmd(g *globals) *cobra.Command {
-	var addr, output string
+	var output string
+	ac := &adminClient{defaultAddr: "127.0.0.1:9180"}
 	cmd := &cobra.Command{
 		Use:   "status --admin ADDR",
 		Short: "Show a running gateway's peers and legs (from its admin /status)",
-		Args:  cobra.NoArgs,
+		Long: `status reads a gateway's admin /status. When the gateway's admin API
+requires authentication it sends the token ($` + adminTokenEnv + ` or --token-file)
+or a client certificate (--cert, --key, --ca; https).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			st, raw, err := fetchStatus(cmd.Context(), addr)
+			st, raw, err := fetchStatus(cmd.Context(), ac)
 			if err != nil {
 				return &exitError{1, err}
 			}
@@ -37,37 +41,22 @@ func newStatusCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&addr, "admin", "127.0.0.1:9180", "gateway admin address host:port")
+	ac.flags(cmd)
 	outputFlag(cmd, &output)
 	return cmd
 }
 
-func fetchStatus(ctx context.Context, addr string) (*mirror.Status, []byte, error) {
-	url := addr
-	if !strings.Contains(url, "://") {
-		url = "http://" + url
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/status", nil)
+func fetchStatus(ctx context.Context, ac *adminClient) (*mirror.Status, []byte, error) {
+	code, raw, err := ac.do(ctx, "status", http.MethodGet, "/status", nil, 10*time.Second)
 	if err != nil {
-		return nil, nil, fmt.Errorf("status %s: %w", addr, err)
+		return nil, nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, nil, fmt.Errorf("status: gateway admin %s unreachable: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, nil, fmt.Errorf("status %s: %w", addr, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, nil, fmt.Errorf("status %s: HTTP %d: %s", addr, resp.StatusCode, strings.TrimSpace(string(raw)))
+	if code != http.StatusOK {
+		return nil, nil, fmt.Errorf("status %s: HTTP %d: %s", ac.addr, code, strings.TrimSpace(string(raw)))
 	}
 	var st mirror.Status
 	if err := json.Unmarshal(raw, &st); err != nil {
-		return nil, nil, fmt.Errorf("status %s: not a meridian status: %w", addr, err)
+		return nil, nil, fmt.Errorf("status %s: not a meridian status: %w", ac.addr, err)
 	}
 	return &st, raw, nil
 }

@@ -13,18 +13,21 @@ import (
 )
 
 // loadTopology reads, validates and resolves a topology file.
-func loadTopology(file string) (*topology.Topology, error) {
-	_, topo, err := loadFile(file)
+func (g *globals) loadTopology(file string) (*topology.Topology, error) {
+	_, topo, err := g.loadFile(file)
 	return topo, err
 }
 
 // loadFile is loadTopology that also returns the file, for placing
-// problems (config.File.ErrorAt) and reading its warnings.
-func loadFile(file string) (*config.File, *topology.Topology, error) {
+// problems (config.File.ErrorAt) and reading its warnings. The file's
+// secrets (values from ${ENV}) are redacted from the command's output from
+// then on.
+func (g *globals) loadFile(file string) (*config.File, *topology.Topology, error) {
 	f, err := config.Load(file)
 	if err != nil {
 		return nil, nil, err
 	}
+	g.secrets.Add(f.Secrets()...)
 	topo, err := topology.New(f)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", file, err)
@@ -90,7 +93,7 @@ func routeCommand(g *globals, output, file, route, to string) (*slog.Logger, []*
 	if err != nil {
 		return nil, nil, err
 	}
-	topo, err := loadTopology(file)
+	topo, err := g.loadTopology(file)
 	if err != nil {
 		return nil, nil, &exitError{1, err}
 	}

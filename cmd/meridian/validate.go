@@ -34,7 +34,7 @@ warnings on stderr; they do not fail validation.`,
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			sum, warnings, err := validateFile(file, gateway)
+			sum, warnings, err := g.validateFile(file, gateway)
 			if output != "json" {
 				for _, w := range warnings {
 					fmt.Fprintln(g.stderr, "warning: "+w.Error())
@@ -95,8 +95,8 @@ type summary struct {
 // dialers). Problems are config.Errors at their settings, all at once.
 // When probe names a gateway, its addresses are also test-bound. warnings
 // are the file's (config.File.Warnings).
-func validateFile(path, probe string) (s summary, warnings config.Errors, err error) {
-	f, topo, err := loadFile(path)
+func (g *globals) validateFile(path, probe string) (s summary, warnings config.Errors, err error) {
+	f, topo, err := g.loadFile(path)
 	if err != nil {
 		return summary{}, nil, err
 	}

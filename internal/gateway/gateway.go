@@ -29,6 +29,7 @@ import (
 	"github.com/meridian-gw/meridian/internal/admin"
 	"github.com/meridian-gw/meridian/internal/kafkaopt"
 	"github.com/meridian-gw/meridian/internal/pki"
+	"github.com/meridian-gw/meridian/internal/redact"
 	"github.com/meridian-gw/meridian/mirror"
 	"github.com/meridian-gw/meridian/mirror/dr"
 	"github.com/meridian-gw/meridian/routing"
@@ -76,6 +77,10 @@ type Options struct {
 
 	// Window and MaxBatchBytes tune the engine (zero: engine defaults).
 	Window, MaxBatchBytes int64
+
+	// Secrets are redacted from every admin API response (nil: none).
+	// `meridian run` passes the topology file's (config.File.Secrets).
+	Secrets *redact.Set
 }
 
 // Gateway is an assembled gateway, ready to Run.
@@ -86,6 +91,8 @@ type Gateway struct {
 	reg   *prometheus.Registry
 	log   *slog.Logger
 	peers map[string]peerDialer // by peer gateway name
+
+	adminTLS *tls.Config // nil unless admin.mtls
 
 	adminMu sync.Mutex
 	admin   *admin.Server
@@ -133,6 +140,11 @@ func New(opts Options) (*Gateway, error) {
 	serverTLS, clientTLS, problems := g.linkTLS()
 	peers, dialProblems := g.dialers(clientTLS)
 	problems = append(problems, dialProblems...)
+	if len(problems) == 0 {
+		if g.adminTLS, err = g.buildAdminTLS(serverTLS); err != nil {
+			problems = append(problems, err)
+		}
+	}
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("gateway %s: %w", gw.Name, errors.Join(problems...))
 	}
@@ -264,6 +276,31 @@ func (g *Gateway) linkTLSFiles() (server, client *tls.Config, problems []error) 
 		}
 	}
 	return server, client, nil
+}
+
+// buildAdminTLS is the admin server's TLS when admin.mtls is set: the
+// gateway's link certificate, and client certificates verified against the
+// fleet CA when given (a token may still authenticate instead).
+func (g *Gateway) buildAdminTLS(linkServer *tls.Config) (*tls.Config, error) {
+	gw := g.table.Gateway
+	if gw.AdminAuth == nil || !gw.AdminAuth.MTLS {
+		return nil, nil
+	}
+	c := linkServer
+	if c == nil {
+		t := gw.TLS
+		if t == nil {
+			return nil, &SettingError{gw.Path + ".admin.mtls", errors.New("needs the gateway's tls ca_file, cert_file and key_file")}
+		}
+		var err error
+		if c, err = pki.ServerTLS(t.CAFile, t.CertFile, t.KeyFile); err != nil {
+			return nil, &SettingError{gw.Path + ".tls", err}
+		}
+	}
+	c = c.Clone()
+	c.ClientAuth = tls.VerifyClientCertIfGiven
+	c.NextProtos = nil // HTTP/1.1 and h2 over TLS, not the link's ALPN
+	return c, nil
 }
 
 // dialers builds one dialer per peer gateway: each link has its own codec
@@ -504,12 +541,23 @@ func (g *Gateway) StartAdmin() error {
 	if addr == "" {
 		return nil
 	}
-	srv, err := admin.Start(admin.Options{
-		Addr: addr, Gatherer: g.reg, Logger: g.log,
-		Status:   func() any { return g.eng.Status() },
-		Healthy:  g.problems,
-		Handlers: map[string]http.Handler{"POST /v1/failover": http.HandlerFunc(g.serveFailover)},
-	})
+	o := admin.Options{
+		Addr: addr, Gatherer: g.reg, Registerer: g.reg, Logger: g.log, Redact: g.opts.Secrets,
+		Status:  func() any { return g.eng.Status() },
+		Healthy: g.problems,
+		Actions: map[string]http.Handler{
+			"/v1/failover": http.HandlerFunc(g.serveFailover),
+			"/v1/failback": http.HandlerFunc(g.serveFailback),
+		},
+	}
+	if a := g.table.Gateway.AdminAuth; a != nil {
+		o.Token, o.Open, o.Hosts = a.Token.Reveal(), a.Open, a.Hosts
+	}
+	if g.adminTLS != nil {
+		o.TLS = g.adminTLS
+		o.Operator = func(c *x509.Certificate) bool { _, ok := pki.OperatorName(c); return ok }
+	}
+	srv, err := admin.Start(o)
 	if err != nil {
 		return &SettingError{g.table.Gateway.Path + ".admin", fmt.Errorf("gateway %s: admin %s: %w", g.table.Gateway.Name, addr, err)}
 	}
@@ -560,16 +608,58 @@ func countLegs(ps []*routing.Peer) int {
 	return n
 }
 
-// serveFailover runs a failover of the route named by the "route" query
-// parameter for the legs this gateway receives (it reaches their
-// destination). Parameters: route (required), to (one destination
-// region/cluster), dry_run=true, drain (a duration, default 60s).
-// Status: 200 with the reports; 409 if already failed over; 400 for bad
-// parameters; 500 if it failed (nothing changed unless a report says
-// fenced).
+// Bounds of a failover's drain, the one duration the admin API takes.
+const (
+	minDrain     = time.Second
+	maxDrain     = 10 * time.Minute
+	defaultDrain = 60 * time.Second
+)
+
+// drRequest is the JSON body of POST /v1/failover and /v1/failback.
+type drRequest struct {
+	Route  string `json:"route"`   // required
+	To     string `json:"to"`      // one destination region/cluster; "" = all
+	DryRun bool   `json:"dry_run"` // plan only
+	Drain  string `json:"drain"`   // failover only: duration, 1s..10m; "" = 60s
+}
+
+// failbackTimeout bounds a failback started through the admin API.
+const failbackTimeout = 10 * time.Minute
+
+// serveFailover runs a failover of a route for the legs this gateway
+// receives (it reaches their destination). The admin server has checked
+// the caller and that the body is a JSON object (package internal/admin);
+// the body is a drRequest. Status: 200 with the reports; 409 if already
+// failed over; 400 for bad parameters; 500 if it failed (nothing changed
+// unless a report says fenced).
 func (g *Gateway) serveFailover(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	route, to := q.Get("route"), q.Get("to")
+	g.serveDR(w, r, "failover", func(ctx context.Context, req drRequest, leg *routing.Leg, src, dst []kgo.Opt, drain time.Duration) (any, error) {
+		rep, err := dr.Failover(ctx, dr.FailoverOptions{Leg: leg, Src: src, Dst: dst, DryRun: req.DryRun, Drain: drain,
+			Reason: fmt.Sprintf("failover of route %s via the admin API of %s", req.Route, g.table.Gateway.Name)})
+		if err == nil {
+			g.log.Warn("route failed over", "leg", leg.ID, "dry_run", rep.DryRun, "rpo_records", rep.RPORecords, "epoch", rep.Epoch)
+		}
+		return rep, err
+	})
+}
+
+// serveFailback returns a failed-over route to its original direction
+// (dr.Failback) for the legs this gateway receives; the body is a
+// drRequest without drain. Status as serveFailover's.
+func (g *Gateway) serveFailback(w http.ResponseWriter, r *http.Request) {
+	g.serveDR(w, r, "failback", func(ctx context.Context, req drRequest, leg *routing.Leg, src, dst []kgo.Opt, _ time.Duration) (any, error) {
+		rep, err := dr.Failback(ctx, dr.FailbackOptions{Leg: leg, Src: src, Dst: dst, DryRun: req.DryRun})
+		if err == nil {
+			g.log.Warn("route failed back", "leg", leg.ID, "dry_run", rep.DryRun, "stragglers", len(rep.Stragglers), "epoch", rep.Epoch)
+		}
+		return rep, err
+	})
+}
+
+// serveDR decodes and bounds a drRequest, finds the legs it names and runs
+// do on each, replying with the reports.
+func (g *Gateway) serveDR(w http.ResponseWriter, r *http.Request, what string,
+	do func(ctx context.Context, req drRequest, leg *routing.Leg, src, dst []kgo.Opt, drain time.Duration) (any, error)) {
 	reply := func(code int, v any) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
@@ -578,25 +668,51 @@ func (g *Gateway) serveFailover(w http.ResponseWriter, r *http.Request) {
 		_ = enc.Encode(v)
 	}
 	fail := func(code int, err error) { reply(code, map[string]string{"error": err.Error()}) }
-	drain := 60 * time.Second
-	if d := q.Get("drain"); d != "" {
-		var err error
-		if drain, err = time.ParseDuration(d); err != nil {
-			fail(http.StatusBadRequest, fmt.Errorf("drain %q: %w", d, err))
+	var req drRequest
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		fail(http.StatusBadRequest, fmt.Errorf("%s request: %w (want {\"route\": R, \"to\": region/cluster, \"dry_run\": bool, \"drain\": \"60s\"})", what, err))
+		return
+	}
+	if req.Route == "" {
+		fail(http.StatusBadRequest, fmt.Errorf("%s request: route is required", what))
+		return
+	}
+	drain, timeout := defaultDrain, failbackTimeout
+	switch {
+	case req.Drain != "" && what != "failover":
+		fail(http.StatusBadRequest, fmt.Errorf("%s request: drain applies to failover only", what))
+		return
+	case req.Drain != "":
+		d, err := time.ParseDuration(req.Drain)
+		if err != nil {
+			fail(http.StatusBadRequest, fmt.Errorf("drain %q: %w", req.Drain, err))
 			return
 		}
+		if d < minDrain || d > maxDrain {
+			fail(http.StatusBadRequest, fmt.Errorf("drain %s: out of range; want %s to %s", d, minDrain, maxDrain))
+			return
+		}
+		drain = d
 	}
+	if what == "failover" {
+		timeout = drain + 2*time.Minute
+	}
+	// The request ends within timeout, whoever holds the connection open.
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
 	var legs []*routing.Leg
 	for _, l := range g.table.In {
-		if l.Route.Name == route && (to == "" || l.To.Ref() == to) {
+		if l.Route.Name == req.Route && (req.To == "" || l.To.Ref() == req.To) {
 			legs = append(legs, l)
 		}
 	}
 	if len(legs) == 0 {
-		fail(http.StatusBadRequest, fmt.Errorf("gateway %s receives no leg of route %q (to %q)", g.table.Gateway.Name, route, to))
+		fail(http.StatusBadRequest, fmt.Errorf("gateway %s receives no leg of route %q (to %q)", g.table.Gateway.Name, req.Route, req.To))
 		return
 	}
-	var reports []*dr.FailoverReport
+	var reports []any
 	for _, leg := range legs {
 		src, err := g.clusterOpts(leg.From)
 		if err != nil {
@@ -608,18 +724,15 @@ func (g *Gateway) serveFailover(w http.ResponseWriter, r *http.Request) {
 			fail(http.StatusInternalServerError, err)
 			return
 		}
-		rep, err := dr.Failover(r.Context(), dr.FailoverOptions{Leg: leg, Src: src, Dst: dst,
-			DryRun: q.Get("dry_run") == "true", Drain: drain,
-			Reason: fmt.Sprintf("failover of route %s via the admin API of %s", route, g.table.Gateway.Name)})
+		rep, err := do(ctx, req, leg, src, dst, drain)
 		if errors.Is(err, dr.ErrAlreadyFailedOver) {
 			fail(http.StatusConflict, err)
 			return
 		}
 		if err != nil {
-			fail(http.StatusInternalServerError, fmt.Errorf("failover %s: %w", leg.ID, err))
+			fail(http.StatusInternalServerError, fmt.Errorf("%s %s: %w", what, leg.ID, err))
 			return
 		}
-		g.log.Warn("route failed over", "leg", leg.ID, "dry_run", rep.DryRun, "rpo_records", rep.RPORecords, "epoch", rep.Epoch)
 		reports = append(reports, rep)
 	}
 	reply(http.StatusOK, reports)

@@ -50,11 +50,11 @@ func Opts(c *topology.Cluster, log *slog.Logger) ([]kgo.Opt, error) {
 	if s := c.SASL; s != nil {
 		switch s.Mechanism {
 		case "plain":
-			opts = append(opts, kgo.SASL(plain.Auth{User: s.Username, Pass: s.Password}.AsMechanism()))
+			opts = append(opts, kgo.SASL(plain.Auth{User: s.Username, Pass: s.Password.Reveal()}.AsMechanism()))
 		case "scram-sha-256":
-			opts = append(opts, kgo.SASL(scram.Auth{User: s.Username, Pass: s.Password}.AsSha256Mechanism()))
+			opts = append(opts, kgo.SASL(scram.Auth{User: s.Username, Pass: s.Password.Reveal()}.AsSha256Mechanism()))
 		case "scram-sha-512":
-			opts = append(opts, kgo.SASL(scram.Auth{User: s.Username, Pass: s.Password}.AsSha512Mechanism()))
+			opts = append(opts, kgo.SASL(scram.Auth{User: s.Username, Pass: s.Password.Reveal()}.AsSha512Mechanism()))
 		default:
 			return nil, fmt.Errorf("cluster %s: unknown sasl mechanism %q", c.Ref(), s.Mechanism)
 		}

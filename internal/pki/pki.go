@@ -121,31 +121,10 @@ func (ca *CA) Issue(name string, hosts []string) (*Cert, error) {
 	if err := checkName(name); err != nil {
 		return nil, fmt.Errorf("issue certificate: %w", err)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("issue certificate for %s: generate key: %w", name, err)
-	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, fmt.Errorf("issue certificate for %s: %w", name, err)
-	}
-	validity := ca.CertValidity
-	if validity <= 0 {
-		validity = DefaultCertValidity
-	}
-	now := time.Now()
-	notAfter := now.Add(validity)
-	if notAfter.After(ca.Cert.NotAfter) {
-		notAfter = ca.Cert.NotAfter
-	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name, Organization: []string{"Meridian"}},
-		NotBefore:    now.Add(-5 * time.Minute),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		URIs:         []*url.URL{GatewayURI(name)},
+		Subject:     pkix.Name{CommonName: name, Organization: []string{"Meridian"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:        []*url.URL{GatewayURI(name)},
 	}
 	if isDNSName(name) {
 		tmpl.DNSNames = append(tmpl.DNSNames, name)
@@ -166,13 +145,40 @@ func (ca *CA) Issue(name string, hosts []string) (*Cert, error) {
 			return nil, fmt.Errorf("issue certificate for %s: host %q is neither an IP address nor a DNS name", name, h)
 		}
 	}
+	c, err := ca.sign(tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("issue certificate for %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// sign completes tmpl (a new P-256 key, serial number, validity capped by
+// the CA's own, digital-signature key usage) and signs it.
+func (ca *CA) sign(tmpl *x509.Certificate) (*Cert, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate key: %w", err)
+	}
+	if tmpl.SerialNumber, err = newSerial(); err != nil {
+		return nil, err
+	}
+	validity := ca.CertValidity
+	if validity <= 0 {
+		validity = DefaultCertValidity
+	}
+	now := time.Now()
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-5*time.Minute), now.Add(validity)
+	if tmpl.NotAfter.After(ca.Cert.NotAfter) {
+		tmpl.NotAfter = ca.Cert.NotAfter
+	}
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
-		return nil, fmt.Errorf("issue certificate for %s: sign: %w", name, err)
+		return nil, fmt.Errorf("sign: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("issue certificate for %s: %w", name, err)
+		return nil, err
 	}
 	return &Cert{Cert: cert, Key: key, certDER: der}, nil
 }
