@@ -414,24 +414,14 @@ func testDeadLetters(t *testing.T, mods ...func(*config.File)) {
 	if rep.Mirrored != 19 || rep.Lost != 1 || rep.Duplicated != 0 || rep.Reordered != 0 || rep.Unexpected != 0 {
 		t.Fatalf("read-back %v, want the 19 small records mirrored and only the large one missing", rep)
 	}
-	var dl []*kgo.Record
-	deadline := time.Now().Add(10 * time.Second)
-	for len(dl) == 0 && time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		dl = nil
-		_ = kread.Each(ctx, []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}, []string{mirror.DeadLetterTopic}, func(r *kgo.Record) { dl = append(dl, r) })
-		cancel()
-	}
+	dl := readDeadLetters(t, f, 1)
 	if len(dl) != 1 {
 		t.Fatalf("dead-letter topic holds %d records, want 1", len(dl))
 	}
-	h := map[string]string{}
-	for _, hd := range dl[0].Headers {
-		h[hd.Key] = string(hd.Value)
-	}
-	if h[mirror.HeaderDLOffset] != "7" || h[mirror.HeaderDLTopic] != "t.a" || h[mirror.HeaderDLSize] == "" ||
-		!strings.Contains(h[mirror.HeaderDLReason], "exceeds destination max.message.bytes 4096") || string(dl[0].Key) != "7" {
-		t.Errorf("dead letter = key %q headers %v, want source offset 7 of t.a with the reason", dl[0].Key, h)
+	h := dl[0]
+	if h[mirror.HeaderDLOffset] != "7" || h[mirror.HeaderDLTopic] != "t.a" || h[mirror.HeaderDLSize] == "" || h[mirror.HeaderDLKind] != "too-large" ||
+		!strings.Contains(h[mirror.HeaderDLReason], "exceeds destination max.message.bytes 4096") || h["key"] != "7" {
+		t.Errorf("dead letter = headers %v, want source offset 7 of t.a with the reason", h)
 	}
 }
 

@@ -1,0 +1,140 @@
+package mirror_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/meridian-gw/meridian/internal/kraw"
+	"github.com/meridian-gw/meridian/internal/kread"
+	"github.com/meridian-gw/meridian/mirror"
+)
+
+// readDeadLetters reads the destination's dead-letter topic until it holds
+// want records or 10 s pass, and returns each record's headers.
+func readDeadLetters(t *testing.T, f *fixture, want int) []map[string]string {
+	t.Helper()
+	var dl []map[string]string
+	deadline := time.Now().Add(10 * time.Second)
+	for len(dl) < want && time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		dl = nil
+		_ = kread.Each(ctx, []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}, []string{mirror.DeadLetterTopic}, func(r *kgo.Record) {
+			h := map[string]string{"key": string(r.Key)}
+			for _, hd := range r.Headers {
+				h[hd.Key] = string(hd.Value)
+			}
+			dl = append(dl, h)
+		})
+		cancel()
+	}
+	return dl
+}
+
+// refuseFutureTimestamps makes c refuse, as Kafka does past
+// message.timestamp.after.max.ms, every produced batch holding a record
+// stamped more than a day ahead: INVALID_TIMESTAMP for its partition (and
+// a retriable NOT_LEADER for the other partitions of the same request,
+// since a control answer covers the whole request). It returns the count
+// of batches refused.
+func refuseFutureTimestamps(c *kfake.Cluster) *atomic.Int64 {
+	var refused atomic.Int64
+	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		req := kr.(*kmsg.ProduceRequest)
+		limit := time.Now().Add(24 * time.Hour).UnixMilli()
+		bad := false
+		for _, rt := range req.Topics {
+			for _, rp := range rt.Partitions {
+				kraw.Split(rp.Records, func(h kraw.Header, _ []byte) error {
+					bad = bad || h.MaxTimestamp > limit
+					return nil
+				})
+			}
+		}
+		if !bad {
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = rp.Partition, kerr.NotLeaderForPartition.Code
+				kraw.Split(rp.Records, func(h kraw.Header, _ []byte) error {
+					if h.MaxTimestamp > limit {
+						sp.ErrorCode = kerr.InvalidTimestamp.Code
+						refused.Add(1)
+					}
+					return nil
+				})
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	return &refused
+}
+
+// A record the destination refuses for its timestamp is dead-lettered with
+// the reason, and only it: every other record of every partition arrives
+// exactly, read back from the destination.
+func TestMirrorDeadLettersARecordWithAnInvalidTimestamp(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			f := newFixture(t, []string{"t.a", "t.b"}, 3, m.mods...)
+			refused := refuseFutureTimestamps(f.dst)
+			f.produce(t, 600, 0)
+			scl, err := kgo.NewClient(kgo.SeedBrokers(f.src.ListenAddrs()...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer scl.Close()
+			bad := &kgo.Record{Topic: "t.a", Key: []byte("bad"), Value: []byte("from the future"), Timestamp: time.Now().AddDate(100, 0, 0)}
+			if err := scl.ProduceSync(context.Background(), bad).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			f.produce(t, 600, 600)
+			f.gateway(t, "gw", 0)
+			f.gateway(t, "ge", 0)
+
+			rep := f.waitMirrored(t, 1200, 60*time.Second)
+			if rep.Produced != 1201 || rep.Mirrored != 1200 || rep.Lost != 1 || rep.Duplicated != 0 || rep.Reordered != 0 || rep.Unexpected != 0 {
+				t.Fatalf("read-back %v, want 1200 of 1201 mirrored exactly and only the refused record missing", rep)
+			}
+			dl := readDeadLetters(t, f, 1)
+			if len(dl) != 1 {
+				t.Fatalf("dead-letter topic holds %d records, want 1", len(dl))
+			}
+			h := dl[0]
+			if h["key"] != "bad" || h[mirror.HeaderDLTopic] != "t.a" || h[mirror.HeaderDLPartition] != strconv.Itoa(int(bad.Partition)) ||
+				h[mirror.HeaderDLOffset] != strconv.FormatInt(bad.Offset, 10) || h[mirror.HeaderDLKind] != "invalid-timestamp" ||
+				h[mirror.HeaderDLTimestamp] != strconv.FormatInt(bad.Timestamp.UnixMilli(), 10) ||
+				!strings.Contains(h[mirror.HeaderDLReason], kerr.InvalidTimestamp.Message) {
+				t.Errorf("dead letter %v, want t.a/%d@%d, kind invalid-timestamp, the broker's reason", h, bad.Partition, bad.Offset)
+			}
+			var dls int64
+			for _, l := range f.engine("gw").Status().Legs {
+				dls += l.DeadLetters
+			}
+			if dls != 1 {
+				t.Errorf("status counts %d dead letters, want 1", dls)
+			}
+			// Narrowing a refused batch down to its record takes a
+			// few refusals, not one per record.
+			if n := refused.Load(); n > 4 {
+				t.Errorf("destination refused %d batches, want at most 4 to find the one record", n)
+			}
+		})
+	}
+}
