@@ -14,6 +14,7 @@ type metrics struct {
 	lagRecords   *prometheus.GaugeVec   // leg
 	lagSeconds   *prometheus.GaugeVec   // leg
 	txns         *prometheus.CounterVec // leg, outcome
+	txnRetries   *prometheus.CounterVec // leg
 	deadLetters  *prometheus.CounterVec // leg, reason
 	resumes      *prometheus.CounterVec // leg
 	dropped      *prometheus.CounterVec // leg, reason (batches dropped by the receiver)
@@ -47,6 +48,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		txns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_transactions_total", Help: "Destination transactions by outcome (commit, abort).",
 		}, []string{"leg", "outcome"}),
+		txnRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_transaction_retries_total", Help: "Retries of an inbound leg after a failed destination transaction, each after a capped, jittered backoff.",
+		}, []string{"leg"}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_dead_letters_total", Help: "Records the destination will not accept, written to the dead-letter topic instead.",
 		}, []string{"leg", "reason"}),
@@ -85,7 +89,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"peer", "reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns,
+		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns, m.txnRetries,
 			m.deadLetters, m.resumes, m.dropped, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments, m.passBatches,
 			m.refused, m.violations)
 	}

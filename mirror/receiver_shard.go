@@ -53,6 +53,7 @@ func (l *inLeg) commit(ctx, wctx context.Context, sh *shard, take []queued, topi
 	l.state.finish(sh, err)
 	if err != nil {
 		l.stats.setErr(err)
+		l.stats.failedTxn()
 		l.log.Warn("destination transaction failed; resuming sender from committed progress",
 			"leg", l.leg.ID, "shard", sh.idx, "batches", len(batches), "err", err)
 		return

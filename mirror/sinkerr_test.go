@@ -138,3 +138,72 @@ func TestMirrorDeadLettersARecordWithAnInvalidTimestamp(t *testing.T) {
 		})
 	}
 }
+
+// A destination that fails every transaction is retried with capped,
+// jittered backoff: a bounded number of new producers and transactions in
+// a time window, not a tight loop; the failures are counted in status.
+func TestFailingTransactionsBackOff(t *testing.T) {
+	f := newFixture(t, []string{"t.a"}, 4)
+	var inits, produces atomic.Int64
+	f.dst.ControlKey(int16(kmsg.InitProducerID), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		f.dst.KeepControl()
+		if kr.(*kmsg.InitProducerIDRequest).TransactionalID != nil {
+			inits.Add(1)
+		}
+		return nil, nil, false
+	})
+	f.dst.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		f.dst.KeepControl()
+		req := kr.(*kmsg.ProduceRequest)
+		if req.TransactionID == nil {
+			return nil, nil, false
+		}
+		produces.Add(1)
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = rp.Partition, kerr.PolicyViolation.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	f.produce(t, 400, 0)
+	f.gateway(t, "gw", 0)
+	f.gateway(t, "ge", 0)
+	// Wait for the first refusal, then count over a window.
+	deadline := time.Now().Add(30 * time.Second)
+	for produces.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if produces.Load() == 0 {
+		t.Fatal("the sink never wrote to the destination")
+	}
+	const window = 8 * time.Second
+	i0, p0 := inits.Load(), produces.Load()
+	time.Sleep(window)
+	di, dp := inits.Load()-i0, produces.Load()-p0
+	// Backoff from 200 ms doubling to 30 s, jittered down to half: at most
+	// 7 retries in 8 s, each reopening at most the leg's 4 shards.
+	t.Logf("in %v: %d producers opened, %d produce requests refused", window, di, dp)
+	if di > 7*4 || dp > 7*4*4 {
+		t.Errorf("in %v the destination saw %d new transactional producers and %d refused produce requests, want at most 28 and 112 (capped backoff)", window, di, dp)
+	}
+	var failed int64
+	var lastErr string
+	for _, l := range f.engine("gw").Status().Legs {
+		failed += l.FailedTxns
+		lastErr += l.LastError
+	}
+	if failed == 0 || !strings.Contains(lastErr, "POLICY_VIOLATION") {
+		t.Errorf("status: %d failed transactions, last error %q, want them counted and the broker's error shown", failed, lastErr)
+	}
+	rep := f.waitMirrored(t, 0, 0)
+	if rep.Mirrored != 0 {
+		t.Errorf("read-back %v: nothing may be mirrored through a destination that refuses every write", rep)
+	}
+}
