@@ -308,6 +308,20 @@ func (s *legState) finish(sh *shard, err error) {
 	}
 }
 
+// refused ends the transaction take started on sh without writing it (its
+// batches do not continue the committed progress) and starts a new
+// generation; the shard stays open.
+func (s *legState) refused(sh *shard) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.writing--
+	sh.busy = false
+	if !sh.ready {
+		sh.sink.close()
+	}
+	s.resetLocked()
+}
+
 // preparedLocked reports whether b's destination topic and partition are
 // prepared. A sender consumes a topic it has progress for while announcing
 // it, so its batches may overtake the announcement.

@@ -18,6 +18,7 @@ type metrics struct {
 	deadLetters  *prometheus.CounterVec // leg, reason
 	resumes      *prometheus.CounterVec // leg
 	dropped      *prometheus.CounterVec // leg, reason (batches dropped by the receiver)
+	sourceGap    *prometheus.CounterVec // leg
 	rtt          *prometheus.GaugeVec   // peer
 	sessions     *prometheus.GaugeVec   // peer, role
 	sessionFails *prometheus.CounterVec // peer, role
@@ -60,6 +61,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_dropped_batches_total", Help: "Batches the receiver dropped, by reason; the sender resends them after a Resume.",
 		}, []string{"leg", "reason"}),
+		sourceGap: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_source_gap_records_total", Help: "Source records that retention deleted before the mirror carried them (an out-of-range resume or a sender that fell behind retention): lost.",
+		}, []string{"leg"}),
 		rtt: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meridian_link_rtt_seconds", Help: "Smoothed round-trip time of the session with a peer gateway.",
 		}, []string{"peer"}),
@@ -90,7 +94,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns, m.txnRetries,
-			m.deadLetters, m.resumes, m.dropped, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments, m.passBatches,
+			m.deadLetters, m.resumes, m.dropped, m.sourceGap, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments, m.passBatches,
 			m.refused, m.violations)
 	}
 	return m

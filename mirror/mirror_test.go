@@ -545,16 +545,16 @@ func TestReceiverFallsBackToAnEarlierSession(t *testing.T) {
 // receiver before the topic's announcement has been prepared (after a
 // receiver restart, say). The receiver holds the batch until then, instead
 // of failing the transaction and resuming the sender.
-func TestReceiverHoldsBatchesThatOvertakeTheirTopic(t *testing.T) {
-	f := newFixture(t, []string{"t.a"}, 2)
-	f.gateway(t, "gw", 0)
+// dialAsSender opens a session to the receiving gateway as the sending
+// gateway would, for the leg of the fixture's route, and returns it with
+// the leg's ID and the receiver's first Resume.
+func (f *fixture) dialAsSender(ctx context.Context, t *testing.T) (transport.Conn, string, *transport.Resume) {
+	t.Helper()
 	table, err := routing.Compile(f.topo, "ge")
 	if err != nil {
 		t.Fatal(err)
 	}
 	leg := table.Out[0].Legs[0].ID
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	conn, err := f.net.Dialer().Dial(ctx, table.Out[0].Gateway.Advertise, &transport.Hello{
 		VersionMin: transport.VersionMin, VersionMax: transport.VersionMax,
 		Gateway: "ge", Region: "east", Legs: []string{leg},
@@ -562,7 +562,7 @@ func TestReceiverHoldsBatchesThatOvertakeTheirTopic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(nil)
+	t.Cleanup(func() { conn.Close(nil) })
 	fr, err := conn.Recv(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -571,6 +571,15 @@ func TestReceiverHoldsBatchesThatOvertakeTheirTopic(t *testing.T) {
 	if !ok {
 		t.Fatalf("first frame is %T, want a Resume", fr)
 	}
+	return conn, leg, rs
+}
+
+func TestReceiverHoldsBatchesThatOvertakeTheirTopic(t *testing.T) {
+	f := newFixture(t, []string{"t.a"}, 2)
+	f.gateway(t, "gw", 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, leg, rs := f.dialAsSender(ctx, t)
 	const n = 10
 	b := &transport.Batch{Leg: leg, Gen: rs.Gen, Seq: 1, Topic: "t.a", Partition: 1, NextOffset: n, HighWatermark: n}
 	for i := range n {
@@ -583,7 +592,7 @@ func TestReceiverHoldsBatchesThatOvertakeTheirTopic(t *testing.T) {
 	// Nothing may come back while the topic is unannounced: no ack (nothing
 	// was written) and no new Resume (the receiver did not give up).
 	early, ecancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	fr, err = conn.Recv(early)
+	fr, err := conn.Recv(early)
 	ecancel()
 	if err == nil {
 		t.Fatalf("before the topic was announced the receiver sent %T %+v", fr, fr)

@@ -42,6 +42,17 @@ func (l *inLeg) commit(ctx, wctx context.Context, sh *shard, take []queued, topi
 	for i, q := range take {
 		batches[i] = q.b
 	}
+	if err := checkContinuity(batches, sh.sink.committedNext); err != nil {
+		// Never written: the sender resumes from what is committed
+		// (after the retry backoff, should it keep doing so).
+		l.state.refused(sh)
+		l.stats.setErr(err)
+		l.stats.failedTxn()
+		l.e.m.dropped.WithLabelValues(l.leg.ID, "discontinuous").Add(float64(len(batches)))
+		l.log.Error("batches refused: they do not continue the committed progress; resuming sender from it",
+			"leg", l.leg.ID, "shard", sh.idx, "batches", len(batches), "err", err)
+		return
+	}
 	tctx, cancel := context.WithTimeout(wctx, 2*time.Minute)
 	res, err := sh.sink.write(tctx, batches, topics)
 	cancel()

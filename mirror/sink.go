@@ -148,6 +148,15 @@ func (s *sink) open(ctx context.Context) error {
 	return nil
 }
 
+// committedNext is partition k's committed next source offset (ok false:
+// nothing committed).
+func (s *sink) committedNext(k tp) (int64, bool) {
+	if p := s.committed[k]; p != nil {
+		return p.Next, true
+	}
+	return 0, false
+}
+
 // passthrough reports whether the leg's link forwards Kafka batches.
 func (s *sink) passthrough() bool { return s.leg.Link != nil && s.leg.Link.Passthrough }
 

@@ -2,20 +2,24 @@ package mirror_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/meridian-gw/meridian/config"
 	"github.com/meridian-gw/meridian/internal/kraw"
 	"github.com/meridian-gw/meridian/internal/kread"
 	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/transport"
 )
 
 // readDeadLetters reads the destination's dead-letter topic until it holds
@@ -205,5 +209,165 @@ func TestFailingTransactionsBackOff(t *testing.T) {
 	rep := f.waitMirrored(t, 0, 0)
 	if rep.Mirrored != 0 {
 		t.Errorf("read-back %v: nothing may be mirrored through a destination that refuses every write", rep)
+	}
+}
+
+// recordBatch is a batch of partition p of t.a with records at offsets
+// from..to-1.
+func recordBatch(leg string, gen, seq uint64, p int32, from, to int64) *transport.Batch {
+	b := &transport.Batch{Leg: leg, Gen: gen, Seq: seq, Topic: "t.a", Partition: p, NextOffset: to, HighWatermark: to}
+	for o := from; o < to; o++ {
+		b.Records = append(b.Records, transport.Record{Offset: o, Timestamp: time.Now().UnixMilli(), Value: []byte(strconv.FormatInt(o, 10))})
+	}
+	return b
+}
+
+// awaitFrame returns the next Ack or Resume the receiver sends.
+func awaitFrame(ctx context.Context, t *testing.T, conn transport.Conn) transport.Frame {
+	t.Helper()
+	for {
+		fr, err := conn.Recv(ctx)
+		if err != nil {
+			t.Fatalf("waiting for an ack or a resume: %v", err)
+		}
+		switch fr.(type) {
+		case *transport.Ack, *transport.Resume:
+			return fr
+		}
+	}
+}
+
+// A batch that skips offsets past the committed progress is refused and
+// never written: the receiver resumes the sender from the committed next
+// offset. The same gap first covered by an empty batch (as a sender does
+// for compaction, aborted data or retention) is written.
+func TestReceiverRefusesABatchThatSkipsOffsets(t *testing.T) {
+	f := newFixture(t, []string{"t.a"}, 1)
+	f.gateway(t, "gw", 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, leg, rs := f.dialAsSender(ctx, t)
+	if err := conn.Send(ctx, &transport.Topic{Leg: leg, Name: "t.a", Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Send(ctx, recordBatch(leg, rs.Gen, 1, 0, 0, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if fr, ok := awaitFrame(ctx, t, conn).(*transport.Ack); !ok || len(fr.Seqs) != 1 || fr.Seqs[0] != 1 {
+		t.Fatalf("first batch: got %+v, want its ack", fr)
+	}
+	// Offsets 10-14 skipped without an explanation.
+	if err := conn.Send(ctx, recordBatch(leg, rs.Gen, 2, 0, 15, 20)); err != nil {
+		t.Fatal(err)
+	}
+	fr := awaitFrame(ctx, t, conn)
+	rs2, ok := fr.(*transport.Resume)
+	if !ok {
+		t.Fatalf("after a batch skipping offsets 10-14 the receiver sent %T %+v, want a Resume", fr, fr)
+	}
+	if len(rs2.Positions) != 1 || rs2.Positions[0].NextOffset != 10 || rs2.Gen <= rs.Gen {
+		t.Fatalf("resume %+v, want a new generation from offset 10", rs2)
+	}
+	var lastErr string
+	for _, l := range f.engine("gw").Status().Legs {
+		lastErr += l.LastError
+	}
+	if !strings.Contains(lastErr, "starts at source offset 15, not at the next offset 10") {
+		t.Errorf("status last error %q, want the refused gap named", lastErr)
+	}
+	// Explained: an empty batch moves the position past 10-14 first.
+	if err := conn.Send(ctx, &transport.Batch{Leg: leg, Gen: rs2.Gen, Seq: 3, Topic: "t.a", Partition: 0, NextOffset: 15, HighWatermark: 20}); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Send(ctx, recordBatch(leg, rs2.Gen, 4, 0, 15, 20)); err != nil {
+		t.Fatal(err)
+	}
+	for acked := map[uint64]bool{}; !acked[3] || !acked[4]; {
+		switch fr := awaitFrame(ctx, t, conn).(type) {
+		case *transport.Resume:
+			t.Fatalf("explained gap refused: resume %+v", fr)
+		case *transport.Ack:
+			for _, s := range fr.Seqs {
+				acked[s] = true
+			}
+		}
+	}
+	var got []string
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer rcancel()
+	if err := kread.Each(rctx, []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}, []string{"t.a"}, func(r *kgo.Record) {
+		got = append(got, string(r.Value))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := "0 1 2 3 4 5 6 7 8 9 15 16 17 18 19"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("destination holds %v, want source offsets %s, each once", got, want)
+	}
+}
+
+// When retention deleted source records the mirror had not carried yet (a
+// resume below the source's log start), the gap is counted and shown with
+// the exact offsets lost, and the rest is mirrored from the log start,
+// even for a route that starts new partitions at the latest offset.
+func TestResumeBelowTheSourceLogStartIsCounted(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			latest := func(f *config.File) { f.Routes[0].StartAt = "latest" }
+			f := newFixture(t, []string{"t.a"}, 2, append([]func(*config.File){latest}, m.mods...)...)
+			f.gateway(t, "gw", 0)
+			stop := f.gateway(t, "ge", 0)
+			time.Sleep(time.Second) // the sender starts at the end: let it get there
+			f.produce(t, 200, 0)
+			checkExact(t, f.waitMirrored(t, 200, 30*time.Second), 200)
+			stop() // the link is down; the source goes on and retention deletes
+
+			adm := kadm.NewClient(func() *kgo.Client {
+				cl, err := kgo.NewClient(f.srcOpts()...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(cl.Close)
+				return cl
+			}())
+			ctx := context.Background()
+			before, err := adm.ListEndOffsets(ctx, "t.a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.produce(t, 200, 200)
+			from, _ := before.Lookup("t.a", 0)
+			const lost = 20
+			del := kadm.Offsets{}
+			del.Add(kadm.Offset{Topic: "t.a", Partition: 0, At: from.Offset + lost})
+			if _, err := adm.DeleteRecords(ctx, del); err != nil {
+				t.Fatal(err)
+			}
+			f.gateway(t, "ge", 0)
+
+			// Every record the source still holds arrives exactly; the
+			// destination also holds the ones of partition 0 mirrored
+			// before retention deleted them at the source.
+			rep := f.waitMirrored(t, 400-lost, 30*time.Second)
+			if rep.Produced != 400-lost-from.Offset || rep.Mirrored != rep.Produced || rep.Lost != 0 || rep.Duplicated != 0 ||
+				rep.Reordered != 0 || rep.Unexpected != from.Offset {
+				t.Fatalf("read-back %v, want the %d records left at the source mirrored exactly, and the %d mirrored before deletion kept", rep, 400-lost-from.Offset, from.Offset)
+			}
+			var st mirror.LegStatus
+			for _, l := range f.engine("ge").Status().Legs {
+				st = l
+			}
+			want := []mirror.SourceGap{{Topic: "t.a", Partition: 0, From: from.Offset, To: from.Offset + lost, Records: lost}}
+			got := st.SourceGaps
+			for i := range got {
+				got[i].At = time.Time{}
+			}
+			if st.SourceGapRecords != lost || len(got) != 1 || got[0] != want[0] {
+				t.Fatalf("sender status: %d records lost in gaps %+v, want %d in %+v", st.SourceGapRecords, got, lost, want)
+			}
+			if !strings.Contains(st.LastError, fmt.Sprintf("%d records (offsets %d-%d) deleted at the source", lost, from.Offset, from.Offset+lost-1)) {
+				t.Errorf("sender status last error %q, want the lost range", st.LastError)
+			}
+		})
 	}
 }

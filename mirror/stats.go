@@ -20,6 +20,10 @@ type legStats struct {
 	// those since the last commit.
 	failedTxns int64
 	failStreak int
+	// gapRecords counts source records retention deleted before they were
+	// mirrored; gaps are the latest such ranges (maxGapsShown).
+	gapRecords int64
+	gaps       []SourceGap
 	lastErr    string
 	lastErrAt  time.Time
 	parts      map[tp]partStat
@@ -51,6 +55,17 @@ func (s *legStats) txnFailures() (streak int, total int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.failStreak, s.failedTxns
+}
+
+// sourceGap records a range of source records lost to retention.
+func (s *legStats) sourceGap(g SourceGap) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gapRecords += g.Records
+	if len(s.gaps) == maxGapsShown {
+		s.gaps = append(s.gaps[:0], s.gaps[1:]...)
+	}
+	s.gaps = append(s.gaps, g)
 }
 
 // restore seeds the partition positions from committed progress.
@@ -133,11 +148,16 @@ type LegStatus struct {
 	DeadLetters int64  `json:"dead_letters"`
 	// FailedTxns counts the (inbound) leg's destination transactions that
 	// failed; each is retried after a capped, jittered backoff.
-	FailedTxns int64   `json:"failed_txns,omitempty"`
-	Partitions int     `json:"partitions"`
-	LagRecords int64   `json:"lag_records"`
-	LagSeconds float64 `json:"lag_seconds"`
-	LastError  string  `json:"last_error,omitempty"`
+	FailedTxns int64 `json:"failed_txns,omitempty"`
+	// SourceGapRecords counts the (outbound) leg's source records that
+	// retention deleted before they were mirrored; SourceGaps are the
+	// latest such ranges, with the offsets lost.
+	SourceGapRecords int64       `json:"source_gap_records,omitempty"`
+	SourceGaps       []SourceGap `json:"source_gaps,omitempty"`
+	Partitions       int         `json:"partitions"`
+	LagRecords       int64       `json:"lag_records"`
+	LagSeconds       float64     `json:"lag_seconds"`
+	LastError        string      `json:"last_error,omitempty"`
 	// Fenced says why an inbound leg does not write: its route was failed
 	// over and the destination is the primary now.
 	Fenced string `json:"fenced,omitempty"`
@@ -156,4 +176,5 @@ func (s *legStats) fill(st *LegStatus) {
 	st.LagRecords, st.LagSeconds = r, sec
 	st.LastError = s.lastErr
 	st.FailedTxns = s.failedTxns
+	st.SourceGapRecords, st.SourceGaps = s.gapRecords, append([]SourceGap(nil), s.gaps...)
 }
