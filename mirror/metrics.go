@@ -19,6 +19,7 @@ type metrics struct {
 	resumes      *prometheus.CounterVec // leg
 	dropped      *prometheus.CounterVec // leg, reason (batches dropped by the receiver)
 	sourceGap    *prometheus.CounterVec // leg
+	quarantined  *prometheus.GaugeVec   // leg, reason
 	rtt          *prometheus.GaugeVec   // peer
 	sessions     *prometheus.GaugeVec   // peer, role
 	sessionFails *prometheus.CounterVec // peer, role
@@ -64,6 +65,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		sourceGap: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_source_gap_records_total", Help: "Source records that retention deleted before the mirror carried them (an out-of-range resume or a sender that fell behind retention): lost.",
 		}, []string{"leg"}),
+		quarantined: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_quarantined_partitions", Help: "Source partitions of an inbound leg whose destination refuses them (topic-authorization, invalid-topic): not written, probed again with backoff.",
+		}, []string{"leg", "reason"}),
 		rtt: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meridian_link_rtt_seconds", Help: "Smoothed round-trip time of the session with a peer gateway.",
 		}, []string{"peer"}),
@@ -94,7 +98,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns, m.txnRetries,
-			m.deadLetters, m.resumes, m.dropped, m.sourceGap, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments, m.passBatches,
+			m.deadLetters, m.resumes, m.dropped, m.sourceGap, m.quarantined, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments, m.passBatches,
 			m.refused, m.violations)
 	}
 	return m

@@ -141,6 +141,7 @@ func (l *inLeg) run(ctx context.Context) {
 			fw.fenced = false
 		}
 		bo.reset()
+		l.state.probeDue()
 		if rs, owner := l.state.resumeDue(); rs != nil {
 			l.e.m.resumes.WithLabelValues(l.leg.ID).Inc()
 			if err := owner.conn.Send(ctx, rs); err != nil {

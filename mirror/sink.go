@@ -246,7 +246,11 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 		if p == nil {
 			return res, fmt.Errorf("produce: %w", err)
 		}
-		return res, fmt.Errorf("produce to %s/%d: %w", p.rec.Topic, p.rec.Partition, err)
+		err = fmt.Errorf("produce to %s/%d: %w", p.rec.Topic, p.rec.Partition, err)
+		if kind := partitionRefusal(err); kind != "" && !p.dlq {
+			return res, &quarantineError{k: tp{Topic: p.batch.Topic, Partition: p.batch.Partition}, kind: kind, err: err}
+		}
+		return res, err
 	}
 	for i := range spans {
 		// Records produced through the client learn their offsets once

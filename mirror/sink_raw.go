@@ -229,7 +229,15 @@ func (w *rawWriter) produce(merged bool) error {
 		return nil
 	}
 	var pe *kraw.ProduceError
+	err = fmt.Errorf("produce: %w", err)
 	if kind := ""; errors.As(err, &pe) {
+		if q := partitionRefusal(pe.Err); q != "" {
+			for i := range w.items {
+				if it := &w.items[i]; w.parts[it.part].Topic == pe.Topic && w.parts[it.part].Partition == pe.Partition {
+					return &quarantineError{k: tp{Topic: it.b.Topic, Partition: it.b.Partition}, kind: q, err: err}
+				}
+			}
+		}
 		if kind = recordRefusal(pe.Err); kind == refuseTooLarge {
 			s.refreshLimit(w.ctx, pe.Topic)
 		}
@@ -239,7 +247,7 @@ func (w *rawWriter) produce(merged bool) error {
 			}
 		}
 	}
-	return fmt.Errorf("produce: %w", err)
+	return err
 }
 
 // spans are the produced spans in source order, with their destination

@@ -43,51 +43,52 @@ func readDeadLetters(t *testing.T, f *fixture, want int) []map[string]string {
 	return dl
 }
 
-// refuseFutureTimestamps makes c refuse, as Kafka does past
-// message.timestamp.after.max.ms, every produced batch holding a record
-// stamped more than a day ahead: INVALID_TIMESTAMP for its partition (and
-// a retriable NOT_LEADER for the other partitions of the same request,
-// since a control answer covers the whole request). It returns the count
-// of batches refused.
-func refuseFutureTimestamps(c *kfake.Cluster) *atomic.Int64 {
+// refuseProduce makes c answer every produce request that holds a
+// partition refuse picks with code for those partitions (and a retriable
+// NOT_LEADER for the others, since a control answer covers the whole
+// request). It returns the count of requests refused.
+func refuseProduce(c *kfake.Cluster, code int16, refuse func(*kmsg.ProduceRequest, *kmsg.ProduceRequestTopic, *kmsg.ProduceRequestTopicPartition) bool) *atomic.Int64 {
 	var refused atomic.Int64
 	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		req := kr.(*kmsg.ProduceRequest)
-		limit := time.Now().Add(24 * time.Hour).UnixMilli()
-		bad := false
-		for _, rt := range req.Topics {
-			for _, rp := range rt.Partitions {
-				kraw.Split(rp.Records, func(h kraw.Header, _ []byte) error {
-					bad = bad || h.MaxTimestamp > limit
-					return nil
-				})
-			}
-		}
-		if !bad {
-			return nil, nil, false
-		}
 		resp := req.ResponseKind().(*kmsg.ProduceResponse)
-		for _, rt := range req.Topics {
+		bad := false
+		for i := range req.Topics {
+			rt := &req.Topics[i]
 			st := kmsg.NewProduceResponseTopic()
 			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
+			for j := range rt.Partitions {
 				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition, sp.ErrorCode = rp.Partition, kerr.NotLeaderForPartition.Code
-				kraw.Split(rp.Records, func(h kraw.Header, _ []byte) error {
-					if h.MaxTimestamp > limit {
-						sp.ErrorCode = kerr.InvalidTimestamp.Code
-						refused.Add(1)
-					}
-					return nil
-				})
+				sp.Partition, sp.ErrorCode = rt.Partitions[j].Partition, kerr.NotLeaderForPartition.Code
+				if refuse(req, rt, &rt.Partitions[j]) {
+					sp.ErrorCode, bad = code, true
+				}
 				st.Partitions = append(st.Partitions, sp)
 			}
 			resp.Topics = append(resp.Topics, st)
 		}
+		if !bad {
+			return nil, nil, false
+		}
+		refused.Add(1)
 		return resp, nil, true
 	})
 	return &refused
+}
+
+// refuseFutureTimestamps makes c refuse, as Kafka does past
+// message.timestamp.after.max.ms, every produced batch holding a record
+// stamped more than a day ahead.
+func refuseFutureTimestamps(c *kfake.Cluster) *atomic.Int64 {
+	return refuseProduce(c, kerr.InvalidTimestamp.Code, func(_ *kmsg.ProduceRequest, _ *kmsg.ProduceRequestTopic, rp *kmsg.ProduceRequestTopicPartition) bool {
+		limit, bad := time.Now().Add(24*time.Hour).UnixMilli(), false
+		kraw.Split(rp.Records, func(h kraw.Header, _ []byte) error {
+			bad = bad || h.MaxTimestamp > limit
+			return nil
+		})
+		return bad
+	})
 }
 
 // A record the destination refuses for its timestamp is dead-lettered with
@@ -148,7 +149,7 @@ func TestMirrorDeadLettersARecordWithAnInvalidTimestamp(t *testing.T) {
 // a time window, not a tight loop; the failures are counted in status.
 func TestFailingTransactionsBackOff(t *testing.T) {
 	f := newFixture(t, []string{"t.a"}, 4)
-	var inits, produces atomic.Int64
+	var inits atomic.Int64
 	f.dst.ControlKey(int16(kmsg.InitProducerID), func(kr kmsg.Request) (kmsg.Response, error, bool) {
 		f.dst.KeepControl()
 		if kr.(*kmsg.InitProducerIDRequest).TransactionalID != nil {
@@ -156,25 +157,8 @@ func TestFailingTransactionsBackOff(t *testing.T) {
 		}
 		return nil, nil, false
 	})
-	f.dst.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-		f.dst.KeepControl()
-		req := kr.(*kmsg.ProduceRequest)
-		if req.TransactionID == nil {
-			return nil, nil, false
-		}
-		produces.Add(1)
-		resp := req.ResponseKind().(*kmsg.ProduceResponse)
-		for _, rt := range req.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition, sp.ErrorCode = rp.Partition, kerr.PolicyViolation.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
+	produces := refuseProduce(f.dst, kerr.PolicyViolation.Code, func(req *kmsg.ProduceRequest, _ *kmsg.ProduceRequestTopic, _ *kmsg.ProduceRequestTopicPartition) bool {
+		return req.TransactionID != nil
 	})
 	f.produce(t, 400, 0)
 	f.gateway(t, "gw", 0)
@@ -367,6 +351,63 @@ func TestResumeBelowTheSourceLogStartIsCounted(t *testing.T) {
 			}
 			if !strings.Contains(st.LastError, fmt.Sprintf("%d records (offsets %d-%d) deleted at the source", lost, from.Offset, from.Offset+lost-1)) {
 				t.Errorf("sender status last error %q, want the lost range", st.LastError)
+			}
+		})
+	}
+}
+
+// A destination that refuses one topic (an ACL denies it) quarantines that
+// topic's partitions while the other topic flows exactly; once the ACL is
+// fixed, the quarantined partitions are probed again and everything
+// arrives exactly, read back from the destination.
+func TestTopicAuthorizationFailureQuarantinesOnlyItsPartitions(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			f := newFixture(t, []string{"t.a", "t.b"}, 2, m.mods...)
+			dcl, err := kgo.NewClient(kgo.SeedBrokers(f.dst.ListenAddrs()...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dcl.Close()
+			ct, err := kadm.NewClient(dcl).CreateTopic(context.Background(), 2, 1, nil, "t.b")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var deny atomic.Bool
+			deny.Store(true)
+			refuseProduce(f.dst, kerr.TopicAuthorizationFailed.Code, func(_ *kmsg.ProduceRequest, rt *kmsg.ProduceRequestTopic, _ *kmsg.ProduceRequestTopicPartition) bool {
+				return deny.Load() && (rt.Topic == "t.b" || rt.TopicID == ct.ID)
+			})
+			f.produce(t, 400, 0) // 200 records in each topic
+			f.gateway(t, "gw", 0)
+			f.gateway(t, "ge", 0)
+
+			all := f.topics
+			f.topics = []string{"t.a"}
+			checkExact(t, f.waitMirrored(t, 200, 30*time.Second), 200)
+			f.topics = all
+			var q []mirror.QuarantinedPartition
+			for deadline := time.Now().Add(10 * time.Second); len(q) < 2 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+				q = nil
+				for _, l := range f.engine("gw").Status().Legs {
+					q = append(q, l.Quarantined...)
+				}
+			}
+			if len(q) != 2 || q[0].Topic != "t.b" || q[0].Partition != 0 || q[1].Topic != "t.b" || q[1].Partition != 1 ||
+				q[0].Kind != "topic-authorization" || !strings.Contains(q[0].Reason, "TOPIC_AUTHORIZATION_FAILED") {
+				t.Fatalf("status quarantined %+v, want t.b partitions 0 and 1 for topic-authorization with the broker's error", q)
+			}
+			f.produce(t, 200, 400) // t.a goes on flowing meanwhile
+			f.topics = []string{"t.a"}
+			checkExact(t, f.waitMirrored(t, 300, 30*time.Second), 300)
+			f.topics = all
+
+			deny.Store(false) // the ACL is fixed
+			checkExact(t, f.waitMirrored(t, 600, 60*time.Second), 600)
+			for _, l := range f.engine("gw").Status().Legs {
+				if len(l.Quarantined) != 0 {
+					t.Errorf("after recovery status still lists %+v", l.Quarantined)
+				}
 			}
 		})
 	}

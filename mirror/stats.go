@@ -154,10 +154,13 @@ type LegStatus struct {
 	// latest such ranges, with the offsets lost.
 	SourceGapRecords int64       `json:"source_gap_records,omitempty"`
 	SourceGaps       []SourceGap `json:"source_gaps,omitempty"`
-	Partitions       int         `json:"partitions"`
-	LagRecords       int64       `json:"lag_records"`
-	LagSeconds       float64     `json:"lag_seconds"`
-	LastError        string      `json:"last_error,omitempty"`
+	// Quarantined are the (inbound) leg's partitions the destination
+	// refuses (quarantine.go), by topic and partition.
+	Quarantined []QuarantinedPartition `json:"quarantined,omitempty"`
+	Partitions  int                    `json:"partitions"`
+	LagRecords  int64                  `json:"lag_records"`
+	LagSeconds  float64                `json:"lag_seconds"`
+	LastError   string                 `json:"last_error,omitempty"`
 	// Fenced says why an inbound leg does not write: its route was failed
 	// over and the destination is the primary now.
 	Fenced string `json:"fenced,omitempty"`
