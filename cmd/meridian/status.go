@@ -106,6 +106,11 @@ func renderStatus(w io.Writer, st *mirror.Status) {
 				sep, l.Leg, g.Topic, g.Partition, g.From, g.To-1, g.Records, g.At.UTC().Format(time.RFC3339))
 			sep = ""
 		}
+		for _, q := range l.Quarantined {
+			fmt.Fprintf(w, "%sleg %s: %s/%d quarantined since %s (%s: %s), %d probes refused, next %s\n",
+				sep, l.Leg, q.Topic, q.Partition, q.Since.UTC().Format(time.RFC3339), q.Kind, q.Reason, q.Probes, q.RetryAt.UTC().Format(time.RFC3339))
+			sep = ""
+		}
 	}
 }
 
