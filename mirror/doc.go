@@ -53,12 +53,12 @@
 // a silent skip (sinkerr.go, quarantine.go, continuity.go):
 //
 //   - A record the destination refuses for good (too large, invalid
-//     timestamp, invalid record, corrupt: recordRefusals) is
+//     timestamp, invalid record, corrupt: refusals in sinkerr.go) is
 //     dead-lettered to DeadLetterTopic with its kind and reason; a refused
 //     batch of several records is first narrowed to one record per produce
 //     batch, so that only the record at fault goes there.
 //   - A partition the destination refuses whole (topic authorization,
-//     invalid topic name: partitionRefusals) is quarantined: its batches
+//     invalid topic name: the same table) is quarantined: its batches
 //     are acknowledged unwritten, the rest of the leg flows, and it is
 //     probed again after 1 s doubling to 5 min (jittered) until a commit
 //     writes it.

@@ -2,12 +2,9 @@ package mirror
 
 import (
 	"cmp"
-	"errors"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // Quarantine: a destination error that refuses a whole partition for good
@@ -28,29 +25,6 @@ const (
 )
 
 var quarantineKinds = []string{quarantineAuthz, quarantineInvalidTopic}
-
-// partitionRefusals are the destination's errors that refuse every record
-// of a partition until someone changes the destination (an ACL, a rename
-// rule). This is the one place that classifies them; recordRefusals are
-// the per-record ones.
-var partitionRefusals = []struct {
-	err  *kerr.Error
-	kind string
-}{
-	{kerr.TopicAuthorizationFailed, quarantineAuthz},
-	{kerr.InvalidTopicException, quarantineInvalidTopic},
-}
-
-// partitionRefusal returns the quarantine kind of a produce error ("" if
-// it is not one).
-func partitionRefusal(err error) string {
-	for _, r := range partitionRefusals {
-		if errors.Is(err, r.err) {
-			return r.kind
-		}
-	}
-	return ""
-}
 
 // Backoff between probes of a quarantined partition.
 const (

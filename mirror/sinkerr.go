@@ -15,32 +15,43 @@ const (
 	refuseCorrupt       = "corrupt"           // the batch's CRC or framing, as the destination read it
 )
 
-// recordRefusals are the destination's per-record errors that no retry
-// changes: the same record is refused again however often it is written.
-// This is the one place that classifies them; everything else a produce
-// fails with (leader moves, timeouts, fencing, authorization) fails the
-// transaction, which is retried with backoff.
-var recordRefusals = []struct {
-	err  *kerr.Error
-	kind string
+// refusals are the destination's produce errors that no retry changes,
+// classified in this one place: per record (the same record is refused
+// again however often it is written: dead-lettered) or per partition
+// (every record of the partition is, until someone changes the
+// destination, an ACL or a rename rule: quarantined, quarantine.go).
+// Everything else a produce fails with (leader moves, timeouts, fencing,
+// policies) fails the transaction, which is retried with backoff.
+var refusals = []struct {
+	err       *kerr.Error
+	kind      string
+	partition bool
 }{
-	{kerr.MessageTooLarge, refuseTooLarge},
-	{kerr.RecordListTooLarge, refuseTooLarge},
-	{kerr.InvalidTimestamp, refuseTimestamp},
-	{kerr.InvalidRecord, refuseInvalidRecord},
-	{kerr.CorruptMessage, refuseCorrupt},
+	{kerr.MessageTooLarge, refuseTooLarge, false},
+	{kerr.RecordListTooLarge, refuseTooLarge, false},
+	{kerr.InvalidTimestamp, refuseTimestamp, false},
+	{kerr.InvalidRecord, refuseInvalidRecord, false},
+	{kerr.CorruptMessage, refuseCorrupt, false},
+	{kerr.TopicAuthorizationFailed, quarantineAuthz, true},
+	{kerr.InvalidTopicException, quarantineInvalidTopic, true},
 }
 
-// recordRefusal returns the kind of a produce error that refuses a record
-// for good ("" if err is not one).
-func recordRefusal(err error) string {
-	for _, r := range recordRefusals {
-		if errors.Is(err, r.err) {
+func classify(err error, partition bool) string {
+	for _, r := range refusals {
+		if r.partition == partition && errors.Is(err, r.err) {
 			return r.kind
 		}
 	}
 	return ""
 }
+
+// recordRefusal returns the kind of a produce error that refuses a record
+// for good ("" if err is not one).
+func recordRefusal(err error) string { return classify(err, false) }
+
+// partitionRefusal returns the quarantine kind of a produce error that
+// refuses a whole partition ("" if err is not one).
+func partitionRefusal(err error) string { return classify(err, true) }
 
 // refusal is why the destination will never accept a source record.
 type refusal struct {
