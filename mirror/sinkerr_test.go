@@ -2,6 +2,7 @@ package mirror_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"strconv"
 	"strings"
@@ -196,12 +197,25 @@ func TestFailingTransactionsBackOff(t *testing.T) {
 	}
 }
 
-// recordBatch is a batch of partition p of t.a with records at offsets
-// from..to-1.
-func recordBatch(leg string, gen, seq uint64, p int32, from, to int64) *transport.Batch {
-	b := &transport.Batch{Leg: leg, Gen: gen, Seq: seq, Topic: "t.a", Partition: p, NextOffset: to, HighWatermark: to}
+// dataBatch is a batch of partition 0 of t.a with records at offsets
+// from..to-1 (the value of each is its offset): as records, or (kafka) as
+// one Kafka record batch as a passthrough sender forwards it.
+func dataBatch(t *testing.T, kafka bool, leg string, gen, seq uint64, from, to int64) *transport.Batch {
+	t.Helper()
+	b := &transport.Batch{Leg: leg, Gen: gen, Seq: seq, Topic: "t.a", Partition: 0, NextOffset: to, HighWatermark: to}
+	var krs []kgo.Record
 	for o := from; o < to; o++ {
-		b.Records = append(b.Records, transport.Record{Offset: o, Timestamp: time.Now().UnixMilli(), Value: []byte(strconv.FormatInt(o, 10))})
+		v := []byte(strconv.FormatInt(o, 10))
+		b.Records = append(b.Records, transport.Record{Offset: o, Timestamp: time.Now().UnixMilli(), Value: v})
+		krs = append(krs, kgo.Record{Value: v, Timestamp: time.Now()})
+	}
+	if kafka {
+		kb, err := kraw.BuildBatch(nil, krs, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		binary.BigEndian.PutUint64(kb, uint64(from)) // base offset (outside the CRC)
+		b.Records, b.Kafka = nil, kb
 	}
 	return b
 }
@@ -226,67 +240,72 @@ func awaitFrame(ctx context.Context, t *testing.T, conn transport.Conn) transpor
 // offset. The same gap first covered by an empty batch (as a sender does
 // for compaction, aborted data or retention) is written.
 func TestReceiverRefusesABatchThatSkipsOffsets(t *testing.T) {
-	f := newFixture(t, []string{"t.a"}, 1)
-	f.gateway(t, "gw", 0)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	conn, leg, rs := f.dialAsSender(ctx, t)
-	if err := conn.Send(ctx, &transport.Topic{Leg: leg, Name: "t.a", Partitions: 1}); err != nil {
-		t.Fatal(err)
-	}
-	if err := conn.Send(ctx, recordBatch(leg, rs.Gen, 1, 0, 0, 10)); err != nil {
-		t.Fatal(err)
-	}
-	if fr, ok := awaitFrame(ctx, t, conn).(*transport.Ack); !ok || len(fr.Seqs) != 1 || fr.Seqs[0] != 1 {
-		t.Fatalf("first batch: got %+v, want its ack", fr)
-	}
-	// Offsets 10-14 skipped without an explanation.
-	if err := conn.Send(ctx, recordBatch(leg, rs.Gen, 2, 0, 15, 20)); err != nil {
-		t.Fatal(err)
-	}
-	fr := awaitFrame(ctx, t, conn)
-	rs2, ok := fr.(*transport.Resume)
-	if !ok {
-		t.Fatalf("after a batch skipping offsets 10-14 the receiver sent %T %+v, want a Resume", fr, fr)
-	}
-	if len(rs2.Positions) != 1 || rs2.Positions[0].NextOffset != 10 || rs2.Gen <= rs.Gen {
-		t.Fatalf("resume %+v, want a new generation from offset 10", rs2)
-	}
-	var lastErr string
-	for _, l := range f.engine("gw").Status().Legs {
-		lastErr += l.LastError
-	}
-	if !strings.Contains(lastErr, "starts at source offset 15, not at the next offset 10") {
-		t.Errorf("status last error %q, want the refused gap named", lastErr)
-	}
-	// Explained: an empty batch moves the position past 10-14 first.
-	if err := conn.Send(ctx, &transport.Batch{Leg: leg, Gen: rs2.Gen, Seq: 3, Topic: "t.a", Partition: 0, NextOffset: 15, HighWatermark: 20}); err != nil {
-		t.Fatal(err)
-	}
-	if err := conn.Send(ctx, recordBatch(leg, rs2.Gen, 4, 0, 15, 20)); err != nil {
-		t.Fatal(err)
-	}
-	for acked := map[uint64]bool{}; !acked[3] || !acked[4]; {
-		switch fr := awaitFrame(ctx, t, conn).(type) {
-		case *transport.Resume:
-			t.Fatalf("explained gap refused: resume %+v", fr)
-		case *transport.Ack:
-			for _, s := range fr.Seqs {
-				acked[s] = true
+	for _, form := range []string{"records", "kafka"} {
+		t.Run(form, func(t *testing.T) {
+			kafka := form == "kafka"
+			f := newFixture(t, []string{"t.a"}, 1)
+			f.gateway(t, "gw", 0)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			conn, leg, rs := f.dialAsSender(ctx, t)
+			if err := conn.Send(ctx, &transport.Topic{Leg: leg, Name: "t.a", Partitions: 1}); err != nil {
+				t.Fatal(err)
 			}
-		}
-	}
-	var got []string
-	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer rcancel()
-	if err := kread.Each(rctx, []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}, []string{"t.a"}, func(r *kgo.Record) {
-		got = append(got, string(r.Value))
-	}); err != nil {
-		t.Fatal(err)
-	}
-	want := "0 1 2 3 4 5 6 7 8 9 15 16 17 18 19"
-	if strings.Join(got, " ") != want {
-		t.Fatalf("destination holds %v, want source offsets %s, each once", got, want)
+			if err := conn.Send(ctx, dataBatch(t, kafka, leg, rs.Gen, 1, 0, 10)); err != nil {
+				t.Fatal(err)
+			}
+			if fr, ok := awaitFrame(ctx, t, conn).(*transport.Ack); !ok || len(fr.Seqs) != 1 || fr.Seqs[0] != 1 {
+				t.Fatalf("first batch: got %+v, want its ack", fr)
+			}
+			// Offsets 10-14 skipped without an explanation.
+			if err := conn.Send(ctx, dataBatch(t, kafka, leg, rs.Gen, 2, 15, 20)); err != nil {
+				t.Fatal(err)
+			}
+			fr := awaitFrame(ctx, t, conn)
+			rs2, ok := fr.(*transport.Resume)
+			if !ok {
+				t.Fatalf("after a batch skipping offsets 10-14 the receiver sent %T %+v, want a Resume", fr, fr)
+			}
+			if len(rs2.Positions) != 1 || rs2.Positions[0].NextOffset != 10 || rs2.Gen <= rs.Gen {
+				t.Fatalf("resume %+v, want a new generation from offset 10", rs2)
+			}
+			var lastErr string
+			for _, l := range f.engine("gw").Status().Legs {
+				lastErr += l.LastError
+			}
+			if !strings.Contains(lastErr, "starts at source offset 15, not at the next offset 10") {
+				t.Errorf("status last error %q, want the refused gap named", lastErr)
+			}
+			// Explained: an empty batch moves the position past 10-14 first.
+			if err := conn.Send(ctx, &transport.Batch{Leg: leg, Gen: rs2.Gen, Seq: 3, Topic: "t.a", Partition: 0, NextOffset: 15, HighWatermark: 20}); err != nil {
+				t.Fatal(err)
+			}
+			if err := conn.Send(ctx, dataBatch(t, kafka, leg, rs2.Gen, 4, 15, 20)); err != nil {
+				t.Fatal(err)
+			}
+			for acked := map[uint64]bool{}; !acked[3] || !acked[4]; {
+				switch fr := awaitFrame(ctx, t, conn).(type) {
+				case *transport.Resume:
+					t.Fatalf("explained gap refused: resume %+v", fr)
+				case *transport.Ack:
+					for _, s := range fr.Seqs {
+						acked[s] = true
+					}
+				}
+			}
+			var got []string
+			rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+			defer rcancel()
+			if err := kread.Each(rctx, []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}, []string{"t.a"}, func(r *kgo.Record) {
+				got = append(got, string(r.Value))
+			}); err != nil {
+				t.Fatal(err)
+			}
+			want := "0 1 2 3 4 5 6 7 8 9 15 16 17 18 19"
+			if strings.Join(got, " ") != want {
+				t.Fatalf("destination holds %v, want source offsets %s, each once", got, want)
+			}
+		})
 	}
 }
 
