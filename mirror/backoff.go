@@ -18,14 +18,19 @@ func (b *backoff) reset() { b.cur = b.min }
 // peek is the upper bound of the next wait.
 func (b *backoff) peek() time.Duration { return b.cur }
 
-// sleep waits for the next interval; false when ctx ended first.
-func (b *backoff) sleep(ctx context.Context) bool {
+// next returns the next interval, jittered, and doubles the one after.
+func (b *backoff) next() time.Duration {
 	d := b.cur/2 + rand.N(b.cur/2+1)
 	b.cur *= 2
 	if b.cur > b.max {
 		b.cur = b.max
 	}
-	t := time.NewTimer(d)
+	return d
+}
+
+// sleep waits for the next interval; false when ctx ended first.
+func (b *backoff) sleep(ctx context.Context) bool {
+	t := time.NewTimer(b.next())
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

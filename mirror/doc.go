@@ -47,6 +47,33 @@
 // destination's recent round trips were all slow and the CPUs are to
 // spare, the receiver merges runs of small batches (decoded, re-batched).
 //
+// # Permanent errors, continuity and gaps
+//
+// A destination refusal that no retry changes never becomes a hot loop nor
+// a silent skip (sinkerr.go, quarantine.go, continuity.go):
+//
+//   - A record the destination refuses for good (too large, invalid
+//     timestamp, invalid record, corrupt: refusals in sinkerr.go) is
+//     dead-lettered to DeadLetterTopic with its kind and reason; a refused
+//     batch of several records is first narrowed to one record per produce
+//     batch, so that only the record at fault goes there.
+//   - A partition the destination refuses whole (topic authorization,
+//     invalid topic name: the same table) is quarantined: its batches
+//     are acknowledged unwritten, the rest of the leg flows, and it is
+//     probed again after 1 s doubling to 5 min (jittered) until a commit
+//     writes it.
+//   - Any other failed transaction is retried after 200 ms doubling to
+//     30 s (jittered), reset by a commit.
+//   - Each batch continues its partition's committed progress: data starts
+//     at the committed next offset; a sender covers offsets the source
+//     explains without data (compaction, aborted records, markers,
+//     retention) with an empty batch first. The receiver drops anything
+//     else unwritten and resumes the sender.
+//   - A sender whose position retention deleted (an out-of-range resume,
+//     or a backlog older than the source's retention) restarts at the log
+//     start whatever start_at says, and counts, logs and shows the offsets
+//     lost (LegStatus.SourceGaps).
+//
 // # Scheduling a link
 //
 // Each session's credit is also its scheduler: the receiver's window of
@@ -135,6 +162,9 @@
 //	receiver_topics.go   creating and configuring destination topics
 //	receiver_shard.go    a shard's loop: transactions, stats, acks
 //	sink.go, sink_raw.go writing a transaction (records; Kafka batches)
+//	sinkerr.go           per-record refusals: classification, dead letters
+//	quarantine.go        partitions the destination refuses whole
+//	continuity.go        batches continue the progress; source gaps
 //	groups.go            committing translated group offsets at the destination
 //	progress.go          ProgressTopic and the names mirror takes from package progress
 //	stats.go, metrics.go status and Prometheus metrics

@@ -404,6 +404,7 @@ func (e *Engine) Status() Status {
 		if owner != nil {
 			ls.Peer = owner.peer
 		}
+		ls.Quarantined, _ = l.state.quarantineStatus()
 		l.stats.fill(&ls)
 		st.Legs = append(st.Legs, ls)
 	}

@@ -39,6 +39,9 @@ type legState struct {
 	writing    int                 // shards inside a transaction
 	omap       *progress.OffsetMap // nil until the shards are open (and only when the leg syncs groups)
 	fence      *progress.Fence     // set while the leg is fenced
+	// quarantined are the source partitions the destination refuses
+	// (quarantine.go).
+	quarantined map[tp]*quarantine
 }
 
 // shard is one transactional producer of a leg and its queue. Its fields
@@ -252,18 +255,25 @@ func (s *legState) resumeDue() (*transport.Resume, *inSession) {
 // take starts a transaction on sh: it removes from sh's queue the batches
 // the transaction carries (in order, up to maxTxnBytes and
 // maxTxnKafkaBatches, stopping at a batch whose topic is not prepared yet)
-// and returns them with the prepared topics. It returns nothing when sh
-// may not take work now; then held, if not nil, is why the leg just gave
-// up waiting for a topic and starts a new generation.
-func (s *legState) take(sh *shard) (take []queued, topics map[string]*destTopic, held error) {
+// and returns them with the prepared topics; batches of quarantined
+// partitions it removes too, and returns in dropped, to be acknowledged
+// unwritten. It returns nothing to take when sh may not take work now;
+// then held, if not nil, is why the leg just gave up waiting for a topic
+// and starts a new generation.
+func (s *legState) take(sh *shard) (take, dropped []queued, topics map[string]*destTopic, held error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.needResume || !sh.ready || len(sh.queue) == 0 {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	var size, kafka int
 	for len(sh.queue) > 0 && size < maxTxnBytes && kafka < maxTxnKafkaBatches {
 		q := sh.queue[0]
+		if s.quarantinedLocked(tp{Topic: q.b.Topic, Partition: q.b.Partition}) {
+			sh.queue = sh.queue[1:]
+			dropped = append(dropped, q)
+			continue
+		}
 		if !s.preparedLocked(q.b) {
 			break // its topic's announcement is still in hand
 		}
@@ -275,7 +285,10 @@ func (s *legState) take(sh *shard) (take []queued, topics map[string]*destTopic,
 		}
 	}
 	if len(take) == 0 {
-		return nil, nil, s.holdLocked(sh)
+		if len(sh.queue) == 0 {
+			return nil, dropped, nil, nil
+		}
+		return nil, dropped, nil, s.holdLocked(sh)
 	}
 	sh.held = time.Time{}
 	topics = make(map[string]*destTopic, len(s.topics))
@@ -284,7 +297,7 @@ func (s *legState) take(sh *shard) (take []queued, topics map[string]*destTopic,
 	}
 	s.writing++
 	sh.busy = true
-	return take, topics, nil
+	return take, dropped, topics, nil
 }
 
 // finish ends the transaction take started on sh. A failed one closes the
@@ -306,6 +319,20 @@ func (s *legState) finish(sh *shard, err error) {
 	case s.writing == 0 && s.needResume:
 		wake(s.notify)
 	}
+}
+
+// refused ends the transaction take started on sh without writing it (its
+// batches do not continue the committed progress) and starts a new
+// generation; the shard stays open.
+func (s *legState) refused(sh *shard) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.writing--
+	sh.busy = false
+	if !sh.ready {
+		sh.sink.close()
+	}
+	s.resetLocked()
 }
 
 // preparedLocked reports whether b's destination topic and partition are

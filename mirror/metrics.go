@@ -14,9 +14,12 @@ type metrics struct {
 	lagRecords   *prometheus.GaugeVec   // leg
 	lagSeconds   *prometheus.GaugeVec   // leg
 	txns         *prometheus.CounterVec // leg, outcome
+	txnRetries   *prometheus.CounterVec // leg
 	deadLetters  *prometheus.CounterVec // leg, reason
 	resumes      *prometheus.CounterVec // leg
 	dropped      *prometheus.CounterVec // leg, reason (batches dropped by the receiver)
+	sourceGap    *prometheus.CounterVec // leg
+	quarantined  *prometheus.GaugeVec   // leg, reason
 	rtt          *prometheus.GaugeVec   // peer
 	sessions     *prometheus.GaugeVec   // peer, role
 	sessionFails *prometheus.CounterVec // peer, role
@@ -49,6 +52,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		txns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_transactions_total", Help: "Destination transactions by outcome (commit, abort).",
 		}, []string{"leg", "outcome"}),
+		txnRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_transaction_retries_total", Help: "Retries of an inbound leg after a failed destination transaction, each after a capped, jittered backoff.",
+		}, []string{"leg"}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_dead_letters_total", Help: "Records the destination will not accept, written to the dead-letter topic instead.",
 		}, []string{"leg", "reason"}),
@@ -57,6 +63,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"leg"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_dropped_batches_total", Help: "Batches the receiver dropped, by reason; the sender resends them after a Resume.",
+		}, []string{"leg", "reason"}),
+		sourceGap: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_source_gap_records_total", Help: "Source records that retention deleted before the mirror carried them (an out-of-range resume or a sender that fell behind retention): lost.",
+		}, []string{"leg"}),
+		quarantined: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_quarantined_partitions", Help: "Source partitions of an inbound leg whose destination refuses them (topic-authorization, invalid-topic): not written, probed again with backoff.",
 		}, []string{"leg", "reason"}),
 		rtt: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meridian_link_rtt_seconds", Help: "Smoothed round-trip time of the session with a peer gateway.",
@@ -95,8 +107,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"leg", "reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns,
-			m.deadLetters, m.resumes, m.dropped, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments, m.passBatches,
+		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns, m.txnRetries,
+			m.deadLetters, m.resumes, m.dropped, m.sourceGap, m.quarantined, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments, m.passBatches,
 			m.refused, m.violations, m.topicRefused, m.groupDropped)
 	}
 	return m

@@ -428,24 +428,14 @@ func testDeadLetters(t *testing.T, mods ...func(*config.File)) {
 	if rep.Mirrored != 19 || rep.Lost != 1 || rep.Duplicated != 0 || rep.Reordered != 0 || rep.Unexpected != 0 {
 		t.Fatalf("read-back %v, want the 19 small records mirrored and only the large one missing", rep)
 	}
-	var dl []*kgo.Record
-	deadline := time.Now().Add(10 * time.Second)
-	for len(dl) == 0 && time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		dl = nil
-		_ = kread.Each(ctx, []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}, []string{mirror.DeadLetterTopic}, func(r *kgo.Record) { dl = append(dl, r) })
-		cancel()
-	}
+	dl := readDeadLetters(t, f, 1)
 	if len(dl) != 1 {
 		t.Fatalf("dead-letter topic holds %d records, want 1", len(dl))
 	}
-	h := map[string]string{}
-	for _, hd := range dl[0].Headers {
-		h[hd.Key] = string(hd.Value)
-	}
-	if h[mirror.HeaderDLOffset] != "7" || h[mirror.HeaderDLTopic] != "t.a" || h[mirror.HeaderDLSize] == "" ||
-		!strings.Contains(h[mirror.HeaderDLReason], "exceeds destination max.message.bytes 4096") || string(dl[0].Key) != "7" {
-		t.Errorf("dead letter = key %q headers %v, want source offset 7 of t.a with the reason", dl[0].Key, h)
+	h := dl[0]
+	if h[mirror.HeaderDLOffset] != "7" || h[mirror.HeaderDLTopic] != "t.a" || h[mirror.HeaderDLSize] == "" || h[mirror.HeaderDLKind] != "too-large" ||
+		!strings.Contains(h[mirror.HeaderDLReason], "exceeds destination max.message.bytes 4096") || h["key"] != "7" {
+		t.Errorf("dead letter = headers %v, want source offset 7 of t.a with the reason", h)
 	}
 }
 
@@ -575,6 +565,27 @@ func TestReceiverFallsBackToAnEarlierSession(t *testing.T) {
 	checkExact(t, f.waitMirrored(t, 4000, 30*time.Second), 4000)
 }
 
+// dialAsSender opens a session to the receiving gateway as the sending
+// gateway would, for the leg of the fixture's route, and returns it with
+// the leg's ID and the receiver's first Resume.
+func (f *fixture) dialAsSender(ctx context.Context, t *testing.T) (transport.Conn, string, *transport.Resume) {
+	t.Helper()
+	table, err := routing.Compile(f.topo, "ge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leg := table.Out[0].Legs[0].ID
+	conn, err := f.net.Dialer().Dial(ctx, table.Out[0].Gateway.Advertise, &transport.Hello{
+		VersionMin: transport.VersionMin, VersionMax: transport.VersionMax,
+		Gateway: "ge", Region: "east", Legs: []string{leg},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(nil) })
+	return conn, leg, firstResume(t, ctx, conn)
+}
+
 // TestReceiverHoldsBatchesThatOvertakeTheirTopic: a sender consumes a topic
 // it has progress for while announcing it, so a batch may reach the
 // receiver before the topic's announcement has been prepared (after a
@@ -583,22 +594,9 @@ func TestReceiverFallsBackToAnEarlierSession(t *testing.T) {
 func TestReceiverHoldsBatchesThatOvertakeTheirTopic(t *testing.T) {
 	f := newFixture(t, []string{"t.a"}, 2)
 	f.gateway(t, "gw", 0)
-	table, err := routing.Compile(f.topo, "ge")
-	if err != nil {
-		t.Fatal(err)
-	}
-	leg := table.Out[0].Legs[0].ID
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := f.net.Dialer().Dial(ctx, table.Out[0].Gateway.Advertise, &transport.Hello{
-		VersionMin: transport.VersionMin, VersionMax: transport.VersionMax,
-		Gateway: "ge", Region: "east", Legs: []string{leg},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(nil)
-	rs := firstResume(t, ctx, conn)
+	conn, leg, rs := f.dialAsSender(ctx, t)
 	const n = 10
 	b := &transport.Batch{Leg: leg, Gen: rs.Gen, Seq: 1, Topic: "t.a", Partition: 1, NextOffset: n, HighWatermark: n}
 	for i := range n {

@@ -55,6 +55,7 @@ func (lr *legRunner) pumpRaw(ctx context.Context, rs *transport.Resume, opts []k
 	}()
 	srcs := make([]partitionAdder, pipelines)
 	runs := make([]func(context.Context) error, pipelines)
+	pos := newSentPositions(rs)
 	for i := range clients {
 		cl, err := kgo.NewClient(append(append(append([]kgo.Opt{}, opts...), kraw.ClientOpts()...),
 			kgo.MetadataMinAge(250*time.Millisecond))...)
@@ -64,11 +65,13 @@ func (lr *legRunner) pumpRaw(ctx context.Context, rs *transport.Resume, opts []k
 		clients[i] = cl
 		fetchers[i] = kraw.NewFetcher(cl, kraw.FetchOptions{
 			MaxBytes: 8 << 20, MaxPartitionBytes: 1 << 20, MaxWait: 250 * time.Millisecond,
-			ResetToEnd: leg.StartAtLatest(), Logger: lr.p.log.With("leg", leg.ID),
+			// Out of range restarts at the log start whatever start_at
+			// says; continueAt counts the gap.
+			Logger: lr.p.log.With("leg", leg.ID),
 		})
 		f := fetchers[i]
 		srcs[i] = rawAdder{f, leg.StartAtLatest()}
-		runs[i] = func(ctx context.Context) error { return lr.pipelineRaw(ctx, f, rs.Gen) }
+		runs[i] = func(ctx context.Context) error { return lr.pipelineRaw(ctx, f, rs.Gen, pos) }
 	}
 	return lr.runPipelines(ctx, rs, clients[0], srcs, runs)
 }
@@ -108,7 +111,7 @@ func (lr *legRunner) runBytes(bs []kraw.Batch, limit int64) int {
 
 // pipelineRaw polls one raw fetcher and forwards its partitions' batches,
 // in order, until ctx ends or a send fails.
-func (lr *legRunner) pipelineRaw(ctx context.Context, f *kraw.Fetcher, gen uint64) error {
+func (lr *legRunner) pipelineRaw(ctx context.Context, f *kraw.Fetcher, gen uint64, pos *sentPositions) error {
 	var rb recordBatcher
 	for {
 		pfs, err := f.Poll(ctx)
@@ -120,7 +123,7 @@ func (lr *legRunner) pipelineRaw(ctx context.Context, f *kraw.Fetcher, gen uint6
 		}
 		rb.hdrs = nil // batches sent keep the previous array alive until acked
 		for i := range pfs {
-			if err := lr.forward(ctx, &rb, gen, &pfs[i]); err != nil {
+			if err := lr.forward(ctx, &rb, pos, gen, &pfs[i]); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -135,7 +138,7 @@ func (lr *legRunner) pipelineRaw(ctx context.Context, f *kraw.Fetcher, gen uint6
 // message format, LogAppendTime, offset gaps, bigger than the receiver's
 // frame limit, or starting before the fetch offset) is decoded and goes as
 // records. Markers and aborted data only move the position.
-func (lr *legRunner) forward(ctx context.Context, rb *recordBatcher, gen uint64, pf *kraw.PartitionFetch) error {
+func (lr *legRunner) forward(ctx context.Context, rb *recordBatcher, pos *sentPositions, gen uint64, pf *kraw.PartitionFetch) error {
 	leg := lr.out.leg
 	sent := pf.From // the offset after what was sent
 	var (
@@ -157,7 +160,7 @@ func (lr *legRunner) forward(ctx context.Context, rb *recordBatcher, gen uint64,
 			NextOffset: chunkNext, HighWatermark: pf.HighWatermark, Kafka: chunk}
 		chunk, sent = nil, chunkNext
 		limit = lr.cr.batchLimit(lr.maxBatch)
-		return lr.send(ctx, b)
+		return lr.sendContinuing(ctx, pos, b, pf.LogStart)
 	}
 	for i := range pf.Batches {
 		fb := &pf.Batches[i]
@@ -197,7 +200,7 @@ func (lr *legRunner) forward(ctx context.Context, rb *recordBatcher, gen uint64,
 			if h.Magic == 2 {
 				end = max(end, h.NextOffset())
 			}
-			if err := lr.sendRecords(ctx, rb, gen, pf.Topic, pf.Partition, pf.HighWatermark, recs, fb.From, end); err != nil {
+			if err := lr.sendRecords(ctx, rb, pos, gen, pf.Topic, pf.Partition, pf.HighWatermark, pf.LogStart, recs, fb.From, end); err != nil {
 				return err
 			}
 			sent = end
@@ -209,8 +212,8 @@ func (lr *legRunner) forward(ctx context.Context, rb *recordBatcher, gen uint64,
 	if pf.Next > sent {
 		// Markers or aborted data at the end: an empty batch moves the
 		// receiver's position past them.
-		return lr.send(ctx, &transport.Batch{Leg: leg.ID, Gen: gen, Topic: pf.Topic, Partition: pf.Partition,
-			NextOffset: pf.Next, HighWatermark: pf.HighWatermark})
+		return lr.sendContinuing(ctx, pos, &transport.Batch{Leg: leg.ID, Gen: gen, Topic: pf.Topic, Partition: pf.Partition,
+			NextOffset: pf.Next, HighWatermark: pf.HighWatermark}, pf.LogStart)
 	}
 	return nil
 }

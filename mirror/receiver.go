@@ -116,7 +116,11 @@ func (l *inLeg) run(ctx context.Context) {
 	}
 	bo := newBackoff(100*time.Millisecond, 30*time.Second)
 	var fw fenceWatch
+	retry := txnRetry{bo: newBackoff(txnRetryMin, txnRetryMax)}
 	for {
+		if !retry.wait(ctx, l) {
+			return
+		}
 		if err := l.openShards(ctx, opts); err != nil {
 			if ctx.Err() != nil {
 				return
@@ -139,6 +143,7 @@ func (l *inLeg) run(ctx context.Context) {
 			fw.fenced = false
 		}
 		bo.reset()
+		l.state.probeDue()
 		if rs, owner := l.state.resumeDue(); rs != nil {
 			l.e.m.resumes.WithLabelValues(l.leg.ID).Inc()
 			if err := owner.conn.Send(ctx, rs); err != nil {
@@ -151,6 +156,43 @@ func (l *inLeg) run(ctx context.Context) {
 		case <-l.state.notify:
 		}
 	}
+}
+
+// txnRetry spaces the coordinator's reopening of shards whose destination
+// transaction failed (and so the Resume that retries it): capped, jittered
+// backoff from txnRetryMin to txnRetryMax over the failures since the last
+// commit, so that a destination that refuses every transaction is not
+// hammered with new producers.
+type txnRetry struct {
+	bo     *backoff
+	seen   int64 // failed transactions already waited for
+	streak int   // the failure streak when last waited
+}
+
+const (
+	txnRetryMin = 200 * time.Millisecond
+	txnRetryMax = 30 * time.Second
+)
+
+// wait sleeps before retrying when a transaction failed since the last
+// call; it reports false when ctx ended.
+func (r *txnRetry) wait(ctx context.Context, l *inLeg) bool {
+	streak, total := l.stats.txnFailures()
+	if total <= r.seen {
+		return true
+	}
+	if streak < r.streak+int(total-r.seen) {
+		r.bo.reset() // a transaction committed in between: a new streak
+	}
+	r.seen, r.streak = total, streak
+	l.e.m.txnRetries.WithLabelValues(l.leg.ID).Inc()
+	lvl := slog.LevelDebug
+	if streak == 1 || streak%10 == 0 {
+		lvl = slog.LevelWarn
+	}
+	l.log.Log(ctx, lvl, "destination transactions failing; retrying after backoff", "leg", l.leg.ID,
+		"failed_since_commit", streak, "retry_in", r.bo.peek())
+	return r.bo.sleep(ctx)
 }
 
 // fenceWatch is what the coordinator remembers of a fence between looks.

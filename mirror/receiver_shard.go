@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/meridian-gw/meridian/internal/kraw"
@@ -22,7 +23,11 @@ func (l *inLeg) runShard(ctx context.Context, sh *shard) {
 		case <-sh.notify:
 		}
 		for ctx.Err() == nil {
-			take, topics, held := l.state.take(sh)
+			take, dropped, topics, held := l.state.take(sh)
+			if len(dropped) > 0 {
+				l.e.m.dropped.WithLabelValues(l.leg.ID, "quarantined").Add(float64(len(dropped)))
+				l.ack(ctx, dropped)
+			}
 			if held != nil {
 				l.stats.setErr(held)
 				l.log.Warn("batch for a topic not prepared; resuming sender from committed progress", "leg", l.leg.ID, "err", held)
@@ -42,6 +47,17 @@ func (l *inLeg) commit(ctx, wctx context.Context, sh *shard, take []queued, topi
 	for i, q := range take {
 		batches[i] = q.b
 	}
+	if err := checkContinuity(batches, sh.sink.committedNext); err != nil {
+		// Never written: the sender resumes from what is committed
+		// (after the retry backoff, should it keep doing so).
+		l.state.refused(sh)
+		l.stats.setErr(err)
+		l.stats.failedTxn()
+		l.e.m.dropped.WithLabelValues(l.leg.ID, "discontinuous").Add(float64(len(batches)))
+		l.log.Error("batches refused: they do not continue the committed progress; resuming sender from it",
+			"leg", l.leg.ID, "shard", sh.idx, "batches", len(batches), "err", err)
+		return
+	}
 	tctx, cancel := context.WithTimeout(wctx, 2*time.Minute)
 	res, err := sh.sink.write(tctx, batches, topics)
 	cancel()
@@ -52,13 +68,19 @@ func (l *inLeg) commit(ctx, wctx context.Context, sh *shard, take []queued, topi
 	}
 	l.state.finish(sh, err)
 	if err != nil {
+		var qe *quarantineError
+		if errors.As(err, &qe) {
+			l.quarantined(qe)
+		}
 		l.stats.setErr(err)
+		l.stats.failedTxn()
 		l.log.Warn("destination transaction failed; resuming sender from committed progress",
 			"leg", l.leg.ID, "shard", sh.idx, "batches", len(batches), "err", err)
 		return
 	}
 	l.stats.setErr(nil)
 	l.stats.committedTxn(res, batches, sh.sink.committed)
+	l.recovered(res)
 	if m := l.offsetMap(); m != nil {
 		for _, p := range res.segments {
 			m.Add(p)
@@ -75,9 +97,14 @@ func (l *inLeg) commit(ctx, wctx context.Context, sh *shard, take []queued, topi
 	lagR, lagS := l.stats.lag()
 	l.e.m.lagRecords.WithLabelValues(l.leg.ID).Set(float64(lagR))
 	l.e.m.lagSeconds.WithLabelValues(l.leg.ID).Set(lagS)
-	// Ack per session: the owner may have changed meanwhile.
+	l.ack(ctx, take)
+}
+
+// ack acknowledges batches to the sessions they came from (the owner may
+// have changed meanwhile).
+func (l *inLeg) ack(ctx context.Context, qs []queued) {
 	acks := map[*inSession][]uint64{}
-	for _, q := range take {
+	for _, q := range qs {
 		acks[q.sess] = append(acks[q.sess], q.b.Seq)
 	}
 	for sess, seqs := range acks {

@@ -110,7 +110,10 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 			// that a partition's next offset moves past them: translation
 			// then knows a partition ending in a marker is fully mirrored.
 			kgo.KeepControlRecords(),
-			kgo.ConsumeResetOffset(reset),
+			// A position retention deleted restarts at the log start,
+			// whatever start_at says, and the gap is counted
+			// (continueAt): never a silent skip to the end.
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 			// Moderate fetches keep the pipeline moving: a 32 MiB first
 			// fetch must arrive whole before the first batch can leave.
 			kgo.FetchMaxBytes(8<<20),
@@ -123,9 +126,10 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 	}
 	srcs := make([]partitionAdder, len(clients))
 	runs := make([]func(context.Context) error, len(clients))
+	pos := newSentPositions(rs)
 	for i, cl := range clients {
 		srcs[i] = kgoAdder{cl, reset}
-		runs[i] = func(ctx context.Context) error { return lr.pipeline(ctx, cl, rs.Gen) }
+		runs[i] = func(ctx context.Context) error { return lr.pipeline(ctx, cl, rs.Gen, pos) }
 	}
 	return lr.runPipelines(ctx, rs, clients[0], srcs, runs)
 }
@@ -194,7 +198,7 @@ const pipelines = 4
 
 // pipeline polls one source client and sends its partitions' records as
 // batches, in order, until ctx ends or a send fails.
-func (lr *legRunner) pipeline(ctx context.Context, cl *kgo.Client, gen uint64) error {
+func (lr *legRunner) pipeline(ctx context.Context, cl *kgo.Client, gen uint64, pos *sentPositions) error {
 	leg := lr.out.leg
 	var rb recordBatcher
 	for {
@@ -217,7 +221,7 @@ func (lr *legRunner) pipeline(ctx context.Context, cl *kgo.Client, gen uint64) e
 			// fetch of markers alone still sends an empty batch to move
 			// next.
 			next := fp.Records[len(fp.Records)-1].Offset + 1
-			sendErr = lr.sendRecords(ctx, &rb, gen, fp.Topic, fp.Partition, fp.HighWatermark, fp.Records, -1, next)
+			sendErr = lr.sendRecords(ctx, &rb, pos, gen, fp.Topic, fp.Partition, fp.HighWatermark, fp.LogStartOffset, fp.Records, -1, next)
 		})
 		if sendErr != nil {
 			if ctx.Err() != nil {
@@ -238,7 +242,8 @@ type recordBatcher struct {
 // (from < 0: all) as batches of at most the credit's batch limit, skipping
 // transaction markers. The last batch ends at next, and is sent even when
 // empty, so that the receiver's position moves past what carried nothing.
-func (lr *legRunner) sendRecords(ctx context.Context, rb *recordBatcher, gen uint64, topic string, partition int32, hwm int64, recs []*kgo.Record, from, next int64) error {
+// logStart is the source partition's log start when fetched (-1 unknown).
+func (lr *legRunner) sendRecords(ctx context.Context, rb *recordBatcher, pos *sentPositions, gen uint64, topic string, partition int32, hwm, logStart int64, recs []*kgo.Record, from, next int64) error {
 	leg := lr.out.leg
 	rb.batch = rb.batch[:0]
 	size := int64(0)
@@ -250,7 +255,7 @@ func (lr *legRunner) sendRecords(ctx context.Context, rb *recordBatcher, gen uin
 			Records: append([]transport.Record(nil), rb.batch...),
 		}
 		rb.batch, size = rb.batch[:0], 0
-		return lr.send(ctx, b)
+		return lr.sendContinuing(ctx, pos, b, logStart)
 	}
 	for _, r := range recs {
 		if r.Attrs.IsControl() || r.Offset < from {
@@ -284,6 +289,26 @@ func (lr *legRunner) sendRecords(ctx context.Context, rb *recordBatcher, gen uin
 		size += rsz
 	}
 	return flush(next)
+}
+
+// sendContinuing sends b, first the empty batch that covers any gap
+// before it (continueAt), and records where b ends.
+func (lr *legRunner) sendContinuing(ctx context.Context, pos *sentPositions, b *transport.Batch, logStart int64) error {
+	k := tp{Topic: b.Topic, Partition: b.Partition}
+	first, data := firstOffset(b)
+	if !data {
+		first = b.NextOffset
+	}
+	if gb := lr.continueAt(pos, b.Gen, k, first, logStart, b.HighWatermark); gb != nil && data {
+		if err := lr.send(ctx, gb); err != nil {
+			return err
+		}
+	}
+	if err := lr.send(ctx, b); err != nil {
+		return err
+	}
+	pos.set(k, b.NextOffset)
+	return nil
 }
 
 // send takes credit for a batch and writes it.

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/internal/kraw"
@@ -33,6 +32,14 @@ const (
 	HeaderDLPartition = "meridian.dl.source-partition"
 	HeaderDLOffset    = "meridian.dl.source-offset"
 	HeaderDLSize      = "meridian.dl.size"
+	// HeaderDLKind is the refusal's kind, the reason label of
+	// meridian_dead_letters_total: too-large, invalid-timestamp,
+	// invalid-record, corrupt.
+	HeaderDLKind = "meridian.dl.kind"
+	// HeaderDLTimestamp is the source record's timestamp (Unix ms); the
+	// dead letter's own is the same, or the time it was written when the
+	// source's was refused.
+	HeaderDLTimestamp = "meridian.dl.source-timestamp"
 )
 
 // recordOverhead approximates a record's framing inside a Kafka batch.
@@ -72,7 +79,11 @@ type sink struct {
 	committed map[tp]*progress.Record
 	// poison holds source records the destination refused, by partition and
 	// offset, with the reason; the next attempt dead-letters them.
-	poison map[tp]map[int64]string
+	poison map[tp]map[int64]refusal
+	// solo holds the partitions whose records the next attempt produces
+	// one per batch: the destination refused a batch of several of them
+	// for good (recordRefusal), and only a batch of one names the record.
+	solo map[tp]bool
 	// unraw holds, by partition, the source base offsets of Kafka batches
 	// the destination refused whole; the next attempt decodes them and
 	// writes their records one per batch.
@@ -138,6 +149,15 @@ func (s *sink) open(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// committedNext is partition k's committed next source offset (ok false:
+// nothing committed).
+func (s *sink) committedNext(k tp) (int64, bool) {
+	if p := s.committed[k]; p != nil {
+		return p.Next, true
+	}
+	return 0, false
 }
 
 // passthrough reports whether the leg's link forwards Kafka batches.
@@ -217,14 +237,23 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 	}
 	tData := time.Now()
 	if err, p := perr.get(); err != nil {
-		if p != nil && (errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge)) && !s.refreshLimit(ctx, p.rec.Topic) {
-			// The limit has not changed: this very record is refused.
-			s.markPoison(p, "destination refused record: "+err.Error())
+		if kind := recordRefusal(err); p != nil && !p.dlq && kind != "" && (kind != refuseTooLarge || !s.refreshLimit(ctx, p.rec.Topic)) {
+			// Not a lowered limit: a record of the batch is refused.
+			k := tp{Topic: p.batch.Topic, Partition: p.batch.Partition}
+			if perr.alone() || s.solo[k] {
+				s.poisonRecord(k, p.src, refusal{kind, "destination refused record: " + err.Error()})
+			} else {
+				s.isolate(k)
+			}
 		}
 		if p == nil {
 			return res, fmt.Errorf("produce: %w", err)
 		}
-		return res, fmt.Errorf("produce to %s/%d: %w", p.rec.Topic, p.rec.Partition, err)
+		err = fmt.Errorf("produce to %s/%d: %w", p.rec.Topic, p.rec.Partition, err)
+		if kind := partitionRefusal(err); kind != "" && !p.dlq {
+			return res, &quarantineError{k: tp{Topic: p.batch.Topic, Partition: p.batch.Partition}, kind: kind, err: err}
+		}
+		return res, err
 	}
 	for i := range spans {
 		// Records produced through the client learn their offsets once
@@ -258,6 +287,7 @@ func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map
 		k := p.TP()
 		s.committed[k] = p
 		res.progress = append(res.progress, p)
+		delete(s.solo, k)
 		if pm := s.poison[k]; pm != nil {
 			for off := range pm {
 				if off < p.Next {
@@ -291,7 +321,7 @@ func (s *sink) progressOf(spans []span, batches []*transport.Batch, topics map[s
 		p := get(b)
 		if sp.dlq != nil {
 			res.deadLetters++
-			s.m.deadLetters.WithLabelValues(s.leg.ID, "refused").Inc()
+			s.m.deadLetters.WithLabelValues(s.leg.ID, headerValue(sp.dlq, HeaderDLKind)).Inc()
 			s.log.Warn("record dead-lettered", "leg", s.leg.ID, "topic", b.Topic, "partition", b.Partition,
 				"offset", sp.src, "reason", headerValue(sp.dlq, HeaderDLReason))
 			continue
@@ -398,8 +428,8 @@ func (s *sink) writeRecords(ctx context.Context, batches []*transport.Batch, top
 			r := &b.Records[i]
 			size := recordSize(r)
 			res.rawBytes += size
-			if reason := s.refusal(k, r, size, dt); reason != "" {
-				recs = append(recs, pending{src: r.Offset, rec: s.deadLetter(b, r, size, reason), dlq: true, batch: b})
+			if ref := s.refusal(k, r, size, dt); ref.kind != "" {
+				recs = append(recs, pending{src: r.Offset, rec: s.deadLetter(b, r, size, ref), dlq: true, batch: b})
 				continue
 			}
 			kr := &slab[len(recs)]
@@ -427,23 +457,33 @@ func (s *sink) writeRecords(ctx context.Context, batches []*transport.Batch, top
 		spans[i] = span{batch: pr.batch, src: pr.src, n: 1, ts: pr.rec.Timestamp.UnixMilli()}
 		if pr.dlq {
 			spans[i].dlq = pr.rec
-		} else {
-			spans[i].rec = pr.rec
+			continue
+		}
+		spans[i].rec = pr.rec
+		if s.solo[tp{Topic: pr.batch.Topic, Partition: pr.batch.Partition}] {
+			// One record per produce batch, so that a refusal names it;
+			// the first refusal ends the attempt.
+			if err := s.cl.Flush(ctx); err != nil {
+				return nil, fmt.Errorf("flush: %w", err)
+			}
+			if err, _ := perr.get(); err != nil {
+				return spans[:i+1], nil
+			}
 		}
 	}
 	return spans, nil
 }
 
 // refusal says why the destination will never accept record r of partition
-// k ("": it will).
-func (s *sink) refusal(k tp, r *transport.Record, size int, dt *destTopic) string {
-	if reason := s.poison[k][r.Offset]; reason != "" {
-		return reason
+// k (kind "": it will).
+func (s *sink) refusal(k tp, r *transport.Record, size int, dt *destTopic) refusal {
+	if ref, ok := s.poison[k][r.Offset]; ok {
+		return ref
 	}
 	if lim := s.maxBytes(dt); lim > 0 && size+recordOverhead > lim {
-		return "record of " + strconv.Itoa(size) + " bytes exceeds destination max.message.bytes " + strconv.Itoa(lim)
+		return refusal{refuseTooLarge, "record of " + strconv.Itoa(size) + " bytes exceeds destination max.message.bytes " + strconv.Itoa(lim)}
 	}
-	return ""
+	return refusal{}
 }
 
 // maxBytes is the largest batch the destination topic accepts (0: unknown).
@@ -518,6 +558,7 @@ type produceErr struct {
 	mu  sync.Mutex
 	err error
 	p   *pending
+	n   int // records of p's partition that failed
 }
 
 // promise returns one promise for all of recs (nil for records not in a
@@ -538,8 +579,19 @@ func (e *produceErr) promise(recs []pending) func(*kgo.Record, error) {
 		if e.err == nil {
 			e.err, e.p = err, p
 		}
+		if p != nil && e.p != nil && p.batch.Topic == e.p.batch.Topic && p.batch.Partition == e.p.batch.Partition {
+			e.n++
+		}
 		e.mu.Unlock()
 	}
+}
+
+// alone reports whether the first failed record was the only one of its
+// partition to fail: then the refusal names it.
+func (e *produceErr) alone() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.n == 1
 }
 
 func (e *produceErr) get() (error, *pending) {
@@ -548,31 +600,23 @@ func (e *produceErr) get() (error, *pending) {
 	return e.err, e.p
 }
 
-func (s *sink) markPoison(p *pending, reason string) {
-	if p == nil || p.dlq {
-		return
+func (s *sink) deadLetter(b *transport.Batch, r *transport.Record, size int, ref refusal) *kgo.Record {
+	ts := time.UnixMilli(r.Timestamp)
+	if ref.kind == refuseTimestamp {
+		ts = time.Now() // the destination would refuse the dead letter too
 	}
-	k := tp{Topic: p.batch.Topic, Partition: p.batch.Partition}
-	if s.poison == nil {
-		s.poison = map[tp]map[int64]string{}
-	}
-	if s.poison[k] == nil {
-		s.poison[k] = map[int64]string{}
-	}
-	s.poison[k][p.src] = reason
-}
-
-func (s *sink) deadLetter(b *transport.Batch, r *transport.Record, size int, reason string) *kgo.Record {
 	return &kgo.Record{
 		Topic: DeadLetterTopic, Partition: 0, Key: r.Key,
-		Timestamp: time.UnixMilli(r.Timestamp),
+		Timestamp: ts,
 		Headers: []kgo.RecordHeader{
-			{Key: HeaderDLReason, Value: []byte(reason)},
+			{Key: HeaderDLReason, Value: []byte(ref.reason)},
+			{Key: HeaderDLKind, Value: []byte(ref.kind)},
 			{Key: HeaderDLLeg, Value: []byte(s.leg.ID)},
 			{Key: HeaderDLTopic, Value: []byte(b.Topic)},
 			{Key: HeaderDLPartition, Value: []byte(strconv.Itoa(int(b.Partition)))},
 			{Key: HeaderDLOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
 			{Key: HeaderDLSize, Value: []byte(strconv.Itoa(size))},
+			{Key: HeaderDLTimestamp, Value: []byte(strconv.FormatInt(r.Timestamp, 10))},
 		},
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/internal/kraw"
@@ -131,11 +130,11 @@ func (w *rawWriter) record(b *transport.Batch, dt *destTopic, r *transport.Recor
 	k := tp{Topic: b.Topic, Partition: b.Partition}
 	size := recordSize(r)
 	w.res.rawBytes += size
-	if reason := s.refusal(k, r, size, dt); reason != "" {
+	if ref := s.refusal(k, r, size, dt); ref.kind != "" {
 		if err := w.flush(k); err != nil {
 			return err
 		}
-		dl := s.deadLetter(b, r, size, reason)
+		dl := s.deadLetter(b, r, size, ref)
 		s.cl.Produce(w.ctx, dl, w.perr.promise(nil))
 		w.entries = append(w.entries, span{batch: b, src: r.Offset, n: 1, dlq: dl, dst: -1})
 		return nil
@@ -244,15 +243,25 @@ func (w *rawWriter) produce(merged bool) error {
 		return nil
 	}
 	var pe *kraw.ProduceError
-	if errors.As(err, &pe) && (errors.Is(pe.Err, kerr.MessageTooLarge) || errors.Is(pe.Err, kerr.RecordListTooLarge)) {
-		s.refreshLimit(w.ctx, pe.Topic)
+	err = fmt.Errorf("produce: %w", err)
+	if kind := ""; errors.As(err, &pe) {
+		if q := partitionRefusal(pe.Err); q != "" {
+			for i := range w.items {
+				if it := &w.items[i]; w.parts[it.part].Topic == pe.Topic && w.parts[it.part].Partition == pe.Partition {
+					return &quarantineError{k: tp{Topic: it.b.Topic, Partition: it.b.Partition}, kind: q, err: err}
+				}
+			}
+		}
+		if kind = recordRefusal(pe.Err); kind == refuseTooLarge {
+			s.refreshLimit(w.ctx, pe.Topic)
+		}
 		for i := range w.items {
-			if it := &w.items[i]; w.parts[it.part].Topic == pe.Topic && w.parts[it.part].Partition == pe.Partition && it.idx == pe.Batch {
-				s.refused(it, "destination refused record: "+pe.Err.Error())
+			if it := &w.items[i]; kind != "" && w.parts[it.part].Topic == pe.Topic && w.parts[it.part].Partition == pe.Partition && it.idx == pe.Batch {
+				s.refused(it, refusal{kind, "destination refused record: " + pe.Err.Error()})
 			}
 		}
 	}
-	return fmt.Errorf("produce: %w", err)
+	return err
 }
 
 // spans are the produced spans in source order, with their destination
@@ -338,7 +347,7 @@ func maxBatches(parts []kraw.PartitionBatches) int {
 // refused remembers a batch the destination refused: a source batch is
 // decoded next time, a built one split into one batch per record, and a
 // single record is dead-lettered.
-func (s *sink) refused(it *rawItem, reason string) {
+func (s *sink) refused(it *rawItem, ref refusal) {
 	k := tp{Topic: it.b.Topic, Partition: it.b.Partition}
 	if it.srcs == nil || len(it.srcs) > 1 {
 		if s.unraw == nil {
@@ -355,13 +364,7 @@ func (s *sink) refused(it *rawItem, reason string) {
 		}
 		return
 	}
-	if s.poison == nil {
-		s.poison = map[tp]map[int64]string{}
-	}
-	if s.poison[k] == nil {
-		s.poison[k] = map[int64]string{}
-	}
-	s.poison[k][it.srcs[0]] = reason
+	s.poisonRecord(k, it.srcs[0], ref)
 }
 
 // recordsOfKafka returns the records of b's Kafka batches. A batch whose
@@ -373,13 +376,7 @@ func (s *sink) recordsOfKafka(b *transport.Batch) ([]transport.Record, error) {
 	var out []transport.Record
 	_, err := kraw.Split(b.Kafka, func(h kraw.Header, batch []byte) error {
 		if _, err := s.dec.Size(batch); errors.Is(err, kraw.ErrDecompressLimit) {
-			if s.poison == nil {
-				s.poison = map[tp]map[int64]string{}
-			}
-			if s.poison[k] == nil {
-				s.poison[k] = map[int64]string{}
-			}
-			s.poison[k][h.BaseOffset] = bombReason(h, err)
+			s.poisonRecord(k, h.BaseOffset, bombReason(h, err))
 			out = append(out, transport.Record{Offset: h.BaseOffset, Timestamp: h.MaxTimestamp})
 			return nil
 		}
@@ -391,8 +388,8 @@ func (s *sink) recordsOfKafka(b *transport.Batch) ([]transport.Record, error) {
 }
 
 // bombReason is the dead-letter reason of a Kafka batch over the limit.
-func bombReason(h kraw.Header, err error) string {
-	return "kafka batch of " + strconv.Itoa(int(h.Records)) + " records: " + err.Error()
+func bombReason(h kraw.Header, err error) refusal {
+	return refusal{kind: refuseOverLimit, reason: "kafka batch of " + strconv.Itoa(int(h.Records)) + " records: " + err.Error()}
 }
 
 // decodeKafka returns the records of Kafka record batches, decompressed

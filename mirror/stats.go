@@ -16,9 +16,17 @@ type legStats struct {
 	wireBytes   int64
 	deadLetters int64
 	txns        int64
-	lastErr     string
-	lastErrAt   time.Time
-	parts       map[tp]partStat
+	// failedTxns counts destination transactions that failed; failStreak
+	// those since the last commit.
+	failedTxns int64
+	failStreak int
+	// gapRecords counts source records retention deleted before they were
+	// mirrored; gaps are the latest such ranges (maxGapsShown).
+	gapRecords int64
+	gaps       []SourceGap
+	lastErr    string
+	lastErrAt  time.Time
+	parts      map[tp]partStat
 }
 
 type partStat struct{ next, hwm, lastTS int64 }
@@ -31,6 +39,33 @@ func (s *legStats) setErr(err error) {
 		return
 	}
 	s.lastErr, s.lastErrAt = err.Error(), time.Now()
+}
+
+// failedTxn counts a failed destination transaction.
+func (s *legStats) failedTxn() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failedTxns++
+	s.failStreak++
+}
+
+// txnFailures returns the failed transactions since the last commit, and
+// in all.
+func (s *legStats) txnFailures() (streak int, total int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failStreak, s.failedTxns
+}
+
+// sourceGap records a range of source records lost to retention.
+func (s *legStats) sourceGap(g SourceGap) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gapRecords += g.Records
+	if len(s.gaps) == maxGapsShown {
+		s.gaps = append(s.gaps[:0], s.gaps[1:]...)
+	}
+	s.gaps = append(s.gaps, g)
 }
 
 // restore seeds the partition positions from committed progress.
@@ -50,6 +85,7 @@ func (s *legStats) committedTxn(res txnResult, batches []*transport.Batch, c map
 	s.rawBytes += int64(res.rawBytes)
 	s.deadLetters += int64(res.deadLetters)
 	s.txns++
+	s.failStreak = 0
 	if s.parts == nil {
 		s.parts = map[tp]partStat{}
 	}
@@ -99,21 +135,32 @@ func (s *legStats) lag() (records int64, seconds float64) {
 
 // LegStatus is one leg in a gateway's status.
 type LegStatus struct {
-	Leg         string  `json:"leg"`
-	Route       string  `json:"route"`
-	Direction   string  `json:"direction"` // out (this gateway reads the source) or in (it writes the destination)
-	From        string  `json:"from"`
-	To          string  `json:"to"`
-	Peer        string  `json:"peer,omitempty"`
-	Connected   bool    `json:"connected"`
-	Records     int64   `json:"records"`
-	RawBytes    int64   `json:"raw_bytes"`
-	WireBytes   int64   `json:"wire_bytes"`
-	DeadLetters int64   `json:"dead_letters"`
-	Partitions  int     `json:"partitions"`
-	LagRecords  int64   `json:"lag_records"`
-	LagSeconds  float64 `json:"lag_seconds"`
-	LastError   string  `json:"last_error,omitempty"`
+	Leg         string `json:"leg"`
+	Route       string `json:"route"`
+	Direction   string `json:"direction"` // out (this gateway reads the source) or in (it writes the destination)
+	From        string `json:"from"`
+	To          string `json:"to"`
+	Peer        string `json:"peer,omitempty"`
+	Connected   bool   `json:"connected"`
+	Records     int64  `json:"records"`
+	RawBytes    int64  `json:"raw_bytes"`
+	WireBytes   int64  `json:"wire_bytes"`
+	DeadLetters int64  `json:"dead_letters"`
+	// FailedTxns counts the (inbound) leg's destination transactions that
+	// failed; each is retried after a capped, jittered backoff.
+	FailedTxns int64 `json:"failed_txns,omitempty"`
+	// SourceGapRecords counts the (outbound) leg's source records that
+	// retention deleted before they were mirrored; SourceGaps are the
+	// latest such ranges, with the offsets lost.
+	SourceGapRecords int64       `json:"source_gap_records,omitempty"`
+	SourceGaps       []SourceGap `json:"source_gaps,omitempty"`
+	// Quarantined are the (inbound) leg's partitions the destination
+	// refuses (quarantine.go), by topic and partition.
+	Quarantined []QuarantinedPartition `json:"quarantined,omitempty"`
+	Partitions  int                    `json:"partitions"`
+	LagRecords  int64                  `json:"lag_records"`
+	LagSeconds  float64                `json:"lag_seconds"`
+	LastError   string                 `json:"last_error,omitempty"`
 	// Fenced says why an inbound leg does not write: its route was failed
 	// over and the destination is the primary now.
 	Fenced string `json:"fenced,omitempty"`
@@ -131,4 +178,6 @@ func (s *legStats) fill(st *LegStatus) {
 	st.Partitions = len(s.parts)
 	st.LagRecords, st.LagSeconds = r, sec
 	st.LastError = s.lastErr
+	st.FailedTxns = s.failedTxns
+	st.SourceGapRecords, st.SourceGaps = s.gapRecords, append([]SourceGap(nil), s.gaps...)
 }
