@@ -109,6 +109,9 @@ func testMirror200k(t *testing.T, o lab.Options) {
 		produce(t, l, 200_000, 1)
 		rep := waitExact(t, l, 200_000, 3*time.Minute)
 		t.Logf("read-back after %v: %v", time.Since(began).Round(100*time.Millisecond), rep)
+		if l.Proxy != nil {
+			t.Logf("impairment proxy: %+v", l.Proxy.Stats())
+		}
 		if rep.Partitions != 12 {
 			t.Errorf("records landed in %d partitions, want all 12", rep.Partitions)
 		}
@@ -163,7 +166,7 @@ func testRestartsAndBlackout(t *testing.T, o lab.Options, total int64) {
 	}
 	defer p.Close()
 	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx, 8000, total) }()
+	go func() { done <- p.Run(ctx, int(total/15), total) }() // about 15 s of streaming
 
 	waitProduced := func(n int64) {
 		for p.Produced() < n {
