@@ -549,13 +549,19 @@ func (c *Cluster) format() error {
 	return nil
 }
 
-// clusterID returns a random Kafka Uuid in its base64 form.
+// clusterID returns a random Kafka Uuid in its base64 form. Like Kafka's
+// Uuid.randomUuid it never starts with '-', which kafka-storage's argument
+// parser would take for an option (one start in 64 failed so).
 func clusterID() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
+	for {
+		var b [16]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", err
+		}
+		if id := base64.RawURLEncoding.EncodeToString(b[:]); id[0] != '-' {
+			return id, nil
+		}
 	}
-	return base64.RawURLEncoding.EncodeToString(b[:]), nil
 }
 
 // freePorts returns n distinct free TCP ports on 127.0.0.1.
