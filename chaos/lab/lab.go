@@ -87,7 +87,8 @@ type Options struct {
 
 	// Routes, when not nil, replace the lab's one route "mirror" (built
 	// from Include and Rename); each goes from "edge/kafka" to "hq/kafka".
-	// RenameTopic follows Rename, so keep the routes' renames equal to it.
+	// A route's empty Rename means Rename; RenameTopic follows Rename, so
+	// keep the routes' renames equal to it.
 	Routes []config.Route
 }
 
@@ -191,7 +192,12 @@ func New(opts Options) (l *Lab, err error) {
 				Gateways: []config.Gateway{{Name: HQGateway, Listen: l.hqAddr, Advertise: peerAddr}}},
 		},
 		Links:  []config.Link{{Name: "edge--hq", Between: []string{"edge", "hq"}, Transport: "quic", Profile: profile, Compression: opts.Compression, Passthrough: opts.Passthrough}},
-		Routes: opts.Routes,
+		Routes: slices.Clone(opts.Routes),
+	}
+	for i := range f.Routes {
+		if f.Routes[i].Rename == "" { // topology.New takes the file as defaulted by config.Load
+			f.Routes[i].Rename = opts.Rename
+		}
 	}
 	if f.Routes == nil {
 		f.Routes = []config.Route{{Name: "mirror", From: "edge/kafka", To: []string{"hq/kafka"},
