@@ -99,6 +99,12 @@ func TestRealKafkaACLDeniedRoute(t *testing.T) {
 			t.Fatalf("hq status shows no authorization error on route orders: %+v", l.Gateway(lab.HQGateway).Status().Legs)
 		}
 		t.Logf("hq status, route orders: %s", blocked)
+		// The error names the cluster, the principal and the resource.
+		for _, want := range []string{"hq/kafka", principal, "orders"} {
+			if !strings.Contains(blocked, want) {
+				t.Errorf("hq status error %q does not name %q", blocked, want)
+			}
+		}
 		for _, ls := range l.Gateway(lab.HQGateway).Status().Legs {
 			if ls.Route == "rest" && ls.LastError != "" {
 				t.Errorf("route rest shows an error in hq status: %s", ls.LastError)
