@@ -54,11 +54,7 @@ func TestRealKafkaACLDeniedRoute(t *testing.T) {
 		time.Sleep(time.Second) // ACLs reach the authorizer through the metadata log
 
 		l := newLab(t, o)
-		for _, g := range []string{lab.HQGateway, lab.EdgeGateway} {
-			if err := l.Start(g); err != nil {
-				t.Fatal(err)
-			}
-		}
+		startGateways(t, l)
 		const total = 30_000
 		produce(t, l, total, 5)
 		rest := []string{"payments", "telemetry"}

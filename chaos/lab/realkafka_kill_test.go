@@ -21,11 +21,7 @@ func TestRealKafkaDestinationBrokerKilled(t *testing.T) {
 		o, _, hq := realKafka(t, lab.Options{Passthrough: pass}, kafkatest.Options{})
 		began := time.Now()
 		l := newLab(t, o)
-		for _, g := range []string{lab.HQGateway, lab.EdgeGateway} {
-			if err := l.Start(g); err != nil {
-				t.Fatal(err)
-			}
-		}
+		startGateways(t, l)
 		p, err := lab.NewProducer(l.EdgeOpts(), e2eTopics, 3, 0)
 		if err != nil {
 			t.Fatal(err)

@@ -50,3 +50,13 @@ func TestRealKafkaRestartsAndBlackout(t *testing.T) {
 		testRestartsAndBlackout(t, o, 200_000)
 	})
 }
+
+// startGateways starts the receiving gateway, then the sending one.
+func startGateways(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	for _, g := range []string{lab.HQGateway, lab.EdgeGateway} {
+		if err := l.Start(g); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

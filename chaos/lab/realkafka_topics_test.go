@@ -22,11 +22,7 @@ func TestRealKafkaTopicsFollowTheSource(t *testing.T) {
 	bothModes(t, func(t *testing.T, pass bool) {
 		o, edge, hq := realKafka(t, lab.Options{Topics: []string{}, Include: []string{`^follow\.`}, Passthrough: pass}, kafkatest.Options{})
 		l := newLab(t, o)
-		for _, g := range []string{lab.HQGateway, lab.EdgeGateway} {
-			if err := l.Start(g); err != nil {
-				t.Fatal(err)
-			}
-		}
+		startGateways(t, l)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		// kgo answers metadata requests from a cache up to MetadataMinAge
