@@ -163,10 +163,10 @@ func (s *legState) offsetMap() *progress.OffsetMap {
 // shard of the leg is inside a transaction. The progress that openShards
 // then loads is read up to the progress topic's last stable offset, which
 // an open transaction holds back: loaded while another shard's transaction
-// was open, it missed what the reopened shard had committed after that
-// transaction began, and the leg resumed from older positions and wrote
-// those records again (seen against real Kafka with its broker killed).
-// Resume waits for the same moment anyway (resumeDue).
+// was open, it could miss what the reopened shard had committed after that
+// transaction began, and the leg would resume from older positions and
+// write those records again. Resume waits for the same moment anyway
+// (resumeDue).
 func (s *legState) toOpen() []*shard {
 	s.mu.Lock()
 	defer s.mu.Unlock()

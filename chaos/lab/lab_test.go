@@ -57,7 +57,8 @@ func produce(t *testing.T, l *lab.Lab, n int64, seed uint64) *lab.Producer {
 // requires the mirror to be exact.
 func waitExact(t *testing.T, l *lab.Lab, want int64, within time.Duration) *verify.Report {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	began := time.Now()
+	deadline := began.Add(within)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		rep, err := verify.Compare(ctx, l.EdgeOpts(), l.HQOpts(), e2eTopics, l.RenameTopic)
@@ -67,7 +68,7 @@ func waitExact(t *testing.T, l *lab.Lab, want int64, within time.Duration) *veri
 				t.Fatalf("read-back: %v", err)
 			}
 			if !rep.OK() || rep.Produced != want || rep.Mirrored != want {
-				t.Fatalf("mirror not exact after %v: %v (want produced=mirrored=%d)\n%v", within, rep, want, rep.Samples)
+				t.Fatalf("mirror not exact after %v (of %v allowed): %v (want produced=mirrored=%d)\n%v", time.Since(began).Round(100*time.Millisecond), within, rep, want, rep.Samples)
 			}
 			return rep
 		}
