@@ -131,7 +131,7 @@
 // While a Resume is due, enqueue drops batches (stale) and take gives the
 // shards nothing. A shard:
 //
-//	         toOpen, sink.open,
+//	         toOpen (none writing), sink.open,
 //	         opened (progress loaded)         take (writing++)
 //	closed ---------------------------> ready ----------------> busy
 //	  ^  ^                                ^ |  finish, no error   |

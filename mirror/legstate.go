@@ -166,10 +166,20 @@ func (s *legState) offsetMap() *progress.OffsetMap {
 	return s.omap
 }
 
-// toOpen returns the shards that are neither open nor in use.
+// toOpen returns the shards that are neither open nor in use, once no
+// shard of the leg is inside a transaction. The progress that openShards
+// then loads is read up to the progress topic's last stable offset, which
+// an open transaction holds back: loaded while another shard's transaction
+// was open, it could miss what the reopened shard had committed after that
+// transaction began, and the leg would resume from older positions and
+// write those records again. Resume waits for the same moment anyway
+// (resumeDue).
 func (s *legState) toOpen() []*shard {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.writing > 0 {
+		return nil // finish wakes the coordinator when the last one ends
+	}
 	var todo []*shard
 	for _, sh := range s.shards {
 		if !sh.ready && !sh.busy { // a busy shard's sink is in use: later

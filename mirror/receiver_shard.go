@@ -3,7 +3,10 @@ package mirror
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/meridian-gw/meridian/internal/kraw"
 	"github.com/meridian-gw/meridian/transport"
@@ -66,6 +69,7 @@ func (l *inLeg) commit(ctx, wctx context.Context, sh *shard, take []queued, topi
 	for _, q := range take {
 		q.sess.win.release(q.cost)
 	}
+	err = l.refusal(err)
 	l.state.finish(sh, err)
 	if err != nil {
 		var qe *quarantineError
@@ -138,4 +142,24 @@ func lastTimestamp(b *transport.Batch) int64 {
 		return b.Records[n-1].Timestamp
 	}
 	return 0
+}
+
+// authErrors are the broker's refusals of the gateway's principal.
+var authErrors = []error{kerr.TopicAuthorizationFailed, kerr.TransactionalIDAuthorizationFailed,
+	kerr.GroupAuthorizationFailed, kerr.ClusterAuthorizationFailed, kerr.SaslAuthenticationFailed}
+
+// refusal names the destination cluster and the principal in an
+// authorization failure (the broker's error names the resource), so that
+// the leg's status says who was refused what. Other errors pass as they are.
+func (l *inLeg) refusal(err error) error {
+	for _, ae := range authErrors {
+		if errors.Is(err, ae) {
+			who := "User:ANONYMOUS (no sasl)"
+			if s := l.leg.To.SASL; s != nil {
+				who = "User:" + s.Username + " (sasl " + s.Mechanism + ")"
+			}
+			return fmt.Errorf("destination %s refused %s: %w", l.leg.To.Ref(), who, err)
+		}
+	}
+	return err
 }

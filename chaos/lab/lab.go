@@ -4,6 +4,10 @@
 // by a real QUIC link with mutual TLS (in-memory certificates), optionally
 // through the chaos UDP impairment proxy with a named link profile.
 //
+// Either cluster may instead be an external one, such as real Apache Kafka
+// from internal/kafkatest (Options.EdgeBootstrap, HQBootstrap, with SASL
+// credentials), so that the same scenarios run against real brokers.
+//
 // It is never imported by the production path of `meridian run`.
 package lab
 
@@ -13,10 +17,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -24,6 +31,7 @@ import (
 	"github.com/meridian-gw/meridian/chaos"
 	"github.com/meridian-gw/meridian/config"
 	"github.com/meridian-gw/meridian/internal/gateway"
+	"github.com/meridian-gw/meridian/internal/kafkaopt"
 	"github.com/meridian-gw/meridian/internal/pki"
 	"github.com/meridian-gw/meridian/topology"
 )
@@ -65,18 +73,38 @@ type Options struct {
 	Window, MaxBatchBytes int64
 	// Admin starts each gateway's admin server on a free loopback port.
 	Admin bool
+
+	// EdgeBootstrap and HQBootstrap, when not empty, are external Kafka
+	// clusters (for example real Apache Kafka from internal/kafkatest) the
+	// lab uses instead of starting kfake for that region; Lab.Edge or
+	// Lab.HQ is nil then, and Close leaves the cluster running. Topics are
+	// created on an external edge cluster with one replica. ProduceLatency
+	// needs kfake at HQ. Nil: kfake.
+	EdgeBootstrap, HQBootstrap []string
+	// EdgeSASL and HQSASL are the credentials the gateways (and EdgeOpts,
+	// HQOpts) use on the clusters. Nil: no authentication.
+	EdgeSASL, HQSASL *config.SASL
+
+	// Routes, when not nil, replace the lab's one route "mirror" (built
+	// from Include and Rename); each goes from "edge/kafka" to "hq/kafka".
+	// A route's empty Rename means Rename; RenameTopic follows Rename, so
+	// keep the routes' renames equal to it.
+	Routes []config.Route
 }
 
 // Lab is a running two-region lab. Gateways are started and stopped
 // explicitly; Close stops everything.
 type Lab struct {
-	Edge, HQ *kfake.Cluster
+	Edge, HQ *kfake.Cluster // nil for an external cluster (Options.EdgeBootstrap, HQBootstrap)
 	Topo     *topology.Topology
 	Proxy    *chaos.UDPProxy // nil without a profile
 	opts     Options
 	ca       *pki.CA
 	certs    map[string]*pki.Cert
 	hqAddr   string // the hq gateway's fixed link address
+
+	edgeSeeds, hqSeeds []string // the clusters' bootstrap addresses
+	edgeOpts, hqOpts   []kgo.Opt
 
 	mu      sync.Mutex
 	running map[string]*running
@@ -111,15 +139,8 @@ func New(opts Options) (l *Lab, err error) {
 			l.Close()
 		}
 	}()
-	kopts := []kfake.Opt{kfake.NumBrokers(1)}
-	if len(opts.Topics) > 0 {
-		kopts = append(kopts, kfake.SeedTopics(opts.Partitions, opts.Topics...))
-	}
-	if l.Edge, err = kfake.NewCluster(kopts...); err != nil {
-		return nil, fmt.Errorf("lab: edge cluster: %w", err)
-	}
-	if l.HQ, err = kfake.NewCluster(kfake.NumBrokers(1)); err != nil {
-		return nil, fmt.Errorf("lab: hq cluster: %w", err)
+	if err := l.clusters(); err != nil {
+		return nil, err
 	}
 	if d := opts.ProduceLatency; d > 0 {
 		// Each produce request waits d before the broker handles it, as
@@ -165,19 +186,85 @@ func New(opts Options) (l *Lab, err error) {
 	f := &config.File{
 		Version: 1,
 		Regions: []config.Region{
-			{Name: "edge", Clusters: []config.Cluster{{Name: "kafka", Kind: "kafka", Bootstrap: l.Edge.ListenAddrs()}},
+			{Name: "edge", Clusters: []config.Cluster{{Name: "kafka", Kind: "kafka", Bootstrap: l.edgeSeeds, SASL: opts.EdgeSASL}},
 				Gateways: []config.Gateway{{Name: EdgeGateway, Listen: "127.0.0.1:0"}}},
-			{Name: "hq", Clusters: []config.Cluster{{Name: "kafka", Kind: "kafka", Bootstrap: l.HQ.ListenAddrs()}},
+			{Name: "hq", Clusters: []config.Cluster{{Name: "kafka", Kind: "kafka", Bootstrap: l.hqSeeds, SASL: opts.HQSASL}},
 				Gateways: []config.Gateway{{Name: HQGateway, Listen: l.hqAddr, Advertise: peerAddr}}},
 		},
-		Links: []config.Link{{Name: "edge--hq", Between: []string{"edge", "hq"}, Transport: "quic", Profile: profile, Compression: opts.Compression, Passthrough: opts.Passthrough}},
-		Routes: []config.Route{{Name: "mirror", From: "edge/kafka", To: []string{"hq/kafka"},
-			Topics: config.TopicFilter{Include: opts.Include}, Rename: opts.Rename, StartAt: "earliest", Discover: time.Second}},
+		Links:  []config.Link{{Name: "edge--hq", Between: []string{"edge", "hq"}, Transport: "quic", Profile: profile, Compression: opts.Compression, Passthrough: opts.Passthrough}},
+		Routes: slices.Clone(opts.Routes),
+	}
+	for i := range f.Routes {
+		if f.Routes[i].Rename == "" { // topology.New takes the file as defaulted by config.Load
+			f.Routes[i].Rename = opts.Rename
+		}
+	}
+	if f.Routes == nil {
+		f.Routes = []config.Route{{Name: "mirror", From: "edge/kafka", To: []string{"hq/kafka"},
+			Topics: config.TopicFilter{Include: opts.Include}, Rename: opts.Rename, StartAt: "earliest", Discover: time.Second}}
 	}
 	if l.Topo, err = topology.New(f); err != nil {
 		return nil, err
 	}
 	return l, nil
+}
+
+// clusters starts kfake for each region without an external cluster, and
+// creates Options.Topics at the edge.
+func (l *Lab) clusters() (err error) {
+	opts := l.opts
+	if opts.ProduceLatency > 0 && len(opts.HQBootstrap) > 0 {
+		return errors.New("lab: ProduceLatency needs the in-process hq cluster, not HQBootstrap")
+	}
+	l.edgeSeeds, l.hqSeeds = opts.EdgeBootstrap, opts.HQBootstrap
+	if len(l.edgeSeeds) == 0 {
+		kopts := []kfake.Opt{kfake.NumBrokers(1)}
+		if len(opts.Topics) > 0 {
+			kopts = append(kopts, kfake.SeedTopics(opts.Partitions, opts.Topics...))
+		}
+		if l.Edge, err = kfake.NewCluster(kopts...); err != nil {
+			return fmt.Errorf("lab: edge cluster: %w", err)
+		}
+		l.edgeSeeds = l.Edge.ListenAddrs()
+	}
+	if l.edgeOpts, err = clientOpts("edge", l.edgeSeeds, opts.EdgeSASL); err != nil {
+		return err
+	}
+	if len(opts.EdgeBootstrap) > 0 && len(opts.Topics) > 0 {
+		if err := createTopics(l.EdgeOpts(), opts.Partitions, opts.Topics); err != nil {
+			return fmt.Errorf("lab: edge cluster %v: %w", l.edgeSeeds, err)
+		}
+	}
+	if len(l.hqSeeds) == 0 {
+		if l.HQ, err = kfake.NewCluster(kfake.NumBrokers(1)); err != nil {
+			return fmt.Errorf("lab: hq cluster: %w", err)
+		}
+		l.hqSeeds = l.HQ.ListenAddrs()
+	}
+	l.hqOpts, err = clientOpts("hq", l.hqSeeds, opts.HQSASL)
+	return err
+}
+
+// createTopics creates topics with parts partitions and one replica; topics
+// that exist already are left as they are.
+func createTopics(opts []kgo.Opt, parts int32, topics []string) error {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := kadm.NewClient(cl).CreateTopics(ctx, parts, 1, nil, topics...)
+	if err != nil {
+		return fmt.Errorf("create topics %v: %w", topics, err)
+	}
+	for _, r := range res.Sorted() {
+		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w", r.Topic, r.Err)
+		}
+	}
+	return nil
 }
 
 func freeUDPAddr() (string, error) {
@@ -189,9 +276,22 @@ func freeUDPAddr() (string, error) {
 	return c.LocalAddr().String(), nil
 }
 
-// EdgeOpts and HQOpts reach the clusters.
-func (l *Lab) EdgeOpts() []kgo.Opt { return []kgo.Opt{kgo.SeedBrokers(l.Edge.ListenAddrs()...)} }
-func (l *Lab) HQOpts() []kgo.Opt   { return []kgo.Opt{kgo.SeedBrokers(l.HQ.ListenAddrs()...)} }
+// EdgeOpts and HQOpts reach the clusters, with the gateways' credentials.
+func (l *Lab) EdgeOpts() []kgo.Opt { return slices.Clone(l.edgeOpts) }
+func (l *Lab) HQOpts() []kgo.Opt   { return slices.Clone(l.hqOpts) }
+
+// EdgeBootstrap and HQBootstrap are the clusters' seed brokers.
+func (l *Lab) EdgeBootstrap() []string { return l.edgeSeeds }
+func (l *Lab) HQBootstrap() []string   { return l.hqSeeds }
+
+// clientOpts are the options the gateway of region uses on its cluster.
+func clientOpts(region string, seeds []string, sasl *config.SASL) ([]kgo.Opt, error) {
+	opts, err := kafkaopt.Opts(&topology.Cluster{Region: &topology.Region{Name: region}, Name: "kafka", Kind: "kafka", Bootstrap: seeds, SASL: sasl}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	return opts, nil
+}
 
 // RenameTopic is the route's destination name for a source topic.
 func (l *Lab) RenameTopic(t string) string {

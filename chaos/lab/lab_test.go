@@ -57,7 +57,8 @@ func produce(t *testing.T, l *lab.Lab, n int64, seed uint64) *lab.Producer {
 // requires the mirror to be exact.
 func waitExact(t *testing.T, l *lab.Lab, want int64, within time.Duration) *verify.Report {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	began := time.Now()
+	deadline := began.Add(within)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		rep, err := verify.Compare(ctx, l.EdgeOpts(), l.HQOpts(), e2eTopics, l.RenameTopic)
@@ -67,7 +68,7 @@ func waitExact(t *testing.T, l *lab.Lab, want int64, within time.Duration) *veri
 				t.Fatalf("read-back: %v", err)
 			}
 			if !rep.OK() || rep.Produced != want || rep.Mirrored != want {
-				t.Fatalf("mirror not exact after %v: %v (want produced=mirrored=%d)\n%v", within, rep, want, rep.Samples)
+				t.Fatalf("mirror not exact after %v (of %v allowed): %v (want produced=mirrored=%d)\n%v", time.Since(began).Round(100*time.Millisecond), within, rep, want, rep.Samples)
 			}
 			return rep
 		}
@@ -80,14 +81,26 @@ func TestQUICMirror200k(t *testing.T) {
 		t.Skip("200k-record end to end test")
 	}
 	for _, pass := range []bool{false, true} {
-		t.Run(map[bool]string{false: "records", true: "passthrough"}[pass], func(t *testing.T) { testMirror200k(t, pass) })
+		t.Run(modeName(pass), func(t *testing.T) { testMirror200k(t, lab.Options{Passthrough: pass}) })
 	}
 }
 
-func testMirror200k(t *testing.T, passthrough bool) {
+// modeName names a subtest by the link's mode.
+func modeName(passthrough bool) string {
+	if passthrough {
+		return "passthrough"
+	}
+	return "records"
+}
+
+// testMirror200k mirrors 200,000 records through a lab made with o and
+// reads them back; real-Kafka and lossy-link variants pass their options.
+func testMirror200k(t *testing.T, o lab.Options) {
+	passthrough := o.Passthrough
 	base := runtime.NumGoroutine()
 	func() {
-		l := newLab(t, lab.Options{Passthrough: passthrough})
+		began := time.Now()
+		l := newLab(t, o)
 		if err := l.Start(lab.HQGateway); err != nil {
 			t.Fatal(err)
 		}
@@ -96,7 +109,10 @@ func testMirror200k(t *testing.T, passthrough bool) {
 		}
 		produce(t, l, 200_000, 1)
 		rep := waitExact(t, l, 200_000, 3*time.Minute)
-		t.Logf("read-back: %v", rep)
+		t.Logf("read-back after %v: %v", time.Since(began).Round(100*time.Millisecond), rep)
+		if l.Proxy != nil {
+			t.Logf("impairment proxy: %+v", l.Proxy.Stats())
+		}
 		if rep.Partitions != 12 {
 			t.Errorf("records landed in %d partitions, want all 12", rep.Partitions)
 		}
@@ -125,12 +141,19 @@ func TestQUICMirrorSurvivesRestartsAndBlackout(t *testing.T) {
 		t.Skip("long end to end test")
 	}
 	for _, pass := range []bool{false, true} {
-		t.Run(map[bool]string{false: "records", true: "passthrough"}[pass], func(t *testing.T) { testRestartsAndBlackout(t, pass) })
+		t.Run(modeName(pass), func(t *testing.T) {
+			testRestartsAndBlackout(t, lab.Options{Profile: "lan", Window: 1 << 20, Passthrough: pass}, 120_000)
+		})
 	}
 }
 
-func testRestartsAndBlackout(t *testing.T, passthrough bool) {
-	l := newLab(t, lab.Options{Profile: "lan", Window: 1 << 20, Passthrough: passthrough})
+// testRestartsAndBlackout streams total records through a lab made with o
+// (which needs a Profile, for the proxy) while the receiving gateway is
+// stopped and restarted twice and the link blacks out for 5 s, then reads
+// the destination back.
+func testRestartsAndBlackout(t *testing.T, o lab.Options, total int64) {
+	began := time.Now()
+	l := newLab(t, o)
 	for _, g := range []string{lab.HQGateway, lab.EdgeGateway} {
 		if err := l.Start(g); err != nil {
 			t.Fatal(err)
@@ -143,9 +166,8 @@ func testRestartsAndBlackout(t *testing.T, passthrough bool) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	const total = 120_000
 	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx, 8000, total) }()
+	go func() { done <- p.Run(ctx, int(total/15), total) }() // about 15 s of streaming
 
 	waitProduced := func(n int64) {
 		for p.Produced() < n {
@@ -153,7 +175,7 @@ func testRestartsAndBlackout(t *testing.T, passthrough bool) {
 		}
 	}
 	// Kill and restart the receiving gateway twice mid-stream.
-	for _, at := range []int64{25_000, 50_000} {
+	for _, at := range []int64{total * 5 / 24, total * 10 / 24} {
 		waitProduced(at)
 		if err := l.Stop(lab.HQGateway); err != nil {
 			t.Fatal(err)
@@ -164,7 +186,7 @@ func testRestartsAndBlackout(t *testing.T, passthrough bool) {
 		}
 	}
 	// Black the link out for 5 s.
-	waitProduced(75_000)
+	waitProduced(total * 15 / 24)
 	l.Proxy.SetBlackout(true)
 	time.Sleep(5 * time.Second)
 	l.Proxy.SetBlackout(false)
@@ -172,5 +194,5 @@ func testRestartsAndBlackout(t *testing.T, passthrough bool) {
 		t.Fatal(err)
 	}
 	rep := waitExact(t, l, total, 3*time.Minute)
-	t.Logf("read-back: %v", rep)
+	t.Logf("read-back after %v: %v", time.Since(began).Round(100*time.Millisecond), rep)
 }

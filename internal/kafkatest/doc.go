@@ -20,12 +20,24 @@
 //
 // Start returns once every broker serves metadata; t.Cleanup kills each JVM
 // it started, by PID, and the kernel kills them too if the test binary dies
-// first (Pdeathsig). Options.Config overrides server.properties entries: for
-// ACL tests "authorizer.class.name" set to
-// "org.apache.kafka.metadata.authorizer.StandardAuthorizer" with
-// "super.users" set to "User:ANONYMOUS" (the broker talks to itself over
-// PLAINTEXT as ANONYMOUS); "log.cleaner.*" for compaction tests; values may
-// use ${PORT} and ${CONTROLLER_PORT} to redefine the listeners.
+// first (Pdeathsig). Options.Config overrides server.properties entries
+// ("log.cleaner.*" for compaction tests; values may use ${PORT} and
+// ${CONTROLLER_PORT} to redefine the listeners).
+//
+// # Authentication and ACLs
+//
+// Options.Users turns the client listener into SASL_PLAINTEXT with PLAIN
+// and those users, plus AdminUser (random password), which Client and the
+// readiness check use; ClientAs logs in as another user, SASL and Password
+// give the credentials to clients built elsewhere (a gateway's topology).
+// The broker talks to itself over a second, PLAINTEXT listener as
+// ANONYMOUS. Options.Authorizer turns on the StandardAuthorizer with
+// AdminUser and ANONYMOUS as super users and no access for anyone else
+// until ACLs (kadm CreateACLs, as the admin) grant it; ACLs take effect
+// within a second or so, through the metadata log.
+//
+//	cs := kafkatest.Start(t, 1, kafkatest.Options{Users: map[string]string{"alice": "pw"}, Authorizer: true})
+//	alice := cs[0].ClientAs(t, "alice")
 //
 // Without java 17+ or the jars, Start skips the test with the reason; under
 // CI=true it fails it. Get the jars with:
@@ -91,6 +103,10 @@
 //     re-registers only when its old session expires; until then clients
 //     get connection refused, then retriable errors. kfake has no crash to
 //     recover from.
+//   - Authentication: a wrong SASL/PLAIN password gets an error from
+//     Kafka (SaslAuthenticate, "Invalid username or password"); kfake
+//     closes the connection. A request before the handshake on a SASL
+//     listener closes it too.
 //   - Start-up: seconds and about 200-300 MB per cluster, against milliseconds
 //     and a few MB for kfake: use kfake for the many, kafkatest for the
 //     guarantees.

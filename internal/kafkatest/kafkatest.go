@@ -23,6 +23,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
 )
 
 // Version is the Apache Kafka version the harness runs: the newest release
@@ -62,7 +63,26 @@ type Options struct {
 	// StartTimeout bounds each start or restart, until the broker serves
 	// metadata. Zero means 2 minutes.
 	StartTimeout time.Duration
+
+	// Users, when not empty, turn on SASL/PLAIN: the client listener
+	// (Addr) becomes SASL_PLAINTEXT and accepts these user → password
+	// pairs, plus the harness's own super user (AdminUser, with a random
+	// password) that Client and the readiness check log in as. The broker
+	// talks to itself over a separate PLAINTEXT listener on another
+	// loopback port, which clients are never told about. nil means no
+	// authentication (PLAINTEXT).
+	Users map[string]string
+
+	// Authorizer turns on Kafka's StandardAuthorizer: with no ACL a
+	// request is denied, except for the super users (AdminUser and the
+	// broker's own ANONYMOUS). Grant access with kadm (CreateACLs) as
+	// Client's admin. Use it with Users, so that principals have names.
+	Authorizer bool
 }
+
+// AdminUser is the SASL user the harness creates on clusters with
+// Options.Users; it is a super user when Options.Authorizer is set.
+const AdminUser = "kafkatest-admin"
 
 // Cluster is one single-node KRaft Apache Kafka cluster: a JVM running a
 // combined broker and controller on 127.0.0.1. Its methods are safe for
@@ -70,8 +90,10 @@ type Options struct {
 type Cluster struct {
 	tb      testing.TB
 	dir     string
-	port    int // client listener
-	cport   int // controller listener
+	port    int               // client listener
+	cport   int               // controller listener
+	iport   int               // inter-broker PLAINTEXT listener when the client one is SASL; 0 otherwise
+	users   map[string]string // SASL/PLAIN user → password, AdminUser included; nil: no SASL
 	jvm     jvm
 	args    []string // java arguments to run the broker
 	timeout time.Duration
@@ -109,6 +131,11 @@ func Start(tb testing.TB, n int, opts Options) []*Cluster {
 		if c.timeout == 0 {
 			c.timeout = 2 * time.Minute
 		}
+		if len(opts.Users) > 0 {
+			if c.users, err = withAdmin(opts.Users); err != nil {
+				tb.Fatalf("kafkatest: %v", err)
+			}
+		}
 		clusters[i] = c
 		tb.Cleanup(func() {
 			if tb.Failed() {
@@ -142,8 +169,13 @@ func (c *Cluster) setUp(opts Options) error {
 		if err = os.MkdirAll(c.dir, 0o755); err != nil {
 			return err
 		}
-		if c.port, c.cport, err = freePorts(); err != nil {
+		var ports []int
+		if ports, err = freePorts(3); err != nil {
 			return err
+		}
+		c.port, c.cport = ports[0], ports[1]
+		if c.users != nil {
+			c.iport = ports[2]
 		}
 		if err = c.writeConfig(opts); err != nil {
 			return err
@@ -181,16 +213,78 @@ func (c *Cluster) PID() int {
 	return c.cmd.Process.Pid
 }
 
-// Client returns a franz-go client seeded with the cluster, closed when the
-// test ends. opts come after the seed, so they may add to or override it.
+// Client returns a franz-go client seeded with the cluster (logged in as
+// AdminUser when the cluster has SASL users), closed when the test ends.
+// opts come after these, so they may add to or override them.
 func (c *Cluster) Client(tb testing.TB, opts ...kgo.Opt) *kgo.Client {
 	tb.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Bootstrap()...)}, opts...)...)
+	cl, err := kgo.NewClient(append(c.adminOpts(), opts...)...)
 	if err != nil {
 		tb.Fatalf("kafkatest: client for %s: %v", c.Addr(), err)
 	}
 	tb.Cleanup(cl.Close)
 	return cl
+}
+
+// ClientAs is Client logged in as user (one of Options.Users) instead of
+// AdminUser. franz-go tries SASL mechanisms in the order given, so adding
+// SASL(user) to Client's options would still log in as the admin.
+func (c *Cluster) ClientAs(tb testing.TB, user string, opts ...kgo.Opt) *kgo.Client {
+	tb.Helper()
+	login := c.SASL(user)
+	if login == nil {
+		tb.Fatalf("kafkatest: %s has no SASL user %q", c.Addr(), user)
+	}
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Bootstrap()...), login}, opts...)...)
+	if err != nil {
+		tb.Fatalf("kafkatest: client for %s as %s: %v", c.Addr(), user, err)
+	}
+	tb.Cleanup(cl.Close)
+	return cl
+}
+
+// SASL returns the client option that logs in as user with SASL/PLAIN, or
+// nil when the cluster has no SASL (user unknown included: a test that
+// wants a failed login sets the mechanism itself).
+func (c *Cluster) SASL(user string) kgo.Opt {
+	pass, ok := c.users[user]
+	if !ok {
+		return nil
+	}
+	return kgo.SASL(plain.Auth{User: user, Pass: pass}.AsMechanism())
+}
+
+// Password returns user's SASL/PLAIN password ("" if there is none), for
+// clients configured by hand, such as a gateway's topology.
+func (c *Cluster) Password(user string) string { return c.users[user] }
+
+// adminOpts seed a client with the cluster, logged in as AdminUser if the
+// cluster has SASL.
+func (c *Cluster) adminOpts() []kgo.Opt {
+	opts := []kgo.Opt{kgo.SeedBrokers(c.Bootstrap()...)}
+	if o := c.SASL(AdminUser); o != nil {
+		opts = append(opts, o)
+	}
+	return opts
+}
+
+// withAdmin copies users and adds AdminUser with a random password.
+func withAdmin(users map[string]string) (map[string]string, error) {
+	out := maps.Clone(users)
+	if _, ok := out[AdminUser]; ok {
+		return nil, fmt.Errorf("options: user %q is the harness's own", AdminUser)
+	}
+	for u, p := range out {
+		if u == "" || strings.ContainsAny(u+p, "\"\\\n= ") {
+			return nil, fmt.Errorf("options: SASL user %q: names and passwords must be non-empty and free of quotes, backslashes, '=', spaces and newlines", u)
+		}
+	}
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, err
+	}
+	out[AdminUser] = base64.RawURLEncoding.EncodeToString(b[:])
+	return out, nil
 }
 
 // Stop shuts the broker down cleanly (SIGTERM) and waits for the JVM to
@@ -267,7 +361,7 @@ func (c *Cluster) start() error {
 	c.cmd, c.done = cmd, done
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	if err := waitReady(ctx, c.Addr(), done); err != nil {
+	if err := waitReady(ctx, c.adminOpts(), done); err != nil {
 		_ = cmd.Process.Kill()
 		<-done
 		c.cmd, c.done = nil, nil
@@ -279,8 +373,8 @@ func (c *Cluster) start() error {
 
 // waitReady polls until the broker answers metadata with itself registered
 // and a controller, the process exits, or ctx ends.
-func waitReady(ctx context.Context, addr string, exited <-chan struct{}) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DialTimeout(time.Second), kgo.RetryTimeout(time.Second))
+func waitReady(ctx context.Context, seed []kgo.Opt, exited <-chan struct{}) error {
+	cl, err := kgo.NewClient(append(seed, kgo.DialTimeout(time.Second), kgo.RetryTimeout(time.Second))...)
 	if err != nil {
 		return err
 	}
@@ -347,8 +441,41 @@ func (c *Cluster) defaultConfig() map[string]string {
 	}
 }
 
+// saslConfig moves clients to a SASL_PLAINTEXT listener on the client port
+// with PLAIN and the cluster's users; the broker keeps a PLAINTEXT listener
+// for itself (inter-broker requests such as transaction markers).
+func (c *Cluster) saslConfig(cfg map[string]string) {
+	if c.users == nil {
+		return
+	}
+	cfg["listeners"] = "SASL_PLAINTEXT://127.0.0.1:${PORT},PLAINTEXT://127.0.0.1:" + strconv.Itoa(c.iport) + ",CONTROLLER://127.0.0.1:${CONTROLLER_PORT}"
+	cfg["advertised.listeners"] = "SASL_PLAINTEXT://127.0.0.1:${PORT},PLAINTEXT://127.0.0.1:" + strconv.Itoa(c.iport)
+	cfg["sasl.enabled.mechanisms"] = "PLAIN"
+	cfg["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] = "PLAIN"
+	var jaas strings.Builder
+	jaas.WriteString("org.apache.kafka.common.security.plain.PlainLoginModule required")
+	for _, u := range slices.Sorted(maps.Keys(c.users)) {
+		fmt.Fprintf(&jaas, " user_%s=\"%s\"", u, c.users[u])
+	}
+	jaas.WriteString(";")
+	cfg["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = jaas.String()
+}
+
+// authorizerConfig turns on the StandardAuthorizer with the harness's
+// admin and the broker itself (ANONYMOUS on PLAINTEXT) as super users.
+func authorizerConfig(cfg map[string]string, on bool) {
+	if !on {
+		return
+	}
+	cfg["authorizer.class.name"] = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+	cfg["super.users"] = "User:ANONYMOUS;User:" + AdminUser
+	cfg["allow.everyone.if.no.acl.found"] = "false"
+}
+
 func (c *Cluster) writeConfig(opts Options) error {
 	cfg := c.defaultConfig()
+	c.saslConfig(cfg)
+	authorizerConfig(cfg, opts.Authorizer)
 	maps.Copy(cfg, opts.Config)
 	expand := strings.NewReplacer("${PORT}", strconv.Itoa(c.port), "${CONTROLLER_PORT}", strconv.Itoa(c.cport))
 	var b strings.Builder
@@ -422,27 +549,33 @@ func (c *Cluster) format() error {
 	return nil
 }
 
-// clusterID returns a random Kafka Uuid in its base64 form.
+// clusterID returns a random Kafka Uuid in its base64 form. Like Kafka's
+// Uuid.randomUuid it never starts with '-', which kafka-storage's argument
+// parser would take for an option (one start in 64 failed so).
 func clusterID() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
+	for {
+		var b [16]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", err
+		}
+		if id := base64.RawURLEncoding.EncodeToString(b[:]); id[0] != '-' {
+			return id, nil
+		}
 	}
-	return base64.RawURLEncoding.EncodeToString(b[:]), nil
 }
 
-// freePorts returns two distinct free TCP ports on 127.0.0.1.
-func freePorts() (int, int, error) {
-	var ports [2]int
+// freePorts returns n distinct free TCP ports on 127.0.0.1.
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, n)
 	for i := range ports {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			return 0, 0, fmt.Errorf("pick a free port: %w", err)
+			return nil, fmt.Errorf("pick a free port: %w", err)
 		}
-		defer l.Close() // held until both are picked, so they differ
+		defer l.Close() // held until all are picked, so they differ
 		ports[i] = l.Addr().(*net.TCPAddr).Port
 	}
-	return ports[0], ports[1], nil
+	return ports, nil
 }
 
 // tail returns the last n lines of the file at path, or why it cannot.
