@@ -101,9 +101,9 @@ func TestRealKafkaTopicsFollowTheSource(t *testing.T) {
 			okr, r := retention("7200000")()
 			return ok && okr, p + ", " + r
 		})
-		step("retention.ms changed to 3600000", func() error {
-			return alter(ctx, src, topic, kadm.AlterConfig{Op: kadm.SetConfig, Name: "retention.ms", Value: ptr("3600000")})
-		}, retention("3600000"))
+		step("retention.ms raised to 14400000 (a sender may never lower it)", func() error {
+			return alter(ctx, src, topic, kadm.AlterConfig{Op: kadm.SetConfig, Name: "retention.ms", Value: ptr("14400000")})
+		}, retention("14400000"))
 		step("partitions 2 -> 4", func() error {
 			_, err := src.CreatePartitions(ctx, 2, topic)
 			parts = 4

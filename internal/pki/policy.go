@@ -48,8 +48,13 @@ func (p *Policy) Check(leaf *x509.Certificate) error {
 			continue
 		}
 		found = true
-		if u.Host != "gateway" || strings.TrimPrefix(u.Path, "/") != name {
-			return fmt.Errorf("certificate %q (serial %s): URI SAN %q does not name gateway %q", name, SerialString(leaf.SerialNumber), u, name)
+		switch path := strings.TrimPrefix(u.Path, "/"); {
+		case u.Host == "gateway" && path == name:
+		case u.Host == "operator" && OperatorPrefix+path == name:
+			// An operator certificate (IssueOperator): the admin API's
+			// clients, revocable by the same lists as gateways.
+		default:
+			return fmt.Errorf("certificate %q (serial %s): URI SAN %q does not name gateway or operator %q", name, SerialString(leaf.SerialNumber), u, name)
 		}
 	}
 	if !found && p.RequireSAN {

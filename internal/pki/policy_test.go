@@ -172,3 +172,24 @@ func TestParseSerialAndCRLErrors(t *testing.T) {
 		t.Errorf("a certificate as CRL: err = %v", err)
 	}
 }
+
+// An operator certificate (the admin API's client) passes the policy with
+// its meridian://operator/NAME SAN, even under require_san, and is revoked
+// by the same serial list as a gateway's; a forged operator SAN on another
+// name is refused.
+func TestPolicyTakesOperatorCertificates(t *testing.T) {
+	ca, err := NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := ca.IssueOperator("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Policy{RequireSAN: true}
+	check(t, p.Check(op.Cert), "")
+	p.Revoked = []*big.Int{op.Cert.SerialNumber}
+	check(t, p.Check(op.Cert), "revoked")
+	check(t, (&Policy{}).Check(forge(t, ca, "operator:mallory", "meridian://operator/alice").Cert), "does not name")
+	check(t, (&Policy{}).Check(forge(t, ca, "hq-a", "meridian://operator/hq-a").Cert), "does not name")
+}
