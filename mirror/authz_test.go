@@ -141,6 +141,7 @@ func TestPeerMayOnlyClaimItsOwnRegionsLegs(t *testing.T) {
 // error and is not applied; so does a frame only a receiver sends.
 func TestFramesOutsideTheSessionsLegsAreProtocolErrors(t *testing.T) {
 	f := newFixture(t, []string{"t.a"}, 2, northRegion)
+	f.tuning.Penalty = 20 * time.Millisecond // each case redials as gn after its violation
 	f.gateway(t, "gw", 0)
 	own := "rn:west/kafka"
 	for i, fr := range []transport.Frame{
@@ -151,9 +152,21 @@ func TestFramesOutsideTheSessionsLegsAreProtocolErrors(t *testing.T) {
 		&transport.Resume{Leg: own, Gen: 99},
 	} {
 		t.Run(strconv.Itoa(i)+"-"+transport.TypeOf(fr).String(), func(t *testing.T) {
-			conn, err := dialAs(t, f, "gn", "north", own)
-			if err != nil {
-				t.Fatal(err)
+			// The previous case's violation is penalised: gn is refused
+			// (code limit) until the penalty, doubled per violation, ends.
+			var conn transport.Conn
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				var err error
+				conn, err = dialAs(t, f, "gn", "north", own)
+				if err == nil {
+					break
+				}
+				if i == 0 || time.Now().After(deadline) {
+					t.Fatal(err)
+				}
+				wantCode(t, err, transport.ErrCodeLimit, "redial after a violation")
+				time.Sleep(10 * time.Millisecond)
 			}
 			defer conn.Close(nil)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -177,6 +190,9 @@ func TestFramesOutsideTheSessionsLegsAreProtocolErrors(t *testing.T) {
 			}
 			noDestTopic(t, f, "t.a")
 		})
+	}
+	if got := f.counter(t, "gw", "meridian_link_sessions_refused_total", map[string]string{"peer": "gn", "reason": "penalty"}); got == 0 {
+		t.Error("no redial of gn was refused as a penalty after its violations")
 	}
 	for reason, want := range map[string]float64{"foreign_leg": 3, "receiver_frame": 2} {
 		if got := f.counter(t, "gw", "meridian_link_protocol_violations_total", map[string]string{"peer": "gn", "reason": reason}); got != want {

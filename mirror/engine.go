@@ -83,6 +83,10 @@ type Tuning struct {
 	// offsets (group, topic, partition) waiting to be committed; offers
 	// beyond it are dropped and counted. Zero means 65536.
 	MaxPendingGroupOffsets int
+	// Penalty is how long a peer that broke the protocol is refused after
+	// its first violation; it doubles per further violation up to 64
+	// times as long. Zero means 1 s.
+	Penalty time.Duration
 }
 
 func (t Tuning) withDefaults() Tuning {
@@ -100,6 +104,9 @@ func (t Tuning) withDefaults() Tuning {
 	}
 	if t.MaxPendingGroupOffsets <= 0 {
 		t.MaxPendingGroupOffsets = 65536
+	}
+	if t.Penalty <= 0 {
+		t.Penalty = penaltyFirst
 	}
 	return t
 }
@@ -158,6 +165,7 @@ func New(opts Options) (*Engine, error) {
 		in:   map[string]*inLeg{},
 		rtts: map[string]*atomic.Int64{},
 	}
+	e.penalties.first = opts.Tuning.Penalty
 	for _, l := range opts.Table.In {
 		e.in[l.ID] = newInLeg(e, l)
 	}

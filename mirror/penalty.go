@@ -21,7 +21,8 @@ const (
 // redial into a flood as fast as it is cut off. It is safe for concurrent
 // use.
 type penalties struct {
-	now func() time.Time // nil: time.Now
+	now   func() time.Time // nil: time.Now
+	first time.Duration    // 0: penaltyFirst (Tuning.Penalty)
 
 	mu    sync.Mutex
 	peers map[string]*penalty
@@ -59,8 +60,12 @@ func (p *penalties) violated(peer string) time.Duration {
 		pp = &penalty{}
 		p.peers[peer] = pp
 	}
-	d := penaltyFirst << min(pp.strikes, 6) // 1 s … 64 s
-	d = min(d, penaltyMost)
+	first := p.first
+	if first <= 0 {
+		first = penaltyFirst
+	}
+	d := first << min(pp.strikes, 6) // 1 s … 64 s at the default
+	d = min(d, first*(penaltyMost/penaltyFirst))
 	pp.strikes++
 	pp.last, pp.until = now, now.Add(d)
 	return d
