@@ -8,7 +8,7 @@ import (
 
 func TestCreditHighPriorityGoesFirst(t *testing.T) {
 	c := newCredit(1<<30, 10, 8_000_000) // 1 MB/s
-	c.charge(200_000)                    // in debt for about 0.15 s
+	c.charge(1_000_000)                  // in debt for about 1 s: long enough for every waiter to queue on a loaded machine
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	order := make(chan int, 6)

@@ -113,7 +113,7 @@ func topicConfigs(ctx context.Context, adm *kadm.Client, dt *destTopic) (*destCo
 			current.retention[kv.Key] = *kv.Value
 			for _, syn := range kv.Synonyms {
 				if syn.Source != kmsg.ConfigSourceDynamicTopicConfig && syn.Value != nil {
-					current.fallback[kv.Key] = *syn.Value
+					current.fallback[kv.Key] = synonymValue(syn.Key, *syn.Value)
 					break
 				}
 			}
@@ -126,6 +126,12 @@ func topicConfigs(ctx context.Context, adm *kadm.Client, dt *destTopic) (*destCo
 		if kv.Source == kmsg.ConfigSourceDynamicTopicConfig {
 			current.overrides[kv.Key] = *kv.Value
 		}
+	}
+	if _, ok := current.fallback["retention.ms"]; !ok {
+		// Apache Kafka lists no synonym for retention.ms when the broker
+		// sets none of log.retention.{ms,minutes,hours} (a set one is
+		// listed): the fallback is then the built-in 168 hours.
+		current.fallback["retention.ms"] = kafkaDefaultRetentionMs
 	}
 	return current, nil
 }
@@ -221,3 +227,23 @@ func (l *inLeg) closeAdmin() {
 }
 
 func isExists(err error) bool { return errors.Is(err, kerr.TopicAlreadyExists) }
+
+// kafkaDefaultRetentionMs is Apache Kafka's built-in log.retention.hours
+// (168) in milliseconds.
+const kafkaDefaultRetentionMs = "604800000"
+
+// synonymValue is a broker-level synonym's value in the unit of the topic
+// config it stands for: Kafka answers retention.ms's fallback as
+// log.retention.hours=168 when only the hours are set, which read as
+// milliseconds would look like a retention of 168 ms.
+func synonymValue(name, v string) string {
+	unit := map[string]int64{"log.retention.hours": 3_600_000, "log.retention.minutes": 60_000}[name]
+	if unit == 0 {
+		return v
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return v // not a number: lowersRetention refuses it; negative: unlimited
+	}
+	return strconv.FormatInt(n*unit, 10)
+}
