@@ -32,7 +32,7 @@ func (c *windowConn) Send(_ context.Context, f transport.Frame) error {
 
 // A sender's own accounting keeps it inside the receiver's window even
 // when every batch is empty (a fetch of transaction markers alone): both
-// charge a batch at least minBatchCost. A sender that counted raw bytes
+// charge a batch its raw size plus minBatchCost. A sender that counted raw bytes
 // only would send window/3 empty batches, and lose its session.
 func TestSenderChargesTheMinimumBatchCost(t *testing.T) {
 	const window, maxBatch = 64 << 10, 64 << 10
@@ -53,7 +53,8 @@ func TestSenderChargesTheMinimumBatchCost(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("send: %v, want it to wait for credit until the deadline", err)
 	}
-	if got, want := conn.sent.Load(), int64(window/minBatchCost); got != want {
-		t.Fatalf("the sender sent %d empty batches in a window of %d, want %d (each costs %d)", got, window, want, minBatchCost)
+	// Each costs its 3 raw bytes plus minBatchCost.
+	if got, want := conn.sent.Load(), int64(window/(3+minBatchCost)); got != want {
+		t.Fatalf("the sender sent %d empty batches in a window of %d, want %d (each costs %d)", got, window, want, 3+minBatchCost)
 	}
 }
