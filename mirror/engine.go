@@ -87,6 +87,10 @@ type Tuning struct {
 	// its first violation; it doubles per further violation up to 64
 	// times as long. Zero means 1 s.
 	Penalty time.Duration
+	// SourceDecompressLimit bounds what one source Kafka batch may
+	// decompress to when a passthrough sender decodes it (a batch that
+	// does not fit the receiver's limit). Zero means 256 MiB.
+	SourceDecompressLimit int
 }
 
 func (t Tuning) withDefaults() Tuning {
@@ -107,6 +111,9 @@ func (t Tuning) withDefaults() Tuning {
 	}
 	if t.Penalty <= 0 {
 		t.Penalty = penaltyFirst
+	}
+	if t.SourceDecompressLimit <= 0 {
+		t.SourceDecompressLimit = sourceDecompressLimit
 	}
 	return t
 }

@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -78,7 +79,8 @@ func (lr *legRunner) pumpRaw(ctx context.Context, rs *transport.Resume, opts []k
 
 // sourceDecompressLimit bounds what one source batch may decompress to
 // when the sender decodes it (a batch that does not fit the receiver's
-// limit): a batch of a few KiB can claim gigabytes.
+// limit): a batch of a few KiB can claim gigabytes. Tuning.SourceDecompressLimit
+// overrides it.
 const sourceDecompressLimit = 256 << 20
 
 // forwardable reports whether a fetched batch goes as it is: it fits the
@@ -190,6 +192,22 @@ func (lr *legRunner) forward(ctx context.Context, rb *recordBatcher, pos *sentPo
 			}
 			decoded++
 			recs, err := lr.unpack.Decode(pf.Topic, pf.Partition, fb.Bytes)
+			if errors.Is(err, kraw.ErrDecompressLimit) && fb.Raw() && int64(len(fb.Bytes)) <= lr.maxFrame {
+				// Too large for the sender to decode, and for the receiver
+				// to write (a decompression bomb, or a batch no limit
+				// fits): it goes as it is, alone, and the receiver
+				// dead-letters it whole. Retrying the decode would fail
+				// for ever and end the peer's session each time.
+				decoded--
+				forwarded++
+				lr.p.log.Error("source batch decompresses beyond every limit: sent as it is for the receiver to dead-letter",
+					"leg", leg.ID, "topic", pf.Topic, "partition", pf.Partition, "offset", h.BaseOffset, "records", h.Records, "err", err)
+				chunk, chunkNext = fb.Bytes, h.NextOffset()
+				if err := flush(); err != nil {
+					return err
+				}
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("decode source batch %s/%d at offset %d: %w", pf.Topic, pf.Partition, h.BaseOffset, err)
 			}

@@ -350,3 +350,33 @@ func TestPassthroughDecodesBatchesOverTheLimit(t *testing.T) {
 		t.Fatalf("the sender sent no record batches (%d Kafka batches): it did not decode the batch over the limit", c.kafka.Load())
 	}
 }
+
+// A source batch that decompresses beyond what the sender may decode
+// (Tuning.SourceDecompressLimit) and beyond the receiver's limit goes as it
+// is, and the receiver dead-letters it whole: the leg flows on, where a
+// sender retrying the decode would end the peer's session for ever.
+func TestPassthroughForwardsBatchesNoLimitFits(t *testing.T) {
+	f := newFixture(t, []string{"t.a"}, 1, passthrough)
+	f.tuning.SourceDecompressLimit = 8 << 20
+	f.gateway(t, "gw", 0)
+	f.gateway(t, "ge", 0)
+	f.produce(t, 10, 0)
+	checkExact(t, f.waitMirrored(t, 10, 30*time.Second), 10)
+	bcl, err := kgo.NewClient(append(f.srcOpts(), kgo.ProducerBatchCompression(kgo.ZstdCompression()), kgo.ProducerBatchMaxBytes(64<<20))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bcl.Close()
+	if err := bcl.ProduceSync(context.Background(), &kgo.Record{Topic: "t.a", Key: []byte("bomb"), Value: make([]byte, 32<<20)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	f.produce(t, 10, 10)
+	rep := f.waitMirrored(t, 20, 60*time.Second)
+	if rep.Mirrored != 20 || rep.Lost != 1 || rep.Duplicated+rep.Reordered+rep.Unexpected != 0 {
+		t.Fatalf("read-back %v, want 20 mirrored and only the bomb missing", rep)
+	}
+	dl := f.deadLetters(t)
+	if len(dl) != 1 || !bytes.Contains(headerOf(dl[0], mirror.HeaderDLReason), []byte("beyond the limit")) {
+		t.Fatalf("dead letters: %d records, want one for the bomb", len(dl))
+	}
+}

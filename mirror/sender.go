@@ -289,7 +289,7 @@ func (p *outPeer) session(ctx context.Context, conn transport.Conn) error {
 	runners := map[string]*legRunner{}
 	for _, l := range p.legs {
 		lr := &legRunner{out: l, p: p, conn: conn, cr: cr, maxBatch: maxBatch, maxFrame: maxFrame,
-			fit: kraw.NewDecompressor(int(maxFrame)), unpack: kraw.NewDecompressor(sourceDecompressLimit),
+			fit: kraw.NewDecompressor(int(maxFrame)), unpack: kraw.NewDecompressor(p.e.opts.Tuning.SourceDecompressLimit),
 			resume: make(chan *transport.Resume, 1), ready: map[string]chan string{}}
 		runners[l.leg.ID] = lr
 		wg.Go(func() { lr.run(sctx) })
