@@ -48,6 +48,10 @@ type Leg struct {
 
 	include, exclude           []*regexp.Regexp
 	groupInclude, groupExclude []*regexp.Regexp
+	// sendLinks are the links between the source and destination regions
+	// (nil for a local leg): who may send the leg follows from their
+	// sending ends, as in Compile (SentBy).
+	sendLinks []*topology.Link
 }
 
 // SyncsGroups reports whether the leg syncs any consumer group's offsets.
@@ -103,10 +107,16 @@ func (l *Leg) Discover() time.Duration {
 }
 
 // SentBy reports whether gateway g may feed the leg: it must be a gateway
-// of the leg's source region. A receiver refuses a session whose Hello
-// claims a leg its gateway may not feed.
+// of the leg's source region that sends it, so when the links' sending
+// ends are pinned to one gateway of the region, only that gateway (the
+// rule of Compile). Any gateway of the region sends a local leg. A
+// receiver refuses a session whose Hello claims a leg its gateway may not
+// feed.
 func (l *Leg) SentBy(g *topology.Gateway) bool {
-	return g != nil && g.Region == l.From.Region
+	if g == nil || g.Region != l.From.Region {
+		return false
+	}
+	return l.sendLinks == nil || carrier(l.sendLinks, g.Region, g) != nil
 }
 
 // MaxPartitions is the most partitions a sender may ask a destination topic
@@ -205,6 +215,7 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 				if err != nil {
 					return nil, err
 				}
+				leg.sendLinks = links
 				t.In = append(t.In, leg)
 				t.in[leg.ID] = leg
 			}

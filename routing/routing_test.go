@@ -129,6 +129,31 @@ func TestPinnedSendingEnd(t *testing.T) {
 	}
 }
 
+// A receiver takes a pinned link's legs only from the gateway the sending
+// end is pinned to: another gateway of the same region (a stolen
+// certificate of a neighbour) may not claim them.
+func TestPinnedSendingEndIsWhoMaySend(t *testing.T) {
+	topo := topologytest.TwoGateways(t)
+	tab, err := Compile(topo, "west-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tab.In) == 0 {
+		t.Fatal("west-a receives no leg")
+	}
+	for _, l := range tab.In {
+		for gw, want := range map[string]bool{"east-a": false, "east-b": true, "west-a": l.From.Region.Name == "west"} {
+			g, ok := tab.LookupGateway(gw)
+			if !ok {
+				t.Fatalf("no gateway %s", gw)
+			}
+			if got := l.SentBy(g); got != want {
+				t.Errorf("leg %s: SentBy(%s) = %v, want %v", l.ID, gw, got, want)
+			}
+		}
+	}
+}
+
 func TestHubReceivesEverySite(t *testing.T) {
 	topo := topologytest.HubAndSites(t, 3)
 	tab, err := Compile(topo, "hq-a")
