@@ -3,7 +3,9 @@ package mirror_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -212,7 +214,10 @@ func TestOffsetTranslationAcrossCompactedSourceGaps(t *testing.T) {
 			var c batchCounter
 			f.wrapListener = c.wrap
 			ctx := context.Background()
-			cl, err := kgo.NewClient(kgo.SeedBrokers(f.src.ListenAddrs()...), kgo.ProducerLinger(0))
+			// Manual flushing: each group below is one batch however
+			// loaded the machine (with linger 0 a busy client may send
+			// the first record alone, and batches then have no gaps inside).
+			cl, err := kgo.NewClient(kgo.SeedBrokers(f.src.ListenAddrs()...), kgo.ManualFlushing())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -229,8 +234,20 @@ func TestOffsetTranslationAcrossCompactedSourceGaps(t *testing.T) {
 					recs = append(recs, &kgo.Record{Topic: "t.state", Partition: int32(i/5) % 2, Key: []byte(fmt.Sprint("device-", i%23)), Value: []byte(fmt.Sprint("state ", i))})
 					i++
 				}
-				if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				var perr error
+				var mu sync.Mutex
+				for _, r := range recs {
+					cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+						mu.Lock()
+						perr = errors.Join(perr, err)
+						mu.Unlock()
+					})
+				}
+				if err := cl.Flush(ctx); err != nil {
 					t.Fatal(err)
+				}
+				if perr != nil {
+					t.Fatal(perr)
 				}
 			}
 			f.src.Compact()
