@@ -236,19 +236,19 @@ func (l *inLeg) openShards(ctx context.Context, opts []kgo.Opt) error {
 	if l.store == nil {
 		store, err := progress.Open(ctx, opts)
 		if err != nil {
-			return err
+			return l.openErr(err)
 		}
 		l.store = store
 	}
 	for _, sh := range todo {
 		sh.sink.store = l.store
 		if err := sh.sink.open(ctx); err != nil {
-			return err
+			return l.openErr(err)
 		}
 	}
 	st, err := l.store.Load(ctx, l.leg.ID)
 	if err != nil {
-		return err
+		return l.openErr(err)
 	}
 	if f := st.Fence(l.leg.ID); f != nil {
 		l.state.fenced(f)

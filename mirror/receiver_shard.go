@@ -163,3 +163,12 @@ func (l *inLeg) refusal(err error) error {
 	}
 	return err
 }
+
+// openErr names the destination in an error of a sink's start, and the
+// principal too when the broker refused it.
+func (l *inLeg) openErr(err error) error {
+	if r := l.refusal(err); r != err {
+		return r
+	}
+	return fmt.Errorf("destination %s: %w", l.leg.To.Ref(), err)
+}

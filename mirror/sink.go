@@ -108,7 +108,8 @@ type sink struct {
 
 // open (re)creates the transactional producer, which fences any previous
 // instance of the shard and aborts the transaction it left open. The caller
-// then loads the committed progress (after every shard is open).
+// then loads the committed progress (after every shard is open), and names
+// the destination in an error (inLeg.openErr).
 func (s *sink) open(ctx context.Context) error {
 	s.close()
 	opts := append([]kgo.Opt{}, s.opts...)
@@ -119,8 +120,9 @@ func (s *sink) open(ctx context.Context) error {
 	if s.passthrough() {
 		opts = append(opts, kraw.ClientOpts()...)
 	}
+	txnID := progress.TransactionalID(s.leg.ID, s.shard)
 	cl, err := kgo.NewClient(append(opts,
-		kgo.TransactionalID(progress.TransactionalID(s.leg.ID, s.shard)),
+		kgo.TransactionalID(txnID),
 		kgo.TransactionTimeout(60*time.Second),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(0),
@@ -133,15 +135,17 @@ func (s *sink) open(ctx context.Context) error {
 		kgo.MetadataMinAge(250*time.Millisecond), // new topics and partitions are seen quickly
 	)...)
 	if err != nil {
-		return fmt.Errorf("destination %s: %w", s.leg.To.Ref(), err)
+		return err
 	}
 	if _, _, err := cl.ProducerID(ctx); err != nil {
 		cl.Close()
-		return fmt.Errorf("destination %s: init transactional producer: %w", s.leg.To.Ref(), err)
+		// The transactional ID is the resource a broker's authorizer
+		// refuses (TRANSACTIONAL_ID_AUTHORIZATION_FAILED names none).
+		return fmt.Errorf("init transactional producer %q: %w", txnID, err)
 	}
 	s.cl = cl
 	if s.passthrough() {
-		s.raw = kraw.NewTxnProducer(cl, progress.TransactionalID(s.leg.ID, s.shard))
+		s.raw = kraw.NewTxnProducer(cl, txnID)
 		if s.cmp == nil {
 			if s.cmp, err = kgo.DefaultCompressor(kgo.SnappyCompression()); err != nil {
 				return err
