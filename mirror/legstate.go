@@ -205,6 +205,17 @@ func (s *legState) fenced(f *progress.Fence) {
 	}
 }
 
+// destTopics returns the destination topics the leg's Topic frames named.
+func (s *legState) destTopics() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.topics))
+	for _, dt := range s.topics {
+		out = append(out, dt.name)
+	}
+	return out
+}
+
 // opened marks the shards of todo, now open, ready with the committed
 // progress and segments of st; omap, if not nil, becomes the leg's offset
 // map. restore is called under mu with each shard's committed progress.

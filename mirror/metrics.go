@@ -14,6 +14,7 @@ type metrics struct {
 	lagRecords   *prometheus.GaugeVec   // leg
 	lagSeconds   *prometheus.GaugeVec   // leg
 	txns         *prometheus.CounterVec // leg, outcome
+	hangingTxns  *prometheus.CounterVec // leg
 	txnRetries   *prometheus.CounterVec // leg
 	deadLetters  *prometheus.CounterVec // leg, reason
 	resumes      *prometheus.CounterVec // leg
@@ -52,6 +53,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		txns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_transactions_total", Help: "Destination transactions by outcome (commit, abort).",
 		}, []string{"leg", "outcome"}),
+		hangingTxns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_hanging_transactions_committed_total", Help: "Transactions a destination broker left hanging (markers skipped while a partition had no leader) that a sink committed before loading its progress.",
+		}, []string{"leg"}),
 		txnRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_transaction_retries_total", Help: "Retries of an inbound leg after a failed destination transaction, each after a capped, jittered backoff.",
 		}, []string{"leg"}),
@@ -107,7 +111,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"leg", "reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns, m.txnRetries,
+		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns, m.hangingTxns, m.txnRetries,
 			m.deadLetters, m.resumes, m.dropped, m.sourceGap, m.quarantined, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments, m.passBatches,
 			m.refused, m.violations, m.topicRefused, m.groupDropped)
 	}

@@ -240,9 +240,10 @@ func (l *inLeg) openShards(ctx context.Context, opts []kgo.Opt) error {
 		}
 		l.store = store
 	}
+	topics := l.state.destTopics()
 	for _, sh := range todo {
 		sh.sink.store = l.store
-		if err := sh.sink.open(ctx); err != nil {
+		if err := sh.sink.open(ctx, topics); err != nil {
 			return l.openErr(err)
 		}
 	}

@@ -107,20 +107,52 @@ type sink struct {
 }
 
 // open (re)creates the transactional producer, which fences any previous
-// instance of the shard and aborts the transaction it left open. The caller
+// instance of the shard and aborts the transaction it left open, and then
+// commits what a crashed broker left hanging (commitHanging). The caller
 // then loads the committed progress (after every shard is open), and names
-// the destination in an error (inLeg.openErr).
-func (s *sink) open(ctx context.Context) error {
+// the destination in an error (inLeg.openErr). topics are the destination
+// topics the leg knows besides those of the shard's committed progress.
+func (s *sink) open(ctx context.Context, topics []string) error {
 	s.close()
+	txnID := progress.TransactionalID(s.leg.ID, s.shard)
+	cl, err := s.newProducer(ctx, txnID, s.passthrough())
+	if err != nil {
+		return err
+	}
+	if resolved, err := s.commitHanging(ctx, cl, txnID, topics); err != nil {
+		cl.Close()
+		return err
+	} else if resolved {
+		// The resolver's InitProducerID fenced cl: start again, once the
+		// coordinator has written the markers (InitProducerID waits).
+		cl.Close()
+		if cl, err = s.newProducer(ctx, txnID, s.passthrough()); err != nil {
+			return err
+		}
+	}
+	s.cl = cl
+	if s.passthrough() {
+		s.raw = kraw.NewTxnProducer(cl, txnID)
+		if s.cmp == nil {
+			if s.cmp, err = kgo.DefaultCompressor(kgo.SnappyCompression()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// newProducer returns an initialised transactional client of txnID
+// (pinned to the requests before KIP-890 part 2 when pinned is set).
+func (s *sink) newProducer(ctx context.Context, txnID string, pinned bool) (*kgo.Client, error) {
 	opts := append([]kgo.Opt{}, s.opts...)
 	if lim := s.minLimit(); lim > 0 {
 		// A destination lowered a topic's limit: batches fit it.
 		opts = append(opts, kgo.ProducerBatchMaxBytes(int32(lim)))
 	}
-	if s.passthrough() {
+	if pinned {
 		opts = append(opts, kraw.ClientOpts()...)
 	}
-	txnID := progress.TransactionalID(s.leg.ID, s.shard)
 	cl, err := kgo.NewClient(append(opts,
 		kgo.TransactionalID(txnID),
 		kgo.TransactionTimeout(60*time.Second),
@@ -135,24 +167,67 @@ func (s *sink) open(ctx context.Context) error {
 		kgo.MetadataMinAge(250*time.Millisecond), // new topics and partitions are seen quickly
 	)...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if _, _, err := cl.ProducerID(ctx); err != nil {
 		cl.Close()
 		// The transactional ID is the resource a broker's authorizer
 		// refuses (TRANSACTIONAL_ID_AUTHORIZATION_FAILED names none).
-		return fmt.Errorf("init transactional producer %q: %w", txnID, err)
+		return nil, fmt.Errorf("init transactional producer %q: %w", txnID, err)
 	}
-	s.cl = cl
-	if s.passthrough() {
-		s.raw = kraw.NewTxnProducer(cl, txnID)
-		if s.cmp == nil {
-			if s.cmp, err = kgo.DefaultCompressor(kgo.SnappyCompression()); err != nil {
-				return err
-			}
-		}
+	return cl, nil
+}
+
+// commitHanging finds the transactions of the shard's producer ID that
+// hang in the progress topic or the leg's destination topics (see
+// kraw.FindHanging: a broker that crashed and came back without a leader
+// for a moment skips their markers) and commits them, so that the progress
+// the caller loads next is what the next commit would make true anyway.
+// Without it, the progress of a hanging transaction is invisible, its
+// records are written again, and the next commit commits both copies. It
+// reports whether it committed any.
+func (s *sink) commitHanging(ctx context.Context, cl *kgo.Client, txnID string, topics []string) (bool, error) {
+	id, _, err := cl.ProducerID(ctx)
+	if err != nil {
+		return false, fmt.Errorf("init transactional producer %q: %w", txnID, err)
 	}
-	return nil
+	names := map[string]bool{progress.Topic: true}
+	for _, t := range topics {
+		names[t] = true
+	}
+	for _, p := range s.committed {
+		names[p.DestTopic] = true
+	}
+	list := make([]string, 0, len(names))
+	for t := range names {
+		list = append(list, t)
+	}
+	slices.Sort(list)
+	hanging, skipped, err := kraw.FindHanging(ctx, cl, id, list)
+	if err != nil {
+		// Brokers without DescribeProducers (before 2.8), or a principal
+		// that may not describe: nothing to find, as before.
+		s.log.Debug("hanging transactions not checked", "leg", s.leg.ID, "shard", s.shard, "err", err)
+		return false, nil
+	}
+	if len(skipped) > 0 {
+		s.log.Debug("hanging transactions not checked in some partitions", "leg", s.leg.ID, "shard", s.shard, "partitions", skipped)
+	}
+	if len(hanging) == 0 {
+		return false, nil
+	}
+	rc, err := s.newProducer(ctx, txnID, true)
+	if err != nil {
+		return false, err
+	}
+	defer rc.Close()
+	if err := kraw.CommitHanging(ctx, rc, txnID, hanging); err != nil {
+		return false, fmt.Errorf("commit hanging transaction of %q in %v: %w", txnID, hanging, err)
+	}
+	s.m.hangingTxns.WithLabelValues(s.leg.ID).Inc()
+	s.log.Warn("committed a transaction the destination left hanging (its markers were skipped while a partition had no leader)",
+		"leg", s.leg.ID, "shard", s.shard, "transactional_id", txnID, "partitions", hanging)
+	return true, nil
 }
 
 // committedNext is partition k's committed next source offset (ok false:
