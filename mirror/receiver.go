@@ -251,6 +251,10 @@ func (l *inLeg) openShards(ctx context.Context, opts []kgo.Opt) error {
 	if err != nil {
 		return l.openErr(err)
 	}
+	if len(st.Unsettled) > 0 {
+		l.log.Warn("progress loaded while a transaction still held the progress topic back: progress committed after it began is not seen, and the records it covers may be written again",
+			"leg", l.leg.ID, "partitions", st.Unsettled)
+	}
 	if f := st.Fence(l.leg.ID); f != nil {
 		l.state.fenced(f)
 		return fmt.Errorf("%w: %s (route epoch %d, since %s)", ErrFenced, f.Reason, f.Epoch, time.UnixMilli(f.At).UTC().Format(time.RFC3339))

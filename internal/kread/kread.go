@@ -106,3 +106,52 @@ func EachFrom(ctx context.Context, opts []kgo.Opt, topics []string, from map[str
 	}
 	return nil
 }
+
+// Settle waits, up to within, until no transaction that was open when it
+// was called holds back the last stable offset of topics' partitions: until
+// each partition's last stable offset reaches the high watermark it had at
+// the call. A read that follows then sees the outcome of every record
+// written before the call. It returns the partitions still held back when
+// within ran out ("topic/partition: stable S < end E"), and errors only for
+// requests that fail.
+func Settle(ctx context.Context, opts []kgo.Opt, topics []string, within time.Duration) ([]string, error) {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	hw, err := adm.ListEndOffsets(ctx, topics...)
+	if err == nil {
+		err = hw.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list end offsets: %w", err)
+	}
+	deadline := time.Now().Add(within)
+	for {
+		stable, err := adm.ListCommittedOffsets(ctx, topics...)
+		if err == nil {
+			err = stable.Error()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list offsets: %w", err)
+		}
+		var held []string
+		hw.Each(func(o kadm.ListedOffset) {
+			if s, ok := stable.Lookup(o.Topic, o.Partition); ok && s.Offset < o.Offset {
+				held = append(held, fmt.Sprintf("%s/%d: stable %d < end %d", o.Topic, o.Partition, s.Offset, o.Offset))
+			}
+		})
+		if len(held) == 0 || time.Now().After(deadline) {
+			return held, nil
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return held, ctx.Err()
+		case <-t.C:
+		}
+	}
+}

@@ -84,6 +84,12 @@ type State struct {
 	epochs   map[string]uint64  // highest fence epoch read, lifted or not
 	segments map[string]*Record // by key; tombstones delete
 
+	// Unsettled lists the progress partitions Load read while a
+	// transaction still held their last stable offset back after
+	// loadSettle ("topic/partition: stable S < end E"): what was committed
+	// there after it began is missing from the state.
+	Unsettled []string
+
 	built bool // maps and segs are up to date
 	maps  map[string]*OffsetMap
 	segs  map[string]map[TP][]SegRef
@@ -104,11 +110,25 @@ func (s *Store) Load(ctx context.Context, legs ...string) (*State, error) {
 			st.legs[l] = true
 		}
 	}
+	// An open transaction holds back the last stable offset, and with it
+	// whatever was committed after it began: the load would miss progress
+	// committed since and the leg would write it again. Transactions end
+	// in a second or so; one that outlasts loadSettle is left behind (see
+	// State.Unsettled).
+	held, err := kread.Settle(ctx, s.opts, []string{Topic}, loadSettle)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", Topic, err)
+	}
+	st.Unsettled = held
 	if err := s.Refresh(ctx, st); err != nil {
 		return nil, err
 	}
 	return st, nil
 }
+
+// loadSettle bounds how long Load waits for the transactions open on the
+// progress topic to end.
+const loadSettle = 15 * time.Second
 
 // Refresh reads what was committed to Topic since st was last read, up to
 // the last stable offset seen now. Reading resumes where it stopped: a
