@@ -88,7 +88,7 @@ const AdminUser = "kafkatest-admin"
 // combined broker and controller on 127.0.0.1. Its methods are safe for
 // concurrent use.
 type Cluster struct {
-	tb      testing.TB
+	logf    func(format string, args ...any) // tb.Logf, or Launch's logger
 	dir     string
 	port    int               // client listener
 	cport   int               // controller listener
@@ -127,14 +127,9 @@ func Start(tb testing.TB, n int, opts Options) []*Cluster {
 	}
 	clusters := make([]*Cluster, n)
 	for i := range clusters {
-		c := &Cluster{tb: tb, dir: filepath.Join(parent, "cluster-"+strconv.Itoa(i)), jvm: j, timeout: opts.StartTimeout}
-		if c.timeout == 0 {
-			c.timeout = 2 * time.Minute
-		}
-		if len(opts.Users) > 0 {
-			if c.users, err = withAdmin(opts.Users); err != nil {
-				tb.Fatalf("kafkatest: %v", err)
-			}
+		c, err := newCluster(j, parent, i, opts, tb.Logf)
+		if err != nil {
+			tb.Fatalf("kafkatest: %v", err)
 		}
 		clusters[i] = c
 		tb.Cleanup(func() {
@@ -146,16 +141,84 @@ func Start(tb testing.TB, n int, opts Options) []*Cluster {
 			}
 		})
 	}
-	errs := make([]error, n)
+	if err := setUpAll(clusters, opts); err != nil {
+		tb.Fatalf("kafkatest: %v", err)
+	}
+	return clusters
+}
+
+// Launch is Start for programs that have no testing.TB: the benchmarks of
+// cmd/meridian (`meridian bench mm2`, `bench mirror --kafka real`). It
+// returns an error where Start would skip or fail, logs through logf (nil:
+// nowhere), and leaves clean-up to the caller: stop kills every JVM it
+// started (by PID) and removes the directory Launch made when opts.Dir is
+// empty. The JVMs die with the calling process too (Pdeathsig). On error
+// nothing is left running.
+func Launch(n int, opts Options, logf func(format string, args ...any)) (clusters []*Cluster, stop func() error, err error) {
+	if n < 1 {
+		return nil, nil, fmt.Errorf("kafkatest: launch %d clusters: need at least one", n)
+	}
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	j, err := findJVM()
+	if err != nil {
+		return nil, nil, fmt.Errorf("kafkatest: real Apache Kafka unavailable: %w", err)
+	}
+	parent, made := opts.Dir, false
+	if parent == "" {
+		if parent, err = os.MkdirTemp("", "meridian-kafka-"); err != nil {
+			return nil, nil, err
+		}
+		made = true
+	}
+	stop = func() error {
+		var errs []error
+		for _, c := range clusters {
+			if c != nil {
+				errs = append(errs, c.Kill())
+			}
+		}
+		if made {
+			errs = append(errs, os.RemoveAll(parent))
+		}
+		return errors.Join(errs...)
+	}
+	clusters = make([]*Cluster, n)
+	for i := range clusters {
+		if clusters[i], err = newCluster(j, parent, i, opts, logf); err != nil {
+			return nil, nil, errors.Join(fmt.Errorf("kafkatest: %w", err), stop())
+		}
+	}
+	if err := setUpAll(clusters, opts); err != nil {
+		return nil, nil, errors.Join(fmt.Errorf("kafkatest: %w", err), stop())
+	}
+	return clusters, stop, nil
+}
+
+func newCluster(j jvm, parent string, i int, opts Options, logf func(string, ...any)) (*Cluster, error) {
+	c := &Cluster{logf: logf, dir: filepath.Join(parent, "cluster-"+strconv.Itoa(i)), jvm: j, timeout: opts.StartTimeout}
+	if c.timeout == 0 {
+		c.timeout = 2 * time.Minute
+	}
+	if len(opts.Users) > 0 {
+		var err error
+		if c.users, err = withAdmin(opts.Users); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// setUpAll sets the clusters up in parallel.
+func setUpAll(clusters []*Cluster, opts Options) error {
+	errs := make([]error, len(clusters))
 	var wg sync.WaitGroup
 	for i, c := range clusters {
 		wg.Go(func() { errs[i] = c.setUp(opts) })
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		tb.Fatalf("kafkatest: %v", err)
-	}
-	return clusters
+	return errors.Join(errs...)
 }
 
 // setUp picks ports, writes the config, formats the storage and starts the
@@ -321,7 +384,7 @@ func (c *Cluster) halt(sig syscall.Signal, grace time.Duration) error {
 			select {
 			case <-c.done:
 			case <-time.After(grace):
-				c.tb.Logf("kafkatest: %s did not stop in %v: killing pid %d", c.Addr(), grace, c.cmd.Process.Pid)
+				c.logf("kafkatest: %s did not stop in %v: killing pid %d", c.Addr(), grace, c.cmd.Process.Pid)
 				_ = c.cmd.Process.Kill()
 			}
 		}
@@ -367,7 +430,7 @@ func (c *Cluster) start() error {
 		c.cmd, c.done = nil, nil
 		return fmt.Errorf("start %s (dir %s): %w; last log lines:\n%s", c.Addr(), c.dir, err, tail(c.LogFile(), 20))
 	}
-	c.tb.Logf("kafkatest: Apache Kafka %s at %s ready in %v (pid %d, dir %s)", version(), c.Addr(), time.Since(began).Round(time.Millisecond), cmd.Process.Pid, c.dir)
+	c.logf("kafkatest: Apache Kafka %s at %s ready in %v (pid %d, dir %s)", version(), c.Addr(), time.Since(began).Round(time.Millisecond), cmd.Process.Pid, c.dir)
 	return nil
 }
 
