@@ -18,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -80,6 +79,20 @@ type Options struct {
 	Authorizer bool
 }
 
+// TB is the part of testing.TB the harness uses; *testing.T and
+// *testing.B satisfy it. The package does not import testing, so the CLI's
+// benchmarks (Launch, StartMM2) link it without the testing package.
+type TB interface {
+	Helper()
+	Cleanup(func())
+	TempDir() string
+	Failed() bool
+	Logf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Fatalf(format string, args ...any)
+	Skipf(format string, args ...any)
+}
+
 // AdminUser is the SASL user the harness creates on clusters with
 // Options.Users; it is a super user when Options.Authorizer is set.
 const AdminUser = "kafkatest-admin"
@@ -109,7 +122,7 @@ type Cluster struct {
 //
 // When java (17 or newer) or the resolved jars are missing, Start skips the
 // test and says why; with CI=true in the environment it fails it instead.
-func Start(tb testing.TB, n int, opts Options) []*Cluster {
+func Start(tb TB, n int, opts Options) []*Cluster {
 	tb.Helper()
 	if n < 1 {
 		tb.Fatalf("kafkatest: start %d clusters: need at least one", n)
@@ -147,7 +160,7 @@ func Start(tb testing.TB, n int, opts Options) []*Cluster {
 	return clusters
 }
 
-// Launch is Start for programs that have no testing.TB: the benchmarks of
+// Launch is Start for programs that have no TB: the benchmarks of
 // cmd/meridian (`meridian bench mm2`, `bench mirror --kafka real`). It
 // returns an error where Start would skip or fail, logs through logf (nil:
 // nowhere), and leaves clean-up to the caller: stop kills every JVM it
@@ -279,7 +292,7 @@ func (c *Cluster) PID() int {
 // Client returns a franz-go client seeded with the cluster (logged in as
 // AdminUser when the cluster has SASL users), closed when the test ends.
 // opts come after these, so they may add to or override them.
-func (c *Cluster) Client(tb testing.TB, opts ...kgo.Opt) *kgo.Client {
+func (c *Cluster) Client(tb TB, opts ...kgo.Opt) *kgo.Client {
 	tb.Helper()
 	cl, err := kgo.NewClient(append(c.adminOpts(), opts...)...)
 	if err != nil {
@@ -292,7 +305,7 @@ func (c *Cluster) Client(tb testing.TB, opts ...kgo.Opt) *kgo.Client {
 // ClientAs is Client logged in as user (one of Options.Users) instead of
 // AdminUser. franz-go tries SASL mechanisms in the order given, so adding
 // SASL(user) to Client's options would still log in as the admin.
-func (c *Cluster) ClientAs(tb testing.TB, user string, opts ...kgo.Opt) *kgo.Client {
+func (c *Cluster) ClientAs(tb TB, user string, opts ...kgo.Opt) *kgo.Client {
 	tb.Helper()
 	login := c.SASL(user)
 	if login == nil {
