@@ -42,7 +42,8 @@ type MM2BenchOptions struct {
 	Compression string // meridian's link codec; "": zstd
 	Runs        int    // zero: 1
 	// Contenders, in the order of the first run (later runs rotate it);
-	// nil: meridian-records, meridian-passthrough, mm2.
+	// nil: meridian-records, meridian-passthrough, mm2; empty: no
+	// throughput runs (only Offsets and Sync).
 	Contenders []string
 	// MM2Config holds mm2.properties entries over kafkatest.MM2Config's
 	// defaults (tasks.max, producer or consumer tuning). nil: none.
@@ -151,7 +152,7 @@ func RunMM2Bench(ctx context.Context, o MM2BenchOptions) (res *MM2BenchResult, e
 		Median: map[string]Figures{}, Ratio: map[string]float64{}, SteadyRatio: map[string]float64{}}
 	per := map[string][]Figures{}
 	ratios, steady := map[string][]float64{}, map[string][]float64{}
-	for run := 1; run <= o.Runs; run++ {
+	for run := 1; run <= o.Runs && len(o.Contenders) > 0; run++ {
 		topics := make([]string, o.Topics)
 		for i := range topics {
 			topics[i] = fmt.Sprintf("r%d.bench.%d", run, i)
@@ -193,14 +194,9 @@ func RunMM2Bench(ctx context.Context, o MM2BenchOptions) (res *MM2BenchResult, e
 	for c := range ratios {
 		res.Ratio[c], res.SteadyRatio[c] = median(ratios[c]), median(steady[c])
 	}
-	if o.Offsets {
-		if res.Offsets, err = env.offsetsRow(ctx); err != nil {
-			return res, fmt.Errorf("offsets row: %w", err)
-		}
-	}
-	if o.Sync {
-		if res.Sync, err = env.syncFigures(ctx); err != nil {
-			return res, fmt.Errorf("sync figures: %w", err)
+	if o.Offsets || o.Sync {
+		if res.Offsets, res.Sync, err = env.groupsAndTopics(ctx, o.Offsets, o.Sync); err != nil {
+			return res, fmt.Errorf("offsets and sync: %w", err)
 		}
 	}
 	return res, nil

@@ -132,4 +132,54 @@ func printMM2Bench(w io.Writer, res *lab.MM2BenchResult) {
 	printMM2Offsets(w, res)
 }
 
-func printMM2Offsets(io.Writer, *lab.MM2BenchResult) {}
+func printMM2Offsets(w io.Writer, res *lab.MM2BenchResult) {
+	if len(res.Offsets) > 0 {
+		fmt.Fprintln(w, "\nafter a planned failover (producers stopped, mirrors caught up, offsets at the destination unchanged for 10 s),")
+		fmt.Fprintln(w, "a consumer reads from the group's destination offsets to the end:")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "group lag\tmeridian re-read\tmeridian skipped\tmm2 re-read\tmm2 skipped\tmm2 partitions without offset")
+		type pair struct{ m, mm lab.OffsetRow }
+		byLag := map[int64]*pair{}
+		var lags []int64
+		for _, r := range res.Offsets {
+			p := byLag[r.Lag]
+			if p == nil {
+				p = &pair{}
+				byLag[r.Lag] = p
+				lags = append(lags, r.Lag)
+			}
+			if r.Contender == lab.ContenderMM2 {
+				p.mm = r
+			} else {
+				p.m = r
+			}
+		}
+		slices.Sort(lags)
+		for _, l := range lags {
+			p := byLag[l]
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\n", l, p.m.ReRead, p.m.Skipped, p.mm.ReRead, p.mm.Skipped, p.mm.NoOffset)
+		}
+		tw.Flush()
+	}
+	if s := res.Sync; s != nil {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "\tnew topic s\tits first record s\tgroup sync p50 s\tp99 s\tmax s\tunresolved of %d commits\n", s.Commits)
+		for _, c := range []string{lab.ContenderRecords, lab.ContenderMM2} {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", c, secs(s.NewTopic, c), secs(s.NewTopicRecord, c),
+				secs(s.SyncP50, c), secs(s.SyncP99, c), secs(s.SyncMax, c), s.Unresolved[c])
+		}
+		tw.Flush()
+		m, mm := s.SyncP99[lab.ContenderRecords], s.SyncP99[lab.ContenderMM2]
+		if m > 0 && mm > 0 {
+			fmt.Fprintf(w, "group sync p99, mm2/meridian: %.1fx\n", mm/m)
+		}
+	}
+}
+
+func secs(m map[string]float64, c string) string {
+	if v, ok := m[c]; ok {
+		return fmt.Sprintf("%.2f", v)
+	}
+	return "-"
+}
