@@ -419,11 +419,27 @@ func (e *mm2Env) runMM2(ctx context.Context, r *ContenderRun, run int, topics []
 	return rename, nil
 }
 
-// endSum is the sum of the topics' end offsets (0 for a topic not there yet).
+// endSum is the sum of the topics' end offsets (0 for a topic not there
+// yet). It lists all topics first: asking for offsets or metadata of a
+// topic that does not exist makes franz-go retry until its context ends,
+// which would delay the first sighting by the timeout.
 func endSum(ctx context.Context, adm *kadm.Client, topics []string) int64 {
 	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	ends, err := adm.ListEndOffsets(lctx, topics...)
+	td, err := adm.ListTopics(lctx)
+	if err != nil {
+		return 0
+	}
+	var there []string
+	for _, t := range topics {
+		if d, ok := td[t]; ok && d.Err == nil {
+			there = append(there, t)
+		}
+	}
+	if len(there) == 0 {
+		return 0
+	}
+	ends, err := adm.ListEndOffsets(lctx, there...)
 	if err != nil {
 		return 0
 	}

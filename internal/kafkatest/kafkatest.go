@@ -72,6 +72,23 @@ type Options struct {
 	// authentication (PLAINTEXT).
 	Users map[string]string
 
+	// Host is the address the client listener binds and advertises; the
+	// controller listener (and the inter-broker one with Users) stays on
+	// 127.0.0.1 of the broker's network namespace. "": 127.0.0.1. With
+	// Command and Dialer it puts a broker on a lab address (chaos/netlab:
+	// Lab.Addr, Lab.Command, Lab.DialContext).
+	Host string
+	// Command builds the command that runs the broker's JVM, for example
+	// inside a network namespace (netlab's Lab.Command). The harness sets
+	// its directory, output and Pdeathsig; the JVM must be the process
+	// started (as nsenter does, which execs it), since Stop and Kill
+	// signal that PID. nil: exec.Command.
+	Command func(name string, args ...string) *exec.Cmd
+	// Dialer is how the harness's own clients (the readiness check,
+	// Client) reach the broker, for a Host outside this network namespace.
+	// nil: franz-go's default dialer.
+	Dialer func(ctx context.Context, network, address string) (net.Conn, error)
+
 	// Authorizer turns on Kafka's StandardAuthorizer: with no ACL a
 	// request is denied, except for the super users (AdminUser and the
 	// broker's own ANONYMOUS). Grant access with kadm (CreateACLs) as
@@ -108,7 +125,10 @@ type Cluster struct {
 	iport   int               // inter-broker PLAINTEXT listener when the client one is SASL; 0 otherwise
 	users   map[string]string // SASL/PLAIN user → password, AdminUser included; nil: no SASL
 	jvm     jvm
-	args    []string // java arguments to run the broker
+	host    string                                                            // client listener's address
+	command func(name string, args ...string) *exec.Cmd                       // Options.Command, or exec.Command
+	dialer  func(ctx context.Context, network, addr string) (net.Conn, error) // Options.Dialer; nil: default
+	args    []string                                                          // java arguments to run the broker
 	timeout time.Duration
 
 	mu   sync.Mutex
@@ -210,7 +230,14 @@ func Launch(n int, opts Options, logf func(format string, args ...any)) (cluster
 }
 
 func newCluster(j jvm, parent string, i int, opts Options, logf func(string, ...any)) (*Cluster, error) {
-	c := &Cluster{logf: logf, dir: filepath.Join(parent, "cluster-"+strconv.Itoa(i)), jvm: j, timeout: opts.StartTimeout}
+	c := &Cluster{logf: logf, dir: filepath.Join(parent, "cluster-"+strconv.Itoa(i)), jvm: j, timeout: opts.StartTimeout,
+		host: opts.Host, command: opts.Command, dialer: opts.Dialer}
+	if c.host == "" {
+		c.host = "127.0.0.1"
+	}
+	if c.command == nil {
+		c.command = exec.Command
+	}
 	if c.timeout == 0 {
 		c.timeout = 2 * time.Minute
 	}
@@ -269,9 +296,9 @@ func (c *Cluster) setUp(opts Options) error {
 // Bootstrap returns the seed brokers for clients: the one broker's address.
 func (c *Cluster) Bootstrap() []string { return []string{c.Addr()} }
 
-// Addr returns the broker's client address, 127.0.0.1:port. It stays the
-// same across restarts.
-func (c *Cluster) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(c.port)) }
+// Addr returns the broker's client address, host:port (host is
+// Options.Host, 127.0.0.1 by default). It stays the same across restarts.
+func (c *Cluster) Addr() string { return net.JoinHostPort(c.host, strconv.Itoa(c.port)) }
 
 // Dir returns the cluster's directory: server.properties, data/, server.log.
 func (c *Cluster) Dir() string { return c.dir }
@@ -338,6 +365,9 @@ func (c *Cluster) Password(user string) string { return c.users[user] }
 // cluster has SASL.
 func (c *Cluster) adminOpts() []kgo.Opt {
 	opts := []kgo.Opt{kgo.SeedBrokers(c.Bootstrap()...)}
+	if c.dialer != nil {
+		opts = append(opts, kgo.Dialer(c.dialer))
+	}
 	if o := c.SASL(AdminUser); o != nil {
 		opts = append(opts, o)
 	}
@@ -419,7 +449,7 @@ func (c *Cluster) start() error {
 		return err
 	}
 	defer out.Close() // the child holds its own copy
-	cmd := exec.Command(c.jvm.java, c.args...)
+	cmd := c.command(c.jvm.java, c.args...)
 	cmd.Dir = c.dir
 	cmd.Stdout, cmd.Stderr = out, out
 	// Should the test binary die without clean-up (a -timeout panic),
@@ -486,8 +516,8 @@ func (c *Cluster) defaultConfig() map[string]string {
 		"process.roles":                                    "broker,controller",
 		"node.id":                                          "1",
 		"controller.quorum.voters":                         "1@127.0.0.1:${CONTROLLER_PORT}",
-		"listeners":                                        "PLAINTEXT://127.0.0.1:${PORT},CONTROLLER://127.0.0.1:${CONTROLLER_PORT}",
-		"advertised.listeners":                             "PLAINTEXT://127.0.0.1:${PORT}",
+		"listeners":                                        "PLAINTEXT://" + c.host + ":${PORT},CONTROLLER://127.0.0.1:${CONTROLLER_PORT}",
+		"advertised.listeners":                             "PLAINTEXT://" + c.host + ":${PORT}",
 		"controller.listener.names":                        "CONTROLLER",
 		"inter.broker.listener.name":                       "PLAINTEXT",
 		"listener.security.protocol.map":                   "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL",
@@ -524,8 +554,8 @@ func (c *Cluster) saslConfig(cfg map[string]string) {
 	if c.users == nil {
 		return
 	}
-	cfg["listeners"] = "SASL_PLAINTEXT://127.0.0.1:${PORT},PLAINTEXT://127.0.0.1:" + strconv.Itoa(c.iport) + ",CONTROLLER://127.0.0.1:${CONTROLLER_PORT}"
-	cfg["advertised.listeners"] = "SASL_PLAINTEXT://127.0.0.1:${PORT},PLAINTEXT://127.0.0.1:" + strconv.Itoa(c.iport)
+	cfg["listeners"] = "SASL_PLAINTEXT://" + c.host + ":${PORT},PLAINTEXT://127.0.0.1:" + strconv.Itoa(c.iport) + ",CONTROLLER://127.0.0.1:${CONTROLLER_PORT}"
+	cfg["advertised.listeners"] = "SASL_PLAINTEXT://" + c.host + ":${PORT},PLAINTEXT://127.0.0.1:" + strconv.Itoa(c.iport)
 	cfg["sasl.enabled.mechanisms"] = "PLAIN"
 	cfg["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] = "PLAIN"
 	var jaas strings.Builder

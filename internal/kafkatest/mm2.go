@@ -46,6 +46,10 @@ type MM2Options struct {
 	// Dir holds mm2.properties, log4j2.properties, mm2.log and stdout.log;
 	// it is created if missing and left in place. Required.
 	Dir string
+	// Command builds the command that runs the JVM, for example inside a
+	// network namespace (netlab's Lab.Command); as for Options.Command the
+	// JVM must be the process started. nil: exec.Command.
+	Command func(name string, args ...string) *exec.Cmd
 	// Logf receives a line when MirrorMaker starts and stops; nil: nowhere.
 	Logf func(format string, args ...any)
 }
@@ -178,7 +182,11 @@ logger.reflections.level = ERROR
 		return nil, err
 	}
 	defer out.Close() // the child holds its own copy
-	cmd := exec.Command(j.java, args...)
+	command := o.Command
+	if command == nil {
+		command = exec.Command
+	}
+	cmd := command(j.java, args...)
 	cmd.Dir = o.Dir
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
