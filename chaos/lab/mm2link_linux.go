@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/meridian-gw/meridian/internal/kafkatest"
 )
@@ -31,9 +33,9 @@ func (e *linkEnv) startRealKafka() (err error) {
 		return err
 	}
 	e.realDir = dir
-	for _, region := range []string{"edge", "hq"} {
-		if out, err := e.lab.Command(region, "sysctl", "-w", "net.ipv4.tcp_congestion_control="+e.o.TCPCongestion).CombinedOutput(); err != nil {
-			return fmt.Errorf("%s: set TCP congestion control %s: %w: %s", region, e.o.TCPCongestion, err, out)
+	for _, r := range [][2]string{{"edge", "hq"}, {"hq", "edge"}} {
+		if err := e.routeCongestion(r[0], r[1]); err != nil {
+			return err
 		}
 	}
 	cfg := map[string]string{}
@@ -106,4 +108,37 @@ func (e *linkEnv) runMM2(ctx context.Context) error {
 	case <-mm.Exited():
 		return fmt.Errorf("MirrorMaker 2 exited; last lines of %s:\n%s", mm.LogFile(), mm.Tail(20))
 	}
+}
+
+// routeCongestion sets the lab's TCP congestion control on the route from
+// one region to the other (ip route change ... congctl), which every TCP
+// socket on that path then uses, the JVMs' included. The namespace's
+// default (net.ipv4.tcp_congestion_control, inherited from the host) cannot
+// be changed here: /proc/sys is read-only in this container.
+func (e *linkEnv) routeCongestion(from, to string) error {
+	dst := netip.PrefixFrom(e.lab.Addr(to), 24).Masked().String()
+	out, err := e.lab.Command(from, "ip", "-4", "route", "show", dst).Output()
+	if err != nil {
+		return fmt.Errorf("%s: ip route show %s: %w", from, dst, err)
+	}
+	f := strings.Fields(strings.TrimSpace(string(out)))
+	if len(f) == 0 {
+		return fmt.Errorf("%s: no route to %s", from, dst)
+	}
+	args := []string{"route", "change"}
+	for i := 0; i < len(f); i++ {
+		if f[i] == "congctl" { // replaced below
+			i++
+			if i < len(f) && f[i] == "lock" {
+				i++
+			}
+			continue
+		}
+		args = append(args, f[i])
+	}
+	args = append(args, "congctl", e.o.TCPCongestion)
+	if out, err := e.lab.Command(from, "ip", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: ip %s: %w: %s", from, strings.Join(args, " "), err, out)
+	}
+	return nil
 }
