@@ -34,3 +34,25 @@ func RunMirrorBenchReal(ctx context.Context, o BenchOptions) (res *BenchResult, 
 	}
 	return res, err
 }
+
+// RunDemoReal is RunDemo on two real Apache Kafka clusters (internal/kafkatest,
+// the harness's quick-start JVM settings) started for the demo and stopped
+// after it.
+func RunDemoReal(ctx context.Context, o DemoOptions) (sum *DemoSummary, err error) {
+	logf := func(string, ...any) {}
+	if o.Logger != nil {
+		logf = func(format string, args ...any) {
+			o.Logger.Info(fmt.Sprintf(format, args...), "component", "kafkatest")
+		}
+	}
+	if o.Out != nil {
+		fmt.Fprintf(o.Out, "starting two Apache Kafka %s brokers on 127.0.0.1 ...\n", kafkatest.Version)
+	}
+	cs, stop, err := kafkatest.Launch(2, kafkatest.Options{}, logf)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, stop()) }()
+	o.EdgeBootstrap, o.HQBootstrap = cs[0].Bootstrap(), cs[1].Bootstrap()
+	return RunDemo(ctx, o)
+}
