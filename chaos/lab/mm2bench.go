@@ -94,8 +94,11 @@ type MM2BenchResult struct {
 	Ratio       map[string]float64 `json:"ratio_over_mm2"`
 	SteadyRatio map[string]float64 `json:"steady_ratio_over_mm2"`
 	Offsets     []OffsetRow        `json:"offsets,omitempty"`
-	Sync        *SyncResult        `json:"sync,omitempty"`
-	Load        string             `json:"load"` // /proc/loadavg at the start
+	// FailoverSeconds is how long meridian's planned failover took in the
+	// offsets row (drain, final group sync, fence).
+	FailoverSeconds float64     `json:"failover_seconds,omitempty"`
+	Sync            *SyncResult `json:"sync,omitempty"`
+	Load            string      `json:"load"` // /proc/loadavg at the start
 }
 
 // RunMM2Bench starts two real Apache Kafka clusters (internal/kafkatest,
@@ -198,6 +201,7 @@ func RunMM2Bench(ctx context.Context, o MM2BenchOptions) (res *MM2BenchResult, e
 		if res.Offsets, res.Sync, err = env.groupsAndTopics(ctx, o.Offsets, o.Sync); err != nil {
 			return res, fmt.Errorf("offsets and sync: %w", err)
 		}
+		res.FailoverSeconds = env.failoverSeconds
 	}
 	return res, nil
 }
@@ -215,6 +219,8 @@ type mm2Env struct {
 	src, dst *kafkatest.Cluster
 	stop     func() error
 	mm2s     int // MirrorMakers started, for their directory names and aliases
+
+	failoverSeconds float64 // meridian's planned failover in the offsets row
 }
 
 func startMM2Env(o MM2BenchOptions) (*mm2Env, error) {

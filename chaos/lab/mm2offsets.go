@@ -15,6 +15,8 @@ import (
 
 	"github.com/meridian-gw/meridian/internal/kafkatest"
 	"github.com/meridian-gw/meridian/internal/kread"
+	"github.com/meridian-gw/meridian/mirror/dr"
+	"github.com/meridian-gw/meridian/routing"
 )
 
 // OffsetRow is one consumer group after a planned failover, for one
@@ -169,13 +171,22 @@ func (e *mm2Env) groupsAndTopics(ctx context.Context, offsets, syncs bool) (rows
 			return nil, nil, err
 		}
 	}
-	// Failover: the mirrors stop; consumers move to the destination.
+	// Failover. Meridian's is its planned failover (mirror/dr, what
+	// `meridian failover` runs): drain, a final group sync, the fence.
+	// MirrorMaker 2 has none: its synced offsets are what consumers get.
+	rep, err := e.failover(ctx, l, "off")
+	if err != nil {
+		return nil, nil, fmt.Errorf("meridian failover: %w", err)
+	}
+	e.failoverSeconds = rep.Seconds
+	fmt.Fprintf(e.o.Out, "offsets: meridian failover in %.2f s (drained %v, %d groups synced)\n", rep.Seconds, rep.Drained, len(rep.Groups))
 	if err := mm.Stop(); err != nil {
 		return nil, nil, err
 	}
 	if err := l.Close(); err != nil {
 		e.o.Logger.Warn("stop meridian", "err", err)
 	}
+	last = snapshot()
 	for _, c := range []string{ContenderRecords, ContenderMM2} {
 		dt := dstTopic[c](offTopic)
 		for _, g := range groups {
@@ -215,6 +226,22 @@ func (e *mm2Env) groupsAndTopics(ctx context.Context, offsets, syncs bool) (rows
 		}
 	}
 	return rows, sr, nil
+}
+
+// failover runs meridian's planned failover of the lab's route.
+func (e *mm2Env) failover(ctx context.Context, l *Lab, route string) (*dr.FailoverReport, error) {
+	table, err := routing.Compile(l.Topo, EdgeGateway)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range table.Out {
+		for _, leg := range p.Legs {
+			if leg.Route.Name == route {
+				return dr.Failover(ctx, dr.FailoverOptions{Leg: leg, Src: l.EdgeOpts(), Dst: l.HQOpts(), Drain: time.Minute, Reason: "bench mm2"})
+			}
+		}
+	}
+	return nil, fmt.Errorf("no leg of route %s", route)
 }
 
 func (e *mm2Env) admin(opts []kgo.Opt) (*kadm.Client, error) {
