@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/meridian-gw/meridian/config"
 	"github.com/meridian-gw/meridian/internal/verify"
 )
 
@@ -31,8 +32,13 @@ type BenchOptions struct {
 	// Options.ProduceLatency), for both contenders.
 	ProduceLatency time.Duration
 	Runs           int // zero: 3
-	Logger         *slog.Logger
-	Out            io.Writer // per-run lines; nil: none
+	// EdgeBootstrap and HQBootstrap, when set, are external clusters
+	// (real Apache Kafka: RunMirrorBenchReal) used instead of fresh kfake
+	// clusters; each contender of each run then gets fresh topics there,
+	// prefixed "x<n>.". Nil: kfake.
+	EdgeBootstrap, HQBootstrap []string
+	Logger                     *slog.Logger
+	Out                        io.Writer // per-run lines; nil: none
 }
 
 // Figures are one measured run of one contender. Seconds and the rates are
@@ -80,6 +86,7 @@ func figures(n int64, mb float64, start, first time.Time, firstCount int64, end 
 // BenchResult compares meridian with the baseline.
 type BenchResult struct {
 	Records     int64     `json:"records"`
+	Kafka       string    `json:"kafka"` // the clusters: kfake, or real Apache Kafka
 	Bytes       int64     `json:"bytes"` // source key+value+header bytes per run
 	Compression string    `json:"compression"`
 	Passthrough bool      `json:"passthrough"`
@@ -125,7 +132,10 @@ func RunMirrorBench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	for i := range topics {
 		topics[i] = fmt.Sprintf("bench.%d", i)
 	}
-	res := &BenchResult{Records: o.Records, Compression: o.Compression, Passthrough: o.Passthrough, Verified: true}
+	res := &BenchResult{Records: o.Records, Kafka: "kfake", Compression: o.Compression, Passthrough: o.Passthrough, Verified: true}
+	if len(o.EdgeBootstrap) > 0 {
+		res.Kafka = "external"
+	}
 	var ratios, steady []float64
 	for run := 1; run <= o.Runs; run++ {
 		b, m, bytes, raw, wire, ok, err := benchRun(ctx, o, topics, run%2 == 1)
@@ -154,7 +164,7 @@ func benchRun(ctx context.Context, o BenchOptions, topics []string, baselineFirs
 	// Each contender runs in its own fresh lab (fresh clusters and heap
 	// state), and the order alternates from run to run.
 	runBase := func(ctx context.Context) error {
-		l, mb, n, err := preloaded(ctx, o, topics)
+		l, topics, mb, n, err := preloaded(ctx, o, topics)
 		if err != nil {
 			return err
 		}
@@ -168,7 +178,7 @@ func benchRun(ctx context.Context, o BenchOptions, topics []string, baselineFirs
 		return nil
 	}
 	runMeridian := func(ctx context.Context) error {
-		l, mb, n, err := preloaded(ctx, o, topics)
+		l, topics, mb, n, err := preloaded(ctx, o, topics)
 		if err != nil {
 			return err
 		}
@@ -237,29 +247,45 @@ func benchRun(ctx context.Context, o BenchOptions, topics []string, baselineFirs
 	return
 }
 
-// preloaded starts a lab and fills its source with the run's records.
-func preloaded(ctx context.Context, o BenchOptions, topics []string) (l *Lab, mb float64, n int64, err error) {
-	pprof.Do(ctx, pprof.Labels("phase", "clusters"), func(ctx context.Context) { l, mb, n, err = preload(ctx, o, topics) })
-	return
+// preloaded starts a lab and fills its source with the run's records. On
+// external clusters the topics get a fresh prefix, returned with the lab.
+func preloaded(ctx context.Context, o BenchOptions, topics []string) (l *Lab, _ []string, mb float64, n int64, err error) {
+	pprof.Do(ctx, pprof.Labels("phase", "clusters"), func(ctx context.Context) { l, topics, mb, n, err = preload(ctx, o, topics) })
+	return l, topics, mb, n, err
 }
 
-func preload(ctx context.Context, o BenchOptions, topics []string) (*Lab, float64, int64, error) {
-	l, err := New(Options{Topics: topics, Partitions: o.Partitions, Compression: o.Compression, Passthrough: o.Passthrough, ProduceLatency: o.ProduceLatency, Logger: o.Logger})
+// preloads numbers the labs on external clusters.
+var preloads atomic.Int64
+
+func preload(ctx context.Context, o BenchOptions, topics []string) (*Lab, []string, float64, int64, error) {
+	lo := Options{Topics: topics, Partitions: o.Partitions, Compression: o.Compression, Passthrough: o.Passthrough, ProduceLatency: o.ProduceLatency, Logger: o.Logger}
+	if len(o.EdgeBootstrap) > 0 {
+		x := fmt.Sprintf("x%d", preloads.Add(1))
+		lo.Topics = nil
+		for _, t := range topics {
+			lo.Topics = append(lo.Topics, x+"."+t)
+		}
+		topics = lo.Topics
+		lo.EdgeBootstrap, lo.HQBootstrap = o.EdgeBootstrap, o.HQBootstrap
+		lo.Routes = []config.Route{{Name: "mirror-" + x, From: "edge/kafka", To: []string{"hq/kafka"},
+			Topics: config.TopicFilter{Include: []string{"^" + x + `\.`}}, StartAt: "earliest", Discover: time.Second}}
+	}
+	l, err := New(lo)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, nil, 0, 0, err
 	}
 	p, err := NewProducer(l.EdgeOpts(), topics, 42, o.ValueSize)
 	if err != nil {
 		l.Close()
-		return nil, 0, 0, err
+		return nil, nil, 0, 0, err
 	}
 	err = p.Run(ctx, 0, o.Records)
 	p.Close()
 	if err != nil {
 		l.Close()
-		return nil, 0, 0, err
+		return nil, nil, 0, 0, err
 	}
-	return l, float64(p.Bytes()) / 1e6, p.Bytes(), nil
+	return l, topics, float64(p.Bytes()) / 1e6, p.Bytes(), nil
 }
 
 // directCopy is the baseline: a franz-go consumer reading the source and an

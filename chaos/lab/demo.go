@@ -25,6 +25,9 @@ type DemoOptions struct {
 	Live bool
 	// Logger for the gateways; nil discards.
 	Logger *slog.Logger
+	// EdgeBootstrap and HQBootstrap, when set, are external clusters (real
+	// Apache Kafka: RunDemoReal) instead of in-process kfake. Nil: kfake.
+	EdgeBootstrap, HQBootstrap []string
 }
 
 // DemoSummary is the demo's result, counted by reading both clusters back.
@@ -60,7 +63,8 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoSummary, error) {
 		o.Out = io.Discard
 	}
 	start := time.Now()
-	l, err := New(Options{Topics: DemoTopics, Partitions: 3, Profile: o.Profile, Logger: o.Logger})
+	l, err := New(Options{Topics: DemoTopics, Partitions: 3, Profile: o.Profile, Logger: o.Logger,
+		EdgeBootstrap: o.EdgeBootstrap, HQBootstrap: o.HQBootstrap})
 	if err != nil {
 		return nil, err
 	}
@@ -70,10 +74,10 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoSummary, error) {
 			return nil, err
 		}
 	}
-	fmt.Fprintf(o.Out, "edge Kafka (source):      %v\n", l.Edge.ListenAddrs())
-	fmt.Fprintf(o.Out, "hq Kafka (destination):   %v\n", l.HQ.ListenAddrs())
+	fmt.Fprintf(o.Out, "edge Kafka (source):      %v\n", l.EdgeBootstrap())
+	fmt.Fprintf(o.Out, "hq Kafka (destination):   %v\n", l.HQBootstrap())
 	fmt.Fprintf(o.Out, "link: QUIC+mTLS via impairment proxy %s, profile %s\n", l.Proxy.Addr(), l.Proxy.Profile())
-	fmt.Fprintf(o.Out, "try: kcat -b %s -C -t alarms -o beginning -e\n\n", l.HQ.ListenAddrs()[0])
+	fmt.Fprintf(o.Out, "try: kcat -b %s -C -t alarms -o beginning -e\n\n", l.HQBootstrap()[0])
 
 	p, err := NewProducer(l.EdgeOpts(), DemoTopics, uint64(start.UnixNano()), 0)
 	if err != nil {
@@ -139,7 +143,7 @@ loop:
 	progress(true)
 	_, out := legTotals(l)
 	sum := &DemoSummary{
-		Profile: o.Profile, Topics: DemoTopics, EdgeKafka: l.Edge.ListenAddrs(), HQKafka: l.HQ.ListenAddrs(),
+		Profile: o.Profile, Topics: DemoTopics, EdgeKafka: l.EdgeBootstrap(), HQKafka: l.HQBootstrap(),
 		RawBytes: out.RawBytes, WireBytes: out.WireBytes,
 	}
 	if gw := l.Gateway(EdgeGateway); gw != nil {

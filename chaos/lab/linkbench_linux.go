@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -67,6 +68,20 @@ type LinkBenchOptions struct {
 	// responses from the edge broker) runs under. "": cubic, Linux's
 	// default and what a MirrorMaker 2 deployment gets unless tuned.
 	TCPCongestion string
+	// Kafka is what runs in each region: "kfake" (in process; "" too) or
+	// "real" (an Apache Kafka broker from internal/kafkatest, its JVM in
+	// the region's namespace, listening on the region's lab address). The
+	// mm2 contender needs "real".
+	Kafka string
+	// KafkaTuned applies, with real Kafka, what Kafka's documentation
+	// advises for high-latency links: socket buffers left to the kernel's
+	// autotuning (-1) at both brokers and in MirrorMaker's clients (their
+	// defaults of 64-128 KB cap one connection near 1 Mbit/s at 600 ms),
+	// and longer request timeouts in MirrorMaker's clients.
+	KafkaTuned bool
+	// MM2Config holds mm2.properties entries for the mm2 contender over
+	// the defaults (and the tuning). nil: none.
+	MM2Config map[string]string
 	// Seed of the lab's impairments; zero picks one.
 	Seed   uint64
 	Logger *slog.Logger
@@ -110,10 +125,13 @@ type LinkReport struct {
 	RTT       float64       `json:"rtt_s"`
 	Loss      float64       `json:"loss"` // mean random and bursty loss edge→hq
 	Payload   string        `json:"payload"`
+	Kafka     string        `json:"kafka"`
 	TCPCC     string        `json:"tcp_congestion_control"`
 	Duration  float64       `json:"duration_s"`
 	Results   []*LinkResult `json:"results"`
 	Advantage float64       `json:"meridian_over_tcp,omitempty"` // goodput ratio
+	// AdvantageMM2 is meridian's goodput over real MirrorMaker 2's.
+	AdvantageMM2 float64 `json:"meridian_over_mm2,omitempty"`
 }
 
 // RunLinkBench runs each contender in a fresh packet lab (network
@@ -159,10 +177,22 @@ func RunLinkBench(ctx context.Context, o LinkBenchOptions) (*LinkReport, error) 
 	if o.JSON {
 		rep.Payload = "json"
 	}
+	if o.Kafka == "" {
+		o.Kafka = "kfake"
+	}
+	if o.Kafka != "kfake" && o.Kafka != "real" {
+		return nil, fmt.Errorf("link bench: kafka %q: want kfake or real", o.Kafka)
+	}
+	rep.Kafka = o.Kafka
 	for _, c := range o.Contenders {
-		if c != ContenderMeridian && c != ContenderTCP {
-			return nil, fmt.Errorf("link bench: unknown contender %q (meridian, tcp)", c)
+		if c != ContenderMeridian && c != ContenderTCP && c != ContenderMM2 {
+			return nil, fmt.Errorf("link bench: unknown contender %q (meridian, tcp, mm2)", c)
 		}
+		if c == ContenderMM2 && o.Kafka != "real" {
+			return nil, errors.New("link bench: the mm2 contender needs real Kafka")
+		}
+	}
+	for _, c := range o.Contenders {
 		r, err := runLinkContender(ctx, o, c)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -177,17 +207,22 @@ func RunLinkBench(ctx context.Context, o LinkBenchOptions) (*LinkReport, error) 
 		o.Progress(fmt.Sprintf("%s: goodput %.2f Mbit/s (%.0f%% of the link), wire %.2f Mbit/s, longest stall %.2f s at %.1f s, exact %v",
 			c, r.GoodputBits/1e6, 100*r.LinkShare, r.WireBits/1e6, r.LongestStall, r.LongestStallAt, r.Exact))
 	}
-	var m, t *LinkResult
+	var m, t, mm *LinkResult
 	for _, r := range rep.Results {
 		switch r.Contender {
 		case ContenderMeridian:
 			m = r
 		case ContenderTCP:
 			t = r
+		case ContenderMM2:
+			mm = r
 		}
 	}
 	if m != nil && t != nil && t.GoodputBits > 0 {
 		rep.Advantage = m.GoodputBits / t.GoodputBits
+	}
+	if m != nil && mm != nil && mm.GoodputBits > 0 {
+		rep.AdvantageMM2 = m.GoodputBits / mm.GoodputBits
 	}
 	return rep, nil
 }
@@ -196,8 +231,15 @@ func RunLinkBench(ctx context.Context, o LinkBenchOptions) (*LinkReport, error) 
 type linkEnv struct {
 	o        LinkBenchOptions
 	lab      *netlab.Lab
-	edge, hq *kfake.Cluster
+	edge, hq linkCluster
 	topics   []string
+	realDir  string // with real Kafka: the brokers' and MirrorMaker's directories
+}
+
+// linkCluster is a region's Kafka: kfake, or a real broker (realCluster).
+type linkCluster interface {
+	ListenAddrs() []string
+	Close()
 }
 
 func (e *linkEnv) close() {
@@ -210,10 +252,13 @@ func (e *linkEnv) close() {
 	if e.lab != nil {
 		e.lab.Close()
 	}
+	if e.realDir != "" {
+		os.RemoveAll(e.realDir)
+	}
 }
 
 // clientOpts reach a cluster from inside a region.
-func (e *linkEnv) clientOpts(c *kfake.Cluster, region string) []kgo.Opt {
+func (e *linkEnv) clientOpts(c linkCluster, region string) []kgo.Opt {
 	return []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.Dialer(e.lab.DialContext(region))}
 }
 
@@ -232,16 +277,26 @@ func newLinkEnv(o LinkBenchOptions) (e *linkEnv, err error) {
 	for i := range o.Topics {
 		e.topics = append(e.topics, fmt.Sprintf("link.%d", i))
 	}
+	if o.Kafka == "real" {
+		if err := e.startRealKafka(); err != nil {
+			return nil, err
+		}
+		return e, nil
+	}
 	listenIn := func(region string) kfake.Opt {
 		addr := e.lab.Addr(region).String() + ":0"
 		return kfake.ListenFn(func(network, _ string) (net.Listener, error) { return e.lab.Listen(region, network, addr) })
 	}
-	if e.edge, err = kfake.NewCluster(kfake.NumBrokers(1), listenIn("edge"), kfake.SeedTopics(o.Partitions, e.topics...)); err != nil {
+	edge, err := kfake.NewCluster(kfake.NumBrokers(1), listenIn("edge"), kfake.SeedTopics(o.Partitions, e.topics...))
+	if err != nil {
 		return nil, fmt.Errorf("edge cluster: %w", err)
 	}
-	if e.hq, err = kfake.NewCluster(kfake.NumBrokers(1), listenIn("hq")); err != nil {
+	e.edge = edge
+	hq, err := kfake.NewCluster(kfake.NumBrokers(1), listenIn("hq"))
+	if err != nil {
 		return nil, fmt.Errorf("hq cluster: %w", err)
 	}
+	e.hq = hq
 	return e, nil
 }
 
@@ -364,6 +419,8 @@ func runLinkContender(ctx context.Context, o LinkBenchOptions, contender string)
 		wg.Go(func() { fail(e.runMeridian(rctx)) })
 	case ContenderTCP:
 		wg.Go(func() { fail(e.runTCP(rctx)) })
+	case ContenderMM2:
+		wg.Go(func() { fail(e.runMM2(rctx)) })
 	}
 	var blackoutEnd time.Time
 	if o.Blackout > 0 {

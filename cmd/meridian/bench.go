@@ -17,13 +17,13 @@ func newBenchCmd(g *globals) *cobra.Command {
 		Use:   "bench",
 		Short: "Benchmarks measured against a baseline in the same run",
 	}
-	cmd.AddCommand(newBenchMirrorCmd(g), newBenchLinkCmd(g))
+	cmd.AddCommand(newBenchMirrorCmd(g), newBenchLinkCmd(g), newBenchMM2Cmd(g))
 	return cmd
 }
 
 func newBenchMirrorCmd(g *globals) *cobra.Command {
 	var o lab.BenchOptions
-	var output, cpuProfile string
+	var output, cpuProfile, kafka string
 	cmd := &cobra.Command{
 		Use:   "mirror",
 		Short: "Meridian between two in-process Kafka clusters over loopback QUIC vs a direct franz-go consume->produce loop",
@@ -48,7 +48,15 @@ func newBenchMirrorCmd(g *globals) *cobra.Command {
 				}
 				defer pprof.StopCPUProfile()
 			}
-			res, err := lab.RunMirrorBench(cmd.Context(), o)
+			run := lab.RunMirrorBench
+			switch kafka {
+			case "kfake":
+			case "real":
+				run = lab.RunMirrorBenchReal
+			default:
+				return &exitError{2, fmt.Errorf("bench mirror: --kafka %q: want kfake or real", kafka)}
+			}
+			res, err := run(cmd.Context(), o)
 			if err != nil {
 				return &exitError{1, fmt.Errorf("bench mirror: %w", err)}
 			}
@@ -62,7 +70,7 @@ func newBenchMirrorCmd(g *globals) *cobra.Command {
 			if res.Passthrough {
 				mode = "passthrough"
 			}
-			fmt.Fprintf(tw, "\n%d records, %.1f MB, %s link, %s, median of %d runs\n", res.Records, float64(res.Bytes)/1e6, res.Compression, mode, len(res.Meridian))
+			fmt.Fprintf(tw, "\n%d records, %.1f MB, %s link, %s, %s, median of %d runs\n", res.Records, float64(res.Bytes)/1e6, res.Compression, mode, res.Kafka, len(res.Meridian))
 			fmt.Fprintln(tw, "\tseconds\trecords/s\tMB/s\tstartup s\tsteady records/s")
 			for _, r := range []struct {
 				name string
@@ -91,6 +99,7 @@ func newBenchMirrorCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&o.Passthrough, "passthrough", false, "forward Kafka record batches byte for byte (link passthrough)")
 	cmd.Flags().DurationVar(&o.ProduceLatency, "produce-latency", 0, "delay every produce request at the destination cluster, as acks=all replication does (both contenders)")
 	cmd.Flags().IntVar(&o.Runs, "runs", 3, "runs (the median is reported)")
+	cmd.Flags().StringVar(&kafka, "kafka", "kfake", "the clusters: kfake (in process) or real (two Apache Kafka brokers from the jar cache, full JIT)")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole benchmark to this file")
 	outputFlag(cmd, &output)
 	return cmd

@@ -28,6 +28,8 @@ contender in a fresh lab for --warmup plus --duration:
   meridian  edge and hq gateways over a QUIC link across the emulated link
   tcp       the MirrorMaker 2 pattern: a consumer at hq fetches from the edge
             cluster over TCP across the link and produces locally
+  mm2       real Apache MirrorMaker 2 at hq doing the same (needs --kafka real:
+            a real broker in each namespace, on its lab address)
 
 For each it prints the goodput (source key and value bytes delivered per
 second over --duration, counted by reading the destination), its share of
@@ -37,7 +39,8 @@ Values are random (incompressible) unless --json.`,
 		Example: `  meridian bench link --profile geo-satellite
   meridian bench link --profile geo-satellite --loss 0.05 -o json
   meridian bench link --profile leo-satellite --duration 60s
-  meridian bench link --profile geo-satellite --blackout 30s --blackout-at 20s --contenders meridian`,
+  meridian bench link --profile geo-satellite --blackout 30s --blackout-at 20s --contenders meridian
+  meridian bench link --profile geo-satellite --kafka real --contenders meridian,tcp,mm2 --tcp-cc bbr`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.start(output)
@@ -61,8 +64,8 @@ Values are random (incompressible) unless --json.`,
 				enc.SetIndent("", "  ")
 				return enc.Encode(rep)
 			}
-			fmt.Fprintf(g.stdout, "\nlink %s: %.2f Mbit/s, RTT %v, loss %.2f%%, %s values, TCP %s, %v measured after %v warm-up\n",
-				p, rep.LinkBits/1e6, time.Duration(rep.RTT*float64(time.Second)), 100*rep.Loss, rep.Payload, rep.TCPCC, o.Duration, o.Warmup)
+			fmt.Fprintf(g.stdout, "\nlink %s: %.2f Mbit/s, RTT %v, loss %.2f%%, %s values, TCP %s, Kafka %s, %v measured after %v warm-up\n",
+				p, rep.LinkBits/1e6, time.Duration(rep.RTT*float64(time.Second)), 100*rep.Loss, rep.Payload, rep.TCPCC, rep.Kafka, o.Duration, o.Warmup)
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "\tgoodput Mbit/s\tof link\twire Mbit/s\tfirst record s\tlongest stall s\trecovery s\texact\terror")
 			for _, r := range rep.Results {
@@ -72,6 +75,9 @@ Values are random (incompressible) unless --json.`,
 			tw.Flush()
 			if rep.Advantage > 0 {
 				fmt.Fprintf(g.stdout, "meridian/tcp goodput: %.1fx\n", rep.Advantage)
+			}
+			if rep.AdvantageMM2 > 0 {
+				fmt.Fprintf(g.stdout, "meridian/mm2 goodput: %.1fx\n", rep.AdvantageMM2)
 			}
 			return nil
 		},
@@ -88,6 +94,9 @@ Values are random (incompressible) unless --json.`,
 	f.DurationVar(&o.BlackoutAt, "blackout-at", 20*time.Second, "when the blackout starts, from the contender's start")
 	f.StringVar(&o.TCPCongestion, "tcp-cc", "cubic", "TCP congestion control in the lab (cubic, reno, bbr): what the tcp contender runs under")
 	f.Uint64Var(&o.Seed, "seed", 0, "random seed of the impairments (0: random)")
+	f.StringVar(&o.Kafka, "kafka", "kfake", "Kafka in each region: kfake (in process) or real (an Apache Kafka broker from the jar cache in each namespace; needed by the mm2 contender)")
+	f.BoolVar(&o.KafkaTuned, "kafka-tuned", true, "with real Kafka: socket buffers autotuned at the brokers and in MirrorMaker 2, long request timeouts (Kafka's advice for high latency)")
+	f.StringToStringVar(&o.MM2Config, "mm2-config", nil, "mm2.properties entries for the mm2 contender (key=value,...)")
 	outputFlag(cmd, &output)
 	return cmd
 }

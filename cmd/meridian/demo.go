@@ -17,6 +17,7 @@ func newDemoCmd(g *globals) *cobra.Command {
 		profile  string
 		rate     int
 		output   string
+		kafka    string
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -24,7 +25,9 @@ func newDemoCmd(g *globals) *cobra.Command {
 		Long: `demo runs the embedded default with no external services: two in-process
 Kafka clusters (regions edge and hq), a gateway in each joined by a QUIC link
 with mutual TLS through a UDP impairment proxy, and a producer of JSON events.
-At the end both clusters are read back and compared.`,
+At the end both clusters are read back and compared. With --kafka real the
+regions are two Apache Kafka brokers from the jar cache instead
+(internal/kafkatest/resolve.sh, or make kafka-jars), on 127.0.0.1.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.start(output)
@@ -35,7 +38,15 @@ At the end both clusters are read back and compared.`,
 			if output == "json" {
 				out = g.stderr // progress to stderr, the summary alone on stdout
 			}
-			sum, err := lab.RunDemo(cmd.Context(), lab.DemoOptions{
+			run := lab.RunDemo
+			switch kafka {
+			case "kfake":
+			case "real":
+				run = lab.RunDemoReal
+			default:
+				return &exitError{2, fmt.Errorf("demo: --kafka %q: want kfake or real", kafka)}
+			}
+			sum, err := run(cmd.Context(), lab.DemoOptions{
 				Duration: duration, Profile: profile, Rate: rate, Out: out,
 				Live: isTerminal(out), Logger: log,
 			})
@@ -65,6 +76,7 @@ At the end both clusters are read back and compared.`,
 	cmd.Flags().DurationVar(&duration, "duration", 30*time.Second, "how long to produce (0: until Ctrl-C)")
 	cmd.Flags().StringVar(&profile, "profile", "wan", "link profile (see `meridian chaos profiles`)")
 	cmd.Flags().IntVar(&rate, "rate", 2000, "events per second")
+	cmd.Flags().StringVar(&kafka, "kafka", "kfake", "the regions' Kafka: kfake (in process) or real (Apache Kafka brokers from the jar cache)")
 	outputFlag(cmd, &output)
 	return cmd
 }

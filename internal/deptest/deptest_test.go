@@ -5,8 +5,12 @@ package deptest
 
 import (
 	"encoding/json"
+	"go/parser"
+	"go/token"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -17,11 +21,12 @@ type pkg struct {
 	Name       string
 	Deps       []string
 	GoFiles    []string
+	Dir        string
 }
 
 func list(t *testing.T, patterns ...string) []pkg {
 	t.Helper()
-	cmd := exec.Command("go", append([]string{"list", "-json=ImportPath,Doc,Name,Deps,GoFiles"}, patterns...)...)
+	cmd := exec.Command("go", append([]string{"list", "-json=ImportPath,Doc,Name,Deps,GoFiles,Dir"}, patterns...)...)
 	cmd.Dir = "../.."
 	out, err := cmd.Output()
 	if err != nil {
@@ -95,5 +100,53 @@ func TestEveryPackageHasOneDoc(t *testing.T) {
 	}
 	if s := strings.TrimSpace(string(out)); s != "" {
 		t.Errorf("packages with more than one package doc:\n%s", s)
+	}
+}
+
+// The real-Kafka harness (internal/kafkatest) runs JVMs from a jar cache:
+// test code, except where the CLI benchmarks MirrorMaker 2 and mirrors
+// against real brokers (`meridian bench mm2`, `bench mirror --kafka real`,
+// `demo --kafka real`). Those files of chaos/lab, which cmd/meridian
+// already links for its kfake lab, may import it; no other non-test file
+// may, and the binary must still not link the testing package (kafkatest
+// takes its own TB interface for that reason).
+func TestKafkatestOnlyInTestsAndBenchmarks(t *testing.T) {
+	const mod = "github.com/meridian-gw/meridian/"
+	allowed := map[string]bool{
+		"chaos/lab/mm2bench.go":      true,
+		"chaos/lab/mm2offsets.go":    true,
+		"chaos/lab/realkafka.go":     true,
+		"chaos/lab/mm2link_linux.go": true,
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range list(t, "./...") {
+		if p.ImportPath == mod+"internal/kafkatest" {
+			continue
+		}
+		for _, f := range p.GoFiles {
+			path := filepath.Join(p.Dir, f)
+			af, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, imp := range af.Imports {
+				if ip, _ := strconv.Unquote(imp.Path.Value); ip == mod+"internal/kafkatest" {
+					rel, _ := filepath.Rel(root, path)
+					if !allowed[filepath.ToSlash(rel)] {
+						t.Errorf("%s imports internal/kafkatest; only tests and the benchmark files of chaos/lab may", rel)
+					}
+				}
+			}
+		}
+	}
+	for _, p := range list(t, "./cmd/meridian") {
+		for _, d := range p.Deps {
+			if d == "testing" || strings.HasPrefix(d, "testing/") {
+				t.Errorf("the meridian binary links %s", d)
+			}
+		}
 	}
 }

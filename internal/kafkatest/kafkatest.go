@@ -18,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -73,11 +72,42 @@ type Options struct {
 	// authentication (PLAINTEXT).
 	Users map[string]string
 
+	// Host is the address the client listener binds and advertises; the
+	// controller listener (and the inter-broker one with Users) stays on
+	// 127.0.0.1 of the broker's network namespace. "": 127.0.0.1. With
+	// Command and Dialer it puts a broker on a lab address (chaos/netlab:
+	// Lab.Addr, Lab.Command, Lab.DialContext).
+	Host string
+	// Command builds the command that runs the broker's JVM, for example
+	// inside a network namespace (netlab's Lab.Command). The harness sets
+	// its directory, output and Pdeathsig; the JVM must be the process
+	// started (as nsenter does, which execs it), since Stop and Kill
+	// signal that PID. nil: exec.Command.
+	Command func(name string, args ...string) *exec.Cmd
+	// Dialer is how the harness's own clients (the readiness check,
+	// Client) reach the broker, for a Host outside this network namespace.
+	// nil: franz-go's default dialer.
+	Dialer func(ctx context.Context, network, address string) (net.Conn, error)
+
 	// Authorizer turns on Kafka's StandardAuthorizer: with no ACL a
 	// request is denied, except for the super users (AdminUser and the
 	// broker's own ANONYMOUS). Grant access with kadm (CreateACLs) as
 	// Client's admin. Use it with Users, so that principals have names.
 	Authorizer bool
+}
+
+// TB is the part of testing.TB the harness uses; *testing.T and
+// *testing.B satisfy it. The package does not import testing, so the CLI's
+// benchmarks (Launch, StartMM2) link it without the testing package.
+type TB interface {
+	Helper()
+	Cleanup(func())
+	TempDir() string
+	Failed() bool
+	Logf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Fatalf(format string, args ...any)
+	Skipf(format string, args ...any)
 }
 
 // AdminUser is the SASL user the harness creates on clusters with
@@ -88,14 +118,17 @@ const AdminUser = "kafkatest-admin"
 // combined broker and controller on 127.0.0.1. Its methods are safe for
 // concurrent use.
 type Cluster struct {
-	tb      testing.TB
+	logf    func(format string, args ...any) // tb.Logf, or Launch's logger
 	dir     string
 	port    int               // client listener
 	cport   int               // controller listener
 	iport   int               // inter-broker PLAINTEXT listener when the client one is SASL; 0 otherwise
 	users   map[string]string // SASL/PLAIN user → password, AdminUser included; nil: no SASL
 	jvm     jvm
-	args    []string // java arguments to run the broker
+	host    string                                                            // client listener's address
+	command func(name string, args ...string) *exec.Cmd                       // Options.Command, or exec.Command
+	dialer  func(ctx context.Context, network, addr string) (net.Conn, error) // Options.Dialer; nil: default
+	args    []string                                                          // java arguments to run the broker
 	timeout time.Duration
 
 	mu   sync.Mutex
@@ -109,7 +142,7 @@ type Cluster struct {
 //
 // When java (17 or newer) or the resolved jars are missing, Start skips the
 // test and says why; with CI=true in the environment it fails it instead.
-func Start(tb testing.TB, n int, opts Options) []*Cluster {
+func Start(tb TB, n int, opts Options) []*Cluster {
 	tb.Helper()
 	if n < 1 {
 		tb.Fatalf("kafkatest: start %d clusters: need at least one", n)
@@ -127,14 +160,9 @@ func Start(tb testing.TB, n int, opts Options) []*Cluster {
 	}
 	clusters := make([]*Cluster, n)
 	for i := range clusters {
-		c := &Cluster{tb: tb, dir: filepath.Join(parent, "cluster-"+strconv.Itoa(i)), jvm: j, timeout: opts.StartTimeout}
-		if c.timeout == 0 {
-			c.timeout = 2 * time.Minute
-		}
-		if len(opts.Users) > 0 {
-			if c.users, err = withAdmin(opts.Users); err != nil {
-				tb.Fatalf("kafkatest: %v", err)
-			}
+		c, err := newCluster(j, parent, i, opts, tb.Logf)
+		if err != nil {
+			tb.Fatalf("kafkatest: %v", err)
 		}
 		clusters[i] = c
 		tb.Cleanup(func() {
@@ -146,16 +174,91 @@ func Start(tb testing.TB, n int, opts Options) []*Cluster {
 			}
 		})
 	}
-	errs := make([]error, n)
+	if err := setUpAll(clusters, opts); err != nil {
+		tb.Fatalf("kafkatest: %v", err)
+	}
+	return clusters
+}
+
+// Launch is Start for programs that have no TB: the benchmarks of
+// cmd/meridian (`meridian bench mm2`, `bench mirror --kafka real`). It
+// returns an error where Start would skip or fail, logs through logf (nil:
+// nowhere), and leaves clean-up to the caller: stop kills every JVM it
+// started (by PID) and removes the directory Launch made when opts.Dir is
+// empty. The JVMs die with the calling process too (Pdeathsig). On error
+// nothing is left running.
+func Launch(n int, opts Options, logf func(format string, args ...any)) (clusters []*Cluster, stop func() error, err error) {
+	if n < 1 {
+		return nil, nil, fmt.Errorf("kafkatest: launch %d clusters: need at least one", n)
+	}
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	j, err := findJVM()
+	if err != nil {
+		return nil, nil, fmt.Errorf("kafkatest: real Apache Kafka unavailable: %w", err)
+	}
+	parent, made := opts.Dir, false
+	if parent == "" {
+		if parent, err = os.MkdirTemp("", "meridian-kafka-"); err != nil {
+			return nil, nil, err
+		}
+		made = true
+	}
+	stop = func() error {
+		var errs []error
+		for _, c := range clusters {
+			if c != nil {
+				errs = append(errs, c.Kill())
+			}
+		}
+		if made {
+			errs = append(errs, os.RemoveAll(parent))
+		}
+		return errors.Join(errs...)
+	}
+	clusters = make([]*Cluster, n)
+	for i := range clusters {
+		if clusters[i], err = newCluster(j, parent, i, opts, logf); err != nil {
+			return nil, nil, errors.Join(fmt.Errorf("kafkatest: %w", err), stop())
+		}
+	}
+	if err := setUpAll(clusters, opts); err != nil {
+		return nil, nil, errors.Join(fmt.Errorf("kafkatest: %w", err), stop())
+	}
+	return clusters, stop, nil
+}
+
+func newCluster(j jvm, parent string, i int, opts Options, logf func(string, ...any)) (*Cluster, error) {
+	c := &Cluster{logf: logf, dir: filepath.Join(parent, "cluster-"+strconv.Itoa(i)), jvm: j, timeout: opts.StartTimeout,
+		host: opts.Host, command: opts.Command, dialer: opts.Dialer}
+	if c.host == "" {
+		c.host = "127.0.0.1"
+	}
+	if c.command == nil {
+		c.command = exec.Command
+	}
+	if c.timeout == 0 {
+		c.timeout = 2 * time.Minute
+	}
+	if len(opts.Users) > 0 {
+		var err error
+		if c.users, err = withAdmin(opts.Users); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// setUpAll sets the clusters up in parallel.
+func setUpAll(clusters []*Cluster, opts Options) error {
+	errs := make([]error, len(clusters))
 	var wg sync.WaitGroup
 	for i, c := range clusters {
 		wg.Go(func() { errs[i] = c.setUp(opts) })
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		tb.Fatalf("kafkatest: %v", err)
-	}
-	return clusters
+	return errors.Join(errs...)
 }
 
 // setUp picks ports, writes the config, formats the storage and starts the
@@ -193,9 +296,9 @@ func (c *Cluster) setUp(opts Options) error {
 // Bootstrap returns the seed brokers for clients: the one broker's address.
 func (c *Cluster) Bootstrap() []string { return []string{c.Addr()} }
 
-// Addr returns the broker's client address, 127.0.0.1:port. It stays the
-// same across restarts.
-func (c *Cluster) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(c.port)) }
+// Addr returns the broker's client address, host:port (host is
+// Options.Host, 127.0.0.1 by default). It stays the same across restarts.
+func (c *Cluster) Addr() string { return net.JoinHostPort(c.host, strconv.Itoa(c.port)) }
 
 // Dir returns the cluster's directory: server.properties, data/, server.log.
 func (c *Cluster) Dir() string { return c.dir }
@@ -216,7 +319,7 @@ func (c *Cluster) PID() int {
 // Client returns a franz-go client seeded with the cluster (logged in as
 // AdminUser when the cluster has SASL users), closed when the test ends.
 // opts come after these, so they may add to or override them.
-func (c *Cluster) Client(tb testing.TB, opts ...kgo.Opt) *kgo.Client {
+func (c *Cluster) Client(tb TB, opts ...kgo.Opt) *kgo.Client {
 	tb.Helper()
 	cl, err := kgo.NewClient(append(c.adminOpts(), opts...)...)
 	if err != nil {
@@ -229,7 +332,7 @@ func (c *Cluster) Client(tb testing.TB, opts ...kgo.Opt) *kgo.Client {
 // ClientAs is Client logged in as user (one of Options.Users) instead of
 // AdminUser. franz-go tries SASL mechanisms in the order given, so adding
 // SASL(user) to Client's options would still log in as the admin.
-func (c *Cluster) ClientAs(tb testing.TB, user string, opts ...kgo.Opt) *kgo.Client {
+func (c *Cluster) ClientAs(tb TB, user string, opts ...kgo.Opt) *kgo.Client {
 	tb.Helper()
 	login := c.SASL(user)
 	if login == nil {
@@ -262,6 +365,9 @@ func (c *Cluster) Password(user string) string { return c.users[user] }
 // cluster has SASL.
 func (c *Cluster) adminOpts() []kgo.Opt {
 	opts := []kgo.Opt{kgo.SeedBrokers(c.Bootstrap()...)}
+	if c.dialer != nil {
+		opts = append(opts, kgo.Dialer(c.dialer))
+	}
 	if o := c.SASL(AdminUser); o != nil {
 		opts = append(opts, o)
 	}
@@ -321,7 +427,7 @@ func (c *Cluster) halt(sig syscall.Signal, grace time.Duration) error {
 			select {
 			case <-c.done:
 			case <-time.After(grace):
-				c.tb.Logf("kafkatest: %s did not stop in %v: killing pid %d", c.Addr(), grace, c.cmd.Process.Pid)
+				c.logf("kafkatest: %s did not stop in %v: killing pid %d", c.Addr(), grace, c.cmd.Process.Pid)
 				_ = c.cmd.Process.Kill()
 			}
 		}
@@ -343,7 +449,7 @@ func (c *Cluster) start() error {
 		return err
 	}
 	defer out.Close() // the child holds its own copy
-	cmd := exec.Command(c.jvm.java, c.args...)
+	cmd := c.command(c.jvm.java, c.args...)
 	cmd.Dir = c.dir
 	cmd.Stdout, cmd.Stderr = out, out
 	// Should the test binary die without clean-up (a -timeout panic),
@@ -367,7 +473,7 @@ func (c *Cluster) start() error {
 		c.cmd, c.done = nil, nil
 		return fmt.Errorf("start %s (dir %s): %w; last log lines:\n%s", c.Addr(), c.dir, err, tail(c.LogFile(), 20))
 	}
-	c.tb.Logf("kafkatest: Apache Kafka %s at %s ready in %v (pid %d, dir %s)", version(), c.Addr(), time.Since(began).Round(time.Millisecond), cmd.Process.Pid, c.dir)
+	c.logf("kafkatest: Apache Kafka %s at %s ready in %v (pid %d, dir %s)", version(), c.Addr(), time.Since(began).Round(time.Millisecond), cmd.Process.Pid, c.dir)
 	return nil
 }
 
@@ -410,8 +516,8 @@ func (c *Cluster) defaultConfig() map[string]string {
 		"process.roles":                                    "broker,controller",
 		"node.id":                                          "1",
 		"controller.quorum.voters":                         "1@127.0.0.1:${CONTROLLER_PORT}",
-		"listeners":                                        "PLAINTEXT://127.0.0.1:${PORT},CONTROLLER://127.0.0.1:${CONTROLLER_PORT}",
-		"advertised.listeners":                             "PLAINTEXT://127.0.0.1:${PORT}",
+		"listeners":                                        "PLAINTEXT://" + c.host + ":${PORT},CONTROLLER://127.0.0.1:${CONTROLLER_PORT}",
+		"advertised.listeners":                             "PLAINTEXT://" + c.host + ":${PORT}",
 		"controller.listener.names":                        "CONTROLLER",
 		"inter.broker.listener.name":                       "PLAINTEXT",
 		"listener.security.protocol.map":                   "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL",
@@ -448,8 +554,8 @@ func (c *Cluster) saslConfig(cfg map[string]string) {
 	if c.users == nil {
 		return
 	}
-	cfg["listeners"] = "SASL_PLAINTEXT://127.0.0.1:${PORT},PLAINTEXT://127.0.0.1:" + strconv.Itoa(c.iport) + ",CONTROLLER://127.0.0.1:${CONTROLLER_PORT}"
-	cfg["advertised.listeners"] = "SASL_PLAINTEXT://127.0.0.1:${PORT},PLAINTEXT://127.0.0.1:" + strconv.Itoa(c.iport)
+	cfg["listeners"] = "SASL_PLAINTEXT://" + c.host + ":${PORT},PLAINTEXT://127.0.0.1:" + strconv.Itoa(c.iport) + ",CONTROLLER://127.0.0.1:${CONTROLLER_PORT}"
+	cfg["advertised.listeners"] = "SASL_PLAINTEXT://" + c.host + ":${PORT},PLAINTEXT://127.0.0.1:" + strconv.Itoa(c.iport)
 	cfg["sasl.enabled.mechanisms"] = "PLAIN"
 	cfg["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] = "PLAIN"
 	var jaas strings.Builder
