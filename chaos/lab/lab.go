@@ -173,7 +173,7 @@ func New(opts Options) (l *Lab, err error) {
 		if opts.Loss > 0 {
 			p = p.WithLoss(opts.Loss)
 		}
-		l.Proxy, err = chaos.NewUDPProxy(chaos.UDPProxyOptions{Target: l.hqAddr, Profile: p, Seed: opts.Seed, Logger: opts.Logger.With("component", "chaos-proxy")})
+		l.Proxy, err = chaos.NewUDPProxy(chaos.UDPProxyOptions{Target: l.hqAddr, Profile: p, Seed: opts.Seed, Logger: opts.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("lab: impairment proxy: %w", err)
 		}

@@ -271,7 +271,7 @@ func newLinkEnv(o LinkBenchOptions) (e *linkEnv, err error) {
 		}
 	}()
 	if e.lab, err = netlab.New(netlab.Options{Regions: []string{"edge", "hq"}, Profile: o.Profile, Seed: o.Seed, TCPCongestion: o.TCPCongestion,
-		Logger: o.Logger.With("component", "netlab")}); err != nil {
+		Logger: o.Logger}); err != nil {
 		return nil, err
 	}
 	for i := range o.Topics {
