@@ -28,6 +28,12 @@ type groupSync struct {
 	synced  map[string]bool
 	lastErr string
 	notify  chan struct{}
+
+	// The leg's committed state at the destination, read lazily and
+	// refreshed before each round of commits: a fenced leg commits no
+	// offsets (see fencedAtDest). Touched only by run's goroutine.
+	store *progress.Store
+	state *progress.State
 }
 
 type groupPart struct {
@@ -78,6 +84,11 @@ func (g *groupSync) offer(f *transport.Groups) {
 func (g *groupSync) run(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
+	defer func() {
+		if g.store != nil {
+			g.store.Close()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -132,6 +143,17 @@ func (g *groupSync) sync(ctx context.Context) error {
 	}
 	var active []string
 	if len(commits) > 0 {
+		if fenced, err := g.fencedAtDest(ctx); err != nil || fenced {
+			// Offsets recorded as committed above were not: forget them,
+			// so that they are committed once the fence is lifted.
+			for grp := range commits {
+				g.forget(grp)
+			}
+			if err != nil {
+				return fmt.Errorf("read the leg's fence at %s: %w", g.l.leg.To.Ref(), err)
+			}
+			return nil
+		}
 		adm, err := g.l.admin()
 		if err != nil {
 			return err
@@ -184,6 +206,38 @@ func (g *groupSync) sync(ctx context.Context) error {
 	g.lastErr = ""
 	g.mu.Unlock()
 	return nil
+}
+
+// fencedAtDest reports whether the leg is fenced at its destination. A
+// failover fences the leg, then commits the groups' final translation
+// itself; a commit from here after that, from offsets the source sent
+// earlier, would move a group back and make its consumers at the new
+// primary read again what they had read at the old one. The fence is read
+// from the progress topic rather than taken from the leg's coordinator,
+// which learns of it only when it next loads the progress.
+func (g *groupSync) fencedAtDest(ctx context.Context) (bool, error) {
+	if _, f := g.l.state.ownerAndFence(); f != nil {
+		return true, nil
+	}
+	if g.store == nil {
+		opts, err := g.l.e.opts.ClusterOpts(g.l.leg.To)
+		if err != nil {
+			return false, err
+		}
+		store, err := progress.Open(ctx, opts)
+		if err != nil {
+			return false, err
+		}
+		st, err := store.Load(ctx, g.l.leg.ID)
+		if err != nil {
+			store.Close()
+			return false, err
+		}
+		g.store, g.state = store, st
+	} else if err := g.store.Refresh(ctx, g.state); err != nil {
+		return false, err
+	}
+	return g.state.Fence(g.l.leg.ID) != nil, nil
 }
 
 // forget drops what was recorded as committed for a group, so that its

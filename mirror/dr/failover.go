@@ -85,10 +85,11 @@ type GroupFailover struct {
 var ErrAlreadyFailedOver = errors.New("leg is fenced already (failed over)")
 
 // Failover moves a leg's consumers and producers to its destination: it
-// drains what the mirror can still carry, syncs the route's consumer groups
-// one last time, fences the leg so that its old direction cannot write, and
-// reports per group the translated offsets and the records at risk. An error
-// before the fence means nothing was changed.
+// drains what the mirror can still carry, fences the leg so that its old
+// direction cannot write, syncs the route's consumer groups one last time
+// from the final progress, and reports per group the translated offsets and
+// the records at risk. An error before the fence means nothing was changed;
+// one after it comes with the report so far (rep.Fenced).
 func Failover(ctx context.Context, o FailoverOptions) (*FailoverReport, error) {
 	start := time.Now()
 	if o.Drain == 0 {
@@ -143,19 +144,28 @@ func Failover(ctx context.Context, o FailoverOptions) (*FailoverReport, error) {
 		}
 	}
 
-	// Final group sync, while the source is still readable.
-	if leg.SyncsGroups() && rep.SourceReachable {
-		if rep.Groups, err = finalGroupSync(ctx, o, st.OffsetMap(leg.ID)); err != nil {
-			return nil, err
-		}
-		step("synced %d consumer groups", len(rep.Groups))
-	}
-
+	// The fence comes before the final group sync: from then on the
+	// receiving gateway commits no group offsets of the leg (it could
+	// otherwise commit an older translation after this one), and the
+	// progress read after the fence is final, so the translation is exact.
 	if !o.DryRun {
 		if err := fence(ctx, o, store, st, rep); err != nil {
 			return rep, err
 		}
 		step("fenced leg %s at route epoch %d: the old direction cannot write to %s", leg.ID, rep.Epoch, leg.To.Ref())
+	}
+
+	// Final group sync, while the source is still readable (a dry run
+	// translates but commits nothing).
+	if leg.SyncsGroups() && rep.SourceReachable {
+		if rep.Groups, err = finalGroupSync(ctx, o, st.OffsetMap(leg.ID)); err != nil {
+			return rep, err
+		}
+		if o.DryRun {
+			step("would commit %d consumer groups' translated offsets", len(rep.Groups))
+		} else {
+			step("synced %d consumer groups", len(rep.Groups))
+		}
 	}
 
 	if err := rpo(ctx, o, rep, st.Progress(leg.ID)); err != nil {
@@ -303,7 +313,7 @@ func finalGroupSync(ctx context.Context, o FailoverOptions, omap *progress.Offse
 					Metadata: fmt.Sprintf("meridian failover: %s %s/%d@%d", o.Leg.ID, t.Topic, t.Partition, t.Source)})
 			}
 		}
-		if len(os) > 0 {
+		if len(os) > 0 && !o.DryRun {
 			if err := dadm.CommitAllOffsets(ctx, g, os); err != nil {
 				return nil, fmt.Errorf("commit offsets of group %s at %s: %w", g, o.Leg.To.Ref(), err)
 			}
