@@ -95,7 +95,7 @@ type MM2BenchResult struct {
 	SteadyRatio map[string]float64 `json:"steady_ratio_over_mm2"`
 	Offsets     []OffsetRow        `json:"offsets,omitempty"`
 	// FailoverSeconds is how long meridian's planned failover took in the
-	// offsets row (drain, final group sync, fence).
+	// offsets row (drain, fence, final group sync).
 	FailoverSeconds float64     `json:"failover_seconds,omitempty"`
 	Sync            *SyncResult `json:"sync,omitempty"`
 	Load            string      `json:"load"` // /proc/loadavg at the start

@@ -172,7 +172,7 @@ func (e *mm2Env) groupsAndTopics(ctx context.Context, offsets, syncs bool) (rows
 		}
 	}
 	// Failover. Meridian's is its planned failover (mirror/dr, what
-	// `meridian failover` runs): drain, a final group sync, the fence.
+	// `meridian failover` runs): drain, the fence, a final group sync.
 	// MirrorMaker 2 has none: its synced offsets are what consumers get.
 	rep, err := e.failover(ctx, l, "off")
 	if err != nil {

@@ -135,7 +135,7 @@ func printMM2Bench(w io.Writer, res *lab.MM2BenchResult) {
 func printMM2Offsets(w io.Writer, res *lab.MM2BenchResult) {
 	if len(res.Offsets) > 0 {
 		fmt.Fprintln(w, "\nafter a planned failover (producers stopped, mirrors caught up, offsets at the destination unchanged for 10 s;")
-		fmt.Fprintf(w, "then meridian's failover: drain, final group sync, fence, %.2f s), a consumer reads from the group's\n", res.FailoverSeconds)
+		fmt.Fprintf(w, "then meridian's failover: drain, fence, final group sync, %.2f s), a consumer reads from the group's\n", res.FailoverSeconds)
 		fmt.Fprintln(w, "destination offsets to the end:")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "group lag\tmeridian re-read\tmeridian skipped\tmm2 re-read\tmm2 skipped\tmm2 partitions without offset")

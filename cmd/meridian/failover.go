@@ -24,7 +24,7 @@ func newFailoverCmd(g *globals) *cobra.Command {
 	ac := &adminClient{purpose: "; the gateway receiving the route fails it over (instead of -f FILE)"}
 	cmd := &cobra.Command{
 		Use:   "failover (-f FILE | --admin ADDR) --route R",
-		Short: "Fail a route over to its destination: drain, final group sync, fence, report",
+		Short: "Fail a route over to its destination: drain, fence, final group sync, report",
 		Long: `failover moves a route's consumers and producers to its destination cluster(s):
 it waits for the mirror to carry what the source has (--drain, skipped when the
 source is unreachable), commits the route's consumer groups' translated offsets
