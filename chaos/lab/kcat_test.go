@@ -33,13 +33,23 @@ func kcatPath(t *testing.T) string {
 // by partition, in partition order, as "key|value|headers|timestamp".
 func kcatDump(t *testing.T, kcat, broker, topic string) map[string][]string {
 	t.Helper()
+	parts, err := kcatTryDump(kcat, broker, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parts
+}
+
+// kcatTryDump is kcatDump that returns kcat's failure (for a topic that
+// does not exist yet, say).
+func kcatTryDump(kcat, broker, topic string) (map[string][]string, error) {
 	cmd := exec.Command(kcat, "-C", "-b", broker, "-t", topic, "-o", "beginning", "-e", "-q",
 		"-X", "isolation.level=read_committed", "-f", `%p|%k|%s|%h|%T\n`)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("kcat consume %s from %s: %v\n%s", topic, broker, err, stderr.String())
+		return nil, fmt.Errorf("kcat consume %s from %s: %v\n%s", topic, broker, err, stderr.String())
 	}
 	parts := map[string][]string{}
 	for _, line := range strings.Split(strings.TrimSuffix(string(out), "\n"), "\n") {
@@ -49,7 +59,7 @@ func kcatDump(t *testing.T, kcat, broker, topic string) map[string][]string {
 		p, rest, _ := strings.Cut(line, "|")
 		parts[p] = append(parts[p], rest)
 	}
-	return parts
+	return parts, nil
 }
 
 // With passthrough, kcat reads at the destination the very batches it
