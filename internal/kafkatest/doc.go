@@ -138,6 +138,23 @@
 //     transaction.partition.verification.enable=false does not change it)
 //     and by kfake alike: no client request can make a hanging
 //     transaction on purpose.
+//   - Transaction markers are written after EndTransaction returns: the
+//     coordinator answers once the commit is prepared in its log, and the
+//     partitions' last stable offsets move past the transaction only when
+//     the markers land, a moment later. A failback that listed the old
+//     primary's committed offsets right after copying records back found
+//     the offset of the first copy and mirrored all 500 copies back to DR
+//     (once in 4 runs); it now takes the copies' own offsets
+//     (dr.moveProgress). With kfake the markers are in place when it
+//     answers: its failback test never met this.
+//   - Compaction: Kafka's log cleaner removes superseded records of a
+//     compact topic from rolled segments (with segment.ms=100,
+//     min.cleanable.dirty.ratio=0.01 and log.cleaner.backoff.ms=200 it
+//     left 141 of 1,601 records within seconds), keeping the survivors'
+//     offsets, so a consumer's committed offset can name a record that no
+//     longer exists. kfake never compacts: offset gaps from compaction,
+//     and their translation at failover, are met only here
+//     (chaos/lab's TestRealKafkaFailover).
 //   - Start-up: seconds and about 200-300 MB per cluster, against milliseconds
 //     and a few MB for kfake: use kfake for the many, kafkatest for the
 //     guarantees.

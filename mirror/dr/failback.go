@@ -267,6 +267,11 @@ func moveProgress(ctx context.Context, o FailbackOptions, sadm *kadm.Client, sto
 		return fmt.Errorf("old primary offsets: %w", err)
 	}
 	copyRanges := map[progress.TP][][3]int64{}
+	copyEnd := map[progress.TP]int64{} // after each partition's last copy
+	for _, r := range copies {
+		k := progress.TP{Topic: r.Topic, Partition: r.Partition}
+		copyEnd[k] = max(copyEnd[k], r.Offset+1)
+	}
 	for _, r := range copies {
 		origin := header(r, HeaderResyncedFrom)
 		b, _ := strconv.ParseInt(origin[strings.LastIndexByte(origin, '/')+1:], 10, 64)
@@ -282,6 +287,12 @@ func moveProgress(ctx context.Context, o FailbackOptions, sadm *kadm.Client, sto
 	ends.Each(func(x kadm.ListedOffset) {
 		k := progress.TP{Topic: x.Topic, Partition: x.Partition}
 		p := committed[k]
+		// The copies' transaction has committed, but Kafka writes its
+		// markers after EndTransaction returns: until then the last
+		// stable offset stays at the first copy, and progress moved
+		// there would mirror the copies back to where they came from.
+		// Their own offsets say where they end.
+		x.Offset = max(x.Offset, copyEnd[k])
 		if p == nil || x.Offset <= p.Next {
 			return
 		}
