@@ -32,6 +32,11 @@ type BenchOptions struct {
 	// Options.ProduceLatency), for both contenders.
 	ProduceLatency time.Duration
 	Runs           int // zero: 3
+	// Transactional makes the baseline exactly once, as an application
+	// would write it: one transactional producer, each fetch copied in one
+	// transaction (committed before the next fetch is copied). False: an
+	// async producer without transactions (at least once).
+	Transactional bool
 	// EdgeBootstrap and HQBootstrap, when set, are external clusters
 	// (real Apache Kafka: RunMirrorBenchReal) used instead of fresh kfake
 	// clusters; each contender of each run then gets fresh topics there,
@@ -85,13 +90,15 @@ func figures(n int64, mb float64, start, first time.Time, firstCount int64, end 
 
 // BenchResult compares meridian with the baseline.
 type BenchResult struct {
-	Records     int64     `json:"records"`
-	Kafka       string    `json:"kafka"` // the clusters: kfake, or real Apache Kafka
-	Bytes       int64     `json:"bytes"` // source key+value+header bytes per run
-	Compression string    `json:"compression"`
-	Passthrough bool      `json:"passthrough"`
-	Baseline    []Figures `json:"baseline"`
-	Meridian    []Figures `json:"meridian"`
+	Records     int64  `json:"records"`
+	Kafka       string `json:"kafka"` // the clusters: kfake, or real Apache Kafka
+	Bytes       int64  `json:"bytes"` // source key+value+header bytes per run
+	Compression string `json:"compression"`
+	Passthrough bool   `json:"passthrough"`
+	// BaselineKind is "at-least-once" or "transactional" (BenchOptions.Transactional).
+	BaselineKind string    `json:"baseline_kind"`
+	Baseline     []Figures `json:"baseline"`
+	Meridian     []Figures `json:"meridian"`
 	// Medians over the runs, and the medians of the per-run ratios
 	// meridian/baseline: end to end, and steady state.
 	BaselineMedian Figures `json:"baseline_median"`
@@ -132,7 +139,8 @@ func RunMirrorBench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	for i := range topics {
 		topics[i] = fmt.Sprintf("bench.%d", i)
 	}
-	res := &BenchResult{Records: o.Records, Kafka: "kfake", Compression: o.Compression, Passthrough: o.Passthrough, Verified: true}
+	res := &BenchResult{Records: o.Records, Kafka: "kfake", Compression: o.Compression, Passthrough: o.Passthrough, Verified: true,
+		BaselineKind: map[bool]string{false: "at-least-once", true: "transactional"}[o.Transactional]}
 	if len(o.EdgeBootstrap) > 0 {
 		res.Kafka = "external"
 	}
@@ -171,7 +179,11 @@ func benchRun(ctx context.Context, o BenchOptions, topics []string, baselineFirs
 		defer l.Close()
 		bytes = n
 		cpu0 := cpuTime()
-		if base, err = directCopy(ctx, l, topics, o.Partitions, o.Records, mb); err != nil {
+		copyFn := directCopy
+		if o.Transactional {
+			copyFn = transactionalCopy
+		}
+		if base, err = copyFn(ctx, l, topics, o.Partitions, o.Records, mb); err != nil {
 			return fmt.Errorf("baseline: %w", err)
 		}
 		base.setCPU(cpuTime() - cpu0)
@@ -345,6 +357,67 @@ func directCopy(ctx context.Context, l *Lab, topics []string, parts int32, n int
 		return Figures{}, perr
 	}
 	return figures(n, mb, start, time.Unix(0, first.Load()), 1, time.Now()), nil
+}
+
+// txnRecords caps a transaction of transactionalCopy.
+const txnRecords = 10_000
+
+// transactionalCopy is the exactly-once baseline: the consumer of
+// directCopy and one transactional producer that copies each poll (at most
+// txnRecords) in a transaction, committed before the next is copied (an application's
+// consume-transform-produce loop, without a group: the bench has none). Done
+// when the last transaction has committed.
+func transactionalCopy(ctx context.Context, l *Lab, topics []string, parts int32, n int64, mb float64) (Figures, error) {
+	dst, err := kgo.NewClient(append(l.HQOpts(), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0),
+		kgo.TransactionalID(fmt.Sprintf("bench-baseline-%d", preloads.Load())))...)
+	if err != nil {
+		return Figures{}, err
+	}
+	defer dst.Close()
+	for _, t := range topics {
+		if _, err := kadm.NewClient(dst).CreateTopic(ctx, parts, 1, nil, "baseline."+t); err != nil {
+			return Figures{}, err
+		}
+	}
+	start := time.Now()
+	src, err := kgo.NewClient(append(l.EdgeOpts(), kgo.ConsumeTopics(topics...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
+	if err != nil {
+		return Figures{}, err
+	}
+	defer src.Close()
+	var (
+		copied, firstCount int64
+		first              time.Time
+	)
+	for copied < n {
+		fs := src.PollRecords(ctx, txnRecords)
+		if err := fs.Err0(); err != nil {
+			return Figures{}, err
+		}
+		if fs.NumRecords() == 0 {
+			continue
+		}
+		if err := dst.BeginTransaction(); err != nil {
+			return Figures{}, err
+		}
+		var recs []*kgo.Record
+		fs.EachRecord(func(r *kgo.Record) {
+			recs = append(recs, &kgo.Record{Topic: "baseline." + r.Topic, Partition: r.Partition, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp})
+		})
+		if err := dst.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			_ = dst.EndTransaction(context.WithoutCancel(ctx), kgo.TryAbort)
+			return Figures{}, err
+		}
+		if err := dst.EndTransaction(ctx, kgo.TryCommit); err != nil {
+			return Figures{}, err
+		}
+		copied += int64(len(recs))
+		if first.IsZero() {
+			first, firstCount = time.Now(), copied
+		}
+	}
+	return figures(n, mb, start, first, firstCount, time.Now()), nil
 }
 
 func median(xs []float64) float64 {

@@ -75,7 +75,7 @@ func newBenchMirrorCmd(g *globals) *cobra.Command {
 			for _, r := range []struct {
 				name string
 				f    lab.Figures
-			}{{"baseline (franz-go consume->produce)", res.BaselineMedian}, {"meridian (QUIC, exactly once)", res.MeridianMedian}} {
+			}{{"baseline (franz-go consume->produce, " + res.BaselineKind + ")", res.BaselineMedian}, {"meridian (QUIC, exactly once)", res.MeridianMedian}} {
 				fmt.Fprintf(tw, "%s\t%.2f\t%.0f\t%.1f\t%.2f\t%.0f\n", r.name, r.f.Seconds, r.f.RecordsPerSec, r.f.MBPerSec, r.f.StartupSeconds, r.f.SteadyRecordsPerSec)
 			}
 			tw.Flush()
@@ -96,6 +96,7 @@ func newBenchMirrorCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&o.Topics, "topics", 3, "topics")
 	cmd.Flags().Int32Var(&o.Partitions, "partitions", 4, "partitions per topic")
 	cmd.Flags().StringVar(&o.Compression, "compression", "zstd", "link compression: none, zstd, s2")
+	cmd.Flags().BoolVar(&o.Transactional, "transactional-baseline", false, "make the baseline exactly once: each fetch copied in a transaction (default: an async producer, at least once)")
 	cmd.Flags().BoolVar(&o.Passthrough, "passthrough", false, "forward Kafka record batches byte for byte (link passthrough)")
 	cmd.Flags().DurationVar(&o.ProduceLatency, "produce-latency", 0, "delay every produce request at the destination cluster, as acks=all replication does (both contenders)")
 	cmd.Flags().IntVar(&o.Runs, "runs", 3, "runs (the median is reported)")
