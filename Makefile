@@ -10,8 +10,14 @@ TESTFLAGS ?= -race -timeout 15m
 
 all: build
 
+# The version and commit `meridian version` prints: git describe and the
+# commit of the checkout.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/meridian
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/meridian
 
 test:
 	$(GO) test $(TESTFLAGS) $(PKGS)

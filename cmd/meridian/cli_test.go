@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -19,9 +21,54 @@ import (
 
 func TestVersion(t *testing.T) {
 	r := meridian(t, "", nil, "version")
-	want := fmt.Sprintf("meridian dev (wire protocol %d-%d)\n", transport.VersionMin, transport.VersionMax)
-	if r.code != 0 || r.stdout != want || r.stderr != "" {
-		t.Errorf("meridian version:\n%v\nwant exit status 0 and stdout %q", r, want)
+	first := fmt.Sprintf("meridian dev (wire protocol %d-%d)\n", transport.VersionMin, transport.VersionMax)
+	if r.code != 0 || !strings.HasPrefix(r.stdout, first) || !strings.Contains(r.stdout, "\ngo:       "+runtime.Version()) || r.stderr != "" {
+		t.Errorf("meridian version:\n%v\nwant exit status 0 and stdout starting %q with the Go version", r, first)
+	}
+	r = meridian(t, "", nil, "version", "-o", "json")
+	var b struct {
+		Version     string `json:"version"`
+		Go          string `json:"go"`
+		ProtocolMin int    `json:"protocol_min"`
+		ProtocolMax int    `json:"protocol_max"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &b); err != nil || r.code != 0 {
+		t.Fatalf("meridian version -o json: %v\n%v", err, r)
+	}
+	if b.Version != "dev" || b.Go != runtime.Version() || b.ProtocolMin != int(transport.VersionMin) || b.ProtocolMax != int(transport.VersionMax) {
+		t.Errorf("meridian version -o json = %+v", b)
+	}
+}
+
+// TestVersionFromMakeBuild builds the binary with make build and
+// checks that it reports git describe's version and the checkout's commit.
+func TestVersionFromMakeBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	git := func(args ...string) string {
+		out, err := exec.Command("git", args...).Output()
+		if err != nil {
+			t.Skipf("git %v: %v (not a git checkout?)", args, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	desc, head := git("describe", "--tags", "--always", "--dirty"), git("rev-parse", "HEAD")
+	bin := filepath.Join(t.TempDir(), "meridian")
+	build := exec.Command("make", "-C", "../..", "build", "BIN="+bin)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "version", "-o", "json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b struct{ Version, Commit string }
+	if err := json.Unmarshal(out, &b); err != nil {
+		t.Fatal(err)
+	}
+	if b.Version != desc || b.Commit != head {
+		t.Errorf("built with version %q at commit %s; the binary says %q, %q", desc, head, b.Version, b.Commit)
 	}
 }
 

@@ -24,7 +24,8 @@ import (
 	"github.com/meridian-gw/meridian/internal/redact"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
+// version is set at build time by make build (-ldflags "-X
+// main.version=$(git describe ...)"); see version.go.
 var version = "dev"
 
 // exitError carries an exit status through cobra.
@@ -137,18 +138,6 @@ func execute(ctx context.Context, root *cobra.Command, g *globals) (err error) {
 		}
 	}()
 	return root.ExecuteContext(ctx)
-}
-
-func newVersionCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version and wire protocol versions",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintf(g.stdout, "meridian %s (wire protocol %d-%d)\n", version, protoMin, protoMax)
-			return nil
-		},
-	}
 }
 
 // outputFlag adds --output text|json.
