@@ -122,8 +122,8 @@ func TestValidateFleetNeedsEnv(t *testing.T) {
 		}
 	}
 	r := meridianEnv(t, "", env, "validate", "-f", path)
-	want := path + ":60:21: regions[2].clusters[0].sasl.password: environment variable MERIDIAN_HQ_KAFKA_PASSWORD is not set\n" +
-		path + ":81:21: regions[3].clusters[0].sasl.password: environment variable MERIDIAN_DR_KAFKA_PASSWORD is not set\n"
+	want := path + ":61:21: regions[2].clusters[0].sasl.password: environment variable MERIDIAN_HQ_KAFKA_PASSWORD is not set\n" +
+		path + ":82:21: regions[3].clusters[0].sasl.password: environment variable MERIDIAN_DR_KAFKA_PASSWORD is not set\n"
 	if r.code != 1 || r.stdout != want {
 		t.Errorf("meridian validate -f %s without the passwords:\n%v\nwant exit status 1 and stdout\n%s", path, r, want)
 	}
@@ -469,5 +469,17 @@ func TestValidateWarnsOpenAdmin(t *testing.T) {
 	}
 	if strings.Contains(r.stderr, "regions[1]") {
 		t.Errorf("validate warns about west-gw's admin, which has a token and mTLS:\n%s", r.stderr)
+	}
+}
+
+// TestSchemaCommand: meridian schema prints the shipped schema file.
+func TestSchemaCommand(t *testing.T) {
+	r := meridian(t, "", nil, "schema")
+	want, err := os.ReadFile("../../config/topology.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.code != 0 || r.stdout != string(want) {
+		t.Errorf("meridian schema: exit %d, %d bytes; want the %d bytes of config/topology.schema.json", r.code, len(r.stdout), len(want))
 	}
 }

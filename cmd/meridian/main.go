@@ -86,7 +86,7 @@ func newRoot(g *globals) *cobra.Command {
 		newOffsetsCmd(g),
 		newFailoverCmd(g),
 		newFailbackCmd(g),
-		newVersionCmd(g),
+		newVersionCmd(g), newSchemaCmd(g),
 	)
 	return root
 }

@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
+
+	"github.com/meridian-gw/meridian/config"
 )
 
 // Build describes this binary: what `meridian version` prints.
@@ -93,4 +95,21 @@ func newVersionCmd(g *globals) *cobra.Command {
 	}
 	outputFlag(cmd, &output)
 	return cmd
+}
+
+func newSchemaCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "schema",
+		Short: "Print the JSON Schema of topology files (for editors and CI linters)",
+		Long: `Print the JSON Schema (draft 2020-12) of topology file version 1, generated
+from the configuration types. Editors with a YAML language server check a
+file against it when its first line is
+  # yaml-language-server: $schema=PATH/topology.schema.json
+The schema checks structure; meridian validate checks everything.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := g.stdout.Write(config.Schema)
+			return err
+		},
+	}
 }
