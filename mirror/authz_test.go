@@ -201,8 +201,8 @@ func TestFramesOutsideTheSessionsLegsAreProtocolErrors(t *testing.T) {
 	}
 }
 
-// counter is the value of the counter series name{labels} in gateway gw's
-// metrics (0 when absent).
+// counter is the value of the counter (or gauge) series name{labels} in
+// gateway gw's metrics (0 when absent).
 func (f *fixture) counter(t *testing.T, gw, name string, labels map[string]string) float64 {
 	t.Helper()
 	f.mu.Lock()
@@ -222,6 +222,9 @@ func (f *fixture) counter(t *testing.T, gw, name string, labels map[string]strin
 				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
 					continue series
 				}
+			}
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
 			}
 			return m.GetCounter().GetValue()
 		}

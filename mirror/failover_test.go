@@ -95,6 +95,9 @@ func TestPlannedFailover(t *testing.T) {
 	if rep := f.waitMirrored(t, 3000, time.Second); rep.Mirrored != 3000 {
 		t.Errorf("after the failover the old primary still wrote: %v", rep)
 	}
+	if v := f.counter(t, "gw", "meridian_leg_fenced", map[string]string{"leg": o.Leg.ID}); v != 1 {
+		t.Errorf("meridian_leg_fenced{leg=%q} = %v on the receiving gateway, want 1", o.Leg.ID, v)
+	}
 	if _, err := dr.Failover(ctx, o); !errors.Is(err, dr.ErrAlreadyFailedOver) {
 		t.Errorf("second failover: err = %v, want ErrAlreadyFailedOver", err)
 	}

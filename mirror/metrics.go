@@ -31,6 +31,7 @@ type metrics struct {
 	violations   *prometheus.CounterVec // peer, reason (sessions ended for a protocol violation)
 	topicRefused *prometheus.CounterVec // leg, reason (Topic frames, or configs in them, the receiver refused)
 	groupDropped *prometheus.CounterVec // leg, reason (group offsets the receiver did not take)
+	fenced       *prometheus.GaugeVec   // leg (1 while failed over)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -109,11 +110,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meridian_group_offsets_dropped_total",
 			Help: "Consumer group offsets the receiver did not take, by leg and reason (group or topic outside the route's filters, pending set full).",
 		}, []string{"leg", "reason"}),
+		fenced: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_leg_fenced",
+			Help: "1 while an inbound leg is fenced at its destination (failed over: its old direction writes nothing), else 0.",
+		}, []string{"leg"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns, m.hangingTxns, m.txnRetries,
 			m.deadLetters, m.resumes, m.dropped, m.sourceGap, m.quarantined, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments, m.passBatches,
-			m.refused, m.violations, m.topicRefused, m.groupDropped)
+			m.refused, m.violations, m.topicRefused, m.groupDropped, m.fenced)
 	}
 	return m
 }

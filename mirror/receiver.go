@@ -52,6 +52,7 @@ func newInLeg(e *Engine, l *routing.Leg) *inLeg {
 	if l.SyncsGroups() {
 		il.groups = newGroupSync(il)
 	}
+	e.m.fenced.WithLabelValues(l.ID).Set(0)
 	return il
 }
 
@@ -139,6 +140,7 @@ func (l *inLeg) run(ctx context.Context) {
 			continue
 		}
 		if fw.fenced {
+			l.e.m.fenced.WithLabelValues(l.leg.ID).Set(0)
 			l.log.Info("leg fence lifted; writing again", "leg", l.leg.ID)
 			fw.fenced = false
 		}
@@ -257,6 +259,7 @@ func (l *inLeg) openShards(ctx context.Context, opts []kgo.Opt) error {
 	}
 	if f := st.Fence(l.leg.ID); f != nil {
 		l.state.fenced(f)
+		l.e.m.fenced.WithLabelValues(l.leg.ID).Set(1)
 		return fmt.Errorf("%w: %s (route epoch %d, since %s)", ErrFenced, f.Reason, f.Epoch, time.UnixMilli(f.At).UTC().Format(time.RFC3339))
 	}
 	var omap *progress.OffsetMap
