@@ -178,6 +178,7 @@ func New(opts Options) (*Engine, error) {
 	}
 	for _, p := range opts.Table.Out {
 		op := &outPeer{peer: p, e: e, log: e.log.With("peer", p.Gateway.Name)}
+		e.m.peerSeries(p.Gateway.Name, "sender")
 		for _, l := range p.Legs {
 			op.legs = append(op.legs, &outLeg{leg: l})
 		}

@@ -122,3 +122,26 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	return m
 }
+
+// inLegSeries creates an inbound leg's series at zero, so that /metrics
+// shows them before the first event: an alert on a rise, or a dashboard
+// panel, then has a series to read (a vector's children appear only once
+// used).
+func (m *metrics) inLegSeries(leg string) {
+	m.fenced.WithLabelValues(leg).Set(0)
+	m.txnRetries.WithLabelValues(leg)
+	m.sourceGap.WithLabelValues(leg)
+	m.hangingTxns.WithLabelValues(leg)
+	for _, kind := range refusalKinds {
+		m.deadLetters.WithLabelValues(leg, kind)
+	}
+	for _, kind := range quarantineKinds {
+		m.quarantined.WithLabelValues(leg, kind)
+	}
+}
+
+// peerSeries creates a peer's link series at zero (see inLegSeries).
+func (m *metrics) peerSeries(peer, role string) {
+	m.sessions.WithLabelValues(peer, role)
+	m.sessionFails.WithLabelValues(peer, role)
+}

@@ -52,7 +52,7 @@ func newInLeg(e *Engine, l *routing.Leg) *inLeg {
 	if l.SyncsGroups() {
 		il.groups = newGroupSync(il)
 	}
-	e.m.fenced.WithLabelValues(l.ID).Set(0)
+	e.m.inLegSeries(l.ID)
 	return il
 }
 

@@ -16,6 +16,9 @@ const (
 	refuseOverLimit     = "over-batch-limit"  // a passed-through Kafka batch decompressing beyond the receiver's batch limit (never written)
 )
 
+// refusalKinds are every kind above, for the series a leg starts with.
+var refusalKinds = []string{refuseTooLarge, refuseTimestamp, refuseInvalidRecord, refuseCorrupt, refuseOverLimit}
+
 // refusals are the destination's produce errors that no retry changes,
 // classified in this one place: per record (the same record is refused
 // again however often it is written: dead-lettered) or per partition
