@@ -638,7 +638,7 @@ func (l *Listener) join(hctx context.Context, qc *quicgo.Conn, st *quicgo.Stream
 	if _, err := st.Write([]byte{0}); err == nil {
 		st.Close()
 	}
-	c.cfg.log.Debug("stripe joined", "stripe", idx, "remote", qc.RemoteAddr().String())
+	c.cfg.log.Debug("stripe joined", "stripe", idx) // the logger carries remote
 }
 
 // maxStripeIndex bounds the stripe number of a join.
