@@ -278,8 +278,8 @@ func decodeJSON(b []byte) ref.Val {
 type headerMap []Header
 
 var (
-	_ traits.Mapper = headerMap(nil)
-	headerMapType   = types.NewMapType(types.StringType, types.StringType)
+	_             traits.Mapper = headerMap(nil)
+	headerMapType               = types.NewMapType(types.StringType, types.StringType)
 )
 
 func (h headerMap) find(k ref.Val) (ref.Val, bool) {

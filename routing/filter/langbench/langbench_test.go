@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"cel.dev/cel-go/cel"
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/vm"
-	"cel.dev/cel-go/cel"
 )
 
 const (
