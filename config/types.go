@@ -180,6 +180,12 @@ type Route struct {
 	// MaxPartitions caps the partition count a sender may ask a destination
 	// topic of the route to have (0 = 1024, at most 65536).
 	MaxPartitions int32 `yaml:"max_partitions"`
+	// Filter is a CEL expression over each source record (key, headers,
+	// timestamp, topic, partition, and value decoded as JSON): only
+	// records for which it is true are sent; the others still advance the
+	// route's progress. "" = every record. docs/filters.md has the
+	// reference.
+	Filter string `yaml:"filter"`
 }
 
 // GroupFilter selects consumer groups by regular expression: a group is

@@ -30,7 +30,10 @@ type validator struct {
 	file string
 	pos  map[string]pos  // from the decoder; nil for a File built in code
 	bad  map[string]bool // paths the decoder already complained about
-	errs Errors
+	// exprs places problems inside filter expressions (nil: at the
+	// setting).
+	exprs *exprSources
+	errs  Errors
 
 	// Filled by links, used by routes and gateways.
 	linked     map[[2]string]bool // sorted region pair → joined by a link
@@ -48,13 +51,14 @@ type validator struct {
 type gwKey struct{ region, gateway int }
 
 // validate returns every problem with f, which applyDefaults has seen.
-// pos and bad come from the decoder and may be nil.
-func validate(f *File, file string, pos map[string]pos, bad map[string]bool) Errors {
+// pos, bad and exprs come from the decoder and may be nil.
+func validate(f *File, file string, pos map[string]pos, bad map[string]bool, exprs *exprSources) Errors {
 	v := &validator{
 		f:          f,
 		file:       file,
 		pos:        pos,
 		bad:        bad,
+		exprs:      exprs,
 		linked:     make(map[[2]string]bool),
 		linkOf:     make(map[gwKey]string),
 		usedBy:     make(map[string]string),
@@ -122,6 +126,12 @@ func (v *validator) has(path string) bool {
 }
 
 func (v *validator) errorf(path, format string, args ...any) {
+	v.errorAt(path, v.at(path), format, args...)
+}
+
+// errorAt reports a problem with the setting at path, placed at ps (inside
+// its value, say).
+func (v *validator) errorAt(path string, ps pos, format string, args ...any) {
 	for p := path; ; p = parent(p) {
 		if v.bad[p] {
 			return // the decoder already explained this value
@@ -130,7 +140,6 @@ func (v *validator) errorf(path, format string, args ...any) {
 			break
 		}
 	}
-	ps := v.at(path)
 	v.errs = append(v.errs, &Error{
 		File:   v.file,
 		Line:   ps.line,
@@ -664,6 +673,7 @@ func (v *validator) routes() {
 				v.pattern(fmt.Sprintf("%s.exclude[%d]", gp, j), re)
 			}
 		}
+		v.filterExpr(rp, r)
 		for _, why := range renameProblems(r.Rename) {
 			v.errorf(rp+".rename", "%s", why)
 		}
@@ -846,6 +856,7 @@ func warnings(f *File, file string, pos map[string]pos) Errors {
 			}
 		}
 	}
+	passthroughWarnings(f, warn)
 	if f.Gossip != nil && len(f.Gossip.Keys) > 0 {
 		warn("gossip.keys", "gossip is not implemented yet: gateways take membership from this file, so the keys are checked but unused")
 	}
