@@ -2,7 +2,8 @@
 // gateway: which route legs it sends (their source cluster is in its region),
 // which it receives (their destination cluster is in its region), the topic
 // filters and rename of each leg, and the peer gateway each outbound leg goes
-// to. It does no I/O.
+// to. It does no I/O. Route filters (CEL expressions over each record) are
+// compiled by package routing/filter, once per leg.
 //
 // A leg is one (route, destination cluster) pair: a route to two clusters has
 // two legs, each with its own progress at its own destination.
@@ -36,6 +37,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-gw/meridian/routing/filter"
 	"github.com/meridian-gw/meridian/topology"
 )
 
@@ -48,6 +50,11 @@ type Leg struct {
 
 	include, exclude           []*regexp.Regexp
 	groupInclude, groupExclude []*regexp.Regexp
+	// Filter selects the records the leg sends (nil: all). The sending
+	// gateway evaluates it before the link; the records it drops still
+	// advance the leg's progress.
+	Filter *filter.Filter
+
 	// sendLinks are the links between the source and destination regions
 	// (nil for a local leg): who may send the leg follows from their
 	// sending ends, as in Compile (SentBy).
@@ -167,6 +174,7 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 	}
 	t := &Table{Gateway: gw, in: map[string]*Leg{}, gateways: topo.Gateways}
 	peers := map[string]*Peer{}
+	filters := map[*topology.Route]*filter.Filter{}
 	for _, rt := range topo.Routes {
 		for _, to := range rt.To {
 			src, dst := rt.From.Region, to.Region
@@ -192,7 +200,7 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 				}
 			}
 			if gw.Region == src && send != nil {
-				leg, err := newLeg(rt, to, send)
+				leg, err := newLeg(rt, to, send, filters)
 				if err != nil {
 					return nil, err
 				}
@@ -211,7 +219,7 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 				}
 			}
 			if gw.Region == dst && recv != nil {
-				leg, err := newLeg(rt, to, recv)
+				leg, err := newLeg(rt, to, recv, filters)
 				if err != nil {
 					return nil, err
 				}
@@ -249,7 +257,9 @@ func localLink(r *topology.Region) *topology.Link {
 	return &topology.Link{Name: "local:" + r.Name, A: r, B: r, Transport: "quic", Profile: "lan", Compression: "none"}
 }
 
-func newLeg(rt *topology.Route, to *topology.Cluster, link *topology.Link) (*Leg, error) {
+// newLeg builds the leg of rt to to over link. filters holds the routes'
+// compiled filters: one per route, shared by its legs.
+func newLeg(rt *topology.Route, to *topology.Cluster, link *topology.Link, filters map[*topology.Route]*filter.Filter) (*Leg, error) {
 	leg := &Leg{ID: rt.Name + ":" + to.Ref(), Route: rt, From: rt.From, To: to, Link: link}
 	for _, set := range []struct {
 		what string
@@ -266,6 +276,17 @@ func newLeg(rt *topology.Route, to *topology.Cluster, link *topology.Link) (*Leg
 			}
 			*set.dst = append(*set.dst, re)
 		}
+	}
+	if rt.Filter != "" {
+		f := filters[rt]
+		if f == nil {
+			var err error
+			if f, err = filter.Compile(rt.Filter); err != nil {
+				return nil, fmt.Errorf("route %q: filter: %w", rt.Name, err)
+			}
+			filters[rt] = f
+		}
+		leg.Filter = f
 	}
 	return leg, nil
 }
