@@ -1,8 +1,8 @@
 package mirror
 
 import (
-	"errors"
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/twmb/franz-go/pkg/kgo"

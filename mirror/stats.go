@@ -28,9 +28,9 @@ type legStats struct {
 	// not be evaluated on (counted in filteredRecords too).
 	filteredRecords, filteredBytes, filterErrors int64
 	lastFilterErr                                string
-	lastErr    string
-	lastErrAt  time.Time
-	parts      map[tp]partStat
+	lastErr                                      string
+	lastErrAt                                    time.Time
+	parts                                        map[tp]partStat
 }
 
 type partStat struct{ next, hwm, lastTS int64 }
