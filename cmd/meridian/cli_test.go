@@ -424,3 +424,20 @@ func TestValidateWarnsOpenAdmin(t *testing.T) {
 		t.Errorf("validate warns about west-gw's admin, which has a token and mTLS:\n%s", r.stderr)
 	}
 }
+
+// TestValidateWarnsFilteredPassthrough: filtered routes over a passthrough
+// link validate, with a warning at each route's filter that passthrough
+// does not apply to it.
+func TestValidateWarnsFilteredPassthrough(t *testing.T) {
+	const name = "filter-passthrough.yaml"
+	dir := copyTopology(t, filepath.Join("testdata", name))
+	writeCertsFor(t, filepath.Join(dir, name), nil)
+	r := meridian(t, dir, nil, "validate", "-f", name)
+	want := []string{
+		`warning: filter-passthrough.yaml:31:13: routes[0].filter: passthrough (link "east--west") does not apply to this route: a filtered leg decodes its source batches to evaluate the filter and sends records`,
+		`warning: filter-passthrough.yaml:37:13: routes[1].filter: passthrough (link "east--west") does not apply to this route: a filtered leg decodes its source batches to evaluate the filter and sends records`,
+	}
+	if r.code != 0 || strings.TrimSpace(r.stderr) != strings.Join(want, "\n") || !strings.HasPrefix(r.stdout, "ok: ") {
+		t.Errorf("meridian validate -f %s: %v\nwant exit 0 and the warnings\n%s", name, r, strings.Join(want, "\n"))
+	}
+}
