@@ -34,7 +34,7 @@ func TestValidateExamples(t *testing.T) {
 		want string // summary after "ok: FILE: "
 	}{
 		{"two-region.yaml", "2 regions, 2 clusters, 2 gateways, 1 links, 1 routes (1 legs)"},
-		{"satellite-fleet.yaml", "4 regions, 4 clusters, 4 gateways, 3 links, 3 routes (3 legs)"},
+		{"satellite-fleet.yaml", "4 regions, 4 clusters, 4 gateways, 3 links, 4 routes (4 legs)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
