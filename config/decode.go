@@ -102,6 +102,7 @@ func nodePos(n *yaml.Node) pos {
 // but do not stop decoding the first.
 func (d *decoder) parseYAML(data []byte) (root *yaml.Node, ok bool) {
 	d.data = data
+	d.exprs.size = len(data)
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	switch err := decodeNode(dec, &doc); {

@@ -21,8 +21,17 @@ var exprPathRE = regexp.MustCompile(`^routes\[\d+\]\.filter$`)
 // node and the file's lines, so that a problem at a line and column of
 // the expression can be placed at the line and column of the file.
 type exprSources struct {
+	size  int // of the file
 	lines [][]byte
 	nodes map[string]*yaml.Node // path → the scalar holding the expression
+}
+
+// fileSize is the length of the file the expressions are in (0 for none).
+func (s *exprSources) fileSize() int {
+	if s == nil {
+		return 0
+	}
+	return s.size
 }
 
 // keepExpr records the node of an expression setting.

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-gw/meridian/routing/topicset"
 	"github.com/meridian-gw/meridian/topology/profile"
 )
 
@@ -42,6 +43,9 @@ type validator struct {
 	regionIdx  map[string]int
 	gatewayIdx map[string]gwKey // gateway name → first gateway with that name
 
+	budget topicset.Budget // for destinations
+	size   int             // of the file, in bytes (0: a File built in code)
+
 	// Set when part of regions or links failed to decode: a reference
 	// that does not resolve, or a missing link, is then most likely a
 	// consequence of that error, so it is not reported again.
@@ -59,6 +63,7 @@ func validate(f *File, file string, pos map[string]pos, bad map[string]bool, exp
 		pos:        pos,
 		bad:        bad,
 		exprs:      exprs,
+		size:       exprs.fileSize(),
 		linked:     make(map[[2]string]bool),
 		linkOf:     make(map[gwKey]string),
 		usedBy:     make(map[string]string),
@@ -76,6 +81,7 @@ func validate(f *File, file string, pos map[string]pos, bad map[string]bool, exp
 	v.regions()
 	v.links()
 	v.routes()
+	v.destinations()
 	v.gateways()
 	return v.errs
 }
@@ -674,7 +680,7 @@ func (v *validator) routes() {
 			}
 		}
 		v.filterExpr(rp, r)
-		for _, why := range renameProblems(r.Rename) {
+		for _, why := range renameProblems(r.Rename, r.Topics.Include) {
 			v.errorf(rp+".rename", "%s", why)
 		}
 		if strings.HasPrefix(r.Rename, "__") {
@@ -721,9 +727,10 @@ func (v *validator) pattern(path, re string) {
 }
 
 // renameProblems checks a rename template: placeholders from
-// renamePlaceholders, {topic} present, and otherwise only characters
+// renamePlaceholders or capture groups of every include pattern ({1},
+// {name}), {topic} or a group present, and otherwise only characters
 // Kafka allows in topic names.
-func renameProblems(t string) []string {
+func renameProblems(t string, include []string) []string {
 	var out []string
 	hasTopic, badChar := false, false
 	for i := 0; i < len(t); {
@@ -739,8 +746,14 @@ func renameProblems(t string) []string {
 			switch {
 			case ph == "topic":
 				hasTopic = true
-			case !slices.Contains(renamePlaceholders, ph):
-				out = append(out, fmt.Sprintf("unknown placeholder {%s} in %q; use {topic}, {source_region} or {source_cluster}", ph, t))
+			case slices.Contains(renamePlaceholders, ph):
+			case groupPlaceholderRE.MatchString(ph) && (ph[0] <= '9' || namedBySome(ph, include)):
+				if why := groupProblem(ph, include); why != "" {
+					out = append(out, fmt.Sprintf("placeholder {%s} in %q: %s", ph, t, why))
+				}
+				hasTopic = true
+			default:
+				out = append(out, fmt.Sprintf("unknown placeholder {%s} in %q; use {topic}, {source_region}, {source_cluster} or a capture group of the include patterns ({1}, {name})", ph, t))
 			}
 			i += end + 1
 		case c == '}':
@@ -755,9 +768,44 @@ func renameProblems(t string) []string {
 		}
 	}
 	if !hasTopic {
-		out = append(out, fmt.Sprintf("%q must contain {topic}, or every source topic would land in the same destination topic", t))
+		out = append(out, fmt.Sprintf("%q must contain {topic} or a capture group of the include patterns, or every source topic would land in the same destination topic", t))
 	}
 	return out
+}
+
+// groupPlaceholderRE matches a capture group placeholder: a group number
+// from 1, or a group name.
+var groupPlaceholderRE = regexp.MustCompile(`^([1-9][0-9]{0,2}|[A-Za-z_][A-Za-z0-9_]*)$`)
+
+// namedBySome reports whether an include pattern has a group named name.
+func namedBySome(name string, include []string) bool {
+	for _, p := range include {
+		if re, err := regexp.Compile(p); err == nil && re.SubexpIndex(name) >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// groupProblem says why capture group ph is not defined by every include
+// pattern ("" when it is). A rename takes the groups of the first include
+// that matches a topic, so each must have the group. Patterns that do not
+// compile are reported on their own.
+func groupProblem(ph string, include []string) string {
+	n, err := strconv.Atoi(ph)
+	for j, p := range include {
+		re, cerr := regexp.Compile(p)
+		if cerr != nil {
+			continue
+		}
+		switch {
+		case err == nil && re.NumSubexp() < n:
+			return fmt.Sprintf("topics.include[%d] %s has %d capture groups; every include pattern needs group %d", j, quote(p), re.NumSubexp(), n)
+		case err != nil && re.SubexpIndex(ph) < 0:
+			return fmt.Sprintf("topics.include[%d] %s has no group named %q (write (?P<%s>...)); every include pattern needs it", j, quote(p), ph, ph)
+		}
+	}
+	return ""
 }
 
 func topicChar(c byte) bool {

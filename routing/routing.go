@@ -34,6 +34,7 @@ package routing
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -95,10 +96,56 @@ func (l *Leg) Match(topic string) bool {
 	return matchAny(l.include, l.exclude, topic)
 }
 
-// DestTopic is the destination topic name of a source topic.
+// DestTopic is the destination topic name of a source topic: the route's
+// rename template with {topic}, {source_region}, {source_cluster} and the
+// capture groups ({1}, {name}) of the first include pattern that matches
+// the topic (a group that took no part in the match is empty).
 func (l *Leg) DestTopic(topic string) string {
-	r := strings.NewReplacer("{topic}", topic, "{source_region}", l.From.Region.Name, "{source_cluster}", l.From.Name)
-	return r.Replace(l.Route.Rename)
+	if !strings.Contains(l.Route.Rename, "{") {
+		return l.Route.Rename
+	}
+	var m []string
+	var re *regexp.Regexp
+	var b strings.Builder
+	t := l.Route.Rename
+	for {
+		i := strings.IndexByte(t, '{')
+		j := strings.IndexByte(t[max(i, 0):], '}')
+		if i < 0 || j < 0 {
+			b.WriteString(t)
+			return b.String()
+		}
+		b.WriteString(t[:i])
+		ph := t[i+1 : i+j]
+		t = t[i+j+1:]
+		switch ph {
+		case "topic":
+			b.WriteString(topic)
+		case "source_region":
+			b.WriteString(l.From.Region.Name)
+		case "source_cluster":
+			b.WriteString(l.From.Name)
+		default:
+			if re == nil {
+				for _, inc := range l.include {
+					if m = inc.FindStringSubmatch(topic); m != nil {
+						re = inc
+						break
+					}
+				}
+			}
+			if re == nil {
+				continue
+			}
+			g, err := strconv.Atoi(ph)
+			if err != nil {
+				g = re.SubexpIndex(ph)
+			}
+			if g > 0 && g < len(m) {
+				b.WriteString(m[g])
+			}
+		}
+	}
 }
 
 // StartAtLatest reports whether partitions with no committed progress start at

@@ -214,3 +214,26 @@ func TestLegFilter(t *testing.T) {
 		t.Errorf("bad filter: err = %v", err)
 	}
 }
+
+func TestDestTopicCaptureGroups(t *testing.T) {
+	topo := fleet(t)
+	for _, r := range topo.Routes {
+		if r.Name == "telemetry" {
+			r.Include = []string{`^telemetry\.(?P<kind>[a-z]+)\.(\w+)$`, `^alarms$`}
+			r.Rename = "{source_region}.{kind}-{2}.{source_cluster}"
+		}
+	}
+	tab, err := Compile(topo, "v7-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leg := tab.Out[0].Legs[0]
+	for topic, want := range map[string]string{
+		"telemetry.engine.rpm": "v7.engine-rpm.kafka",
+		"alarms":               "v7.-.kafka", // the matching include has no such groups
+	} {
+		if got := leg.DestTopic(topic); got != want {
+			t.Errorf("DestTopic(%q) = %q, want %q", topic, got, want)
+		}
+	}
+}

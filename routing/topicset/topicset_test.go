@@ -65,7 +65,7 @@ func TestCommon(t *testing.T) {
 	for _, tt := range tests {
 		a := set(t, tt.a.include, tt.a.exclude, tt.a.prefix, tt.a.suffix)
 		b := set(t, tt.b.include, tt.b.exclude, tt.b.prefix, tt.b.suffix)
-		got, ok, err := Common(a, b)
+		got, ok, err := Common(a, b, &Budget{Steps: 100_000})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,24 +81,41 @@ func TestCommon(t *testing.T) {
 func TestLengths(t *testing.T) {
 	long := strings.Repeat("x", 240)
 	s := set(t, []string{`^` + long + `$`}, nil, "region-seven.", "")
-	if name, ok, err := s.Shortest(); err != nil || ok {
+	if name, ok, err := s.Shortest(&Budget{Steps: 100_000}); err != nil || ok {
 		t.Errorf("Shortest = %d chars, %v, %v; want none within Kafka's limit", len(name), ok, err)
 	}
-	if name, ok, err := set(t, []string{`^` + long + `$`}, nil, "", "").Shortest(); err != nil || !ok || len(name) != 240 {
+	if name, ok, err := set(t, []string{`^` + long + `$`}, nil, "", "").Shortest(&Budget{Steps: 100_000}); err != nil || !ok || len(name) != 240 {
 		t.Errorf("Shortest source topic = %d chars, %v, %v; want 240", len(name), ok, err)
 	}
-	s = set(t, []string{`^orders\.`}, nil, "hq.", "")
-	if _, ok, err := s.Longer(MaxLen); err != nil || ok {
-		t.Errorf("Longer(MaxLen) found a name over Kafka's limit: %v %v", ok, err)
+	for _, tt := range []struct {
+		include []string
+		prefix  string
+		want    int // -1: empty; 0: unbounded
+	}{
+		{[]string{`^orders\.`}, "hq.", 0},
+		{[]string{`^(eu|us)\.orders$`, `^audit$`}, "hq.", 12},
+		{[]string{`^(eu|us)\.orders$`, `^a{1,20}$`}, "", 20},
+		{[]string{`^x{300}$`}, "", 300}, // longer than Kafka allows: the caller decides
+		{[]string{`^a`}, "", 0},
+	} {
+		n, bounded, err := set(t, tt.include, nil, tt.prefix, "").Longest(&Budget{Steps: 100_000})
+		if err != nil || (tt.want == 0) == bounded || bounded && n != tt.want {
+			t.Errorf("Longest(%q, prefix %q) = %d, %v, %v; want %d", tt.include, tt.prefix, n, bounded, err, tt.want)
+		}
 	}
-	if name, ok, err := s.Longer(MaxLen - 3); err != nil || !ok || len(name) != MaxLen-2 {
-		t.Errorf("Longer(%d) = %d chars, %v, %v", MaxLen-3, len(name), ok, err)
-	}
-	s = set(t, []string{`^(eu|us)\.orders$`}, nil, "hq.", "")
-	if _, ok, err := s.Longer(20); err != nil || ok {
-		t.Errorf("a finite set has a name over 20: %v %v", ok, err)
-	}
-	if _, ok, _ := set(t, []string{`^a`}, []string{`.*`}, "", "").Shortest(); ok {
+	if _, ok, _ := set(t, []string{`^a`}, []string{`.*`}, "", "").Shortest(&Budget{Steps: 100_000}); ok {
 		t.Error("a set whose exclude takes everything is not empty")
+	}
+}
+
+func TestBudget(t *testing.T) {
+	a := set(t, []string{`^[a-z]{100}$`}, nil, "", "")
+	b := set(t, []string{`^[a-z]{99}x$`}, []string{`q`}, "", "")
+	if _, _, err := Common(a, b, &Budget{Steps: 50}); err != ErrUndecided {
+		t.Errorf("Common with a budget of 50 states: %v, want ErrUndecided", err)
+	}
+	bud := &Budget{Steps: 10_000}
+	if name, ok, err := Common(a, b, bud); err != nil || !ok || len(name) != 100 || bud.Steps >= 10_000 {
+		t.Errorf("Common = %q, %v, %v (budget left %d)", name, ok, err, bud.Steps)
 	}
 }
