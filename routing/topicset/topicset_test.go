@@ -119,3 +119,65 @@ func TestBudget(t *testing.T) {
 		t.Errorf("Common = %q, %v, %v (budget left %d)", name, ok, err, bud.Steps)
 	}
 }
+
+// FuzzCommon checks Common against the definition: a witness is in both
+// sets (regexp.MatchString on the topic inside the rename), and sets that
+// share a short name are not reported disjoint.
+func FuzzCommon(f *testing.F) {
+	f.Add(`^orders\.`, `.*`, `^orders$`, "", "v7.", "")
+	f.Add(`\bfoo\b`, `^a\.foo`, ``, "", "", "")
+	f.Add(`^a`, `\.dr\.dr$`, ``, ".dr", "", "")
+	f.Add(`^(eu|us)\.x$`, `^us`, `x$`, "", "", "")
+	f.Fuzz(func(t *testing.T, incA, incB, excB, sufA, preB, sufB string) {
+		if len(incA)+len(incB)+len(excB) > 64 || len(sufA) > 8 || len(preB) > 8 || len(sufB) > 8 {
+			return
+		}
+		for _, p := range []string{incA, incB, excB} {
+			if _, err := regexp.Compile(p); err != nil {
+				return
+			}
+		}
+		for _, l := range []string{sufA, preB, sufB} {
+			if strings.Trim(l, Alphabet) != "" {
+				return
+			}
+		}
+		var exc []string
+		if excB != "" {
+			exc = []string{excB}
+		}
+		a, err := New([]string{incA}, nil, "", sufA)
+		if err != nil {
+			return
+		}
+		b, err := New([]string{incB}, exc, preB, sufB)
+		if err != nil {
+			return
+		}
+		name, ok, err := Common(a, b, &Budget{Steps: 20_000})
+		if err != nil {
+			return
+		}
+		if ok && (!in([]string{incA}, nil, "", sufA, name) || !in([]string{incB}, exc, preB, sufB, name)) {
+			t.Fatalf("witness %q is not in both sets", name)
+		}
+		if !ok {
+			// Names of up to 3 characters after the prefix: none may be
+			// in both.
+			const probe = "ab.x_-"
+			var try func(s string, n int)
+			try = func(s string, n int) {
+				if in([]string{incA}, nil, "", sufA, s) && in([]string{incB}, exc, preB, sufB, s) {
+					t.Fatalf("%q is in both sets, but Common found none", s)
+				}
+				if n == 0 {
+					return
+				}
+				for i := range len(probe) {
+					try(s+probe[i:i+1], n-1)
+				}
+			}
+			try(preB, 3)
+		}
+	})
+}
