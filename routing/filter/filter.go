@@ -62,7 +62,6 @@
 package filter
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -264,14 +263,6 @@ func (a *activation) Parent() interpreter.Activation { return nil }
 // ErrNotJSON is the evaluation error of a filter that reads the value of a
 // record whose value is not JSON.
 var ErrNotJSON = errors.New("record value is not JSON")
-
-func decodeJSON(b []byte) ref.Val {
-	var v any
-	if err := json.Unmarshal(b, &v); err != nil {
-		return types.WrapErr(fmt.Errorf("%w: %v", ErrNotJSON, err))
-	}
-	return types.DefaultTypeAdapter.NativeToValue(v)
-}
 
 // headerMap is a record's headers as a CEL map(string, string), read in
 // place: no Go map is built for a record.
