@@ -220,7 +220,7 @@ func readSource(t *testing.T, src []kgo.Opt) map[int32][]srcRec {
 
 // waitProgress waits until the leg's committed progress reaches the end
 // of every source partition.
-func waitProgress(t *testing.T, f *fixture, src, dst []kgo.Opt, within time.Duration) {
+func waitProgress(t testing.TB, f *fixture, src, dst []kgo.Opt, within time.Duration) {
 	t.Helper()
 	ctx := context.Background()
 	scl, err := kgo.NewClient(src...)
