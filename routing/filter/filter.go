@@ -89,6 +89,7 @@ import (
 	"unicode/utf8"
 
 	"cel.dev/cel-go/cel"
+	celast "cel.dev/cel-go/common/ast"
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/common/types/traits"
@@ -97,6 +98,13 @@ import (
 
 // MaxLen is the longest filter accepted, in bytes.
 const MaxLen = 4096
+
+// CostLimit bounds the work of one evaluation of a filter with
+// comprehensions, in CEL's cost units (about one per operation, and per
+// element a comprehension visits): a filter that would take longer on a
+// record (nested comprehensions over a large JSON array, say) fails on
+// it, which is no match, instead of stalling the leg.
+const CostLimit = 100_000
 
 // Header is one record header.
 type Header struct {
@@ -201,7 +209,18 @@ func Compile(src string) (*Filter, error) {
 	if t := ast.OutputType(); !t.IsExactType(cel.BoolType) {
 		return nil, Errors{{Line: 1, Col: 1, Reason: fmt.Sprintf("filter must be a boolean expression, but this one is of type %s (compare it, e.g. value.flag == true)", t)}}
 	}
-	prg, err := env.Program(ast, cel.EvalOptions(cel.OptOptimize))
+	// Without comprehensions (all, exists, map, filter) an evaluation's
+	// work is bounded by the expression's size; cost tracking, which
+	// doubles the time of a small filter, is only needed with them.
+	opts := []cel.ProgramOption{cel.EvalOptions(cel.OptOptimize)}
+	loops := false
+	celast.PostOrderVisit(ast.NativeRep().Expr(), celast.NewExprVisitor(func(e celast.Expr) {
+		loops = loops || e.Kind() == celast.ComprehensionKind
+	}))
+	if loops {
+		opts = append(opts, cel.CostLimit(CostLimit))
+	}
+	prg, err := env.Program(ast, opts...)
 	if err != nil {
 		return nil, Errors{{Line: 1, Col: 1, Reason: reason(err.Error())}}
 	}

@@ -115,3 +115,18 @@ func TestCompileErrors(t *testing.T) {
 		}
 	}
 }
+
+// A filter whose comprehensions would run long on a record fails on it.
+func TestCostLimit(t *testing.T) {
+	f, err := Compile(`value.xs.all(a, value.xs.all(b, value.xs.all(c, a + b + c >= 0)))`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := []byte(`{"xs":[` + strings.Repeat("1,", 199) + `1]}`)
+	if ok, err := f.Match(&Record{Value: big}); ok || err == nil || !strings.Contains(err.Error(), "cost") {
+		t.Errorf("Match on 200^3 steps = %v, %v; want no match with a cost error", ok, err)
+	}
+	if ok, err := f.Match(&Record{Value: []byte(`{"xs":[1,2,3]}`)}); !ok || err != nil {
+		t.Errorf("Match on 3^3 steps = %v, %v; want a match", ok, err)
+	}
+}
