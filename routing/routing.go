@@ -18,7 +18,7 @@
 //	cd routing/filter/langbench && go test -run '^$' -bench . -benchmem -cpu 1 -count 3
 //
 //	                          CEL (lazy value)   expr
-//	issue filter, match       115k-176k, 36      155k, 38
+//	issue filter, match       115k, 36           155k, 38
 //	issue filter, no match    299k, 21           139k, 37
 //	header only, match        1.45M, 4           1.81M, 5
 //	header only, no match     0.98M, 4           0.71M, 5
