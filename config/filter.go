@@ -193,8 +193,8 @@ func leading(rs []rune) int {
 // type-check, and each problem is placed where the file writes it.
 func (v *validator) filterExpr(rp string, r Route) {
 	p := rp + ".filter"
-	if !v.has(p) && r.Filter == "" {
-		return
+	if r.Filter == "" && (v.exprs == nil || v.exprs.nodes[p] == nil) {
+		return // not set, or null ("filter:" or "filter: ~")
 	}
 	_, err := filter.Compile(r.Filter)
 	if err == nil {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -50,6 +51,19 @@ func TestErrorsSort(t *testing.T) {
 	got := es.Sort()
 	if len(got) != 3 || got[0].Line != 1 || got[0].File != "a" || got[1].Line != 2 || got[2].File != "b" {
 		t.Errorf("Sort = %v", got)
+	}
+}
+
+// A null filter is no filter; an empty string is a mistake.
+func TestNullFilter(t *testing.T) {
+	data, err := os.ReadFile("testdata/bad/bad-filter-type.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed := strings.Replace(strings.Replace(string(data), "filter: value.engine.rpm", "filter: value.engine.rpm > 1", 1), `filter: ""`, "filter:", 1)
+	f, errs := parse("null.yaml", []byte(fixed), lookupTestEnv)
+	if len(errs) > 0 || f.Routes[1].Filter != "" {
+		t.Errorf("a null filter: %v", errs)
 	}
 }
 
