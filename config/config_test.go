@@ -51,7 +51,7 @@ func TestGoodFiles(t *testing.T) {
 			if !reflect.DeepEqual(before, f) {
 				t.Errorf("applyDefaults is not idempotent:\nbefore %+v\nafter  %+v", before, f)
 			}
-			if errs := validate(f, "x.yaml", nil, nil); len(errs) > 0 {
+			if errs := validate(f, "x.yaml", nil, nil, nil); len(errs) > 0 {
 				t.Errorf("validate on a parsed file: %v", errs)
 			}
 		})
@@ -166,6 +166,9 @@ func TestFullFile(t *testing.T) {
 		t.Errorf("bootstrap = %q, want %q", got, want)
 	}
 	r := f.Routes[0]
+	if !strings.HasPrefix(r.Filter, `!("test" in headers)`) {
+		t.Errorf("route orders filter = %q", r.Filter)
+	}
 	if r.StartAt != "latest" || r.Discover != 30*time.Second || r.Priority != 5 || len(r.Topics.Exclude) != 2 {
 		t.Errorf("route orders = %+v", r)
 	}

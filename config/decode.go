@@ -57,6 +57,9 @@ type decoder struct {
 	visits    int                 // values decoded, following aliases
 	maxVisits int
 	exhausted bool
+
+	data  []byte      // the file, for exprs
+	exprs exprSources // filter expressions, placed by validate
 }
 
 func newDecoder(file string) *decoder {
@@ -98,6 +101,8 @@ func nodePos(n *yaml.Node) pos {
 // document is not valid YAML; problems with later documents are recorded
 // but do not stop decoding the first.
 func (d *decoder) parseYAML(data []byte) (root *yaml.Node, ok bool) {
+	d.data = data
+	d.exprs.size = len(data)
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	switch err := decodeNode(dec, &doc); {
@@ -322,6 +327,8 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 	}
 	if d.expanded[n] {
 		d.fromEnv[path] = true
+	} else {
+		d.keepExpr(path, n)
 	}
 	nv := reflect.New(v.Type())
 	// Quantities (BitRate, ByteSize) parse themselves, in the grammar of

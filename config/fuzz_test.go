@@ -27,7 +27,7 @@ func FuzzParse(f *testing.F) {
 			if file == nil {
 				t.Fatal("nil *File and nil error")
 			}
-			if errs := validate(file, "fuzz.yaml", nil, nil); len(errs) > 0 {
+			if errs := validate(file, "fuzz.yaml", nil, nil, nil); len(errs) > 0 {
 				t.Fatalf("a parsed file does not validate again: %v", errs)
 			}
 			return

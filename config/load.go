@@ -79,7 +79,7 @@ func parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Fi
 		return nil, redactErrors(secrets, d.errs.sorted())
 	}
 	applyDefaults(f)
-	errs := append(d.errs, validate(f, name, d.pos, d.bad)...)
+	errs := append(d.errs, validate(f, name, d.pos, d.bad, &d.exprs)...)
 	errs = append(errs, d.literalSecrets(f)...)
 	if len(errs) > 0 {
 		return nil, redactErrors(secrets, errs.sorted())

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -35,6 +36,7 @@ func TestWarnings(t *testing.T) {
 	}
 	want := []string{
 		"full.yaml:6:5: gossip.keys: gossip is not implemented yet: gateways take membership from this file, so the keys are checked but unused",
+		`full.yaml:89:13: routes[0].filter: passthrough (link "east.east-a--west") does not apply to this route: a filtered leg decodes its source batches to evaluate the filter and sends records`,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("Warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -49,5 +51,53 @@ func TestErrorsSort(t *testing.T) {
 	got := es.Sort()
 	if len(got) != 3 || got[0].Line != 1 || got[0].File != "a" || got[1].Line != 2 || got[2].File != "b" {
 		t.Errorf("Sort = %v", got)
+	}
+}
+
+// A null filter is no filter; an empty string is a mistake.
+func TestNullFilter(t *testing.T) {
+	data, err := os.ReadFile("testdata/bad/bad-filter-type.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed := strings.Replace(strings.Replace(string(data), "filter: value.engine.rpm", "filter: value.engine.rpm > 1", 1), `filter: ""`, "filter:", 1)
+	f, errs := parse("null.yaml", []byte(fixed), lookupTestEnv)
+	if len(errs) > 0 || f.Routes[1].Filter != "" {
+		t.Errorf("a null filter: %v", errs)
+	}
+}
+
+// TestFilterPositions places a problem at a character of a filter
+// written in each YAML scalar style.
+func TestFilterPositions(t *testing.T) {
+	const head = "version: 1\nregions: []\nroutes:\n  - name: r\n"
+	tests := []struct {
+		name, filter string
+		line, col    int // of the expression's character
+		want         pos
+	}{
+		{"plain", "    filter: key == 1 && topc", 1, 13, pos{5, 25}},
+		{"single", "    filter: 'headers[''a''] == topc'", 1, 17, pos{5, 32}},
+		{"double", `    filter: "headers[\"a\"] == \u0074opc"`, 1, 17, pos{5, 32}},
+		{"double-folded", "    filter: \"key == 1 &&\n      topc\"", 1, 13, pos{6, 7}},
+		{"plain-folded", "    filter: key == 1\n      && topc", 1, 13, pos{6, 10}},
+		{"literal", "    filter: |\n      key == 1 &&\n        topc\n", 2, 3, pos{7, 9}},
+		{"folded", "    filter: >-\n      key == 1 &&\n      topc\n", 1, 13, pos{7, 7}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := newDecoder("f.yaml")
+			root, ok := d.parseYAML([]byte(head + tt.filter + "\n"))
+			if !ok {
+				t.Fatalf("parse: %v", d.errs)
+			}
+			d.expandEnv(root, func(string) (string, bool) { return "", false })
+			var f File
+			d.decodeFile(root, &f)
+			got, ok := d.exprs.at("routes[0].filter", tt.line, tt.col)
+			if !ok || got != tt.want {
+				t.Errorf("value %q: character %d:%d at %v (%v), want %v", f.Routes[0].Filter, tt.line, tt.col, got, ok, tt.want)
+			}
+		})
 	}
 }

@@ -166,11 +166,14 @@ type Link struct {
 
 // Route mirrors topics from one cluster to one or more clusters.
 type Route struct {
-	Name     string        `yaml:"name"`
-	From     string        `yaml:"from"` // "region/cluster"
-	To       []string      `yaml:"to"`   // "region/cluster", at least one, none equal to From
-	Topics   TopicFilter   `yaml:"topics"`
-	Rename   string        `yaml:"rename"`   // template: {topic} {source_region} {source_cluster}; "" = "{topic}"
+	Name   string      `yaml:"name"`
+	From   string      `yaml:"from"` // "region/cluster"
+	To     []string    `yaml:"to"`   // "region/cluster", at least one, none equal to From
+	Topics TopicFilter `yaml:"topics"`
+	// Rename is the destination topic name: a template of {topic},
+	// {source_region}, {source_cluster} and the capture groups of the
+	// include pattern that matched ({1}, {name}); "" = "{topic}".
+	Rename   string        `yaml:"rename"`
 	StartAt  string        `yaml:"start_at"` // earliest|latest; "" = earliest
 	Priority int           `yaml:"priority"` // higher first; 0 default
 	Discover time.Duration `yaml:"discover"` // topic discovery interval; 0 = 2s
@@ -180,6 +183,17 @@ type Route struct {
 	// MaxPartitions caps the partition count a sender may ask a destination
 	// topic of the route to have (0 = 1024, at most 65536).
 	MaxPartitions int32 `yaml:"max_partitions"`
+	// Filter is a CEL expression over each source record (key, headers,
+	// timestamp, topic, partition, and value decoded as JSON): only
+	// records for which it is true are sent; the others still advance the
+	// route's progress. "" = every record. docs/filters.md has the
+	// reference.
+	Filter string `yaml:"filter"`
+	// Merge allows the route to write destination topics that another
+	// route writes too (fan-in into one topic): validation otherwise
+	// rejects two routes whose renames can produce the same destination
+	// topic at the same cluster. Both routes must say it.
+	Merge bool `yaml:"merge"`
 }
 
 // GroupFilter selects consumer groups by regular expression: a group is

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-gw/meridian/routing/topicset"
 	"github.com/meridian-gw/meridian/topology/profile"
 )
 
@@ -30,7 +31,10 @@ type validator struct {
 	file string
 	pos  map[string]pos  // from the decoder; nil for a File built in code
 	bad  map[string]bool // paths the decoder already complained about
-	errs Errors
+	// exprs places problems inside filter expressions (nil: at the
+	// setting).
+	exprs *exprSources
+	errs  Errors
 
 	// Filled by links, used by routes and gateways.
 	linked     map[[2]string]bool // sorted region pair → joined by a link
@@ -38,6 +42,9 @@ type validator struct {
 	usedBy     map[string]string  // region → first link or route using it
 	regionIdx  map[string]int
 	gatewayIdx map[string]gwKey // gateway name → first gateway with that name
+
+	budget topicset.Budget // for destinations
+	size   int             // of the file, in bytes (0: a File built in code)
 
 	// Set when part of regions or links failed to decode: a reference
 	// that does not resolve, or a missing link, is then most likely a
@@ -48,13 +55,15 @@ type validator struct {
 type gwKey struct{ region, gateway int }
 
 // validate returns every problem with f, which applyDefaults has seen.
-// pos and bad come from the decoder and may be nil.
-func validate(f *File, file string, pos map[string]pos, bad map[string]bool) Errors {
+// pos, bad and exprs come from the decoder and may be nil.
+func validate(f *File, file string, pos map[string]pos, bad map[string]bool, exprs *exprSources) Errors {
 	v := &validator{
 		f:          f,
 		file:       file,
 		pos:        pos,
 		bad:        bad,
+		exprs:      exprs,
+		size:       exprs.fileSize(),
 		linked:     make(map[[2]string]bool),
 		linkOf:     make(map[gwKey]string),
 		usedBy:     make(map[string]string),
@@ -72,6 +81,7 @@ func validate(f *File, file string, pos map[string]pos, bad map[string]bool) Err
 	v.regions()
 	v.links()
 	v.routes()
+	v.destinations()
 	v.gateways()
 	return v.errs
 }
@@ -122,6 +132,12 @@ func (v *validator) has(path string) bool {
 }
 
 func (v *validator) errorf(path, format string, args ...any) {
+	v.errorAt(path, v.at(path), format, args...)
+}
+
+// errorAt reports a problem with the setting at path, placed at ps (inside
+// its value, say).
+func (v *validator) errorAt(path string, ps pos, format string, args ...any) {
 	for p := path; ; p = parent(p) {
 		if v.bad[p] {
 			return // the decoder already explained this value
@@ -130,7 +146,6 @@ func (v *validator) errorf(path, format string, args ...any) {
 			break
 		}
 	}
-	ps := v.at(path)
 	v.errs = append(v.errs, &Error{
 		File:   v.file,
 		Line:   ps.line,
@@ -664,7 +679,8 @@ func (v *validator) routes() {
 				v.pattern(fmt.Sprintf("%s.exclude[%d]", gp, j), re)
 			}
 		}
-		for _, why := range renameProblems(r.Rename) {
+		v.filterExpr(rp, r)
+		for _, why := range renameProblems(r.Rename, r.Topics.Include) {
 			v.errorf(rp+".rename", "%s", why)
 		}
 		if strings.HasPrefix(r.Rename, "__") {
@@ -711,9 +727,10 @@ func (v *validator) pattern(path, re string) {
 }
 
 // renameProblems checks a rename template: placeholders from
-// renamePlaceholders, {topic} present, and otherwise only characters
+// renamePlaceholders or capture groups of every include pattern ({1},
+// {name}), {topic} or a group present, and otherwise only characters
 // Kafka allows in topic names.
-func renameProblems(t string) []string {
+func renameProblems(t string, include []string) []string {
 	var out []string
 	hasTopic, badChar := false, false
 	for i := 0; i < len(t); {
@@ -729,8 +746,14 @@ func renameProblems(t string) []string {
 			switch {
 			case ph == "topic":
 				hasTopic = true
-			case !slices.Contains(renamePlaceholders, ph):
-				out = append(out, fmt.Sprintf("unknown placeholder {%s} in %q; use {topic}, {source_region} or {source_cluster}", ph, t))
+			case slices.Contains(renamePlaceholders, ph):
+			case groupPlaceholderRE.MatchString(ph) && (ph[0] <= '9' || namedBySome(ph, include)):
+				if why := groupProblem(ph, include); why != "" {
+					out = append(out, fmt.Sprintf("placeholder {%s} in %q: %s", ph, t, why))
+				}
+				hasTopic = true
+			default:
+				out = append(out, fmt.Sprintf("unknown placeholder {%s} in %q; use {topic}, {source_region}, {source_cluster} or a capture group of the include patterns ({1}, {name})", ph, t))
 			}
 			i += end + 1
 		case c == '}':
@@ -745,9 +768,44 @@ func renameProblems(t string) []string {
 		}
 	}
 	if !hasTopic {
-		out = append(out, fmt.Sprintf("%q must contain {topic}, or every source topic would land in the same destination topic", t))
+		out = append(out, fmt.Sprintf("%q must contain {topic} or a capture group of the include patterns, or every source topic would land in the same destination topic", t))
 	}
 	return out
+}
+
+// groupPlaceholderRE matches a capture group placeholder: a group number
+// from 1, or a group name.
+var groupPlaceholderRE = regexp.MustCompile(`^([1-9][0-9]{0,2}|[A-Za-z_][A-Za-z0-9_]*)$`)
+
+// namedBySome reports whether an include pattern has a group named name.
+func namedBySome(name string, include []string) bool {
+	for _, p := range include {
+		if re, err := regexp.Compile(p); err == nil && re.SubexpIndex(name) >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// groupProblem says why capture group ph is not defined by every include
+// pattern ("" when it is). A rename takes the groups of the first include
+// that matches a topic, so each must have the group. Patterns that do not
+// compile are reported on their own.
+func groupProblem(ph string, include []string) string {
+	n, err := strconv.Atoi(ph)
+	for j, p := range include {
+		re, cerr := regexp.Compile(p)
+		if cerr != nil {
+			continue
+		}
+		switch {
+		case err == nil && re.NumSubexp() < n:
+			return fmt.Sprintf("topics.include[%d] %s has %d capture groups; every include pattern needs group %d", j, quote(p), re.NumSubexp(), n)
+		case err != nil && re.SubexpIndex(ph) < 0:
+			return fmt.Sprintf("topics.include[%d] %s has no group named %q (write (?P<%s>...)); every include pattern needs it", j, quote(p), ph, ph)
+		}
+	}
+	return ""
 }
 
 func topicChar(c byte) bool {
@@ -846,6 +904,7 @@ func warnings(f *File, file string, pos map[string]pos) Errors {
 			}
 		}
 	}
+	passthroughWarnings(f, warn)
 	if f.Gossip != nil && len(f.Gossip.Keys) > 0 {
 		warn("gossip.keys", "gossip is not implemented yet: gateways take membership from this file, so the keys are checked but unused")
 	}

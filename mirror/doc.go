@@ -67,7 +67,8 @@
 //   - Each batch continues its partition's committed progress: data starts
 //     at the committed next offset; a sender covers offsets the source
 //     explains without data (compaction, aborted records, markers,
-//     retention) with an empty batch first. The receiver drops anything
+//     retention, records the route's filter dropped) with an empty batch
+//     first. The receiver drops anything
 //     else unwritten and resumes the sender.
 //   - A sender whose position retention deleted (an out-of-range resume,
 //     or a backlog older than the source's retention) restarts at the log
@@ -151,6 +152,7 @@
 //	passthrough.go       the raw (Kafka batches as they are) variant of the pump
 //	sender_discover.go   topic discovery and announcement
 //	sender_groups.go     sending the source groups' committed offsets
+//	filter.go            route filters at the sender: dropped records leave gaps, counted
 //	credit.go            a session's credit: window, rate cap, priorities
 //	window.go            the receiver's enforcement of the window it granted
 //	penalty.go           refusing peers that broke the protocol, for a while

@@ -396,7 +396,7 @@ func (e *Engine) Status() Status {
 		st.Peers = append(st.Peers, ps)
 		for _, l := range p.legs {
 			ls := LegStatus{Leg: l.leg.ID, Route: l.leg.Route.Name, Direction: "out", From: l.leg.From.Ref(), To: l.leg.To.Ref(),
-				Peer: p.peer.Gateway.Name, Connected: ps.Connected}
+				Peer: p.peer.Gateway.Name, Connected: ps.Connected, Filter: l.leg.Route.Filter}
 			l.stats.fill(&ls)
 			if why := l.fenced.Load(); why != nil {
 				ls.Fenced = *why
@@ -406,7 +406,8 @@ func (e *Engine) Status() Status {
 	}
 	for _, l := range e.in {
 		owner, fence := l.state.ownerAndFence()
-		ls := LegStatus{Leg: l.leg.ID, Route: l.leg.Route.Name, Direction: "in", From: l.leg.From.Ref(), To: l.leg.To.Ref(), Connected: owner != nil}
+		ls := LegStatus{Leg: l.leg.ID, Route: l.leg.Route.Name, Direction: "in", From: l.leg.From.Ref(), To: l.leg.To.Ref(), Connected: owner != nil,
+			Filter: l.leg.Route.Filter}
 		if fence != nil {
 			ls.Fenced = fmt.Sprintf("%s (route epoch %d, since %s)", fence.Reason, fence.Epoch, time.UnixMilli(fence.At).UTC().Format(time.RFC3339))
 		}

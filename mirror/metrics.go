@@ -32,6 +32,10 @@ type metrics struct {
 	topicRefused *prometheus.CounterVec // leg, reason (Topic frames, or configs in them, the receiver refused)
 	groupDropped *prometheus.CounterVec // leg, reason (group offsets the receiver did not take)
 	fenced       *prometheus.GaugeVec   // leg (1 while failed over)
+
+	filteredRecords *prometheus.CounterVec // leg, route
+	filteredBytes   *prometheus.CounterVec // leg, route
+	filterErrors    *prometheus.CounterVec // leg, route, reason (eval, not-json)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -114,11 +118,23 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meridian_leg_fenced",
 			Help: "1 while an inbound leg is fenced at its destination (failed over: its old direction writes nothing), else 0.",
 		}, []string{"leg"}),
+		filteredRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_filtered_records_total",
+			Help: "Source records a route's filter kept from the link (sending gateway), including those it could not be evaluated on; they still advance progress.",
+		}, []string{"leg", "route"}),
+		filteredBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_filtered_bytes_total",
+			Help: "Uncompressed bytes (key+value+headers) of the records a route's filter kept from the link.",
+		}, []string{"leg", "route"}),
+		filterErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_filter_errors_total",
+			Help: "Records a route's filter could not be evaluated on, by reason (not-json: the value is not JSON; eval: a missing header or field, a type mismatch); they do not match.",
+		}, []string{"leg", "route", "reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns, m.hangingTxns, m.txnRetries,
 			m.deadLetters, m.resumes, m.dropped, m.sourceGap, m.quarantined, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments, m.passBatches,
-			m.refused, m.violations, m.topicRefused, m.groupDropped, m.fenced)
+			m.refused, m.violations, m.topicRefused, m.groupDropped, m.fenced, m.filteredRecords, m.filteredBytes, m.filterErrors)
 	}
 	return m
 }

@@ -18,7 +18,8 @@ import (
 func (lr *legRunner) passthrough() bool {
 	l := lr.p.peer.Link
 	w := lr.conn.Welcome()
-	return l != nil && l.Passthrough && w != nil && w.Version >= transport.VersionKafkaBatches
+	// A filtered leg must see each record: it decodes (filter.go).
+	return l != nil && l.Passthrough && lr.out.leg.Filter == nil && w != nil && w.Version >= transport.VersionKafkaBatches
 }
 
 // rawAdder adds partitions to a raw fetcher.

@@ -36,6 +36,8 @@ type outLeg struct {
 	leg    *routing.Leg
 	stats  legStats
 	fenced atomic.Pointer[string] // why the destination refuses the leg, or nil
+	// filterErrs counts the records the leg's filter failed on (filter.go).
+	filterErrs atomic.Int64
 }
 
 func (o *outLeg) setFenced(why string) {

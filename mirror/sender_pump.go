@@ -236,6 +236,7 @@ func (lr *legRunner) pipeline(ctx context.Context, cl *kgo.Client, gen uint64, p
 type recordBatcher struct {
 	batch []transport.Record
 	hdrs  []transport.Header
+	flt   filterScratch
 }
 
 // sendRecords sends the records of a partition at offsets from and later
@@ -248,6 +249,12 @@ func (lr *legRunner) sendRecords(ctx context.Context, rb *recordBatcher, pos *se
 	rb.batch = rb.batch[:0]
 	size := int64(0)
 	limit := lr.cr.batchLimit(lr.maxBatch)
+	// Records the leg's filter drops are skipped like transaction
+	// markers: the batches still end at next, so progress moves past
+	// them, and the receiver's offset map has a gap where they were
+	// (filter.go).
+	var out filterCount
+	defer lr.out.filtered(lr.p, &out)
 	flush := func(next int64) error {
 		b := &transport.Batch{
 			Leg: leg.ID, Gen: gen, Topic: topic, Partition: partition,
@@ -260,6 +267,9 @@ func (lr *legRunner) sendRecords(ctx context.Context, rb *recordBatcher, pos *se
 	for _, r := range recs {
 		if r.Attrs.IsControl() || r.Offset < from {
 			continue // a transaction marker: no data, but it moves next
+		}
+		if leg.Filter != nil && !rb.flt.match(leg.Filter, r, &out) {
+			continue
 		}
 		tr := transport.Record{Offset: r.Offset, Timestamp: r.Timestamp.UnixMilli(), Key: r.Key, Value: r.Value}
 		if nh := len(r.Headers); nh > 0 {

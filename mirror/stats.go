@@ -24,9 +24,13 @@ type legStats struct {
 	// mirrored; gaps are the latest such ranges (maxGapsShown).
 	gapRecords int64
 	gaps       []SourceGap
-	lastErr    string
-	lastErrAt  time.Time
-	parts      map[tp]partStat
+	// What the (outbound) leg's filter dropped, and the records it could
+	// not be evaluated on (counted in filteredRecords too).
+	filteredRecords, filteredBytes, filterErrors int64
+	lastFilterErr                                string
+	lastErr                                      string
+	lastErrAt                                    time.Time
+	parts                                        map[tp]partStat
 }
 
 type partStat struct{ next, hwm, lastTS int64 }
@@ -66,6 +70,19 @@ func (s *legStats) sourceGap(g SourceGap) {
 		s.gaps = append(s.gaps[:0], s.gaps[1:]...)
 	}
 	s.gaps = append(s.gaps, g)
+}
+
+// filteredOut counts records the leg's filter dropped: records of bytes
+// (key, value, headers), errors of them because it failed on them.
+func (s *legStats) filteredOut(records, bytes, errors int64, lastErr error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.filteredRecords += records
+	s.filteredBytes += bytes
+	s.filterErrors += errors
+	if lastErr != nil {
+		s.lastFilterErr = lastErr.Error()
+	}
 }
 
 // restore seeds the partition positions from committed progress.
@@ -154,6 +171,17 @@ type LegStatus struct {
 	// latest such ranges, with the offsets lost.
 	SourceGapRecords int64       `json:"source_gap_records,omitempty"`
 	SourceGaps       []SourceGap `json:"source_gaps,omitempty"`
+	// Filter is the route's filter (routes[].filter), on both ends.
+	// FilteredRecords and FilteredBytes (key, value and headers) count
+	// what the (outbound) leg's filter dropped before the link;
+	// FilterErrors those of them it could not be evaluated on (a missing
+	// field, a value that is not JSON), the latest reason in
+	// LastFilterError.
+	Filter          string `json:"filter,omitempty"`
+	FilteredRecords int64  `json:"filtered_records,omitempty"`
+	FilteredBytes   int64  `json:"filtered_bytes,omitempty"`
+	FilterErrors    int64  `json:"filter_errors,omitempty"`
+	LastFilterError string `json:"last_filter_error,omitempty"`
 	// Quarantined are the (inbound) leg's partitions the destination
 	// refuses (quarantine.go), by topic and partition.
 	Quarantined []QuarantinedPartition `json:"quarantined,omitempty"`
@@ -180,4 +208,5 @@ func (s *legStats) fill(st *LegStatus) {
 	st.LastError = s.lastErr
 	st.FailedTxns = s.failedTxns
 	st.SourceGapRecords, st.SourceGaps = s.gapRecords, append([]SourceGap(nil), s.gaps...)
+	st.FilteredRecords, st.FilteredBytes, st.FilterErrors, st.LastFilterError = s.filteredRecords, s.filteredBytes, s.filterErrors, s.lastFilterErr
 }

@@ -176,3 +176,64 @@ func TestHubReceivesEverySite(t *testing.T) {
 		t.Errorf("two regions: east-a sends to %+v, want west-a", site.Out)
 	}
 }
+
+// A route's filter is compiled once and shared by its legs; a route
+// without one has none.
+func TestLegFilter(t *testing.T) {
+	topo := fleet(t)
+	for _, r := range topo.Routes {
+		if r.Name == "backup" {
+			r.Filter = `headers["severity"] == "alarm"`
+		}
+	}
+	tab, err := Compile(topo, "hq-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var legs []*Leg
+	for _, p := range tab.Out {
+		legs = append(legs, p.Legs...)
+	}
+	if len(legs) != 2 || legs[0].Filter == nil || legs[0].Filter != legs[1].Filter {
+		t.Fatalf("backup legs %v: want two sharing one filter", legs)
+	}
+	if got := legs[0].Filter.String(); got != `headers["severity"] == "alarm"` {
+		t.Errorf("filter = %q", got)
+	}
+	for _, l := range tab.In {
+		if l.Route.Name == "telemetry" && l.Filter != nil {
+			t.Errorf("unfiltered route %s has a filter", l.ID)
+		}
+	}
+	for _, r := range topo.Routes {
+		if r.Name == "backup" {
+			r.Filter = `headers["severity"] ==`
+		}
+	}
+	if _, err := Compile(topo, "hq-a"); err == nil || !strings.Contains(err.Error(), `route "backup": filter: 1:`) {
+		t.Errorf("bad filter: err = %v", err)
+	}
+}
+
+func TestDestTopicCaptureGroups(t *testing.T) {
+	topo := fleet(t)
+	for _, r := range topo.Routes {
+		if r.Name == "telemetry" {
+			r.Include = []string{`^telemetry\.(?P<kind>[a-z]+)\.(\w+)$`, `^alarms$`}
+			r.Rename = "{source_region}.{kind}-{2}.{source_cluster}"
+		}
+	}
+	tab, err := Compile(topo, "v7-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leg := tab.Out[0].Legs[0]
+	for topic, want := range map[string]string{
+		"telemetry.engine.rpm": "v7.engine-rpm.kafka",
+		"alarms":               "v7.-.kafka", // the matching include has no such groups
+	} {
+		if got := leg.DestTopic(topic); got != want {
+			t.Errorf("DestTopic(%q) = %q, want %q", topic, got, want)
+		}
+	}
+}

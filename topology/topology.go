@@ -131,6 +131,9 @@ type Route struct {
 	// GroupInclude and GroupExclude select the source consumer groups whose
 	// offsets are synced to the destinations (no includes: none).
 	GroupInclude, GroupExclude []string
+	// Filter is the route's CEL filter over source records (routes[].filter;
+	// "" = none). Package routing compiles it.
+	Filter string
 }
 
 // New resolves a validated file. It returns an error only for references that
@@ -202,7 +205,7 @@ func New(f *config.File) (*Topology, error) {
 		}
 		rt := &Route{Name: r.Name, From: from, Include: r.Topics.Include, Exclude: r.Topics.Exclude,
 			Rename: r.Rename, StartAt: r.StartAt, Priority: r.Priority, Discover: r.Discover,
-			MaxPartitions: r.MaxPartitions}
+			MaxPartitions: r.MaxPartitions, Filter: r.Filter}
 		if r.Groups != nil {
 			rt.GroupInclude, rt.GroupExclude = r.Groups.Include, r.Groups.Exclude
 		}

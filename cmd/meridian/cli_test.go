@@ -81,7 +81,7 @@ func TestValidateExamples(t *testing.T) {
 		want string // summary after "ok: FILE: "
 	}{
 		{"two-region.yaml", "2 regions, 2 clusters, 2 gateways, 1 links, 1 routes (1 legs)"},
-		{"satellite-fleet.yaml", "4 regions, 4 clusters, 4 gateways, 3 links, 3 routes (3 legs)"},
+		{"satellite-fleet.yaml", "4 regions, 4 clusters, 4 gateways, 3 links, 4 routes (4 legs)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -481,5 +481,22 @@ func TestSchemaCommand(t *testing.T) {
 	}
 	if r.code != 0 || r.stdout != string(want) {
 		t.Errorf("meridian schema: exit %d, %d bytes; want the %d bytes of config/topology.schema.json", r.code, len(r.stdout), len(want))
+	}
+}
+
+// TestValidateWarnsFilteredPassthrough: filtered routes over a passthrough
+// link validate, with a warning at each route's filter that passthrough
+// does not apply to it.
+func TestValidateWarnsFilteredPassthrough(t *testing.T) {
+	const name = "filter-passthrough.yaml"
+	dir := copyTopology(t, filepath.Join("testdata", name))
+	writeCertsFor(t, filepath.Join(dir, name), nil)
+	r := meridian(t, dir, nil, "validate", "-f", name)
+	want := []string{
+		`warning: filter-passthrough.yaml:31:13: routes[0].filter: passthrough (link "east--west") does not apply to this route: a filtered leg decodes its source batches to evaluate the filter and sends records`,
+		`warning: filter-passthrough.yaml:37:13: routes[1].filter: passthrough (link "east--west") does not apply to this route: a filtered leg decodes its source batches to evaluate the filter and sends records`,
+	}
+	if r.code != 0 || strings.TrimSpace(r.stderr) != strings.Join(want, "\n") || !strings.HasPrefix(r.stdout, "ok: ") {
+		t.Errorf("meridian validate -f %s: %v\nwant exit 0 and the warnings\n%s", name, r, strings.Join(want, "\n"))
 	}
 }

@@ -34,6 +34,7 @@ type topoParams struct {
 	SrcBootstrap, DstBootstrap string // "host:port, host:port"
 	EastListen, WestListen     string // UDP
 	EastAdmin, WestAdmin       string // TCP
+	Filter                     string // the route's filter (single-quoted in YAML); "" = none
 }
 
 // topologyTmpl is two regions, east and west, with one Kafka cluster and one
@@ -84,6 +85,9 @@ routes:
     topics:
       include: ['^orders\.']
       exclude: ['\.tmp$']
+{{- if .Filter}}
+    filter: '{{.Filter}}'
+{{- end}}
 `))
 
 // writeTopology writes dir/topology.yaml and returns its path.
@@ -349,7 +353,10 @@ func twoClusters(t *testing.T) (src, dst *kfake.Cluster) {
 
 // startTwoGateways starts the clusters, writes the topology and its
 // certificates, validates it and runs both gateways, the receiver first.
-func startTwoGateways(t *testing.T) *twoGateways {
+func startTwoGateways(t *testing.T) *twoGateways { return startTwoGatewaysWith(t, "") }
+
+// startTwoGatewaysWith is startTwoGateways with a filter on the route.
+func startTwoGatewaysWith(t *testing.T, filter string) *twoGateways {
 	e := &twoGateways{t: t}
 	src, dst := twoClusters(t)
 	e.srcOpts = []kgo.Opt{kgo.SeedBrokers(src.ListenAddrs()...)}
@@ -361,6 +368,7 @@ func startTwoGateways(t *testing.T) *twoGateways {
 		DstBootstrap: strings.Join(dst.ListenAddrs(), ", "),
 		EastListen:   freeUDPAddr(t), WestListen: freeUDPAddr(t),
 		EastAdmin: freeTCPAddr(t), WestAdmin: freeTCPAddr(t),
+		Filter: filter,
 	}
 	e.topo = writeTopology(t, e.dir, e.p)
 	if r := meridian(t, e.dir, nil, "certs", "--out", "certs", "-f", e.topo); r.code != 0 {

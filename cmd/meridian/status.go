@@ -77,19 +77,32 @@ func renderStatus(w io.Writer, st *mirror.Status) {
 		fmt.Fprintln(w)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LEG\tDIR\tPEER\tCONNECTED\tRECORDS\tRAW\tWIRE\tRATIO\tLAG\tLAG(s)\tDLQ\tTXN FAILS\tLOST AT SOURCE\tLAST ERROR")
+	fmt.Fprintln(tw, "LEG\tDIR\tPEER\tCONNECTED\tRECORDS\tRAW\tWIRE\tRATIO\tFILTERED\tLAG\tLAG(s)\tDLQ\tTXN FAILS\tLOST AT SOURCE\tLAST ERROR")
 	for _, l := range st.Legs {
 		ratio := "-"
 		if l.WireBytes > 0 {
 			ratio = fmt.Sprintf("%.2f", float64(l.RawBytes)/float64(l.WireBytes))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\t%s\t%s\t%d\t%.1f\t%d\t%d\t%d\t%s\n", l.Leg, l.Direction, l.Peer, l.Connected,
-			l.Records, humanBytes(l.RawBytes), humanBytes(l.WireBytes), ratio, l.LagRecords, l.LagSeconds, l.DeadLetters,
+		filtered := "-"
+		if l.Filter != "" && l.Direction == "out" {
+			filtered = fmt.Sprintf("%d (%s)", l.FilteredRecords, humanBytes(l.FilteredBytes))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\t%s\t%s\t%s\t%d\t%.1f\t%d\t%d\t%d\t%s\n", l.Leg, l.Direction, l.Peer, l.Connected,
+			l.Records, humanBytes(l.RawBytes), humanBytes(l.WireBytes), ratio, filtered, l.LagRecords, l.LagSeconds, l.DeadLetters,
 			l.FailedTxns, l.SourceGapRecords, l.LastError)
 	}
 	tw.Flush()
 	sep := "\n"
 	for _, l := range st.Legs {
+		if l.Filter != "" && l.Direction == "out" {
+			fmt.Fprintf(w, "%sleg %s: filter %s: %d records (%s) filtered out, %d of them filter errors (no match)",
+				sep, l.Leg, strings.Join(strings.Fields(l.Filter), " "), l.FilteredRecords, humanBytes(l.FilteredBytes), l.FilterErrors)
+			if l.LastFilterError != "" {
+				fmt.Fprintf(w, ", latest: %s", l.LastFilterError)
+			}
+			fmt.Fprintln(w)
+			sep = ""
+		}
 		for _, g := range l.SourceGaps {
 			fmt.Fprintf(w, "%sleg %s: %s/%d offsets %d-%d (%d records) deleted at the source before they were mirrored, %s\n",
 				sep, l.Leg, g.Topic, g.Partition, g.From, g.To-1, g.Records, g.At.UTC().Format(time.RFC3339))

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/meridian-gw/meridian/mirror"
+)
+
+// A filtered outbound leg shows what its filter dropped, in the table and
+// in a line naming the filter and its latest error.
+func TestRenderStatusFiltered(t *testing.T) {
+	var b strings.Builder
+	renderStatus(&b, &mirror.Status{Gateway: "ge", Region: "east", Legs: []mirror.LegStatus{
+		{Leg: "alarms:west/kafka", Route: "alarms", Direction: "out", Peer: "gw", Connected: true, Records: 10,
+			Filter: "headers[\"kind\"] == \"alarm\" &&\n  value.rpm > 3000", FilteredRecords: 90, FilteredBytes: 9 << 10,
+			FilterErrors: 2, LastFilterError: "record value is not JSON"},
+		{Leg: "alarms:west/kafka", Route: "alarms", Direction: "in", Filter: "x"},
+	}})
+	out := b.String()
+	for _, want := range []string{
+		"FILTERED",
+		"90 (9.0KiB)",
+		`leg alarms:west/kafka: filter headers["kind"] == "alarm" && value.rpm > 3000: 90 records (9.0KiB) filtered out, 2 of them filter errors (no match), latest: record value is not JSON`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Count(out, "filtered out") != 1 {
+		t.Errorf("want one filter line (the inbound end filters nothing):\n%s", out)
+	}
+}
