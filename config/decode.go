@@ -15,6 +15,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	goccy "github.com/goccy/go-yaml"
+	goccyparser "github.com/goccy/go-yaml/parser"
 	"gopkg.in/yaml.v3"
 
 	"github.com/meridian-gw/meridian/internal/units"
@@ -162,6 +164,13 @@ func (d *decoder) syntaxError(data []byte, err error) {
 		msg = strings.TrimPrefix(msg, "yaml: ")
 	}
 	col := 1
+	if p, what, ok := preciseSyntaxError(data); ok && !strings.Contains(msg, "tab") {
+		// yaml.v3 names the line where the enclosing block starts (an
+		// indentation slip on line 4 came out at line 2); goccy/go-yaml's
+		// parser points at the token, and says what is wrong there.
+		line, col = p.line, p.col
+		msg = what + " (" + msg + ")"
+	}
 	if strings.Contains(msg, "tab") {
 		// yaml.v3 reports the line where the enclosing block starts; point
 		// at the first line from there on that is indented with a tab.
@@ -177,6 +186,23 @@ func (d *decoder) syntaxError(data []byte, err error) {
 		}
 	}
 	d.errorAt(pos{line, col}, "", "invalid YAML: %s", msg)
+}
+
+// preciseSyntaxError parses data with goccy/go-yaml only to place a syntax
+// error yaml.v3 found: the line and column of the token at fault, and
+// goccy's message. ok is false if goccy finds no error or cannot say where.
+func preciseSyntaxError(data []byte) (p pos, msg string, ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	_, err := goccyparser.ParseBytes(data, 0)
+	var se *goccy.SyntaxError
+	if !errors.As(err, &se) || se.Token == nil || se.Token.Position == nil || se.Token.Position.Line < 1 {
+		return pos{}, "", false
+	}
+	return pos{se.Token.Position.Line, max(se.Token.Position.Column, 1)}, se.Message, true
 }
 
 // resolve follows an alias to the node it names.
