@@ -566,3 +566,34 @@ func TestAdminForms(t *testing.T) {
 		})
 	}
 }
+
+// TestUnsetEnvWarns: with Options.UnsetEnvWarns an unset ${NAME} is a
+// warning at its value, the value stands for itself, and the same file
+// without the option fails there.
+func TestUnsetEnvWarns(t *testing.T) {
+	data := []byte(`version: 1
+regions:
+  - name: east
+    clusters:
+      - name: kafka
+        kind: kafka
+        bootstrap: [kafka-1.east:9092]
+        sasl: {mechanism: plain, username: meridian, password: "${MERIDIAN_TEST_NOT_SET}"}
+    gateways: [{name: east-a, listen: "127.0.0.1:7443"}]
+`)
+	none := func(string) (string, bool) { return "", false }
+	if _, errs := parse("t.yaml", data, none); len(errs) != 1 || !strings.Contains(errs[0].Error(), "t.yaml:8:64: regions[0].clusters[0].sasl.password: environment variable MERIDIAN_TEST_NOT_SET is not set") {
+		t.Fatalf("without the option: %v", errs)
+	}
+	f, errs := parseWith("t.yaml", data, none, Options{UnsetEnvWarns: true})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	ws := f.Warnings()
+	if len(ws) != 1 || ws[0].Line != 8 || ws[0].Col != 64 || ws[0].Path != "regions[0].clusters[0].sasl.password" || !strings.Contains(ws[0].Reason, "MERIDIAN_TEST_NOT_SET is not set") {
+		t.Fatalf("warnings %v", ws)
+	}
+	if got := f.Regions[0].Clusters[0].SASL.Password.Reveal(); got != "${MERIDIAN_TEST_NOT_SET}" {
+		t.Errorf("the unset value is %q, want the text ${MERIDIAN_TEST_NOT_SET}", got)
+	}
+}

@@ -52,6 +52,12 @@ type decoder struct {
 
 	envErrs   map[*yaml.Node][]string // from expandEnv, reported on decode
 	envDone   map[*yaml.Node]bool
+	// unsetEnv holds, with Options.UnsetEnvWarns, the unset variables of a
+	// scalar (expanded to their own "${NAME}"), reported on decode as
+	// warnings.
+	envOptional bool
+	unsetEnv    map[*yaml.Node][]string
+	warns       Errors
 	secrets   []string            // values that came from ${ENV}, in file order
 	expanded  map[*yaml.Node]bool // scalars that held ${ENV}
 	fromEnv   map[string]bool     // paths decoded from those scalars
@@ -71,6 +77,8 @@ func newDecoder(file string) *decoder {
 		bad:     make(map[string]bool),
 		envErrs: make(map[*yaml.Node][]string),
 		envDone: make(map[*yaml.Node]bool),
+
+		unsetEnv: make(map[*yaml.Node][]string),
 
 		expanded: make(map[*yaml.Node]bool),
 		fromEnv:  make(map[string]bool),
@@ -350,6 +358,14 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.ScalarNode {
 		d.mismatch(n, v.Type(), path)
 		return
+	}
+	if names := d.unsetEnv[n]; len(names) > 0 && !d.envDone[n] {
+		d.envDone[n] = true
+		for _, name := range names {
+			p := nodePos(n)
+			d.warns = append(d.warns, &Error{File: d.file, Line: max(p.line, 1), Col: max(p.col, 1), Path: path,
+				Reason: fmt.Sprintf("environment variable %s is not set: meridian run refuses the file without it (validate --require-env makes this an error)", name)})
+		}
 	}
 	if d.expanded[n] {
 		d.fromEnv[path] = true

@@ -37,6 +37,12 @@ func (d *decoder) expandEnv(n *yaml.Node, lookup func(string) (string, bool)) {
 		}
 		out, errs := expand(n.Value, func(name string) (string, bool) {
 			v, ok := lookup(name)
+			if !ok && d.envOptional {
+				// Validation without the secrets (a CI linting topology
+				// files): the value stands for itself, and a warning says so.
+				d.unsetEnv[n] = append(d.unsetEnv[n], name)
+				v, ok = "${"+name+"}", true
+			}
 			if ok && v != "" {
 				d.secrets = append(d.secrets, v)
 			}

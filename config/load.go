@@ -13,14 +13,26 @@ import (
 // in it are taken relative to the file's directory. Problems with the
 // file's contents are returned as [Errors], each naming path, line and
 // column; failing to read the file is returned wrapped ("load config: …").
-func Load(path string) (*File, error) {
+func Load(path string) (*File, error) { return LoadWith(path, Options{}) }
+
+// Options change how a file is loaded. The zero value is what a gateway
+// needs.
+type Options struct {
+	// UnsetEnvWarns makes an unset ${NAME} a warning instead of an error:
+	// the value is then the text "${NAME}" itself. For validating files
+	// where their secrets are not (a CI job); never for running them.
+	UnsetEnvWarns bool
+}
+
+// LoadWith is Load with options.
+func LoadWith(path string, o Options) (*File, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
 	}
-	f, err := Parse(path, data)
-	if err != nil {
-		return nil, err
+	f, errs := parseWith(path, data, os.LookupEnv, o)
+	if len(errs) > 0 {
+		return nil, errs
 	}
 	resolvePaths(f, filepath.Dir(path))
 	return f, nil
@@ -67,7 +79,12 @@ func Parse(name string, data []byte) (*File, error) {
 
 // parse is Parse with the environment passed in.
 func parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*File, Errors) {
+	return parseWith(name, data, lookupEnv, Options{})
+}
+
+func parseWith(name string, data []byte, lookupEnv func(string) (string, bool), o Options) (*File, Errors) {
 	d := newDecoder(name)
+	d.envOptional = o.UnsetEnvWarns
 	root, ok := d.parseYAML(data)
 	if !ok {
 		return nil, d.errs.sorted()
@@ -84,7 +101,8 @@ func parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Fi
 	if len(errs) > 0 {
 		return nil, redactErrors(secrets, errs.sorted())
 	}
-	f.src = &source{name: name, pos: d.pos, warnings: redactErrors(secrets, warnings(f, name, d.pos)), secrets: d.secrets}
+	ws := append(d.warns, warnings(f, name, d.pos)...)
+	f.src = &source{name: name, pos: d.pos, warnings: redactErrors(secrets, ws.sorted()), secrets: d.secrets}
 	return f, nil
 }
 

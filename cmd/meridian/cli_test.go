@@ -112,20 +112,48 @@ func TestValidateExamples(t *testing.T) {
 }
 
 // TestValidateFleetNeedsEnv: the fleet example's SASL passwords come from
-// the environment; without them each is a problem at its line.
+// the environment. Without them validate warns at each one's line and goes
+// on (a CI job lints files without the production secrets); with
+// --require-env, as run does, each is an error.
 func TestValidateFleetNeedsEnv(t *testing.T) {
-	path := filepath.Join("..", "..", "examples", "satellite-fleet.yaml")
+	dir := copyTopology(t, filepath.Join("..", "..", "examples", "satellite-fleet.yaml"))
+	path := filepath.Join(dir, "satellite-fleet.yaml")
+	writeCertsFor(t, path, map[string]string{"MERIDIAN_HQ_KAFKA_PASSWORD": "hq-secret", "MERIDIAN_DR_KAFKA_PASSWORD": "dr-secret"})
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "MERIDIAN_HQ_KAFKA_PASSWORD=") && !strings.HasPrefix(kv, "MERIDIAN_DR_KAFKA_PASSWORD=") {
 			env = append(env, kv)
 		}
 	}
+	at := []string{":61:21: regions[2].clusters[0].sasl.password: environment variable MERIDIAN_HQ_KAFKA_PASSWORD is not set",
+		":82:21: regions[3].clusters[0].sasl.password: environment variable MERIDIAN_DR_KAFKA_PASSWORD is not set"}
 	r := meridianEnv(t, "", env, "validate", "-f", path)
-	want := path + ":61:21: regions[2].clusters[0].sasl.password: environment variable MERIDIAN_HQ_KAFKA_PASSWORD is not set\n" +
-		path + ":82:21: regions[3].clusters[0].sasl.password: environment variable MERIDIAN_DR_KAFKA_PASSWORD is not set\n"
+	wantWarn := "warning: " + path + at[0] + ": meridian run refuses the file without it (validate --require-env makes this an error)\n" +
+		"warning: " + path + at[1] + ": meridian run refuses the file without it (validate --require-env makes this an error)\n"
+	if r.code != 0 || r.stderr != wantWarn || !strings.HasPrefix(r.stdout, "ok: ") {
+		t.Errorf("meridian validate -f %s without the passwords:\n%v\nwant exit status 0 and on stderr\n%s", path, r, wantWarn)
+	}
+	r = meridianEnv(t, "", env, "validate", "-f", path, "-o", "json")
+	var out struct {
+		OK       bool `json:"ok"`
+		Warnings []struct {
+			Line int    `json:"line"`
+			Col  int    `json:"col"`
+			Path string `json:"path"`
+		} `json:"warnings"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || !out.OK || len(out.Warnings) != 2 || out.Warnings[0].Line != 61 || out.Warnings[1].Path != "regions[3].clusters[0].sasl.password" {
+		t.Errorf("meridian validate -o json without the passwords: %v, %+v\n%v", err, out, r)
+	}
+	r = meridianEnv(t, "", env, "validate", "-f", path, "--require-env")
+	want := path + at[0] + "\n" + path + at[1] + "\n"
 	if r.code != 1 || r.stdout != want {
-		t.Errorf("meridian validate -f %s without the passwords:\n%v\nwant exit status 1 and stdout\n%s", path, r, want)
+		t.Errorf("meridian validate --require-env -f %s without the passwords:\n%v\nwant exit status 1 and stdout\n%s", path, r, want)
+	}
+	// run refuses it whatever validate says.
+	r = meridianEnv(t, "", env, "run", "-f", path, "--gateway", "hq-a")
+	if r.code != 1 || !strings.Contains(r.stderr+r.stdout, "environment variable MERIDIAN_HQ_KAFKA_PASSWORD is not set") {
+		t.Errorf("meridian run without the passwords:\n%v\nwant exit 1 naming the variable", r)
 	}
 }
 

@@ -23,7 +23,12 @@ func (g *globals) loadTopology(file string) (*topology.Topology, error) {
 // secrets (values from ${ENV}) are redacted from the command's output from
 // then on.
 func (g *globals) loadFile(file string) (*config.File, *topology.Topology, error) {
-	f, err := config.Load(file)
+	return g.loadFileWith(file, config.Options{})
+}
+
+// loadFileWith is loadFile with config options (validate's lenient ${ENV}).
+func (g *globals) loadFileWith(file string, o config.Options) (*config.File, *topology.Topology, error) {
+	f, err := config.LoadWith(file, o)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -21,20 +21,26 @@ const (
 
 func newValidateCmd(g *globals) *cobra.Command {
 	var file, output, gateway string
+	var requireEnv bool
 	cmd := &cobra.Command{
-		Use:   "validate -f FILE [--gateway NAME]",
+		Use:   "validate -f FILE [--gateway NAME] [--require-env]",
 		Short: "Check a topology file and print every problem as file:line:col: path: reason",
 		Long: `Validate loads the file and builds every gateway as run does (certificates,
 links, codecs), starting nothing and binding nothing. With --gateway NAME, run
 on that gateway's host, it also test-binds the gateway's listen and admin
 addresses. Settings that are accepted but have no effect yet are printed as
-warnings on stderr; they do not fail validation.`,
+warnings on stderr; they do not fail validation (exit 0 with warnings only).
+
+An unset ${NAME} is a warning here, so that a CI job without the production
+secrets can lint topology files (the value stands for itself); run refuses
+the file, and --require-env makes validate refuse it too. With -o json,
+problems and warnings are both listed with their positions.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			sum, warnings, err := g.validateFile(file, gateway)
+			sum, warnings, err := g.validateFile(file, gateway, requireEnv)
 			if output != "json" {
 				for _, w := range warnings {
 					fmt.Fprintln(g.stderr, "warning: "+w.Error())
@@ -74,6 +80,7 @@ warnings on stderr; they do not fail validation.`,
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "topology file (required)")
+	cmd.Flags().BoolVar(&requireEnv, "require-env", false, "an unset ${NAME} in the file is an error, as in run (default: a warning)")
 	cmd.Flags().StringVarP(&gateway, "gateway", "g", "", "also test-bind this gateway's listen and admin addresses (run it on the gateway's host)")
 	_ = cmd.MarkFlagRequired("file")
 	outputFlag(cmd, &output)
@@ -94,9 +101,10 @@ type summary struct {
 // every gateway (gateway.New: forwarding table, certificates, link
 // dialers). Problems are config.Errors at their settings, all at once.
 // When probe names a gateway, its addresses are also test-bound. warnings
-// are the file's (config.File.Warnings).
-func (g *globals) validateFile(path, probe string) (s summary, warnings config.Errors, err error) {
-	f, topo, err := g.loadFile(path)
+// are the file's (config.File.Warnings), also beside problems found after
+// the file itself was valid.
+func (g *globals) validateFile(path, probe string, requireEnv bool) (s summary, warnings config.Errors, err error) {
+	f, topo, err := g.loadFileWith(path, config.Options{UnsetEnvWarns: !requireEnv})
 	if err != nil {
 		return summary{}, nil, err
 	}
@@ -121,7 +129,7 @@ func (g *globals) validateFile(path, probe string) (s summary, warnings config.E
 		}
 	}
 	if len(problems) > 0 {
-		return summary{}, nil, problems.Sort()
+		return summary{}, f.Warnings(), problems.Sort()
 	}
 	return s, f.Warnings(), nil
 }
