@@ -50,21 +50,21 @@ type decoder struct {
 	// already explains the problem.
 	bad map[string]bool
 
-	envErrs   map[*yaml.Node][]string // from expandEnv, reported on decode
-	envDone   map[*yaml.Node]bool
+	envErrs map[*yaml.Node][]string // from expandEnv, reported on decode
+	envDone map[*yaml.Node]bool
 	// unsetEnv holds, with Options.UnsetEnvWarns, the unset variables of a
 	// scalar (expanded to their own "${NAME}"), reported on decode as
 	// warnings.
 	envOptional bool
 	unsetEnv    map[*yaml.Node][]string
 	warns       Errors
-	secrets   []string            // values that came from ${ENV}, in file order
-	expanded  map[*yaml.Node]bool // scalars that held ${ENV}
-	fromEnv   map[string]bool     // paths decoded from those scalars
-	nodes     int                 // values in the tree, counted by expandEnv
-	visits    int                 // values decoded, following aliases
-	maxVisits int
-	exhausted bool
+	secrets     []string            // values that came from ${ENV}, in file order
+	expanded    map[*yaml.Node]bool // scalars that held ${ENV}
+	fromEnv     map[string]bool     // paths decoded from those scalars
+	nodes       int                 // values in the tree, counted by expandEnv
+	visits      int                 // values decoded, following aliases
+	maxVisits   int
+	exhausted   bool
 
 	data  []byte      // the file, for exprs
 	exprs exprSources // filter expressions, placed by validate
