@@ -1,0 +1,276 @@
+package amqp_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/meridian-gw/meridian/internal/amqptest"
+	"github.com/meridian-gw/meridian/transport"
+	"github.com/meridian-gw/meridian/transport/amqp"
+	"github.com/meridian-gw/meridian/transport/transporttest"
+)
+
+var fast = amqp.Timing{KeepAlive: 200 * time.Millisecond, IdleTimeout: 3 * time.Second, Handshake: 10 * time.Second, CloseTimeout: time.Second}
+
+type pair struct {
+	ln    *amqp.Listener
+	d     *amqp.Dialer
+	addrs amqp.Addresses
+}
+
+func newPair(t *testing.T, b *amqptest.Broker, link string) *pair {
+	t.Helper()
+	addrs := amqp.AddressesFor(amqp.DefaultAddressPrefix, link, "v7-a", "hq-a")
+	ln, err := amqp.Listen(amqp.ListenerOptions{
+		Broker: amqp.Broker{URL: b.URL()},
+		Peers:  []amqp.Peer{{Gateway: "v7-a", Addresses: addrs}},
+		Accept: func(h *transport.Hello) (*transport.Welcome, error) {
+			if len(h.Legs) == 0 {
+				return nil, &transport.Error{Code: transport.ErrCodeUnknownLeg, Message: "no legs"}
+			}
+			return &transport.Welcome{Gateway: "hq-a", Region: "hq", Window: 8 << 20, MaxBatchBytes: 1 << 20}, nil
+		},
+		Timing: fast,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	d, err := amqp.NewDialer(amqp.DialerOptions{Broker: amqp.Broker{URL: b.URL()}, Addresses: addrs, Codec: transport.CodecZstd, Timing: fast})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pair{ln: ln, d: d, addrs: addrs}
+}
+
+func hello() *transport.Hello {
+	return &transport.Hello{VersionMin: transport.VersionMin, VersionMax: transport.VersionMax, Gateway: "v7-a", Region: "v7",
+		Legs: []string{"leg1"}, Codecs: []transport.Codec{transport.CodecZstd, transport.CodecS2, transport.CodecNone}}
+}
+
+func (p *pair) open(t *testing.T, ctx context.Context) (snd, rcv transport.Conn) {
+	t.Helper()
+	var err error
+	// The listener may still be connecting to the broker: the Hello waits
+	// in the queue meanwhile.
+	snd, err = p.d.Dial(ctx, "", hello())
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	rcv, err = p.ln.Accept(ctx)
+	if err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	return snd, rcv
+}
+
+// TestAMQPSession runs one session over RabbitMQ: handshake, Resume, a
+// Topic, batches in order (compressed), Acks that settle the batch
+// messages, Credit, Groups, Fenced, and a graceful close; then a refused
+// Hello; then a receiving gateway that goes away and a broker restart.
+func TestAMQPSession(t *testing.T) {
+	b := amqptest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p := newPair(t, b, "session")
+	snd, rcv := p.open(t, ctx)
+	if w := snd.Welcome(); w.Gateway != "hq-a" || w.Version != transport.VersionMax || w.Window != 8<<20 {
+		t.Fatalf("welcome %+v", w)
+	}
+	if h := rcv.Hello(); h.Gateway != "v7-a" || !reflect.DeepEqual(h.Legs, []string{"leg1"}) {
+		t.Fatalf("hello %+v", h)
+	}
+
+	must(t, rcv.Send(ctx, &transport.Resume{Leg: "leg1", Gen: 1, Positions: []transport.Position{{Topic: "t", Partition: 0, NextOffset: 0}}}))
+	expect(t, ctx, snd, &transport.Resume{Leg: "leg1", Gen: 1, Positions: []transport.Position{{Topic: "t", Partition: 0, NextOffset: 0}}})
+	must(t, snd.Send(ctx, &transport.Topic{Leg: "leg1", Name: "t", Partitions: 1}))
+	expect(t, ctx, rcv, &transport.Topic{Leg: "leg1", Name: "t", Partitions: 1})
+
+	rng := transporttest.NewRand(1)
+	const n = 50
+	var sent []*transport.Batch
+	off := int64(0)
+	for i := range n {
+		bt := transporttest.JSONBatch(rng, "leg1", "t", 0, uint64(i+1), off, 8<<10)
+		off = bt.NextOffset
+		sent = append(sent, bt)
+		must(t, snd.Send(ctx, bt))
+	}
+	for i := range n {
+		f := recv(t, ctx, rcv)
+		got, ok := f.(*transport.Batch)
+		if !ok {
+			t.Fatalf("frame %d: %T, want a batch", i, f)
+		}
+		got.WireSize, sent[i].WireSize = 0, 0
+		if !reflect.DeepEqual(got, sent[i]) {
+			t.Fatalf("batch %d differs (seq %d, want %d)", i, got.Seq, sent[i].Seq)
+		}
+	}
+	ac := rcv.(*amqp.Conn)
+	if h := ac.Held(); h != n {
+		t.Fatalf("%d batch messages held unsettled before the ack, want %d", h, n)
+	}
+	seqs := make([]uint64, 0, n)
+	for i := range n - 10 {
+		seqs = append(seqs, uint64(i+1))
+	}
+	must(t, rcv.Send(ctx, &transport.Ack{Seqs: seqs}))
+	expect(t, ctx, snd, &transport.Ack{Seqs: seqs})
+	if h := ac.Held(); h != 10 {
+		t.Fatalf("%d held after acking %d of %d, want 10", h, n-10, n)
+	}
+	// A new Resume supersedes the rest: the engine drops them, so the
+	// transport settles them.
+	must(t, rcv.Send(ctx, &transport.Resume{Leg: "leg1", Gen: 2}))
+	expect(t, ctx, snd, &transport.Resume{Leg: "leg1", Gen: 2})
+	if h := ac.Held(); h != 0 {
+		t.Fatalf("%d held after a new resume, want 0", h)
+	}
+	must(t, rcv.Send(ctx, &transport.Credit{Window: 4 << 20}))
+	expect(t, ctx, snd, &transport.Credit{Window: 4 << 20})
+	g := &transport.Groups{Leg: "leg1", Offsets: []transport.GroupOffset{{Group: "g", Topic: "t", Partition: 0, Offset: 7}}}
+	must(t, snd.Send(ctx, g))
+	expect(t, ctx, rcv, g)
+	must(t, rcv.Send(ctx, &transport.Fenced{Leg: "leg1", Epoch: 3, Reason: "failed over"}))
+	expect(t, ctx, snd, &transport.Fenced{Leg: "leg1", Epoch: 3, Reason: "failed over"})
+
+	// Keep-alives flow both ways while idle, and give an RTT.
+	time.Sleep(time.Second)
+	if snd.Stats().RTT <= 0 {
+		t.Errorf("no RTT after a second of pings")
+	}
+	if snd.Err() != nil || rcv.Err() != nil {
+		t.Fatalf("idle session ended: %v / %v", snd.Err(), rcv.Err())
+	}
+
+	// Graceful close: the peer sees Goaway and ends.
+	snd.Close(nil)
+	expectType[*transport.Goaway](t, ctx, rcv)
+	waitDone(t, rcv)
+
+	// A refused Hello.
+	h := hello()
+	h.Legs = nil
+	if _, err := p.d.Dial(ctx, "", h); err == nil || !errorsAsCode(err, transport.ErrCodeUnknownLeg) {
+		t.Fatalf("dial with no legs: %v, want refusal unknown-leg", err)
+	}
+	// An impostor on the address.
+	h = hello()
+	h.Gateway = "evil"
+	if _, err := p.d.Dial(ctx, "", h); err == nil || !errorsAsCode(err, transport.ErrCodeIdentity) {
+		t.Fatalf("dial as another gateway: %v, want refusal identity", err)
+	}
+
+	// The receiving gateway goes away without a word (its listener is
+	// replaced by a new one that never heard of the session): the
+	// sender's session ends on the new listener's "unknown session".
+	snd, rcv = p.open(t, ctx)
+	p.ln.Close()
+	waitDone(t, rcv)
+	p2 := newPair(t, b, "session")
+	select {
+	case <-snd.Done():
+		t.Logf("sender session ended: %v", snd.Err())
+	case <-time.After(10 * time.Second):
+		t.Fatal("sender session still open 10 s after its receiver went away")
+	}
+	snd, rcv = p2.open(t, ctx)
+
+	// The broker restarts: both ends see it, the listener reconnects and
+	// a new session opens.
+	b.Stop()
+	waitDone(t, snd)
+	waitDone(t, rcv)
+	t.Logf("after broker stop: sender %v; receiver %v", snd.Err(), rcv.Err())
+	b.Start()
+	snd, rcv = p2.open(t, ctx)
+	must(t, rcv.Send(ctx, &transport.Resume{Leg: "leg1", Gen: 3}))
+	expect(t, ctx, snd, &transport.Resume{Leg: "leg1", Gen: 3})
+	snd.Close(nil)
+	waitDone(t, rcv)
+}
+
+// TestAMQPSendFailsWhenBrokerStops: a stopped broker ends the session and
+// Send fails, rather than buffering without end.
+func TestAMQPSendFailsWhenBrokerStops(t *testing.T) {
+	b := amqptest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p := newPair(t, b, "wait")
+	snd, _ := p.open(t, ctx)
+	b.Stop()
+	rng := transporttest.NewRand(2)
+	var err error
+	for i := range 1000 {
+		bt := transporttest.JSONBatch(rng, "leg1", "t", 0, uint64(i+1), int64(i), 1<<10)
+		sctx, c := context.WithTimeout(ctx, 5*time.Second)
+		err = snd.Send(sctx, bt)
+		c()
+		if err != nil {
+			break
+		}
+	}
+	if err == nil {
+		t.Fatal("1000 sends to a stopped broker all succeeded")
+	}
+	t.Logf("send to a stopped broker: %v", err)
+	waitDone(t, snd)
+	b.Start()
+}
+
+func errorsAsCode(err error, code uint16) bool {
+	var e *transport.Error
+	return errors.As(err, &e) && e.Code == code
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func recv(t *testing.T, ctx context.Context, c transport.Conn) transport.Frame {
+	t.Helper()
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	f, err := c.Recv(rctx)
+	if err != nil {
+		t.Fatalf("recv: %v", err)
+	}
+	return f
+}
+
+func expect(t *testing.T, ctx context.Context, c transport.Conn, want transport.Frame) {
+	t.Helper()
+	got := recv(t, ctx, c)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("received %s, want %s", show(got), show(want))
+	}
+}
+
+func expectType[T transport.Frame](t *testing.T, ctx context.Context, c transport.Conn) T {
+	t.Helper()
+	f := recv(t, ctx, c)
+	v, ok := f.(T)
+	if !ok {
+		t.Fatalf("received %s, want %T", show(f), v)
+	}
+	return v
+}
+
+func waitDone(t *testing.T, c transport.Conn) {
+	t.Helper()
+	select {
+	case <-c.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatal("session did not end within 15 s")
+	}
+}
+
+func show(f transport.Frame) string { return fmt.Sprintf("%T%+v", f, f) }
