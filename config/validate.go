@@ -365,7 +365,7 @@ func (v *validator) amqpOnly(r string, g string) bool {
 			switch l.Transport {
 			case "amqp":
 				amqp = true
-			default:
+			case "quic":
 				quic = true
 			}
 		}

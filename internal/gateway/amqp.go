@@ -82,6 +82,24 @@ func (g *Gateway) amqpDialer(p *routing.Peer, codec transport.Codec) (transport.
 	return d, nil
 }
 
+// checkAMQPIn checks the brokers of inbound amqp links (their TLS files)
+// when the gateway is built, as dialers does for outbound ones, so that
+// validate finds what Bind would.
+func (g *Gateway) checkAMQPIn() []error {
+	var problems []error
+	seen := map[string]bool{}
+	for _, l := range g.table.In {
+		if l.Link.Transport != "amqp" || seen[l.Link.Name] {
+			continue
+		}
+		seen[l.Link.Name] = true
+		if _, err := amqpBroker(l.Link); err != nil {
+			problems = append(problems, err)
+		}
+	}
+	return problems
+}
+
 // amqpListeners opens one broker listener per inbound amqp link, for the
 // directions from every gateway that may send this gateway the link's
 // legs.

@@ -146,6 +146,7 @@ func New(opts Options) (*Gateway, error) {
 	serverTLS, clientTLS, problems := g.linkTLS()
 	peers, dialProblems := g.dialers(clientTLS)
 	problems = append(problems, dialProblems...)
+	problems = append(problems, g.checkAMQPIn()...)
 	if len(problems) == 0 {
 		if g.adminTLS, err = g.buildAdminTLS(serverTLS); err != nil {
 			problems = append(problems, err)
