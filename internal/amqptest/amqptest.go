@@ -28,6 +28,7 @@
 package amqptest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -296,6 +297,21 @@ func (b *Broker) stopEpmd() {
 		<-b.epmdW
 	}
 	b.epmdCmd = nil
+}
+
+// Ctl runs rabbitmqctl against the node (for example
+// "set_vm_memory_high_watermark", "0" to raise a memory alarm, which
+// blocks publishers) and returns its output.
+func (b *Broker) Ctl(args ...string) (string, error) {
+	cmd := exec.Command("/usr/lib/rabbitmq/bin/rabbitmqctl", append([]string{"-n", b.node}, args...)...)
+	cmd.Env = b.env()
+	cmd.Dir = b.dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("rabbitmqctl %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return string(out), nil
 }
 
 // Log returns the tail of the node's log files, for failure messages.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -274,3 +276,149 @@ func waitDone(t *testing.T, c transport.Conn) {
 }
 
 func show(f transport.Frame) string { return fmt.Sprintf("%T%+v", f, f) }
+
+// TestAMQPSenderWaitsForASlowBroker: a broker that stops answering (the
+// dialer's connection runs through a proxy that stops forwarding) makes
+// Send wait once MaxInFlight messages wait for their outcome: the gateway
+// buffers no more. When the broker answers again everything arrives, in
+// order, nothing lost or duplicated. (A memory alarm would be the natural
+// way to slow RabbitMQ 3.10, but it does not block AMQP 1.0 publishers:
+// see the package doc.)
+func TestAMQPSenderWaitsForASlowBroker(t *testing.T) {
+	b := amqptest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	px := newStallProxy(t, b.Addr())
+	addrs := amqp.AddressesFor(amqp.DefaultAddressPrefix, "slow", "v7-a", "hq-a")
+	timing := amqp.Timing{KeepAlive: 200 * time.Millisecond, IdleTimeout: 20 * time.Second, CloseTimeout: time.Second}
+	ln, err := amqp.Listen(amqp.ListenerOptions{
+		Broker: amqp.Broker{URL: b.URL()}, Peers: []amqp.Peer{{Gateway: "v7-a", Addresses: addrs}}, Timing: timing,
+		Accept: func(h *transport.Hello) (*transport.Welcome, error) {
+			return &transport.Welcome{Gateway: "hq-a", Window: 64 << 20, MaxBatchBytes: 1 << 20}, nil
+		},
+	})
+	must(t, err)
+	t.Cleanup(func() { ln.Close() })
+	const inFlight = 16
+	d, err := amqp.NewDialer(amqp.DialerOptions{Broker: amqp.Broker{URL: "amqp://guest:guest@" + px.addr()}, Addresses: addrs,
+		Timing: timing, MaxInFlight: inFlight})
+	must(t, err)
+	p := &pair{ln: ln, d: d, addrs: addrs}
+	snd, rcv := p.open(t, ctx)
+
+	px.stall(true)
+	rng := transporttest.NewRand(3)
+	sent := 0
+	for {
+		bt := transporttest.JSONBatch(rng, "leg1", "t", 0, uint64(sent+1), int64(sent), 4<<10)
+		sctx, c := context.WithTimeout(ctx, time.Second)
+		err := snd.Send(sctx, bt)
+		c()
+		if err != nil {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("send %d to a stalled broker: %v, want it to wait", sent+1, err)
+			}
+			break
+		}
+		sent++
+		if sent > 10*inFlight {
+			t.Fatalf("%d sends to a stalled broker returned; want Send to wait after %d", sent, inFlight)
+		}
+	}
+	if sent != inFlight {
+		t.Errorf("Send waited after %d batches, want after MaxInFlight (%d)", sent, inFlight)
+	}
+	if snd.Err() != nil {
+		t.Fatalf("session ended while the broker stalled: %v", snd.Err())
+	}
+	px.stall(false)
+	for i := range 20 {
+		must(t, snd.Send(ctx, transporttest.JSONBatch(rng, "leg1", "t", 0, uint64(sent+1+i), 0, 1<<10)))
+	}
+	for want := uint64(1); want <= uint64(sent+20); want++ {
+		f := recv(t, ctx, rcv)
+		bt, ok := f.(*transport.Batch)
+		if !ok || bt.Seq != want {
+			t.Fatalf("received %s, want batch seq %d", show(f), want)
+		}
+	}
+}
+
+// stallProxy forwards TCP connections to a target on 127.0.0.1 and can
+// stop forwarding (both ways) without closing anything.
+type stallProxy struct {
+	ln      net.Listener
+	target  string
+	mu      sync.Mutex
+	cond    *sync.Cond
+	stalled bool
+	wg      sync.WaitGroup
+}
+
+func newStallProxy(t *testing.T, target string) *stallProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	p := &stallProxy{ln: ln, target: target}
+	p.cond = sync.NewCond(&p.mu)
+	var conns []net.Conn
+	var cmu sync.Mutex
+	p.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			cmu.Lock()
+			conns = append(conns, c, u)
+			cmu.Unlock()
+			p.wg.Go(func() { p.pipe(u, c) })
+			p.wg.Go(func() { p.pipe(c, u) })
+		}
+	})
+	t.Cleanup(func() {
+		p.stall(false)
+		ln.Close()
+		cmu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		cmu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *stallProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *stallProxy) stall(on bool) {
+	p.mu.Lock()
+	p.stalled = on
+	p.mu.Unlock()
+	p.cond.Broadcast()
+}
+
+func (p *stallProxy) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			for p.stalled {
+				p.cond.Wait()
+			}
+			p.mu.Unlock()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			dst.Close()
+			return
+		}
+	}
+}

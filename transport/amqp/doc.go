@@ -83,6 +83,11 @@
 //     raise the delivery count either).
 //   - DrainCredit delivers nothing: credit is never drained, only granted
 //     as messages are settled (go-amqp's automatic credit).
+//   - A memory alarm (vm_memory_high_watermark reached) does not block
+//     AMQP 1.0 publishers: 500 batches of 4 KiB were accepted under an
+//     active alarm. Only the outcomes and link credit hold a sender back,
+//     so this package bounds what waits for an outcome (MaxInFlight) and
+//     does not rely on the broker's own flow control.
 //   - A stopped broker ends links with amqp:internal-error "shutdown";
 //     both sides end their sessions with that error.
 //
