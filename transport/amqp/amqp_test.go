@@ -168,18 +168,29 @@ func TestAMQPSession(t *testing.T) {
 		t.Fatalf("dial as another gateway: %v, want refusal identity", err)
 	}
 
-	// The receiving gateway goes away without a word (its listener is
-	// replaced by a new one that never heard of the session): the
-	// sender's session ends on the new listener's "unknown session".
+	// The receiving gateway dies without a word, holding unsettled
+	// batches; a new one that never heard of the session takes its place.
+	// The broker redelivers the batches to it, and it answers "unknown
+	// session": the sender's session ends long before its idle timeout.
 	snd, rcv = p.open(t, ctx)
-	p.ln.Close()
+	for i := range 5 {
+		must(t, snd.Send(ctx, transporttest.JSONBatch(rng, "leg1", "t", 0, uint64(i+1), int64(i), 1<<10)))
+	}
+	for range 5 {
+		expectType[*transport.Batch](t, ctx, rcv)
+	}
+	p.ln.CrashForTest()
 	waitDone(t, rcv)
+	crashed := time.Now()
 	p2 := newPair(t, b, "session")
 	select {
 	case <-snd.Done():
-		t.Logf("sender session ended: %v", snd.Err())
-	case <-time.After(10 * time.Second):
-		t.Fatal("sender session still open 10 s after its receiver went away")
+		t.Logf("sender session ended %s after the receiver died: %v", time.Since(crashed).Round(time.Millisecond), snd.Err())
+		if !errorsAsCode(snd.Err(), transport.ErrCodeProtocol) {
+			t.Errorf("sender session ended with %v, want the new receiver's unknown-session error", snd.Err())
+		}
+	case <-time.After(fast.IdleTimeout):
+		t.Fatal("sender session still open an idle timeout after its receiver died")
 	}
 	snd, rcv = p2.open(t, ctx)
 

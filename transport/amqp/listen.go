@@ -37,6 +37,7 @@ type Listener struct {
 	current  map[int]*Conn    // the live session of each peer (index in opts.Peers)
 	refused  map[string]bool  // session ids told "unknown session" (bounded)
 	closed   bool
+	crashed  bool // crash: end without a word to anyone
 }
 
 var _ transport.Listener = (*Listener)(nil)
@@ -93,6 +94,15 @@ func (l *Listener) Close() error {
 		break
 	}
 	return nil
+}
+
+// crash ends the listener as if its process died: no Goaway, no Error,
+// unsettled messages left to the broker. For tests (CrashForTest).
+func (l *Listener) crash() {
+	l.mu.Lock()
+	l.crashed = true
+	l.mu.Unlock()
+	l.Close()
 }
 
 // supervise connects, serves until the connection fails, and reconnects
@@ -185,6 +195,14 @@ func (l *Listener) serve() error {
 		cause = errListenerClosed
 	}
 	stop()
+	l.mu.Lock()
+	crashed := l.crashed
+	l.mu.Unlock()
+	if crashed {
+		// As a process that dies: the connection goes first, so the
+		// broker requeues what was unsettled and the peers hear nothing.
+		closeBounded(o.Timing.CloseTimeout, func(context.Context) error { return ac.Close() })
+	}
 	// End the sessions first: their Goaway or Error still has a link.
 	for _, c := range l.liveSessions() {
 		if cause == errListenerClosed {
