@@ -300,9 +300,10 @@ func (c *Conn) Held() int {
 	return len(c.unsettled)
 }
 
-// handle decodes one message of this session and delivers its frame. On
-// the listener m is held unsettled if it is a batch; every other message is
-// settled by the caller. It returns false when the session has ended.
+// handle decodes one message of this session and delivers its frame. keep
+// says the session holds m (a listener's batch, settled on its Ack, or by
+// the session when it ends); the caller settles every other message. ok is
+// false once the session has ended.
 func (c *Conn) handle(m *goamqp.Message) (keep bool, ok bool) {
 	f, n, err := decodeMessage(c.dec, m, false)
 	if err != nil {
@@ -356,9 +357,9 @@ func (c *Conn) handle(m *goamqp.Message) (keep bool, ok bool) {
 	}
 	if !c.deliver(f) {
 		if keep {
-			c.settleAll()
+			c.settleAll() // m among them: the caller must not settle it again
 		}
-		return false, false
+		return keep, false
 	}
 	return keep, true
 }
