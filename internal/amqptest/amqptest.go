@@ -6,12 +6,18 @@
 //	b := amqptest.Start(t)   // a node of its own, stopped by t.Cleanup
 //	url := b.URL()           // amqp://guest:guest@127.0.0.1:PORT
 //	b.Stop()                 // graceful stop (SIGTERM to the node's PID)
+//	b.Kill()                 // SIGKILL, as a crash
 //	b.Start()                // same data directory, same ports
 //
 // Each node runs in its own directory (t.TempDir) with its own node name,
 // AMQP port, distribution port and epmd (on a free port of its own, started
 // by the helper in the foreground so that it is ours to stop), bound to
 // 127.0.0.1 only; nothing of a system RabbitMQ service is used or touched.
+// NOTIFY_SOCKET (a socket the helper holds) makes Debian's rabbitmq-server
+// script exec the Erlang VM instead of running it as a background child of
+// a shell, so the PID started (Broker.PID) is the node itself: Stop
+// (SIGTERM, a graceful stop), Kill (SIGKILL, a crash) and Pdeathsig reach
+// it, and a test binary that dies takes its nodes with it.
 // rabbitmq.conf binds the listener to 127.0.0.1 and allows guest from
 // there; enabled_plugins names rabbitmq_amqp1_0. Start returns once an AMQP
 // 1.0 connection (SASL PLAIN guest/guest) opens. Processes are stopped by
@@ -65,6 +71,7 @@ type Broker struct {
 	serverW chan struct{} // closed when server has been waited for
 	epmdCmd *exec.Cmd
 	epmdW   chan struct{}
+	notify  *net.UnixConn
 }
 
 // Available reports whether a RabbitMQ node can be started here, and if
@@ -118,6 +125,16 @@ func (b *Broker) URL() string { return "amqp://guest:guest@" + b.Addr() }
 // Addr is the broker's AMQP address, 127.0.0.1:port.
 func (b *Broker) Addr() string { return "127.0.0.1:" + strconv.Itoa(b.port) }
 
+// PID is the running node's process id (0 when stopped).
+func (b *Broker) PID() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.server == nil {
+		return 0
+	}
+	return b.server.Process.Pid
+}
+
 // Dir is the node's directory (config, mnesia, logs).
 func (b *Broker) Dir() string { return b.dir }
 
@@ -157,12 +174,20 @@ func (b *Broker) env() []string {
 		"ERL_EPMD_ADDRESS=127.0.0.1",
 		"ERL_EPMD_PORT=" + strconv.Itoa(b.epmd),
 		"PATH=/usr/lib/rabbitmq/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		// With NOTIFY_SOCKET set, rabbitmq-server execs the node instead
+		// of running it as a background child of a shell: the PID started
+		// is then the node's own, so signals (and Pdeathsig, which a fork
+		// would clear) reach it. The node sends READY=1 to the socket,
+		// which the helper holds.
+		"NOTIFY_SOCKET=" + b.notifyPath(),
 	}
 	if lang := os.Getenv("LANG"); lang != "" {
 		env = append(env, "LANG="+lang)
 	}
 	return env
 }
+
+func (b *Broker) notifyPath() string { return filepath.Join(b.dir, "notify.sock") }
 
 // Start (re)starts the node after Stop: same directory, same ports. It
 // waits until AMQP 1.0 connections open, and fails the test if they do not
@@ -180,6 +205,21 @@ func (b *Broker) start() error {
 	if b.server != nil {
 		return errors.New("node already running")
 	}
+	if b.notify == nil {
+		nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: b.notifyPath(), Net: "unixgram"})
+		if err != nil {
+			return fmt.Errorf("notify socket: %w", err)
+		}
+		b.notify = nc
+		go func() { // drain what the node says (READY=1, STATUS=...)
+			buf := make([]byte, 4096)
+			for {
+				if _, err := nc.Read(buf); err != nil {
+					return
+				}
+			}
+		}()
+	}
 	if b.epmdCmd == nil {
 		// epmd in the foreground, so that it is a process of ours
 		// (rabbitmq-server would otherwise daemonize one nobody owns).
@@ -196,8 +236,8 @@ func (b *Broker) start() error {
 	if err != nil {
 		return err
 	}
-	// The script execs erl, which execs beam.smp: the PID started is the
-	// node's.
+	// The script execs erl, which execs beam.smp (see NOTIFY_SOCKET in
+	// env): the PID started is the node's.
 	cmd := exec.Command(ServerPath)
 	cmd.Env = b.env()
 	cmd.Dir = b.dir
@@ -286,6 +326,10 @@ func (b *Broker) stopLocked() {
 func (b *Broker) stopEpmd() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.notify != nil {
+		b.notify.Close()
+		b.notify = nil
+	}
 	if b.epmdCmd == nil {
 		return
 	}

@@ -2,6 +2,10 @@ package amqptest
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -12,7 +16,19 @@ import (
 // address over AMQP 1.0, restarts the node and does it again.
 func TestBroker(t *testing.T) {
 	b := Start(t)
+	// The PID started is the node itself (not a shell around it), so
+	// Stop, Kill and Pdeathsig reach it.
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", b.PID()))
+	if err != nil || !strings.Contains(string(cmdline), "beam") {
+		t.Fatalf("pid %d runs %q (%v), want the Erlang VM (beam.smp)", b.PID(), cmdline, err)
+	}
 	roundTrip(t, b, "one")
+	pid := b.PID()
+	b.Kill()
+	if err := syscall.Kill(pid, 0); err == nil {
+		t.Fatalf("node %d still alive after Kill", pid)
+	}
+	b.Start()
 	b.Stop()
 	if err := probe(b.Addr()); err == nil {
 		t.Fatal("stopped broker still accepts connections")
