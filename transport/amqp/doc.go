@@ -82,7 +82,17 @@
 //     package never sends it, only accepted (nor released, which would not
 //     raise the delivery count either).
 //   - DrainCredit delivers nothing: credit is never drained, only granted
-//     as messages are settled (go-amqp's automatic credit).
+//     as messages are settled.
+//   - Not RabbitMQ's but go-amqp's: its automatic credit grants again only
+//     once the messages settled since its last grant reach the credit
+//     left. With batches held until their Ack and settled in groups, the
+//     credit left shrank until a link stalled holding a few batches, none
+//     settled (seen after 363 batches of 64 KiB acknowledged 16 at a
+//     time). A listener's data receivers therefore grant credit by hand
+//     as a window (creditWindow): credit left plus messages held never
+//     exceed ListenerOptions.Credit, and each settled message returns its
+//     credit, in chunks of a quarter of the window or at once when little
+//     is left.
 //   - A memory alarm (vm_memory_high_watermark reached) does not block
 //     AMQP 1.0 publishers: 500 batches of 4 KiB were accepted under an
 //     active alarm. Only the outcomes and link credit hold a sender back,

@@ -158,7 +158,8 @@ func (l *Listener) serve() error {
 	for i, p := range o.Peers {
 		rs, err := ac.NewSession(dctx, nil)
 		if err == nil {
-			links[i].rcv, err = rs.NewReceiver(dctx, p.Addresses.Data, &goamqp.ReceiverOptions{Credit: int32(o.Credit)})
+			// Manual credit: see creditWindow.
+			links[i].rcv, err = rs.NewReceiver(dctx, p.Addresses.Data, &goamqp.ReceiverOptions{Credit: -1})
 			if err != nil {
 				err = fmt.Errorf("attach receiver to %s: %w", p.Addresses.Data, err)
 			}
@@ -232,10 +233,17 @@ func (l *Listener) liveSessions() []*Conn {
 // read demultiplexes peer i's data address.
 func (l *Listener) read(ctx context.Context, i int, rcv *goamqp.Receiver, snd *goamqp.Sender) error {
 	p := l.opts.Peers[i]
+	w := &creditWindow{rcv: rcv, size: l.opts.Credit}
+	if err := w.open(); err != nil {
+		return fmt.Errorf("amqp broker %s: credit on %s: %w", l.opts.Broker.addr(), p.Addresses.Data, err)
+	}
 	settle := func(m *goamqp.Message) {
 		actx, cancel := context.WithTimeout(context.Background(), l.opts.Timing.CloseTimeout)
-		rcv.AcceptMessage(actx, m)
+		err := rcv.AcceptMessage(actx, m)
 		cancel()
+		if err == nil {
+			w.settled()
+		}
 	}
 	for {
 		m, err := rcv.Receive(ctx, nil)
@@ -245,6 +253,7 @@ func (l *Listener) read(ctx context.Context, i int, rcv *goamqp.Receiver, snd *g
 			}
 			return fmt.Errorf("amqp broker %s: receive from %s: %w", l.opts.Broker.addr(), p.Addresses.Data, err)
 		}
+		w.received()
 		sid := sessionOf(m)
 		l.mu.Lock()
 		c := l.sessions[sid]
@@ -384,4 +393,55 @@ func (l *Listener) handshake(ctx context.Context, i int, sid string, h *transpor
 	case <-ctx.Done():
 		c.Close(errListenerClosed)
 	}
+}
+
+// creditWindow grants a data receiver's link credit by hand, as a window:
+// credit the broker may still use plus messages held unsettled never
+// exceed size. Each settled message returns one credit, granted in
+// chunks of a quarter of the window, or at once when little credit is
+// left. go-amqp's automatic credit is not used: it grants again only once
+// the messages settled since its last grant reach the credit left, and
+// with batches held until their Ack (settled in groups, out of step with
+// their arrival) the credit it left shrank until the link stalled with a
+// few messages held and none settled (seen with 64 KiB batches: the
+// receiver waited for more batches to ack, the broker for credit).
+type creditWindow struct {
+	rcv *goamqp.Receiver
+
+	mu      sync.Mutex
+	size    int
+	avail   int // credit granted and not yet used by the broker
+	pending int // settled messages whose credit is not granted yet
+}
+
+func (w *creditWindow) open() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.avail = w.size
+	return w.rcv.IssueCredit(uint32(w.size))
+}
+
+func (w *creditWindow) received() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.avail--
+	w.grantLocked()
+}
+
+func (w *creditWindow) settled() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pending++
+	w.grantLocked()
+}
+
+func (w *creditWindow) grantLocked() {
+	if w.pending == 0 || w.pending < max(1, w.size/4) && w.avail >= max(1, w.size/4) {
+		return
+	}
+	if err := w.rcv.IssueCredit(uint32(w.pending)); err != nil {
+		return // the link is ending; its reader sees why
+	}
+	w.avail += w.pending
+	w.pending = 0
 }
