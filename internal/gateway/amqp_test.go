@@ -28,8 +28,8 @@ var topics = []string{"t.a", "t.b"}
 // RabbitMQ, built from a topology file as `meridian run` builds them. It
 // checks the destination by read-back (lost, duplicated, reordered,
 // altered records) after a first run, across a restart of the receiving
-// gateway and across a restart of RabbitMQ, with records produced while
-// each was down.
+// gateway, across a restart of RabbitMQ and across a crash of RabbitMQ
+// (SIGKILL), with records produced while each was down.
 func TestAMQPLinkMirrorsExactly(t *testing.T) {
 	b := amqptest.Start(t)
 	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, topics...))
@@ -110,6 +110,16 @@ routes:
 	time.Sleep(time.Second)
 	b.Start()
 	check(t, "after a RabbitMQ restart", waitMirrored(t, src, dst, int64(total), 2*time.Minute), total)
+
+	// RabbitMQ crashes (SIGKILL) mid-stream: what it held is lost with it,
+	// and the sessions resume from the destination.
+	produce(t, src, per, total)
+	total += per
+	b.Kill()
+	produce(t, src, per, total)
+	total += per
+	b.Start()
+	check(t, "after a RabbitMQ crash", waitMirrored(t, src, dst, int64(total), 2*time.Minute), total)
 }
 
 func testLogger(t testing.TB) *slog.Logger {
