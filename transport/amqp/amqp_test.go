@@ -479,3 +479,34 @@ func TestAMQPHeldBatchesKeepCreditFlowing(t *testing.T) {
 	}
 	must(t, <-errc)
 }
+
+// TestAMQPStaleHellosExpire: dials that gave up while no receiver ran
+// leave Hellos that expire in the broker (TTL = the handshake timeout), so
+// a receiver that starts later opens a session only for the dial that
+// waits for it.
+func TestAMQPStaleHellosExpire(t *testing.T) {
+	b := amqptest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	addrs := amqp.AddressesFor(amqp.DefaultAddressPrefix, "stale", "v7-a", "hq-a")
+	short := fast
+	short.Handshake = 500 * time.Millisecond
+	d, err := amqp.NewDialer(amqp.DialerOptions{Broker: amqp.Broker{URL: b.URL()}, Addresses: addrs, Timing: short})
+	must(t, err)
+	for range 3 {
+		if _, err := d.Dial(ctx, "", hello()); err == nil {
+			t.Fatal("dial without a receiver succeeded")
+		}
+	}
+	time.Sleep(short.Handshake)
+	p := newPair(t, b, "stale")
+	snd, rcv := p.open(t, ctx)
+	if got, want := rcv.(*amqp.Conn).ID(), snd.(*amqp.Conn).ID(); got != want {
+		t.Fatalf("first accepted session %s, want the live dial's %s (a stale Hello was answered)", got, want)
+	}
+	actx, c := context.WithTimeout(ctx, time.Second)
+	defer c()
+	if extra, err := p.ln.Accept(actx); err == nil {
+		t.Fatalf("a second session %s was accepted", extra.(*amqp.Conn).ID())
+	}
+}

@@ -115,13 +115,22 @@ func newConn(id string, client bool, codec transport.Codec, lim transport.Limits
 }
 
 // message wraps an encoded frame.
+//
+// The handshake's messages (Hello, Welcome) expire after the handshake
+// timeout: a Hello nobody answered in time belongs to a dial that has
+// given up, and a receiver that starts later must not open sessions for
+// the Hellos of every failed dial queued meanwhile.
 func (c *Conn) message(frame []byte, t transport.FrameType) *goamqp.Message {
 	subject := t.String()
-	return &goamqp.Message{
+	m := &goamqp.Message{
 		Data:                  [][]byte{frame},
 		Properties:            &goamqp.MessageProperties{Subject: &subject},
 		ApplicationProperties: map[string]any{sessionProp: c.id},
 	}
+	if (t == transport.FrameHello || t == transport.FrameWelcome) && c.timing.Handshake > 0 {
+		m.Header = &goamqp.MessageHeader{TTL: c.timing.Handshake}
+	}
+	return m
 }
 
 // sessionOf returns a message's session id ("" if none).

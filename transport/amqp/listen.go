@@ -312,7 +312,9 @@ func (l *Listener) reply(ctx context.Context, c *Conn, snd *goamqp.Sender, f tra
 	}
 	sctx, cancel := context.WithTimeout(ctx, l.opts.Timing.Handshake)
 	defer cancel()
-	return snd.Send(sctx, c.message(b, transport.TypeOf(f)), nil)
+	m := c.message(b, transport.TypeOf(f))
+	m.Header = &goamqp.MessageHeader{TTL: l.opts.Timing.Handshake} // an answer nobody waits for after that
+	return snd.Send(sctx, m, nil)
 }
 
 // handshake answers a Hello: Welcome and a new session, or Error.
