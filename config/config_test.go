@@ -181,6 +181,7 @@ func TestFullFile(t *testing.T) {
 func exampleEnv(t *testing.T) {
 	t.Setenv("MERIDIAN_HQ_KAFKA_PASSWORD", "hq-s3cret")
 	t.Setenv("MERIDIAN_DR_KAFKA_PASSWORD", "dr-s3cret")
+	t.Setenv("MERIDIAN_RELAY_PASSWORD", "relay-s3cret")
 }
 
 func TestExamples(t *testing.T) {

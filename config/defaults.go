@@ -7,12 +7,15 @@ import (
 
 // Defaults filled in by applyDefaults.
 const (
-	defaultTransport   = "quic"
-	defaultCompression = "zstd"
-	defaultProfile     = "wan"
-	defaultRename      = "{topic}"
-	defaultStartAt     = "earliest"
-	defaultDiscover    = 2 * time.Second
+	defaultTransport = "quic"
+	// defaultAMQPAddressPrefix is transport/amqp's DefaultAddressPrefix
+	// (config must not import transport).
+	defaultAMQPAddressPrefix = "/queue/meridian."
+	defaultCompression       = "zstd"
+	defaultProfile           = "wan"
+	defaultRename            = "{topic}"
+	defaultStartAt           = "earliest"
+	defaultDiscover          = 2 * time.Second
 	// DefaultMaxPartitions is routes[].max_partitions when not set;
 	// MaxMaxPartitions is the most it may be set to.
 	DefaultMaxPartitions = 1024
@@ -43,6 +46,9 @@ func applyDefaults(f *File) {
 		}
 		if l.Compression == "" {
 			l.Compression = compression
+		}
+		if l.AMQP != nil && l.AMQP.AddressPrefix == "" {
+			l.AMQP.AddressPrefix = defaultAMQPAddressPrefix
 		}
 		if l.Profile == "" {
 			l.Profile = profile

@@ -55,6 +55,11 @@ func resolvePaths(f *File, dir string) {
 	if f.TLS != nil && f.TLS.CRL != "" && !filepath.IsAbs(f.TLS.CRL) {
 		f.TLS.CRL = filepath.Join(dir, f.TLS.CRL)
 	}
+	for i := range f.Links {
+		if a := f.Links[i].AMQP; a != nil {
+			fix(a.TLS)
+		}
+	}
 	for i := range f.Regions {
 		for j := range f.Regions[i].Clusters {
 			fix(f.Regions[i].Clusters[j].TLS)

@@ -146,12 +146,15 @@ func (*Admin) shorthand() string { return "listen" }
 // written "region/gateway" pins the link to that gateway: only it carries
 // the link in its region (package routing has the rule).
 type Link struct {
-	Name        string   `yaml:"name"`        // "" = "<a>--<b>" from Between, "/" in a ref becoming "."
-	Between     []string `yaml:"between"`     // exactly two distinct regions or region/gateway refs
-	Transport   string   `yaml:"transport"`   // "quic" (default)
-	Profile     string   `yaml:"profile"`     // named link profile; "" = defaults.profile
-	Compression string   `yaml:"compression"` // none|zstd|s2; "" = defaults.compression
-	RateLimit   BitRate  `yaml:"rate_limit"`  // written e.g. "10Mbit", parsed when decoded; 0 = unlimited
+	Name      string   `yaml:"name"`      // "" = "<a>--<b>" from Between, "/" in a ref becoming "."
+	Between   []string `yaml:"between"`   // exactly two distinct regions or region/gateway refs
+	Transport string   `yaml:"transport"` // "quic" (default) or "amqp"
+	// AMQP is the broker an amqp link travels through; required when
+	// transport is "amqp", refused otherwise.
+	AMQP        *AMQP   `yaml:"amqp"`
+	Profile     string  `yaml:"profile"`     // named link profile; "" = defaults.profile
+	Compression string  `yaml:"compression"` // none|zstd|s2; "" = defaults.compression
+	RateLimit   BitRate `yaml:"rate_limit"`  // written e.g. "10Mbit", parsed when decoded; 0 = unlimited
 	// Window is the credit window the receiving gateway grants the link's
 	// sessions (unacknowledged raw bytes in flight), written e.g. "64MiB",
 	// parsed when decoded; 0 = the gateway's window (64 MiB).
@@ -162,6 +165,26 @@ type Link struct {
 	// Compression then applies only to batches the producers left
 	// uncompressed.
 	Passthrough bool `yaml:"passthrough"`
+}
+
+// AMQP is the AMQP 1.0 broker that carries a link (transport: amqp).
+// Each direction of the link uses two addresses: PREFIX+LINK.FROM.TO for
+// the sending gateway's frames and the same with ".ctl" for the receiving
+// gateway's answers (transport/amqp).
+type AMQP struct {
+	// URL is amqp://host[:port] or amqps://host[:port] (TLS), required.
+	// Credentials go in sasl, never in the URL.
+	URL string `yaml:"url"`
+	// AddressPrefix starts every address of the link; "" =
+	// "/queue/meridian." (RabbitMQ queues).
+	AddressPrefix string `yaml:"address_prefix"`
+	// SASL authenticates to the broker: mechanism plain (username and
+	// password, the password as ${ENV}), anonymous or external (the TLS
+	// client certificate). nil: none.
+	SASL *SASL `yaml:"sasl"`
+	// TLS configures amqps (ca_file, cert_file and key_file for a client
+	// certificate, server_name). nil: the system roots.
+	TLS *TLS `yaml:"tls"`
 }
 
 // Route mirrors topics from one cluster to one or more clusters.

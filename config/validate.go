@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"regexp/syntax"
 	"slices"
@@ -366,9 +367,32 @@ func (v *validator) cluster(cp string, c Cluster) {
 	}
 }
 
+// amqpOnly reports whether gateway g of region r carries amqp links and
+// no quic link: it listens on nothing (its sessions go through brokers).
+func (v *validator) amqpOnly(r string, g string) bool {
+	var amqp, quic bool
+	for _, l := range v.f.Links {
+		for _, ref := range l.Between {
+			rn, gn, pinned := strings.Cut(ref, "/")
+			if rn != r || pinned && gn != g {
+				continue
+			}
+			switch l.Transport {
+			case "amqp":
+				amqp = true
+			case "quic":
+				quic = true
+			}
+		}
+	}
+	return amqp && !quic
+}
+
 func (v *validator) gateway(gp string, g Gateway) {
 	if g.Listen == "" {
-		v.errorf(gp+".listen", "missing; set the host:port this gateway listens on for links")
+		if region := v.f.Regions[v.regionOf(gp)]; !v.amqpOnly(region.Name, g.Name) {
+			v.errorf(gp+".listen", "missing; set the host:port this gateway listens on for links")
+		}
 	} else {
 		v.hostPort(gp+".listen", g.Listen, false)
 	}
@@ -514,8 +538,15 @@ func (v *validator) links() {
 				names[l.Name] = lp + ".name"
 			}
 		}
-		if l.Transport != "quic" {
-			v.errorf(lp+".transport", `unsupported transport %q; version 1 supports "quic"`, l.Transport)
+		switch l.Transport {
+		case "quic":
+			if l.AMQP != nil {
+				v.errorf(lp+".amqp", `only for transport "amqp"; this link's transport is %q`, l.Transport)
+			}
+		case "amqp":
+			v.amqp(lp, l.AMQP)
+		default:
+			v.errorf(lp+".transport", `unsupported transport %q; use "quic" or "amqp"`, l.Transport)
 		}
 		if !v.badDefault("profile", l.Profile) || v.has(lp+".profile") {
 			v.profile(lp+".profile", l.Profile)
@@ -569,6 +600,71 @@ func (v *validator) links() {
 					v.linkOf[k] = l.Name
 				}
 			}
+		}
+	}
+}
+
+// amqpSASLMechanisms are the SASL mechanisms of an amqp link's broker.
+var amqpSASLMechanisms = []string{"plain", "anonymous", "external"}
+
+// amqp checks the broker of an amqp link.
+func (v *validator) amqp(lp string, a *AMQP) {
+	ap := lp + ".amqp"
+	if a == nil {
+		v.errorf(ap, `missing; transport "amqp" needs the broker: url (amqp:// or amqps://), and optionally address_prefix, sasl and tls`)
+		return
+	}
+	tlsOn := a.TLS != nil && (a.TLS.Enabled == nil || *a.TLS.Enabled)
+	if a.URL == "" {
+		v.errorf(ap+".url", "missing; the broker's amqp://host:port or amqps://host:port")
+	} else if u, err := url.Parse(a.URL); err != nil {
+		v.errorf(ap+".url", "not a URL: %v", errors.Unwrap(err))
+	} else {
+		switch {
+		case u.Scheme != "amqp" && u.Scheme != "amqps":
+			v.errorf(ap+".url", "scheme %q: want amqp:// or amqps:// (TLS)", u.Scheme)
+		case u.User != nil:
+			v.errorf(ap+".url", "holds credentials; put them in sasl (username, password: ${ENV}) instead")
+		case u.Hostname() == "":
+			v.errorf(ap+".url", "no host; want amqp://host:port")
+		case u.Path != "" && u.Path != "/" || u.RawQuery != "":
+			v.errorf(ap+".url", "has a path or query (%q); the addresses come from address_prefix", u.Path+u.RawQuery)
+		case u.Scheme == "amqp" && tlsOn:
+			v.errorf(ap+".tls", "set, but the url %q is plain amqp://; use amqps:// for TLS", a.URL)
+		}
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				v.errorf(ap+".url", "port %q out of range 1-65535", p)
+			}
+		}
+	}
+	if strings.ContainsAny(a.AddressPrefix, " \t\n") {
+		v.errorf(ap+".address_prefix", "must not contain white space, got %q", a.AddressPrefix)
+	}
+	if t := a.TLS; tlsOn {
+		switch {
+		case t.CertFile != "" && t.KeyFile == "":
+			v.errorf(ap+".tls.key_file", "required when cert_file is set (client certificate needs its key)")
+		case t.KeyFile != "" && t.CertFile == "":
+			v.errorf(ap+".tls.cert_file", "required when key_file is set (client key needs its certificate)")
+		}
+	}
+	if s := a.SASL; s != nil {
+		sp := ap + ".sasl"
+		switch {
+		case s.Mechanism == "":
+			v.errorf(sp+".mechanism", "missing; use %s", orList(amqpSASLMechanisms))
+		case !slices.Contains(amqpSASLMechanisms, s.Mechanism):
+			v.errorf(sp+".mechanism", "unknown SASL mechanism %q for an AMQP broker; use %s", s.Mechanism, orList(amqpSASLMechanisms))
+		case s.Mechanism == "plain":
+			if s.Username == "" {
+				v.errorf(sp+".username", "missing; sasl plain needs a username")
+			}
+			if s.Password == "" {
+				v.errorf(sp+".password", "missing; sasl plain needs a password (use ${ENV} to keep it out of the file)")
+			}
+		case s.Mechanism == "external" && (a.TLS == nil || a.TLS.CertFile == ""):
+			v.errorf(sp+".mechanism", "external authenticates with the TLS client certificate; set tls.cert_file and tls.key_file")
 		}
 	}
 }
@@ -909,4 +1005,11 @@ func warnings(f *File, file string, pos map[string]pos) Errors {
 		warn("gossip.keys", "gossip is not implemented yet: gateways take membership from this file, so the keys are checked but unused")
 	}
 	return ws.sorted()
+}
+
+// regionOf is the region index of a path "regions[N]...".
+func (v *validator) regionOf(path string) int {
+	var n int
+	fmt.Sscanf(path, "regions[%d]", &n)
+	return n
 }

@@ -68,8 +68,11 @@ type Link struct {
 	A, B *Region
 	// PinA and PinB are the gateways the ends are pinned to, in A and B;
 	// nil means any gateway of the region.
-	PinA, PinB  *Gateway
-	Transport   string
+	PinA, PinB *Gateway
+	Transport  string
+	// AMQP is the broker of a link whose Transport is "amqp" (nil
+	// otherwise).
+	AMQP        *config.AMQP
 	Profile     string
 	Compression string
 	RateLimit   int64 // bits/s; 0 = unlimited
@@ -194,7 +197,7 @@ func New(f *config.File) (*Topology, error) {
 		if err != nil {
 			return nil, fmt.Errorf("link %q: %w", l.Name, err)
 		}
-		t.Links = append(t.Links, &Link{Name: l.Name, A: a, B: b, PinA: pa, PinB: pb, Transport: l.Transport, Profile: l.Profile,
+		t.Links = append(t.Links, &Link{Name: l.Name, A: a, B: b, PinA: pa, PinB: pb, Transport: l.Transport, AMQP: l.AMQP, Profile: l.Profile,
 			Compression: l.Compression, RateLimit: int64(l.RateLimit), Window: int64(l.Window), Passthrough: l.Passthrough,
 			Path: fmt.Sprintf("links[%d]", i)})
 	}

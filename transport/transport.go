@@ -1,7 +1,8 @@
 // Package transport owns the links between gateways: the Conn interface that the
 // mirror engine talks to, the versioned wire protocol (frames, acks, credit,
 // resume; see PROTOCOL.md) and its codec. Implementations live in
-// sub-packages: transport/quic (quic-go, mutual TLS). transport/transporttest
+// sub-packages: transport/quic (quic-go, mutual TLS) and transport/amqp
+// (go-amqp, through an AMQP 1.0 broker). transport/transporttest
 // generates realistic batches and random frames for tests.
 //
 // A Batch carries records of one source partition: generic records (offset,

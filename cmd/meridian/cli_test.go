@@ -73,7 +73,7 @@ func TestVersionFromMakeBuild(t *testing.T) {
 }
 
 // fleetEnv is what examples/satellite-fleet.yaml reads from the environment.
-var fleetEnv = []string{"MERIDIAN_HQ_KAFKA_PASSWORD=hq-secret", "MERIDIAN_DR_KAFKA_PASSWORD=dr-secret"}
+var fleetEnv = []string{"MERIDIAN_HQ_KAFKA_PASSWORD=hq-secret", "MERIDIAN_DR_KAFKA_PASSWORD=dr-secret", "MERIDIAN_RELAY_PASSWORD=relay-secret"}
 
 func TestValidateExamples(t *testing.T) {
 	tests := []struct {
@@ -82,13 +82,14 @@ func TestValidateExamples(t *testing.T) {
 	}{
 		{"two-region.yaml", "2 regions, 2 clusters, 2 gateways, 1 links, 1 routes (1 legs)"},
 		{"satellite-fleet.yaml", "4 regions, 4 clusters, 4 gateways, 3 links, 4 routes (4 legs)"},
+		{"amqp-relay.yaml", "3 regions, 3 clusters, 3 gateways, 2 links, 2 routes (2 legs)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
 			// A copy, with the certificates it names (validate checks them).
 			dir := copyTopology(t, filepath.Join("..", "..", "examples", tt.file))
 			path := filepath.Join(dir, tt.file)
-			writeCertsFor(t, path, map[string]string{"MERIDIAN_HQ_KAFKA_PASSWORD": "x", "MERIDIAN_DR_KAFKA_PASSWORD": "x"})
+			writeCertsFor(t, path, map[string]string{"MERIDIAN_HQ_KAFKA_PASSWORD": "x", "MERIDIAN_DR_KAFKA_PASSWORD": "x", "MERIDIAN_RELAY_PASSWORD": "x"})
 			r := meridian(t, "", fleetEnv, "validate", "-f", path)
 			want := fmt.Sprintf("ok: %s: %s\n", path, tt.want)
 			if r.code != 0 || r.stdout != want {

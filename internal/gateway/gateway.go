@@ -36,6 +36,7 @@ import (
 	"github.com/meridian-gw/meridian/topology"
 	"github.com/meridian-gw/meridian/topology/profile"
 	"github.com/meridian-gw/meridian/transport"
+	"github.com/meridian-gw/meridian/transport/amqp"
 	"github.com/meridian-gw/meridian/transport/quic"
 )
 
@@ -77,6 +78,11 @@ type Options struct {
 
 	// Window and MaxBatchBytes tune the engine (zero: engine defaults).
 	Window, MaxBatchBytes int64
+
+	// AMQPTiming tunes the sessions of amqp links (keep-alive, idle
+	// timeout, handshake, close deadlines); the zero value means
+	// transport/amqp's defaults. Tests shorten it.
+	AMQPTiming amqp.Timing
 
 	// Secrets are redacted from every admin API response (nil: none).
 	// `meridian run` passes the topology file's (config.File.Secrets).
@@ -140,6 +146,7 @@ func New(opts Options) (*Gateway, error) {
 	serverTLS, clientTLS, problems := g.linkTLS()
 	peers, dialProblems := g.dialers(clientTLS)
 	problems = append(problems, dialProblems...)
+	problems = append(problems, g.checkAMQPIn()...)
 	if len(problems) == 0 {
 		if g.adminTLS, err = g.buildAdminTLS(serverTLS); err != nil {
 			problems = append(problems, err)
@@ -168,9 +175,22 @@ func New(opts Options) (*Gateway, error) {
 	return g, nil
 }
 
-// carriesLinks reports whether the gateway sends or receives any leg, and
-// so needs link TLS.
-func (g *Gateway) carriesLinks() bool { return len(g.table.Out) > 0 || len(g.table.In) > 0 }
+// carriesLinks reports whether the gateway sends or receives any leg over
+// a quic link, and so needs link TLS (amqp links authenticate to their
+// broker instead).
+func (g *Gateway) carriesLinks() bool {
+	for _, p := range g.table.Out {
+		if p.Link.Transport != "amqp" {
+			return true
+		}
+	}
+	for _, l := range g.table.In {
+		if l.Link.Transport != "amqp" {
+			return true
+		}
+	}
+	return false
+}
 
 // linkTLS builds the link mTLS configs from the options or the gateway's
 // tls files, checking the files first (pki.CheckGatewayFiles), and applies
@@ -314,13 +334,22 @@ func (g *Gateway) dialers(clientTLS *tls.Config) (map[string]peerDialer, []error
 		if where == "" {
 			where = g.table.Gateway.Path // a local link: the gateway's own
 		}
-		if p.Link.Transport != "quic" {
-			problems = append(problems, &SettingError{where + ".transport", fmt.Errorf("transport %q cannot be built; this gateway has quic", p.Link.Transport)})
+		if p.Link.Transport != "quic" && p.Link.Transport != "amqp" {
+			problems = append(problems, &SettingError{where + ".transport", fmt.Errorf("transport %q cannot be built; this gateway has quic and amqp", p.Link.Transport)})
 			continue
 		}
 		codec, err := transport.ParseCodec(p.Link.Compression)
 		if err != nil {
 			problems = append(problems, &SettingError{where + ".compression", fmt.Errorf("link %s: %w", p.Link.Name, err)})
+			continue
+		}
+		if p.Link.Transport == "amqp" {
+			d, err := g.amqpDialer(p, codec)
+			if err != nil {
+				problems = append(problems, err)
+				continue
+			}
+			peers[p.Gateway.Name] = peerDialer{d, ""}
 			continue
 		}
 		sess := linkSession(p.Link, g.opts.Profile)
@@ -379,8 +408,44 @@ func (g *Gateway) adminAddr() string {
 	return addr
 }
 
-// listen opens the link listener (the engine's Options.Listen).
+// listen opens the link listeners (the engine's Options.Listen): QUIC on
+// the listen address for quic links, one broker listener per amqp link
+// (amqpListeners), merged into one when there are several.
 func (g *Gateway) listen(serverTLS *tls.Config, accept transport.Accept) (transport.Listener, error) {
+	var lns []transport.Listener
+	if g.receivesQUIC() {
+		ln, err := g.listenQUIC(serverTLS, accept)
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, ln)
+	}
+	als, err := g.amqpListeners(accept)
+	if err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return nil, err
+	}
+	lns = append(lns, als...)
+	if len(lns) == 1 {
+		return lns[0], nil
+	}
+	return newMultiListener(lns), nil
+}
+
+// receivesQUIC reports whether any inbound leg comes over a quic link.
+func (g *Gateway) receivesQUIC() bool {
+	for _, l := range g.table.In {
+		if l.Link.Transport != "amqp" {
+			return true
+		}
+	}
+	return false
+}
+
+// listenQUIC opens the QUIC link listener.
+func (g *Gateway) listenQUIC(serverTLS *tls.Config, accept transport.Accept) (transport.Listener, error) {
 	addr := g.listenAddr()
 	lo := quic.ListenerOptions{TLS: serverTLS, Accept: accept, Session: listenSession(g.table.In, g.opts.Profile), Registerer: g.reg}
 	lo.Session.Logger = g.log
@@ -409,7 +474,7 @@ func (g *Gateway) listen(serverTLS *tls.Config, accept transport.Accept) (transp
 func (g *Gateway) ProbeAddrs() []*SettingError {
 	gw := g.table.Gateway
 	var out []*SettingError
-	if len(g.table.In) > 0 {
+	if g.receivesQUIC() {
 		pc, err := net.ListenPacket("udp", g.listenAddr())
 		if err != nil {
 			out = append(out, &SettingError{gw.Path + ".listen", fmt.Errorf("cannot bind: %w", err)})

@@ -1,0 +1,219 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"sync"
+
+	"github.com/meridian-gw/meridian/routing"
+	"github.com/meridian-gw/meridian/topology"
+	"github.com/meridian-gw/meridian/transport"
+	"github.com/meridian-gw/meridian/transport/amqp"
+)
+
+// amqpBroker turns a link's amqp block into transport/amqp's Broker,
+// loading its TLS files. Problems name the setting.
+func amqpBroker(l *topology.Link) (amqp.Broker, error) {
+	where := l.Path + ".amqp"
+	a := l.AMQP
+	if a == nil {
+		return amqp.Broker{}, &SettingError{where, fmt.Errorf("link %s has transport amqp but no broker", l.Name)}
+	}
+	b := amqp.Broker{URL: a.URL}
+	if s := a.SASL; s != nil {
+		b.SASL, b.Username, b.Password = s.Mechanism, s.Username, s.Password.Reveal()
+	}
+	if t := a.TLS; t != nil && (t.Enabled == nil || *t.Enabled) {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // user's explicit choice
+		if t.CAFile != "" {
+			pem, err := os.ReadFile(t.CAFile)
+			if err != nil {
+				return b, &SettingError{where + ".tls.ca_file", err}
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return b, &SettingError{where + ".tls.ca_file", fmt.Errorf("%s: no PEM certificates", t.CAFile)}
+			}
+			cfg.RootCAs = pool
+		}
+		if t.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+			if err != nil {
+				return b, &SettingError{where + ".tls.cert_file", err}
+			}
+			cfg.Certificates = []tls.Certificate{cert}
+		}
+		b.TLS = cfg
+	}
+	return b, nil
+}
+
+// prefix is the link's address prefix.
+func amqpPrefix(l *topology.Link) string {
+	if l.AMQP != nil && l.AMQP.AddressPrefix != "" {
+		return l.AMQP.AddressPrefix
+	}
+	return amqp.DefaultAddressPrefix
+}
+
+// amqpDialer builds the dialer of an outbound amqp link: this gateway's
+// direction of it to peer p.
+func (g *Gateway) amqpDialer(p *routing.Peer, codec transport.Codec) (transport.Dialer, error) {
+	b, err := amqpBroker(p.Link)
+	if err != nil {
+		return nil, err
+	}
+	d, err := amqp.NewDialer(amqp.DialerOptions{
+		Broker:    b,
+		Addresses: amqp.AddressesFor(amqpPrefix(p.Link), p.Link.Name, g.table.Gateway.Name, p.Gateway.Name),
+		Codec:     codec,
+		Timing:    g.opts.AMQPTiming,
+		Logger:    g.log.With("component", "link", "peer", p.Gateway.Name, "transport", "amqp"),
+	})
+	if err != nil {
+		return nil, &SettingError{p.Link.Path + ".amqp", fmt.Errorf("link %s: %w", p.Link.Name, err)}
+	}
+	return d, nil
+}
+
+// checkAMQPIn checks the brokers of inbound amqp links (their TLS files)
+// when the gateway is built, as dialers does for outbound ones, so that
+// validate finds what Bind would.
+func (g *Gateway) checkAMQPIn() []error {
+	var problems []error
+	seen := map[string]bool{}
+	for _, l := range g.table.In {
+		if l.Link.Transport != "amqp" || seen[l.Link.Name] {
+			continue
+		}
+		seen[l.Link.Name] = true
+		if _, err := amqpBroker(l.Link); err != nil {
+			problems = append(problems, err)
+		}
+	}
+	return problems
+}
+
+// amqpListeners opens one broker listener per inbound amqp link, for the
+// directions from every gateway that may send this gateway the link's
+// legs.
+func (g *Gateway) amqpListeners(accept transport.Accept) ([]transport.Listener, error) {
+	links := map[string]*topology.Link{}
+	senders := map[string]map[string]bool{} // link → sending gateways
+	for _, l := range g.table.In {
+		if l.Link.Transport != "amqp" {
+			continue
+		}
+		links[l.Link.Name] = l.Link
+		if senders[l.Link.Name] == nil {
+			senders[l.Link.Name] = map[string]bool{}
+		}
+		for _, gw := range l.From.Region.Gateways {
+			if l.SentBy(gw) {
+				senders[l.Link.Name][gw.Name] = true
+			}
+		}
+	}
+	names := make([]string, 0, len(links))
+	for n := range links {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []transport.Listener
+	fail := func(err error) ([]transport.Listener, error) {
+		for _, ln := range out {
+			ln.Close()
+		}
+		return nil, err
+	}
+	for _, n := range names {
+		l := links[n]
+		b, err := amqpBroker(l)
+		if err != nil {
+			return fail(err)
+		}
+		var peers []amqp.Peer
+		for gw := range senders[n] {
+			peers = append(peers, amqp.Peer{Gateway: gw, Addresses: amqp.AddressesFor(amqpPrefix(l), l.Name, gw, g.table.Gateway.Name)})
+		}
+		sort.Slice(peers, func(i, j int) bool { return peers[i].Gateway < peers[j].Gateway })
+		if len(peers) == 0 {
+			continue
+		}
+		ln, err := amqp.Listen(amqp.ListenerOptions{
+			Broker: b, Peers: peers, Accept: accept, Timing: g.opts.AMQPTiming,
+			Logger: g.log.With("component", "link", "link", l.Name, "transport", "amqp"),
+		})
+		if err != nil {
+			return fail(&SettingError{l.Path + ".amqp", fmt.Errorf("link %s: %w", l.Name, err)})
+		}
+		out = append(out, ln)
+	}
+	return out, nil
+}
+
+// multiListener merges several listeners: Accept returns the next session
+// of any of them. It owns one goroutine per listener, which Close waits
+// for.
+type multiListener struct {
+	lns    []transport.Listener
+	conns  chan transport.Conn
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+func newMultiListener(lns []transport.Listener) *multiListener {
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &multiListener{lns: lns, conns: make(chan transport.Conn), ctx: ctx, cancel: cancel}
+	for _, ln := range lns {
+		m.wg.Go(func() {
+			for {
+				c, err := ln.Accept(ctx)
+				if err != nil {
+					return
+				}
+				select {
+				case m.conns <- c:
+				case <-ctx.Done():
+					c.Close(errors.New("listener closed"))
+					return
+				}
+			}
+		})
+	}
+	return m
+}
+
+func (m *multiListener) Accept(ctx context.Context) (transport.Conn, error) {
+	select {
+	case c := <-m.conns:
+		return c, nil
+	case <-m.ctx.Done():
+		return nil, transport.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Addr is the first listener's address (the QUIC one when there is one).
+func (m *multiListener) Addr() net.Addr { return m.lns[0].Addr() }
+
+func (m *multiListener) Close() error {
+	var errs []error
+	m.once.Do(func() {
+		m.cancel()
+		for _, ln := range m.lns {
+			errs = append(errs, ln.Close())
+		}
+		m.wg.Wait()
+	})
+	return errors.Join(errs...)
+}
