@@ -30,7 +30,7 @@ var (
 	}
 	schemaEnums = map[string]map[string][]string{
 		"Cluster":  {"kind": {"kafka"}},
-		"Link":     {"transport": {"quic"}, "compression": compressions},
+		"Link":     {"transport": {"quic", "amqp"}, "compression": compressions},
 		"Defaults": {"compression": compressions},
 		"Route":    {"start_at": {"earliest", "latest"}},
 		"SASL":     {"mechanism": saslMechanisms},
