@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
@@ -30,8 +33,8 @@ const chromiumPath = "/usr/bin/chromium"
 
 // browser starts a headless chromium with a fresh profile and returns a
 // tab's context; the browser stops at cleanup. Without chromium the test
-// skips, except under CI=true, where it fails. Exceptions the page throws
-// fail the test.
+// skips, except under CI=true, where it fails. Exceptions the page throws,
+// CSP violations and errors it logs fail the test.
 func browser(t *testing.T) context.Context {
 	t.Helper()
 	if _, err := exec.LookPath(chromiumPath); err != nil {
@@ -64,6 +67,15 @@ func browser(t *testing.T) context.Context {
 	var mu sync.Mutex
 	var thrown []string
 	if err := chromedp.Listen(ctx, func(ev any) {
+		if e, ok := ev.(*cdplog.EventEntryAdded); ok {
+			// A CSP violation, or an error other than the 404 of
+			// /v1/members on a gateway that does not gossip.
+			if en := e.Entry; en.Source == cdplog.EntrySourceSecurity || en.Level == cdplog.EntryLevelError && !strings.Contains(en.URL, "/v1/members") {
+				mu.Lock()
+				thrown = append(thrown, fmt.Sprintf("%s %s: %s (%s)", en.Source, en.Level, en.Text, en.URL))
+				mu.Unlock()
+			}
+		}
 		if e, ok := ev.(*runtime.EventExceptionThrown); ok {
 			mu.Lock()
 			d := e.ExceptionDetails
@@ -77,11 +89,17 @@ func browser(t *testing.T) context.Context {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	if err := chromedp.Do(ctx, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, cdplog.Enable, cdp.Empty{})
+		return err
+	})); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, s := range thrown {
-			t.Errorf("the page threw: %s", s)
+			t.Errorf("the page threw or logged: %s", s)
 		}
 	})
 	return ctx
@@ -326,4 +344,53 @@ func TestStatusPageLoadLarge(t *testing.T) {
 		}
 	}
 	screenshot(t, ctx, "statuspage-50-regions.png")
+}
+
+// TestStatusPageFleetView: where the gateway gossips, the page shows the
+// fleet from /v1/members (as the membership work serves it: members with
+// states, each gateway's gossiped leg health), beside its own /status.
+func TestStatusPageFleetView(t *testing.T) {
+	ctx := browser(t)
+	received := time.Now().Add(-3 * time.Second).UTC().Format(time.RFC3339Nano)
+	mux := http.NewServeMux()
+	mux.Handle("GET /ui", ui.Handler())
+	mux.Handle("GET /ui/", ui.Handler())
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"gateway":"hq-a","region":"hq","uptime_seconds":60,"peers":null,"legs":[
+			{"leg":"orders:ship/kafka","route":"orders","direction":"in","from":"ship/kafka","to":"hq/kafka","peer":"ship-a","connected":true,
+			 "records":10,"lag_records":0,"lag_seconds":0,"dead_letters":0}]}`)
+	})
+	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"gateway":"hq-a","members":[
+			{"name":"hq-a","region":"hq","pool":"fleet","state":"alive","reach":"self","address":"10.0.0.1:7101","compatible":true,"incarnation":1},
+			{"name":"ship-a","region":"ship","pool":"fleet","state":"suspect","reach":"gossip","address":"10.9.0.1:7101","rtt_ms":612.5,"compatible":true},
+			{"name":"dc2-a","region":"dc2","pool":"fleet","state":"dead","reach":"direct","address":"10.2.0.1:7101","compatible":true}],
+			"health":{"ship-a":{"Gateway":"ship-a","Incarnation":1,"Seq":9,"Received":%q,"Legs":[
+			  {"Leg":"orders:hq/kafka","Peer":"hq-a","Up":true,"RTT":612500000,"Loss":0.031,"Goodput":2500000,"Backlog":4096},
+			  {"Leg":"telemetry:dc2/kafka","Peer":"dc2-a","Up":false,"RTT":0,"Loss":1,"Goodput":0,"Backlog":1048576}]}}}`, received)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/ui")); err != nil {
+		t.Fatal(err)
+	}
+	pollJS(t, ctx, "fleet rendered", `document.querySelectorAll('#links tbody tr').length === 2`, 10*time.Second)
+	checks := map[string]string{
+		"regions":          `['dc2','hq','ship'].every(r => document.querySelector('#regions tr[data-region="' + r + '"]'))`,
+		"dead member red":  `document.querySelector('#regions tr[data-gateway="dc2-a"]').classList.contains('down')`,
+		"suspect amber":    `document.querySelector('#regions tr[data-gateway="ship-a"]').classList.contains('warn')`,
+		"member state":     `document.querySelector('#regions tr[data-gateway="ship-a"]').innerText.includes('suspect (fleet)')`,
+		"gossiped leg up":  `(r => r && !r.classList.contains('down') && r.innerText.includes('613 ms') && r.innerText.includes('3.10 %') && r.innerText.includes('2.5 Mbit/s'))(document.querySelector('#links tr[data-from="ship-a"][data-to="hq-a"]'))`,
+		"gossiped leg red": `document.querySelector('#links tr[data-from="ship-a"][data-to="dc2-a"]').classList.contains('down')`,
+		"report age":       `document.querySelector('#links tr[data-to="dc2-a"]').innerText.includes('s ago')`,
+	}
+	for _, what := range slices.Sorted(maps.Keys(checks)) {
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](checks[what]))
+		if err != nil || !ok {
+			t.Errorf("%s: %s is %v (%v)", what, checks[what], ok, err)
+		}
+	}
+	screenshot(t, ctx, "statuspage-fleet.png")
 }
