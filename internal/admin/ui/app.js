@@ -8,7 +8,7 @@
   const STATUS_KNOWN = new Set(["gateway", "region", "uptime_seconds", "peers", "legs", "members", "regions", "links", "fleet"]);
   const PEER_KNOWN = new Set(["gateway", "address", "link", "profile", "passthrough", "connected", "up", "rtt_ms", "session_failures",
     "last_error", "region", "loss", "goodput_bps", "path"]);
-  const MEMBER_KNOWN = new Set(["name", "gateway", "region", "state", "reach", "address", "rtt_ms", "pool"]);
+  const MEMBER_KNOWN = new Set(["name", "gateway", "region", "state", "reach", "address", "rtt_ms", "pool", "compatible", "bad_metadata"]);
   const DOWN_STATES = new Set(["dead", "failed", "left", "down", "unreachable", "incompatible"]);
   const WARN_STATES = new Set(["suspect", "joining", "leaving"]);
 
@@ -136,7 +136,7 @@
     if (!e) return;
     if (typeof m !== "object") return;
     const state = String(pick(m, "state") || "member");
-    e.states.push(m.pool ? `${state} (${m.pool})` : state);
+    e.states.push((m.pool ? `${state} (${m.pool})` : state) + (m.compatible === false ? ", incompatible" : ""));
     if (DOWN_STATES.has(state) || m.compatible === false) e.down = true;
     if (WARN_STATES.has(state)) e.warn = true;
     e.reach = e.reach || m.reach;
