@@ -85,7 +85,7 @@ type Options struct {
 	Operator func(*x509.Certificate) bool
 	// Open lists the reads (Reads) served without authentication when
 	// Token or client certificates are configured. nil means healthz and
-	// metrics.
+	// metrics. "ui" needs "status" too: the page reads /status.
 	Open []string
 	// Hosts are Host header names accepted besides loopback names, the
 	// listen host and the address the client connected to.
