@@ -122,7 +122,8 @@ type Admin struct {
 	// gateway's certificate only read.
 	MTLS bool `yaml:"mtls"`
 	// Open lists the endpoints readable without authentication when Token
-	// or MTLS is set: healthz, metrics, status. nil = healthz and metrics
+	// or MTLS is set: healthz, metrics, status, ui (the status page, which
+	// reads /status, so ui needs status). nil = healthz and metrics
 	// (Prometheus habits); an empty list = none. Mutating endpoints are
 	// never open.
 	Open []string `yaml:"open"`
@@ -133,7 +134,7 @@ type Admin struct {
 }
 
 // AdminReads are the endpoints Admin.Open may name.
-var AdminReads = []string{"healthz", "metrics", "status"}
+var AdminReads = []string{"healthz", "metrics", "status", "ui"}
 
 // AdminTokenMin is the shortest admin token accepted.
 const AdminTokenMin = 16

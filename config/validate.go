@@ -424,6 +424,9 @@ func (v *validator) admin(gp string, g Gateway) {
 			v.errorf(fmt.Sprintf("%s.open[%d]", ap, i), "unknown endpoint %q; use %s (mutating endpoints are never open)", o, orList(AdminReads))
 		}
 	}
+	if i := slices.Index(a.Open, "ui"); i >= 0 && !slices.Contains(a.Open, "status") {
+		v.errorf(fmt.Sprintf("%s.open[%d]", ap, i), "ui without status: the status page reads /status, so open status too or neither")
+	}
 	for i, h := range a.Hosts {
 		if h == "" || strings.ContainsAny(h, "/ :") && net.ParseIP(h) == nil {
 			v.errorf(fmt.Sprintf("%s.hosts[%d]", ap, i), "invalid host name %q; want a name or IP address without scheme or port", h)

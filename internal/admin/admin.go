@@ -1,5 +1,6 @@
 // Package admin serves a gateway's admin HTTP endpoints: /healthz, /metrics
-// (Prometheus, via client_golang's promhttp), /status (JSON) and the
+// (Prometheus, via client_golang's promhttp), /status (JSON), the status
+// page /ui (package ui, a read that renders /status in a browser) and the
 // mutating actions (POST /v1/failover, /v1/failback).
 //
 // # Access
@@ -45,6 +46,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/meridian-gw/meridian/internal/admin/ui"
 	"github.com/meridian-gw/meridian/internal/redact"
 )
 
@@ -52,7 +54,7 @@ import (
 const MaxBody = 64 << 10
 
 // Reads are the read endpoints, by the names Options.Open uses.
-var Reads = []string{"healthz", "metrics", "status"}
+var Reads = []string{"healthz", "metrics", "status", "ui"}
 
 // Options configure a Server.
 type Options struct {
@@ -60,7 +62,8 @@ type Options struct {
 	Addr string
 	// Gatherer serves /metrics. Nil means no /metrics.
 	Gatherer prometheus.Gatherer
-	// Status returns the JSON body of /status. Nil means no /status.
+	// Status returns the JSON body of /status. Nil means no /status and
+	// no status page (/ui, the read "ui", which renders /status).
 	Status func() any
 	// Healthy reports problems for /healthz; nil or an empty result is healthy.
 	Healthy func() []string
@@ -82,7 +85,7 @@ type Options struct {
 	Operator func(*x509.Certificate) bool
 	// Open lists the reads (Reads) served without authentication when
 	// Token or client certificates are configured. nil means healthz and
-	// metrics.
+	// metrics. "ui" needs "status" too: the page reads /status.
 	Open []string
 	// Hosts are Host header names accepted besides loopback names, the
 	// listen host and the address the client connected to.
@@ -174,6 +177,9 @@ func newHandler(opts *Options) (http.Handler, error) {
 			return nil, fmt.Errorf("admin: open endpoint %q: want one of %s", o, strings.Join(Reads, ", "))
 		}
 	}
+	if slices.Contains(open, "ui") && !slices.Contains(open, "status") {
+		return nil, errors.New("admin: open endpoint \"ui\" without \"status\": the status page reads /status")
+	}
 	g := &guard{
 		opts:  *opts,
 		auth:  opts.Token != "" || opts.TLS != nil && opts.TLS.ClientAuth >= tls.VerifyClientCertIfGiven,
@@ -229,6 +235,11 @@ func newHandler(opts *Options) (http.Handler, error) {
 			enc.SetIndent("", "  ")
 			_ = enc.Encode(opts.Status())
 		}))
+	}
+	if opts.Status != nil {
+		page := ui.Handler()
+		mux.Handle("GET "+ui.Prefix, g.read("ui", page.ServeHTTP))
+		mux.Handle("GET "+ui.Prefix+"/", g.read("ui", page.ServeHTTP))
 	}
 	for path, h := range opts.Actions {
 		mux.Handle(path, g.action(h)) // every method: a GET is refused and counted, not 404
