@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -34,6 +35,7 @@ import (
 	"github.com/meridian-gw/meridian/mirror/dr"
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/topology"
+	"github.com/meridian-gw/meridian/topology/membership"
 	"github.com/meridian-gw/meridian/topology/profile"
 	"github.com/meridian-gw/meridian/transport"
 	"github.com/meridian-gw/meridian/transport/quic"
@@ -138,6 +140,9 @@ func New(opts Options) (*Gateway, error) {
 	gw := table.Gateway
 	g := &Gateway{opts: opts, table: table, log: opts.Logger.With("gateway", gw.Name)} // mirror and link loggers add their component
 	serverTLS, clientTLS, problems := g.linkTLS()
+	if _, err := g.memberMeta().Encode(); err != nil {
+		problems = append(problems, &SettingError{gw.Path, err})
+	}
 	peers, dialProblems := g.dialers(clientTLS)
 	problems = append(problems, dialProblems...)
 	if len(problems) == 0 {
@@ -166,6 +171,17 @@ func New(opts Options) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway %s: %w", gw.Name, err)
 	}
 	return g, nil
+}
+
+// memberMeta is what the gateway tells the fleet about itself in its
+// memberlist metadata. New encodes it with the largest incarnation, so
+// that a topology whose metadata would not fit fails to build (and so
+// fails validate), naming the gateway.
+func (g *Gateway) memberMeta() *membership.Meta {
+	gw := g.table.Gateway
+	caps := membership.CapQUICGossip | membership.CapStripes | membership.CapPassthrough
+	return &membership.Meta{Region: gw.Region.Name, Gateway: gw.Name, Incarnation: math.MaxUint64,
+		Caps: caps, ProtoMin: transport.VersionMin, ProtoMax: transport.VersionMax}
 }
 
 // carriesLinks reports whether the gateway sends or receives any leg, and
