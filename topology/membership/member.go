@@ -1,0 +1,406 @@
+package membership
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// State is what a member knows of another.
+type State uint8
+
+const (
+	StateAlive State = iota
+	StateSuspect
+	StateDead
+	StateLeft
+)
+
+func (s State) String() string {
+	switch s {
+	case StateAlive:
+		return "alive"
+	case StateSuspect:
+		return "suspect"
+	case StateDead:
+		return "dead"
+	case StateLeft:
+		return "left"
+	}
+	return fmt.Sprintf("State(%d)", uint8(s))
+}
+
+// Info is one member as this member sees it.
+type Info struct {
+	Name  string
+	Meta  Meta // zero when its metadata did not decode (BadMeta says why)
+	State State
+	Since time.Time // when State began
+	Addr  string    // gossip address it advertises
+	// Reach says how this member reaches it: "direct" (a connection of
+	// its own), or "gossip" (known from other members' gossip only; a
+	// probe goes through them).
+	Reach   string
+	RTT     time.Duration // last probe round trip; 0 = none yet
+	BadMeta string
+}
+
+// Options configure a Member.
+type Options struct {
+	// Name is the gateway's name: the member name, unique in the fleet.
+	Name string
+	// Meta is what the member tells the others (Region and Gateway at
+	// least). Its encoding must fit in MetaMax bytes.
+	Meta Meta
+	// Config carries the timings (LANConfig, WANConfig, FleetConfig); New
+	// sets its Name, Transport, delegates and Logger. nil: LANConfig.
+	Config *memberlist.Config
+	// Transport carries gossip; nil: memberlist's UDP/TCP transport at
+	// Config's bind address.
+	Transport memberlist.Transport
+	// Seeds are the join addresses ("NAME/ADDR", see Seeds).
+	Seeds []string
+	// Rejoin is how often seeds that are not alive are joined again (a
+	// site whose link came back, a restarted gateway); 0 = 10s.
+	Rejoin time.Duration
+	// Reach, if set, says whether a peer is reached "direct" (see
+	// Info.Reach); nil: every alive member counts as "direct".
+	Reach func(name string) bool
+	// Logger gets one line per state change; memberlist's own log lines
+	// go to it at debug level (warnings and errors at theirs). nil
+	// discards.
+	Logger *slog.Logger
+}
+
+// Counters are a member's event counts.
+type Counters struct {
+	SuspicionsRaised  int64 // this member found a member failing its probes
+	SuspicionsRefuted int64 // this member refuted a suspicion about itself
+	Changes           int64 // state changes of any member
+}
+
+// Member is this gateway's membership in one memberlist pool.
+type Member struct {
+	opts Options
+	log  *slog.Logger
+	ml   *memberlist.Memberlist
+
+	mu    sync.Mutex
+	meta  Meta
+	infos map[string]*Info
+
+	raised, refuted, changes atomic.Int64
+
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	shutOnce sync.Once
+	leftOnce sync.Once
+}
+
+// New creates the member and starts gossip on its transport; Join the
+// seeds with Start.
+func New(opts Options) (*Member, error) {
+	if opts.Name == "" {
+		return nil, errors.New("membership: no member name")
+	}
+	meta := opts.Meta
+	if _, err := meta.Encode(); err != nil {
+		return nil, fmt.Errorf("membership: %w", err)
+	}
+	lg := opts.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	lg = lg.With("component", "membership", "member", opts.Name)
+	m := &Member{opts: opts, log: lg, meta: meta, infos: map[string]*Info{}, stop: make(chan struct{})}
+	c := opts.Config
+	if c == nil {
+		c = LANConfig()
+	}
+	c.Name = opts.Name
+	if opts.Transport != nil {
+		c.Transport = opts.Transport
+	}
+	c.Delegate = (*delegate)(m)
+	c.Events = (*events)(m)
+	c.Ping = (*pings)(m)
+	c.Logger = log.New(&mlLog{m: m}, "", 0)
+	ml, err := memberlist.Create(c)
+	if err != nil {
+		return nil, fmt.Errorf("membership %s: %w", opts.Name, err)
+	}
+	m.ml = ml
+	return m, nil
+}
+
+// Start joins the seeds in the background, and keeps joining those that
+// are not alive every Rejoin, until Shutdown.
+func (m *Member) Start() {
+	every := m.opts.Rejoin
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	m.wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			m.joinMissing()
+			select {
+			case <-m.stop:
+				return
+			case <-t.C:
+			}
+		}
+	})
+}
+
+func (m *Member) joinMissing() {
+	var missing []string
+	m.mu.Lock()
+	for _, s := range m.opts.Seeds {
+		name, _, _ := strings.Cut(s, "/")
+		if in := m.infos[name]; in == nil || (in.State != StateAlive && in.State != StateSuspect && in.State != StateLeft) {
+			missing = append(missing, s)
+		}
+	}
+	m.mu.Unlock()
+	if len(missing) == 0 {
+		return
+	}
+	n, err := m.ml.Join(missing)
+	m.log.Debug("join", "seeds", missing, "contacted", n, "err", err)
+}
+
+// LocalName is the member's name.
+func (m *Member) LocalName() string { return m.opts.Name }
+
+// Lock order: memberlist's locks, then Member.mu. memberlist calls the
+// delegates and writes its log holding its own locks, so Member never
+// calls memberlist while holding mu.
+
+// Memberlist is the underlying pool (for user messages and broadcasts).
+func (m *Member) Memberlist() *memberlist.Memberlist { return m.ml }
+
+// Counters returns the member's counts.
+func (m *Member) Counters() Counters {
+	return Counters{SuspicionsRaised: m.raised.Load(), SuspicionsRefuted: m.refuted.Load(), Changes: m.changes.Load()}
+}
+
+// Members lists every member known (itself included), sorted by name.
+func (m *Member) Members() []Info {
+	self := m.ml.LocalNode().Address() // before m.mu: memberlist calls us holding its locks
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Info, 0, len(m.infos)+1)
+	out = append(out, Info{Name: m.opts.Name, Meta: m.meta, State: StateAlive, Addr: self, Reach: "self"})
+	for _, in := range m.infos {
+		i := *in
+		switch {
+		case i.State == StateDead || i.State == StateLeft:
+			i.Reach = ""
+		case m.opts.Reach == nil || m.opts.Reach(i.Name):
+			i.Reach = "direct"
+		default:
+			i.Reach = "gossip"
+		}
+		out = append(out, i)
+	}
+	slices.SortFunc(out, func(a, b Info) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Leave is the first phase of a two-phase leave: it gossips metadata that
+// says the member is leaving and waits up to timeout for it to spread,
+// then leaves the pool, so peers see "left" and not "dead". The gateway
+// then drains and calls Shutdown. It may be called more than once.
+func (m *Member) Leave(timeout time.Duration) error {
+	var err error
+	m.leftOnce.Do(func() {
+		m.mu.Lock()
+		m.meta.Leaving = true
+		m.mu.Unlock()
+		start := time.Now()
+		if uerr := m.ml.UpdateNode(timeout); uerr != nil {
+			m.log.Warn("leave: announcing the leave did not reach every member in time", "err", uerr)
+		}
+		err = m.ml.Leave(max(timeout-time.Since(start), timeout/2))
+		m.log.Info("left the fleet", "took", time.Since(start).Round(time.Millisecond))
+	})
+	return err
+}
+
+// Shutdown stops gossip and closes the transport. It returns when the
+// member's own goroutines have ended (memberlist does not wait for its
+// own; its transport, if a Meridian one, does). It may be called more
+// than once; call Leave first to leave gracefully.
+func (m *Member) Shutdown() error {
+	var err error
+	m.shutOnce.Do(func() {
+		close(m.stop)
+		m.wg.Wait()
+		err = m.ml.Shutdown()
+	})
+	return err
+}
+
+// setLocked changes a member's state and logs the change.
+func (m *Member) setLocked(in *Info, s State, why string) {
+	if in.State == s && !in.Since.IsZero() {
+		return
+	}
+	old := in.State
+	in.State, in.Since = s, time.Now()
+	m.changes.Add(1)
+	if old == s {
+		m.log.Info("member "+s.String(), "peer", in.Name, "region", in.Meta.Region, "reason", why)
+		return
+	}
+	m.log.Info("member "+s.String(), "peer", in.Name, "region", in.Meta.Region, "was", old.String(), "reason", why)
+}
+
+func (m *Member) infoLocked(n *memberlist.Node) *Info {
+	in := m.infos[n.Name]
+	if in == nil {
+		in = &Info{Name: n.Name}
+		m.infos[n.Name] = in
+	}
+	in.Addr = n.Address()
+	meta, err := DecodeMeta(n.Meta)
+	if err != nil {
+		in.BadMeta = err.Error()
+	} else {
+		in.Meta, in.BadMeta = meta, ""
+	}
+	return in
+}
+
+type events Member
+
+func (e *events) NotifyJoin(n *memberlist.Node) {
+	m := (*Member)(e)
+	if n.Name == m.opts.Name {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	in := m.infoLocked(n)
+	if in.Meta.Leaving {
+		m.setLocked(in, StateLeft, "joined while leaving")
+		return
+	}
+	m.setLocked(in, StateAlive, "joined")
+}
+
+func (e *events) NotifyLeave(n *memberlist.Node) {
+	m := (*Member)(e)
+	if n.Name == m.opts.Name {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	in := m.infoLocked(n)
+	if in.Meta.Leaving || in.State == StateLeft {
+		m.setLocked(in, StateLeft, "left")
+		return
+	}
+	m.setLocked(in, StateDead, "failed")
+}
+
+func (e *events) NotifyUpdate(n *memberlist.Node) {
+	m := (*Member)(e)
+	if n.Name == m.opts.Name {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	in := m.infoLocked(n)
+	if in.Meta.Leaving {
+		m.setLocked(in, StateLeft, "announced its leave")
+	}
+}
+
+type pings Member
+
+func (p *pings) AckPayload() []byte { return nil }
+
+func (p *pings) NotifyPingComplete(other *memberlist.Node, rtt time.Duration, _ []byte) {
+	m := (*Member)(p)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	in := m.infos[other.Name]
+	if in == nil {
+		return
+	}
+	in.RTT = rtt
+	if in.State == StateSuspect {
+		m.setLocked(in, StateAlive, "answered a probe")
+	}
+}
+
+type delegate Member
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	m := (*Member)(d)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b := m.meta.Append(nil)
+	if len(b) > limit {
+		// New checked the size; a leave flag does not grow it.
+		return nil
+	}
+	return b
+}
+
+func (d *delegate) NotifyMsg([]byte)                           {}
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *delegate) LocalState(join bool) []byte                { return nil }
+func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// mlLog turns memberlist's log lines into slog records, and picks out the
+// events memberlist has no delegate for: a suspicion this member raised,
+// and one about itself that it refuted.
+type mlLog struct{ m *Member }
+
+var (
+	suspectRE = regexp.MustCompile(`Suspect (\S+) has failed`)
+	refuteRE  = regexp.MustCompile(`Refuting a (suspect|dead) message`)
+)
+
+func (l *mlLog) Write(p []byte) (int, error) {
+	line := string(bytes.TrimSpace(p))
+	level := slog.LevelDebug
+	switch {
+	case strings.HasPrefix(line, "[ERR]"):
+		level = slog.LevelError
+	case strings.HasPrefix(line, "[WARN]"):
+		level = slog.LevelWarn
+	}
+	if _, rest, ok := strings.Cut(line, "] "); ok && strings.HasPrefix(line, "[") {
+		line = rest
+	}
+	m := l.m
+	if s := suspectRE.FindStringSubmatch(line); s != nil {
+		m.raised.Add(1)
+		m.mu.Lock()
+		if in := m.infos[s[1]]; in != nil && in.State == StateAlive {
+			m.setLocked(in, StateSuspect, "failed its probes")
+		}
+		m.mu.Unlock()
+	}
+	if refuteRE.MatchString(line) {
+		m.refuted.Add(1)
+	}
+	m.log.Log(context.Background(), level, line)
+	return len(p), nil
+}
