@@ -77,6 +77,12 @@ type Options struct {
 	// Reach, if set, says whether a peer is reached "direct" (see
 	// Info.Reach); nil: every alive member counts as "direct".
 	Reach func(name string) bool
+	// Keys are AES keys (16, 24 or 32 bytes) for memberlist's AES-GCM
+	// keyring, the first the primary: for pools on plain UDP/TCP. Every
+	// packet and stream is then encrypted and authenticated, and gossip
+	// without a known key is dropped. nil: no encryption (QUIC gossip is
+	// protected by its TLS).
+	Keys [][]byte
 	// Logger gets one line per state change; memberlist's own log lines
 	// go to it at debug level (warnings and errors at theirs). nil
 	// discards.
@@ -88,6 +94,9 @@ type Counters struct {
 	SuspicionsRaised  int64 // this member found a member failing its probes
 	SuspicionsRefuted int64 // this member refuted a suspicion about itself
 	Changes           int64 // state changes of any member
+	// Dropped counts gossip packets dropped as undecryptable (a wrong or
+	// missing key) or with a bad checksum: never applied.
+	Dropped int64
 }
 
 // Member is this gateway's membership in one memberlist pool.
@@ -95,12 +104,13 @@ type Member struct {
 	opts Options
 	log  *slog.Logger
 	ml   *memberlist.Memberlist
+	kr   *memberlist.Keyring // nil without Keys
 
 	mu    sync.Mutex
 	meta  Meta
 	infos map[string]*Info
 
-	raised, refuted, changes atomic.Int64
+	raised, refuted, changes, dropped atomic.Int64
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -129,6 +139,15 @@ func New(opts Options) (*Member, error) {
 		c = LANConfig()
 	}
 	c.Name = opts.Name
+	kr, err := newKeyring(opts.Keys)
+	if err != nil {
+		return nil, fmt.Errorf("membership %s: %w", opts.Name, err)
+	}
+	if kr != nil {
+		m.kr = kr
+		c.Keyring = kr
+		c.GossipVerifyIncoming, c.GossipVerifyOutgoing = true, true
+	}
 	if opts.Transport != nil {
 		c.Transport = opts.Transport
 	}
@@ -194,7 +213,7 @@ func (m *Member) Memberlist() *memberlist.Memberlist { return m.ml }
 
 // Counters returns the member's counts.
 func (m *Member) Counters() Counters {
-	return Counters{SuspicionsRaised: m.raised.Load(), SuspicionsRefuted: m.refuted.Load(), Changes: m.changes.Load()}
+	return Counters{SuspicionsRaised: m.raised.Load(), SuspicionsRefuted: m.refuted.Load(), Changes: m.changes.Load(), Dropped: m.dropped.Load()}
 }
 
 // Members lists every member known (itself included), sorted by name.
@@ -375,6 +394,7 @@ type mlLog struct{ m *Member }
 var (
 	suspectRE = regexp.MustCompile(`Suspect (\S+) has failed`)
 	refuteRE  = regexp.MustCompile(`Refuting a (suspect|dead) message`)
+	dropRE    = regexp.MustCompile(`(?i)decrypt packet failed|invalid checksum|no installed keys could decrypt`)
 )
 
 func (l *mlLog) Write(p []byte) (int, error) {
@@ -400,6 +420,9 @@ func (l *mlLog) Write(p []byte) (int, error) {
 	}
 	if refuteRE.MatchString(line) {
 		m.refuted.Add(1)
+	}
+	if dropRE.MatchString(line) {
+		m.dropped.Add(1)
 	}
 	m.log.Log(context.Background(), level, line)
 	return len(p), nil
