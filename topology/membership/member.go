@@ -3,6 +3,7 @@ package membership
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log"
@@ -97,6 +98,8 @@ type Counters struct {
 	// Dropped counts gossip packets dropped as undecryptable (a wrong or
 	// missing key) or with a bad checksum: never applied.
 	Dropped int64
+	// BadHealth counts health reports that did not decode.
+	BadHealth int64
 }
 
 // Member is this gateway's membership in one memberlist pool.
@@ -106,11 +109,15 @@ type Member struct {
 	ml   *memberlist.Memberlist
 	kr   *memberlist.Keyring // nil without Keys
 
-	mu    sync.Mutex
-	meta  Meta
-	infos map[string]*Info
+	queue *memberlist.TransmitLimitedQueue // health broadcasts
 
-	raised, refuted, changes, dropped atomic.Int64
+	mu     sync.Mutex
+	meta   Meta
+	infos  map[string]*Info
+	health map[string]*healthEntry // by gateway, this member's own included
+	seq    uint64                  // of this member's last report
+
+	raised, refuted, changes, dropped, badHealth atomic.Int64
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -133,7 +140,7 @@ func New(opts Options) (*Member, error) {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	lg = lg.With("component", "membership", "member", opts.Name)
-	m := &Member{opts: opts, log: lg, meta: meta, infos: map[string]*Info{}, stop: make(chan struct{})}
+	m := &Member{opts: opts, log: lg, meta: meta, infos: map[string]*Info{}, health: map[string]*healthEntry{}, stop: make(chan struct{})}
 	c := opts.Config
 	if c == nil {
 		c = LANConfig()
@@ -155,6 +162,7 @@ func New(opts Options) (*Member, error) {
 	c.Events = (*events)(m)
 	c.Ping = (*pings)(m)
 	c.Logger = log.New(&mlLog{m: m}, "", 0)
+	m.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: c.RetransmitMult, NumNodes: func() int { return m.numMembers() }}
 	ml, err := memberlist.Create(c)
 	if err != nil {
 		return nil, fmt.Errorf("membership %s: %w", opts.Name, err)
@@ -213,7 +221,7 @@ func (m *Member) Memberlist() *memberlist.Memberlist { return m.ml }
 
 // Counters returns the member's counts.
 func (m *Member) Counters() Counters {
-	return Counters{SuspicionsRaised: m.raised.Load(), SuspicionsRefuted: m.refuted.Load(), Changes: m.changes.Load(), Dropped: m.dropped.Load()}
+	return Counters{SuspicionsRaised: m.raised.Load(), SuspicionsRefuted: m.refuted.Load(), Changes: m.changes.Load(), Dropped: m.dropped.Load(), BadHealth: m.badHealth.Load()}
 }
 
 // Members lists every member known (itself included), sorted by name.
@@ -271,6 +279,20 @@ func (m *Member) Shutdown() error {
 		err = m.ml.Shutdown()
 	})
 	return err
+}
+
+// numMembers is the pool's size for the broadcast queue's retransmit
+// count. It does not call memberlist (see the lock order).
+func (m *Member) numMembers() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 1
+	for _, in := range m.infos {
+		if in.State == StateAlive || in.State == StateSuspect {
+			n++
+		}
+	}
+	return n
 }
 
 // setLocked changes a member's state and logs the change.
@@ -381,10 +403,51 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	return b
 }
 
-func (d *delegate) NotifyMsg([]byte)                           {}
-func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (d *delegate) LocalState(join bool) []byte                { return nil }
-func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
+// NotifyMsg takes a health report; a newer one than this member had is
+// kept and gossiped on (memberlist does not forward user messages).
+func (d *delegate) NotifyMsg(b []byte) { (*Member)(d).takeHealth(b, true) }
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return (*Member)(d).queue.GetBroadcasts(overhead, limit)
+}
+
+// LocalState carries every health report this member holds in push/pull
+// (each as a uvarint length and the report, at most stateMax bytes in
+// all), so that a member that joins has them at once.
+func (d *delegate) LocalState(join bool) []byte {
+	m := (*Member)(d)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []byte
+	for _, e := range m.health {
+		if len(out)+len(e.msg)+binary.MaxVarintLen64 > stateMax {
+			break
+		}
+		out = binary.AppendUvarint(out, uint64(len(e.msg)))
+		out = append(out, e.msg...)
+	}
+	return out
+}
+
+// stateMax bounds the health reports carried in one push/pull.
+const stateMax = 64 << 10
+
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	m := (*Member)(d)
+	if len(buf) > stateMax {
+		m.badHealth.Add(1)
+		return
+	}
+	for len(buf) > 0 {
+		n, k := binary.Uvarint(buf)
+		if k <= 0 || n > uint64(len(buf)-k) {
+			m.badHealth.Add(1)
+			return
+		}
+		m.takeHealth(buf[k:k+int(n)], false)
+		buf = buf[k+int(n):]
+	}
+}
 
 // mlLog turns memberlist's log lines into slog records, and picks out the
 // events memberlist has no delegate for: a suspicion this member raised,

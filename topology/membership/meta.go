@@ -141,9 +141,20 @@ func DecodeMeta(b []byte) (Meta, error) {
 	return m, nil
 }
 
+// metaReader reads the fields of metadata and health reports; its
+// errors wrap base (ErrMeta when nil).
 type metaReader struct {
-	b   []byte
-	err error
+	b    []byte
+	err  error
+	base error
+}
+
+func (r *metaReader) fail(format string, args ...any) {
+	base := r.base
+	if base == nil {
+		base = ErrMeta
+	}
+	r.err = fmt.Errorf("%w: "+format, append([]any{base}, args...)...)
 }
 
 func (r *metaReader) uvarint(what string) uint64 {
@@ -152,7 +163,7 @@ func (r *metaReader) uvarint(what string) uint64 {
 	}
 	v, n := binary.Uvarint(r.b)
 	if n <= 0 {
-		r.err = fmt.Errorf("%w: bad %s", ErrMeta, what)
+		r.fail("bad %s", what)
 		return 0
 	}
 	r.b = r.b[n:]
@@ -162,7 +173,7 @@ func (r *metaReader) uvarint(what string) uint64 {
 func (r *metaReader) uint16(what string) uint16 {
 	v := r.uvarint(what)
 	if v > 0xffff {
-		r.err = fmt.Errorf("%w: %s %d out of range", ErrMeta, what, v)
+		r.fail("%s %d out of range", what, v)
 	}
 	return uint16(v)
 }
@@ -174,20 +185,20 @@ func (r *metaReader) name(what string) string {
 	}
 	switch {
 	case n == 0:
-		r.err = fmt.Errorf("%w: empty %s", ErrMeta, what)
+		r.fail("empty %s", what)
 		return ""
 	case n > nameMax:
-		r.err = fmt.Errorf("%w: %s of %d bytes, more than %d", ErrMeta, what, n, nameMax)
+		r.fail("%s of %d bytes, more than %d", what, n, nameMax)
 		return ""
 	case n > uint64(len(r.b)):
-		r.err = fmt.Errorf("%w: %s of %d bytes, %d left", ErrMeta, what, n, len(r.b))
+		r.fail("%s of %d bytes, %d left", what, n, len(r.b))
 		return ""
 	}
 	s := r.b[:n]
 	r.b = r.b[n:]
 	for _, c := range s {
 		if c < 0x21 || c > 0x7e {
-			r.err = fmt.Errorf("%w: %s has byte 0x%02x", ErrMeta, what, c)
+			r.fail("%s has byte 0x%02x", what, c)
 			return ""
 		}
 	}
