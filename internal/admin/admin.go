@@ -52,7 +52,7 @@ import (
 const MaxBody = 64 << 10
 
 // Reads are the read endpoints, by the names Options.Open uses.
-var Reads = []string{"healthz", "metrics", "status"}
+var Reads = []string{"healthz", "metrics", "status", "members"}
 
 // Options configure a Server.
 type Options struct {
@@ -62,6 +62,9 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Status returns the JSON body of /status. Nil means no /status.
 	Status func() any
+	// Members returns the JSON body of /v1/members (the read "members").
+	// Nil means no /v1/members.
+	Members func() any
 	// Healthy reports problems for /healthz; nil or an empty result is healthy.
 	Healthy func() []string
 	// Actions are the mutating endpoints, by path ("/v1/failover"). Each
@@ -228,6 +231,14 @@ func newHandler(opts *Options) (http.Handler, error) {
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
 			_ = enc.Encode(opts.Status())
+		}))
+	}
+	if opts.Members != nil {
+		mux.Handle("GET /v1/members", g.read("members", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(opts.Members())
 		}))
 	}
 	for path, h := range opts.Actions {
