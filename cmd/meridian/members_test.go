@@ -53,7 +53,11 @@ func fakeGossipAdmin(t *testing.T) (addr string, bodies func() []map[string]stri
 	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: mux}}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return ln.Addr().String(), func() []map[string]string { mu.Lock(); defer mu.Unlock(); return append([]map[string]string(nil), got...) }
+	return ln.Addr().String(), func() []map[string]string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]map[string]string(nil), got...)
+	}
 }
 
 func TestMembersCommand(t *testing.T) {
