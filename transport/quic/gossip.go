@@ -267,7 +267,17 @@ func (g *Gossip) WriteToAddress(b []byte, a memberlist.Address) (time.Time, erro
 		return now, nil
 	}
 	pkt := append([]byte(nil), b...)
-	g.wg.Go(func() {
+	// Add under mu while ctx is live: Shutdown cancels under mu before it
+	// waits, so no Add can race its Wait.
+	g.mu.Lock()
+	if g.ctx.Err() != nil {
+		g.mu.Unlock()
+		return time.Time{}, fmt.Errorf("gossip: %w", net.ErrClosed)
+	}
+	g.wg.Add(1)
+	g.mu.Unlock()
+	go func() {
+		defer g.wg.Done()
 		ctx, cancel := context.WithTimeout(g.ctx, g.qconf.HandshakeIdleTimeout)
 		defer cancel()
 		c, err := g.conn(ctx, a)
@@ -279,7 +289,7 @@ func (g *Gossip) WriteToAddress(b []byte, a memberlist.Address) (time.Time, erro
 		if err := g.send(c, pkt); err != nil {
 			g.log.Debug("gossip packet dropped", "peer", a.Name, "err", err)
 		}
-	})
+	}()
 	return now, nil
 }
 
@@ -473,12 +483,14 @@ func (g *Gossip) admit(qc *quicgo.Conn, want string) (*gossipConn, error) {
 	g.conns[peer] = c
 	g.byAddr[remote] = c
 	g.all[c] = struct{}{}
+	g.wg.Add(4) // under mu: see WriteToAddress
 	g.mu.Unlock()
 	g.log.Debug("gossip connection up", "peer", peer, "remote", remote)
-	g.wg.Go(func() { g.readDatagrams(c) })
-	g.wg.Go(func() { g.acceptStreams(c) })
-	g.wg.Go(func() { g.acceptUniStreams(c) })
-	g.wg.Go(func() {
+	go func() { defer g.wg.Done(); g.readDatagrams(c) }()
+	go func() { defer g.wg.Done(); g.acceptStreams(c) }()
+	go func() { defer g.wg.Done(); g.acceptUniStreams(c) }()
+	go func() {
+		defer g.wg.Done()
 		<-qc.Context().Done()
 		g.mu.Lock()
 		if g.conns[peer] == c {
@@ -490,7 +502,7 @@ func (g *Gossip) admit(qc *quicgo.Conn, want string) (*gossipConn, error) {
 		delete(g.all, c)
 		g.mu.Unlock()
 		g.log.Debug("gossip connection down", "peer", peer, "remote", remote, "err", context.Cause(qc.Context()))
-	})
+	}()
 	return c, nil
 }
 
