@@ -79,8 +79,11 @@ func renderMembers(w io.Writer, ms *gateway.MembersJSON, now time.Time) {
 			reach = "-"
 		}
 		state := m.State
-		if m.BadMeta != "" {
+		switch {
+		case m.BadMeta != "":
 			state += " (bad metadata: " + m.BadMeta + ")"
+		case !m.Compatible:
+			state += " (incompatible protocol)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d-%d\t%s\t%s\t%s\n", m.Name, m.Region, m.Pool, state, since, m.ProtoMin, m.ProtoMax, reach, rtt, m.Addr)
 	}

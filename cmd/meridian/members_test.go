@@ -25,9 +25,10 @@ func fakeGossipAdmin(t *testing.T) (addr string, bodies func() []map[string]stri
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(gateway.MembersJSON{Gateway: "hq-a", Members: []gateway.MemberJSON{
-			{Name: "hq-a", Region: "hq", Pool: "fleet", State: "alive", ProtoMin: 1, ProtoMax: 4, Reach: "self", Addr: "127.0.0.1:7101"},
-			{Name: "v7-a", Region: "vessel-7", Pool: "fleet", State: "suspect", Since: since, ProtoMin: 1, ProtoMax: 3, Reach: "direct", RTTMillis: 612.5},
-			{Name: "hq-b", Region: "hq", Pool: "fleet", State: "left", Since: since, ProtoMin: 1, ProtoMax: 4},
+			{Name: "hq-a", Region: "hq", Pool: "fleet", State: "alive", ProtoMin: 1, ProtoMax: 4, Reach: "self", Addr: "127.0.0.1:7101", Compatible: true},
+			{Name: "old-a", Region: "hq", Pool: "fleet", State: "alive", ProtoMin: 9, ProtoMax: 9, Reach: "direct"},
+			{Name: "v7-a", Region: "vessel-7", Pool: "fleet", State: "suspect", Since: since, ProtoMin: 1, ProtoMax: 3, Reach: "direct", RTTMillis: 612.5, Compatible: true},
+			{Name: "hq-b", Region: "hq", Pool: "fleet", State: "left", Since: since, ProtoMin: 1, ProtoMax: 4, Compatible: true},
 		}, Health: map[string]membership.Report{"v7-a": {Health: membership.Health{Gateway: "v7-a", Seq: 3, Legs: []membership.LegHealth{
 			{Leg: "ship-to-hq", Peer: "hq-a", Up: true, RTT: 610 * time.Millisecond, Loss: 0.01, Goodput: 8_900_000, Backlog: 12},
 		}}, Received: time.Now()}}})
@@ -66,14 +67,14 @@ func TestMembersCommand(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("members: %v", r)
 	}
-	for _, want := range []string{"v7-a", "vessel-7", "suspect", "1-3", "direct", "612.5ms", "left", "ship-to-hq", "8.9Mbit/s", "1.00%"} {
+	for _, want := range []string{"v7-a", "vessel-7", "suspect", "1-3", "direct", "612.5ms", "left", "ship-to-hq", "8.9Mbit/s", "1.00%", "alive (incompatible protocol)"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("members output lacks %q:\n%s", want, r.stdout)
 		}
 	}
 	r = meridian(t, "", nil, "members", "--admin", addr, "-o", "json")
 	var ms gateway.MembersJSON
-	if err := json.Unmarshal([]byte(r.stdout), &ms); err != nil || r.code != 0 || len(ms.Members) != 3 {
+	if err := json.Unmarshal([]byte(r.stdout), &ms); err != nil || r.code != 0 || len(ms.Members) != 4 {
 		t.Errorf("members -o json: %v, %v", err, r)
 	}
 }

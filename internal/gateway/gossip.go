@@ -18,6 +18,7 @@ import (
 
 	"github.com/meridian-gw/meridian/topology"
 	"github.com/meridian-gw/meridian/topology/membership"
+	"github.com/meridian-gw/meridian/transport"
 	"github.com/meridian-gw/meridian/transport/quic"
 )
 
@@ -296,6 +297,10 @@ type MemberJSON struct {
 	Reach       string    `json:"reach,omitempty"` // self, direct, gossip
 	RTTMillis   float64   `json:"rtt_ms,omitempty"`
 	BadMeta     string    `json:"bad_metadata,omitempty"`
+	// Compatible: its protocol range overlaps this gateway's, so links
+	// between them can agree a version. An incompatible member gets no
+	// legs.
+	Compatible bool `json:"compatible"`
 }
 
 // MembersJSON is the body of GET /v1/members.
@@ -318,6 +323,7 @@ func (g *Gateway) membersJSON() any {
 				ProtoMin: in.Meta.ProtoMin, ProtoMax: in.Meta.ProtoMax, Caps: in.Meta.Caps.String(),
 				Incarnation: in.Meta.Incarnation, Addr: in.Addr, Reach: in.Reach,
 				RTTMillis: float64(in.RTT) / float64(time.Millisecond), BadMeta: in.BadMeta,
+				Compatible: in.BadMeta == "" && in.Meta.ProtoMin <= transport.VersionMax && in.Meta.ProtoMax >= transport.VersionMin,
 			})
 		}
 		if i == 0 {

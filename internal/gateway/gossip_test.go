@@ -156,7 +156,7 @@ links:
 	}
 	wait(gws["hq-a"], "region", "hq-b", "alive")
 	wait(gws["hq-b"], "region", "hq-a", "alive")
-	if m, _ := state(gws["hq-a"], "fleet", "v7-a"); m.Region != "vessel-7" || m.ProtoMax == 0 || !strings.Contains(m.Caps, "dial-out") || m.Reach != "direct" {
+	if m, _ := state(gws["hq-a"], "fleet", "v7-a"); m.Region != "vessel-7" || m.ProtoMax == 0 || !strings.Contains(m.Caps, "dial-out") || m.Reach != "direct" || !m.Compatible {
 		t.Errorf("hq-a sees v7-a as %+v", m)
 	}
 	if _, ok := state(gws["v7-a"], "region", "hq-a"); ok {
