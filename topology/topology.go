@@ -1,7 +1,8 @@
 // Package topology is the model of a Meridian deployment: regions, clusters,
 // gateways, links and routes with their references resolved, built from a
-// validated config.File. Live membership (hashicorp/memberlist) joins it in a
-// later step; the model itself knows no wire formats and dials nothing.
+// validated config.File. Live membership (hashicorp/memberlist) is package
+// topology/membership; the model itself knows no wire formats and dials
+// nothing.
 package topology
 
 import (
