@@ -249,8 +249,10 @@ func (m *Member) Members() []Info {
 
 // Leave is the first phase of a two-phase leave: it gossips metadata that
 // says the member is leaving and waits up to timeout for it to spread,
-// then leaves the pool, so peers see "left" and not "dead". The gateway
-// then drains and calls Shutdown. It may be called more than once.
+// then leaves the pool (waiting up to timeout again), so peers see "left"
+// and not "dead". The gateway then drains and calls Shutdown. An error
+// says a wait timed out; the leave still spreads until Shutdown. It may be
+// called more than once.
 func (m *Member) Leave(timeout time.Duration) error {
 	var err error
 	m.leftOnce.Do(func() {
@@ -261,7 +263,10 @@ func (m *Member) Leave(timeout time.Duration) error {
 		if uerr := m.ml.UpdateNode(timeout); uerr != nil {
 			m.log.Warn("leave: announcing the leave did not reach every member in time", "err", uerr)
 		}
-		err = m.ml.Leave(max(timeout-time.Since(start), timeout/2))
+		// memberlist's Leave waits until its leave message has been
+		// retransmitted enough; on a slow pool that can take longer than
+		// timeout, and the message keeps going out until Shutdown.
+		err = m.ml.Leave(timeout)
 		m.log.Info("left the fleet", "took", time.Since(start).Round(time.Millisecond))
 	})
 	return err
