@@ -98,4 +98,3 @@ func TestGossipOverGEO(t *testing.T) {
 	waitState(t, 10*time.Second, hq, "v7-a", membership.StateLeft)
 	t.Logf("leave over GEO seen in %v (Leave took part of it)", time.Since(begin).Round(time.Millisecond))
 }
-
