@@ -75,8 +75,8 @@ func TestValidateFleetNeedsEnv(t *testing.T) {
 		}
 	}
 	r := meridianEnv(t, "", env, "validate", "-f", path)
-	want := path + ":60:21: regions[2].clusters[0].sasl.password: environment variable MERIDIAN_HQ_KAFKA_PASSWORD is not set\n" +
-		path + ":81:21: regions[3].clusters[0].sasl.password: environment variable MERIDIAN_DR_KAFKA_PASSWORD is not set\n"
+	want := path + ":66:21: regions[2].clusters[0].sasl.password: environment variable MERIDIAN_HQ_KAFKA_PASSWORD is not set\n" +
+		path + ":88:21: regions[3].clusters[0].sasl.password: environment variable MERIDIAN_DR_KAFKA_PASSWORD is not set\n"
 	if r.code != 1 || r.stdout != want {
 		t.Errorf("meridian validate -f %s without the passwords:\n%v\nwant exit status 1 and stdout\n%s", path, r, want)
 	}

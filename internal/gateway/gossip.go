@@ -90,7 +90,7 @@ func (g *Gateway) startGossip() error {
 	}
 	cfg := membership.FleetConfig(topo, g.opts.Profile)
 	cfg.UDPBufferSize = 1100 // most packets fit a QUIC datagram
-	host, port, err := advertiseOf(gossipAdvertise(gw), tr.Addr())
+	host, port, err := advertiseOf(gossipAdvertise(gw), tr.Addr(), gw.Gossip.DialOut)
 	if err != nil {
 		tr.Shutdown()
 		return &SettingError{gw.Path + ".gossip", err}
@@ -163,9 +163,12 @@ func (g *Gateway) peerGossipAddr(p *topology.Gateway) string {
 	return a
 }
 
-// advertiseOf splits the advertised gossip address; a port of 0 (listen
-// on any port) takes the bound one.
-func advertiseOf(adv string, bound *net.UDPAddr) (string, int, error) {
+// advertiseOf is the IP and port the member advertises (memberlist gossips
+// IP addresses): adv's host, resolved if it is a name, or the bound
+// address when adv's host is unspecified; a port of 0 takes the bound one.
+// A gateway that only dials out is never dialled, so an address that does
+// not resolve is advertised as the bound one (even unspecified).
+func advertiseOf(adv string, bound *net.UDPAddr, dialOut bool) (string, int, error) {
 	host, ps, err := net.SplitHostPort(adv)
 	if err != nil {
 		return "", 0, fmt.Errorf("gossip address %q: %w", adv, err)
@@ -177,13 +180,31 @@ func advertiseOf(adv string, bound *net.UDPAddr) (string, int, error) {
 	if port == 0 {
 		port = bound.Port
 	}
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		if bound.IP.IsUnspecified() {
-			return "", 0, fmt.Errorf("gossip address %q: set gossip.advertise to an IP address peers can reach", adv)
-		}
-		host = bound.IP.String()
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		return ip.String(), port, nil
 	}
-	return host, port, nil
+	if host != "" && net.ParseIP(host) == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ips, err := net.DefaultResolver.LookupIP(ctx, "ip", host)
+		if err == nil && len(ips) > 0 {
+			ip := ips[0]
+			for _, x := range ips { // IPv4 first, as peers most likely reach it
+				if x.To4() != nil {
+					ip = x
+					break
+				}
+			}
+			return ip.String(), port, nil
+		}
+		if !dialOut {
+			return "", 0, fmt.Errorf("gossip address %q: %w", adv, err)
+		}
+	}
+	if bound.IP.IsUnspecified() && !dialOut {
+		return "", 0, fmt.Errorf("gossip address %q: set gossip.advertise to an address peers can reach", adv)
+	}
+	return bound.IP.String(), port, nil
 }
 
 // members lists every member of every pool, for /v1/members.
