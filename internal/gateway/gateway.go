@@ -461,6 +461,20 @@ func (g *Gateway) ProbeAddrs() []*SettingError {
 			ln.Close()
 		}
 	}
+	if gg := gw.Gossip; gg != nil {
+		if pc, err := net.ListenPacket("udp", g.gossipAddr()); err != nil {
+			out = append(out, &SettingError{gw.Path + ".gossip.listen", fmt.Errorf("cannot bind: %w", err)})
+		} else {
+			pc.Close()
+		}
+		if gg.Region != "" {
+			if ln, err := net.Listen("tcp", gg.Region); err != nil {
+				out = append(out, &SettingError{gw.Path + ".gossip.region", fmt.Errorf("cannot bind: %w", err)})
+			} else {
+				ln.Close()
+			}
+		}
+	}
 	return out
 }
 
