@@ -109,6 +109,49 @@ func renderMembers(w io.Writer, ms *gateway.MembersJSON, now time.Time) {
 	tw.Flush()
 }
 
+// renderFleet is status's fleet section: per region, its members and
+// their states, then every gossiped leg with its health and lag.
+func renderFleet(w io.Writer, ms *gateway.MembersJSON, now time.Time) {
+	regions := map[string][]string{}
+	for _, m := range ms.Members {
+		if m.Pool != "fleet" {
+			continue
+		}
+		regions[m.Region] = append(regions[m.Region], m.Name+" "+m.State)
+	}
+	names := make([]string, 0, len(regions))
+	for r := range regions {
+		names = append(names, r)
+	}
+	sort.Strings(names)
+	fmt.Fprintf(w, "fleet (gossip, as %s sees it)\n", ms.Gateway)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "REGION\tMEMBERS")
+	for _, r := range names {
+		fmt.Fprintf(tw, "%s\t%s\n", r, strings.Join(regions[r], ", "))
+	}
+	tw.Flush()
+	if len(ms.Health) == 0 {
+		return
+	}
+	gws := make([]string, 0, len(ms.Health))
+	for n := range ms.Health {
+		gws = append(gws, n)
+	}
+	sort.Strings(gws)
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "GATEWAY\tLEG\tPEER\tUP\tRTT\tLOSS\tGOODPUT\tLAG\tAGE")
+	for _, n := range gws {
+		r := ms.Health[n]
+		for _, l := range r.Legs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%.2f%%\t%s\t%d\t%s\n", n, l.Leg, l.Peer, l.Up, l.RTT.Round(100*time.Microsecond),
+				100*l.Loss, formatBitRate(l.Goodput), l.Backlog, now.Sub(r.Received).Round(time.Second))
+		}
+	}
+	tw.Flush()
+}
+
 func formatBitRate(bps int64) string {
 	switch {
 	case bps >= 1e9:

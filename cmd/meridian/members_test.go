@@ -33,6 +33,9 @@ func fakeGossipAdmin(t *testing.T) (addr string, bodies func() []map[string]stri
 			{Leg: "ship-to-hq", Peer: "hq-a", Up: true, RTT: 610 * time.Millisecond, Loss: 0.01, Goodput: 8_900_000, Backlog: 12},
 		}}, Received: time.Now()}}})
 	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"gateway":"hq-a","region":"hq","uptime_seconds":5,"peers":[],"legs":[]}`))
+	})
 	mux.HandleFunc("POST /v1/gossip/keys", func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		var req map[string]string
@@ -110,6 +113,21 @@ func TestGossipKeysCommand(t *testing.T) {
 			if got[i][k] != v {
 				t.Errorf("request %d: %v, want %v", i, got[i], want[i])
 			}
+		}
+	}
+}
+
+// TestStatusShowsFleet: status adds the fleet from gossip, every region's
+// members and every gossiped leg, when the gateway gossips.
+func TestStatusShowsFleet(t *testing.T) {
+	addr, _ := fakeGossipAdmin(t)
+	r := meridian(t, "", nil, "status", "--admin", addr)
+	if r.code != 0 {
+		t.Fatalf("status: %v", r)
+	}
+	for _, want := range []string{"fleet (gossip, as hq-a sees it)", "vessel-7", "v7-a suspect", "hq-b left", "ship-to-hq", "LAG"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("status output lacks %q:\n%s", want, r.stdout)
 		}
 	}
 }
