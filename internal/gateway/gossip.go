@@ -110,6 +110,7 @@ func (g *Gateway) startGossip() error {
 			}
 			return false
 		},
+		Allow:  func(name string) bool { p := topo.Gateways[name]; return p != nil && p.Gossip != nil },
 		Logger: g.log.With("pool", "fleet"),
 	})
 	if err != nil {
@@ -142,6 +143,10 @@ func (g *Gateway) startGossip() error {
 					}
 					return p.Gossip.Region
 				}),
+			Allow: func(name string) bool {
+				p := topo.Gateways[name]
+				return p != nil && p.Region == gw.Region && p.Gossip != nil && p.Gossip.Region != ""
+			},
 			Logger: g.log.With("pool", "region"),
 		})
 		if err != nil {
@@ -423,7 +428,7 @@ var (
 	descBytesRecv  = prometheus.NewDesc("meridian_gossip_bytes_received_total", "QUIC gossip bytes received, by peer gateway.", []string{"peer"}, nil)
 	descProbeRTT   = prometheus.NewDesc("meridian_gossip_probe_rtt_seconds", "Round trip of the last probe answered, by pool and member.", []string{"pool", "peer"}, nil)
 	descSuspicions = prometheus.NewDesc("meridian_gossip_suspicions_total", "Suspicions this gateway raised about members, and refuted about itself.", []string{"pool", "kind"}, nil)
-	descDropped    = prometheus.NewDesc("meridian_gossip_dropped_total", "Gossip dropped: undecryptable or bad checksum (pool region), or refused peers (pool fleet, reason refused).", []string{"pool", "reason"}, nil)
+	descDropped    = prometheus.NewDesc("meridian_gossip_dropped_total", "Gossip dropped: undecryptable or bad checksum, bad health reports, nodes that are not gateways of the topology (not_a_member), peers refused by the QUIC transport (refused).", []string{"pool", "reason"}, nil)
 )
 
 func (c gossipCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -453,6 +458,7 @@ func (c gossipCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSuspicions, prometheus.CounterValue, float64(k.SuspicionsRefuted), pool, "refuted")
 		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(k.Dropped), pool, "undecryptable")
 		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(k.BadHealth), pool, "bad_health")
+		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(k.Refused), pool, "not_a_member")
 	}
 	if g := c.g.gossip; g != nil && g.started.Load() && g.tr != nil {
 		st := g.tr.Stats()

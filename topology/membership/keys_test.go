@@ -103,3 +103,45 @@ func TestNoKeyring(t *testing.T) {
 		t.Errorf("Keys without a keyring: %v", err)
 	}
 }
+
+// TestStrangerRefused: a node that is not a gateway of the topology, or
+// whose metadata names another gateway, is never taken as a member, and
+// the refusals are counted.
+func TestStrangerRefused(t *testing.T) {
+	cfg := fastConfig()
+	cfg.BindAddr, cfg.BindPort = "127.0.0.1", 0
+	a, err := membership.New(membership.Options{
+		Name: "hq-a", Meta: membership.Meta{Region: "hq", Gateway: "hq-a", ProtoMin: 1, ProtoMax: 4},
+		Config: cfg, Logger: testLogger(t),
+		Allow: func(n string) bool { return n == "hq-a" || n == "hq-b" || n == "hq-c" },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Shutdown() })
+	ln := a.Memberlist().LocalNode()
+	aSeed := "hq-a/" + net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
+	startUDP(t, "stranger", nil, []string{aSeed})
+	// hq-c whose metadata claims to be hq-b.
+	cfg2 := fastConfig()
+	cfg2.BindAddr, cfg2.BindPort = "127.0.0.1", 0
+	liar, err := membership.New(membership.Options{Name: "hq-c", Meta: membership.Meta{Region: "hq", Gateway: "hq-b", ProtoMin: 1, ProtoMax: 4},
+		Config: cfg2, Seeds: []string{aSeed}, Rejoin: 300 * time.Millisecond, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	liar.Start()
+	t.Cleanup(func() { liar.Shutdown() })
+	b, _ := startUDP(t, "hq-b", nil, []string{aSeed})
+	waitState(t, 5*time.Second, a, "hq-b", membership.StateAlive)
+	time.Sleep(time.Second)
+	for _, n := range []string{"stranger", "hq-c"} {
+		if s, ok := stateOf(a, n); ok {
+			t.Errorf("hq-a took %s as a member (%v)", n, s)
+		}
+	}
+	if c := a.Counters(); c.Refused == 0 {
+		t.Errorf("no refusal counted: %+v", c)
+	}
+	_ = b
+}

@@ -78,6 +78,11 @@ type Options struct {
 	// Reach, if set, says whether a peer is reached "direct" (see
 	// Info.Reach); nil: every alive member counts as "direct".
 	Reach func(name string) bool
+	// Allow reports whether a member name belongs to the fleet (a gateway
+	// of the topology); a node that Allow refuses, or whose metadata does
+	// not decode or names another gateway, is never taken as a member
+	// (logged and counted in Counters.Refused). nil: any name.
+	Allow func(name string) bool
 	// Keys are AES keys (16, 24 or 32 bytes) for memberlist's AES-GCM
 	// keyring, the first the primary: for pools on plain UDP/TCP. Every
 	// packet and stream is then encrypted and authenticated, and gossip
@@ -100,6 +105,10 @@ type Counters struct {
 	Dropped int64
 	// BadHealth counts health reports that did not decode.
 	BadHealth int64
+	// Refused counts alive messages about nodes that are not members:
+	// not in the topology, bad metadata, or metadata naming another
+	// gateway.
+	Refused int64
 }
 
 // Member is this gateway's membership in one memberlist pool.
@@ -117,7 +126,8 @@ type Member struct {
 	health map[string]*healthEntry // by gateway, this member's own included
 	seq    uint64                  // of this member's last report
 
-	raised, refuted, changes, dropped, badHealth atomic.Int64
+	raised, refuted, changes, dropped, badHealth, refused atomic.Int64
+	refusedLog                                            sync.Map // name → struct{}: log each refused name once
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -161,6 +171,7 @@ func New(opts Options) (*Member, error) {
 	c.Delegate = (*delegate)(m)
 	c.Events = (*events)(m)
 	c.Ping = (*pings)(m)
+	c.Alive = (*alive)(m)
 	c.Logger = log.New(&mlLog{m: m}, "", 0)
 	m.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: c.RetransmitMult, NumNodes: func() int { return m.numMembers() }}
 	ml, err := memberlist.Create(c)
@@ -221,7 +232,7 @@ func (m *Member) Memberlist() *memberlist.Memberlist { return m.ml }
 
 // Counters returns the member's counts.
 func (m *Member) Counters() Counters {
-	return Counters{SuspicionsRaised: m.raised.Load(), SuspicionsRefuted: m.refuted.Load(), Changes: m.changes.Load(), Dropped: m.dropped.Load(), BadHealth: m.badHealth.Load()}
+	return Counters{SuspicionsRaised: m.raised.Load(), SuspicionsRefuted: m.refuted.Load(), Changes: m.changes.Load(), Dropped: m.dropped.Load(), BadHealth: m.badHealth.Load(), Refused: m.refused.Load()}
 }
 
 // Members lists every member known (itself included), sorted by name.
@@ -374,6 +385,31 @@ func (e *events) NotifyUpdate(n *memberlist.Node) {
 	if in.Meta.Leaving {
 		m.setLocked(in, StateLeft, "announced its leave")
 	}
+}
+
+type alive Member
+
+// NotifyAlive refuses nodes that are not gateways of the fleet.
+func (a *alive) NotifyAlive(n *memberlist.Node) error {
+	m := (*Member)(a)
+	var why string
+	meta, err := DecodeMeta(n.Meta)
+	switch {
+	case m.opts.Allow != nil && !m.opts.Allow(n.Name):
+		why = "not a gateway of the topology"
+	case err != nil:
+		why = err.Error()
+	case meta.Gateway != n.Name:
+		why = fmt.Sprintf("its metadata names gateway %q", meta.Gateway)
+	}
+	if why == "" {
+		return nil
+	}
+	m.refused.Add(1)
+	if _, seen := m.refusedLog.LoadOrStore(n.Name, struct{}{}); !seen {
+		m.log.Warn("member refused", "peer", n.Name, "addr", n.Address(), "reason", why)
+	}
+	return fmt.Errorf("member %s refused: %s", n.Name, why)
 }
 
 type pings Member
