@@ -35,7 +35,7 @@ func TestWarnings(t *testing.T) {
 		got = append(got, w.Error())
 	}
 	want := []string{
-		"full.yaml:6:5: gossip.keys: gossip is not implemented yet: gateways take membership from this file, so the keys are checked but unused",
+		"full.yaml:6:5: gossip.keys: no gateway gossips on a plain port (gateways[].gossip.region), so the keys are checked but unused: QUIC gossip is protected by the link certificates",
 		`full.yaml:89:13: routes[0].filter: passthrough (link "east.east-a--west") does not apply to this route: a filtered leg decodes its source batches to evaluate the filter and sends records`,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {

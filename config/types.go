@@ -31,11 +31,34 @@ type source struct {
 	secrets  []string // values that came from ${ENV}
 }
 
-// Gossip configures memberlist between gateways. Gossip is not implemented
-// yet: keys are checked, and validation warns that they are unused.
+// Gossip configures memberlist between gateways (package
+// topology/membership). Gateways that set gateways[].gossip are members.
 type Gossip struct {
-	Keys []Secret `yaml:"keys"` // base64 AES keys (16, 24 or 32 bytes); first encrypts
+	// Keys are base64 AES keys (16, 24 or 32 bytes) for the AES-GCM
+	// keyring of gossip on plain UDP/TCP (gateways[].gossip.region); the
+	// first encrypts. Write them as ${ENV}. Rotate them at run time with
+	// `meridian gossip keys`.
+	Keys []Secret `yaml:"keys"`
 }
+
+// GatewayGossip is a gateway's part in gossip. In the file it is either
+// the QUIC gossip address alone ("gossip: 10.0.0.5:7101") or a mapping.
+type GatewayGossip struct {
+	// Listen is the UDP host:port of fleet-wide gossip over QUIC with the
+	// link certificates (mutual TLS), required.
+	Listen string `yaml:"listen"`
+	// Advertise is the address peers dial ("" = Listen).
+	Advertise string `yaml:"advertise"`
+	// DialOut marks a gateway behind NAT that nothing can dial: peers
+	// reach it over the connections it opens.
+	DialOut bool `yaml:"dial_out"`
+	// Region is the host:port (UDP and TCP) of gossip among the gateways
+	// of this region on plain sockets, encrypted with gossip.keys; ""
+	// = none.
+	Region string `yaml:"region"`
+}
+
+func (*GatewayGossip) shorthand() string { return "listen" }
 
 // LinkTLS is the fleet's link certificate policy.
 type LinkTLS struct {
@@ -95,6 +118,8 @@ type Gateway struct {
 	Listen    string `yaml:"listen"`    // link listen address host:port (UDP for quic)
 	Advertise string `yaml:"advertise"` // address peers dial; "" = Listen
 	Admin     *Admin `yaml:"admin"`     // admin HTTP API; nil = no admin server
+	// Gossip makes the gateway a member of the fleet's gossip; nil = not.
+	Gossip *GatewayGossip `yaml:"gossip"`
 	// TLS is link mTLS: ca_file (the fleet CA), cert_file and key_file,
 	// required for quic links. The certificate must name the gateway
 	// (`meridian certs` makes such). server_name and
@@ -134,7 +159,7 @@ type Admin struct {
 }
 
 // AdminReads are the endpoints Admin.Open may name.
-var AdminReads = []string{"healthz", "metrics", "status", "ui"}
+var AdminReads = []string{"healthz", "metrics", "status", "members", "ui"}
 
 // AdminTokenMin is the shortest admin token accepted.
 const AdminTokenMin = 16

@@ -404,6 +404,34 @@ func (v *validator) gateway(gp string, g Gateway) {
 	if g.Admin != nil {
 		v.admin(gp, g)
 	}
+	if g.Gossip != nil {
+		v.gatewayGossip(gp, g)
+	}
+}
+
+func (v *validator) gatewayGossip(gp string, g Gateway) {
+	gg, p := g.Gossip, gp+".gossip"
+	if gg.Listen == "" {
+		v.errorf(p+".listen", "missing; set the UDP host:port of this gateway's QUIC gossip")
+	} else if host, ok := v.hostPort(p+".listen", gg.Listen, false); ok && gg.Advertise == "" && unspecified(host) {
+		v.errorf(p+".advertise", "required because gossip.listen %q has no specific host; peers need an address to dial", gg.Listen)
+	}
+	if gg.Advertise != "" {
+		if host, ok := v.hostPort(p+".advertise", gg.Advertise, true); ok && unspecified(host) {
+			v.errorf(p+".advertise", "%q is not an address peers can dial", gg.Advertise)
+		}
+	}
+	if t := g.TLS; t == nil || t.CAFile == "" || t.CertFile == "" || t.KeyFile == "" {
+		v.errorf(p, "gossip runs over QUIC with the link certificates: set the gateway's tls ca_file, cert_file and key_file")
+	}
+	if gg.Region != "" {
+		if host, ok := v.hostPort(p+".region", gg.Region, true); ok && unspecified(host) {
+			v.errorf(p+".region", "%q: region gossip advertises this address, so it needs a specific host", gg.Region)
+		}
+		if v.f.Gossip == nil || len(v.f.Gossip.Keys) == 0 {
+			v.errorf(p+".region", "gossip on a plain UDP/TCP port must be encrypted: add gossip.keys (base64 AES keys, as ${ENV})")
+		}
+	}
 }
 
 func (v *validator) admin(gp string, g Gateway) {
@@ -1004,8 +1032,8 @@ func warnings(f *File, file string, pos map[string]pos) Errors {
 		}
 	}
 	passthroughWarnings(f, warn)
-	if f.Gossip != nil && len(f.Gossip.Keys) > 0 {
-		warn("gossip.keys", "gossip is not implemented yet: gateways take membership from this file, so the keys are checked but unused")
+	if f.Gossip != nil && len(f.Gossip.Keys) > 0 && !regionGossip(f) {
+		warn("gossip.keys", "no gateway gossips on a plain port (gateways[].gossip.region), so the keys are checked but unused: QUIC gossip is protected by the link certificates")
 	}
 	return ws.sorted()
 }
@@ -1015,4 +1043,16 @@ func (v *validator) regionOf(path string) int {
 	var n int
 	fmt.Sscanf(path, "regions[%d]", &n)
 	return n
+}
+
+// regionGossip reports whether some gateway gossips on a plain port.
+func regionGossip(f *File) bool {
+	for _, r := range f.Regions {
+		for _, g := range r.Gateways {
+			if g.Gossip != nil && g.Gossip.Region != "" {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -1,10 +1,12 @@
 // Package topology is the model of a Meridian deployment: regions, clusters,
 // gateways, links and routes with their references resolved, built from a
-// validated config.File. Live membership (hashicorp/memberlist) joins it in a
-// later step; the model itself knows no wire formats and dials nothing.
+// validated config.File. Live membership (hashicorp/memberlist) is package
+// topology/membership; the model itself knows no wire formats and dials
+// nothing.
 package topology
 
 import (
+	"encoding/base64"
 	"fmt"
 	"sort"
 	"strings"
@@ -24,6 +26,9 @@ type Topology struct {
 	// LinkTLS is the fleet's link certificate policy (the file's tls
 	// block); nil when the file has none.
 	LinkTLS *config.LinkTLS
+	// GossipKeys are the AES keys of gossip on plain ports (the file's
+	// gossip.keys, decoded), the first the primary.
+	GossipKeys [][]byte
 }
 
 // Region is one site.
@@ -55,6 +60,8 @@ type Gateway struct {
 	Admin     string        // admin listen address; "" = no admin server
 	AdminAuth *config.Admin // admin API access settings; nil when Admin is ""
 	TLS       *config.TLS
+	// Gossip is the gateway's part in gossip (nil: not a member).
+	Gossip *config.GatewayGossip
 	// Path is where the file defines the gateway, for
 	// config.File.ErrorAt: "regions[0].gateways[1]".
 	Path string
@@ -148,6 +155,15 @@ func New(f *config.File) (*Topology, error) {
 		Gateways: map[string]*Gateway{},
 		LinkTLS:  f.TLS,
 	}
+	if f.Gossip != nil {
+		for i, k := range f.Gossip.Keys {
+			b, err := base64.StdEncoding.DecodeString(k.Reveal())
+			if err != nil {
+				return nil, fmt.Errorf("gossip.keys[%d]: not base64", i)
+			}
+			t.GossipKeys = append(t.GossipKeys, b)
+		}
+	}
 	for i, r := range f.Regions {
 		reg := &Region{Name: r.Name}
 		t.Regions[r.Name] = reg
@@ -157,7 +173,7 @@ func New(f *config.File) (*Topology, error) {
 			t.Clusters[cl.Ref()] = cl
 		}
 		for j, g := range r.Gateways {
-			gw := &Gateway{Region: reg, Name: g.Name, Listen: g.Listen, Advertise: g.Advertise, TLS: g.TLS,
+			gw := &Gateway{Region: reg, Name: g.Name, Listen: g.Listen, Advertise: g.Advertise, TLS: g.TLS, Gossip: g.Gossip,
 				Path: fmt.Sprintf("regions[%d].gateways[%d]", i, j)}
 			if g.Admin != nil {
 				gw.Admin, gw.AdminAuth = g.Admin.Listen, g.Admin

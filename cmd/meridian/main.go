@@ -79,6 +79,8 @@ func newRoot(g *globals) *cobra.Command {
 		newValidateCmd(g),
 		newRunCmd(g),
 		newStatusCmd(g),
+		newMembersCmd(g),
+		newGossipCmd(g),
 		newCertsCmd(g),
 		newDemoCmd(g),
 		newChaosCmd(g),

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meridian-gw/meridian/internal/gateway"
 	"github.com/meridian-gw/meridian/mirror"
 )
 
@@ -21,7 +22,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status --admin ADDR",
 		Short: "Show a running gateway's peers and legs (from its admin /status)",
-		Long: `status reads a gateway's admin /status. When the gateway's admin API
+		Long: `status reads a gateway's admin /status and, when the gateway gossips, the
+whole fleet from its /v1/members: every region's members and the health of
+every leg wherever it runs (as gossiped). When the gateway's admin API
 requires authentication it sends the token ($` + adminTokenEnv + ` or --token-file)
 or a client certificate (--cert, --key, --ca; https).`,
 		Args: cobra.NoArgs,
@@ -38,6 +41,14 @@ or a client certificate (--cert, --key, --ca; https).`,
 				return err
 			}
 			renderStatus(g.stdout, st)
+			// The fleet as gossip shows it, when the gateway gossips.
+			if code, raw, err := ac.do(cmd.Context(), "members", http.MethodGet, "/v1/members", nil, 10*time.Second); err == nil && code == http.StatusOK {
+				var ms gateway.MembersJSON
+				if json.Unmarshal(raw, &ms) == nil {
+					fmt.Fprintln(g.stdout)
+					renderFleet(g.stdout, &ms, time.Now())
+				}
+			}
 			return nil
 		},
 	}

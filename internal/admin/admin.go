@@ -54,7 +54,7 @@ import (
 const MaxBody = 64 << 10
 
 // Reads are the read endpoints, by the names Options.Open uses.
-var Reads = []string{"healthz", "metrics", "status", "ui"}
+var Reads = []string{"healthz", "metrics", "status", "members", "ui"}
 
 // Options configure a Server.
 type Options struct {
@@ -65,6 +65,9 @@ type Options struct {
 	// Status returns the JSON body of /status. Nil means no /status and
 	// no status page (/ui, the read "ui", which renders /status).
 	Status func() any
+	// Members returns the JSON body of /v1/members (the read "members").
+	// Nil means no /v1/members.
+	Members func() any
 	// Healthy reports problems for /healthz; nil or an empty result is healthy.
 	Healthy func() []string
 	// Actions are the mutating endpoints, by path ("/v1/failover"). Each
@@ -240,6 +243,14 @@ func newHandler(opts *Options) (http.Handler, error) {
 		page := ui.Handler()
 		mux.Handle("GET "+ui.Prefix, g.read("ui", page.ServeHTTP))
 		mux.Handle("GET "+ui.Prefix+"/", g.read("ui", page.ServeHTTP))
+	}
+	if opts.Members != nil {
+		mux.Handle("GET /v1/members", g.read("members", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(opts.Members())
+		}))
 	}
 	for path, h := range opts.Actions {
 		mux.Handle(path, g.action(h)) // every method: a GET is refused and counted, not 404

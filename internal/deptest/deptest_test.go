@@ -49,7 +49,7 @@ func list(t *testing.T, patterns ...string) []pkg {
 var production = []string{
 	"./config", "./topology", "./routing", "./transport", "./transport/quic", "./mirror/...",
 	"./internal/gateway", "./internal/admin", "./internal/pki", "./internal/kafkaopt",
-	"./topology/profile", "./internal/units",
+	"./topology/profile", "./topology/membership", "./internal/units",
 }
 
 func TestProductionImportsNoTestOrChaosCode(t *testing.T) {

@@ -17,11 +17,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -34,6 +36,7 @@ import (
 	"github.com/meridian-gw/meridian/mirror/dr"
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/topology"
+	"github.com/meridian-gw/meridian/topology/membership"
 	"github.com/meridian-gw/meridian/topology/profile"
 	"github.com/meridian-gw/meridian/transport"
 	"github.com/meridian-gw/meridian/transport/amqp"
@@ -84,6 +87,17 @@ type Options struct {
 	// transport/amqp's defaults. Tests shorten it.
 	AMQPTiming amqp.Timing
 
+	// GossipAddr overrides the gateway's QUIC gossip listen address ("" =
+	// topology's gossip.listen); RegionGossipAddr its region gossip
+	// address. PeerGossipAddr and PeerRegionGossipAddr, if set, give the
+	// addresses peers' gossip is reached at (tests on loopback ports).
+	GossipAddr, RegionGossipAddr string
+	PeerGossipAddr               func(peer, addr string) string
+	PeerRegionGossipAddr         func(peer string) string
+	// GossipConfig, if set, adjusts each pool's memberlist configuration
+	// after the timings are derived (tests use loopback timings).
+	GossipConfig func(*memberlist.Config)
+
 	// Secrets are redacted from every admin API response (nil: none).
 	// `meridian run` passes the topology file's (config.File.Secrets).
 	Secrets *redact.Set
@@ -102,6 +116,8 @@ type Gateway struct {
 
 	adminMu sync.Mutex
 	admin   *admin.Server
+
+	gossip *gossip // nil when the gateway has no gossip setting
 }
 
 // peerDialer reaches one peer gateway: its link's dialer and the address
@@ -144,6 +160,9 @@ func New(opts Options) (*Gateway, error) {
 	gw := table.Gateway
 	g := &Gateway{opts: opts, table: table, log: opts.Logger.With("gateway", gw.Name)} // mirror and link loggers add their component
 	serverTLS, clientTLS, problems := g.linkTLS()
+	if _, err := g.memberMeta().Encode(); err != nil {
+		problems = append(problems, &SettingError{gw.Path, err})
+	}
 	peers, dialProblems := g.dialers(clientTLS)
 	problems = append(problems, dialProblems...)
 	problems = append(problems, g.checkAMQPIn()...)
@@ -156,8 +175,14 @@ func New(opts Options) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway %s: %w", gw.Name, errors.Join(problems...))
 	}
 	g.peers = peers
+	if gw.Gossip != nil {
+		g.gossip = &gossip{serverTLS: serverTLS, clientTLS: clientTLS}
+	}
 	g.reg = prometheus.NewRegistry()
 	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if g.gossip != nil {
+		g.reg.MustRegister(gossipCollector{g})
+	}
 	g.eng, err = mirror.New(mirror.Options{
 		Table:         table,
 		Dial:          g.dial,
@@ -173,6 +198,17 @@ func New(opts Options) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway %s: %w", gw.Name, err)
 	}
 	return g, nil
+}
+
+// memberMeta is what the gateway tells the fleet about itself in its
+// memberlist metadata. New encodes it with the largest incarnation, so
+// that a topology whose metadata would not fit fails to build (and so
+// fails validate), naming the gateway.
+func (g *Gateway) memberMeta() *membership.Meta {
+	gw := g.table.Gateway
+	caps := membership.CapQUICGossip | membership.CapStripes | membership.CapPassthrough
+	return &membership.Meta{Region: gw.Region.Name, Gateway: gw.Name, Incarnation: math.MaxUint64,
+		Caps: caps, ProtoMin: transport.VersionMin, ProtoMax: transport.VersionMax}
 }
 
 // carriesLinks reports whether the gateway sends or receives any leg over
@@ -271,7 +307,7 @@ func ownLeaf(c *tls.Config) *x509.Certificate {
 func (g *Gateway) linkTLSFiles() (server, client *tls.Config, problems []error) {
 	gw := g.table.Gateway
 	server, client = g.opts.ServerTLS, g.opts.ClientTLS
-	if server != nil && client != nil || !g.carriesLinks() {
+	if server != nil && client != nil || !g.carriesLinks() && gw.Gossip == nil {
 		return server, client, nil
 	}
 	t := gw.TLS
@@ -490,6 +526,20 @@ func (g *Gateway) ProbeAddrs() []*SettingError {
 			ln.Close()
 		}
 	}
+	if gg := gw.Gossip; gg != nil {
+		if pc, err := net.ListenPacket("udp", g.gossipAddr()); err != nil {
+			out = append(out, &SettingError{gw.Path + ".gossip.listen", fmt.Errorf("cannot bind: %w", err)})
+		} else {
+			pc.Close()
+		}
+		if gg.Region != "" {
+			if ln, err := net.Listen("tcp", gg.Region); err != nil {
+				out = append(out, &SettingError{gw.Path + ".gossip.region", fmt.Errorf("cannot bind: %w", err)})
+			} else {
+				ln.Close()
+			}
+		}
+	}
 	return out
 }
 
@@ -575,6 +625,17 @@ func (g *Gateway) Bind() error {
 		g.adminMu.Unlock()
 		return &SettingError{g.table.Gateway.Path + ".listen", fmt.Errorf("gateway %s: link listener %s: %w", g.table.Gateway.Name, g.listenAddr(), err)}
 	}
+	if err := g.startGossip(); err != nil {
+		// The engine's listener is released by Run only: a gateway whose
+		// gossip cannot bind is not run, so release what is bound.
+		g.adminMu.Lock()
+		if g.admin != nil {
+			err = errors.Join(err, g.admin.Close())
+			g.admin = nil
+		}
+		g.adminMu.Unlock()
+		return err
+	}
 	return nil
 }
 
@@ -615,6 +676,10 @@ func (g *Gateway) StartAdmin() error {
 			"/v1/failback": http.HandlerFunc(g.serveFailback),
 		},
 	}
+	if g.gossip != nil {
+		o.Members = g.membersJSON
+		o.Actions["/v1/gossip/keys"] = http.HandlerFunc(g.serveGossipKeys)
+	}
 	if a := g.table.Gateway.AdminAuth; a != nil {
 		o.Token, o.Open, o.Hosts = a.Token.Reveal(), a.Open, a.Hosts
 	}
@@ -649,7 +714,26 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.log.Info("gateway running", "region", g.table.Gateway.Region.Name, "link", addrString(g.LinkAddr()), "admin", addrString(g.AdminAddr()),
 		"legs_out", countLegs(g.table.Out), "legs_in", len(g.table.In))
-	err := g.eng.Run(ctx)
+	// Two-phase leave: when ctx ends, the leave is gossiped first, then
+	// the engine drains (its context ends), then gossip shuts down.
+	ectx, ecancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer ecancel()
+	var wg sync.WaitGroup
+	gctx, gcancel := context.WithCancel(ctx)
+	wg.Go(func() { g.runGossip(gctx) })
+	wg.Go(func() {
+		select {
+		case <-ctx.Done():
+			g.leaveGossip()
+		case <-ectx.Done():
+		}
+		ecancel()
+	})
+	err := g.eng.Run(ectx)
+	ecancel()
+	gcancel()
+	wg.Wait()
+	g.stopGossip()
 	g.adminMu.Lock()
 	defer g.adminMu.Unlock()
 	if g.admin != nil {
