@@ -40,6 +40,24 @@ func kcatDump(t *testing.T, kcat, broker, topic string) map[string][]string {
 	return parts
 }
 
+// kcatWait dumps topic with kcat until it holds n records or within
+// passes (kcat failing meanwhile, for a topic not there yet, counts as
+// none), and returns the last dump.
+func kcatWait(kcat, broker, topic string, n int, within time.Duration) map[string][]string {
+	deadline := time.Now().Add(within)
+	for {
+		dst, _ := kcatTryDump(kcat, broker, topic)
+		got := 0
+		for _, recs := range dst {
+			got += len(recs)
+		}
+		if got >= n || time.Now().After(deadline) {
+			return dst
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
 // kcatTryDump is kcatDump that returns kcat's failure (for a topic that
 // does not exist yet, say).
 func kcatTryDump(kcat, broker, topic string) (map[string][]string, error) {
@@ -98,19 +116,7 @@ func testKcat(t *testing.T, passthrough bool) {
 	if total != n {
 		t.Fatalf("kcat read %d records back from the source, want %d", total, n)
 	}
-	var dst map[string][]string
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		dst = kcatDump(t, kcat, l.HQ.ListenAddrs()[0], "edge.kcat.events")
-		got := 0
-		for _, recs := range dst {
-			got += len(recs)
-		}
-		if got >= n || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	dst := kcatWait(kcat, l.HQ.ListenAddrs()[0], "edge.kcat.events", n, 60*time.Second)
 	// Same records (key, value, headers, timestamp) in the same partition, in
 	// the same order, as kcat sees them at the source.
 	for p, want := range src {

@@ -81,19 +81,7 @@ func TestRealKafkaIndependentClientsFailover(t *testing.T) {
 			t.Fatalf("kcat produce: %v\n%s", err, out)
 		}
 		src := kcatDump(t, kcat, edge.Addr(), "ind.events")
-		var dst map[string][]string
-		deadline := time.Now().Add(90 * time.Second)
-		for {
-			dst, _ = kcatTryDump(kcat, hq.Addr(), "ind.events") // fails until the topic exists
-			got := 0
-			for _, recs := range dst {
-				got += len(recs)
-			}
-			if got >= n || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
+		dst := kcatWait(kcat, hq.Addr(), "ind.events", n, 90*time.Second)
 		for p, want := range src {
 			if got := dst[p]; !slices.Equal(got, want) {
 				t.Fatalf("partition %s: kcat at the destination sees %d records, the source %d; first difference:\n%s", p, len(got), len(want), firstDiff(got, want))
