@@ -73,6 +73,10 @@ type Options struct {
 	Window, MaxBatchBytes int64
 	// Admin starts each gateway's admin server on a free loopback port.
 	Admin bool
+	// Gossip makes both gateways members of the fleet's gossip
+	// (memberlist over QUIC with the link certificates), each on a free
+	// loopback port, directly and not through the impairment proxy.
+	Gossip bool
 
 	// EdgeBootstrap and HQBootstrap, when not empty, are external Kafka
 	// clusters (for example real Apache Kafka from internal/kafkatest) the
@@ -183,13 +187,23 @@ func New(opts Options) (l *Lab, err error) {
 	if profile == "" {
 		profile = "lan"
 	}
+	gossip := map[string]*config.GatewayGossip{}
+	if opts.Gossip {
+		for _, name := range []string{EdgeGateway, HQGateway} {
+			addr, err := freeUDPAddr()
+			if err != nil {
+				return nil, err
+			}
+			gossip[name] = &config.GatewayGossip{Listen: addr}
+		}
+	}
 	f := &config.File{
 		Version: 1,
 		Regions: []config.Region{
 			{Name: "edge", Clusters: []config.Cluster{{Name: "kafka", Kind: "kafka", Bootstrap: l.edgeSeeds, SASL: opts.EdgeSASL}},
-				Gateways: []config.Gateway{{Name: EdgeGateway, Listen: "127.0.0.1:0"}}},
+				Gateways: []config.Gateway{{Name: EdgeGateway, Listen: "127.0.0.1:0", Gossip: gossip[EdgeGateway]}}},
 			{Name: "hq", Clusters: []config.Cluster{{Name: "kafka", Kind: "kafka", Bootstrap: l.hqSeeds, SASL: opts.HQSASL}},
-				Gateways: []config.Gateway{{Name: HQGateway, Listen: l.hqAddr, Advertise: peerAddr}}},
+				Gateways: []config.Gateway{{Name: HQGateway, Listen: l.hqAddr, Advertise: peerAddr, Gossip: gossip[HQGateway]}}},
 		},
 		Links:  []config.Link{{Name: "edge--hq", Between: []string{"edge", "hq"}, Transport: "quic", Profile: profile, Compression: opts.Compression, Passthrough: opts.Passthrough}},
 		Routes: slices.Clone(opts.Routes),

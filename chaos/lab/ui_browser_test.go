@@ -143,11 +143,15 @@ func pollJS(t *testing.T, ctx context.Context, what, expr string, within time.Du
 }
 
 // TestStatusPageInBrowser loads a running lab's /ui in headless chromium:
-// both regions, their gateways and the link are shown; cutting the link
-// turns its row red (class down) within seconds.
+// both regions, their gateways with their gossip state and the link are
+// shown, on the receiving gateway's page too; cutting the link turns its
+// row red (class down) within seconds.
 func TestStatusPageInBrowser(t *testing.T) {
 	ctx := browser(t)
-	l := newLab(t, lab.Options{Admin: true, Profile: "lan"})
+	l := newLab(t, lab.Options{Admin: true, Profile: "lan", Gossip: true})
+	// Leave the page before the lab's gateways stop (cleanups run last
+	// first), so that its polls do not log refused connections.
+	t.Cleanup(func() { chromedp.Do(ctx, chromedp.Navigate("about:blank")) })
 	for _, g := range []string{lab.HQGateway, lab.EdgeGateway} {
 		if err := l.Start(g); err != nil {
 			t.Fatal(err)
@@ -176,6 +180,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	for _, g := range []string{lab.EdgeGateway, lab.HQGateway} {
 		pollJS(t, ctx, "gateway "+g+" shown", fmt.Sprintf(`document.querySelector('#regions tr[data-gateway=%q]')`, g), 5*time.Second)
+		// Its membership state, from the running gossip (/v1/members).
+		pollJS(t, ctx, "gateway "+g+" alive", fmt.Sprintf(`(r => r && r.cells[2].innerText.includes('alive') && !r.classList.contains('down'))(document.querySelector('#regions tr[data-gateway=%q]'))`, g), 20*time.Second)
 	}
 	linkRow := fmt.Sprintf(`document.querySelector('#links tr[data-link=%q][data-to=%q]')`, links[0], lab.HQGateway)
 	pollJS(t, ctx, "link "+links[0]+" up", linkRow+` && !`+linkRow+`.classList.contains('down') && `+linkRow+`.innerText.includes('up')`, 30*time.Second)
@@ -190,6 +196,11 @@ func TestStatusPageInBrowser(t *testing.T) {
 	for _, r := range regions {
 		pollJS(t, tab, "hq page: region "+r, fmt.Sprintf(`document.querySelector('#regions tr[data-region=%q]')`, r), 15*time.Second)
 	}
+	// It has no outbound link, but shows the inbound one as the sender
+	// gossips its health: edge-a to hq-a, up.
+	inRow := fmt.Sprintf(`document.querySelector('#links tr[data-from=%q][data-to=%q]')`, lab.EdgeGateway, lab.HQGateway)
+	pollJS(t, tab, "hq page: inbound link from "+lab.EdgeGateway+" up", `(r => r && !r.classList.contains('down') && r.innerText.includes('gossiped'))(`+inRow+`)`, 20*time.Second)
+	screenshot(t, tab, "statuspage-receiver.png")
 	closeTab()
 
 	cut := time.Now()
@@ -205,6 +216,15 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Errorf("down row's background %q (%v), want the red of tr.down", color, err)
 	}
 	screenshot(t, ctx, "statuspage-link-down.png")
+	// The receiving gateway learns of the cut from gossip (which does not
+	// cross the cut link here): its inbound row turns red too.
+	tab, closeTab = chromedp.NewContext(ctx)
+	if err := chromedp.Do(tab, chromedp.Navigate(hq+"/ui")); err != nil {
+		t.Fatal(err)
+	}
+	pollJS(t, tab, "hq page: inbound link red after the cut", `(r => r && r.classList.contains('down'))(`+inRow+`)`, 30*time.Second)
+	t.Logf("hq page: inbound row red %.1f s after the cut", time.Since(cut).Seconds())
+	closeTab()
 
 	l.Proxy.SetBlackout(false)
 	pollJS(t, ctx, "link row back to normal after the cut ends", linkRow+` && !`+linkRow+`.classList.contains('down')`, 60*time.Second)
