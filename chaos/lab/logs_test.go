@@ -88,7 +88,7 @@ func (h *recordingHandler) lines() []logLine {
 func TestLogsAnOperatorCanRead(t *testing.T) {
 	bothModes(t, func(t *testing.T, pass bool) {
 		h := newRecordingHandler()
-		o := lab.Options{Passthrough: pass, Topics: e2eTopics, Partitions: 4, Admin: true, Logger: slog.New(h)}
+		o := lab.Options{Passthrough: pass, Topics: e2eTopics, Partitions: 4, Admin: true, Gossip: true, Logger: slog.New(h)}
 		l, err := lab.New(o)
 		if err != nil {
 			t.Fatal(err)
