@@ -47,6 +47,7 @@ bench: build
 	./$(BIN) bench link --profile geo-satellite --loss 0.05 --contenders meridian
 	./$(BIN) bench link --profile leo-satellite
 	./$(BIN) bench link --profile geo-satellite --blackout 30s --blackout-at 20s --duration 50s --contenders meridian
+	./$(BIN) bench amqp --messages 10000 --runs 5
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./transport/...
 	$(GO) test -run '^$$' -bench 'GroupSyncLag|BacklogHeap' -benchtime 1x ./mirror/
 

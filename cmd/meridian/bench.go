@@ -17,7 +17,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 		Use:   "bench",
 		Short: "Benchmarks measured against a baseline in the same run",
 	}
-	cmd.AddCommand(newBenchMirrorCmd(g), newBenchLinkCmd(g), newBenchMM2Cmd(g))
+	cmd.AddCommand(newBenchMirrorCmd(g), newBenchLinkCmd(g), newBenchMM2Cmd(g), newBenchAMQPCmd(g))
 	return cmd
 }
 

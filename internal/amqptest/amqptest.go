@@ -30,7 +30,11 @@
 //
 // (.ci/run does). A first start takes about 15 s, a restart about 6 s.
 //
-// It is a test helper: only tests may import it.
+// Launch starts a node outside a test (for `meridian bench amqp`): in a
+// directory it makes and removes, stopped by the function it returns.
+//
+// It is a test and benchmark helper: only tests and chaos/lab's
+// benchmarks may import it.
 package amqptest
 
 import (
@@ -59,7 +63,8 @@ const ServerPath = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
 // Broker is one RabbitMQ node started by Start.
 type Broker struct {
-	tb   testing.TB
+	tb   testing.TB           // nil when launched (Launch)
+	logf func(string, ...any) // the test's Logf, or Launch's
 	dir  string
 	node string
 	port int // AMQP
@@ -97,7 +102,21 @@ func Start(tb testing.TB) *Broker {
 		}
 		tb.Skipf("amqptest: %v", err)
 	}
-	b := &Broker{tb: tb, dir: tb.TempDir()}
+	b, err := newBroker(tb.TempDir(), tb.Logf)
+	if err != nil {
+		tb.Fatalf("amqptest: %v", err)
+	}
+	b.tb = tb
+	tb.Cleanup(func() {
+		b.Stop()
+		b.stopEpmd()
+	})
+	b.Start()
+	return b
+}
+
+func newBroker(dir string, logf func(string, ...any)) (*Broker, error) {
+	b := &Broker{dir: dir, logf: logf}
 	var err error
 	if b.port, err = freePort(); err == nil {
 		if b.dist, err = freePort(); err == nil {
@@ -105,18 +124,47 @@ func Start(tb testing.TB) *Broker {
 		}
 	}
 	if err != nil {
-		tb.Fatalf("amqptest: free ports: %v", err)
+		return nil, fmt.Errorf("free ports: %w", err)
 	}
 	b.node = fmt.Sprintf("meridian-%d@localhost", b.port)
 	if err := b.writeConfig(); err != nil {
-		tb.Fatalf("amqptest: %v", err)
+		return nil, err
 	}
-	tb.Cleanup(func() {
+	return b, nil
+}
+
+// Launch starts a node outside a test, in a new temporary directory, and
+// returns it with the function that stops it (gracefully) and removes the
+// directory. logf may be nil.
+func Launch(logf func(string, ...any)) (*Broker, func() error, error) {
+	if err := Available(); err != nil {
+		return nil, nil, err
+	}
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	dir, err := os.MkdirTemp("", "meridian-rabbitmq-")
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := newBroker(dir, logf)
+	if err == nil {
+		err = b.start()
+	}
+	stop := func() error {
 		b.Stop()
 		b.stopEpmd()
-	})
-	b.Start()
-	return b
+		return os.RemoveAll(dir)
+	}
+	if err != nil {
+		if b != nil {
+			stop()
+		} else {
+			os.RemoveAll(dir)
+		}
+		return nil, nil, err
+	}
+	return b, stop, nil
 }
 
 // URL is the broker's AMQP URL with the guest credentials.
@@ -193,6 +241,12 @@ func (b *Broker) notifyPath() string { return filepath.Join(b.dir, "notify.sock"
 // waits until AMQP 1.0 connections open, and fails the test if they do not
 // within 90 s.
 func (b *Broker) Start() {
+	if b.tb == nil {
+		if err := b.start(); err != nil {
+			b.logf("amqptest: %v", err)
+		}
+		return
+	}
 	b.tb.Helper()
 	if err := b.start(); err != nil {
 		b.tb.Fatalf("amqptest: %v", err)
@@ -261,7 +315,7 @@ func (b *Broker) start() error {
 		default:
 		}
 		if err := probe(b.Addr()); err == nil {
-			b.tb.Logf("amqptest: RabbitMQ %s (pid %d) accepts AMQP 1.0 on %s after %s", b.node, cmd.Process.Pid, b.Addr(), time.Since(began).Round(100*time.Millisecond))
+			b.logf("amqptest: RabbitMQ %s (pid %d) accepts AMQP 1.0 on %s after %s", b.node, cmd.Process.Pid, b.Addr(), time.Since(began).Round(100*time.Millisecond))
 			return nil
 		} else if time.Now().After(deadline) {
 			b.stopLocked()

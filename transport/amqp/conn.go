@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,11 +46,13 @@ type Conn struct {
 	timing  Timing
 	maxRaw  int64 // peer's MaxBatchBytes (dialer); 0: no check
 
-	// sendMu orders messages: they reach the broker in Send order, so a
-	// partition's batches stay in order.
+	// sendMu orders messages: they reach the broker in the order their
+	// Sends took it, so one caller's frames (a partition's batches) stay
+	// in order. Frames are encoded (compressed) before, in the caller's
+	// goroutine with an encoder of encs, so that concurrent callers (one
+	// per partition pipeline) compress in parallel.
 	sendMu sync.Mutex
-	enc    *transport.Encoder
-	buf    []byte
+	encs   *encoderPool
 	// send hands one encoded frame to the broker. A dialer's returns once
 	// the transfer is queued (its confirmer waits for the outcome); a
 	// listener's waits for the broker's outcome.
@@ -97,13 +100,13 @@ func newSessionID() string {
 }
 
 func newConn(id string, client bool, codec transport.Codec, lim transport.Limits, t Timing, log *slog.Logger) (*Conn, error) {
-	enc, err := transport.NewEncoder(codec)
+	encs, err := newEncoderPool(codec, runtime.GOMAXPROCS(0))
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Conn{
-		id: id, client: client, enc: enc, dec: transport.NewDecoder(lim), timing: t, log: log,
+		id: id, client: client, encs: encs, dec: transport.NewDecoder(lim), timing: t, log: log,
 		recv: make(chan transport.Frame, recvQueue), ctx: ctx, cancel: cancel,
 		unsettled: map[uint64]held{}, resumeGen: map[string]uint64{},
 		ended: make(chan struct{}), done: make(chan struct{}),
@@ -164,17 +167,24 @@ func decodeMessage(dec *transport.Decoder, m *goamqp.Message, handshake bool) (t
 
 // sendFrame encodes f and hands it to the broker, in call order.
 func (c *Conn) sendFrame(ctx context.Context, f transport.Frame) error {
+	if err := c.Err(); err != nil {
+		return err
+	}
+	e, err := c.encs.get(ctx, c.ended)
+	if err != nil {
+		return err
+	}
+	e.buf, err = e.enc.AppendFrame(e.buf[:0], f)
+	frame := append([]byte(nil), e.buf...) // go-amqp keeps it until sent
+	c.encs.put(e)
+	if err != nil {
+		return fmt.Errorf("send %s: %w", transport.TypeOf(f), err)
+	}
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
 	if err := c.Err(); err != nil {
 		return err
 	}
-	var err error
-	c.buf, err = c.enc.AppendFrame(c.buf[:0], f)
-	if err != nil {
-		return fmt.Errorf("send %s: %w", transport.TypeOf(f), err)
-	}
-	frame := append([]byte(nil), c.buf...) // go-amqp keeps it until sent
 	if b, ok := f.(*transport.Batch); ok {
 		b.WireSize = len(frame)
 		c.rawBytes.Add(int64(b.RawSize()))
@@ -190,6 +200,63 @@ func (c *Conn) sendFrame(ctx context.Context, f transport.Frame) error {
 	c.framesSent.Add(1)
 	c.lastSent.Store(time.Now().UnixNano())
 	return nil
+}
+
+// encoderPool lends a session's encoders: at most max, made on demand
+// (a zstd encoder holds its window and tables, so an idle session keeps
+// one), each with its scratch buffer.
+type encoderPool struct {
+	codec transport.Codec
+	free  chan *pooledEncoder
+	made  atomic.Int32
+}
+
+type pooledEncoder struct {
+	enc *transport.Encoder
+	buf []byte
+}
+
+func newEncoderPool(codec transport.Codec, n int) (*encoderPool, error) {
+	p := &encoderPool{codec: codec, free: make(chan *pooledEncoder, max(1, min(n, 8)))}
+	enc, err := transport.NewEncoder(codec) // the first, so a bad codec fails the session at once
+	if err != nil {
+		return nil, err
+	}
+	p.made.Store(1)
+	p.free <- &pooledEncoder{enc: enc}
+	return p, nil
+}
+
+func (p *encoderPool) get(ctx context.Context, ended <-chan struct{}) (*pooledEncoder, error) {
+	select {
+	case e := <-p.free:
+		return e, nil
+	default:
+	}
+	if n := p.made.Add(1); int(n) <= cap(p.free) {
+		enc, err := transport.NewEncoder(p.codec)
+		if err != nil {
+			p.made.Add(-1)
+			return nil, err
+		}
+		return &pooledEncoder{enc: enc}, nil
+	}
+	p.made.Add(-1)
+	select {
+	case e := <-p.free:
+		return e, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-ended:
+		return nil, transport.ErrClosed
+	}
+}
+
+func (p *encoderPool) put(e *pooledEncoder) {
+	if cap(e.buf) > 4<<20 {
+		e.buf = nil // a rare huge frame: do not keep its buffer
+	}
+	p.free <- e // never blocks: at most cap(free) are out
 }
 
 // dataOrControl names the address this side sends on (out) or reads.
