@@ -250,8 +250,8 @@ type Table struct {
 	// Out are the legs this gateway reads and sends, grouped by peer, and
 	// the peers it dials only to receive legs from (Peer.Receive).
 	Out []*Peer
-	In      []*Leg  // legs this gateway receives and writes
-	in      map[string]*Leg
+	In  []*Leg // legs this gateway receives and writes
+	in  map[string]*Leg
 
 	gateways map[string]*topology.Gateway // every gateway of the topology, by name
 }
