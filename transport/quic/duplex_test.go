@@ -1,0 +1,42 @@
+package quic
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/meridian-gw/meridian/transport"
+)
+
+// TestDuplexOverStripes: a version 4 Hello asking to receive legs and the
+// Welcome listing what the listener sends back cross a real striped
+// handshake, and the listener's batches (it sends on the session's first
+// stripe, sequenced) reach the dialler complete and in partition order
+// while the dialler's batches flow over every stripe the other way.
+func TestDuplexOverStripes(t *testing.T) {
+	checkGoroutines(t)
+	p := getPKI(t)
+	lo := p.server("hq-a")
+	lo.Codec = transport.CodecS2
+	lo.Accept = func(h *transport.Hello) (*transport.Welcome, error) {
+		return &transport.Welcome{Gateway: "hq-a", Region: "hq", Window: 8 << 20, MaxBatchBytes: 1 << 20, Send: h.Receive}, nil
+	}
+	ln := listen(t, lo)
+	do := p.client("v7-a", "hq-a")
+	do.Codec, do.Stripes, do.Lanes = transport.CodecS2, 3, 2
+	c, err := dial(t, ln, do, &transport.Hello{Gateway: "v7-a", Region: "vessel-7", Legs: []string{"v7-to-hq"},
+		Receive: []string{"hq-to-v7"}, RecvWindow: 4 << 20, RecvMaxBatchBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := accept(t, ln)
+	s := &session{ln: ln, client: c, server: srv}
+	if w := c.Welcome(); w.Version != transport.VersionDuplex || !slices.Equal(w.Send, []string{"hq-to-v7"}) {
+		t.Fatalf("dialler's Welcome: version %d, send %q; want %d, [hq-to-v7]", w.Version, w.Send, transport.VersionDuplex)
+	}
+	if h := srv.Hello(); !slices.Equal(h.Receive, []string{"hq-to-v7"}) || h.RecvWindow != 4<<20 || h.RecvMaxBatchBytes != 1<<20 {
+		t.Fatalf("listener's Hello: %+v", h)
+	}
+	waitStripes(t, s, 3)
+	sendOrdered(t, srv, c, 6, 3, 1500)
+	sendOrdered(t, c, srv, 6, 3, 1500)
+}
