@@ -28,13 +28,14 @@ type Options struct {
 	// Table is the gateway's forwarding table. It must not be nil.
 	Table *routing.Table
 	// Dial opens a session to the peer gateway named peer (a gateway of
-	// Table.Out), whose dialer and address are the caller's to choose: one
-	// dialer per peer, since each link has its own tuning. Required when
-	// Table.Out is not empty.
+	// Table.Out that this gateway dials, routing.Peer.Dials), whose dialer
+	// and address are the caller's to choose: one dialer per peer, since
+	// each link has its own tuning. Required when Table.Out is not empty.
 	Dial func(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error)
 	// Listen opens the listener that accepts sessions from peer gateways,
-	// deciding each with accept (the engine's). Required when Table.In is not
-	// empty. Bind (or Run) calls it; Run closes the listener when it
+	// deciding each with accept (the engine's). Required when the gateway
+	// receives legs over a link it does not dial, or sends legs to a peer
+	// that dials it (links[].dial). Bind (or Run) calls it; Run closes the listener when it
 	// returns. New never does: building an engine binds nothing.
 	Listen func(accept transport.Accept) (transport.Listener, error)
 	// ClusterOpts returns franz-go options reaching a cluster. Nil means
