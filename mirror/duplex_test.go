@@ -156,6 +156,13 @@ func TestDuplexRefusesForeignLegs(t *testing.T) {
 			t.Errorf("asking for %q: got %v, want Error forbidden", leg, err)
 		}
 	}
+	// Over the wire: a ship session asking for a leg that is not HQ's to
+	// it is refused at the handshake, and nothing is served.
+	_, err = down.net.Dialer().Dial(context.Background(), "ge:1", hello("r:west/kafka", "up:east/kafka"))
+	var terr *transport.Error
+	if !errors.As(err, &terr) || terr.Code != transport.ErrCodeForbidden {
+		t.Errorf("dialling HQ asking for up:east/kafka: got %v, want Error forbidden", err)
+	}
 	// HQ itself, as if it dialled itself, is sent nothing.
 	_, err = eng.Accept(&transport.Hello{VersionMin: 1, VersionMax: transport.VersionMax, Gateway: "ge", Region: "east",
 		Receive: []string{"r:west/kafka"}})

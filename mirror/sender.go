@@ -240,7 +240,7 @@ func (p *outPeer) batchTarget() int64 {
 	if p.peer.Link == nil {
 		return most
 	}
-	rate := p.peer.Link.DataRate(p.profile())
+	rate := p.peer.Link.DataRateFrom(p.profile(), p.peer.Dials)
 	if rate == 0 {
 		return most
 	}

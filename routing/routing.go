@@ -60,6 +60,16 @@
 //     D has its D end pinned to h or not pinned. Gateways of D that are not
 //     the next hop are ready for the leg, but nothing is sent to them yet.
 //
+// # Who dials
+//
+// A link's sessions are opened by the gateways of its dial side
+// (topology.Link.Dial); one session carries legs both ways. A Peer says
+// whether this gateway dials it (Peer.Dials): when it does not, the peer
+// dials and the Peer's legs travel back over the peer's sessions. A
+// gateway of the dial side that receives legs over the link dials every
+// gateway of the other side that sends it one (Peer.Receive), asking for
+// them. amqp links and local links have no dial side: each sender dials.
+//
 // A leg whose source and destination share a region (a local leg) needs no
 // link: every gateway of the region sends it to the region's first gateway
 // over a local link (profile lan, no compression), and every gateway of the

@@ -139,6 +139,23 @@ func (l *Link) DataRate(p *profile.Profile) int64 {
 	return max(rate, 0)
 }
 
+// DataRateFrom is DataRate for data sent by the dialling side (dialler
+// true), and for data the listening side sends back over a duplex session
+// the same rule with the profile's down direction.
+func (l *Link) DataRateFrom(p *profile.Profile, dialler bool) int64 {
+	if dialler {
+		return l.DataRate(p)
+	}
+	var rate int64
+	if l != nil {
+		rate = l.RateLimit
+	}
+	if p != nil && p.Down.Rate > 0 && (rate <= 0 || p.Down.Rate < rate) {
+		rate = p.Down.Rate
+	}
+	return max(rate, 0)
+}
+
 // Joins reports whether the link joins regions a and b (either way round).
 func (l *Link) Joins(a, b string) bool {
 	return (l.A.Name == a && l.B.Name == b) || (l.A.Name == b && l.B.Name == a)

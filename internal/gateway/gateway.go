@@ -507,7 +507,7 @@ func (g *Gateway) listenCodec(s *quic.Session) {
 			best = c
 		}
 		if c == transport.CodecZstd {
-			_, s.CodecLevel = transport.ChooseCompression(float64(p.Link.DataRate(linkProfile(p.Link, g.opts.Profile))), 1)
+			_, s.CodecLevel = transport.ChooseCompression(float64(p.Link.DataRateFrom(linkProfile(p.Link, g.opts.Profile), false)), 1)
 		}
 	}
 	s.Codec = best
