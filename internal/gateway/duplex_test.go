@@ -154,4 +154,3 @@ func checkTopics(t *testing.T, what string, rep *verify.Report, produced int) {
 		t.Fatalf("%s: mirror not exact: %v (want produced=mirrored=%d)\n%v", what, rep, produced, rep.Samples)
 	}
 }
-
