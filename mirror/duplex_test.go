@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/config"
+	"github.com/meridian-gw/meridian/topology"
 	"github.com/meridian-gw/meridian/transport"
 )
 
@@ -211,5 +212,43 @@ func TestDuplexVersion3Peer(t *testing.T) {
 	})
 	if n := dials.count("ge"); n != 0 {
 		t.Errorf("HQ dialled %d sessions; it must never dial the ship", n)
+	}
+}
+
+// TestDuplexServesOnlyAskedLegs: HQ sends a dialled session only the legs
+// the ship asked for (a ship whose Hello leaves one out, as one running an
+// older topology would): the asked leg flows exactly once and the session
+// is not torn down by a leg the ship did not ask for.
+func TestDuplexServesOnlyAskedLegs(t *testing.T) {
+	var down *fixture
+	down, _, dials := shipFixture(t, 1)
+	// A second route from HQ to the ship, over s.* topics.
+	f2 := *down.file
+	f2.Routes = append(append([]config.Route(nil), down.file.Routes...), config.Route{Name: "r2", From: "east/kafka", To: []string{"west/kafka"},
+		Topics: config.TopicFilter{Include: []string{`^s\.`}}, Discover: 200 * time.Millisecond, Rename: "{topic}", StartAt: "earliest"})
+	topo, err := topology.New(&f2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down.topo = topo
+	cl, err := kgo.NewClient(kgo.SeedBrokers(down.src.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := kadm.NewClient(cl).CreateTopics(context.Background(), 1, 1, nil, "s.a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "s.a", Value: []byte("x")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	down.wrapHello = func(h *transport.Hello) { h.Receive = []string{"r:west/kafka"} }
+	down.gateway(t, "ge", 0)
+	down.gateway(t, "gw", 0)
+	down.produce(t, 1000, 0)
+	checkExact(t, down.waitMirrored(t, 1000, 30*time.Second), 1000)
+	time.Sleep(time.Second)
+	if n := dials.count("gw"); n != 1 {
+		t.Errorf("the ship dialled %d sessions, want 1 (a leg it did not ask for must not end the session)", n)
 	}
 }

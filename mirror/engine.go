@@ -422,12 +422,15 @@ type confirmer interface{ Confirmed() <-chan struct{} }
 // whose outPeer takes the sending half (outPeer.offer) once the
 // handshake is complete: a replayed 0-RTT Hello never gets data.
 func (e *Engine) serveConn(ctx context.Context, conn transport.Conn) {
-	w := conn.Welcome()
+	w, h := conn.Welcome(), conn.Hello()
 	if w.Version < transport.VersionDuplex || len(w.Send) == 0 {
+		if p := e.awaiting(h.Gateway); p != nil && len(p.legs) > 0 {
+			e.log.Warn("peer dialled without asking for the legs this gateway sends it: they wait (it speaks protocol version < 4, or its topology differs)",
+				"peer", h.Gateway, "version", w.Version, "legs", len(p.legs))
+		}
 		e.serveSession(ctx, conn)
 		return
 	}
-	h := conn.Hello()
 	p := e.awaiting(h.Gateway)
 	if p == nil { // Accept checked Receive; a listener that skipped it is refused all the same
 		conn.Close(&transport.Error{Code: transport.ErrCodeForbidden, Message: "gateway " + e.table.Gateway.Name + " sends gateway " + h.Gateway + " nothing"})

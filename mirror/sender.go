@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -385,8 +386,9 @@ func (p *outPeer) session(ctx context.Context, conn transport.Conn) error {
 		maxFrame = 1 << 20
 	}
 	maxBatch := min(maxFrame, p.batchTarget())
+	legs := p.sessionLegs(conn)
 	top := math.MinInt
-	for _, l := range p.legs {
+	for _, l := range legs {
 		top = max(top, l.leg.Route.Priority)
 	}
 	var rate int64
@@ -397,7 +399,7 @@ func (p *outPeer) session(ctx context.Context, conn transport.Conn) error {
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	runners := map[string]*legRunner{}
-	for _, l := range p.legs {
+	for _, l := range legs {
 		lr := &legRunner{out: l, p: p, conn: conn, cr: cr, maxBatch: maxBatch, maxFrame: maxFrame,
 			fit: kraw.NewDecompressor(int(maxFrame)), unpack: kraw.NewDecompressor(p.e.opts.Tuning.SourceDecompressLimit),
 			resume: make(chan *transport.Resume, 1), ready: map[string]chan string{}}
@@ -433,6 +435,23 @@ func (p *outPeer) session(ctx context.Context, conn transport.Conn) error {
 		return nil
 	}
 	return err
+}
+
+// sessionLegs are the legs a session carries: all of the peer's when this
+// gateway dialled, else those the peer asked for in its Hello (which
+// Accept checked are the peer's): a leg the dialler does not know would
+// end the session as foreign at its end.
+func (p *outPeer) sessionLegs(conn transport.Conn) []*outLeg {
+	if p.peer.Dials {
+		return p.legs
+	}
+	var legs []*outLeg
+	for _, l := range p.legs {
+		if slices.Contains(conn.Hello().Receive, l.leg.ID) {
+			legs = append(legs, l)
+		}
+	}
+	return legs
 }
 
 func (p *outPeer) recvLoop(ctx context.Context, conn transport.Conn, cr *credit, runners map[string]*legRunner) error {
