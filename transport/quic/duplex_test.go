@@ -40,3 +40,29 @@ func TestDuplexOverStripes(t *testing.T) {
 	sendOrdered(t, srv, c, 6, 3, 1500)
 	sendOrdered(t, c, srv, 6, 3, 1500)
 }
+
+// TestDuplexVersion3Dialler: a dialler that offers versions 1-3 sends no
+// receive fields even when asked to (it would not know them), and gets a
+// version 3 Welcome without a send list: today's one-direction session.
+func TestDuplexVersion3Dialler(t *testing.T) {
+	p := getPKI(t)
+	lo := p.server("hq-a")
+	var got *transport.Hello
+	lo.Accept = func(h *transport.Hello) (*transport.Welcome, error) {
+		got = h
+		return &transport.Welcome{Gateway: "hq-a", Region: "hq", Send: h.Receive}, nil
+	}
+	ln := listen(t, lo)
+	c, err := dial(t, ln, p.client("v7-a", "hq-a"), &transport.Hello{VersionMin: 1, VersionMax: 3, Gateway: "v7-a", Region: "vessel-7",
+		Receive: []string{"hq-to-v7"}, RecvWindow: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	accept(t, ln)
+	if w := c.Welcome(); w.Version != 3 || w.Send != nil {
+		t.Fatalf("Welcome: version %d, send %q; want 3 and none", w.Version, w.Send)
+	}
+	if got.Receive != nil || got.RecvWindow != 0 {
+		t.Fatalf("a version 1-3 Hello carried receive fields: %+v", got)
+	}
+}
