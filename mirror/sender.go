@@ -176,6 +176,11 @@ func (p *outPeer) await(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case h := <-p.incoming:
+			select {
+			case <-h.Done():
+				continue // ended while it waited
+			default:
+			}
 			p.mu.Lock()
 			p.cur = h
 			p.mu.Unlock()
@@ -203,17 +208,26 @@ func (p *outPeer) await(ctx context.Context) {
 // has one session at a time: it has given up on the older one) and any
 // still waiting.
 func (p *outPeer) offer(h *half) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cur != nil {
-		p.cur.Close(nil)
-	}
 	select {
-	case old := <-p.incoming:
-		old.Close(nil)
+	case <-h.Done():
+		return // a losing hedged redial, closed by the dialler already
+	default:
+	}
+	p.mu.Lock()
+	displaced := p.cur
+	var waiting *half
+	select {
+	case waiting = <-p.incoming:
 	default:
 	}
 	p.incoming <- h
+	p.mu.Unlock()
+	// Closing waits for the session's goroutines: not under mu.
+	for _, old := range []*half{displaced, waiting} {
+		if old != nil {
+			old.Close(nil)
+		}
+	}
 }
 
 // profile is the link's profile, or nil.
