@@ -252,3 +252,22 @@ func TestDuplexServesOnlyAskedLegs(t *testing.T) {
 		t.Errorf("the ship dialled %d sessions, want 1 (a leg it did not ask for must not end the session)", n)
 	}
 }
+
+// TestDuplexReceiveOnlyShip: a ship that sends nothing (its only route is
+// HQ's to it) still dials HQ, only to receive, and HQ's records arrive
+// exactly once.
+func TestDuplexReceiveOnlyShip(t *testing.T) {
+	f := newFixture(t, []string{"t.a", "t.b"}, 2, func(f *config.File) {
+		f.Links[0].Dial = "west"
+		f.Regions[1].Gateways[0].Listen, f.Regions[1].Gateways[0].Advertise = "", ""
+	})
+	dials := &dialCounter{by: map[string]int{}}
+	f.wrapDial = dials.wrap
+	f.gateway(t, "ge", 0)
+	f.gateway(t, "gw", 0)
+	f.produce(t, 2000, 0)
+	checkExact(t, f.waitMirrored(t, 2000, 30*time.Second), 2000)
+	if n, m := dials.count("gw"), dials.count("ge"); n != 1 || m != 0 {
+		t.Errorf("sessions dialled: ship %d, HQ %d; want 1 by the ship and none by HQ", n, m)
+	}
+}
