@@ -3,6 +3,7 @@ package quic
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/meridian-gw/meridian/transport"
 )
@@ -16,7 +17,9 @@ func TestDuplexOverStripes(t *testing.T) {
 	checkGoroutines(t)
 	p := getPKI(t)
 	lo := p.server("hq-a")
-	lo.Codec = transport.CodecS2
+	// The listener compresses what it sends back with zstd and trains
+	// dictionaries, as a gateway does for links it is dialled on.
+	lo.Codec, lo.Dictionaries = transport.CodecZstd, true
 	lo.Accept = func(h *transport.Hello) (*transport.Welcome, error) {
 		return &transport.Welcome{Gateway: "hq-a", Region: "hq", Window: 8 << 20, MaxBatchBytes: 1 << 20, Send: h.Receive}, nil
 	}
@@ -38,6 +41,10 @@ func TestDuplexOverStripes(t *testing.T) {
 	}
 	waitStripes(t, s, 3)
 	sendOrdered(t, srv, c, 6, 3, 1500)
+	waitFor(t, 5*time.Second, "the listener's dictionary acknowledged", func() bool { return srv.txDicts.Acked() >= 1 })
+	if n := c.rxDicts.Len(); n < 1 {
+		t.Errorf("the dialler holds %d dictionaries of the listener's, want at least 1", n)
+	}
 	sendOrdered(t, c, srv, 6, 3, 1500)
 }
 
