@@ -89,6 +89,11 @@ func (d *duplex) run(ctx context.Context) {
 	for {
 		f, err := d.conn.Recv(ctx)
 		if err != nil {
+			if ctx.Err() != nil { // close: say why the connection ended, not that we stopped reading
+				if err = d.conn.Err(); err == nil {
+					err = transport.ErrClosed
+				}
+			}
 			d.err = err
 			return
 		}
