@@ -102,7 +102,8 @@ func TestDuplexShipDialsHQ(t *testing.T) {
 }
 
 // TestDuplexExactlyOnceAcrossCutsAndRestarts: while records flow both
-// ways, the session is cut twice and each gateway is restarted once;
+// ways, the session is cut, the link blacks out for 500 ms, and each
+// gateway is restarted once;
 // both destinations end up with every record once, in order.
 func TestDuplexExactlyOnceAcrossCutsAndRestarts(t *testing.T) {
 	down, up, dials := shipFixture(t, 3)
@@ -116,8 +117,12 @@ func TestDuplexExactlyOnceAcrossCutsAndRestarts(t *testing.T) {
 		total += per
 		time.Sleep(150 * time.Millisecond) // some of it in flight
 		switch round {
-		case 0, 2:
+		case 0:
 			dials.cut()
+		case 2: // a blackout: the ship's redials fail until the link is back
+			down.net.SetDown(true)
+			time.Sleep(500 * time.Millisecond)
+			down.net.SetDown(false)
 		case 1:
 			stopHQ()
 			stopHQ = down.gateway(t, "ge", 256<<10)
