@@ -656,11 +656,18 @@ func (v *validator) linkDial(lp string, l Link, ra, rb string) {
 }
 
 // dialsAll reports whether every quic link of gateway g of region r is
-// dialled from r (an explicit dial: r): peers never dial g, which then
-// needs no listen address for links.
+// dialled from r (links[].dial or its default, File.DialSide): peers
+// never dial g, which then needs no listen address for links.
 func (v *validator) dialsAll(r string, g string) bool {
+	for _, rt := range v.f.Routes {
+		for _, to := range rt.To {
+			if fr, _, _ := strings.Cut(rt.From, "/"); fr == r && strings.HasPrefix(to, r+"/") {
+				return false // a local leg: the region's gateways dial its first one
+			}
+		}
+	}
 	some := false
-	for _, l := range v.f.Links {
+	for i, l := range v.f.Links {
 		if l.Transport != "quic" {
 			continue
 		}
@@ -669,7 +676,7 @@ func (v *validator) dialsAll(r string, g string) bool {
 			if rn != r || pinned && gn != g {
 				continue
 			}
-			if l.Dial != r {
+			if v.f.DialSide(i) != r {
 				return false
 			}
 			some = true

@@ -86,7 +86,7 @@ type Link struct {
 	Window      int64 // credit window in bytes; 0 = the receiving gateway's
 	Passthrough bool  // forward Kafka record batches byte for byte
 	// Dial is the region whose gateways open the link's sessions (the
-	// file's links[].dial, else the default rule of DefaultDial); one
+	// file's links[].dial, else the default rule: config.File.DialSide); one
 	// session carries the legs of both directions. Nil means each
 	// sending gateway dials its peer, as before version 4: amqp links
 	// (both sides connect to the broker) and the local links routing
@@ -276,62 +276,17 @@ func New(f *config.File) (*Topology, error) {
 	}
 	sort.SliceStable(t.Routes, func(i, j int) bool { return t.Routes[i].Priority > t.Routes[j].Priority })
 	for i, l := range t.Links {
-		if l.Transport == "amqp" {
-			continue // both sides connect to the broker: nobody dials the other
+		switch name := f.DialSide(i); name {
+		case "": // amqp: both sides connect to the broker, nobody dials the other
+		case l.A.Name:
+			l.Dial = l.A
+		case l.B.Name:
+			l.Dial = l.B
+		default:
+			return nil, fmt.Errorf("link %q: dial: %q is neither of its regions", l.Name, name)
 		}
-		if name := f.Links[i].Dial; name != "" {
-			switch name {
-			case l.A.Name:
-				l.Dial = l.A
-			case l.B.Name:
-				l.Dial = l.B
-			default:
-				return nil, fmt.Errorf("link %q: dial: %q is neither of its regions", l.Name, name)
-			}
-			continue
-		}
-		l.Dial = t.DefaultDial(l)
 	}
 	return t, nil
-}
-
-// DefaultDial is the side that dials a link whose file sets no dial: the
-// side that is not the hub, the hub being the end with more links in the
-// topology (sites behind NAT can only dial out, and they sit at the
-// spokes); on a tie, when the routes between the two regions flow one way
-// only, the sending side (the rule before dial existed); otherwise the
-// link's first region (A).
-func (t *Topology) DefaultDial(l *Link) *Region {
-	na, nb := 0, 0
-	for _, o := range t.Links {
-		if o.A == l.A || o.B == l.A {
-			na++
-		}
-		if o.A == l.B || o.B == l.B {
-			nb++
-		}
-	}
-	switch {
-	case na > nb:
-		return l.B
-	case nb > na:
-		return l.A
-	}
-	ab, ba := false, false
-	for _, rt := range t.Routes {
-		for _, to := range rt.To {
-			switch {
-			case rt.From.Region == l.A && to.Region == l.B:
-				ab = true
-			case rt.From.Region == l.B && to.Region == l.A:
-				ba = true
-			}
-		}
-	}
-	if ba && !ab {
-		return l.B
-	}
-	return l.A
 }
 
 // LinkBetween returns the first link (in file order) joining regions a
