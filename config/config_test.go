@@ -251,6 +251,12 @@ func TestExampleSatelliteFleet(t *testing.T) {
 			t.Errorf("route %s = %+v", name, r)
 		}
 	}
+	for _, l := range f.Links {
+		// The ships sit behind carrier NAT: they dial.
+		if want := map[string]string{"vessel-7--hq": "vessel-7", "vessel-9--hq": "vessel-9"}[l.Name]; l.Dial != want {
+			t.Errorf("link %s: dial %q, want %q", l.Name, l.Dial, want)
+		}
+	}
 	if r := findRoute(f, "hq-to-dr"); r == nil || r.From != "hq/kafka" || !reflect.DeepEqual(r.Topics.Include, []string{"^vessel-.*"}) {
 		t.Errorf("route hq-to-dr = %+v", r)
 	}

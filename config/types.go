@@ -191,6 +191,12 @@ type Link struct {
 	// Compression then applies only to batches the producers left
 	// uncompressed.
 	Passthrough bool `yaml:"passthrough"`
+	// Dial names the region (one of Between's) whose gateway opens the
+	// link's sessions; one session carries the legs of both directions,
+	// so a site behind NAT dials out and still receives. "" = the default
+	// rule (docs/links-and-routes.md): the side that is not the hub.
+	// Refused on amqp links, where both sides connect to the broker.
+	Dial string `yaml:"dial"`
 }
 
 // AMQP is the AMQP 1.0 broker that carries a link (transport: amqp).

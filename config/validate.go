@@ -390,7 +390,7 @@ func (v *validator) amqpOnly(r string, g string) bool {
 
 func (v *validator) gateway(gp string, g Gateway) {
 	if g.Listen == "" {
-		if region := v.f.Regions[v.regionOf(gp)]; !v.amqpOnly(region.Name, g.Name) {
+		if region := v.f.Regions[v.regionOf(gp)]; !v.amqpOnly(region.Name, g.Name) && !v.dialsAll(region.Name, g.Name) {
 			v.errorf(gp+".listen", "missing; set the host:port this gateway listens on for links")
 		}
 	} else {
@@ -610,6 +610,7 @@ func (v *validator) links() {
 			v.errorf(bp+"[1]", "both endpoints are in region %q; a link joins two different regions", ra)
 			continue
 		}
+		v.linkDial(lp, l, ra, rb)
 		key := pair(l.Between[0], l.Between[1])
 		if first, dup := endpoints[key]; dup {
 			v.errorf(bp, "duplicate link between %q and %q (first at line %d)", key[0], key[1], v.at(first).line)
@@ -633,6 +634,55 @@ func (v *validator) links() {
 			}
 		}
 	}
+}
+
+// linkDial checks links[i].dial: one of the link's two regions ra and rb,
+// and only on a quic link.
+func (v *validator) linkDial(lp string, l Link, ra, rb string) {
+	if l.Dial == "" {
+		return
+	}
+	dp := lp + ".dial"
+	switch {
+	case l.Transport == "amqp":
+		v.errorf(dp, "only for quic links; both gateways of an amqp link connect out to its broker, so neither dials the other")
+	case l.Dial == ra || l.Dial == rb:
+	case strings.Contains(l.Dial, "/"):
+		r, _, _ := strings.Cut(l.Dial, "/")
+		v.errorf(dp, "%q: name the region whose gateway dials (%q), not a gateway; pin the gateway in between instead", l.Dial, r)
+	default:
+		v.errorf(dp, "%q is not one of the link's regions; want %q or %q", l.Dial, ra, rb)
+	}
+}
+
+// dialsAll reports whether every quic link of gateway g of region r is
+// dialled from r (links[].dial or its default, File.DialSide): peers
+// never dial g, which then needs no listen address for links.
+func (v *validator) dialsAll(r string, g string) bool {
+	for _, rt := range v.f.Routes {
+		for _, to := range rt.To {
+			if fr, _, _ := strings.Cut(rt.From, "/"); fr == r && strings.HasPrefix(to, r+"/") {
+				return false // a local leg: the region's gateways dial its first one
+			}
+		}
+	}
+	some := false
+	for i, l := range v.f.Links {
+		if l.Transport != "quic" {
+			continue
+		}
+		for _, ref := range l.Between {
+			rn, gn, pinned := strings.Cut(ref, "/")
+			if rn != r || pinned && gn != g {
+				continue
+			}
+			if v.f.DialSide(i) != r {
+				return false
+			}
+			some = true
+		}
+	}
+	return some
 }
 
 // amqpSASLMechanisms are the SASL mechanisms of an amqp link's broker.
@@ -957,7 +1007,7 @@ func (v *validator) gateways() {
 				continue
 			}
 			v.gatewayTLS(gp, g, link)
-			if g.Advertise == "" && g.Listen != "" {
+			if g.Advertise == "" && g.Listen != "" && !v.dialsAll(r.Name, g.Name) {
 				if host, _, err := net.SplitHostPort(g.Listen); err == nil && unspecified(host) {
 					v.errorf(gp+".advertise", "required because listen %q has no specific host; peers on link %q need an address to dial", g.Listen, link)
 				}

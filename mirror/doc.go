@@ -105,6 +105,16 @@
 // peer gateway, and per session one runner per leg (which owns its source
 // pump and topic discoverer). Each waits for what it starts.
 //
+// A duplex session (duplex.go, protocol version 4: the dialler receives
+// legs too) adds one demultiplexer goroutine per session, which owns the
+// connection's Recv loop and is waited for by whoever split the
+// connection: on the dialler, outPeer.serve, which also runs and waits for
+// the receiving half's serveSession; on the listener, serveConn, which
+// hands the sending half to the peer's outPeer (whose run, waiting for
+// sessions instead of dialling, serves it) and waits for the goroutine
+// that hands it over once the handshake is confirmed. outPeer.mu (the
+// half being served) is a leaf.
+//
 // # Lock order
 //
 // legState.mu, then legStats.mu. groupSync.mu, credit.mu, the sender's
@@ -147,7 +157,8 @@
 // # Files
 //
 //	engine.go            Options, Tuning, Engine: New, Accept, Run, Status
-//	sender.go            a peer: dialing (hedged), the session, its receive loop
+//	sender.go            a peer: dialing (hedged), or waiting for the peer's sessions; the session, its receive loop
+//	duplex.go            one connection split by frame direction into a sending and a receiving half
 //	sender_pump.go       a leg's runner: source pipelines, batching, sending
 //	passthrough.go       the raw (Kafka batches as they are) variant of the pump
 //	sender_discover.go   topic discovery and announcement

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,13 +28,14 @@ type Options struct {
 	// Table is the gateway's forwarding table. It must not be nil.
 	Table *routing.Table
 	// Dial opens a session to the peer gateway named peer (a gateway of
-	// Table.Out), whose dialer and address are the caller's to choose: one
-	// dialer per peer, since each link has its own tuning. Required when
-	// Table.Out is not empty.
+	// Table.Out that this gateway dials, routing.Peer.Dials), whose dialer
+	// and address are the caller's to choose: one dialer per peer, since
+	// each link has its own tuning. Required when Table.Out is not empty.
 	Dial func(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error)
 	// Listen opens the listener that accepts sessions from peer gateways,
-	// deciding each with accept (the engine's). Required when Table.In is not
-	// empty. Bind (or Run) calls it; Run closes the listener when it
+	// deciding each with accept (the engine's). Required when the gateway
+	// receives legs over a link it does not dial, or sends legs to a peer
+	// that dials it (links[].dial). Bind (or Run) calls it; Run closes the listener when it
 	// returns. New never does: building an engine binds nothing.
 	Listen func(accept transport.Accept) (transport.Listener, error)
 	// ClusterOpts returns franz-go options reaching a cluster. Nil means
@@ -148,8 +151,8 @@ func New(opts Options) (*Engine, error) {
 	if len(opts.Table.Out) > 0 && opts.Dial == nil {
 		return nil, errors.New("mirror: gateway sends legs but Options.Dial is nil")
 	}
-	if len(opts.Table.In) > 0 && opts.Listen == nil {
-		return nil, errors.New("mirror: gateway receives legs but Options.Listen is nil")
+	if accepts(opts.Table) && opts.Listen == nil {
+		return nil, errors.New("mirror: gateway receives legs or is dialled by peers but Options.Listen is nil")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -177,7 +180,7 @@ func New(opts Options) (*Engine, error) {
 		e.in[l.ID] = newInLeg(e, l)
 	}
 	for _, p := range opts.Table.Out {
-		op := &outPeer{peer: p, e: e, log: e.log.With("peer", p.Gateway.Name)}
+		op := &outPeer{peer: p, e: e, log: e.log.With("peer", p.Gateway.Name), incoming: make(chan *half, 1)}
 		e.m.peerSeries(p.Gateway.Name, "sender")
 		for _, l := range p.Legs {
 			op.legs = append(op.legs, &outLeg{leg: l})
@@ -187,13 +190,31 @@ func New(opts Options) (*Engine, error) {
 	return e, nil
 }
 
-// Bind opens the listener for peer gateways when the engine receives legs
-// (Options.Listen), so that a caller can learn Addr before Run. Run calls
-// it too. Idempotent: a second call returns nil and binds nothing.
+// accepts reports whether a gateway with table t accepts sessions: it
+// receives a leg over a link whose sessions the other side opens, or it
+// sends legs to a peer that dials it.
+func accepts(t *routing.Table) bool {
+	for _, l := range t.In {
+		if l.Link.Dial != t.Gateway.Region {
+			return true
+		}
+	}
+	for _, p := range t.Out {
+		if !p.Dials {
+			return true
+		}
+	}
+	return false
+}
+
+// Bind opens the listener for peer gateways when the engine accepts
+// sessions (Options.Listen), so that a caller can learn Addr before Run.
+// Run calls it too. Idempotent: a second call returns nil and binds
+// nothing.
 func (e *Engine) Bind() error {
 	e.lnMu.Lock()
 	defer e.lnMu.Unlock()
-	if e.ln != nil || len(e.table.In) == 0 {
+	if e.ln != nil || !accepts(e.table) {
 		return nil
 	}
 	ln, err := e.opts.Listen(e.Accept)
@@ -237,10 +258,46 @@ func (e *Engine) Accept(h *transport.Hello) (*transport.Welcome, error) {
 	if terr := e.authorize(h); terr != nil {
 		return nil, terr
 	}
+	if terr := e.authorizeReceive(h); terr != nil {
+		return nil, terr
+	}
 	return &transport.Welcome{
 		Gateway: e.table.Gateway.Name, Region: e.table.Gateway.Region.Name,
 		Window: e.window(h.Legs), MaxBatchBytes: e.opts.MaxBatchBytes,
+		Send: slices.Clone(h.Receive),
 	}, nil
+}
+
+// awaiting is the peer named gateway that dials this gateway to receive
+// its legs, or nil.
+func (e *Engine) awaiting(gateway string) *outPeer {
+	for _, p := range e.out {
+		if !p.peer.Dials && p.peer.Gateway.Name == gateway {
+			return p
+		}
+	}
+	return nil
+}
+
+// authorizeReceive checks the legs a dialler asks to receive (a version 4
+// Hello's Receive): each must be a leg this gateway sends to the
+// dialler's gateway over a link the dialler dials. A peer is never
+// trusted for more than its own legs.
+func (e *Engine) authorizeReceive(h *transport.Hello) *transport.Error {
+	if len(h.Receive) == 0 {
+		return nil
+	}
+	p := e.awaiting(h.Gateway)
+	for _, id := range h.Receive {
+		if p == nil || !p.peer.SendsLeg(id) {
+			msg := "gateway " + h.Gateway + " asked to receive leg " + strconv.Quote(id) + ", which gateway " + e.table.Gateway.Name +
+				" does not send it over a link it dials"
+			e.m.refused.WithLabelValues(h.Gateway, "foreign_receive").Inc()
+			e.log.Warn("refused link session", "peer", h.Gateway, "reason", "foreign_receive", "err", msg)
+			return &transport.Error{Code: transport.ErrCodeForbidden, Message: msg}
+		}
+	}
+	return nil
 }
 
 // window is the credit window granted to a session carrying legs: the
@@ -289,7 +346,7 @@ func (e *Engine) Run(ctx context.Context) error {
 					}
 					return
 				}
-				sessions.Go(func() { e.serveSession(rctx, conn) })
+				sessions.Go(func() { e.serveConn(rctx, conn) })
 			}
 		})
 	}
@@ -355,6 +412,49 @@ func (e *Engine) trackRTT(peer string, conn transport.Conn, dst ...*atomic.Int64
 	return func() { cancel(); wg.Wait() }
 }
 
+// confirmer is implemented by a Conn whose handshake may complete after
+// it was accepted (quic: a Hello in 0-RTT data).
+type confirmer interface{ Confirmed() <-chan struct{} }
+
+// serveConn serves an accepted session: the dialler's legs to this
+// gateway (serveSession), and, on a duplex session (version 4, the
+// Welcome lists legs to send back), this gateway's legs to the dialler,
+// whose outPeer takes the sending half (outPeer.offer) once the
+// handshake is complete: a replayed 0-RTT Hello never gets data.
+func (e *Engine) serveConn(ctx context.Context, conn transport.Conn) {
+	w, h := conn.Welcome(), conn.Hello()
+	if w.Version < transport.VersionDuplex || len(w.Send) == 0 {
+		if p := e.awaiting(h.Gateway); p != nil && len(p.legs) > 0 {
+			e.log.Warn("peer dialled without asking for the legs this gateway sends it: they wait (it speaks protocol version < 4, or its topology differs)",
+				"peer", h.Gateway, "version", w.Version, "legs", len(p.legs))
+		}
+		e.serveSession(ctx, conn)
+		return
+	}
+	p := e.awaiting(h.Gateway)
+	if p == nil { // Accept checked Receive; a listener that skipped it is refused all the same
+		conn.Close(&transport.Error{Code: transport.ErrCodeForbidden, Message: "gateway " + e.table.Gateway.Name + " sends gateway " + h.Gateway + " nothing"})
+		return
+	}
+	sw := &transport.Welcome{Version: w.Version, Gateway: h.Gateway, Region: h.Region,
+		Window: h.RecvWindow, MaxBatchBytes: h.RecvMaxBatchBytes}
+	d := newDuplex(conn, h, sw, h, w)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if c, ok := conn.(confirmer); ok && d.send.Tentative() {
+			select {
+			case <-c.Confirmed():
+			case <-conn.Done():
+				return
+			}
+		}
+		p.offer(d.send)
+	})
+	e.serveSession(ctx, d.recv)
+	d.close(nil)
+	wg.Wait()
+}
+
 // Status is a gateway's state for /status and `meridian status`.
 type Status struct {
 	Gateway       string       `json:"gateway"`
@@ -376,6 +476,12 @@ type PeerStatus struct {
 	RTTMillis   float64 `json:"rtt_ms"`
 	Failures    int64   `json:"session_failures"`
 	LastError   string  `json:"last_error,omitempty"`
+	// DialledBy names the gateway that opens the link's sessions: this
+	// one, or the peer (a site behind NAT that dials out).
+	DialledBy string `json:"dialled_by"`
+	// Receives counts the legs this gateway receives from the peer over
+	// the sessions it dials (duplex, protocol version 4).
+	Receives int `json:"receives,omitempty"`
 }
 
 // Status returns a snapshot. Safe for concurrent use.
@@ -392,6 +498,10 @@ func (e *Engine) Status() Status {
 		}
 		if s := p.lastErr.Load(); s != nil {
 			ps.LastError = *s
+		}
+		ps.DialledBy, ps.Receives = e.table.Gateway.Name, len(p.peer.Receive)
+		if !p.peer.Dials {
+			ps.DialledBy = p.peer.Gateway.Name
 		}
 		st.Peers = append(st.Peers, ps)
 		for _, l := range p.legs {

@@ -49,6 +49,9 @@ type fixture struct {
 	wrapListener func(transport.Listener) transport.Listener
 	// wrapDial, if set, wraps every connection a gateway dials.
 	wrapDial func(transport.Conn) transport.Conn
+	// wrapHello, if set, changes (a copy of) every Hello a gateway dials
+	// with, as an older build would send it.
+	wrapHello func(*transport.Hello)
 	// tuning is every gateway's mirror.Options.Tuning.
 	tuning mirror.Tuning
 }
@@ -120,6 +123,11 @@ func (f *fixture) gateway(t testing.TB, name string, window int64) (stop func())
 		Registerer: reg,
 		Tuning:     f.tuning,
 		Dial: func(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error) {
+			if f.wrapHello != nil {
+				cp := *h
+				f.wrapHello(&cp)
+				h = &cp
+			}
 			c, err := f.net.Dialer().Dial(ctx, topo.Gateways[peer].Advertise, h)
 			if err != nil || f.wrapDial == nil {
 				return c, err

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,13 @@ type outPeer struct {
 	rtt       atomic.Int64 // nanoseconds
 	fails     atomic.Int64
 	lastErr   atomic.Pointer[string]
+	// A peer this gateway does not dial (peer.Dials false) sends its legs
+	// over the sessions the peer opens (duplex.go): the listener hands
+	// each session's sending half to incoming (offer), and run serves
+	// them one at a time, newest first.
+	mu       sync.Mutex
+	incoming chan *half
+	cur      *half // the half being served; nil between sessions
 }
 
 // outLeg is the sending end of one leg; its stats outlive sessions.
@@ -49,9 +57,17 @@ func (o *outLeg) setFenced(why string) {
 }
 
 func (p *outPeer) run(ctx context.Context) {
+	if !p.peer.Dials {
+		p.await(ctx)
+		return
+	}
 	ids := make([]string, len(p.legs))
 	for i, l := range p.legs {
 		ids[i] = l.leg.ID
+	}
+	var receive []string
+	for _, l := range p.peer.Receive {
+		receive = append(receive, l.ID)
 	}
 	gw := p.e.table.Gateway
 	// A peer that answers with an error (refused, certificate, version) is
@@ -61,8 +77,14 @@ func (p *outPeer) run(ctx context.Context) {
 	// as soon as the path is back, not a long backoff later.
 	refused, silent := newBackoff(200*time.Millisecond, 30*time.Second), newBackoff(100*time.Millisecond, time.Second)
 	hello := func() *transport.Hello {
-		return &transport.Hello{VersionMin: transport.VersionMin, VersionMax: transport.VersionMax,
+		h := &transport.Hello{VersionMin: transport.VersionMin, VersionMax: transport.VersionMax,
 			Gateway: gw.Name, Region: gw.Region.Name, Legs: ids}
+		if len(receive) > 0 {
+			// Version 4: the peer's legs to us ride back on this session.
+			h.Receive = receive
+			h.RecvWindow, h.RecvMaxBatchBytes = p.e.window(receive), p.e.opts.MaxBatchBytes
+		}
+		return h
 	}
 	pathDown := false // the last attempt or session ended without an answer
 	for attempt := 1; ctx.Err() == nil; attempt++ {
@@ -90,8 +112,9 @@ func (p *outPeer) run(ctx context.Context) {
 		attempt = 0
 		refused.reset()
 		silent.reset()
-		p.log.Info("link session open", "addr", conn.RemoteAddr(), "version", conn.Welcome().Version, "window", conn.Welcome().Window)
-		err = p.session(ctx, conn)
+		p.log.Info("link session open", "addr", conn.RemoteAddr(), "version", conn.Welcome().Version, "window", conn.Welcome().Window,
+			"receive", conn.Welcome().Send)
+		err = p.serve(ctx, conn)
 		if ctx.Err() != nil {
 			return
 		}
@@ -103,6 +126,106 @@ func (p *outPeer) run(ctx context.Context) {
 		p.log.Warn("link session ended; redialling", "err", err, "retry_in", bo.peek())
 		if !bo.sleep(ctx) {
 			return
+		}
+	}
+}
+
+// serve runs a session this gateway dialled: its legs to the peer, and,
+// when the peer agreed to send legs back (a version 4 Welcome listing
+// them), the peer's legs to this gateway over the same connection
+// (duplex.go): the receiving half is served by the engine's serveSession
+// as if the peer had dialled. It returns when the session has ended and
+// both halves are done.
+func (p *outPeer) serve(ctx context.Context, conn transport.Conn) error {
+	w := conn.Welcome()
+	if w.Version < transport.VersionDuplex || len(w.Send) == 0 {
+		if len(p.peer.Receive) > 0 {
+			p.log.Warn("peer sends nothing back over this session: the legs it should send this gateway wait (it speaks protocol version < 4, or refuses them)",
+				"version", w.Version, "legs", len(p.peer.Receive))
+		}
+		return p.session(ctx, conn)
+	}
+	h, gw := conn.Hello(), p.e.table.Gateway
+	// The receiving half's Hello names the peer we dialled (the transport
+	// checked its certificate) and the legs it will send; serveSession
+	// authorizes them like any sender's.
+	rh := &transport.Hello{VersionMin: w.Version, VersionMax: w.Version, Gateway: p.peer.Gateway.Name,
+		Region: p.peer.Gateway.Region.Name, Legs: w.Send}
+	rw := &transport.Welcome{Version: w.Version, Gateway: gw.Name, Region: gw.Region.Name,
+		Window: h.RecvWindow, MaxBatchBytes: h.RecvMaxBatchBytes}
+	d := newDuplex(conn, h, w, rh, rw)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		// Its context outlives ctx: the sending half drains first, then
+		// closes the connection, which ends this half.
+		p.e.serveSession(context.WithoutCancel(ctx), d.recv)
+		conn.Close(nil)
+	})
+	err := p.session(ctx, d.send)
+	d.close(nil)
+	wg.Wait()
+	return err
+}
+
+// await serves the sessions a peer that this gateway does not dial opens
+// to it: each one's sending half carries this gateway's legs to the
+// peer, until the session ends and the next one arrives.
+func (p *outPeer) await(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case h := <-p.incoming:
+			select {
+			case <-h.Done():
+				continue // ended while it waited
+			default:
+			}
+			p.mu.Lock()
+			p.cur = h
+			p.mu.Unlock()
+			p.log.Info("link session open (dialled by the peer)", "addr", h.RemoteAddr(), "version", h.Welcome().Version,
+				"window", h.Welcome().Window)
+			err := p.session(ctx, h)
+			p.mu.Lock()
+			if p.cur == h {
+				p.cur = nil
+			}
+			p.mu.Unlock()
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				p.failed(err)
+				p.log.Warn("link session ended; waiting for the peer to dial again", "err", err)
+			}
+		}
+	}
+}
+
+// offer hands await the sending half of a session the peer opened. A
+// newer session of the peer displaces the one being served (the peer
+// has one session at a time: it has given up on the older one) and any
+// still waiting.
+func (p *outPeer) offer(h *half) {
+	select {
+	case <-h.Done():
+		return // a losing hedged redial, closed by the dialler already
+	default:
+	}
+	p.mu.Lock()
+	displaced := p.cur
+	var waiting *half
+	select {
+	case waiting = <-p.incoming:
+	default:
+	}
+	p.incoming <- h
+	p.mu.Unlock()
+	// Closing waits for the session's goroutines: not under mu.
+	for _, old := range []*half{displaced, waiting} {
+		if old != nil {
+			old.Close(nil)
 		}
 	}
 }
@@ -132,7 +255,7 @@ func (p *outPeer) batchTarget() int64 {
 	if p.peer.Link == nil {
 		return most
 	}
-	rate := p.peer.Link.DataRate(p.profile())
+	rate := p.peer.Link.DataRateFrom(p.profile(), p.peer.Dials)
 	if rate == 0 {
 		return most
 	}
@@ -277,8 +400,9 @@ func (p *outPeer) session(ctx context.Context, conn transport.Conn) error {
 		maxFrame = 1 << 20
 	}
 	maxBatch := min(maxFrame, p.batchTarget())
+	legs := p.sessionLegs(conn)
 	top := math.MinInt
-	for _, l := range p.legs {
+	for _, l := range legs {
 		top = max(top, l.leg.Route.Priority)
 	}
 	var rate int64
@@ -289,7 +413,7 @@ func (p *outPeer) session(ctx context.Context, conn transport.Conn) error {
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	runners := map[string]*legRunner{}
-	for _, l := range p.legs {
+	for _, l := range legs {
 		lr := &legRunner{out: l, p: p, conn: conn, cr: cr, maxBatch: maxBatch, maxFrame: maxFrame,
 			fit: kraw.NewDecompressor(int(maxFrame)), unpack: kraw.NewDecompressor(p.e.opts.Tuning.SourceDecompressLimit),
 			resume: make(chan *transport.Resume, 1), ready: map[string]chan string{}}
@@ -325,6 +449,23 @@ func (p *outPeer) session(ctx context.Context, conn transport.Conn) error {
 		return nil
 	}
 	return err
+}
+
+// sessionLegs are the legs a session carries: all of the peer's when this
+// gateway dialled, else those the peer asked for in its Hello (which
+// Accept checked are the peer's): a leg the dialler does not know would
+// end the session as foreign at its end.
+func (p *outPeer) sessionLegs(conn transport.Conn) []*outLeg {
+	if p.peer.Dials {
+		return p.legs
+	}
+	var legs []*outLeg
+	for _, l := range p.legs {
+		if slices.Contains(conn.Hello().Receive, l.leg.ID) {
+			legs = append(legs, l)
+		}
+	}
+	return legs
 }
 
 func (p *outPeer) recvLoop(ctx context.Context, conn transport.Conn, cr *credit, runners map[string]*legRunner) error {

@@ -65,9 +65,16 @@ func renderTable(b *strings.Builder, tab *Table) {
 		b.WriteString("  out: none\n")
 	}
 	for _, p := range tab.Out {
-		fmt.Fprintf(b, "  out to %s (next hop) via %s\n", p.Gateway.Name, linkString(p.Link))
+		who := "dials"
+		if !p.Dials {
+			who = "dialled by " + p.Gateway.Name
+		}
+		fmt.Fprintf(b, "  out to %s (next hop) via %s, %s\n", p.Gateway.Name, linkString(p.Link), who)
 		for _, l := range p.Legs {
 			fmt.Fprintf(b, "    %s\n", legString(l))
+		}
+		for _, l := range p.Receive {
+			fmt.Fprintf(b, "    receives %s\n", l.ID)
 		}
 	}
 	if len(tab.In) == 0 {

@@ -60,6 +60,16 @@
 //     D has its D end pinned to h or not pinned. Gateways of D that are not
 //     the next hop are ready for the leg, but nothing is sent to them yet.
 //
+// # Who dials
+//
+// A link's sessions are opened by the gateways of its dial side
+// (topology.Link.Dial); one session carries legs both ways. A Peer says
+// whether this gateway dials it (Peer.Dials): when it does not, the peer
+// dials and the Peer's legs travel back over the peer's sessions. A
+// gateway of the dial side that receives legs over the link dials every
+// gateway of the other side that sends it one (Peer.Receive), asking for
+// them. amqp links and local links have no dial side: each sender dials.
+//
 // A leg whose source and destination share a region (a local leg) needs no
 // link: every gateway of the region sends it to the region's first gateway
 // over a local link (profile lan, no compression), and every gateway of the
@@ -217,19 +227,41 @@ func (l *Leg) MaxPartitions() int32 {
 	return 1024
 }
 
-// Peer is a remote gateway this gateway sends legs to.
+// Peer is a remote gateway this gateway sends legs to, or dials to
+// receive legs from.
 type Peer struct {
 	Gateway *topology.Gateway
 	Link    *topology.Link
-	Legs    []*Leg
+	Legs    []*Leg // the legs this gateway sends to Gateway
+	// Dials is whether this gateway opens the sessions to Gateway (the
+	// link's dial side, topology.Link.Dials). When false, Gateway dials
+	// and Legs travel back over its sessions.
+	Dials bool
+	// Receive are the legs Gateway sends to this gateway over Link, which
+	// this gateway asks for in its Hello when it dials (Dials is true).
+	// They are also in Table.In.
+	Receive []*Leg
+}
+
+// SendsLeg reports whether the peer's legs (what this gateway sends it)
+// include the leg with the given ID.
+func (p *Peer) SendsLeg(id string) bool {
+	for _, l := range p.Legs {
+		if l.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // Table is one gateway's forwarding table.
 type Table struct {
 	Gateway *topology.Gateway
-	Out     []*Peer // legs this gateway reads and sends, grouped by peer
-	In      []*Leg  // legs this gateway receives and writes
-	in      map[string]*Leg
+	// Out are the legs this gateway reads and sends, grouped by peer, and
+	// the peers it dials only to receive legs from (Peer.Receive).
+	Out []*Peer
+	In  []*Leg // legs this gateway receives and writes
+	in  map[string]*Leg
 
 	gateways map[string]*topology.Gateway // every gateway of the topology, by name
 }
@@ -288,7 +320,7 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 				}
 				p := peers[hop.Name]
 				if p == nil {
-					p = &Peer{Gateway: hop, Link: send}
+					p = &Peer{Gateway: hop, Link: send, Dials: send.Dials(src)}
 					peers[hop.Name] = p
 					t.Out = append(t.Out, p)
 				}
@@ -308,6 +340,22 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 				leg.sendLinks = links
 				t.In = append(t.In, leg)
 				t.in[leg.ID] = leg
+				// Links this side dials carry the leg back on the sessions
+				// gw opens: dial every gateway of the source that sends
+				// the leg to gw, asking for it.
+				for _, sg := range src.Gateways {
+					l := carrier(links, src, sg)
+					if l == nil || l.Dial != dst || nextHop(l, dst) != gw {
+						continue
+					}
+					p := peers[sg.Name]
+					if p == nil {
+						p = &Peer{Gateway: sg, Link: l, Dials: true}
+						peers[sg.Name] = p
+						t.Out = append(t.Out, p)
+					}
+					p.Receive = append(p.Receive, leg)
+				}
 			}
 		}
 	}
@@ -333,6 +381,15 @@ func carrier(links []*topology.Link, r *topology.Region, g *topology.Gateway) *t
 		}
 	}
 	return open
+}
+
+// nextHop is the gateway of region dst that receives what link l carries
+// there: its pin, or dst's first gateway.
+func nextHop(l *topology.Link, dst *topology.Region) *topology.Gateway {
+	if pin := l.Pin(dst); pin != nil {
+		return pin
+	}
+	return dst.Gateways[0]
 }
 
 func localLink(r *topology.Region) *topology.Link {

@@ -85,9 +85,29 @@ type Link struct {
 	RateLimit   int64 // bits/s; 0 = unlimited
 	Window      int64 // credit window in bytes; 0 = the receiving gateway's
 	Passthrough bool  // forward Kafka record batches byte for byte
+	// Dial is the region whose gateways open the link's sessions (the
+	// file's links[].dial, else the default rule: config.File.DialSide); one
+	// session carries the legs of both directions. Nil means each
+	// sending gateway dials its peer, as before version 4: amqp links
+	// (both sides connect to the broker) and the local links routing
+	// makes inside a region.
+	Dial *Region
 	// Path is where the file defines the link ("links[2]"); "" for the
 	// local links routing makes inside a region.
 	Path string
+}
+
+// Dials reports whether gateways of region r open the link's sessions
+// towards gateways of the other end: r is the dialling side, or the link
+// has none (Dial nil) and a sender dials.
+func (l *Link) Dials(r *Region) bool { return l.Dial == nil || l.Dial == r }
+
+// Other is the link's end that is not r.
+func (l *Link) Other(r *Region) *Region {
+	if r == l.A {
+		return l.B
+	}
+	return l.A
 }
 
 // Pin returns the gateway the link is pinned to in region r, or nil when
@@ -115,6 +135,23 @@ func (l *Link) DataRate(p *profile.Profile) int64 {
 	}
 	if p != nil && p.Up.Rate > 0 && (rate <= 0 || p.Up.Rate < rate) {
 		rate = p.Up.Rate
+	}
+	return max(rate, 0)
+}
+
+// DataRateFrom is DataRate for data sent by the dialling side (dialler
+// true), and for data the listening side sends back over a duplex session
+// the same rule with the profile's down direction.
+func (l *Link) DataRateFrom(p *profile.Profile, dialler bool) int64 {
+	if dialler {
+		return l.DataRate(p)
+	}
+	var rate int64
+	if l != nil {
+		rate = l.RateLimit
+	}
+	if p != nil && p.Down.Rate > 0 && (rate <= 0 || p.Down.Rate < rate) {
+		rate = p.Down.Rate
 	}
 	return max(rate, 0)
 }
@@ -238,6 +275,17 @@ func New(f *config.File) (*Topology, error) {
 		t.Routes = append(t.Routes, rt)
 	}
 	sort.SliceStable(t.Routes, func(i, j int) bool { return t.Routes[i].Priority > t.Routes[j].Priority })
+	for i, l := range t.Links {
+		switch name := f.DialSide(i); name {
+		case "": // amqp: both sides connect to the broker, nobody dials the other
+		case l.A.Name:
+			l.Dial = l.A
+		case l.B.Name:
+			l.Dial = l.B
+		default:
+			return nil, fmt.Errorf("link %q: dial: %q is neither of its regions", l.Name, name)
+		}
+	}
 	return t, nil
 }
 

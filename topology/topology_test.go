@@ -30,6 +30,13 @@ func TestLinkDataRate(t *testing.T) {
 			t.Errorf("%s: DataRate = %d, want %d", tt.name, got, tt.want)
 		}
 	}
+	// The listening side of a duplex session sends down the profile.
+	if got := (&Link{RateLimit: 2_000_000}).DataRateFrom(up(10_000_000), false); got != 2_000_000 {
+		t.Errorf("listener, limit below down rate: got %d, want 2000000", got)
+	}
+	if got := (&Link{}).DataRateFrom(up(10_000), false); got != 1_000_000 {
+		t.Errorf("listener, no limit: got %d, want the down rate 1000000", got)
+	}
 	if got := (*Link)(nil).DataRate(up(5)); got != 5 {
 		t.Errorf("nil link: DataRate = %d, want the profile's 5", got)
 	}

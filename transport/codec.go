@@ -178,12 +178,29 @@ func appendBody(dst []byte, f Frame) ([]byte, error) {
 		for _, c := range f.Codecs {
 			dst = append(dst, byte(c))
 		}
+		if f.VersionMax >= VersionDuplex && (len(f.Receive) > 0 || f.RecvWindow != 0 || f.RecvMaxBatchBytes != 0) {
+			// Version 4: appended, so older listeners ignore it.
+			dst = binary.AppendUvarint(dst, uint64(len(f.Receive)))
+			for _, l := range f.Receive {
+				dst = appendString(dst, l)
+			}
+			dst = binary.AppendVarint(dst, f.RecvWindow)
+			dst = binary.AppendVarint(dst, f.RecvMaxBatchBytes)
+		}
 	case *Welcome:
 		dst = binary.AppendUvarint(dst, uint64(f.Version))
 		dst = appendString(dst, f.Gateway)
 		dst = appendString(dst, f.Region)
 		dst = binary.AppendVarint(dst, f.Window)
 		dst = binary.AppendVarint(dst, f.MaxBatchBytes)
+		if f.Version >= VersionDuplex {
+			// Only a dialer that offered version 4 reads it: older
+			// dialers refuse a Welcome with bytes left over.
+			dst = binary.AppendUvarint(dst, uint64(len(f.Send)))
+			for _, l := range f.Send {
+				dst = appendString(dst, l)
+			}
+		}
 	case *Fenced:
 		dst = appendString(dst, f.Leg)
 		dst = binary.AppendUvarint(dst, f.Epoch)

@@ -257,6 +257,22 @@ func FuzzReadHandshake(f *testing.F) {
 		f.Add(buf)
 	}
 	f.Add([]byte{byte(transport.FrameBatch), 0x80, 0x80, 0x80, 0x1e})
+	// Version 4's fields: a duplex Hello and Welcome, and each cut short
+	// inside the appended fields.
+	for _, fr := range []transport.Frame{
+		&transport.Hello{VersionMin: 1, VersionMax: 4, Gateway: "v7-a", Region: "v7", Legs: []string{"up:hq/kafka"},
+			Codecs: []transport.Codec{1, 2, 0}, Receive: []string{"cfg:v7/kafka", "cmd:v7/kafka"}, RecvWindow: 64 << 20, RecvMaxBatchBytes: 1 << 20},
+		&transport.Welcome{Version: 4, Gateway: "hq-a", Region: "hq", Window: 64 << 20, MaxBatchBytes: 1 << 20, Send: []string{"cfg:v7/kafka"}},
+	} {
+		buf, err := transport.AppendFrame(nil, fr)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(buf)
+		cut := append([]byte{}, buf[:len(buf)-3]...)
+		cut[1] = byte(len(cut) - 2) // bodies here are under 128 bytes
+		f.Add(cut)
+	}
 	dec := transport.NewDecoder(transport.Limits{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var fr transport.Frame

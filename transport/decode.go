@@ -262,6 +262,18 @@ func decodeHello(r *reader) *Hello {
 			h.Codecs[i] = Codec(r.byte("codecs"))
 		}
 	}
+	if r.err == nil && h.VersionMax >= VersionDuplex && r.remaining() > 0 {
+		// Version 4: the legs the dialer wants to receive and its window.
+		// A Hello offering less carries none, whatever follows.
+		if n := r.count("receive", 1, sizeString); n > 0 {
+			h.Receive = make([]string, n)
+			for i := range h.Receive {
+				h.Receive[i] = r.string("receive")
+			}
+		}
+		h.RecvWindow = r.varint("recv_window")
+		h.RecvMaxBatchBytes = r.varint("recv_max_batch_bytes")
+	}
 	return h
 }
 
@@ -272,6 +284,14 @@ func decodeWelcome(r *reader) *Welcome {
 	w.Region = r.string("region")
 	w.Window = r.varint("window")
 	w.MaxBatchBytes = r.varint("max_batch_bytes")
+	if r.err == nil && w.Version >= VersionDuplex && r.remaining() > 0 {
+		if n := r.count("send", 1, sizeString); n > 0 {
+			w.Send = make([]string, n)
+			for i := range w.Send {
+				w.Send[i] = r.string("send")
+			}
+		}
+	}
 	return w
 }
 

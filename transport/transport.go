@@ -96,12 +96,17 @@ import (
 // record batches (Batch.Kafka).
 const (
 	VersionMin uint16 = 1
-	VersionMax uint16 = 3
+	VersionMax uint16 = 4
 	// VersionDicts is the first version with Dict and DictAck.
 	VersionDicts uint16 = 2
 	// VersionKafkaBatches is the first version whose Batch frames may carry
 	// Kafka record batches (Batch.Kafka) instead of records.
 	VersionKafkaBatches uint16 = 3
+	// VersionDuplex is the first version whose sessions may carry legs in
+	// both directions: the dialer's Hello lists the legs it wants to
+	// receive (Hello.Receive) and the listener's Welcome the legs it will
+	// send back (Welcome.Send). No new frame type.
+	VersionDuplex uint16 = 4
 )
 
 // Codec is the compression applied to a batch's record block on the wire.
@@ -162,7 +167,22 @@ type Hello struct {
 	Region                 string   // sending gateway's region
 	Legs                   []string // route legs this sender will feed
 	Codecs                 []Codec  // codecs the sender can decode (for future receiver→sender data)
+
+	// Version 4 (VersionDuplex) appends the following; a Hello without
+	// them, or from an older peer, asks to receive nothing.
+
+	// Receive lists the route legs the dialer wants the listener to send
+	// it over this session (the listener's legs to the dialer's gateway).
+	Receive []string
+	// RecvWindow is the credit window the dialer grants the listener's
+	// batches (raw bytes; <= 0 unlimited, as Welcome.Window), and
+	// RecvMaxBatchBytes the largest raw batch it accepts (0: the
+	// listener's default). Meaningful only when Receive is not empty.
+	RecvWindow, RecvMaxBatchBytes int64
 }
+
+// Duplex reports whether the Hello asks to receive legs (version 4).
+func (h *Hello) Duplex() bool { return len(h.Receive) > 0 }
 
 // Welcome accepts a session (receiver → sender).
 type Welcome struct {
@@ -171,6 +191,9 @@ type Welcome struct {
 	Region        string
 	Window        int64 // credit: max raw batch bytes in flight, unacknowledged
 	MaxBatchBytes int64 // largest raw batch the receiver accepts
+	// Send lists the legs of Hello.Receive that the listener will send
+	// (version 4 and later only; encoded only when Version >= 4).
+	Send []string
 }
 
 // Position is where a sender must resume one source partition.

@@ -1,8 +1,11 @@
 package transport_test
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -115,5 +118,48 @@ func TestCheckVersion(t *testing.T) {
 		case tc.want != "" && (err == nil || err.Error() != tc.want):
 			t.Errorf("CheckVersion(%T, %d): got %v, want %q", tc.f, tc.v, err, tc.want)
 		}
+	}
+}
+
+// Version 4 appends Hello.Receive, RecvWindow and RecvMaxBatchBytes, and
+// Welcome.Send: they round-trip, a Hello without them encodes as before
+// (so a v3 listener reads it), and a Welcome below version 4 carries no
+// Send list (a v3 dialer refuses bytes left over in a Welcome).
+func TestDuplexHandshakeFields(t *testing.T) {
+	plain := &transport.Hello{VersionMin: 1, VersionMax: 1, Gateway: "v7-a", Region: "v7", Legs: []string{"l1"},
+		Codecs: []transport.Codec{1, 2, 0}}
+	buf, err := transport.AppendFrame(nil, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "011201010476372d6102763701026c3103010200"; fmt.Sprintf("%x", buf) != want {
+		t.Fatalf("plain Hello: got %x, want %s (PROTOCOL.md 4.1)", buf, want)
+	}
+	for _, f := range []transport.Frame{
+		&transport.Hello{VersionMin: 1, VersionMax: 4, Gateway: "v7-a", Region: "v7", Legs: []string{"l1"},
+			Receive: []string{"cfg", "cmd"}, RecvWindow: -1, RecvMaxBatchBytes: 1 << 20},
+		&transport.Welcome{Version: 4, Gateway: "hq-a", Region: "hq", Window: 1 << 20, MaxBatchBytes: 1 << 16, Send: []string{"cfg"}},
+		&transport.Welcome{Version: 4, Gateway: "hq-a", Region: "hq"},
+	} {
+		buf, err := transport.AppendFrame(nil, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := transport.NewDecoder(transport.Limits{}).ReadHandshake(bufio.NewReader(bytes.NewReader(buf)))
+		if err != nil || !reflect.DeepEqual(got, f) {
+			t.Fatalf("%T: got %#v, %v; want %#v", f, got, err, f)
+		}
+	}
+	v3 := &transport.Welcome{Version: 3, Gateway: "hq-a", Region: "hq", Send: []string{"ignored"}}
+	buf, err = transport.AppendFrame(nil, v3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := transport.NewDecoder(transport.Limits{}).ReadHandshake(bufio.NewReader(bytes.NewReader(buf)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := got.(*transport.Welcome); w.Send != nil {
+		t.Fatalf("a version 3 Welcome carried Send %q", w.Send)
 	}
 }

@@ -82,6 +82,9 @@ func renderStatus(w io.Writer, st *mirror.Status) {
 			if p.Passthrough {
 				link += " (passthrough)"
 			}
+			if p.DialledBy != "" {
+				link += ", dialled by " + p.DialledBy
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%.1fms\t%d\t%s\n", p.Gateway, p.Address, link, p.Profile, p.Connected, p.RTTMillis, p.Failures, p.LastError)
 		}
 		tw.Flush()

@@ -31,3 +31,14 @@ func TestRenderStatusFiltered(t *testing.T) {
 		t.Errorf("want one filter line (the inbound end filters nothing):\n%s", out)
 	}
 }
+
+// A peer's row says which side dialled the link's session.
+func TestRenderStatusDialledBy(t *testing.T) {
+	var b strings.Builder
+	renderStatus(&b, &mirror.Status{Gateway: "hq-a", Region: "hq", Peers: []mirror.PeerStatus{
+		{Gateway: "vessel-7-a", Link: "vessel-7--hq", Profile: "geo-satellite", Connected: true, DialledBy: "vessel-7-a"},
+	}})
+	if out := b.String(); !strings.Contains(out, "vessel-7--hq, dialled by vessel-7-a") {
+		t.Errorf("status output lacks who dialled:\n%s", out)
+	}
+}

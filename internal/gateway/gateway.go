@@ -370,6 +370,9 @@ func (g *Gateway) dialers(clientTLS *tls.Config) (map[string]peerDialer, []error
 		if where == "" {
 			where = g.table.Gateway.Path // a local link: the gateway's own
 		}
+		if !p.Dials {
+			continue // the peer dials this gateway (links[].dial)
+		}
 		if p.Link.Transport != "quic" && p.Link.Transport != "amqp" {
 			problems = append(problems, &SettingError{where + ".transport", fmt.Errorf("transport %q cannot be built; this gateway has quic and amqp", p.Link.Transport)})
 			continue
@@ -472,12 +475,43 @@ func (g *Gateway) listen(serverTLS *tls.Config, accept transport.Accept) (transp
 
 // receivesQUIC reports whether any inbound leg comes over a quic link.
 func (g *Gateway) receivesQUIC() bool {
+	own := g.table.Gateway.Region
 	for _, l := range g.table.In {
-		if l.Link.Transport != "amqp" {
+		if l.Link.Transport != "amqp" && l.Link.Dial != own {
 			return true
 		}
 	}
+	for _, p := range g.table.Out {
+		if !p.Dials && p.Link.Transport != "amqp" {
+			return true // the peer dials in, and this gateway sends over its sessions
+		}
+	}
 	return false
+}
+
+// listenCodec is how the listener compresses the batches it sends over
+// sessions its peers dial (duplex, protocol version 4): zstd (with
+// per-topic dictionaries) when any such link asks for it, else s2 when
+// one does, else none.
+func (g *Gateway) listenCodec(s *quic.Session) {
+	best := transport.CodecNone
+	for _, p := range g.table.Out {
+		if p.Dials || p.Link.Transport == "amqp" {
+			continue
+		}
+		c, err := transport.ParseCodec(p.Link.Compression)
+		if err != nil {
+			continue // reported by dialers' checks of the link
+		}
+		if c == transport.CodecZstd || c == transport.CodecS2 && best == transport.CodecNone {
+			best = c
+		}
+		if c == transport.CodecZstd {
+			_, s.CodecLevel = transport.ChooseCompression(float64(p.Link.DataRateFrom(linkProfile(p.Link, g.opts.Profile), false)), 1)
+		}
+	}
+	s.Codec = best
+	s.Dictionaries = best == transport.CodecZstd
 }
 
 // listenQUIC opens the QUIC link listener.
@@ -485,6 +519,7 @@ func (g *Gateway) listenQUIC(serverTLS *tls.Config, accept transport.Accept) (tr
 	addr := g.listenAddr()
 	lo := quic.ListenerOptions{TLS: serverTLS, Accept: accept, Session: listenSession(g.table.In, g.opts.Profile), Registerer: g.reg}
 	lo.Session.Logger = g.log
+	g.listenCodec(&lo.Session)
 	if g.opts.ListenPacket == nil {
 		return quic.Listen(addr, lo)
 	}

@@ -135,6 +135,7 @@ func (d *Dialer) dial(ctx context.Context, addr string, h *transport.Hello) (*Co
 	hello := *h
 	hello.Legs = slices.Clone(h.Legs)
 	hello.Codecs = slices.Clone(h.Codecs)
+	hello.Receive = slices.Clone(h.Receive)
 	if hello.VersionMin == 0 && hello.VersionMax == 0 {
 		hello.VersionMin, hello.VersionMax = transport.VersionMin, transport.VersionMax
 	}

@@ -74,7 +74,14 @@ func (d memDialer) Dial(ctx context.Context, addr string, h *transport.Hello) (t
 	if err != nil {
 		return nil, err
 	}
-	w.Version = transport.VersionMax
+	v, ok := transport.NegotiateVersion(h.VersionMin, h.VersionMax)
+	if !ok {
+		return nil, &transport.Error{Code: transport.ErrCodeVersion, Message: "no common protocol version"}
+	}
+	w.Version = v
+	if v < transport.VersionDuplex {
+		w.Send = nil // not on the wire below version 4
+	}
 	a, b := memPair(d.n, h, w, addr)
 	select {
 	case l.conns <- b:

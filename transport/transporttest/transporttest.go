@@ -146,10 +146,26 @@ func RandomFrame(rng *rand.Rand, t transport.FrameType) transport.Frame {
 		for range rng.IntN(4) {
 			h.Codecs = append(h.Codecs, transport.Codec(rng.Uint32()))
 		}
+		if rng.IntN(2) == 0 { // version 4: legs to receive and the dialer's window
+			h.VersionMax = max(h.VersionMax, transport.VersionDuplex)
+			for range 1 + rng.IntN(3) {
+				h.Receive = append(h.Receive, str(rng))
+			}
+			h.RecvWindow, h.RecvMaxBatchBytes = i64(rng), i64(rng)
+		}
 		return h
 	case transport.FrameWelcome:
-		return &transport.Welcome{Version: uint16(rng.Uint32()), Gateway: str(rng), Region: str(rng),
+		w := &transport.Welcome{Version: uint16(rng.Uint32()), Gateway: str(rng), Region: str(rng),
 			Window: i64(rng), MaxBatchBytes: i64(rng)}
+		if rng.IntN(2) == 0 {
+			w.Version = transport.VersionDuplex + uint16(rng.IntN(2))
+		}
+		if w.Version >= transport.VersionDuplex {
+			for range rng.IntN(3) {
+				w.Send = append(w.Send, str(rng))
+			}
+		}
+		return w
 	case transport.FrameResume:
 		m := &transport.Resume{Leg: str(rng), Gen: u64(rng)}
 		for range rng.IntN(5) {
