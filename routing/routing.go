@@ -91,6 +91,15 @@ type Leg struct {
 	// advance the leg's progress.
 	Filter *filter.Filter
 
+	// LoopWriters are the IDs of the legs whose Meridian writers could
+	// carry a record from this leg's destination into its source: the
+	// legs into From whose source is To or reachable from To over the
+	// routes (LoopWriters). A sender that cannot read a record's path
+	// (passthrough batches, records without the origin header) does not
+	// send back what their transactional producers wrote. Empty when the
+	// leg is on no route cycle.
+	LoopWriters []string
+
 	// sendLinks are the links between the source and destination regions
 	// (nil for a local leg): who may send the leg follows from their
 	// sending ends, as in Compile (SentBy).
@@ -257,6 +266,7 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 	t := &Table{Gateway: gw, in: map[string]*Leg{}, gateways: topo.Gateways}
 	peers := map[string]*Peer{}
 	filters := map[*topology.Route]*filter.Filter{}
+	writers := loopWriters(topo)
 	for _, rt := range topo.Routes {
 		for _, to := range rt.To {
 			src, dst := rt.From.Region, to.Region
@@ -286,6 +296,7 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 				if err != nil {
 					return nil, err
 				}
+				leg.LoopWriters = writers(leg)
 				p := peers[hop.Name]
 				if p == nil {
 					p = &Peer{Gateway: hop, Link: send}
@@ -312,6 +323,48 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 		}
 	}
 	return t, nil
+}
+
+// loopWriters returns a function that lists a leg's LoopWriters: with
+// the route graph over clusters (an edge per route and destination), the
+// legs M into the leg's source whose own source the leg's destination
+// reaches (itself included). A batch M's sink wrote may hold a record
+// that was at the destination before: forwarding it there could close a
+// loop.
+func loopWriters(topo *topology.Topology) func(*Leg) []string {
+	next := map[*topology.Cluster][]*topology.Cluster{}
+	for _, rt := range topo.Routes {
+		next[rt.From] = append(next[rt.From], rt.To...)
+	}
+	reaches := func(from, to *topology.Cluster) bool {
+		seen := map[*topology.Cluster]bool{from: true}
+		queue := []*topology.Cluster{from}
+		for len(queue) > 0 {
+			c := queue[0]
+			queue = queue[1:]
+			if c == to {
+				return true
+			}
+			for _, n := range next[c] {
+				if !seen[n] {
+					seen[n] = true
+					queue = append(queue, n)
+				}
+			}
+		}
+		return false
+	}
+	return func(l *Leg) []string {
+		var ids []string
+		for _, rt := range topo.Routes {
+			for _, to := range rt.To {
+				if to == l.From && reaches(l.To, rt.From) {
+					ids = append(ids, rt.Name+":"+to.Ref())
+				}
+			}
+		}
+		return ids
+	}
 }
 
 // carrier is the link that gateway g carries in region r among links (all
