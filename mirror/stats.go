@@ -31,9 +31,9 @@ type legStats struct {
 	// Records dropped before the link because they would loop, their
 	// bytes, and records whose origin header was malformed (loops.go).
 	loopRecords, loopBytes, originMalformed int64
-	lastErr                                      string
-	lastErrAt                                    time.Time
-	parts                                        map[tp]partStat
+	lastErr                                 string
+	lastErrAt                               time.Time
+	parts                                   map[tp]partStat
 }
 
 type partStat struct{ next, hwm, lastTS int64 }
