@@ -2,10 +2,12 @@ package mirror
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/internal/kraw"
@@ -211,8 +213,16 @@ func (c *writerCheck) ours(ctx context.Context, pid int64) (bool, error) {
 		return known, nil
 	}
 	described, err := c.adm.DescribeTransactions(ctx, w.txnIDs...)
-	if err != nil && len(described) == 0 {
+	if err != nil {
 		return false, fmt.Errorf("describe the transactions of Meridian's sinks at the source (loop prevention): %w", err)
+	}
+	// A transactional ID never used is not found; any other refusal (no
+	// DESCRIBE on the transactional IDs) leaves the answer unknown: the
+	// batch must not go as if it were not theirs.
+	for _, d := range described {
+		if d.Err != nil && !errors.Is(d.Err, kerr.TransactionalIDNotFound) {
+			return false, fmt.Errorf("describe transaction %q at the source (loop prevention): %w", d.TxnID, d.Err)
+		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
