@@ -121,8 +121,9 @@
 // # Lock order
 //
 // legState.mu, then legStats.mu. groupSync.mu, credit.mu, the sender's
-// legRunner.mu and roundTimes.mu are leaves: nothing is locked while one
-// of them is held. OffsetMap has its own RWMutex, also a leaf.
+// legRunner.mu, roundTimes.mu and writerIDs.mu are leaves: nothing is
+// locked while one of them is held (writerIDs asks the source cluster
+// without it). OffsetMap has its own RWMutex, also a leaf.
 //
 // # Receiver states
 //
