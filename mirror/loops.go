@@ -74,8 +74,8 @@ func (o *outLeg) loopDropped(p *outPeer, c *loopCount) {
 }
 
 // originScratch is a pipeline's space for new origin header values: a
-// slab shared by the records of a fetch (batches sent keep it alive until
-// acknowledged, so it is replaced, never overwritten).
+// slab the records share, appended to and replaced when full, never
+// overwritten (batches sent keep it alive until acknowledged).
 type originScratch struct {
 	slab []byte
 }
