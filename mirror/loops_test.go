@@ -503,3 +503,29 @@ func (c *cycleFixture) checkTranslation(t *testing.T, from, to string) {
 		t.Errorf("leg %s -> %s: no offset fell in a gap: the test did not exercise dropped records", from, to)
 	}
 }
+
+// The same ring over passthrough links: a batch carries only its last
+// writer, so a record crosses one link of the cycle and no more (the
+// documented limit): each cluster holds its own records and those of the
+// region before it, once each, none back at its origin.
+func TestActiveActiveRingPassthrough(t *testing.T) {
+	c := newCycleFixture(t, []string{"a", "b", "c"}, [][2]string{{"a", "b"}, {"b", "c"}, {"c", "a"}}, true, []string{"t.a"}, 2)
+	const n = 800
+	c.start(t)
+	c.produceRounds(t, 0, n)
+	reps := c.settle(t, 2*n, 15*time.Second, true)
+	before := map[string]string{"a": "c", "b": "a", "c": "b"}
+	for _, r := range c.regions {
+		rep := reps[r]
+		want := map[string]int{r: n, before[r]: n}
+		t.Logf("%s: %d records, found %v, duplicated %v, reordered %v, looped %d", r, rep.total, rep.found, rep.duplicated, rep.reordered, rep.looped)
+		if fmt.Sprint(rep.found) != fmt.Sprint(want) || len(rep.duplicated) != 0 || len(rep.reordered) != 0 || rep.looped != 0 || rep.total != 2*n {
+			t.Errorf("%s: found %v, want %v; duplicated %v, reordered %v, looped %d\n%s", r, rep.found, want, rep.duplicated, rep.reordered, rep.looped, strings.Join(rep.samples, "\n"))
+		}
+	}
+	for leg, d := range c.loopDropped() {
+		if d != n {
+			t.Errorf("leg %s dropped %d records as loops, want %d", leg, d, n)
+		}
+	}
+}
