@@ -57,8 +57,9 @@
 // carry no header, so the sender skips the transactional batches that the
 // sinks of the leg's LoopWriters wrote into its source, knowing their
 // producer IDs by DescribeTransactions of their transactional IDs (a
-// lookup per producer ID not seen before). Both are dropped as filtered
-// records are: gaps that progress moves past.
+// lookup per producer ID not seen before), and past ones from the
+// progress records their transactions wrote at the source. Both are
+// dropped as filtered records are: gaps that progress moves past.
 //
 // # Permanent errors, continuity and gaps
 //

@@ -1,9 +1,11 @@
 package mirror
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -11,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/internal/kraw"
+	"github.com/meridian-gw/meridian/internal/kread"
 	"github.com/meridian-gw/meridian/mirror/progress"
 	"github.com/meridian-gw/meridian/routing/origin"
 	"github.com/meridian-gw/meridian/transport"
@@ -35,8 +38,9 @@ import (
 //     the sender asks the source cluster (DescribeTransactions) for the
 //     producer IDs of the transactional IDs of the leg's LoopWriters (the
 //     legs into its source that could carry a record from its
-//     destination), and skips their transactional batches as it skips
-//     aborted ones. The same rule applies to records that carry no origin
+//     destination), and for IDs no longer current reads the progress
+//     records their transactions wrote (writerIDs), and skips their
+//     transactional batches as it skips aborted ones. The same rule applies to records that carry no origin
 //     header (a passthrough sink wrote them) in record mode.
 
 // loopCount tallies what one call of sendRecords or forward dropped as
@@ -165,20 +169,34 @@ func recordBytes(r *kgo.Record) int {
 // leg's source cluster, learnt from it and kept for the life of the
 // engine (a producer ID, once seen, stays recognised even after its
 // transactional ID got another).
+//
+// Two sources: DescribeTransactions names the IDs current now; the
+// progress topic at the source (progress.Topic, written in every
+// transaction of a sink, keyed by its leg) names past ones too, for as
+// long as the topic keeps their records: a sink's producer ID changes
+// when its epoch runs out (every 32,766 transactions with the KIP-890
+// transaction protocol), and a sender that meets batches of a retired ID
+// (a backlog read after a restart) finds it there. The topic is read
+// incrementally, only when an ID is not current.
 type writerIDs struct {
-	txnIDs []string // of the LoopWriters' shards; empty: nothing to check
+	txnIDs []string        // of the LoopWriters' shards; empty: nothing to check
+	legs   map[string]bool // the LoopWriters
 
-	mu     sync.Mutex
-	known  map[int64]bool
-	others map[int64]bool // transactional producer IDs that are not theirs
+	mu      sync.Mutex
+	known   map[int64]bool
+	others  map[int64]bool  // transactional producer IDs that are not theirs
+	scanned map[int32]int64 // progress topic partition → next offset to read
+
+	scanMu sync.Mutex // one progress scan at a time; taken before mu
 }
 
 // maxOthers bounds the producer IDs remembered as not Meridian's.
 const maxOthers = 1 << 14
 
 func newWriterIDs(legs []string) *writerIDs {
-	w := &writerIDs{known: map[int64]bool{}, others: map[int64]bool{}}
+	w := &writerIDs{known: map[int64]bool{}, others: map[int64]bool{}, scanned: map[int32]int64{}, legs: map[string]bool{}}
 	for _, l := range legs {
+		w.legs[l] = true
 		for i := range progress.Shards {
 			w.txnIDs = append(w.txnIDs, progress.TransactionalID(l, i))
 		}
@@ -187,18 +205,19 @@ func newWriterIDs(legs []string) *writerIDs {
 }
 
 // writerCheck is a pump's view of writerIDs, with the source cluster's
-// admin client.
+// admin client and options.
 type writerCheck struct {
-	w   *writerIDs
-	adm *kadm.Client
+	w    *writerIDs
+	adm  *kadm.Client
+	opts []kgo.Opt
 }
 
 // check returns the pump's writerCheck (nil when the leg is on no cycle).
-func (w *writerIDs) check(adm *kadm.Client) *writerCheck {
+func (w *writerIDs) check(adm *kadm.Client, opts []kgo.Opt) *writerCheck {
 	if w == nil || len(w.txnIDs) == 0 {
 		return nil
 	}
-	return &writerCheck{w, adm}
+	return &writerCheck{w, adm, opts}
 }
 
 // ours reports whether producer ID pid is one of the writers'. An ID not
@@ -225,12 +244,22 @@ func (c *writerCheck) ours(ctx context.Context, pid int64) (bool, error) {
 		}
 	}
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	for _, d := range described {
 		if d.Err == nil && d.ProducerID >= 0 {
 			w.known[d.ProducerID] = true
 		}
 	}
+	known = w.known[pid]
+	w.mu.Unlock()
+	if known {
+		return true, nil
+	}
+	// Not a current ID of theirs: perhaps a past one.
+	if err := c.scanProgress(ctx); err != nil {
+		return false, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.known[pid] {
 		return true, nil
 	}
@@ -239,6 +268,42 @@ func (c *writerCheck) ours(ctx context.Context, pid int64) (bool, error) {
 	}
 	w.others[pid] = true
 	return false, nil
+}
+
+// scanProgress reads what the source's progress topic gained since the
+// last scan and learns the producer IDs of the transactions that wrote
+// the LoopWriters' progress records. A source without the topic has no
+// Meridian sink writing there yet.
+func (c *writerCheck) scanProgress(ctx context.Context) error {
+	w := c.w
+	w.scanMu.Lock()
+	defer w.scanMu.Unlock()
+	w.mu.Lock()
+	from := maps.Clone(w.scanned)
+	w.mu.Unlock()
+	found := map[int64]bool{}
+	err := kread.EachFrom(ctx, c.opts, []string{progress.Topic}, map[string]map[int32]int64{progress.Topic: from}, func(r *kgo.Record) {
+		from[r.Partition] = max(from[r.Partition], r.Offset+1)
+		if !r.Attrs.IsTransactional() || found[r.ProducerID] {
+			return
+		}
+		if leg, _, ok := bytes.Cut(r.Key, []byte{0}); ok && w.legs[string(leg)] {
+			found[r.ProducerID] = true
+		}
+	})
+	if errors.Is(err, kerr.UnknownTopicOrPartition) {
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s at the source (loop prevention): %w", progress.Topic, err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.scanned = from
+	for id := range found {
+		w.known[id] = true
+	}
+	return nil
 }
 
 // skipWriters marks the transactional data batches of pf that the leg's

@@ -529,3 +529,63 @@ func TestActiveActiveRingPassthrough(t *testing.T) {
 		}
 	}
 }
+
+// A producer ID that the loop writers' transactional IDs no longer name
+// (a sink's epoch ran out and it got a new ID, as every 32,766
+// transactions with KIP-890) is still recognised, from the progress
+// records its transactions wrote at the source; a transactional producer
+// that writes no Meridian progress is mirrored as usual. The retired ID
+// is played by a producer of another transactional ID writing a data
+// record and a progress record of the loop writer's leg in one
+// transaction (its value names no leg anyone loads).
+func TestPassthroughRecognisesRetiredProducerID(t *testing.T) {
+	c := newCycleFixture(t, []string{"hq", "dr"}, [][2]string{{"hq", "dr"}, {"dr", "hq"}}, true, []string{"t.a"}, 1)
+	c.start(t)
+	c.produceRounds(t, 0, 100)
+	c.settle(t, 200, 15*time.Second, true)
+
+	txn := func(id string, recs ...*kgo.Record) {
+		t.Helper()
+		cl, err := kgo.NewClient(kgo.SeedBrokers(c.clusters["hq"].ListenAddrs()...), kgo.TransactionalID(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		ctx := context.Background()
+		if err := cl.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := func(at string, seq int) *kgo.Record {
+		return &kgo.Record{Topic: "t.a", Value: []byte("x"), Headers: []kgo.RecordHeader{{Key: "produced-at", Value: []byte(at)}, {Key: "seq", Value: []byte(strconv.Itoa(seq))}}}
+	}
+	tp := progress.TP{Topic: "t.a", Partition: 0}
+	txn("test-retired-sink", rec("dr", 100000), &kgo.Record{Topic: progress.Topic, Key: progress.Key("dr-to-hq:hq/kafka", tp),
+		Value: progress.Encode(&progress.Record{V: progress.Version, Leg: "test-retired:hq/kafka", Topic: "t.a", DestTopic: "t.a"})})
+	txn("test-app", rec("hq", 100001))
+
+	// hq's own transactional record reaches dr; the retired sink's does not.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rep := c.readBack(t, "dr", true)
+		if rep.found["hq"] == 101 && c.caughtUp() {
+			if rep.found["dr"] != 100 || rep.total != 201 {
+				t.Fatalf("dr holds %v (%d records), want its own 100 and hq's 101: the retired sink's record came back", rep.found, rep.total)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dr holds %v, want hq's 101 records (caught up %v)", rep.found, c.caughtUp())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := c.loopDropped()["hq-to-dr:dr/kafka"]; got != 101 {
+		t.Errorf("hq-to-dr dropped %d records as loops, want dr's 100 and the retired sink's 1", got)
+	}
+}

@@ -76,7 +76,7 @@ func (lr *legRunner) pumpRaw(ctx context.Context, rs *transport.Resume, opts []k
 		srcs[i] = rawAdder{f, leg.StartAtLatest()}
 		runs[i] = func(ctx context.Context) error { return lr.pipelineRaw(ctx, f, rs.Gen, pos) }
 	}
-	lr.writers = lr.out.writers.check(kadm.NewClient(clients[0]))
+	lr.writers = lr.out.writers.check(kadm.NewClient(clients[0]), opts)
 	return lr.runPipelines(ctx, rs, clients[0], srcs, runs)
 }
 

@@ -131,7 +131,7 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 	srcs := make([]partitionAdder, len(clients))
 	runs := make([]func(context.Context) error, len(clients))
 	pos := newSentPositions(rs)
-	lr.writers = lr.out.writers.check(kadm.NewClient(clients[0]))
+	lr.writers = lr.out.writers.check(kadm.NewClient(clients[0]), opts)
 	for i, cl := range clients {
 		srcs[i] = kgoAdder{cl, reset}
 		runs[i] = func(ctx context.Context) error { return lr.pipeline(ctx, cl, rs.Gen, pos) }
