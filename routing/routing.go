@@ -336,23 +336,27 @@ func loopWriters(topo *topology.Topology) func(*Leg) []string {
 	for _, rt := range topo.Routes {
 		next[rt.From] = append(next[rt.From], rt.To...)
 	}
+	// The clusters each cluster reaches (itself included), found once per
+	// cluster asked about.
+	reach := map[*topology.Cluster]map[*topology.Cluster]bool{}
 	reaches := func(from, to *topology.Cluster) bool {
-		seen := map[*topology.Cluster]bool{from: true}
-		queue := []*topology.Cluster{from}
-		for len(queue) > 0 {
-			c := queue[0]
-			queue = queue[1:]
-			if c == to {
-				return true
-			}
-			for _, n := range next[c] {
-				if !seen[n] {
-					seen[n] = true
-					queue = append(queue, n)
+		seen := reach[from]
+		if seen == nil {
+			seen = map[*topology.Cluster]bool{from: true}
+			queue := []*topology.Cluster{from}
+			for len(queue) > 0 {
+				c := queue[0]
+				queue = queue[1:]
+				for _, n := range next[c] {
+					if !seen[n] {
+						seen[n] = true
+						queue = append(queue, n)
+					}
 				}
 			}
+			reach[from] = seen
 		}
-		return false
+		return seen[to]
 	}
 	return func(l *Leg) []string {
 		var ids []string
