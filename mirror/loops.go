@@ -82,6 +82,9 @@ func (o *outLeg) loopDropped(p *outPeer, c *loopCount) {
 // overwritten (batches sent keep it alive until acknowledged).
 type originScratch struct {
 	slab []byte
+	// The last producer ID asked about (writerCheck.ours) and the answer.
+	pid               int64
+	pidOurs, pidKnown bool
 }
 
 // originSlab is the size of a new slab of origin values.
@@ -101,11 +104,17 @@ func (rb *recordBatcher) headers(ctx context.Context, r *kgo.Record, src, dst st
 		}
 	}
 	if !present && w != nil && r.Attrs.IsTransactional() {
-		ours, err := w.ours(ctx, r.ProducerID)
-		if err != nil {
-			return nil, false, err
+		// Records of a batch share their producer ID: the last answer
+		// is kept (an answer never changes).
+		s := &rb.org
+		if !s.pidKnown || s.pid != r.ProducerID {
+			ours, err := w.ours(ctx, r.ProducerID)
+			if err != nil {
+				return nil, false, err
+			}
+			s.pid, s.pidOurs, s.pidKnown = r.ProducerID, ours, true
 		}
-		if ours {
+		if s.pidOurs {
 			c.byWriter++
 			c.bytes += int64(recordBytes(r))
 			return nil, false, nil
