@@ -589,3 +589,33 @@ func TestPassthroughRecognisesRetiredProducerID(t *testing.T) {
 		t.Errorf("hq-to-dr dropped %d records as loops, want dr's 100 and the retired sink's 1", got)
 	}
 }
+
+// Loop prevention stops only what could loop: DR, active-active with HQ
+// over passthrough, also feeds an archive, and the archive gets HQ's
+// records that DR's sink wrote as well as DR's own, once each.
+func TestActiveActiveFeedsArchive(t *testing.T) {
+	c := newCycleFixture(t, []string{"hq", "dr", "ar"}, [][2]string{{"hq", "dr"}, {"dr", "hq"}, {"dr", "ar"}}, true, []string{"t.a"}, 2)
+	const n = 600
+	c.start(t)
+	const rounds = 4
+	for i := range rounds {
+		var wg sync.WaitGroup
+		for _, r := range []string{"hq", "dr"} {
+			wg.Go(func() { c.produceAt(t, r, i*n/rounds, n/rounds) })
+		}
+		wg.Wait()
+		time.Sleep(250 * time.Millisecond)
+	}
+	reps := c.settle(t, 2*n, 15*time.Second, true)
+	for _, r := range c.regions {
+		rep := reps[r]
+		t.Logf("%s: %d records, found %v, duplicated %v, reordered %v, looped %d", r, rep.total, rep.found, rep.duplicated, rep.reordered, rep.looped)
+		if rep.found["hq"] != n || rep.found["dr"] != n || rep.total != 2*n || len(rep.duplicated) != 0 || len(rep.reordered) != 0 || rep.looped != 0 {
+			t.Errorf("%s: found %v (%d records), duplicated %v, reordered %v, looped %d; want hq's and dr's %d once each\n%s",
+				r, rep.found, rep.total, rep.duplicated, rep.reordered, rep.looped, n, strings.Join(rep.samples, "\n"))
+		}
+	}
+	if d := c.loopDropped()["dr-to-ar:ar/kafka"]; d != 0 {
+		t.Errorf("dr-to-ar dropped %d records as loops, want none", d)
+	}
+}
