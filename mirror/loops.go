@@ -290,8 +290,29 @@ func (c *writerCheck) scanProgress(ctx context.Context) error {
 	w.mu.Lock()
 	from := maps.Clone(w.scanned)
 	w.mu.Unlock()
+	// Nothing committed since the last scan (the common case when other
+	// transactional producers come and go): no new client, no read.
+	stable, err := c.adm.ListCommittedOffsets(ctx, progress.Topic)
+	if err == nil {
+		err = stable.Error()
+	}
+	if errors.Is(err, kerr.UnknownTopicOrPartition) {
+		return nil // no Meridian sink writes there yet
+	}
+	if err != nil {
+		return fmt.Errorf("list %s offsets at the source (loop prevention): %w", progress.Topic, err)
+	}
+	fresh := false
+	stable.Each(func(o kadm.ListedOffset) {
+		if o.Offset > from[o.Partition] {
+			fresh = true
+		}
+	})
+	if !fresh {
+		return nil
+	}
 	found := map[int64]bool{}
-	err := kread.EachFrom(ctx, c.opts, []string{progress.Topic}, map[string]map[int32]int64{progress.Topic: from}, func(r *kgo.Record) {
+	err = kread.EachFrom(ctx, c.opts, []string{progress.Topic}, map[string]map[int32]int64{progress.Topic: from}, func(r *kgo.Record) {
 		from[r.Partition] = max(from[r.Partition], r.Offset+1)
 		if !r.Attrs.IsTransactional() || found[r.ProducerID] {
 			return
@@ -306,6 +327,9 @@ func (c *writerCheck) scanProgress(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read %s at the source (loop prevention): %w", progress.Topic, err)
 	}
+	// The read reached at least the stable offsets listed before it
+	// (past any trailing transaction marker).
+	stable.Each(func(o kadm.ListedOffset) { from[o.Partition] = max(from[o.Partition], o.Offset) })
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.scanned = from
