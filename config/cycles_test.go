@@ -7,7 +7,9 @@ import (
 )
 
 func TestRouteCycles(t *testing.T) {
-	route := func(from string, to ...string) Route { return Route{Name: from + ">" + strings.Join(to, ","), From: from, To: to} }
+	route := func(from string, to ...string) Route {
+		return Route{Name: from + ">" + strings.Join(to, ","), From: from, To: to}
+	}
 	for _, tc := range []struct {
 		name   string
 		routes []Route
