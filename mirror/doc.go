@@ -47,6 +47,20 @@
 // destination's recent round trips were all slow and the CPUs are to
 // spare, the receiver merges runs of small batches (decoded, re-batched).
 //
+// # Loops
+//
+// Routes may form cycles over clusters (active-active, docs/active-active.md).
+// The sender keeps records from going back into a cluster they have been
+// written to (loops.go): records carry the header meridian.origin (package
+// routing/origin), extended by each sender, and a record whose path holds
+// the leg's destination is dropped; Kafka batches forwarded as they are
+// carry no header, so the sender skips the transactional batches that the
+// sinks of the leg's LoopWriters wrote into its source, knowing their
+// producer IDs by DescribeTransactions of their transactional IDs (a
+// lookup per producer ID not seen before), and past ones from the
+// progress records their transactions wrote at the source. Both are
+// dropped as filtered records are: gaps that progress moves past.
+//
 // # Permanent errors, continuity and gaps
 //
 // A destination refusal that no retry changes never becomes a hot loop nor
@@ -67,7 +81,7 @@
 //   - Each batch continues its partition's committed progress: data starts
 //     at the committed next offset; a sender covers offsets the source
 //     explains without data (compaction, aborted records, markers,
-//     retention, records the route's filter dropped) with an empty batch
+//     retention, records the route's filter or loop prevention dropped) with an empty batch
 //     first. The receiver drops anything
 //     else unwritten and resumes the sender.
 //   - A sender whose position retention deleted (an out-of-range resume,
@@ -118,8 +132,9 @@
 // # Lock order
 //
 // legState.mu, then legStats.mu. groupSync.mu, credit.mu, the sender's
-// legRunner.mu and roundTimes.mu are leaves: nothing is locked while one
-// of them is held. OffsetMap has its own RWMutex, also a leaf.
+// legRunner.mu, roundTimes.mu and writerIDs.mu are leaves: nothing is
+// locked while one of them is held (writerIDs asks the source cluster
+// without it). OffsetMap has its own RWMutex, also a leaf.
 //
 // # Receiver states
 //
@@ -164,6 +179,7 @@
 //	sender_discover.go   topic discovery and announcement
 //	sender_groups.go     sending the source groups' committed offsets
 //	filter.go            route filters at the sender: dropped records leave gaps, counted
+//	loops.go             loop prevention at the sender: origin header, sinks' producer IDs
 //	credit.go            a session's credit: window, rate cap, priorities
 //	window.go            the receiver's enforcement of the window it granted
 //	penalty.go           refusing peers that broke the protocol, for a while

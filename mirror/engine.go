@@ -183,7 +183,7 @@ func New(opts Options) (*Engine, error) {
 		op := &outPeer{peer: p, e: e, log: e.log.With("peer", p.Gateway.Name), incoming: make(chan *half, 1)}
 		e.m.peerSeries(p.Gateway.Name, "sender")
 		for _, l := range p.Legs {
-			op.legs = append(op.legs, &outLeg{leg: l})
+			op.legs = append(op.legs, &outLeg{leg: l, writers: newWriterIDs(l.LoopWriters)})
 		}
 		e.out = append(e.out, op)
 	}

@@ -36,6 +36,10 @@ type metrics struct {
 	filteredRecords *prometheus.CounterVec // leg, route
 	filteredBytes   *prometheus.CounterVec // leg, route
 	filterErrors    *prometheus.CounterVec // leg, route, reason (eval, not-json)
+
+	loopDropped      *prometheus.CounterVec // leg, route, by (origin-header, producer-id)
+	loopDroppedBytes *prometheus.CounterVec // leg, route
+	originMalformed  *prometheus.CounterVec // leg, route
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -130,11 +134,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meridian_filter_errors_total",
 			Help: "Records a route's filter could not be evaluated on, by reason (not-json: the value is not JSON; eval: a missing header or field, a type mismatch); they do not match.",
 		}, []string{"leg", "route", "reason"}),
+		loopDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_loop_dropped_records_total",
+			Help: "Source records the sending gateway kept from the link because the destination is already on their path, by how it knew (origin-header: the meridian.origin header; producer-id: written at the source by a Meridian sink of a leg from a cluster the destination reaches); they still advance progress.",
+		}, []string{"leg", "route", "by"}),
+		loopDroppedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_loop_dropped_bytes_total",
+			Help: "Bytes of the records kept from the link as loops: key+value+headers of records, the whole size of Kafka batches skipped in passthrough.",
+		}, []string{"leg", "route"}),
+		originMalformed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_origin_malformed_total",
+			Help: "Source records whose meridian.origin header was malformed: sent as produced at the source, the header replaced.",
+		}, []string{"leg", "route"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns, m.hangingTxns, m.txnRetries,
 			m.deadLetters, m.resumes, m.dropped, m.sourceGap, m.quarantined, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments, m.passBatches,
-			m.refused, m.violations, m.topicRefused, m.groupDropped, m.fenced, m.filteredRecords, m.filteredBytes, m.filterErrors)
+			m.refused, m.violations, m.topicRefused, m.groupDropped, m.fenced, m.filteredRecords, m.filteredBytes, m.filterErrors,
+			m.loopDropped, m.loopDroppedBytes, m.originMalformed)
 	}
 	return m
 }

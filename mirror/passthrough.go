@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/internal/kraw"
@@ -75,6 +76,7 @@ func (lr *legRunner) pumpRaw(ctx context.Context, rs *transport.Resume, opts []k
 		srcs[i] = rawAdder{f, leg.StartAtLatest()}
 		runs[i] = func(ctx context.Context) error { return lr.pipelineRaw(ctx, f, rs.Gen, pos) }
 	}
+	lr.writers = lr.out.writers.check(kadm.NewClient(clients[0]), opts)
 	return lr.runPipelines(ctx, rs, clients[0], srcs, runs)
 }
 
@@ -126,7 +128,16 @@ func (lr *legRunner) pipelineRaw(ctx context.Context, f *kraw.Fetcher, gen uint6
 		}
 		rb.hdrs = nil // batches sent keep the previous array alive until acked
 		for i := range pfs {
-			if err := lr.forward(ctx, &rb, pos, gen, &pfs[i]); err != nil {
+			// Batches Meridian's sinks wrote here from a cluster this
+			// leg could reach go no further (loops.go): skipped like
+			// aborted ones.
+			var loops loopCount
+			err := lr.writers.skipWriters(ctx, &pfs[i], &loops)
+			lr.out.loopDropped(lr.p, &loops)
+			if err == nil {
+				err = lr.forward(ctx, &rb, pos, gen, &pfs[i])
+			}
+			if err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}

@@ -46,6 +46,10 @@ type outLeg struct {
 	fenced atomic.Pointer[string] // why the destination refuses the leg, or nil
 	// filterErrs counts the records the leg's filter failed on (filter.go).
 	filterErrs atomic.Int64
+	// malformed counts records with a malformed origin header, and
+	// writers are the loop writers' producer IDs (loops.go; nil: none).
+	malformed atomic.Int64
+	writers   *writerIDs
 }
 
 func (o *outLeg) setFenced(why string) {

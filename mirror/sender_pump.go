@@ -27,6 +27,10 @@ type legRunner struct {
 	// fit measures what a source batch decompresses to, against maxFrame
 	// (forwardable); unpack decodes the batches that do not fit.
 	fit, unpack *kraw.Decompressor
+	// writers recognises Meridian's sinks at the source (loops.go): set
+	// by each pump before its pipelines start; nil when the leg is on no
+	// route cycle.
+	writers *writerCheck
 
 	mu    sync.Mutex
 	ready map[string]chan string // topic → TopicReady error ("" = ok)
@@ -127,6 +131,7 @@ func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 	srcs := make([]partitionAdder, len(clients))
 	runs := make([]func(context.Context) error, len(clients))
 	pos := newSentPositions(rs)
+	lr.writers = lr.out.writers.check(kadm.NewClient(clients[0]), opts)
 	for i, cl := range clients {
 		srcs[i] = kgoAdder{cl, reset}
 		runs[i] = func(ctx context.Context) error { return lr.pipeline(ctx, cl, rs.Gen, pos) }
@@ -237,6 +242,7 @@ type recordBatcher struct {
 	batch []transport.Record
 	hdrs  []transport.Header
 	flt   filterScratch
+	org   originScratch
 }
 
 // sendRecords sends the records of a partition at offsets from and later
@@ -255,6 +261,10 @@ func (lr *legRunner) sendRecords(ctx context.Context, rb *recordBatcher, pos *se
 	// (filter.go).
 	var out filterCount
 	defer lr.out.filtered(lr.p, &out)
+	// Records that would loop are dropped the same way (loops.go).
+	var loops loopCount
+	defer lr.out.loopDropped(lr.p, &loops)
+	src, dst := leg.From.Ref(), leg.To.Ref()
 	flush := func(next int64) error {
 		b := &transport.Batch{
 			Leg: leg.ID, Gen: gen, Topic: topic, Partition: partition,
@@ -271,18 +281,16 @@ func (lr *legRunner) sendRecords(ctx context.Context, rb *recordBatcher, pos *se
 		if leg.Filter != nil && !rb.flt.match(leg.Filter, r, &out) {
 			continue
 		}
-		tr := transport.Record{Offset: r.Offset, Timestamp: r.Timestamp.UnixMilli(), Key: r.Key, Value: r.Value}
-		if nh := len(r.Headers); nh > 0 {
-			// Headers share one backing array per fetch.
-			if cap(rb.hdrs)-len(rb.hdrs) < nh {
-				rb.hdrs = make([]transport.Header, 0, max(nh, 4096))
-			}
-			start := len(rb.hdrs)
-			for _, h := range r.Headers {
-				rb.hdrs = append(rb.hdrs, transport.Header{Key: h.Key, Value: h.Value})
-			}
-			tr.Headers = rb.hdrs[start:len(rb.hdrs):len(rb.hdrs)]
+		// Headers share one backing array per fetch, with the origin
+		// header extended for the leg.
+		hdrs, ok, err := rb.headers(ctx, r, src, dst, lr.writers, &loops)
+		if err != nil {
+			return err
 		}
+		if !ok {
+			continue
+		}
+		tr := transport.Record{Offset: r.Offset, Timestamp: r.Timestamp.UnixMilli(), Key: r.Key, Value: r.Value, Headers: hdrs}
 		// An upper estimate of the record's share of the batch's credit
 		// cost (see batchCost) and of what the receiver's decoder charges
 		// it (transport.RecordCost), for splitting; credit is taken on the

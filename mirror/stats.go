@@ -28,9 +28,12 @@ type legStats struct {
 	// not be evaluated on (counted in filteredRecords too).
 	filteredRecords, filteredBytes, filterErrors int64
 	lastFilterErr                                string
-	lastErr                                      string
-	lastErrAt                                    time.Time
-	parts                                        map[tp]partStat
+	// Records dropped before the link because they would loop, their
+	// bytes, and records whose origin header was malformed (loops.go).
+	loopRecords, loopBytes, originMalformed int64
+	lastErr                                 string
+	lastErrAt                               time.Time
+	parts                                   map[tp]partStat
 }
 
 type partStat struct{ next, hwm, lastTS int64 }
@@ -83,6 +86,16 @@ func (s *legStats) filteredOut(records, bytes, errors int64, lastErr error) {
 	if lastErr != nil {
 		s.lastFilterErr = lastErr.Error()
 	}
+}
+
+// loopsDropped counts records dropped as loops and malformed origin
+// headers replaced.
+func (s *legStats) loopsDropped(records, bytes, malformed int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loopRecords += records
+	s.loopBytes += bytes
+	s.originMalformed += malformed
 }
 
 // restore seeds the partition positions from committed progress.
@@ -182,6 +195,16 @@ type LegStatus struct {
 	FilteredBytes   int64  `json:"filtered_bytes,omitempty"`
 	FilterErrors    int64  `json:"filter_errors,omitempty"`
 	LastFilterError string `json:"last_filter_error,omitempty"`
+	// LoopDroppedRecords and LoopDroppedBytes count what the (outbound)
+	// leg did not send because it would loop: a record whose origin
+	// header names the destination, or a batch or record one of
+	// Meridian's sinks wrote at the source from a cluster the
+	// destination reaches (docs/active-active.md). OriginMalformed
+	// counts records whose meridian.origin header was malformed and was
+	// replaced (they were sent as produced at the source).
+	LoopDroppedRecords int64 `json:"loop_dropped_records,omitempty"`
+	LoopDroppedBytes   int64 `json:"loop_dropped_bytes,omitempty"`
+	OriginMalformed    int64 `json:"origin_malformed,omitempty"`
 	// Quarantined are the (inbound) leg's partitions the destination
 	// refuses (quarantine.go), by topic and partition.
 	Quarantined []QuarantinedPartition `json:"quarantined,omitempty"`
@@ -209,4 +232,5 @@ func (s *legStats) fill(st *LegStatus) {
 	st.FailedTxns = s.failedTxns
 	st.SourceGapRecords, st.SourceGaps = s.gapRecords, append([]SourceGap(nil), s.gaps...)
 	st.FilteredRecords, st.FilteredBytes, st.FilterErrors, st.LastFilterError = s.filteredRecords, s.filteredBytes, s.filterErrors, s.lastFilterErr
+	st.LoopDroppedRecords, st.LoopDroppedBytes, st.OriginMalformed = s.loopRecords, s.loopBytes, s.originMalformed
 }

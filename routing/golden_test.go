@@ -110,5 +110,8 @@ func legString(l *Leg) string {
 	if l.SyncsGroups() {
 		s += fmt.Sprintf(", groups %v", l.Route.GroupInclude)
 	}
+	if len(l.LoopWriters) > 0 {
+		s += fmt.Sprintf(", loop writers %v", l.LoopWriters)
+	}
 	return s
 }

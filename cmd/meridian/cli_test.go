@@ -529,3 +529,26 @@ func TestValidateWarnsFilteredPassthrough(t *testing.T) {
 		t.Errorf("meridian validate -f %s: %v\nwant exit 0 and the warnings\n%s", name, r, strings.Join(want, "\n"))
 	}
 }
+
+// TestValidateWarnsRouteCycles: topologies whose routes form cycles over
+// clusters (active-active) validate, with a warning per cycle naming its
+// routes and how loops are prevented; golden files hold validate's stdout
+// and stderr (-update rewrites them).
+func TestValidateWarnsRouteCycles(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "validate-warnings", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata/validate-warnings/*.yaml: %v", err)
+	}
+	for _, path := range files {
+		name := filepath.Base(path)
+		t.Run(strings.TrimSuffix(name, ".yaml"), func(t *testing.T) {
+			dir := copyTopology(t, path)
+			writeCertsFor(t, filepath.Join(dir, name), nil)
+			r := meridian(t, dir, nil, "validate", "-f", name)
+			if r.code != 0 || !strings.HasPrefix(r.stdout, "ok: ") {
+				t.Errorf("meridian validate -f %s: %v\nwant exit 0", name, r)
+			}
+			checkGolden(t, filepath.Join("validate-warnings", strings.TrimSuffix(name, ".yaml")+".golden"), "stdout:\n"+r.stdout+"stderr:\n"+r.stderr)
+		})
+	}
+}

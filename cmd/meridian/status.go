@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -91,7 +92,7 @@ func renderStatus(w io.Writer, st *mirror.Status) {
 		fmt.Fprintln(w)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LEG\tDIR\tPEER\tCONNECTED\tRECORDS\tRAW\tWIRE\tRATIO\tFILTERED\tLAG\tLAG(s)\tDLQ\tTXN FAILS\tLOST AT SOURCE\tLAST ERROR")
+	fmt.Fprintln(tw, "LEG\tDIR\tPEER\tCONNECTED\tRECORDS\tRAW\tWIRE\tRATIO\tFILTERED\tLOOPS\tLAG\tLAG(s)\tDLQ\tTXN FAILS\tLOST AT SOURCE\tLAST ERROR")
 	for _, l := range st.Legs {
 		ratio := "-"
 		if l.WireBytes > 0 {
@@ -101,8 +102,13 @@ func renderStatus(w io.Writer, st *mirror.Status) {
 		if l.Filter != "" && l.Direction == "out" {
 			filtered = fmt.Sprintf("%d (%s)", l.FilteredRecords, humanBytes(l.FilteredBytes))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\t%s\t%s\t%s\t%d\t%.1f\t%d\t%d\t%d\t%s\n", l.Leg, l.Direction, l.Peer, l.Connected,
-			l.Records, humanBytes(l.RawBytes), humanBytes(l.WireBytes), ratio, filtered, l.LagRecords, l.LagSeconds, l.DeadLetters,
+		// Records not sent back where they had been (docs/active-active.md).
+		loops := "-"
+		if l.Direction == "out" {
+			loops = strconv.FormatInt(l.LoopDroppedRecords, 10)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%.1f\t%d\t%d\t%d\t%s\n", l.Leg, l.Direction, l.Peer, l.Connected,
+			l.Records, humanBytes(l.RawBytes), humanBytes(l.WireBytes), ratio, filtered, loops, l.LagRecords, l.LagSeconds, l.DeadLetters,
 			l.FailedTxns, l.SourceGapRecords, l.LastError)
 	}
 	tw.Flush()
@@ -115,6 +121,10 @@ func renderStatus(w io.Writer, st *mirror.Status) {
 				fmt.Fprintf(w, ", latest: %s", l.LastFilterError)
 			}
 			fmt.Fprintln(w)
+			sep = ""
+		}
+		if l.OriginMalformed > 0 && l.Direction == "out" {
+			fmt.Fprintf(w, "%sleg %s: %d records carried a malformed meridian.origin header, replaced (sent as produced at the source)\n", sep, l.Leg, l.OriginMalformed)
 			sep = ""
 		}
 		for _, g := range l.SourceGaps {

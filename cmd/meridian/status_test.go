@@ -42,3 +42,20 @@ func TestRenderStatusDialledBy(t *testing.T) {
 		t.Errorf("status output lacks who dialled:\n%s", out)
 	}
 }
+
+// An outbound leg on a route cycle shows the records it did not send back
+// (LOOPS) and a line for malformed origin headers it replaced.
+func TestRenderStatusLoops(t *testing.T) {
+	var b strings.Builder
+	renderStatus(&b, &mirror.Status{Gateway: "hq-a", Region: "hq", Legs: []mirror.LegStatus{
+		{Leg: "hq-to-dr:dr/kafka", Route: "hq-to-dr", Direction: "out", Peer: "dr-a", Connected: true, Records: 10,
+			LoopDroppedRecords: 1234, OriginMalformed: 3},
+		{Leg: "dr-to-hq:hq/kafka", Route: "dr-to-hq", Direction: "in"},
+	}})
+	out := b.String()
+	for _, want := range []string{"LOOPS", " 1234 ", "leg hq-to-dr:dr/kafka: 3 records carried a malformed meridian.origin header, replaced (sent as produced at the source)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+}
