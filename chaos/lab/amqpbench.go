@@ -291,7 +291,7 @@ func amqpLink(ctx context.Context, url, link string, batches []*transport.Batch,
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	addrs := amqp.AddressesFor(amqp.DefaultAddressPrefix, link, "v7-a", "hq-a")
-	timing := amqp.Timing{IdleTimeout: time.Minute}
+	timing := amqp.Timing{IdleTimeout: 30 * time.Second}
 	ln, err := amqp.Listen(amqp.ListenerOptions{
 		Broker: amqp.Broker{URL: url}, Peers: []amqp.Peer{{Gateway: "v7-a", Addresses: addrs}}, Timing: timing, Logger: log,
 		Accept: func(h *transport.Hello) (*transport.Welcome, error) {

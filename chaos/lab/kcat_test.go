@@ -118,8 +118,8 @@ func testKcat(t *testing.T, passthrough bool) {
 	}
 	dst := kcatWait(kcat, l.HQ.ListenAddrs()[0], "edge.kcat.events", n, 60*time.Second)
 	// Same records (key, value, headers, timestamp) in the same partition, in
-	// the same order, as kcat sees them at the source.
-	for p, want := range src {
+	// the same order, as kcat sees them at the source, with their path.
+	for p, want := range mirrored(src, passthrough, "edge/kafka,hq/kafka") {
 		if got := dst[p]; !slices.Equal(got, want) {
 			t.Errorf("partition %s: kcat at the destination sees %d records, source has %d; first difference:\n%s", p, len(got), len(want), firstDiff(got, want))
 		}
@@ -148,4 +148,30 @@ func firstDiff(got, want []string) string {
 		}
 	}
 	return "(none)"
+}
+
+// mirrored is what kcat should see at the destination of a leg for the
+// records src it saw at the source: in record mode the sending gateway
+// adds the meridian.origin header, the clusters the record has been
+// written to (docs/active-active.md), after the record's own headers;
+// passthrough forwards Kafka's batches untouched.
+func mirrored(src map[string][]string, pass bool, path string) map[string][]string {
+	if pass {
+		return src
+	}
+	out := map[string][]string{}
+	for p, lines := range src {
+		for _, line := range lines {
+			f := strings.Split(line, "|") // key|value|headers|timestamp
+			if len(f) == 4 {
+				if f[2] != "" {
+					f[2] += ","
+				}
+				f[2] += "meridian.origin=" + path
+				line = strings.Join(f, "|")
+			}
+			out[p] = append(out[p], line)
+		}
+	}
+	return out
 }

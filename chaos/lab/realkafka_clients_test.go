@@ -82,7 +82,7 @@ func TestRealKafkaIndependentClientsFailover(t *testing.T) {
 		}
 		src := kcatDump(t, kcat, edge.Addr(), "ind.events")
 		dst := kcatWait(kcat, hq.Addr(), "ind.events", n, 90*time.Second)
-		for p, want := range src {
+		for p, want := range mirrored(src, pass, "edge/kafka,hq/kafka") {
 			if got := dst[p]; !slices.Equal(got, want) {
 				t.Fatalf("partition %s: kcat at the destination sees %d records, the source %d; first difference:\n%s", p, len(got), len(want), firstDiff(got, want))
 			}

@@ -50,11 +50,22 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	amqp "github.com/Azure/go-amqp"
 )
+
+// TB is the part of testing.TB the helper uses; *testing.T and
+// *testing.B satisfy it. The package does not import testing, so that
+// `meridian bench amqp` (Launch) links it without the testing package.
+type TB interface {
+	Helper()
+	Logf(format string, args ...any)
+	Fatalf(format string, args ...any)
+	Skipf(format string, args ...any)
+	TempDir() string
+	Cleanup(func())
+}
 
 // ServerPath is the rabbitmq-server script Start runs. Debian's
 // /usr/sbin/rabbitmq-server is a wrapper that switches to the rabbitmq
@@ -63,7 +74,7 @@ const ServerPath = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
 // Broker is one RabbitMQ node started by Start.
 type Broker struct {
-	tb   testing.TB           // nil when launched (Launch)
+	tb   TB                   // nil when launched (Launch)
 	logf func(string, ...any) // the test's Logf, or Launch's
 	dir  string
 	node string
@@ -94,7 +105,7 @@ func Available() error {
 // Start starts a RabbitMQ node for the test and waits until it accepts AMQP
 // 1.0 connections. It skips the test when RabbitMQ is not installed, or
 // fails it under CI=true.
-func Start(tb testing.TB) *Broker {
+func Start(tb TB) *Broker {
 	tb.Helper()
 	if err := Available(); err != nil {
 		if os.Getenv("CI") == "true" {

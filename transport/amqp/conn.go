@@ -78,6 +78,9 @@ type Conn struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	onEnd  func() // closes the dialer's connection or unregisters from the listener
+	// flow describes this side's AMQP flow state (credit, messages held or
+	// in flight) for errors about a silent peer; nil: nothing to say.
+	flow func() string
 
 	mu    sync.Mutex
 	cause error
@@ -479,7 +482,11 @@ func (c *Conn) pinger() {
 		}
 		now := time.Now()
 		if idle := now.Sub(time.Unix(0, c.lastRecv.Load())); idle > c.timing.IdleTimeout {
-			c.end(fmt.Errorf("no message from peer %s on %s for %s (idle timeout)", c.peerName(), c.dataOrControl(false), idle.Round(time.Millisecond)))
+			var state string
+			if c.flow != nil {
+				state = "; " + c.flow()
+			}
+			c.end(fmt.Errorf("no message from peer %s on %s for %s (idle timeout%s)", c.peerName(), c.dataOrControl(false), idle.Round(time.Millisecond), state))
 			return
 		}
 		if now.Sub(time.Unix(0, c.lastSent.Load())) >= c.timing.KeepAlive {

@@ -127,6 +127,9 @@ func (d *Dialer) open(ctx context.Context, ac *goamqp.Conn, h *transport.Hello) 
 		receipts <- r // never blocks: a slot is held
 		return nil
 	}
+	c.flow = func() string {
+		return fmt.Sprintf("%d of %d messages await the broker's outcome; control %s", len(sem), cap(sem), cw.state())
+	}
 	c.wg.Add(3)
 	go c.confirm(receipts, sem)
 	go c.read(cw)

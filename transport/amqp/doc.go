@@ -93,6 +93,21 @@
 //     exceed ListenerOptions.Credit, and each settled message returns its
 //     credit, in chunks of a quarter of the window or at once when little
 //     is left.
+//   - Credit goes astray: with messages ready in the queue, a consumer
+//     attached and 192 of 256 credits granted by the receiver, RabbitMQ
+//     delivers nothing more (seen about once in 10,000-30,000 batches of
+//     64 KiB in `meridian bench amqp`; rabbitmqctl list_queues showed the
+//     messages ready, none unacknowledged). go-amqp's automatic credit
+//     stalls the same way (a plain loop stopped after about 7,300 of
+//     10,000 messages), so the dialer's control receiver grants credit by
+//     hand too. A listener's data receiver that hears nothing for twice
+//     Timing.KeepAlive while a session of that peer is live (its peer
+//     pings every KeepAlive) sends a flow frame again (one credit more),
+//     which RabbitMQ honours: delivery resumes about 4 s after the stall
+//     instead of never (the listener's link outlives sessions, so before
+//     this fix every later session of that peer idled out too). An
+//     idle-timeout error names both sides' credit and messages held or
+//     awaiting their outcome.
 //   - A memory alarm (vm_memory_high_watermark reached) does not block
 //     AMQP 1.0 publishers: 500 batches of 4 KiB were accepted under an
 //     active alarm. Only the outcomes and link credit hold a sender back,

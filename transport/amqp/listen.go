@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -220,6 +221,19 @@ func (l *Listener) serve() error {
 	return cause
 }
 
+// liveSessionsOf counts the live sessions of peer gateway gw.
+func (l *Listener) liveSessionsOf(gw string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, c := range l.sessions {
+		if c.hello != nil && c.hello.Gateway == gw {
+			n++
+		}
+	}
+	return n
+}
+
 func (l *Listener) liveSessions() []*Conn {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -246,7 +260,20 @@ func (l *Listener) read(ctx context.Context, i int, rcv *goamqp.Receiver, snd *g
 		}
 	}
 	for {
-		m, err := rcv.Receive(ctx, nil)
+		// A live session's peer sends at least a Ping every KeepAlive:
+		// silence for longer, with credit granted, means the broker's view
+		// of the credit went astray (RabbitMQ 3.10: messages ready, a
+		// consumer, nothing delivered). A fresh flow frame sets it again.
+		rctx, cancel := context.WithTimeout(ctx, 2*l.opts.Timing.KeepAlive)
+		m, err := rcv.Receive(rctx, nil)
+		cancel()
+		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			if l.liveSessionsOf(p.Gateway) > 0 {
+				n := w.kick()
+				l.opts.Logger.Info("amqp receiver silent with credit granted; flow sent again", "address", p.Addresses.Data, "credit", n)
+			}
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -273,7 +300,7 @@ func (l *Listener) read(ctx context.Context, i int, rcv *goamqp.Receiver, snd *g
 		f, _, err := decodeMessage(dec, m, true)
 		dec.Close()
 		if h, ok := f.(*transport.Hello); ok && err == nil {
-			l.handshake(ctx, i, sid, h, rcv, snd, settle)
+			l.handshake(ctx, i, sid, h, rcv, snd, settle, w)
 			continue
 		}
 		l.unknown(ctx, p, sid, snd)
@@ -318,7 +345,7 @@ func (l *Listener) reply(ctx context.Context, c *Conn, snd *goamqp.Sender, f tra
 }
 
 // handshake answers a Hello: Welcome and a new session, or Error.
-func (l *Listener) handshake(ctx context.Context, i int, sid string, h *transport.Hello, rcv *goamqp.Receiver, snd *goamqp.Sender, settle func(*goamqp.Message)) {
+func (l *Listener) handshake(ctx context.Context, i int, sid string, h *transport.Hello, rcv *goamqp.Receiver, snd *goamqp.Sender, settle func(*goamqp.Message), w8 *creditWindow) {
 	p := l.opts.Peers[i]
 	log := l.opts.Logger.With("session", sid, "peer", h.Gateway, "address", p.Addresses.Data)
 	refuse := func(e *transport.Error) {
@@ -362,6 +389,7 @@ func (l *Listener) handshake(ctx context.Context, i int, sid string, h *transpor
 	c.hello, c.welcome, c.addrs, c.broker = h, w, p.Addresses, l.opts.Broker.addr()
 	c.settle = settle
 	c.send = func(ctx context.Context, m *goamqp.Message) error { return snd.Send(ctx, m, nil) }
+	c.flow = func() string { return fmt.Sprintf("%s; %d batch messages held for their Ack", w8.state(), c.Held()) }
 
 	l.mu.Lock()
 	if l.closed {
@@ -416,6 +444,27 @@ type creditWindow struct {
 	pending int // settled messages whose credit is not granted yet
 }
 
+// kick sends a flow frame again: one credit more, which the next settled
+// message's credit then does not return (the window stays at its size).
+// It returns the credit the broker is now told of.
+func (w *creditWindow) kick() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.rcv.IssueCredit(1); err != nil {
+		return w.avail
+	}
+	w.avail++
+	w.pending-- // may go below zero: the next settled message is not granted again
+	return w.avail
+}
+
+// state describes the window, for errors about a silent peer.
+func (w *creditWindow) state() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return fmt.Sprintf("receiver credit: %d of %d granted and unused, %d settled not yet granted again", w.avail, w.size, w.pending)
+}
+
 func (w *creditWindow) open() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -438,7 +487,7 @@ func (w *creditWindow) settled() {
 }
 
 func (w *creditWindow) grantLocked() {
-	if w.pending == 0 || w.pending < max(1, w.size/4) && w.avail >= max(1, w.size/4) {
+	if w.pending <= 0 || w.pending < max(1, w.size/4) && w.avail >= max(1, w.size/4) {
 		return
 	}
 	if err := w.rcv.IssueCredit(uint32(w.pending)); err != nil {
