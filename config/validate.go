@@ -554,6 +554,12 @@ func pair(a, b string) [2]string {
 }
 
 func (v *validator) links() {
+	joined := 0 // links whose two regions are known and differ
+	defer func() {
+		if joined == len(v.f.Links) {
+			v.reachable()
+		}
+	}()
 	names := make(map[string]string)
 	endpoints := make(map[[2]string]string) // sorted endpoint refs → first link path
 	for i, l := range v.f.Links {
@@ -610,6 +616,7 @@ func (v *validator) links() {
 			v.errorf(bp+"[1]", "both endpoints are in region %q; a link joins two different regions", ra)
 			continue
 		}
+		joined++
 		v.linkDial(lp, l, ra, rb)
 		key := pair(l.Between[0], l.Between[1])
 		if first, dup := endpoints[key]; dup {
@@ -634,6 +641,73 @@ func (v *validator) links() {
 			}
 		}
 	}
+}
+
+// reachable rejects regions that no chain of links joins to the others:
+// gossip could not reach their gateways, nor any route their clusters.
+// The regions joined to the most others (on a tie, those with the first
+// region) are the fleet; each region outside is named at its entry.
+func (v *validator) reachable() {
+	rs := v.f.Regions
+	if len(rs) < 2 {
+		return
+	}
+	comp := make([]int, len(rs))
+	for i := range comp {
+		comp[i] = i
+	}
+	var find func(int) int
+	find = func(i int) int {
+		if comp[i] != i {
+			comp[i] = find(comp[i])
+		}
+		return comp[i]
+	}
+	index := map[string]int{}
+	for i, r := range rs {
+		if _, dup := index[r.Name]; dup {
+			return // reported as a duplicate: the links cannot be told apart
+		}
+		index[r.Name] = i
+	}
+	for k := range v.linked {
+		a, okA := index[k[0]]
+		b, okB := index[k[1]]
+		if okA && okB {
+			comp[find(a)] = find(b)
+		}
+	}
+	size := map[int]int{}
+	for i := range rs {
+		size[find(i)]++
+	}
+	main := find(0)
+	for i := range rs {
+		if c := find(i); size[c] > size[main] {
+			main = c
+		}
+	}
+	var fleet, cut []string
+	for i, r := range rs {
+		if find(i) == main {
+			fleet = append(fleet, r.Name)
+		} else {
+			cut = append(cut, r.Name)
+		}
+	}
+	for i, r := range rs {
+		if find(i) != main {
+			v.errorf(fmt.Sprintf("regions[%d]", i), "region %q is cut off: no chain of links joins it to %s (cut off: %s); add a link", r.Name, quoteList(fleet), strings.Join(cut, ", "))
+		}
+	}
+}
+
+func quoteList(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", ")
 }
 
 // linkDial checks links[i].dial: one of the link's two regions ra and rb,
