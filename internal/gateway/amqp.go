@@ -11,6 +11,8 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/topology"
 	"github.com/meridian-gw/meridian/transport"
@@ -154,8 +156,70 @@ func (g *Gateway) amqpListeners(accept transport.Accept) ([]transport.Listener, 
 			return fail(&SettingError{l.Path + ".amqp", fmt.Errorf("link %s: %w", l.Name, err)})
 		}
 		out = append(out, ln)
+		g.amqp.add(l.Name, ln)
 	}
 	return out, nil
+}
+
+// amqpState holds the AMQP listeners the gateway opened, by link.
+type amqpState struct {
+	mu  sync.Mutex
+	lns []amqpLink
+}
+
+type amqpLink struct {
+	link string
+	ln   *amqp.Listener
+}
+
+func (s *amqpState) add(link string, ln *amqp.Listener) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lns = append(s.lns, amqpLink{link, ln})
+}
+
+func (s *amqpState) links() []amqpLink {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]amqpLink(nil), s.lns...)
+}
+
+// amqpCollector exports the AMQP links' broker listeners
+// (transport/amqp ListenerStats): whether each holds its broker
+// connection, connections opened and failed, receivers' flow sent again
+// after a stall, and the batch messages held for their Ack per peer. A
+// gateway without amqp links exports none of these series.
+type amqpCollector struct{ g *Gateway }
+
+var (
+	descAMQPConnected  = prometheus.NewDesc("meridian_amqp_broker_connected", "1 while the AMQP link's listener holds its broker connection.", []string{"link", "broker"}, nil)
+	descAMQPConnects   = prometheus.NewDesc("meridian_amqp_broker_connects_total", "Broker connections the AMQP link's listener opened.", []string{"link", "broker"}, nil)
+	descAMQPFailures   = prometheus.NewDesc("meridian_amqp_broker_failures_total", "Broker connection attempts and connections of the AMQP link's listener that failed (then retried with backoff).", []string{"link", "broker"}, nil)
+	descAMQPFlowResent = prometheus.NewDesc("meridian_amqp_flow_resent_total", "Flow frames sent again to a data receiver that was silent with credit granted (the broker stopped delivering).", []string{"link", "broker"}, nil)
+	descAMQPHeld       = prometheus.NewDesc("meridian_amqp_messages_held", "Batch messages received and held unsettled until the destination commit acknowledges them, by sending gateway.", []string{"link", "peer"}, nil)
+)
+
+func (c amqpCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descAMQPConnected, descAMQPConnects, descAMQPFailures, descAMQPFlowResent, descAMQPHeld} {
+		ch <- d
+	}
+}
+
+func (c amqpCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, l := range c.g.amqp.links() {
+		st := l.ln.Stats()
+		up := 0.0
+		if st.Connected {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descAMQPConnected, prometheus.GaugeValue, up, l.link, st.Broker)
+		ch <- prometheus.MustNewConstMetric(descAMQPConnects, prometheus.CounterValue, float64(st.Connects), l.link, st.Broker)
+		ch <- prometheus.MustNewConstMetric(descAMQPFailures, prometheus.CounterValue, float64(st.Failures), l.link, st.Broker)
+		ch <- prometheus.MustNewConstMetric(descAMQPFlowResent, prometheus.CounterValue, float64(st.FlowResent), l.link, st.Broker)
+		for _, p := range st.Peers {
+			ch <- prometheus.MustNewConstMetric(descAMQPHeld, prometheus.GaugeValue, float64(p.Held), l.link, p.Gateway)
+		}
+	}
 }
 
 // multiListener merges several listeners: Accept returns the next session

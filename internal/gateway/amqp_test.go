@@ -68,6 +68,7 @@ routes:
 	if err != nil {
 		t.Fatal(err)
 	}
+	gws := map[string]*gateway.Gateway{}
 	run := func(name string) (stop func()) {
 		g, err := gateway.New(gateway.Options{Topology: topo, Name: name, AdminAddr: "-", Logger: testLogger(t).With("gw", name),
 			MaxBatchBytes: 64 << 10, Window: 1 << 20,
@@ -75,6 +76,7 @@ routes:
 		if err != nil {
 			t.Fatal(err)
 		}
+		gws[name] = g
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { defer close(done); g.Run(ctx) }()
@@ -120,6 +122,28 @@ routes:
 	total += per
 	b.Start()
 	check(t, "after a RabbitMQ crash", waitMirrored(t, src, dst, int64(total), 2*time.Minute), total)
+
+	// The receiving gateway's metrics tell the broker's restart and crash:
+	// connected again, three connections (start, restart, crash), failed
+	// ones between, and nothing held once all is committed.
+	vals := map[string]float64{}
+	mfs, err := gws["gw"].Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			vals[mf.GetName()] += v
+		}
+	}
+	if vals["meridian_amqp_broker_connected"] != 1 || vals["meridian_amqp_broker_connects_total"] < 3 || vals["meridian_amqp_broker_failures_total"] < 2 {
+		t.Errorf("amqp listener metrics: connected %v, connects %v, failures %v; want 1, >= 3, >= 2",
+			vals["meridian_amqp_broker_connected"], vals["meridian_amqp_broker_connects_total"], vals["meridian_amqp_broker_failures_total"])
+	}
+	if _, ok := vals["meridian_amqp_messages_held"]; !ok {
+		t.Error("no meridian_amqp_messages_held series")
+	}
 }
 
 func testLogger(t testing.TB) *slog.Logger {

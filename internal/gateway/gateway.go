@@ -117,6 +117,8 @@ type Gateway struct {
 	adminMu sync.Mutex
 	admin   *admin.Server
 
+	amqp amqpState // the AMQP links' broker listeners, for metrics
+
 	gossip *gossip // nil when the gateway has no gossip setting
 }
 
@@ -183,6 +185,7 @@ func New(opts Options) (*Gateway, error) {
 	if g.gossip != nil {
 		g.reg.MustRegister(gossipCollector{g})
 	}
+	g.reg.MustRegister(amqpCollector{g})
 	g.eng, err = mirror.New(mirror.Options{
 		Table:         table,
 		Dial:          g.dial,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goamqp "github.com/Azure/go-amqp"
@@ -39,6 +40,48 @@ type Listener struct {
 	refused  map[string]bool  // session ids told "unknown session" (bounded)
 	closed   bool
 	crashed  bool // crash: end without a word to anyone
+
+	connected          atomic.Bool
+	connects, failures atomic.Int64
+	flowResent         atomic.Int64
+}
+
+// ListenerStats counts a listener's broker connections and what its
+// receivers did, for metrics.
+type ListenerStats struct {
+	Broker    string
+	Connected bool  // holds a broker connection now
+	Connects  int64 // broker connections opened
+	Failures  int64 // connection attempts, and connections, that failed
+	// FlowResent counts flow frames sent again to a receiver silent with
+	// credit granted (the RabbitMQ 3.10 stall, see the package doc).
+	FlowResent int64
+	Peers      []PeerStats
+}
+
+// PeerStats is one sending gateway's direction through the listener.
+type PeerStats struct {
+	Gateway string
+	Address string // the data address
+	Held    int    // batch messages held for their Ack, in its live sessions
+}
+
+// Stats returns the listener's counters.
+func (l *Listener) Stats() ListenerStats {
+	st := ListenerStats{Broker: l.opts.Broker.addr(), Connected: l.connected.Load(), Connects: l.connects.Load(),
+		Failures: l.failures.Load(), FlowResent: l.flowResent.Load()}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.opts.Peers {
+		ps := PeerStats{Gateway: p.Gateway, Address: p.Addresses.Data}
+		for _, c := range l.sessions {
+			if c.hello != nil && c.hello.Gateway == p.Gateway {
+				ps.Held += c.Held()
+			}
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	return st
 }
 
 var _ transport.Listener = (*Listener)(nil)
@@ -118,6 +161,7 @@ func (l *Listener) supervise() {
 		if l.ctx.Err() != nil {
 			return
 		}
+		l.failures.Add(1)
 		if time.Since(began) > 10*time.Second {
 			backoff, fails = 100*time.Millisecond, 0
 		}
@@ -182,6 +226,9 @@ func (l *Listener) serve() error {
 	}
 	cancel()
 	o.Logger.Info("amqp listener connected", "broker", where, "peers", len(o.Peers))
+	l.connects.Add(1)
+	l.connected.Store(true)
+	defer l.connected.Store(false)
 	sctx, stop := context.WithCancel(l.ctx)
 	var wg sync.WaitGroup
 	errs := make(chan error, len(links))
@@ -270,6 +317,7 @@ func (l *Listener) read(ctx context.Context, i int, rcv *goamqp.Receiver, snd *g
 		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 			if l.liveSessionsOf(p.Gateway) > 0 {
 				n := w.kick()
+				l.flowResent.Add(1)
 				l.opts.Logger.Info("amqp receiver silent with credit granted; flow sent again", "address", p.Addresses.Data, "credit", n)
 			}
 			continue
