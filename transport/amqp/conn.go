@@ -59,6 +59,7 @@ type Conn struct {
 	send func(ctx context.Context, m *goamqp.Message) error
 
 	dec  *transport.Decoder // used by one reading goroutine only
+	body bodyReader         // dec's, as dec
 	recv chan transport.Frame
 
 	// Listener side: data messages not yet settled.
@@ -145,13 +146,35 @@ func sessionOf(m *goamqp.Message) string {
 	return s
 }
 
-// decode reads the one frame of a message body.
-func decodeMessage(dec *transport.Decoder, m *goamqp.Message, handshake bool) (transport.Frame, int, error) {
+// bodyReader reads message bodies for a Decoder, reusing its buffer: one
+// per reading goroutine (a bufio.Reader of a body's size per message was
+// 64 KiB allocated and copied for every batch).
+type bodyReader struct {
+	src bytes.Reader
+	br  *bufio.Reader
+}
+
+func (b *bodyReader) reset(body []byte) *bufio.Reader {
+	b.src.Reset(body)
+	if b.br == nil {
+		b.br = bufio.NewReaderSize(&b.src, 64<<10)
+	} else {
+		b.br.Reset(&b.src)
+	}
+	return b.br
+}
+
+// decodeMessage reads the one frame of a message body, with br (nil: a
+// reader of its own).
+func decodeMessage(dec *transport.Decoder, br *bodyReader, m *goamqp.Message, handshake bool) (transport.Frame, int, error) {
 	if len(m.Data) != 1 {
 		return nil, 0, fmt.Errorf("%w: message has %d data sections, want 1", transport.ErrMalformed, len(m.Data))
 	}
 	body := m.Data[0]
-	r := bufio.NewReaderSize(bytes.NewReader(body), min(max(len(body), 16), 64<<10))
+	if br == nil {
+		br = &bodyReader{}
+	}
+	r := br.reset(body)
 	var f transport.Frame
 	var err error
 	if handshake {
@@ -162,8 +185,8 @@ func decodeMessage(dec *transport.Decoder, m *goamqp.Message, handshake bool) (t
 	if err != nil {
 		return nil, 0, err
 	}
-	if r.Buffered() > 0 {
-		return nil, 0, fmt.Errorf("%w: %d bytes after the frame", transport.ErrMalformed, r.Buffered())
+	if rest := r.Buffered() + br.src.Len(); rest > 0 {
+		return nil, 0, fmt.Errorf("%w: %d bytes after the frame", transport.ErrMalformed, rest)
 	}
 	return f, len(body), nil
 }
@@ -384,7 +407,7 @@ func (c *Conn) Held() int {
 // the session when it ends); the caller settles every other message. ok is
 // false once the session has ended.
 func (c *Conn) handle(m *goamqp.Message) (keep bool, ok bool) {
-	f, n, err := decodeMessage(c.dec, m, false)
+	f, n, err := decodeMessage(c.dec, &c.body, m, false)
 	if err != nil {
 		c.protocolError(fmt.Errorf("decode message from %s: %w", c.dataOrControl(false), err))
 		return false, false

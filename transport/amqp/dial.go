@@ -154,7 +154,7 @@ func (d *Dialer) welcome(ctx context.Context, c *Conn, cw *creditWindow, h *tran
 		if sessionOf(m) != c.id {
 			continue // an ended session's
 		}
-		f, _, err := decodeMessage(c.dec, m, true)
+		f, _, err := decodeMessage(c.dec, &c.body, m, true)
 		if err != nil {
 			return nil, fmt.Errorf("handshake on %s: %w", c.addrs.Control, err)
 		}

@@ -345,7 +345,7 @@ func (l *Listener) read(ctx context.Context, i int, rcv *goamqp.Receiver, snd *g
 			continue
 		}
 		dec := transport.NewDecoder(l.opts.Limits)
-		f, _, err := decodeMessage(dec, m, true)
+		f, _, err := decodeMessage(dec, nil, m, true)
 		dec.Close()
 		if h, ok := f.(*transport.Hello); ok && err == nil {
 			l.handshake(ctx, i, sid, h, rcv, snd, settle, w)
