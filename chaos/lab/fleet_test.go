@@ -1,0 +1,59 @@
+package lab_test
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/meridian-gw/meridian/chaos/lab"
+	"github.com/meridian-gw/meridian/config"
+)
+
+// TestFleetSatellite runs examples/satellite-fleet.yaml in one process
+// (two ships dialling HQ over GEO satellite, HQ to DR in passthrough, a
+// filter route and HQ's configuration back to the ships), blacks out one
+// ship's link for 3 s, and reads every route back.
+func TestFleetSatellite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a four-region fleet for ~15 s")
+	}
+	topoOut := filepath.Join(t.TempDir(), "running.yaml")
+	ctx := t.Context()
+	sum, err := lab.RunFleetDemo(ctx, lab.FleetDemoOptions{
+		File: "../../examples/satellite-fleet.yaml", Duration: 10 * time.Second, Rate: 200,
+		Blackouts: []lab.Blackout{{Link: "vessel-7--hq", At: 4 * time.Second, For: 3 * time.Second}},
+		CatchUp:   20 * time.Second, Logger: testLogger(), TopologyOut: topoOut, Out: testWriter{t},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.Routes) != 6 { // 5 routes, fleet-config to both ships
+		t.Errorf("got %d route legs, want 6", len(sum.Routes))
+	}
+	for _, r := range sum.Routes {
+		t.Logf("%s → %s: topics %v: %s %s", r.Route, r.To, r.Topics, r.Report.String(), r.Err)
+		if !r.Exact() {
+			t.Errorf("%s → %s not exact: %s %s %v", r.Route, r.To, r.Report.String(), r.Err, r.Samples)
+		}
+		if r.Mirrored == 0 {
+			t.Errorf("%s → %s: nothing mirrored", r.Route, r.To)
+		}
+		if r.Filter != "" && (r.Filtered == 0 || r.Produced == 0) {
+			t.Errorf("%s → %s: filter kept %d and dropped %d records, want some of each", r.Route, r.To, r.Produced, r.Filtered)
+		}
+	}
+	if !sum.Exact {
+		t.Errorf("summary not exact: %v", sum.NotExactBy)
+	}
+	// The running topology is a topology file.
+	if _, err := config.Load(topoOut); err != nil {
+		t.Errorf("running topology %s does not load: %v", topoOut, err)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", p)
+	return len(p), nil
+}
