@@ -18,7 +18,7 @@ import (
 
 // Report is the outcome of a comparison.
 type Report struct {
-	Produced   int64 `json:"produced"`   // committed source records
+	Produced   int64 `json:"produced"`   // committed source records (those Filtered included)
 	Mirrored   int64 `json:"mirrored"`   // distinct source records found at the destination
 	Lost       int64 `json:"lost"`       // source records missing at the destination
 	Duplicated int64 `json:"duplicated"` // extra copies at the destination
@@ -91,8 +91,8 @@ func Compare(ctx context.Context, src, dst []kgo.Opt, topics []string, rename fu
 
 // CompareFiltered is Compare for a route with a filter: keep says whether a
 // source record is sent (nil: every record). Records it keeps back are
-// counted as Filtered, and are neither expected at the destination nor
-// counted as Produced.
+// counted as Filtered (and as Produced), and are not expected at the
+// destination.
 func CompareFiltered(ctx context.Context, src, dst []kgo.Opt, topics []string, rename func(string) string, keep func(*kgo.Record) bool) (*Report, error) {
 	sfp := map[key][]uint64{}
 	var filtered int64
@@ -141,6 +141,7 @@ func CompareFiltered(ctx context.Context, src, dst []kgo.Opt, topics []string, r
 	for _, k := range sorted {
 		comparePartition(rep, k, sfp[k], dfp[k])
 	}
+	rep.Produced += filtered
 	return rep, nil
 }
 
