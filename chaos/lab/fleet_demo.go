@@ -54,8 +54,9 @@ type FleetDemoOptions struct {
 	Out io.Writer
 	// Logger for the gateways; nil discards.
 	Logger *slog.Logger
-	// TopologyOut is where the running topology file is written ("": a
-	// new file in the temporary directory).
+	// TopologyOut is where the running topology file is written, with
+	// the run's certificates in the directory certs next to it ("": a new
+	// temporary directory, removed when the demo ends).
 	TopologyOut string
 }
 
@@ -106,6 +107,7 @@ func RunFleetDemo(ctx context.Context, o FleetDemoOptions) (*FleetSummary, error
 		if err != nil {
 			return nil, err
 		}
+		defer os.RemoveAll(dir)
 		topoPath = filepath.Join(dir, "topology.yaml")
 	}
 	if err := fl.WriteFile(topoPath); err != nil {
