@@ -473,15 +473,20 @@ func unset(v *yaml.Node) bool {
 	return false
 }
 
-// Close stops the gateways (in file order), the proxies and the clusters.
+// Close stops the gateways (all at once), then the proxies and the
+// clusters.
 func (fl *Fleet) Close() error {
 	fl.mu.Lock()
 	fl.closed = true
 	fl.mu.Unlock()
-	var errs []error
-	for _, n := range fl.names {
-		errs = append(errs, fl.Stop(n))
+	// All at once: each gateway's leave is gossiped while the others are
+	// still members, and drains overlap instead of adding up.
+	errs := make([]error, len(fl.names))
+	var wg sync.WaitGroup
+	for i, n := range fl.names {
+		wg.Go(func() { errs[i] = fl.Stop(n) })
 	}
+	wg.Wait()
 	for _, pxs := range fl.proxies {
 		for _, px := range pxs {
 			errs = append(errs, px.Close())

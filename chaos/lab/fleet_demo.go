@@ -95,7 +95,11 @@ func RunFleetDemo(ctx context.Context, o FleetDemoOptions) (*FleetSummary, error
 	if err != nil {
 		return nil, err
 	}
-	defer fl.Close()
+	defer func() {
+		cstart := time.Now()
+		fl.Close()
+		fmt.Fprintf(o.Out, "fleet stopped in %.1f s\n", time.Since(cstart).Seconds())
+	}()
 	for _, b := range o.Blackouts {
 		if len(fl.Proxies(b.Link)) == 0 {
 			return nil, fmt.Errorf("blackout: no link %q with a proxy (links: %s)", b.Link, strings.Join(fl.LinkNames(), ", "))
@@ -116,6 +120,7 @@ func RunFleetDemo(ctx context.Context, o FleetDemoOptions) (*FleetSummary, error
 	if err := fl.StartAll(); err != nil {
 		return nil, err
 	}
+	fmt.Fprintf(o.Out, "fleet started in %.1f s\n", time.Since(start).Seconds())
 	sum := &FleetSummary{File: o.File, Topology: topoPath, Admin: fl.AdminAddrs(), Notes: fl.Notes}
 	printFleet(o.Out, fl, topoPath)
 
@@ -159,7 +164,9 @@ loop:
 	fmt.Fprintf(o.Out, "produced %d; waiting for the mirrors, then reading every route back\n", sum.Produced)
 	vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.CatchUp+time.Minute)
 	defer cancel()
+	vstart := time.Now()
 	sum.Routes = fl.WaitVerified(vctx, o.CatchUp)
+	fmt.Fprintf(o.Out, "read back in %.1f s\n", time.Since(vstart).Seconds())
 	sum.Exact = true
 	for i := range sum.Routes {
 		if r := &sum.Routes[i]; !r.Exact() {
