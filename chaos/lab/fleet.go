@@ -93,7 +93,7 @@ func LoadFleetFile(path string) (*config.File, error) {
 // NewFleet rewrites f (which it takes over; load it with LoadFleetFile or
 // config.Load) for one process and starts its clusters and proxies; no
 // gateway runs yet.
-func NewFleet(f *config.File, o FleetOptions) (fl *Fleet, err error) {
+func NewFleet(f *config.File, o FleetOptions) (_ *Fleet, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -103,7 +103,7 @@ func NewFleet(f *config.File, o FleetOptions) (fl *Fleet, err error) {
 	if o.TopicsPerRoute == 0 {
 		o.TopicsPerRoute = 2
 	}
-	fl = &Fleet{File: f, opts: o, Topics: map[string][]string{}, clusters: map[string]*kfake.Cluster{},
+	fl := &Fleet{File: f, opts: o, Topics: map[string][]string{}, clusters: map[string]*kfake.Cluster{},
 		certs: map[string]*pki.Cert{}, proxies: map[string][]*chaos.UDPProxy{}, proxyAt: map[string]*chaos.UDPProxy{}, dialVia: map[string]map[string]string{},
 		legs: map[string]*routing.Leg{}, legSrc: map[string]string{}, running: map[string]*running{}}
 	defer func() {
