@@ -217,6 +217,11 @@ func printFleet(w io.Writer, fl *Fleet, topoPath string) {
 		}
 	}
 	if len(fl.names) > 0 {
-		fmt.Fprintf(w, "try: meridian status --admin %s; meridian members --admin %s\n\n", admin[fl.names[0]], admin[fl.names[0]])
+		a := admin[fl.names[0]]
+		fmt.Fprintf(w, "try: meridian status --admin %s; meridian members --admin %s", a, a)
+		if len(fl.Topo.Routes) > 0 {
+			fmt.Fprintf(w, "; meridian failover --admin ADDR --route %s --dry-run", fl.Topo.Routes[0].Name)
+		}
+		fmt.Fprint(w, "\n\n")
 	}
 }
