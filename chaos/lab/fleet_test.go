@@ -2,6 +2,7 @@ package lab_test
 
 import (
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ func TestFleetSatellite(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a four-region fleet for ~15 s")
 	}
+	base := runtime.NumGoroutine()
 	topoOut := filepath.Join(t.TempDir(), "running.yaml")
 	ctx := t.Context()
 	sum, err := lab.RunFleetDemo(ctx, lab.FleetDemoOptions{
@@ -44,6 +46,14 @@ func TestFleetSatellite(t *testing.T) {
 	}
 	if !sum.Exact {
 		t.Errorf("summary not exact: %v", sum.NotExactBy)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > base+5 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > base+5 {
+		buf := make([]byte, 1<<20)
+		t.Errorf("goroutines leaked: %d before, %d after\n%s", base, n, buf[:runtime.Stack(buf, true)])
 	}
 	// The running topology is a topology file.
 	if _, err := config.Load(topoOut); err != nil {
