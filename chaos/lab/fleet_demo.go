@@ -69,10 +69,34 @@ type FleetSummary struct {
 	Notes      []string          `json:"notes"`
 	Blackouts  []string          `json:"blackouts,omitempty"`
 	Routes     []RouteReport     `json:"routes"`
+	Links      []LinkSummary     `json:"links"`
 	Produced   int64             `json:"produced"` // records the producers wrote
 	Seconds    float64           `json:"seconds"`
 	Exact      bool              `json:"exact"`
 	NotExactBy []string          `json:"not_exact,omitempty"` // the legs that are not, "route→cluster"
+}
+
+// LinkSummary is what one impairment proxy of a link carried and dropped.
+type LinkSummary struct {
+	Link            string `json:"link"`
+	Proxy           string `json:"proxy"`
+	Packets         uint64 `json:"packets"` // delivered, both directions
+	DroppedLoss     uint64 `json:"dropped_loss"`
+	DroppedBlackout uint64 `json:"dropped_blackout"`
+}
+
+// LinkStats are the fleet's impairment proxies' counters, by link name.
+func (fl *Fleet) LinkStats() []LinkSummary {
+	var ls []LinkSummary
+	for _, name := range fl.LinkNames() {
+		for _, px := range fl.Proxies(name) {
+			st := px.Stats()
+			ls = append(ls, LinkSummary{Link: name, Proxy: px.Addr().String(), Packets: st.Up.Packets + st.Down.Packets,
+				DroppedLoss:     st.Up.Dropped.Loss + st.Down.Dropped.Loss,
+				DroppedBlackout: st.Up.Dropped.Blackout + st.Down.Dropped.Blackout})
+		}
+	}
+	return ls
 }
 
 // RunFleetDemo runs a topology file in one process (NewFleet), produces
@@ -167,6 +191,7 @@ loop:
 	vstart := time.Now()
 	sum.Routes = fl.WaitVerified(vctx, o.CatchUp)
 	fmt.Fprintf(o.Out, "read back in %.1f s\n", time.Since(vstart).Seconds())
+	sum.Links = fl.LinkStats()
 	sum.Exact = true
 	for i := range sum.Routes {
 		if r := &sum.Routes[i]; !r.Exact() {

@@ -44,6 +44,14 @@ func TestFleetSatellite(t *testing.T) {
 			t.Errorf("%s → %s: filter dropped %d of %d records, want some but not all", r.Route, r.To, r.Filtered, r.Produced)
 		}
 	}
+	blackedOut := false
+	for _, l := range sum.Links {
+		t.Logf("link %s via %s: %d packets, %d lost, %d dropped in blackouts", l.Link, l.Proxy, l.Packets, l.DroppedLoss, l.DroppedBlackout)
+		blackedOut = blackedOut || (l.Link == "vessel-7--hq" && l.DroppedBlackout > 0)
+	}
+	if !blackedOut {
+		t.Errorf("the blackout of vessel-7--hq dropped no packet: %+v", sum.Links)
+	}
 	if !sum.Exact {
 		t.Errorf("summary not exact: %v", sum.NotExactBy)
 	}

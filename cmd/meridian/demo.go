@@ -149,6 +149,9 @@ func runFleetDemo(cmd *cobra.Command, g *globals, log *slog.Logger, file string,
 			}
 			fmt.Fprintln(g.stdout)
 		}
+		for _, l := range sum.Links {
+			fmt.Fprintf(g.stdout, "link %s: %d packets, %d lost, %d dropped in blackouts\n", l.Link, l.Packets, l.DroppedLoss, l.DroppedBlackout)
+		}
 		fmt.Fprintf(g.stdout, "(read back from every source and destination cluster, %.1f s)\n", sum.Seconds)
 	}
 	if !sum.Exact {
