@@ -84,10 +84,27 @@ type Fleet struct {
 	closed  bool                // guarded by mu
 }
 
-// LoadFleetFile reads a topology file for NewFleet: an unset ${NAME} is
-// not an error, since the fleet generates or drops every secret.
-func LoadFleetFile(path string) (*config.File, error) {
-	return config.LoadWith(path, config.Options{UnsetEnvWarns: true})
+// LoadFleetFile reads a topology file for NewFleet. Every ${NAME} gets a
+// value generated for the run (32 random bytes in base64: a valid gossip
+// key, long enough for an admin token), never the environment's: the
+// fleet runs nothing that needs a real secret. The names are returned.
+func LoadFleetFile(path string) (*config.File, []string, error) {
+	gen := map[string]string{}
+	var names []string
+	f, err := config.LoadWith(path, config.Options{LookupEnv: func(name string) (string, bool) {
+		if v, ok := gen[name]; ok {
+			return v, true
+		}
+		k := make([]byte, 32)
+		_, _ = rand.Read(k)
+		gen[name] = base64.StdEncoding.EncodeToString(k)
+		names = append(names, name)
+		return gen[name], true
+	}})
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, names, nil
 }
 
 // NewFleet rewrites f (which it takes over; load it with LoadFleetFile or

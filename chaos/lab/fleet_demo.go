@@ -111,13 +111,16 @@ func RunFleetDemo(ctx context.Context, o FleetDemoOptions) (*FleetSummary, error
 		o.CatchUp = 2 * time.Minute
 	}
 	start := time.Now()
-	f, err := LoadFleetFile(o.File)
+	f, envs, err := LoadFleetFile(o.File)
 	if err != nil {
 		return nil, err
 	}
 	fl, err := NewFleet(f, FleetOptions{Logger: o.Logger})
 	if err != nil {
 		return nil, err
+	}
+	if len(envs) > 0 {
+		fl.Notes = append(fl.Notes, fmt.Sprintf("${%s} generated for this run", strings.Join(envs, "}, ${")))
 	}
 	defer func() {
 		cstart := time.Now()
