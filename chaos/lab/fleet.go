@@ -415,7 +415,7 @@ func (fl *Fleet) AdminAddrs() map[string]string {
 // the run's CA and gateway certificates to the directory certs next to
 // it (the file's tls settings name them), so that the file loads
 // (meridian validate -f) as it is. Generated gossip keys are written as
-// [redacted].
+// they are (generated for the run).
 func (fl *Fleet) WriteFile(path string) error {
 	certs := filepath.Join(filepath.Dir(path), "certs")
 	if err := fl.ca.WriteFiles(certs); err != nil {
@@ -440,6 +440,15 @@ func (fl *Fleet) WriteFile(path string) error {
 		return fmt.Errorf("fleet: write topology: %w", err)
 	}
 	tidyNode(&n)
+	if g := fl.File.Gossip; g != nil {
+		// The keys were generated for the run (rewrite): no secret of the
+		// user's, and the file must load.
+		if keys := nodeAt(&n, "gossip", "keys"); keys != nil && len(keys.Content) == len(g.Keys) {
+			for i, k := range g.Keys {
+				keys.Content[i].Value = k.Reveal()
+			}
+		}
+	}
 	b, err := yaml.Marshal(&n)
 	if err != nil {
 		return fmt.Errorf("fleet: write topology: %w", err)
@@ -478,6 +487,26 @@ func tidyNode(n *yaml.Node) {
 	for _, c := range n.Content {
 		tidyNode(c)
 	}
+}
+
+// nodeAt follows mapping keys from a document node.
+func nodeAt(n *yaml.Node, keys ...string) *yaml.Node {
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	for _, k := range keys {
+		var next *yaml.Node
+		for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == k {
+				next = n.Content[i+1]
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		n = next
+	}
+	return n
 }
 
 func unset(v *yaml.Node) bool {

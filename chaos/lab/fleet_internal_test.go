@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridian-gw/meridian/config"
 )
 
 func TestLiteralPrefix(t *testing.T) {
@@ -151,6 +153,9 @@ routes:
 		CatchUp: 20 * time.Second, TopologyOut: filepath.Join(dir, "running.yaml")})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := config.Load(filepath.Join(dir, "running.yaml")); err != nil {
+		t.Errorf("the running topology does not load: %v", err)
 	}
 	for _, r := range sum.Routes {
 		if !r.Exact() || r.Mirrored == 0 {
