@@ -43,7 +43,10 @@ into topics each route matches; at the end every route is read back at each
 destination. The running topology is written to a file whose path is
 printed, with each gateway's admin address, for meridian status, members
 and failover from another terminal. --blackout LINK:AT:FOR (repeatable)
-blacks out a link's proxy for FOR, AT after production starts.`,
+blacks out a link's proxy for FOR, AT after production starts. --rate is
+then per source cluster (default 500). Every ${NAME} of the file gets a
+value generated for the run, never the environment's; amqp links are
+refused (they need a broker).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.start(output)
