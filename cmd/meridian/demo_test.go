@@ -40,6 +40,14 @@ func TestDemoTopology(t *testing.T) {
 	if r := meridian(t, "", nil, "members", "--admin", admin); r.code != 0 || !strings.Contains(r.stdout, "vessel-7-a") {
 		t.Errorf("members --admin %s of the running fleet: %v", admin, r)
 	}
+	drRe := regexp.MustCompile(`gateway dr-a +admin (127\.0\.0\.1:\d+)`)
+	_, stderr := c.output()
+	dr := drRe.FindStringSubmatch(stderr)[1]
+	if r := meridian(t, "", nil, "failover", "--admin", dr, "--route", "hq-to-dr", "--dry-run", "-o", "json"); r.code == 1 || !strings.Contains(r.stdout, "hq-to-dr") {
+		t.Errorf("failover --dry-run --admin %s of the running fleet: %v", dr, r)
+	} else {
+		t.Logf("failover --dry-run: exit %d\n%s", r.code, r.stdout)
+	}
 	if code := c.wait(t, 50*time.Second); code != 0 {
 		c.dump()
 		t.Fatalf("meridian demo --topology exited %d", code)
