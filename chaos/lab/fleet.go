@@ -35,9 +35,10 @@ import (
 type FleetOptions struct {
 	// Logger for gateways and proxies; nil discards.
 	Logger *slog.Logger
-	// ClusterOpts are extra kfake options for the cluster "region/cluster"
-	// (nil: one broker, nothing else).
-	ClusterOpts map[string][]kfake.Opt
+	// KfakeOpts are extra kfake options for the cluster "region/cluster"
+	// (nil: one broker, nothing else). Fleet.Cluster gives the running
+	// cluster, for ControlKey hooks.
+	KfakeOpts map[string][]kfake.Opt
 	// Partitions of each generated source topic; zero: 3.
 	Partitions int32
 	// TopicsPerRoute is how many source topics are generated per route
@@ -76,7 +77,6 @@ type Fleet struct {
 	proxyAt  map[string]*chaos.UDPProxy   // by link name and target, "link|addr"
 	dialVia  map[string]map[string]string // gateway → peer gateway → address dialled
 	legs     map[string]*routing.Leg      // by leg ID, from the sending gateways' tables
-	legSrc   map[string]string            // leg ID → route name
 	names    []string                     // gateway names in file order
 	fleetCounters
 	mu      sync.Mutex          // guards running
@@ -122,7 +122,7 @@ func NewFleet(f *config.File, o FleetOptions) (_ *Fleet, err error) {
 	}
 	fl := &Fleet{File: f, opts: o, Topics: map[string][]string{}, clusters: map[string]*kfake.Cluster{},
 		certs: map[string]*pki.Cert{}, proxies: map[string][]*chaos.UDPProxy{}, proxyAt: map[string]*chaos.UDPProxy{}, dialVia: map[string]map[string]string{},
-		legs: map[string]*routing.Leg{}, legSrc: map[string]string{}, running: map[string]*running{}}
+		legs: map[string]*routing.Leg{}, running: map[string]*running{}}
 	defer func() {
 		if err != nil {
 			fl.Close()
@@ -166,7 +166,7 @@ func (fl *Fleet) rewrite() error {
 		for ci := range r.Clusters {
 			c := &r.Clusters[ci]
 			ref := r.Name + "/" + c.Name
-			kopts := append([]kfake.Opt{kfake.NumBrokers(1)}, fl.opts.ClusterOpts[ref]...)
+			kopts := append([]kfake.Opt{kfake.NumBrokers(1)}, fl.opts.KfakeOpts[ref]...)
 			if ts := fl.Topics[ref]; len(ts) > 0 {
 				kopts = append(kopts, kfake.SeedTopics(fl.opts.Partitions, ts...))
 			}
@@ -246,7 +246,6 @@ func (fl *Fleet) tables() error {
 			for _, l := range p.Legs {
 				if fl.legs[l.ID] == nil {
 					fl.legs[l.ID] = l
-					fl.legSrc[l.ID] = l.Route.Name
 				}
 			}
 			if !p.Dials || p.Link == nil || p.Link.Path == "" {

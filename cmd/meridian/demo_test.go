@@ -18,7 +18,7 @@ func TestDemoTopology(t *testing.T) {
 		t.Skip("the fleet demo mirrors for 10 s plus setup and read-back")
 	}
 	c := startChild(t, "demo", "", "demo", "--topology", "../../examples/satellite-fleet.yaml", "--duration", "10s",
-		"-o", "json", "--log-level", "warn", "--blackout", "vessel-9--hq:2s:2s")
+		"--rate", "200", "-o", "json", "--log-level", "warn", "--blackout", "vessel-9--hq:2s:2s")
 	adminRe := regexp.MustCompile(`gateway hq-a +admin (127\.0\.0\.1:\d+)`)
 	topoRe := regexp.MustCompile(`running topology \(every address on 127\.0\.0\.1\): (\S+)`)
 	var admin, topo string
