@@ -345,7 +345,7 @@ func (fl *Fleet) Start(name string) error {
 	}
 	via := fl.dialVia[name]
 	gw, err := gateway.New(gateway.Options{
-		Topology: fl.Topo, Name: name, Logger: fl.opts.Logger.With("gateway", name),
+		Topology: fl.Topo, Name: name, Logger: fl.opts.Logger,
 		ServerTLS: fl.ca.ServerConfig(cert), ClientTLS: fl.ca.ClientConfig(cert, ""),
 		Window: fl.opts.Window, MaxBatchBytes: fl.opts.MaxBatchBytes,
 		PeerAddr: func(peer, addr string) string {

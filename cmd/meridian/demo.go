@@ -128,6 +128,17 @@ func runFleetDemo(cmd *cobra.Command, g *globals, log *slog.Logger, file string,
 	if output == "json" {
 		out = g.stderr
 	}
+	if f := cmd.Flag("log-level"); f == nil || !f.Changed {
+		// A fleet's gateways log too much to share the terminal with the
+		// progress: to a file, named, unless --log-level asks otherwise.
+		lf, err := os.CreateTemp("", "meridian-fleet-*.log")
+		if err != nil {
+			return &exitError{1, fmt.Errorf("demo: %w", err)}
+		}
+		defer lf.Close()
+		log = slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		fmt.Fprintf(out, "gateway logs: %s (--log-level LEVEL sends them to stderr)\n", lf.Name())
+	}
 	sum, err := lab.RunFleetDemo(cmd.Context(), lab.FleetDemoOptions{
 		File: file, Duration: duration, Rate: rate, Blackouts: bs, Out: out, Logger: log,
 	})
