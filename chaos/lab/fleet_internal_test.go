@@ -150,7 +150,7 @@ routes:
 		t.Fatal(err)
 	}
 	sum, err := RunFleetDemo(t.Context(), FleetDemoOptions{File: path, Duration: 3 * time.Second, Rate: 200,
-		CatchUp: 20 * time.Second, TopologyOut: filepath.Join(dir, "running.yaml")})
+		CatchUp: 30 * time.Second, TopologyOut: filepath.Join(dir, "running.yaml"), Out: testLogWriter{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,4 +167,11 @@ routes:
 		!slices.ContainsFunc(sum.Notes, func(n string) bool { return strings.Contains(n, "east/kafka: SASL") }) {
 		t.Errorf("notes do not say what was dropped or generated: %q", sum.Notes)
 	}
+}
+
+type testLogWriter struct{ t *testing.T }
+
+func (w testLogWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", p)
+	return len(p), nil
 }
