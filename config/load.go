@@ -22,6 +22,10 @@ type Options struct {
 	// the value is then the text "${NAME}" itself. For validating files
 	// where their secrets are not (a CI job); never for running them.
 	UnsetEnvWarns bool
+	// LookupEnv, if not nil, gives the values of ${NAME} instead of the
+	// process environment (the in-process fleet of `meridian demo
+	// --topology` generates them).
+	LookupEnv func(name string) (string, bool)
 }
 
 // LoadWith is Load with options.
@@ -30,7 +34,11 @@ func LoadWith(path string, o Options) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
 	}
-	f, errs := parseWith(path, data, os.LookupEnv, o)
+	lookup := o.LookupEnv
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	f, errs := parseWith(path, data, lookup, o)
 	if len(errs) > 0 {
 		return nil, errs
 	}

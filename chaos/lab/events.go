@@ -157,3 +157,27 @@ func (p *Producer) event(i int64) *kgo.Record {
 		},
 	}
 }
+
+var fleetSeverity = []string{"info", "warning", "alarm", "critical"}
+
+// fleetEvent is the i-th event of region for topic: an engine and
+// position reading with a severity, so that filters over headers and
+// value (such as headers["severity"] == "alarm" && value.engine.rpm >
+// 3000) keep some records and drop others.
+func fleetEvent(rng *rand.Rand, region, topic string, i int64) *kgo.Record {
+	ts := time.Now()
+	sev := fleetSeverity[rng.IntN(len(fleetSeverity))]
+	eng := rng.IntN(4) + 1
+	val := fmt.Appendf(nil, `{"vessel":%q,"topic":%q,"ts":%q,"seq":%d,"severity":%q,"engine":{"id":%d,"rpm":%d,"coolant_c":%.1f,"oil_bar":%.2f},"nav":{"lat":%.5f,"lon":%.5f,"sog_kn":%.1f}}`,
+		region, topic, ts.UTC().Format(time.RFC3339Nano), i, sev, eng, 600+rng.IntN(3400), 70+rng.Float64()*20, 3+rng.Float64()*2,
+		50+rng.Float64()*5, -20+rng.Float64()*10, 10+rng.Float64()*6)
+	return &kgo.Record{
+		Topic: topic, Key: fmt.Appendf(nil, "%s/engine-%d", region, eng), Value: val, Timestamp: ts,
+		Headers: []kgo.RecordHeader{
+			{Key: "content-type", Value: []byte("application/json")},
+			{Key: "source", Value: []byte(region)},
+			{Key: "severity", Value: []byte(sev)},
+			{Key: "trace-id", Value: strconv.AppendUint(nil, rng.Uint64(), 16)},
+		},
+	}
+}

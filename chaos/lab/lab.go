@@ -8,6 +8,14 @@
 // from internal/kafkatest (Options.EdgeBootstrap, HQBootstrap, with SASL
 // credentials), so that the same scenarios run against real brokers.
 //
+// Fleet (NewFleet) runs any topology file the same way, in one process:
+// one kfake cluster per cluster of the file, every gateway in-process with
+// a certificate from a CA made for the run, addresses on free loopback
+// ports, and one impairment proxy per link and dialled gateway with the
+// link's profile. Its producer writes JSON events into topics derived from
+// each route's include patterns, and Verify reads every route leg back
+// (internal/verify). `meridian demo --topology FILE` is RunFleetDemo.
+//
 // It is never imported by the production path of `meridian run`.
 package lab
 

@@ -3,7 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,6 +20,8 @@ func newDemoCmd(g *globals) *cobra.Command {
 		rate     int
 		output   string
 		kafka    string
+		topo     string
+		blackout []string
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -27,7 +31,22 @@ Kafka clusters (regions edge and hq), a gateway in each joined by a QUIC link
 with mutual TLS through a UDP impairment proxy, and a producer of JSON events.
 At the end both clusters are read back and compared. With --kafka real the
 regions are two Apache Kafka brokers from the jar cache instead
-(internal/kafkatest/resolve.sh, or make kafka-jars), on 127.0.0.1.`,
+(internal/kafkatest/resolve.sh, or make kafka-jars), on 127.0.0.1.
+
+With --topology FILE it runs any topology file in one process instead:
+every cluster of the file becomes an in-process Kafka cluster on 127.0.0.1,
+every gateway runs in-process with a certificate from a CA made for the run,
+every address moves to a free loopback port (clusters' SASL and TLS and
+admin tokens are dropped, and the output says so), and every link runs
+through an impairment proxy with its profile. A producer writes JSON events
+into topics each route matches; at the end every route is read back at each
+destination. The running topology is written to a file whose path is
+printed, with each gateway's admin address, for meridian status, members
+and failover from another terminal. --blackout LINK:AT:FOR (repeatable)
+blacks out a link's proxy for FOR, AT after production starts. --rate is
+then per source cluster (default 500). Every ${NAME} of the file gets a
+value generated for the run, never the environment's; amqp links are
+refused (they need a broker).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.start(output)
@@ -37,6 +56,12 @@ regions are two Apache Kafka brokers from the jar cache instead
 			out := g.stdout
 			if output == "json" {
 				out = g.stderr // progress to stderr, the summary alone on stdout
+			}
+			if topo != "" {
+				return runFleetDemo(cmd, g, log, topo, duration, rate, blackout, output)
+			}
+			if len(blackout) > 0 {
+				return &exitError{2, fmt.Errorf("demo: --blackout needs --topology")}
 			}
 			run := lab.RunDemo
 			switch kafka {
@@ -77,8 +102,76 @@ regions are two Apache Kafka brokers from the jar cache instead
 	cmd.Flags().StringVar(&profile, "profile", "wan", "link profile (see `meridian chaos profiles`)")
 	cmd.Flags().IntVar(&rate, "rate", 2000, "events per second")
 	cmd.Flags().StringVar(&kafka, "kafka", "kfake", "the regions' Kafka: kfake (in process) or real (Apache Kafka brokers from the jar cache)")
+	cmd.Flags().StringVar(&topo, "topology", "", "run this topology file in one process instead of the two-region demo")
+	cmd.Flags().StringArrayVar(&blackout, "blackout", nil, "with --topology: LINK:AT:FOR blacks out a link for FOR, AT after production starts (repeatable)")
 	outputFlag(cmd, &output)
 	return cmd
+}
+
+// runFleetDemo is demo --topology.
+func runFleetDemo(cmd *cobra.Command, g *globals, log *slog.Logger, file string, duration time.Duration, rate int, blackouts []string, output string) error {
+	if cmd.Flags().Changed("kafka") || cmd.Flags().Changed("profile") {
+		return &exitError{2, fmt.Errorf("demo: --kafka and --profile do not apply with --topology (links take their profiles from the file)")}
+	}
+	var bs []lab.Blackout
+	for _, s := range blackouts {
+		b, err := lab.ParseBlackout(s)
+		if err != nil {
+			return &exitError{2, fmt.Errorf("demo: --%w", err)}
+		}
+		bs = append(bs, b)
+	}
+	if !cmd.Flags().Changed("rate") {
+		rate = 0 // the fleet's own default, per source cluster
+	}
+	out := g.stdout
+	if output == "json" {
+		out = g.stderr
+	}
+	if f := cmd.Flag("log-level"); f == nil || !f.Changed {
+		// A fleet's gateways log too much to share the terminal with the
+		// progress: to a file, named, unless --log-level asks otherwise.
+		lf, err := os.CreateTemp("", "meridian-fleet-*.log")
+		if err != nil {
+			return &exitError{1, fmt.Errorf("demo: %w", err)}
+		}
+		defer lf.Close()
+		log = slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		fmt.Fprintf(out, "gateway logs: %s (--log-level LEVEL sends them to stderr)\n", lf.Name())
+	}
+	sum, err := lab.RunFleetDemo(cmd.Context(), lab.FleetDemoOptions{
+		File: file, Duration: duration, Rate: rate, Blackouts: bs, Out: out, Logger: log,
+	})
+	if err != nil {
+		return &exitError{1, fmt.Errorf("demo: %w", err)}
+	}
+	if output == "json" {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(sum)
+	} else {
+		fmt.Fprintln(g.stdout)
+		for _, r := range sum.Routes {
+			state := "exact"
+			if !r.Exact() {
+				state = "NOT EXACT"
+			}
+			fmt.Fprintf(g.stdout, "route %s → %s: produced %d, mirrored %d, filtered %d, lost %d, duplicated %d, reordered %d: %s",
+				r.Route, r.To, r.Produced, r.Mirrored, r.Filtered, r.Lost, r.Duplicated, r.Reordered, state)
+			if r.Err != "" {
+				fmt.Fprintf(g.stdout, " (%s)", r.Err)
+			}
+			fmt.Fprintln(g.stdout)
+		}
+		for _, l := range sum.Links {
+			fmt.Fprintf(g.stdout, "link %s: %d packets, %d lost, %d dropped in blackouts\n", l.Link, l.Packets, l.DroppedLoss, l.DroppedBlackout)
+		}
+		fmt.Fprintf(g.stdout, "(read back from every source and destination cluster, %.1f s)\n", sum.Seconds)
+	}
+	if !sum.Exact {
+		return &exitError{1, fmt.Errorf("demo: not exact: %s", strings.Join(sum.NotExactBy, ", "))}
+	}
+	return nil
 }
 
 func isTerminal(w any) bool {

@@ -18,12 +18,13 @@ import (
 
 // Report is the outcome of a comparison.
 type Report struct {
-	Produced   int64 `json:"produced"`   // committed source records
+	Produced   int64 `json:"produced"`   // committed source records (those Filtered included)
 	Mirrored   int64 `json:"mirrored"`   // distinct source records found at the destination
 	Lost       int64 `json:"lost"`       // source records missing at the destination
 	Duplicated int64 `json:"duplicated"` // extra copies at the destination
 	Reordered  int64 `json:"reordered"`  // destination records out of source order within their partition
 	Unexpected int64 `json:"unexpected"` // destination records matching no source record (altered key, value, headers or timestamp)
+	Filtered   int64 `json:"filtered"`   // source records a route filter keeps back (CompareFiltered), not expected at the destination
 	Partitions int   `json:"partitions"`
 	// First problems found, for error messages.
 	Samples []string `json:"samples,omitempty"`
@@ -35,8 +36,8 @@ func (r *Report) OK() bool {
 }
 
 func (r *Report) String() string {
-	return fmt.Sprintf("produced=%d mirrored=%d lost=%d duplicated=%d reordered=%d unexpected=%d partitions=%d",
-		r.Produced, r.Mirrored, r.Lost, r.Duplicated, r.Reordered, r.Unexpected, r.Partitions)
+	return fmt.Sprintf("produced=%d mirrored=%d filtered=%d lost=%d duplicated=%d reordered=%d unexpected=%d partitions=%d",
+		r.Produced, r.Mirrored, r.Filtered, r.Lost, r.Duplicated, r.Reordered, r.Unexpected, r.Partitions)
 }
 
 type key struct {
@@ -85,8 +86,21 @@ func Fingerprint(r *kgo.Record) uint64 {
 // Compare reads the source topics and their mirrors (rename maps a source
 // topic to its destination topic) and compares them partition by partition.
 func Compare(ctx context.Context, src, dst []kgo.Opt, topics []string, rename func(string) string) (*Report, error) {
+	return CompareFiltered(ctx, src, dst, topics, rename, nil)
+}
+
+// CompareFiltered is Compare for a route with a filter: keep says whether a
+// source record is sent (nil: every record). Records it keeps back are
+// counted as Filtered (and as Produced), and are not expected at the
+// destination.
+func CompareFiltered(ctx context.Context, src, dst []kgo.Opt, topics []string, rename func(string) string, keep func(*kgo.Record) bool) (*Report, error) {
 	sfp := map[key][]uint64{}
+	var filtered int64
 	if err := kread.Each(ctx, src, topics, func(r *kgo.Record) {
+		if keep != nil && !keep(r) {
+			filtered++
+			return
+		}
 		k := key{r.Topic, r.Partition}
 		sfp[k] = append(sfp[k], Fingerprint(r))
 	}); err != nil {
@@ -105,7 +119,7 @@ func Compare(ctx context.Context, src, dst []kgo.Opt, topics []string, rename fu
 	}); err != nil {
 		return nil, fmt.Errorf("read destination: %w", err)
 	}
-	rep := &Report{}
+	rep := &Report{Filtered: filtered}
 	keys := map[key]bool{}
 	for k := range sfp {
 		keys[k] = true
@@ -127,6 +141,7 @@ func Compare(ctx context.Context, src, dst []kgo.Opt, topics []string, rename fu
 	for _, k := range sorted {
 		comparePartition(rep, k, sfp[k], dfp[k])
 	}
+	rep.Produced += filtered
 	return rep, nil
 }
 
