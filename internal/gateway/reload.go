@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meridian-gw/meridian/config"
+	"github.com/meridian-gw/meridian/internal/redact"
 	"github.com/meridian-gw/meridian/mirror"
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/topology"
@@ -320,8 +322,15 @@ func (g *Gateway) nonLive(cur, next *routing.Table, topo *topology.Topology) []e
 		{"tls", was.TLS, now.TLS},
 		{"gossip", was.Gossip, now.Gossip},
 	} {
+		if s.field == "advertise" && was.Advertise == was.Listen && now.Advertise == now.Listen {
+			continue // advertise defaults to listen: reported there
+		}
 		if !reflect.DeepEqual(s.old, s.new) {
-			refuse(now.Path+"."+s.field, "%s of this gateway", s.field)
+			what := s.field + " of this gateway"
+			if v, ok := s.old.(string); ok {
+				what += fmt.Sprintf(" (%q before)", v) // addresses; never the admin token
+			}
+			refuse(now.Path+"."+s.field, "%s", what)
 		}
 	}
 	if !reflect.DeepEqual(g.opts.Topology.LinkTLS, topo.LinkTLS) {
@@ -538,4 +547,24 @@ func (r *ReloadResult) String() string {
 		b.WriteString("; " + p)
 	}
 	return b.String()
+}
+
+// ReloadFrom is an Options.Reload that loads the topology file at path as
+// `meridian run` does (config.Load, topology.New), adding its secrets to
+// secrets (nil: none) so that they are redacted like the first file's.
+func ReloadFrom(path string, secrets *redact.Set) func() (*topology.Topology, func(string, error) error, error) {
+	return func() (*topology.Topology, func(string, error) error, error) {
+		f, err := config.Load(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		if secrets != nil {
+			secrets.Add(f.Secrets()...)
+		}
+		topo, err := topology.New(f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return topo, func(p string, err error) error { return f.ErrorAt(p, "%v", err) }, nil
+	}
 }
