@@ -122,11 +122,17 @@ func startReloadPair(t *testing.T, topics ...string) *reloadPair {
 }
 
 // reload reloads the receiver, then the sender (a new leg is then
-// accepted by the time it is offered), and checks both outcomes.
-func (p *reloadPair) reload(want string) [2]*gateway.ReloadResult {
+// accepted by the time it is offered; with senderFirst the other way,
+// for a removal), and checks both outcomes: [0] is dc-a's, [1] hq-a's.
+func (p *reloadPair) reload(want string, senderFirst ...bool) [2]*gateway.ReloadResult {
 	p.t.Helper()
 	var out [2]*gateway.ReloadResult
-	for i, g := range []*gateway.Gateway{p.dc, p.hq} {
+	order := []int{0, 1}
+	if len(senderFirst) > 0 && senderFirst[0] {
+		order = []int{1, 0}
+	}
+	for _, i := range order {
+		g := []*gateway.Gateway{p.dc, p.hq}[i]
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		out[i] = g.Reload(ctx)
 		cancel()
@@ -234,7 +240,7 @@ func TestReloadRoutes(t *testing.T) {
 
 	// Remove it: b.0 stops at what it had.
 	p.write(p.dcAddr, routeA)
-	res = p.reload(gateway.ReloadApplied)
+	res = p.reload(gateway.ReloadApplied, true)
 	if got := strings.Join(res[1].Removed, ","); got != "out b:dc/kafka" {
 		t.Errorf("hq-a removed %q, want out b:dc/kafka", got)
 	}
