@@ -86,10 +86,12 @@ func reloadViaAdmin(ctx context.Context, ac *adminClient) (*gateway.ReloadResult
 }
 
 func printReload(g *globals, res *gateway.ReloadResult) {
-	switch res.Outcome {
-	case gateway.ReloadApplied:
+	switch {
+	case res.Outcome == gateway.ReloadApplied && res.EngineRestarted:
 		fmt.Fprintln(g.stdout, "applied: the engine drained and restarted on the new table; every leg resumes from its destination's progress")
-	case gateway.ReloadUnchanged:
+	case res.Outcome == gateway.ReloadApplied:
+		fmt.Fprintf(g.stdout, "applied: restarted the senders to %s alone; every other session kept running\n", strings.Join(res.RestartedPeers, ", "))
+	case res.Outcome == gateway.ReloadUnchanged:
 		fmt.Fprintln(g.stdout, "unchanged: the file changes nothing for this gateway")
 	default:
 		fmt.Fprintf(g.stdout, "%s: the running configuration stays\n", res.Outcome)

@@ -85,10 +85,13 @@ func TestReloadCommand(t *testing.T) {
 	filtered := p
 	filtered.Filter = "true"
 	writeTopology(t, dir, filtered)
-	for _, c := range []struct{ admin, leg string }{{p.WestAdmin, "in orders:west/kafka"}, {p.EastAdmin, "out orders:west/kafka"}} {
+	for _, c := range []struct{ admin, leg, how string }{
+		{p.WestAdmin, "in orders:west/kafka", "the engine drained and restarted"},
+		{p.EastAdmin, "out orders:west/kafka", "restarted the senders to west-gw alone"},
+	} {
 		r := meridian(t, dir, nil, "reload", "--admin", c.admin)
-		if r.code != 0 || !strings.Contains(r.stdout, "applied") || !strings.Contains(r.stdout, "changed  "+c.leg) {
-			t.Errorf("reload of a filter change via %s: %v\nwant exit 0, applied, changed %s", c.admin, r, c.leg)
+		if r.code != 0 || !strings.Contains(r.stdout, "applied") || !strings.Contains(r.stdout, "changed  "+c.leg) || !strings.Contains(r.stdout, c.how) {
+			t.Errorf("reload of a filter change via %s: %v\nwant exit 0, applied (%s), changed %s", c.admin, r, c.how, c.leg)
 		}
 	}
 	if err := gen.produce(t.Context(), cl, 200, 100, 0); err != nil {

@@ -42,8 +42,13 @@ type ReloadResult struct {
 	Removed []string `json:"removed,omitempty"`
 	Changed []string `json:"changed,omitempty"`
 	// EngineRestarted: applying drained the engine and started one on the
-	// new table (every leg resumes from the progress at its destination).
+	// new table (every leg resumes from the progress at its destination):
+	// a change to the legs this gateway receives.
 	EngineRestarted bool `json:"engine_restarted,omitempty"`
+	// RestartedPeers: applying stopped or started the senders of these
+	// peers alone (a change only to what this gateway sends); every other
+	// session kept running.
+	RestartedPeers []string `json:"restarted_peers,omitempty"`
 	// Problems say why a reload was refused or invalid, each
 	// "file:line:col: path: reason" where the setting is known.
 	Problems []string `json:"problems,omitempty"`
@@ -263,6 +268,20 @@ func (g *Gateway) reloadLocked(ctx context.Context) *ReloadResult {
 	if len(res.Added)+len(res.Removed)+len(res.Changed) == 0 {
 		return res
 	}
+	if !touchesIn(res) {
+		// Only what this gateway sends changed: restart the senders of
+		// the peers whose legs changed, and nothing else.
+		dial := func(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error) {
+			return dialPeer(ctx, cand.table, cand.peers, peer, h)
+		}
+		peers, err := cur.eng.ApplyOut(cand.table, samePeer, dial)
+		if err == nil {
+			g.live.Store(&live{table: cand.table, eng: cur.eng})
+			res.Outcome, res.RestartedPeers = ReloadApplied, peers
+			return res
+		}
+		g.log.Info("reload: restarting the engine", "why", err)
+	}
 	eng, err := g.newEngine(cand.table, cand.peers)
 	if err != nil {
 		return fail(ReloadInvalid, err)
@@ -433,6 +452,28 @@ func diffLegs(cur, next *routing.Table) (added, removed, changed []string) {
 	slices.Sort(removed)
 	slices.Sort(changed)
 	return added, removed, changed
+}
+
+// touchesIn reports whether a diff changes any leg the gateway receives.
+func touchesIn(res *ReloadResult) bool {
+	for _, k := range slices.Concat(res.Added, res.Removed, res.Changed) {
+		if strings.HasPrefix(k, "in ") {
+			return true
+		}
+	}
+	return false
+}
+
+// samePeer reports whether two peers of the same gateway run the same:
+// the same legs doing the same (legPrint), in the same order.
+func samePeer(a, b *routing.Peer) bool { return peerPrint(a) == peerPrint(b) }
+
+func peerPrint(p *routing.Peer) string {
+	s := legPrint(nil, p)
+	for _, l := range p.Legs {
+		s += "\n" + legPrint(l, p)
+	}
+	return s
 }
 
 // tablePrints maps each leg of t ("in ID", "out ID") and each peer

@@ -26,16 +26,17 @@ import (
 // reloadPair is a sending gateway (hq-a) and a receiving one (dc-a) run
 // from a topology file that the test rewrites and reloads.
 type reloadPair struct {
-	t        *testing.T
-	src, dst *kfake.Cluster
-	file     string
-	hqAddr   string
-	dcAddr   string
-	hq, dc   *gateway.Gateway
+	t             *testing.T
+	src, dst, drK *kfake.Cluster
+	file          string
+	hqAddr        string
+	dcAddr        string
+	drAddr        string
+	hq, dc, dr    *gateway.Gateway // dr: a second receiver, in region dr
 }
 
-// reloadTopology is the pair's file with the given routes (YAML list
-// items) and dc-a's listen address.
+// write writes the gateways' file with dc-a's listen address and the
+// given routes (YAML flow mappings), then routeC.
 func (p *reloadPair) write(dcListen string, routes ...string) {
 	p.t.Helper()
 	y := fmt.Sprintf(`version: 1
@@ -46,11 +47,15 @@ regions:
   - name: dc
     clusters: [{name: kafka, kind: kafka, bootstrap: [%q]}]
     gateways: [{name: dc-a, listen: %q, tls: {ca_file: ca.crt, cert_file: dc-a.crt, key_file: dc-a.key}}]
+  - name: dr
+    clusters: [{name: kafka, kind: kafka, bootstrap: [%q]}]
+    gateways: [{name: dr-a, listen: %q, tls: {ca_file: ca.crt, cert_file: dr-a.crt, key_file: dr-a.key}}]
 links:
   - {between: [hq, dc], dial: hq, profile: lan}
+  - {between: [hq, dr], dial: hq, profile: lan}
 routes:
-`, p.src.ListenAddrs()[0], p.hqAddr, p.dst.ListenAddrs()[0], dcListen)
-	for _, r := range routes {
+`, p.src.ListenAddrs()[0], p.hqAddr, p.dst.ListenAddrs()[0], dcListen, p.drK.ListenAddrs()[0], p.drAddr)
+	for _, r := range append(routes, routeC) {
 		y += "  - " + r + "\n"
 	}
 	if err := os.WriteFile(p.file, []byte(y), 0o600); err != nil {
@@ -60,7 +65,10 @@ routes:
 
 const (
 	routeA = `{name: a, from: hq/kafka, to: [dc/kafka], topics: {include: ['^a\.']}, discover: 200ms}`
-	routeB = `{name: b, from: hq/kafka, to: [dc/kafka], topics: {include: ['^b\.']}, discover: 200ms}`
+	// routeC is always there: dr-a receives from the start (a gateway
+	// that accepted no sessions at start refuses a reload that would).
+	routeC = `{name: c, from: hq/kafka, to: [dr/kafka], topics: {include: ['^c\.']}, discover: 200ms}`
+	routeB = `{name: b, from: hq/kafka, to: [dr/kafka], topics: {include: ['^b\.']}, discover: 200ms}`
 )
 
 func freeUDP(t *testing.T) string {
@@ -85,7 +93,13 @@ func startReloadPair(t *testing.T, topics ...string) *reloadPair {
 		t.Fatal(err)
 	}
 	t.Cleanup(dst.Close)
-	p := &reloadPair{t: t, src: src, dst: dst, file: filepath.Join(t.TempDir(), "topology.yaml"), hqAddr: freeUDP(t), dcAddr: freeUDP(t)}
+	drK, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(drK.Close)
+	p := &reloadPair{t: t, src: src, dst: dst, drK: drK, file: filepath.Join(t.TempDir(), "topology.yaml"),
+		hqAddr: freeUDP(t), dcAddr: freeUDP(t), drAddr: freeUDP(t)}
 	p.write(p.dcAddr, routeA)
 	f, err := config.Load(p.file)
 	if err != nil {
@@ -117,29 +131,25 @@ func startReloadPair(t *testing.T, topics ...string) *reloadPair {
 		return g
 	}
 	p.dc = run("dc-a")
+	p.dr = run("dr-a")
 	p.hq = run("hq-a")
 	return p
 }
 
-// reload reloads the receiver, then the sender (a new leg is then
-// accepted by the time it is offered; with senderFirst the other way,
-// for a removal), and checks both outcomes: [0] is dc-a's, [1] hq-a's.
-func (p *reloadPair) reload(want string, senderFirst ...bool) [2]*gateway.ReloadResult {
+// reload reloads gateways in order and checks each outcome.
+func (p *reloadPair) reload(want string, gws ...*gateway.Gateway) []*gateway.ReloadResult {
 	p.t.Helper()
-	var out [2]*gateway.ReloadResult
-	order := []int{0, 1}
-	if len(senderFirst) > 0 && senderFirst[0] {
-		order = []int{1, 0}
-	}
-	for _, i := range order {
-		g := []*gateway.Gateway{p.dc, p.hq}[i]
+	var out []*gateway.ReloadResult
+	for _, g := range gws {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		out[i] = g.Reload(ctx)
+		res := g.Reload(ctx)
 		cancel()
-		if out[i].Outcome != want {
-			p.t.Fatalf("reload of %s: %v, want %s", []string{"dc-a", "hq-a"}[i], out[i], want)
+		name := g.Status().Gateway
+		if res.Outcome != want {
+			p.t.Fatalf("reload of %s: %v, want %s", name, res, want)
 		}
-		p.t.Logf("reload of %s: %v", []string{"dc-a", "hq-a"}[i], out[i])
+		p.t.Logf("reload of %s: %v (engine restarted %v, peers restarted %v)", name, res, res.EngineRestarted, res.RestartedPeers)
+		out = append(out, res)
 	}
 	return out
 }
@@ -216,52 +226,73 @@ func waitCount(t *testing.T, c *kfake.Cluster, topic string, want int, where fun
 	}
 }
 
-// TestReloadRoutes runs a gateway pair mirroring route A while reloads add
-// route B, remove it, and give A a filter. A's records flow throughout
-// and arrive exactly once (read back and compared per partition over the
-// whole run); B's arrive while B is routed, and stop when it is not; the
-// filter applies to what is produced after it.
+// outRecords is how many records hq-a has sent on leg a, as its status
+// says (per sender: a restarted sender counts from 0).
+func outRecords(t *testing.T, g *gateway.Gateway, leg string) int64 {
+	t.Helper()
+	for _, l := range g.Status().Legs {
+		if l.Leg == leg && l.Direction == "out" {
+			return l.Records
+		}
+	}
+	t.Fatalf("%s sends no leg %s", g.Status().Gateway, leg)
+	return 0
+}
+
+// TestReloadRoutes runs gateways mirroring route A (hq to dc) while
+// reloads add route B (hq to dr), remove it, and give A a filter. A's
+// records flow throughout and arrive exactly once (read back and compared
+// per partition over the whole run); B's arrive while B is routed, and
+// stop when it is not; the filter applies to what is produced after it.
+// Adding and removing B restarts hq-a's sender to dr-a alone: its sender
+// to dc-a keeps running.
 func TestReloadRoutes(t *testing.T) {
 	p := startReloadPair(t, "a.0", "a.1", "b.0", "a.f")
 	a := startProducer(t, p.src, "a.0", "a.1")
 	waitTopics(t, p.src, p.dst, []string{"a.0", "a.1"}, 200, 15*time.Second)
 
-	// Add route B.
+	// Add route B: the receiver first, then the sender.
 	p.write(p.dcAddr, routeA, routeB)
-	res := p.reload(gateway.ReloadApplied)
-	if got := strings.Join(res[0].Added, ","); got != "in b:dc/kafka" {
-		t.Errorf("dc-a added %q, want in b:dc/kafka", got)
+	res := p.reload(gateway.ReloadApplied, p.dr, p.hq)
+	if got := strings.Join(res[0].Added, ","); got != "in b:dr/kafka" {
+		t.Errorf("dr-a added %q, want in b:dr/kafka", got)
 	}
-	if got := strings.Join(res[1].Added, ","); got != "out b:dc/kafka" {
-		t.Errorf("hq-a added %q, want out b:dc/kafka", got)
+	if got := strings.Join(res[1].Added, ","); got != "out b:dr/kafka" || res[1].EngineRestarted || fmt.Sprint(res[1].RestartedPeers) != "[dr-a]" {
+		t.Errorf("hq-a: added %q, engine restarted %v, peers restarted %v; want out b:dr/kafka by restarting the sender to dr-a alone",
+			got, res[1].EngineRestarted, res[1].RestartedPeers)
 	}
+	sentA := outRecords(t, p.hq, "a:dc/kafka")
+	p.reload(gateway.ReloadUnchanged, p.dc) // B is not dc-a's
 	produceTopics(t, p.src, []string{"b.0"}, 300, 0)
-	checkTopics(t, "route b after it was added", waitTopics(t, p.src, p.dst, []string{"b.0"}, 300, 15*time.Second), 300)
+	checkTopics(t, "route b after it was added", waitTopics(t, p.src, p.drK, []string{"b.0"}, 300, 15*time.Second), 300)
+	if now := outRecords(t, p.hq, "a:dc/kafka"); now < sentA || sentA == 0 {
+		t.Errorf("hq-a's sender to dc-a counted %d records before route b's reload and %d after: it was restarted", sentA, now)
+	}
 
-	// Remove it: b.0 stops at what it had.
+	// Remove it, the sender first: b.0 stops at what it had.
 	p.write(p.dcAddr, routeA)
-	res = p.reload(gateway.ReloadApplied, true)
-	if got := strings.Join(res[1].Removed, ","); got != "out b:dc/kafka" {
-		t.Errorf("hq-a removed %q, want out b:dc/kafka", got)
+	res = p.reload(gateway.ReloadApplied, p.hq, p.dr)
+	if got := strings.Join(res[0].Removed, ","); got != "out b:dr/kafka" || fmt.Sprint(res[0].RestartedPeers) != "[dr-a]" {
+		t.Errorf("hq-a removed %q restarting %v, want out b:dr/kafka restarting dr-a", got, res[0].RestartedPeers)
 	}
 	produceTopics(t, p.src, []string{"b.0"}, 100, 300)
 
 	// A reload of the same file changes nothing and restarts nothing.
-	p.reload(gateway.ReloadUnchanged)
+	p.reload(gateway.ReloadUnchanged, p.dc, p.dr, p.hq)
 
 	// Give A a filter; records of a.f produced before it all arrive,
 	// after it only those it keeps.
 	produceTopics(t, p.src, []string{"a.f"}, 50, 0)
 	waitCount(t, p.dst, "a.f", 50, nil)
 	p.write(p.dcAddr, strings.Replace(routeA, "discover: 200ms", `discover: 200ms, filter: 'int(value.seq) % 2 == 0'`, 1))
-	res = p.reload(gateway.ReloadApplied)
+	res = p.reload(gateway.ReloadApplied, p.dc, p.hq)
 	if got := strings.Join(res[1].Changed, ","); got != "out a:dc/kafka" {
 		t.Errorf("hq-a changed %q, want out a:dc/kafka", got)
 	}
 	produceTopics(t, p.src, []string{"a.f"}, 100, 50) // seq 50..149: 50 even
 	waitCount(t, p.dst, "a.f", 100, nil)
-	if n := count(t, p.dst, "b.0", nil); n != 300 {
-		t.Errorf("b.0 at the destination: %d records, want the 300 produced while route b existed", n)
+	if n := count(t, p.drK, "b.0", nil); n != 300 {
+		t.Errorf("b.0 at dr: %d records, want the 300 produced while route b existed", n)
 	}
 
 	// A ran throughout: every record it keeps exactly once and in order
@@ -391,8 +422,8 @@ func TestReloadRefused(t *testing.T) {
 	t.Logf("refused: %v", res)
 	produceTopics(t, p.src, []string{"a.0"}, 100, 300)
 	checkTopics(t, "route a through refused reloads", waitTopics(t, p.src, p.dst, []string{"a.0"}, 400, 15*time.Second), 400)
-	if st := p.hq.Status(); len(st.Legs) != 1 || st.Legs[0].Leg != "a:dc/kafka" {
-		t.Errorf("hq-a legs after refused reloads: %+v, want a:dc/kafka alone", st.Legs)
+	if st := p.hq.Status(); len(st.Legs) != 2 || st.Legs[0].Leg != "a:dc/kafka" || st.Legs[1].Leg != "c:dr/kafka" {
+		t.Errorf("hq-a legs after refused reloads: %+v, want a:dc/kafka and c:dr/kafka", st.Legs)
 	}
 
 	// The good file again: unchanged, and the gauges say so.
