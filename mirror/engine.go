@@ -129,7 +129,19 @@ type Engine struct {
 	table *routing.Table
 	log   *slog.Logger
 	m     *metrics
-	in    map[string]*inLeg
+	// inMu guards in, which ApplyIn changes, and the receivers' state:
+	// receiving (true from Run's start until it stops its receivers),
+	// recvCtx and inStops (each running coordinator's stop, which waits).
+	// Lock order: inMu, then legState.mu.
+	inMu      sync.RWMutex
+	in        map[string]*inLeg
+	receiving bool
+	recvCtx   context.Context
+	inStops   map[*inLeg]func()
+	receivers sync.WaitGroup
+	// lookupTable is the table whose gateways Accept knows (ApplyIn
+	// replaces it with the new table's).
+	lookupTable atomic.Pointer[routing.Table]
 
 	// outMu guards out, which ApplyOut replaces, and the senders' state:
 	// sending (true from Run's start until ctx ends), sendCtx and stops
@@ -179,15 +191,17 @@ func New(opts Options) (*Engine, error) {
 	opts.Tuning = opts.Tuning.withDefaults()
 	e := &Engine{
 		opts: opts, table: opts.Table,
-		log:   opts.Logger.With("component", "mirror"),
-		m:     newMetrics(opts.Registerer),
-		in:    map[string]*inLeg{},
-		rtts:  map[string]*atomic.Int64{},
-		stops: map[*outPeer]func(){},
+		log:     opts.Logger.With("component", "mirror"),
+		m:       newMetrics(opts.Registerer),
+		in:      map[string]*inLeg{},
+		rtts:    map[string]*atomic.Int64{},
+		stops:   map[*outPeer]func(){},
+		inStops: map[*inLeg]func(){},
 	}
 	e.penalties.first = opts.Tuning.Penalty
+	e.lookupTable.Store(opts.Table)
 	for _, l := range opts.Table.In {
-		e.in[l.ID] = newInLeg(e, l)
+		e.in[l.ID] = newInLeg(e, l, opts.Table)
 	}
 	for _, p := range opts.Table.Out {
 		e.out = append(e.out, e.newOutPeer(p, e.dial))
@@ -285,6 +299,90 @@ func (e *Engine) ApplyOut(table *routing.Table, same func(old, new *routing.Peer
 	e.outMu.Unlock()
 	sort.Strings(names)
 	return names, nil
+}
+
+// inLeg is the inbound leg id, if the engine receives it.
+func (e *Engine) inLeg(id string) (*inLeg, bool) {
+	e.inMu.RLock()
+	defer e.inMu.RUnlock()
+	l, ok := e.in[id]
+	return l, ok
+}
+
+// startReceiverLocked starts l's coordinator under the receivers'
+// context; e.inStops[l] stops it and waits. e.inMu must be held and
+// e.receiving true.
+func (e *Engine) startReceiverLocked(l *inLeg) {
+	ctx, cancel := context.WithCancel(e.recvCtx)
+	done := make(chan struct{})
+	e.receivers.Go(func() {
+		defer close(done)
+		l.run(ctx)
+	})
+	e.inStops[l] = func() { cancel(); <-done }
+}
+
+// ApplyIn changes the legs the engine receives to table's while it runs:
+// legs added start their coordinator (which resumes from the progress at
+// the destination), legs removed stop theirs (finishing the transaction
+// in progress), legs whose print differs (same(old, new) false) do both;
+// the others keep running untouched. It returns ErrNotLive, changing
+// nothing, when the engine is not running or a leg it would stop is
+// carried by a session (reload the senders first when removing a leg).
+// Sessions are decided with table's gateways from now on.
+func (e *Engine) ApplyIn(table *routing.Table, same func(old, new *routing.Leg) bool) (added, removed []string, err error) {
+	next := map[string]*routing.Leg{}
+	for _, l := range table.In {
+		next[l.ID] = l
+	}
+	e.inMu.Lock()
+	if !e.receiving {
+		e.inMu.Unlock()
+		return nil, nil, fmt.Errorf("%w: not running", ErrNotLive)
+	}
+	var gone []*inLeg
+	for id, l := range e.in {
+		if n, ok := next[id]; ok && same(l.leg, n) {
+			continue
+		}
+		if !l.state.idle() {
+			e.inMu.Unlock()
+			return nil, nil, fmt.Errorf("%w: leg %s is carried by a session", ErrNotLive, id)
+		}
+		gone = append(gone, l)
+	}
+	var stops []func()
+	for _, l := range gone {
+		delete(e.in, l.leg.ID)
+		if stop := e.inStops[l]; stop != nil {
+			stops = append(stops, stop)
+		}
+		delete(e.inStops, l)
+		removed = append(removed, l.leg.ID)
+	}
+	e.lookupTable.Store(table)
+	e.inMu.Unlock()
+	// A changed leg's new coordinator starts once the old one has ended:
+	// two coordinators of one leg would race for its transactional IDs.
+	for _, stop := range stops {
+		stop()
+	}
+	e.inMu.Lock()
+	defer e.inMu.Unlock()
+	for id, n := range next {
+		if _, ok := e.in[id]; ok {
+			continue
+		}
+		l := newInLeg(e, n, table)
+		e.in[id] = l
+		if e.receiving {
+			e.startReceiverLocked(l)
+		}
+		added = append(added, id)
+	}
+	sort.Strings(added)
+	sort.Strings(removed)
+	return added, removed, nil
 }
 
 // startSenderLocked starts p's sender under the engine's sending context;
@@ -423,7 +521,11 @@ func (e *Engine) authorizeReceive(h *transport.Hello) *transport.Error {
 func (e *Engine) window(legs []string) int64 {
 	var w int64
 	for _, id := range legs {
-		if lw := e.in[id].leg.Link.Window; lw > 0 && (w == 0 || lw < w) {
+		l, ok := e.inLeg(id)
+		if !ok {
+			continue // removed since Accept looked
+		}
+		if lw := l.leg.Link.Window; lw > 0 && (w == 0 || lw < w) {
 			w = lw
 		}
 	}
@@ -447,9 +549,12 @@ func (e *Engine) Run(ctx context.Context) error {
 	// sender's drain can complete.
 	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer rcancel()
+	e.inMu.Lock()
+	e.recvCtx, e.receiving = rctx, true
 	for _, l := range e.in {
-		wg.Go(func() { l.run(rctx) })
+		e.startReceiverLocked(l)
 	}
+	e.inMu.Unlock()
 	var sessions sync.WaitGroup
 	ln := e.listener()
 	if ln != nil {
@@ -482,11 +587,16 @@ func (e *Engine) Run(ctx context.Context) error {
 		ln.Close()
 	}
 	// Give peers' senders time to drain into us, then stop.
-	t := time.NewTimer(drainGrace(len(e.in) > 0))
+	e.inMu.Lock()
+	e.receiving = false // no coordinator starts after this
+	receives := len(e.in) > 0
+	e.inMu.Unlock()
+	t := time.NewTimer(drainGrace(receives))
 	<-t.C
 	rcancel()
 	sessions.Wait()
 	wg.Wait()
+	e.receivers.Wait()
 	e.log.Info("stopped")
 	return nil
 }
@@ -635,7 +745,13 @@ func (e *Engine) Status() Status {
 			st.Legs = append(st.Legs, ls)
 		}
 	}
+	e.inMu.RLock()
+	ins := make([]*inLeg, 0, len(e.in))
 	for _, l := range e.in {
+		ins = append(ins, l)
+	}
+	e.inMu.RUnlock()
+	for _, l := range ins {
 		owner, fence := l.state.ownerAndFence()
 		ls := LegStatus{Leg: l.leg.ID, Route: l.leg.Route.Name, Direction: "in", From: l.leg.From.Ref(), To: l.leg.To.Ref(), Connected: owner != nil,
 			Filter: l.leg.Route.Filter}

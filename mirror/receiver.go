@@ -33,6 +33,9 @@ type inLeg struct {
 	leg *routing.Leg
 	e   *Engine
 	log *slog.Logger
+	// table is the table leg was compiled in: the gateways it may be fed
+	// by are that table's (routing.Leg.SentBy compares them by identity).
+	table *routing.Table
 
 	state legState
 	stats legStats
@@ -46,8 +49,8 @@ type inLeg struct {
 	adm   *kadm.Client // destination admin, for topic preparation
 }
 
-func newInLeg(e *Engine, l *routing.Leg) *inLeg {
-	il := &inLeg{leg: l, e: e, log: e.log}
+func newInLeg(e *Engine, l *routing.Leg, t *routing.Table) *inLeg {
+	il := &inLeg{leg: l, e: e, log: e.log, table: t}
 	il.state = legState{leg: l.ID, topicWait: e.opts.Tuning.TopicWait, notify: make(chan struct{}, 1)}
 	if l.SyncsGroups() {
 		il.groups = newGroupSync(il)

@@ -89,8 +89,10 @@ func printReload(g *globals, res *gateway.ReloadResult) {
 	switch {
 	case res.Outcome == gateway.ReloadApplied && res.EngineRestarted:
 		fmt.Fprintln(g.stdout, "applied: the engine drained and restarted on the new table; every leg resumes from its destination's progress")
+	case res.Outcome == gateway.ReloadApplied && len(res.RestartedPeers) > 0:
+		fmt.Fprintf(g.stdout, "applied live: restarted the senders to %s alone; every other leg and session kept running\n", strings.Join(res.RestartedPeers, ", "))
 	case res.Outcome == gateway.ReloadApplied:
-		fmt.Fprintf(g.stdout, "applied: restarted the senders to %s alone; every other session kept running\n", strings.Join(res.RestartedPeers, ", "))
+		fmt.Fprintln(g.stdout, "applied live: started and stopped the legs below alone; every other leg and session kept running")
 	case res.Outcome == gateway.ReloadUnchanged:
 		fmt.Fprintln(g.stdout, "unchanged: the file changes nothing for this gateway")
 	default:

@@ -41,13 +41,16 @@ type ReloadResult struct {
 	Added   []string `json:"added,omitempty"`
 	Removed []string `json:"removed,omitempty"`
 	Changed []string `json:"changed,omitempty"`
-	// EngineRestarted: applying drained the engine and started one on the
-	// new table (every leg resumes from the progress at its destination):
-	// a change to the legs this gateway receives.
+	// EngineRestarted: the change could not apply to the running engine
+	// (a received leg that changed or went while a session carried it, a
+	// peer that dials this gateway), so applying drained the engine and
+	// started one on the new table; every leg resumes from the progress
+	// at its destination. False for an applied reload: only the legs
+	// received that changed started or stopped, and only the senders of
+	// RestartedPeers restarted.
 	EngineRestarted bool `json:"engine_restarted,omitempty"`
-	// RestartedPeers: applying stopped or started the senders of these
-	// peers alone (a change only to what this gateway sends); every other
-	// session kept running.
+	// RestartedPeers: the peers whose senders applying stopped or
+	// started (their legs changed); every other session kept running.
 	RestartedPeers []string `json:"restarted_peers,omitempty"`
 	// Problems say why a reload was refused or invalid, each
 	// "file:line:col: path: reason" where the setting is known.
@@ -268,20 +271,14 @@ func (g *Gateway) reloadLocked(ctx context.Context) *ReloadResult {
 	if len(res.Added)+len(res.Removed)+len(res.Changed) == 0 {
 		return res
 	}
-	if !touchesIn(res) {
-		// Only what this gateway sends changed: restart the senders of
-		// the peers whose legs changed, and nothing else.
-		dial := func(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error) {
-			return dialPeer(ctx, cand.table, cand.peers, peer, h)
-		}
-		peers, err := cur.eng.ApplyOut(cand.table, samePeer, dial)
-		if err == nil {
-			g.live.Store(&live{table: cand.table, eng: cur.eng})
-			res.Outcome, res.RestartedPeers = ReloadApplied, peers
-			return res
-		}
-		g.log.Info("reload: restarting the engine", "why", err)
+	err = g.applyLive(cur.eng, cand, res)
+	if err == nil {
+		g.live.Store(&live{table: cand.table, eng: cur.eng})
+		res.Outcome = ReloadApplied
+		return res
 	}
+	g.log.Info("reload: restarting the engine", "why", err)
+	res.RestartedPeers = nil
 	eng, err := g.newEngine(cand.table, cand.peers)
 	if err != nil {
 		return fail(ReloadInvalid, err)
@@ -452,6 +449,43 @@ func diffLegs(cur, next *routing.Table) (added, removed, changed []string) {
 	slices.Sort(removed)
 	slices.Sort(changed)
 	return added, removed, changed
+}
+
+// applyLive applies the diff in res to the running engine: the inbound
+// legs added, removed or changed start or stop alone (ApplyIn), then the
+// senders of the peers whose legs changed restart alone (ApplyOut). An
+// error (mirror.ErrNotLive) means the caller restarts the engine, which
+// replaces whatever applyLive changed.
+func (g *Gateway) applyLive(eng *mirror.Engine, cand *Gateway, res *ReloadResult) error {
+	if touchesIn(res) {
+		same := func(a, b *routing.Leg) bool { return legPrint(a, nil) == legPrint(b, nil) }
+		if _, _, err := eng.ApplyIn(cand.table, same); err != nil {
+			return err
+		}
+	}
+	if !touchesOut(res) {
+		return nil
+	}
+	dial := func(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error) {
+		return dialPeer(ctx, cand.table, cand.peers, peer, h)
+	}
+	peers, err := eng.ApplyOut(cand.table, samePeer, dial)
+	if err != nil {
+		return err
+	}
+	res.RestartedPeers = peers
+	return nil
+}
+
+// touchesOut reports whether a diff changes any leg or peer the gateway
+// sends to.
+func touchesOut(res *ReloadResult) bool {
+	for _, k := range slices.Concat(res.Added, res.Removed, res.Changed) {
+		if !strings.HasPrefix(k, "in ") {
+			return true
+		}
+	}
+	return false
 }
 
 // touchesIn reports whether a diff changes any leg the gateway receives.

@@ -254,8 +254,8 @@ func TestReloadRoutes(t *testing.T) {
 	// Add route B: the receiver first, then the sender.
 	p.write(p.dcAddr, routeA, routeB)
 	res := p.reload(gateway.ReloadApplied, p.dr, p.hq)
-	if got := strings.Join(res[0].Added, ","); got != "in b:dr/kafka" {
-		t.Errorf("dr-a added %q, want in b:dr/kafka", got)
+	if got := strings.Join(res[0].Added, ","); got != "in b:dr/kafka" || res[0].EngineRestarted {
+		t.Errorf("dr-a added %q, engine restarted %v; want in b:dr/kafka started alone", got, res[0].EngineRestarted)
 	}
 	if got := strings.Join(res[1].Added, ","); got != "out b:dr/kafka" || res[1].EngineRestarted || fmt.Sprint(res[1].RestartedPeers) != "[dr-a]" {
 		t.Errorf("hq-a: added %q, engine restarted %v, peers restarted %v; want out b:dr/kafka by restarting the sender to dr-a alone",
@@ -275,6 +275,9 @@ func TestReloadRoutes(t *testing.T) {
 	if got := strings.Join(res[0].Removed, ","); got != "out b:dr/kafka" || fmt.Sprint(res[0].RestartedPeers) != "[dr-a]" {
 		t.Errorf("hq-a removed %q restarting %v, want out b:dr/kafka restarting dr-a", got, res[0].RestartedPeers)
 	}
+	if got := strings.Join(res[1].Removed, ","); got != "in b:dr/kafka" || res[1].EngineRestarted {
+		t.Errorf("dr-a removed %q, engine restarted %v; want in b:dr/kafka stopped alone", got, res[1].EngineRestarted)
+	}
 	produceTopics(t, p.src, []string{"b.0"}, 100, 300)
 
 	// A reload of the same file changes nothing and restarts nothing.
@@ -286,6 +289,10 @@ func TestReloadRoutes(t *testing.T) {
 	waitCount(t, p.dst, "a.f", 50, nil)
 	p.write(p.dcAddr, strings.Replace(routeA, "discover: 200ms", `discover: 200ms, filter: 'int(value.seq) % 2 == 0'`, 1))
 	res = p.reload(gateway.ReloadApplied, p.dc, p.hq)
+	if got := strings.Join(res[0].Changed, ","); got != "in a:dc/kafka" || !res[0].EngineRestarted {
+		// hq-a's session carries leg a: dc-a cannot swap it under it.
+		t.Errorf("dc-a changed %q, engine restarted %v; want in a:dc/kafka by an engine restart", got, res[0].EngineRestarted)
+	}
 	if got := strings.Join(res[1].Changed, ","); got != "out a:dc/kafka" {
 		t.Errorf("hq-a changed %q, want out a:dc/kafka", got)
 	}
