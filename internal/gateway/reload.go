@@ -232,7 +232,8 @@ func (g *Gateway) Reload(ctx context.Context) *ReloadResult {
 	g.reload.record(res)
 	switch res.Outcome {
 	case ReloadApplied:
-		g.log.Info("configuration reloaded", "added", res.Added, "removed", res.Removed, "changed", res.Changed)
+		g.log.Info("configuration reloaded", "added", res.Added, "removed", res.Removed, "changed", res.Changed,
+			"restarted_peers", res.RestartedPeers, "engine_restarted", res.EngineRestarted)
 	case ReloadUnchanged:
 		g.log.Info("configuration reloaded: nothing changed for this gateway")
 	default:
