@@ -326,7 +326,8 @@ func (e *Engine) startReceiverLocked(l *inLeg) {
 // legs added start their coordinator (which resumes from the progress at
 // the destination), legs removed stop theirs (finishing the transaction
 // in progress), legs whose print differs (same(old, new) false) do both;
-// the others keep running untouched. It returns ErrNotLive, changing
+// the others keep running untouched (same may ignore the route's filter,
+// which only the sender evaluates: the status shows the new one). It returns ErrNotLive, changing
 // nothing, when the engine is not running or a leg it would stop is
 // carried by a session (reload the senders first when removing a leg).
 // Sessions are decided with table's gateways from now on.
@@ -350,6 +351,11 @@ func (e *Engine) ApplyIn(table *routing.Table, same func(old, new *routing.Leg) 
 			return nil, nil, fmt.Errorf("%w: leg %s is carried by a session", ErrNotLive, id)
 		}
 		gone = append(gone, l)
+	}
+	for id, l := range e.in {
+		if n, ok := next[id]; ok && same(l.leg, n) {
+			l.filter.Store(&n.Route.Filter) // same may ignore what only the sender uses
+		}
 	}
 	var stops []func()
 	for _, l := range gone {
@@ -754,7 +760,7 @@ func (e *Engine) Status() Status {
 	for _, l := range ins {
 		owner, fence := l.state.ownerAndFence()
 		ls := LegStatus{Leg: l.leg.ID, Route: l.leg.Route.Name, Direction: "in", From: l.leg.From.Ref(), To: l.leg.To.Ref(), Connected: owner != nil,
-			Filter: l.leg.Route.Filter}
+			Filter: *l.filter.Load()}
 		if fence != nil {
 			ls.Fenced = fmt.Sprintf("%s (route epoch %d, since %s)", fence.Reason, fence.Epoch, time.UnixMilli(fence.At).UTC().Format(time.RFC3339))
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -36,6 +37,9 @@ type inLeg struct {
 	// table is the table leg was compiled in: the gateways it may be fed
 	// by are that table's (routing.Leg.SentBy compares them by identity).
 	table *routing.Table
+	// filter is the route's filter as status shows it: the sender
+	// evaluates it, so ApplyIn changes it without restarting the leg.
+	filter atomic.Pointer[string]
 
 	state legState
 	stats legStats
@@ -51,6 +55,7 @@ type inLeg struct {
 
 func newInLeg(e *Engine, l *routing.Leg, t *routing.Table) *inLeg {
 	il := &inLeg{leg: l, e: e, log: e.log, table: t}
+	il.filter.Store(&l.Route.Filter)
 	il.state = legState{leg: l.ID, topicWait: e.opts.Tuning.TopicWait, notify: make(chan struct{}, 1)}
 	if l.SyncsGroups() {
 		il.groups = newGroupSync(il)

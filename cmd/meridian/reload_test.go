@@ -86,7 +86,7 @@ func TestReloadCommand(t *testing.T) {
 	filtered.Filter = "true"
 	writeTopology(t, dir, filtered)
 	for _, c := range []struct{ admin, leg, how string }{
-		{p.WestAdmin, "in orders:west/kafka", "the engine drained and restarted"},
+		{p.WestAdmin, "in orders:west/kafka", "applied live"},
 		{p.EastAdmin, "out orders:west/kafka", "restarted the senders to west-gw alone"},
 	} {
 		r := meridian(t, dir, nil, "reload", "--admin", c.admin)

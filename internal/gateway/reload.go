@@ -459,7 +459,9 @@ func diffLegs(cur, next *routing.Table) (added, removed, changed []string) {
 // replaces whatever applyLive changed.
 func (g *Gateway) applyLive(eng *mirror.Engine, cand *Gateway, res *ReloadResult) error {
 	if touchesIn(res) {
-		same := func(a, b *routing.Leg) bool { return legPrint(a, nil) == legPrint(b, nil) }
+		// The filter is the sender's: a receiver keeps a leg whose filter
+		// alone changed running.
+		same := func(a, b *routing.Leg) bool { return legPrintIn(a) == legPrintIn(b) }
 		if _, _, err := eng.ApplyIn(cand.table, same); err != nil {
 			return err
 		}
@@ -527,6 +529,16 @@ func tablePrints(t *routing.Table) map[string]string {
 		}
 	}
 	return out
+}
+
+// legPrintIn is legPrint of a received leg without its route's filter,
+// which only the sending gateway evaluates.
+func legPrintIn(l *routing.Leg) string {
+	c := *l
+	r := *l.Route
+	r.Filter = ""
+	c.Route = &r
+	return legPrint(&c, nil)
 }
 
 // legPrint is what a leg (and its peer, for a leg sent) does, as text:

@@ -33,6 +33,7 @@ type reloadPair struct {
 	dcAddr        string
 	drAddr        string
 	hq, dc, dr    *gateway.Gateway // dr: a second receiver, in region dr
+	routeC        string           // "" = routeC
 }
 
 // write writes the gateways' file with dc-a's listen address and the
@@ -55,7 +56,11 @@ links:
   - {between: [hq, dr], dial: hq, profile: lan}
 routes:
 `, p.src.ListenAddrs()[0], p.hqAddr, p.dst.ListenAddrs()[0], dcListen, p.drK.ListenAddrs()[0], p.drAddr)
-	for _, r := range append(routes, routeC) {
+	c := routeC
+	if p.routeC != "" {
+		c = p.routeC
+	}
+	for _, r := range append(routes, c) {
 		y += "  - " + r + "\n"
 	}
 	if err := os.WriteFile(p.file, []byte(y), 0o600); err != nil {
@@ -247,7 +252,7 @@ func outRecords(t *testing.T, g *gateway.Gateway, leg string) int64 {
 // Adding and removing B restarts hq-a's sender to dr-a alone: its sender
 // to dc-a keeps running.
 func TestReloadRoutes(t *testing.T) {
-	p := startReloadPair(t, "a.0", "a.1", "b.0", "a.f")
+	p := startReloadPair(t, "a.0", "a.1", "b.0", "a.f", "c.0", "d.0")
 	a := startProducer(t, p.src, "a.0", "a.1")
 	waitTopics(t, p.src, p.dst, []string{"a.0", "a.1"}, 200, 15*time.Second)
 
@@ -289,9 +294,14 @@ func TestReloadRoutes(t *testing.T) {
 	waitCount(t, p.dst, "a.f", 50, nil)
 	p.write(p.dcAddr, strings.Replace(routeA, "discover: 200ms", `discover: 200ms, filter: 'int(value.seq) % 2 == 0'`, 1))
 	res = p.reload(gateway.ReloadApplied, p.dc, p.hq)
-	if got := strings.Join(res[0].Changed, ","); got != "in a:dc/kafka" || !res[0].EngineRestarted {
-		// hq-a's session carries leg a: dc-a cannot swap it under it.
-		t.Errorf("dc-a changed %q, engine restarted %v; want in a:dc/kafka by an engine restart", got, res[0].EngineRestarted)
+	if got := strings.Join(res[0].Changed, ","); got != "in a:dc/kafka" || res[0].EngineRestarted {
+		// The filter is the sender's: dc-a keeps leg a running.
+		t.Errorf("dc-a changed %q, engine restarted %v; want in a:dc/kafka, live", got, res[0].EngineRestarted)
+	}
+	for _, l := range p.dc.Status().Legs {
+		if l.Leg == "a:dc/kafka" && l.Filter != "int(value.seq) % 2 == 0" {
+			t.Errorf("dc-a status of leg a: filter %q, want the new one", l.Filter)
+		}
 	}
 	if got := strings.Join(res[1].Changed, ","); got != "out a:dc/kafka" {
 		t.Errorf("hq-a changed %q, want out a:dc/kafka", got)
@@ -301,6 +311,23 @@ func TestReloadRoutes(t *testing.T) {
 	if n := count(t, p.drK, "b.0", nil); n != 300 {
 		t.Errorf("b.0 at dr: %d records, want the 300 produced while route b existed", n)
 	}
+
+	// Route c gains topics on dr-a while hq-a's session carries it: dr-a
+	// cannot swap the leg under the session and restarts its engine; then
+	// hq-a restarts its sender to dr-a. c's records keep arriving, d's
+	// start to.
+	produceTopics(t, p.src, []string{"c.0"}, 100, 0)
+	waitCount(t, p.drK, "c.0", 100, nil)
+	p.routeC = strings.Replace(routeC, `'^c\.'`, `'^c\.', '^d\.'`, 1)
+	p.write(p.dcAddr, strings.Replace(routeA, "discover: 200ms", `discover: 200ms, filter: 'int(value.seq) % 2 == 0'`, 1))
+	res = p.reload(gateway.ReloadApplied, p.dr, p.hq)
+	if !res[0].EngineRestarted || fmt.Sprint(res[1].RestartedPeers) != "[dr-a]" {
+		t.Errorf("route c changed: dr-a engine restarted %v, hq-a restarted %v; want dr-a's engine restarted, hq-a's sender to dr-a",
+			res[0].EngineRestarted, res[1].RestartedPeers)
+	}
+	produceTopics(t, p.src, []string{"c.0", "d.0"}, 100, 100)
+	waitCount(t, p.drK, "c.0", 150, nil)
+	waitCount(t, p.drK, "d.0", 50, nil)
 
 	// A ran throughout: every record it keeps exactly once and in order
 	// per partition, read back over the whole run (after the filter,
