@@ -119,6 +119,14 @@
 // peer gateway, and per session one runner per leg (which owns its source
 // pump and topic discoverer). Each waits for what it starts.
 //
+// A reload changes a running engine (ApplyIn, ApplyOut): the coordinators
+// and senders are started through startReceiverLocked and
+// startSenderLocked, each with its own context and a stop that waits for
+// it, and counted in Engine.receivers and Engine.senders, which Run waits
+// for; once Run has begun draining (receiving or sending false) nothing
+// new starts. A changed leg's or peer's old goroutine has ended before its
+// new one starts.
+//
 // A duplex session (duplex.go, protocol version 4: the dialler receives
 // legs too) adds one demultiplexer goroutine per session, which owns the
 // connection's Recv loop and is waited for by whoever split the
@@ -131,7 +139,8 @@
 //
 // # Lock order
 //
-// legState.mu, then legStats.mu. groupSync.mu, credit.mu, the sender's
+// Engine.inMu, then legState.mu, then legStats.mu. Engine.outMu is a
+// leaf (ApplyOut and ApplyIn stop goroutines with neither held). groupSync.mu, credit.mu, the sender's
 // legRunner.mu, roundTimes.mu and writerIDs.mu are leaves: nothing is
 // locked while one of them is held (writerIDs asks the source cluster
 // without it). OffsetMap has its own RWMutex, also a leaf.

@@ -129,9 +129,30 @@ type Engine struct {
 	table *routing.Table
 	log   *slog.Logger
 	m     *metrics
-	in    map[string]*inLeg
-	out   []*outPeer
-	start atomic.Int64 // Run's start, Unix nanoseconds; 0 before Run (Status reads it from other goroutines)
+	// inMu guards in, which ApplyIn changes, and the receivers' state:
+	// receiving (true from Run's start until it stops its receivers),
+	// recvCtx and inStops (each running coordinator's stop, which waits).
+	// Lock order: inMu, then legState.mu.
+	inMu      sync.RWMutex
+	in        map[string]*inLeg
+	receiving bool
+	recvCtx   context.Context
+	inStops   map[*inLeg]func()
+	receivers sync.WaitGroup
+	// lookupTable is the table whose gateways Accept knows (ApplyIn
+	// replaces it with the new table's).
+	lookupTable atomic.Pointer[routing.Table]
+
+	// outMu guards out, which ApplyOut replaces, and the senders' state:
+	// sending (true from Run's start until ctx ends), sendCtx and stops
+	// (each running sender's stop, which waits). A leaf.
+	outMu   sync.Mutex
+	out     []*outPeer
+	sending bool
+	sendCtx context.Context
+	stops   map[*outPeer]func()
+	senders sync.WaitGroup
+	start   atomic.Int64 // Run's start, Unix nanoseconds; 0 before Run (Status reads it from other goroutines)
 
 	lnMu sync.Mutex
 	ln   transport.Listener // set by Bind; nil when not bound or the gateway receives nothing
@@ -170,24 +191,223 @@ func New(opts Options) (*Engine, error) {
 	opts.Tuning = opts.Tuning.withDefaults()
 	e := &Engine{
 		opts: opts, table: opts.Table,
-		log:  opts.Logger.With("component", "mirror"),
-		m:    newMetrics(opts.Registerer),
-		in:   map[string]*inLeg{},
-		rtts: map[string]*atomic.Int64{},
+		log:     opts.Logger.With("component", "mirror"),
+		m:       newMetrics(opts.Registerer),
+		in:      map[string]*inLeg{},
+		rtts:    map[string]*atomic.Int64{},
+		stops:   map[*outPeer]func(){},
+		inStops: map[*inLeg]func(){},
 	}
 	e.penalties.first = opts.Tuning.Penalty
+	e.lookupTable.Store(opts.Table)
 	for _, l := range opts.Table.In {
-		e.in[l.ID] = newInLeg(e, l)
+		e.in[l.ID] = newInLeg(e, l, opts.Table)
 	}
 	for _, p := range opts.Table.Out {
-		op := &outPeer{peer: p, e: e, log: e.log.With("peer", p.Gateway.Name), incoming: make(chan *half, 1)}
-		e.m.peerSeries(p.Gateway.Name, "sender")
-		for _, l := range p.Legs {
-			op.legs = append(op.legs, &outLeg{leg: l, writers: newWriterIDs(l.LoopWriters)})
-		}
-		e.out = append(e.out, op)
+		e.out = append(e.out, e.newOutPeer(p, e.dial))
 	}
 	return e, nil
+}
+
+func (e *Engine) newOutPeer(p *routing.Peer, dial func(context.Context, *topology.Gateway, *transport.Hello) (transport.Conn, error)) *outPeer {
+	op := &outPeer{peer: p, e: e, log: e.log.With("peer", p.Gateway.Name), incoming: make(chan *half, 1), dialPeer: dial}
+	e.m.peerSeries(p.Gateway.Name, "sender")
+	for _, l := range p.Legs {
+		op.legs = append(op.legs, &outLeg{leg: l, writers: newWriterIDs(l.LoopWriters)})
+	}
+	return op
+}
+
+// ErrNotLive is returned by ApplyOut for a change it cannot make while
+// the engine runs; the caller restarts the engine instead.
+var ErrNotLive = errors.New("mirror: the change cannot apply to the running engine")
+
+// ApplyOut replaces the peers the engine sends to with table's while it
+// runs: the running sender of each peer for which same(old, new) holds
+// keeps running, untouched; the others stop (draining as on shutdown:
+// they stop reading and wait for acknowledgements) and the new ones
+// start, dialling with dial. Every leg a new sender carries resumes from
+// the progress at its destination, so records stay exactly once. It
+// returns the names of the peers stopped or started, sorted.
+//
+// Only what the engine sends may change: table's inbound legs must be the
+// engine's (the caller compares them). It returns ErrNotLive, changing
+// nothing, when the engine is not running, or when a peer that dials this
+// gateway (routing.Peer.Dials false, whose sessions the listener hands
+// over) would change.
+func (e *Engine) ApplyOut(table *routing.Table, same func(old, new *routing.Peer) bool,
+	dial func(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error)) ([]string, error) {
+	d := func(ctx context.Context, peer *topology.Gateway, h *transport.Hello) (transport.Conn, error) {
+		return dial(ctx, peer.Name, h)
+	}
+	e.outMu.Lock()
+	if !e.sending {
+		e.outMu.Unlock()
+		return nil, fmt.Errorf("%w: not running", ErrNotLive)
+	}
+	old := map[string]*outPeer{}
+	for _, p := range e.out {
+		old[p.peer.Gateway.Name] = p
+	}
+	var next, started []*outPeer
+	kept := map[*outPeer]bool{}
+	var names []string
+	for _, np := range table.Out {
+		if op := old[np.Gateway.Name]; op != nil && same(op.peer, np) {
+			next = append(next, op)
+			kept[op] = true
+			continue
+		}
+		if op := old[np.Gateway.Name]; !np.Dials || op != nil && !op.peer.Dials {
+			e.outMu.Unlock()
+			return nil, fmt.Errorf("%w: peer %s dials this gateway", ErrNotLive, np.Gateway.Name)
+		}
+		started = append(started, e.newOutPeer(np, d))
+		next = append(next, started[len(started)-1])
+		names = append(names, np.Gateway.Name)
+	}
+	for _, op := range e.out {
+		if !kept[op] && !op.peer.Dials {
+			e.outMu.Unlock()
+			return nil, fmt.Errorf("%w: peer %s dials this gateway", ErrNotLive, op.peer.Gateway.Name)
+		}
+	}
+	var stops []func()
+	for _, op := range e.out {
+		if kept[op] {
+			continue
+		}
+		stops = append(stops, e.stops[op])
+		delete(e.stops, op)
+		if !slices.Contains(names, op.peer.Gateway.Name) {
+			names = append(names, op.peer.Gateway.Name)
+		}
+	}
+	// The new senders start once the old ones of the same peers have
+	// drained: two senders of one leg would race for its progress.
+	e.out = next
+	e.outMu.Unlock()
+	for _, stop := range stops {
+		stop()
+	}
+	e.outMu.Lock()
+	if e.sending {
+		for _, op := range started {
+			e.startSenderLocked(op)
+		}
+	}
+	e.outMu.Unlock()
+	sort.Strings(names)
+	return names, nil
+}
+
+// inLeg is the inbound leg id, if the engine receives it.
+func (e *Engine) inLeg(id string) (*inLeg, bool) {
+	e.inMu.RLock()
+	defer e.inMu.RUnlock()
+	l, ok := e.in[id]
+	return l, ok
+}
+
+// startReceiverLocked starts l's coordinator under the receivers'
+// context; e.inStops[l] stops it and waits. e.inMu must be held and
+// e.receiving true.
+func (e *Engine) startReceiverLocked(l *inLeg) {
+	ctx, cancel := context.WithCancel(e.recvCtx)
+	done := make(chan struct{})
+	e.receivers.Go(func() {
+		defer close(done)
+		l.run(ctx)
+	})
+	e.inStops[l] = func() { cancel(); <-done }
+}
+
+// ApplyIn changes the legs the engine receives to table's while it runs:
+// legs added start their coordinator (which resumes from the progress at
+// the destination), legs removed stop theirs (finishing the transaction
+// in progress), legs whose print differs (same(old, new) false) do both;
+// the others keep running untouched (same may ignore the route's filter,
+// which only the sender evaluates: the status shows the new one). It returns ErrNotLive, changing
+// nothing, when the engine is not running or a leg it would stop is
+// carried by a session (reload the senders first when removing a leg).
+// Sessions are decided with table's gateways from now on.
+func (e *Engine) ApplyIn(table *routing.Table, same func(old, new *routing.Leg) bool) (added, removed []string, err error) {
+	next := map[string]*routing.Leg{}
+	for _, l := range table.In {
+		next[l.ID] = l
+	}
+	e.inMu.Lock()
+	if !e.receiving {
+		e.inMu.Unlock()
+		return nil, nil, fmt.Errorf("%w: not running", ErrNotLive)
+	}
+	var gone []*inLeg
+	for id, l := range e.in {
+		if n, ok := next[id]; ok && same(l.leg, n) {
+			continue
+		}
+		if !l.state.idle() {
+			e.inMu.Unlock()
+			return nil, nil, fmt.Errorf("%w: leg %s is carried by a session", ErrNotLive, id)
+		}
+		gone = append(gone, l)
+	}
+	for id, l := range e.in {
+		if n, ok := next[id]; ok && same(l.leg, n) {
+			l.filter.Store(&n.Route.Filter) // same may ignore what only the sender uses
+		}
+	}
+	var stops []func()
+	for _, l := range gone {
+		delete(e.in, l.leg.ID)
+		if stop := e.inStops[l]; stop != nil {
+			stops = append(stops, stop)
+		}
+		delete(e.inStops, l)
+		removed = append(removed, l.leg.ID)
+	}
+	e.lookupTable.Store(table)
+	e.inMu.Unlock()
+	// A changed leg's new coordinator starts once the old one has ended:
+	// two coordinators of one leg would race for its transactional IDs.
+	for _, stop := range stops {
+		stop()
+	}
+	e.inMu.Lock()
+	defer e.inMu.Unlock()
+	for id, n := range next {
+		if _, ok := e.in[id]; ok {
+			continue
+		}
+		l := newInLeg(e, n, table)
+		e.in[id] = l
+		if e.receiving {
+			e.startReceiverLocked(l)
+		}
+		added = append(added, id)
+	}
+	sort.Strings(added)
+	sort.Strings(removed)
+	return added, removed, nil
+}
+
+// startSenderLocked starts p's sender under the engine's sending context;
+// e.stops[p] stops it and waits. e.outMu must be held and e.sending true.
+func (e *Engine) startSenderLocked(p *outPeer) {
+	ctx, cancel := context.WithCancel(e.sendCtx)
+	done := make(chan struct{})
+	e.senders.Go(func() {
+		defer close(done)
+		p.run(ctx)
+	})
+	e.stops[p] = func() { cancel(); <-done }
+}
+
+// peers is the peers the engine sends to now.
+func (e *Engine) peers() []*outPeer {
+	e.outMu.Lock()
+	defer e.outMu.Unlock()
+	return e.out
 }
 
 // accepts reports whether a gateway with table t accepts sessions: it
@@ -271,7 +491,7 @@ func (e *Engine) Accept(h *transport.Hello) (*transport.Welcome, error) {
 // awaiting is the peer named gateway that dials this gateway to receive
 // its legs, or nil.
 func (e *Engine) awaiting(gateway string) *outPeer {
-	for _, p := range e.out {
+	for _, p := range e.peers() {
 		if !p.peer.Dials && p.peer.Gateway.Name == gateway {
 			return p
 		}
@@ -307,7 +527,11 @@ func (e *Engine) authorizeReceive(h *transport.Hello) *transport.Error {
 func (e *Engine) window(legs []string) int64 {
 	var w int64
 	for _, id := range legs {
-		if lw := e.in[id].leg.Link.Window; lw > 0 && (w == 0 || lw < w) {
+		l, ok := e.inLeg(id)
+		if !ok {
+			continue // removed since Accept looked
+		}
+		if lw := l.leg.Link.Window; lw > 0 && (w == 0 || lw < w) {
 			w = lw
 		}
 	}
@@ -331,9 +555,12 @@ func (e *Engine) Run(ctx context.Context) error {
 	// sender's drain can complete.
 	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer rcancel()
+	e.inMu.Lock()
+	e.recvCtx, e.receiving = rctx, true
 	for _, l := range e.in {
-		wg.Go(func() { l.run(rctx) })
+		e.startReceiverLocked(l)
 	}
+	e.inMu.Unlock()
 	var sessions sync.WaitGroup
 	ln := e.listener()
 	if ln != nil {
@@ -350,22 +577,32 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 		})
 	}
-	var senders sync.WaitGroup
+	e.outMu.Lock()
+	e.sendCtx, e.sending = ctx, true
 	for _, p := range e.out {
-		senders.Go(func() { p.run(ctx) })
+		e.startSenderLocked(p)
 	}
+	e.outMu.Unlock()
 	<-ctx.Done()
 	e.log.Info("stopping: draining links")
-	senders.Wait()
+	e.outMu.Lock()
+	e.sending = false // no sender starts after this
+	e.outMu.Unlock()
+	e.senders.Wait()
 	if ln != nil {
 		ln.Close()
 	}
 	// Give peers' senders time to drain into us, then stop.
-	t := time.NewTimer(drainGrace(len(e.in) > 0))
+	e.inMu.Lock()
+	e.receiving = false // no coordinator starts after this
+	receives := len(e.in) > 0
+	e.inMu.Unlock()
+	t := time.NewTimer(drainGrace(receives))
 	<-t.C
 	rcancel()
 	sessions.Wait()
 	wg.Wait()
+	e.receivers.Wait()
 	e.log.Info("stopped")
 	return nil
 }
@@ -490,7 +727,7 @@ func (e *Engine) Status() Status {
 	if ns := e.start.Load(); ns != 0 {
 		st.UptimeSeconds = time.Since(time.Unix(0, ns)).Seconds()
 	}
-	for _, p := range e.out {
+	for _, p := range e.peers() {
 		ps := PeerStatus{
 			Gateway: p.peer.Gateway.Name, Address: p.peer.Gateway.Advertise,
 			Link: p.peer.Link.Name, Profile: p.peer.Link.Profile, Passthrough: p.peer.Link.Passthrough,
@@ -514,10 +751,16 @@ func (e *Engine) Status() Status {
 			st.Legs = append(st.Legs, ls)
 		}
 	}
+	e.inMu.RLock()
+	ins := make([]*inLeg, 0, len(e.in))
 	for _, l := range e.in {
+		ins = append(ins, l)
+	}
+	e.inMu.RUnlock()
+	for _, l := range ins {
 		owner, fence := l.state.ownerAndFence()
 		ls := LegStatus{Leg: l.leg.ID, Route: l.leg.Route.Name, Direction: "in", From: l.leg.From.Ref(), To: l.leg.To.Ref(), Connected: owner != nil,
-			Filter: l.leg.Route.Filter}
+			Filter: *l.filter.Load()}
 		if fence != nil {
 			ls.Fenced = fmt.Sprintf("%s (route epoch %d, since %s)", fence.Reason, fence.Epoch, time.UnixMilli(fence.At).UTC().Format(time.RFC3339))
 		}

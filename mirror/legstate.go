@@ -121,6 +121,13 @@ func (s *legState) attach(sess *inSession, ifFree bool) {
 	s.resetLocked()
 }
 
+// idle reports whether no session carries the leg (owner or candidate).
+func (s *legState) idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.owner == nil && len(s.others) == 0
+}
+
 // detach forgets sess; if it owned the leg, the latest candidate takes over
 // and resumes from what is committed.
 func (s *legState) detach(sess *inSession) {

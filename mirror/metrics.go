@@ -1,6 +1,8 @@
 package mirror
 
 import (
+	"errors"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -148,12 +150,38 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"leg", "route"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.records, m.rawBytes, m.wireBytes, m.lagRecords, m.lagSeconds, m.txns, m.hangingTxns, m.txnRetries,
-			m.deadLetters, m.resumes, m.dropped, m.sourceGap, m.quarantined, m.rtt, m.sessions, m.sessionFails, m.groupCommits, m.segments, m.passBatches,
-			m.refused, m.violations, m.topicRefused, m.groupDropped, m.fenced, m.filteredRecords, m.filteredBytes, m.filterErrors,
-			m.loopDropped, m.loopDroppedBytes, m.originMalformed)
+		// An engine that replaces another on the same registry (a gateway's
+		// reload) takes over its series, so counters keep counting.
+		for _, c := range []**prometheus.CounterVec{&m.records, &m.rawBytes, &m.wireBytes, &m.txns, &m.hangingTxns, &m.txnRetries,
+			&m.deadLetters, &m.resumes, &m.dropped, &m.sourceGap, &m.sessionFails, &m.groupCommits, &m.segments, &m.passBatches,
+			&m.refused, &m.violations, &m.topicRefused, &m.groupDropped, &m.filteredRecords, &m.filteredBytes, &m.filterErrors,
+			&m.loopDropped, &m.loopDroppedBytes, &m.originMalformed} {
+			register(reg, c)
+		}
+		for _, g := range []**prometheus.GaugeVec{&m.lagRecords, &m.lagSeconds, &m.quarantined, &m.rtt, &m.sessions, &m.fenced} {
+			register(reg, g)
+		}
 	}
 	return m
+}
+
+// register registers *c with reg, or, when reg already holds an equal
+// collector (the engine this one replaces), makes *c that collector.
+// Any other registration error is a programming error and panics, as
+// MustRegister would.
+func register[C prometheus.Collector](reg prometheus.Registerer, c *C) {
+	err := reg.Register(*c)
+	if err == nil {
+		return
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			*c = existing
+			return
+		}
+	}
+	panic(err)
 }
 
 // inLegSeries creates an inbound leg's series at zero, so that /metrics

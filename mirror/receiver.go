@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -33,6 +34,12 @@ type inLeg struct {
 	leg *routing.Leg
 	e   *Engine
 	log *slog.Logger
+	// table is the table leg was compiled in: the gateways it may be fed
+	// by are that table's (routing.Leg.SentBy compares them by identity).
+	table *routing.Table
+	// filter is the route's filter as status shows it: the sender
+	// evaluates it, so ApplyIn changes it without restarting the leg.
+	filter atomic.Pointer[string]
 
 	state legState
 	stats legStats
@@ -46,8 +53,9 @@ type inLeg struct {
 	adm   *kadm.Client // destination admin, for topic preparation
 }
 
-func newInLeg(e *Engine, l *routing.Leg) *inLeg {
-	il := &inLeg{leg: l, e: e, log: e.log}
+func newInLeg(e *Engine, l *routing.Leg, t *routing.Table) *inLeg {
+	il := &inLeg{leg: l, e: e, log: e.log, table: t}
+	il.filter.Store(&l.Route.Filter)
 	il.state = legState{leg: l.ID, topicWait: e.opts.Tuning.TopicWait, notify: make(chan struct{}, 1)}
 	if l.SyncsGroups() {
 		il.groups = newGroupSync(il)

@@ -18,7 +18,7 @@ func (e *Engine) authorize(h *transport.Hello) *transport.Error {
 		e.log.Warn("refused link session", "peer", h.Gateway, "reason", reason, "err", msg)
 		return &transport.Error{Code: code, Message: msg}
 	}
-	peer, ok := e.table.LookupGateway(h.Gateway)
+	peer, ok := e.lookupTable.Load().LookupGateway(h.Gateway)
 	if !ok {
 		return refuse(transport.ErrCodeForbidden, "unknown_gateway",
 			"gateway "+strconv.Quote(h.Gateway)+" is not in the topology of gateway "+e.table.Gateway.Name)
@@ -28,12 +28,13 @@ func (e *Engine) authorize(h *transport.Hello) *transport.Error {
 			"gateway "+h.Gateway+" is of region "+peer.Region.Name+", not "+strconv.Quote(h.Region))
 	}
 	for _, id := range h.Legs {
-		l, ok := e.in[id]
+		l, ok := e.inLeg(id)
 		if !ok {
 			return refuse(transport.ErrCodeUnknownLeg, "unknown_leg",
 				"leg "+id+" from gateway "+h.Gateway+" is not routed to gateway "+e.table.Gateway.Name)
 		}
-		if !l.leg.SentBy(peer) {
+		lp, _ := l.table.LookupGateway(h.Gateway) // nil (refused) if the leg's table has no such gateway
+		if !l.leg.SentBy(lp) {
 			return refuse(transport.ErrCodeForbidden, "forbidden_leg",
 				"gateway "+h.Gateway+" of region "+peer.Region.Name+" may not feed leg "+id+
 					" (its source is in region "+l.leg.From.Region.Name+")")

@@ -26,31 +26,32 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 		conn.Close(terr)
 		return
 	}
-	var legs []*inLeg
-	owned := map[string]*inLeg{} // the legs of the session's Hello: no frame may name another
-	for _, id := range h.Legs {
-		if l := e.in[id]; l != nil && owned[id] == nil {
-			legs = append(legs, l)
-			owned[id] = l
-		}
-	}
-	violation := func(reason, msg string) {
-		e.violation(conn, log, h.Gateway, reason, errors.New(msg))
-	}
-	foreign := func(kind, leg string) {
-		violation("foreign_leg", kind+" for leg "+strconv.Quote(leg)+", which is not one of the session's Hello")
-	}
 	// A session whose Hello came as 0-RTT data (which an attacker can
 	// replay, and a sender's hedged redials after an outage all send) takes
 	// only the legs nobody holds, at once: the Resume then leaves before
 	// the handshake completes. It never displaces a live session, even
 	// once confirmed (a losing redial completes its handshake as it is
 	// closed); it waits as a candidate and gets the leg when the holder
-	// ends.
+	// ends. The legs are found and attached under inMu, so that ApplyIn
+	// never removes a leg a session is attaching to.
 	t, ok := conn.(transport.Tentative)
 	tentative := ok && t.Tentative()
-	for _, l := range legs {
-		l.state.attach(sess, tentative)
+	var legs []*inLeg
+	owned := map[string]*inLeg{} // the legs of the session's Hello: no frame may name another
+	e.inMu.RLock()
+	for _, id := range h.Legs {
+		if l := e.in[id]; l != nil && owned[id] == nil {
+			legs = append(legs, l)
+			owned[id] = l
+			l.state.attach(sess, tentative)
+		}
+	}
+	e.inMu.RUnlock()
+	violation := func(reason, msg string) {
+		e.violation(conn, log, h.Gateway, reason, errors.New(msg))
+	}
+	foreign := func(kind, leg string) {
+		violation("foreign_leg", kind+" for leg "+strconv.Quote(leg)+", which is not one of the session's Hello")
 	}
 	defer func() {
 		for _, l := range legs {

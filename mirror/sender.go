@@ -14,6 +14,7 @@ import (
 
 	"github.com/meridian-gw/meridian/internal/kraw"
 	"github.com/meridian-gw/meridian/routing"
+	"github.com/meridian-gw/meridian/topology"
 	"github.com/meridian-gw/meridian/topology/profile"
 	"github.com/meridian-gw/meridian/transport"
 )
@@ -25,6 +26,9 @@ type outPeer struct {
 	e    *Engine
 	log  *slog.Logger
 	legs []*outLeg
+	// dialPeer opens a session to peer: the engine's Options.Dial, or the
+	// one ApplyOut was given with the peer.
+	dialPeer func(ctx context.Context, peer *topology.Gateway, h *transport.Hello) (transport.Conn, error)
 
 	connected atomic.Bool
 	rtt       atomic.Int64 // nanoseconds
@@ -295,7 +299,7 @@ func (p *outPeer) dial(ctx context.Context, hello func() *transport.Hello, hedge
 	if !hedge {
 		dctx, cancel := context.WithTimeout(ctx, dialLimit)
 		defer cancel()
-		return p.e.dial(dctx, p.peer.Gateway, hello())
+		return p.dialPeer(dctx, p.peer.Gateway, hello())
 	}
 	type result struct {
 		id   int
@@ -314,7 +318,7 @@ func (p *outPeer) dial(ctx context.Context, hello func() *transport.Hello, hedge
 		actx, acancel := context.WithCancel(dctx)
 		pending[id] = acancel
 		wg.Go(func() {
-			c, err := p.e.dial(actx, p.peer.Gateway, hello())
+			c, err := p.dialPeer(actx, p.peer.Gateway, hello())
 			results <- result{id, c, err}
 		})
 	}

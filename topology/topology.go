@@ -46,6 +46,9 @@ type Cluster struct {
 	Bootstrap []string
 	TLS       *config.TLS
 	SASL      *config.SASL
+	// Path is where the file defines the cluster, for config.File.ErrorAt:
+	// "regions[0].clusters[1]"; "" for clusters built in code.
+	Path string
 }
 
 // Ref is the cluster's "region/cluster" name.
@@ -204,8 +207,9 @@ func New(f *config.File) (*Topology, error) {
 	for i, r := range f.Regions {
 		reg := &Region{Name: r.Name}
 		t.Regions[r.Name] = reg
-		for _, c := range r.Clusters {
-			cl := &Cluster{Region: reg, Name: c.Name, Kind: c.Kind, Bootstrap: c.Bootstrap, TLS: c.TLS, SASL: c.SASL}
+		for k, c := range r.Clusters {
+			cl := &Cluster{Region: reg, Name: c.Name, Kind: c.Kind, Bootstrap: c.Bootstrap, TLS: c.TLS, SASL: c.SASL,
+				Path: fmt.Sprintf("regions[%d].clusters[%d]", i, k)}
 			reg.Clusters = append(reg.Clusters, cl)
 			t.Clusters[cl.Ref()] = cl
 		}

@@ -152,6 +152,21 @@ func TestAdminAuthAndSecrets(t *testing.T) {
 		t.Errorf("failover --dry-run with the operator certificate: %v\nwant exit status 0 and one dry-run report", r)
 	}
 
+	// Reload is an action like failover: refused to the site certificate
+	// and without credentials; the token may (the file is unchanged).
+	r = run(nil, "reload", "--admin", https, "--ca", ca, "--cert", siteCert, "--key", siteKey)
+	if r.code != 1 || !strings.Contains(r.stderr, "403") {
+		t.Errorf("reload with a site certificate: %v\nwant exit status 1, HTTP 403", r)
+	}
+	r = run(nil, "reload", "--admin", https, "--ca", ca)
+	if r.code != 1 || !strings.Contains(r.stderr, "401") {
+		t.Errorf("reload without credentials: %v\nwant exit status 1, HTTP 401", r)
+	}
+	r = run(nil, "reload", "--admin", https, "--ca", ca, "--token-file", tokenFile)
+	if r.code != 0 || !strings.Contains(r.stdout, "unchanged") {
+		t.Errorf("reload with the token: %v\nwant exit status 0, unchanged", r)
+	}
+
 	// Straight HTTP: /healthz and /metrics are open, /status and a GET on
 	// the action are not, and the bodies hold no secret.
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: mustPool(t, ca)}}}

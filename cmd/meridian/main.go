@@ -88,6 +88,7 @@ func newRoot(g *globals) *cobra.Command {
 		newOffsetsCmd(g),
 		newFailoverCmd(g),
 		newFailbackCmd(g),
+		newReloadCmd(g),
 		newVersionCmd(g), newSchemaCmd(g),
 	)
 	return root

@@ -1,10 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
+	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
+	"sync"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -38,11 +43,34 @@ func newRunCmd(g *globals) *cobra.Command {
 				sort.Strings(names)
 				return &exitError{1, fmt.Errorf("%s: no gateway %q (gateways: %v)", file, name, names)}
 			}
-			gw, err := gateway.New(gateway.Options{Topology: topo, Name: name, Logger: log, Secrets: g.secrets})
+			gw, err := gateway.New(gateway.Options{Topology: topo, Name: name, Logger: log, Secrets: g.secrets,
+				Reload: gateway.ReloadFrom(file, g.secrets)})
 			if err != nil {
 				return &exitError{1, err}
 			}
-			if err := gw.Run(cmd.Context()); err != nil {
+			// SIGHUP reloads the file (as POST /v1/reload does); the
+			// reloader goroutine ends with the gateway.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						log.Info("SIGHUP: reloading the topology file", "file", file)
+						gw.Reload(ctx) // logs its outcome
+					}
+				}
+			})
+			err = gw.Run(ctx)
+			cancel()
+			wg.Wait()
+			if err != nil {
 				return &exitError{1, err}
 			}
 			return nil

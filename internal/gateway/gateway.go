@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -101,16 +102,33 @@ type Options struct {
 	// Secrets are redacted from every admin API response (nil: none).
 	// `meridian run` passes the topology file's (config.File.Secrets).
 	Secrets *redact.Set
+
+	// Reload, if not nil, re-reads the topology file the gateway was
+	// started with, for Gateway.Reload (SIGHUP, POST /v1/reload). It
+	// returns the new topology, or the file's problems (config.Errors,
+	// each "file:line:col: path: reason"); place turns a problem found
+	// later with a setting of the new file into such an error. Nil means
+	// the gateway refuses to reload.
+	Reload func() (topo *topology.Topology, place func(path string, err error) error, err error)
 }
 
 // Gateway is an assembled gateway, ready to Run.
 type Gateway struct {
-	opts  Options
+	opts Options
+	// table is the table the gateway was built with. Its gateway's own
+	// settings (addresses, TLS, admin, gossip) cannot change by reload,
+	// and the link listener keeps the tuning it was bound with; the legs
+	// running now are live's (g.now()).
 	table *routing.Table
-	eng   *mirror.Engine
 	reg   *prometheus.Registry
 	log   *slog.Logger
-	peers map[string]peerDialer // by peer gateway name
+	peers map[string]peerDialer // by peer gateway name, for table
+
+	serverTLS *tls.Config // link server TLS; nil when the gateway carries no quic link
+	live      atomic.Pointer[live]
+	lnMu      sync.Mutex
+	ln        transport.Listener // the link listener, shared by the engines reloads replace; closed by Run
+	reload    reloader
 
 	adminTLS *tls.Config // nil unless admin.mtls
 
@@ -142,6 +160,16 @@ func (e *SettingError) Error() string { return e.Path + ": " + e.Err.Error() }
 
 func (e *SettingError) Unwrap() error { return e.Err }
 
+// live is what a reload replaces: the forwarding table, the engine
+// running it and the dialers of its peers.
+type live struct {
+	table *routing.Table
+	eng   *mirror.Engine
+}
+
+// now is the table and engine running now.
+func (g *Gateway) now() *live { return g.live.Load() }
+
 // New builds the gateway: it compiles its forwarding table, checks and
 // loads its certificates, builds one dialer per peer gateway and the
 // replication engine. It binds no socket and dials nothing: Bind and Run
@@ -149,18 +177,63 @@ func (e *SettingError) Unwrap() error { return e.Err }
 // setting a *SettingError (errors.As finds the first; unwrap the join for
 // all).
 func New(opts Options) (*Gateway, error) {
+	g, clientTLS, err := assemble(opts)
+	if err != nil {
+		return nil, err
+	}
+	gw := g.table.Gateway
+	if gw.Gossip != nil {
+		g.gossip = &gossip{serverTLS: g.serverTLS, clientTLS: clientTLS}
+	}
+	g.reg = prometheus.NewRegistry()
+	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if g.gossip != nil {
+		g.reg.MustRegister(gossipCollector{g})
+	}
+	g.reg.MustRegister(amqpCollector{g})
+	g.reload.init(g.reg)
+	eng, err := g.newEngine(g.table, g.peers)
+	if err != nil {
+		return nil, fmt.Errorf("gateway %s: %w", gw.Name, err)
+	}
+	g.live.Store(&live{table: g.table, eng: eng})
+	return g, nil
+}
+
+// newEngine builds an engine for table, dialling peers; every engine of
+// the gateway shares its registry and its link listener.
+func (g *Gateway) newEngine(table *routing.Table, peers map[string]peerDialer) (*mirror.Engine, error) {
+	return mirror.New(mirror.Options{
+		Table: table,
+		Dial: func(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error) {
+			return dialPeer(ctx, table, peers, peer, h)
+		},
+		ClusterOpts:   g.opts.ClusterOpts,
+		Profile:       g.opts.Profile,
+		Logger:        g.log,
+		Registerer:    g.reg,
+		Window:        g.opts.Window,
+		MaxBatchBytes: g.opts.MaxBatchBytes,
+		Listen:        g.sharedListen,
+	})
+}
+
+// assemble compiles the table of opts' topology, checks and loads the
+// link certificates and builds the peers' dialers: what New and a reload
+// build before any engine. clientTLS is the link client TLS.
+func assemble(opts Options) (g *Gateway, clientTLS *tls.Config, err error) {
 	if opts.Topology == nil {
-		return nil, errors.New("gateway: no topology")
+		return nil, nil, errors.New("gateway: no topology")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	table, err := routing.Compile(opts.Topology, opts.Name)
 	if err != nil {
-		return nil, fmt.Errorf("gateway %s: %w", opts.Name, err)
+		return nil, nil, fmt.Errorf("gateway %s: %w", opts.Name, err)
 	}
 	gw := table.Gateway
-	g := &Gateway{opts: opts, table: table, log: opts.Logger.With("gateway", gw.Name)} // mirror and link loggers add their component
+	g = &Gateway{opts: opts, table: table, log: opts.Logger.With("gateway", gw.Name)} // mirror and link loggers add their component
 	serverTLS, clientTLS, problems := g.linkTLS()
 	if _, err := g.memberMeta().Encode(); err != nil {
 		problems = append(problems, &SettingError{gw.Path, err})
@@ -174,33 +247,10 @@ func New(opts Options) (*Gateway, error) {
 		}
 	}
 	if len(problems) > 0 {
-		return nil, fmt.Errorf("gateway %s: %w", gw.Name, errors.Join(problems...))
+		return nil, nil, fmt.Errorf("gateway %s: %w", gw.Name, errors.Join(problems...))
 	}
-	g.peers = peers
-	if gw.Gossip != nil {
-		g.gossip = &gossip{serverTLS: serverTLS, clientTLS: clientTLS}
-	}
-	g.reg = prometheus.NewRegistry()
-	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if g.gossip != nil {
-		g.reg.MustRegister(gossipCollector{g})
-	}
-	g.reg.MustRegister(amqpCollector{g})
-	g.eng, err = mirror.New(mirror.Options{
-		Table:         table,
-		Dial:          g.dial,
-		ClusterOpts:   opts.ClusterOpts,
-		Profile:       opts.Profile,
-		Logger:        g.log,
-		Registerer:    g.reg,
-		Window:        opts.Window,
-		MaxBatchBytes: opts.MaxBatchBytes,
-		Listen:        func(accept transport.Accept) (transport.Listener, error) { return g.listen(serverTLS, accept) },
-	})
-	if err != nil {
-		return nil, fmt.Errorf("gateway %s: %w", gw.Name, err)
-	}
-	return g, nil
+	g.peers, g.serverTLS = peers, serverTLS
+	return g, clientTLS, nil
 }
 
 // memberMeta is what the gateway tells the fleet about itself in its
@@ -420,12 +470,12 @@ func (g *Gateway) dialers(clientTLS *tls.Config) (map[string]peerDialer, []error
 	return peers, problems
 }
 
-// dial is the engine's mirror.Options.Dial: the peer's own dialer, at the
-// peer's address.
-func (g *Gateway) dial(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error) {
-	p, ok := g.peers[peer]
+// dialPeer is an engine's mirror.Options.Dial: the peer's own dialer (of
+// the engine's table), at the peer's address.
+func dialPeer(ctx context.Context, table *routing.Table, peers map[string]peerDialer, peer string, h *transport.Hello) (transport.Conn, error) {
+	p, ok := peers[peer]
 	if !ok {
-		return nil, fmt.Errorf("gateway %s has no link to peer %q", g.table.Gateway.Name, peer)
+		return nil, fmt.Errorf("gateway %s has no link to peer %q", table.Gateway.Name, peer)
 	}
 	return p.d.Dial(ctx, p.addr, h)
 }
@@ -477,14 +527,17 @@ func (g *Gateway) listen(serverTLS *tls.Config, accept transport.Accept) (transp
 }
 
 // receivesQUIC reports whether any inbound leg comes over a quic link.
-func (g *Gateway) receivesQUIC() bool {
-	own := g.table.Gateway.Region
-	for _, l := range g.table.In {
+func (g *Gateway) receivesQUIC() bool { return receivesQUIC(g.table) }
+
+// receivesQUIC reports whether table t receives any leg over a quic link, or is dialled by a peer over one.
+func receivesQUIC(t *routing.Table) bool {
+	own := t.Gateway.Region
+	for _, l := range t.In {
 		if l.Link.Transport != "amqp" && l.Link.Dial != own {
 			return true
 		}
 	}
-	for _, p := range g.table.Out {
+	for _, p := range t.Out {
 		if !p.Dials && p.Link.Transport != "amqp" {
 			return true // the peer dials in, and this gateway sends over its sessions
 		}
@@ -643,7 +696,14 @@ func serverNameFor(c *tls.Config, peer string) *tls.Config {
 
 // LinkAddr is the address the gateway accepts links on once bound (Bind
 // or Run), or nil (also when it receives nothing).
-func (g *Gateway) LinkAddr() net.Addr { return g.eng.Addr() }
+func (g *Gateway) LinkAddr() net.Addr {
+	g.lnMu.Lock()
+	defer g.lnMu.Unlock()
+	if g.ln == nil {
+		return nil
+	}
+	return g.ln.Addr()
+}
 
 // Bind binds the link listener (when the gateway receives legs) and the
 // admin server, so that a caller learns LinkAddr and AdminAddr before Run.
@@ -653,7 +713,7 @@ func (g *Gateway) Bind() error {
 	if err := g.StartAdmin(); err != nil {
 		return err
 	}
-	if err := g.eng.Bind(); err != nil {
+	if err := g.now().eng.Bind(); err != nil {
 		// Bound nothing, then: release the admin server too.
 		g.adminMu.Lock()
 		if g.admin != nil {
@@ -678,7 +738,7 @@ func (g *Gateway) Bind() error {
 }
 
 // Status is the engine's status.
-func (g *Gateway) Status() mirror.Status { return g.eng.Status() }
+func (g *Gateway) Status() mirror.Status { return g.now().eng.Status() }
 
 // Registry holds the gateway's metrics.
 func (g *Gateway) Registry() *prometheus.Registry { return g.reg }
@@ -707,11 +767,12 @@ func (g *Gateway) StartAdmin() error {
 	}
 	o := admin.Options{
 		Addr: addr, Gatherer: g.reg, Registerer: g.reg, Logger: g.log, Redact: g.opts.Secrets,
-		Status:  func() any { return g.eng.Status() },
+		Status:  func() any { return statusJSON{g.now().eng.Status(), g.reload.last()} },
 		Healthy: g.problems,
 		Actions: map[string]http.Handler{
 			"/v1/failover": http.HandlerFunc(g.serveFailover),
 			"/v1/failback": http.HandlerFunc(g.serveFailback),
+			"/v1/reload":   http.HandlerFunc(g.serveReload),
 		},
 	}
 	if g.gossip != nil {
@@ -736,7 +797,7 @@ func (g *Gateway) StartAdmin() error {
 // problems lists what makes the gateway unhealthy: a peer it cannot reach.
 func (g *Gateway) problems() []string {
 	var out []string
-	for _, p := range g.eng.Status().Peers {
+	for _, p := range g.now().eng.Status().Peers {
 		if !p.Connected && p.Failures > 0 {
 			out = append(out, fmt.Sprintf("peer %s (%s) not connected: %s", p.Gateway, p.Address, p.LastError))
 		}
@@ -767,11 +828,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 		ecancel()
 	})
-	err := g.eng.Run(ectx)
+	err := g.runEngines(ectx)
 	ecancel()
 	gcancel()
 	wg.Wait()
 	g.stopGossip()
+	g.lnMu.Lock()
+	if g.ln != nil {
+		g.ln.Close()
+		g.ln = nil
+	}
+	g.lnMu.Unlock()
 	g.adminMu.Lock()
 	defer g.adminMu.Unlock()
 	if g.admin != nil {
@@ -890,7 +957,7 @@ func (g *Gateway) serveDR(w http.ResponseWriter, r *http.Request, what string,
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	var legs []*routing.Leg
-	for _, l := range g.table.In {
+	for _, l := range g.now().table.In {
 		if l.Route.Name == req.Route && (req.To == "" || l.To.Ref() == req.To) {
 			legs = append(legs, l)
 		}

@@ -257,7 +257,7 @@ func (g *Gateway) runGossip(ctx context.Context) {
 // legHealth is the health of every leg from the engine's status; goodput
 // is the raw bytes acknowledged since last (by leg), over elapsed.
 func (g *Gateway) legHealth(last map[string]int64, elapsed time.Duration) ([]membership.LegHealth, map[string]int64) {
-	st := g.eng.Status()
+	st := g.now().eng.Status()
 	rtt := map[string]time.Duration{}
 	for _, p := range st.Peers {
 		rtt[p.Gateway] = time.Duration(p.RTTMillis * float64(time.Millisecond))
