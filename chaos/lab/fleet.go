@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -79,9 +78,8 @@ type Fleet struct {
 	legs     map[string]*routing.Leg      // by leg ID, from the sending gateways' tables
 	names    []string                     // gateway names in file order
 	fleetCounters
-	mu      sync.Mutex          // guards running
-	running map[string]*running // by gateway name
-	closed  bool                // guarded by mu
+	gatewaySet      // the running gateways, by name; its mu guards closed too
+	closed     bool // guarded by mu
 }
 
 // LoadFleetFile reads a topology file for NewFleet. Every ${NAME} gets a
@@ -122,7 +120,7 @@ func NewFleet(f *config.File, o FleetOptions) (_ *Fleet, err error) {
 	}
 	fl := &Fleet{File: f, opts: o, Topics: map[string][]string{}, clusters: map[string]*kfake.Cluster{},
 		certs: map[string]*pki.Cert{}, proxies: map[string][]*chaos.UDPProxy{}, proxyAt: map[string]*chaos.UDPProxy{}, dialVia: map[string]map[string]string{},
-		legs: map[string]*routing.Leg{}, running: map[string]*running{}}
+		legs: map[string]*routing.Leg{}}
 	defer func() {
 		if err != nil {
 			fl.Close()
@@ -361,10 +359,7 @@ func (fl *Fleet) Start(name string) error {
 	if err := gw.Bind(); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{gw: gw, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- gw.Run(ctx) }()
-	fl.running[name] = r
+	fl.goLocked(name, gw)
 	return nil
 }
 
@@ -374,29 +369,6 @@ func (fl *Fleet) StartAll() error {
 		if err := fl.Start(n); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// Stop stops the named gateway gracefully and waits for it.
-func (fl *Fleet) Stop(name string) error {
-	fl.mu.Lock()
-	r := fl.running[name]
-	delete(fl.running, name)
-	fl.mu.Unlock()
-	if r == nil {
-		return nil
-	}
-	r.cancel()
-	return <-r.done
-}
-
-// Gateway returns the named running gateway, or nil.
-func (fl *Fleet) Gateway(name string) *gateway.Gateway {
-	fl.mu.Lock()
-	defer fl.mu.Unlock()
-	if r := fl.running[name]; r != nil {
-		return r.gw
 	}
 	return nil
 }

@@ -118,14 +118,55 @@ type Lab struct {
 	edgeSeeds, hqSeeds []string // the clusters' bootstrap addresses
 	edgeOpts, hqOpts   []kgo.Opt
 
-	mu      sync.Mutex
-	running map[string]*running
+	gatewaySet
 }
 
 type running struct {
 	gw     *gateway.Gateway
 	cancel context.CancelFunc
 	done   chan error
+}
+
+// gatewaySet runs named gateways in the background, each until Stop: the
+// part Lab and Fleet share. mu also guards what an embedder keeps beside
+// running.
+type gatewaySet struct {
+	mu      sync.Mutex
+	running map[string]*running
+}
+
+// goLocked runs gw in the background as name; mu is held.
+func (s *gatewaySet) goLocked(name string, gw *gateway.Gateway) {
+	if s.running == nil {
+		s.running = map[string]*running{}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{gw: gw, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- gw.Run(ctx) }()
+	s.running[name] = r
+}
+
+// Stop stops the named gateway gracefully and waits for it.
+func (s *gatewaySet) Stop(name string) error {
+	s.mu.Lock()
+	r := s.running[name]
+	delete(s.running, name)
+	s.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	r.cancel()
+	return <-r.done
+}
+
+// Gateway returns the named running gateway, or nil.
+func (s *gatewaySet) Gateway(name string) *gateway.Gateway {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.running[name]; r != nil {
+		return r.gw
+	}
+	return nil
 }
 
 // New starts the clusters (and proxy); no gateway runs yet.
@@ -145,7 +186,7 @@ func New(opts Options) (l *Lab, err error) {
 	if opts.Include == nil {
 		opts.Include = []string{".*"}
 	}
-	l = &Lab{opts: opts, running: map[string]*running{}, certs: map[string]*pki.Cert{}}
+	l = &Lab{opts: opts, certs: map[string]*pki.Cert{}}
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -348,33 +389,7 @@ func (l *Lab) Start(name string) error {
 	if err := gw.Bind(); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{gw: gw, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- gw.Run(ctx) }()
-	l.running[name] = r
-	return nil
-}
-
-// Stop stops the named gateway gracefully and waits for it.
-func (l *Lab) Stop(name string) error {
-	l.mu.Lock()
-	r := l.running[name]
-	delete(l.running, name)
-	l.mu.Unlock()
-	if r == nil {
-		return nil
-	}
-	r.cancel()
-	return <-r.done
-}
-
-// Gateway returns the named running gateway, or nil.
-func (l *Lab) Gateway(name string) *gateway.Gateway {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if r := l.running[name]; r != nil {
-		return r.gw
-	}
+	l.goLocked(name, gw)
 	return nil
 }
 

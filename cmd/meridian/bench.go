@@ -21,6 +21,23 @@ func newBenchCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// startCPUProfile writes a CPU profile of the process to path until stop
+// is called ("": none).
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, &exitError{1, err}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, &exitError{1, err}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
 func newBenchMirrorCmd(g *globals) *cobra.Command {
 	var o lab.BenchOptions
 	var output, cpuProfile, kafka string
@@ -37,17 +54,11 @@ func newBenchMirrorCmd(g *globals) *cobra.Command {
 			if output == "text" {
 				o.Out = g.stdout
 			}
-			if cpuProfile != "" {
-				f, err := os.Create(cpuProfile)
-				if err != nil {
-					return &exitError{1, err}
-				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return &exitError{1, err}
-				}
-				defer pprof.StopCPUProfile()
+			stop, err := startCPUProfile(cpuProfile)
+			if err != nil {
+				return err
 			}
+			defer stop()
 			run := lab.RunMirrorBench
 			switch kafka {
 			case "kfake":

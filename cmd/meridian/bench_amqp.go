@@ -3,8 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"runtime/pprof"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -40,17 +38,11 @@ bytes per second the broker accepted from the plain loop).`,
 			if o.Codecs, err = lab.ParseCodecs(codecs); err != nil {
 				return &exitError{2, fmt.Errorf("bench amqp: --codecs: %w", err)}
 			}
-			if cpuProfile != "" {
-				f, err := os.Create(cpuProfile)
-				if err != nil {
-					return &exitError{1, err}
-				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return &exitError{1, err}
-				}
-				defer pprof.StopCPUProfile()
+			stop, err := startCPUProfile(cpuProfile)
+			if err != nil {
+				return err
 			}
+			defer stop()
 			res, err := lab.RunAMQPBench(cmd.Context(), o)
 			if err != nil {
 				return &exitError{1, fmt.Errorf("bench amqp: %w", err)}
