@@ -93,24 +93,18 @@ func (m *Member) keyByFingerprint(kr *memberlist.Keyring, fp string) ([]byte, er
 // the member sends is encrypted with it from now on. The second step of a
 // rotation, once every member has installed the key.
 func (m *Member) UseKey(fp string) error {
-	kr, err := m.keyring()
-	if err != nil {
-		return err
-	}
-	k, err := m.keyByFingerprint(kr, fp)
-	if err != nil {
-		return err
-	}
-	if err := kr.UseKey(k); err != nil {
-		return fmt.Errorf("use gossip key %s: %w", fp, err)
-	}
-	m.log.Info("gossip key in use", "fingerprint", fp)
-	return nil
+	return m.changeKey(fp, "use", "in use", (*memberlist.Keyring).UseKey)
 }
 
 // RemoveKey removes the key with fingerprint fp; the primary cannot be
 // removed. The last step of a rotation, once every member uses the new key.
 func (m *Member) RemoveKey(fp string) error {
+	return m.changeKey(fp, "remove", "removed", (*memberlist.Keyring).RemoveKey)
+}
+
+// changeKey applies op to the installed key with fingerprint fp and logs
+// that it was done.
+func (m *Member) changeKey(fp, verb, done string, op func(*memberlist.Keyring, []byte) error) error {
 	kr, err := m.keyring()
 	if err != nil {
 		return err
@@ -119,9 +113,9 @@ func (m *Member) RemoveKey(fp string) error {
 	if err != nil {
 		return err
 	}
-	if err := kr.RemoveKey(k); err != nil {
-		return fmt.Errorf("remove gossip key %s: %w", fp, err)
+	if err := op(kr, k); err != nil {
+		return fmt.Errorf("%s gossip key %s: %w", verb, fp, err)
 	}
-	m.log.Info("gossip key removed", "fingerprint", fp)
+	m.log.Info("gossip key "+done, "fingerprint", fp)
 	return nil
 }
