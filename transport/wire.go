@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -111,6 +112,26 @@ func (t FrameType) Since() uint16 {
 		return VersionDicts
 	}
 	return 0
+}
+
+// CheckSend is what every Conn.Send checks before sending f on a session
+// of version v: a frame at all, the session not ended (sessionErr, its
+// Err()), ctx alive, and the frame allowed at v (CheckVersion, wrapped:
+// the peer would refuse it and end the session).
+func CheckSend(ctx context.Context, f Frame, v uint16, sessionErr error) error {
+	if f == nil {
+		return errors.New("send: nil frame")
+	}
+	if sessionErr != nil {
+		return sessionErr
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := CheckVersion(f, v); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	return nil
 }
 
 // CheckVersion returns an error if f cannot travel on a session of

@@ -305,17 +305,8 @@ func (c *Conn) dataOrControl(out bool) string {
 // batches it lists, then travels to the dialer; a Resume or Fenced for a
 // leg accepts the messages of the leg's batches that the engine drops.
 func (c *Conn) Send(ctx context.Context, f transport.Frame) error {
-	if f == nil {
-		return errors.New("send: nil frame")
-	}
-	if err := c.Err(); err != nil {
+	if err := transport.CheckSend(ctx, f, c.welcome.Version, c.Err()); err != nil {
 		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := transport.CheckVersion(f, c.welcome.Version); err != nil {
-		return fmt.Errorf("send: %w", err)
 	}
 	switch f := f.(type) {
 	case *transport.Hello, *transport.Welcome:

@@ -3,7 +3,6 @@ package quic
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -370,18 +369,8 @@ func (c *Conn) Stats() transport.ConnStats {
 // Safe for concurrent use; batches on different lanes are encoded in
 // parallel.
 func (c *Conn) Send(ctx context.Context, f transport.Frame) error {
-	if f == nil {
-		return errors.New("send: nil frame")
-	}
-	if err := c.Err(); err != nil {
+	if err := transport.CheckSend(ctx, f, c.welcome.Version, c.Err()); err != nil {
 		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := transport.CheckVersion(f, c.welcome.Version); err != nil {
-		// The peer would refuse it and end the session.
-		return fmt.Errorf("send: %w", err)
 	}
 	switch f := f.(type) {
 	case *transport.Batch:
