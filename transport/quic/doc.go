@@ -12,11 +12,11 @@
 // not pluggable, which caps one connection on long lossy paths; striping over
 // several connections is the remedy (see "Striping").
 //
-// Known upstream race: on a 0-RTT connection, quic-go writes the peer's
-// transport parameters (handleTransportParameters) while a stream being
-// opened reads them (newFlowController): quic-go's open issue 4303. The
-// race detector has flagged it once here, in a test that redials with
-// 0-RTT, with every record still mirrored exactly.
+// quic-go v0.66.0 or later is required: earlier versions wrote the peer's
+// transport parameters during the handshake while a stream opened on a
+// 0-RTT connection read them (quic-go issue 4303), a data race the race
+// detector flagged here in tests that redial with 0-RTT. v0.66.0 keeps
+// them behind an atomic pointer.
 //
 // Batches are compressed by package transport with klauspost/compress: the
 // fastest pure-Go zstd and s2 (a Snappy successor), allocation-free when
