@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -94,6 +95,13 @@ type Tuning struct {
 	// decompress to when a passthrough sender decodes it (a batch that
 	// does not fit the receiver's limit). Zero means 256 MiB.
 	SourceDecompressLimit int
+	// ShareSession is the session timeout of a shared leg's consumer
+	// group (sender_share.go): how long a sending gateway that stopped
+	// heartbeating (paused, cut from its source cluster) keeps its
+	// partitions before the group moves them to the others. Heartbeats
+	// go every tenth of it. Zero means 10 s; Kafka brokers refuse less
+	// than their group.min.session.timeout.ms (6 s by default).
+	ShareSession time.Duration
 }
 
 func (t Tuning) withDefaults() Tuning {
@@ -748,6 +756,12 @@ func (e *Engine) Status() Status {
 			if why := l.fenced.Load(); why != nil {
 				ls.Fenced = *why
 			}
+			if l.leg.Shared() {
+				ls.ShareGroup = l.leg.ShareGroup()
+				if g := l.share.Load(); g != nil {
+					ls.SharedPartitions = tpNames(slices.Collect(maps.Keys(g.owns())))
+				}
+			}
 			st.Legs = append(st.Legs, ls)
 		}
 	}
@@ -775,6 +789,10 @@ func (e *Engine) Status() Status {
 			ls.Peer = owner.peer
 		}
 		ls.Quarantined, _ = l.state.quarantineStatus()
+		ls.Shares = l.state.shareStatus()
+		if owner != nil || len(ls.Shares) > 0 {
+			ls.Connected = true
+		}
 		l.stats.fill(&ls)
 		st.Legs = append(st.Legs, ls)
 	}
