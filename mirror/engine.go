@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"maps"
+	"net"
 	"slices"
 	"sort"
 	"strconv"
@@ -95,12 +95,13 @@ type Tuning struct {
 	// decompress to when a passthrough sender decodes it (a batch that
 	// does not fit the receiver's limit). Zero means 256 MiB.
 	SourceDecompressLimit int
-	// ShareSession is the session timeout of a shared leg's consumer
-	// group (sender_share.go): how long a sending gateway that stopped
-	// heartbeating (paused, cut from its source cluster) keeps its
-	// partitions before the group moves them to the others. Heartbeats
-	// go every tenth of it. Zero means 10 s; Kafka brokers refuse less
-	// than their group.min.session.timeout.ms (6 s by default).
+	// ShareSession overrides the session timeout of shared legs'
+	// consumer groups (routes[].share_timeout, sender_share.go): how
+	// long a sending gateway that stopped heartbeating (paused, cut from
+	// its source cluster) keeps its partitions before the group moves
+	// them to the others. Heartbeats go every tenth of it. Zero means the
+	// route's; Kafka brokers refuse less than their
+	// group.min.session.timeout.ms (6 s by default).
 	ShareSession time.Duration
 }
 

@@ -80,7 +80,10 @@ func (g *shareGroup) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	session := lr.p.e.opts.Tuning.ShareSession
+	session := leg.Route.ShareTimeout
+	if t := lr.p.e.opts.Tuning.ShareSession; t > 0 {
+		session = t
+	}
 	if session <= 0 {
 		session = 10 * time.Second
 	}
