@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"sort"
@@ -94,6 +95,14 @@ type Tuning struct {
 	// decompress to when a passthrough sender decodes it (a batch that
 	// does not fit the receiver's limit). Zero means 256 MiB.
 	SourceDecompressLimit int
+	// ShareSession overrides the session timeout of shared legs'
+	// consumer groups (routes[].share_timeout, sender_share.go): how
+	// long a sending gateway that stopped heartbeating (paused, cut from
+	// its source cluster) keeps its partitions before the group moves
+	// them to the others. Heartbeats go every tenth of it. Zero means the
+	// route's; Kafka brokers refuse less than their
+	// group.min.session.timeout.ms (6 s by default).
+	ShareSession time.Duration
 }
 
 func (t Tuning) withDefaults() Tuning {
@@ -748,6 +757,12 @@ func (e *Engine) Status() Status {
 			if why := l.fenced.Load(); why != nil {
 				ls.Fenced = *why
 			}
+			if l.leg.Shared() {
+				ls.ShareGroup = l.leg.ShareGroup()
+				if g := l.share.Load(); g != nil {
+					ls.SharedPartitions = tpNames(slices.Collect(maps.Keys(g.owns())))
+				}
+			}
 			st.Legs = append(st.Legs, ls)
 		}
 	}
@@ -775,6 +790,10 @@ func (e *Engine) Status() Status {
 			ls.Peer = owner.peer
 		}
 		ls.Quarantined, _ = l.state.quarantineStatus()
+		ls.Shares = l.state.shareStatus()
+		if owner != nil || len(ls.Shares) > 0 {
+			ls.Connected = true
+		}
 		l.stats.fill(&ls)
 		st.Legs = append(st.Legs, ls)
 	}

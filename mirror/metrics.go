@@ -42,6 +42,11 @@ type metrics struct {
 	loopDropped      *prometheus.CounterVec // leg, route, by (origin-header, producer-id)
 	loopDroppedBytes *prometheus.CounterVec // leg, route
 	originMalformed  *prometheus.CounterVec // leg, route
+
+	// Shared legs (share.go, sender_share.go).
+	claims        *prometheus.CounterVec // leg, result (took, released, refused): partitions, at the receiver
+	sharePartsOut *prometheus.GaugeVec   // leg: partitions this sending gateway is assigned
+	shareRebal    *prometheus.CounterVec // leg: assignment changes this sending gateway went through
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -148,6 +153,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meridian_origin_malformed_total",
 			Help: "Source records whose meridian.origin header was malformed: sent as produced at the source, the header replaced.",
 		}, []string{"leg", "route"}),
+		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_share_claims_total",
+			Help: "Source partitions of shared legs claimed by sending gateways, at the receiver, by result: took (the claimer changed), released, refused (claimed in an older consumer group generation than one accepted: a zombie).",
+		}, []string{"leg", "result"}),
+		sharePartsOut: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_share_partitions",
+			Help: "Source partitions of a shared leg the consumer group assigns this sending gateway.",
+		}, []string{"leg"}),
+		shareRebal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_share_assignments_total",
+			Help: "Changes of the partitions a shared leg's consumer group assigns this sending gateway (assigned, revoked or lost).",
+		}, []string{"leg"}),
 	}
 	if reg != nil {
 		// An engine that replaces another on the same registry (a gateway's
@@ -155,10 +172,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		for _, c := range []**prometheus.CounterVec{&m.records, &m.rawBytes, &m.wireBytes, &m.txns, &m.hangingTxns, &m.txnRetries,
 			&m.deadLetters, &m.resumes, &m.dropped, &m.sourceGap, &m.sessionFails, &m.groupCommits, &m.segments, &m.passBatches,
 			&m.refused, &m.violations, &m.topicRefused, &m.groupDropped, &m.filteredRecords, &m.filteredBytes, &m.filterErrors,
-			&m.loopDropped, &m.loopDroppedBytes, &m.originMalformed} {
+			&m.loopDropped, &m.loopDroppedBytes, &m.originMalformed, &m.claims, &m.shareRebal} {
 			register(reg, c)
 		}
-		for _, g := range []**prometheus.GaugeVec{&m.lagRecords, &m.lagSeconds, &m.quarantined, &m.rtt, &m.sessions, &m.fenced} {
+		for _, g := range []**prometheus.GaugeVec{&m.lagRecords, &m.lagSeconds, &m.quarantined, &m.rtt, &m.sessions, &m.fenced, &m.sharePartsOut} {
 			register(reg, g)
 		}
 	}

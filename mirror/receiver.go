@@ -154,10 +154,10 @@ func (l *inLeg) run(ctx context.Context) {
 		}
 		bo.reset()
 		l.state.probeDue()
-		if rs, owner := l.state.resumeDue(); rs != nil {
+		for _, d := range l.state.resumeDue() {
 			l.e.m.resumes.WithLabelValues(l.leg.ID).Inc()
-			if err := owner.conn.Send(ctx, rs); err != nil {
-				l.log.Debug("send resume", "leg", l.leg.ID, "err", err)
+			if err := d.sess.conn.Send(ctx, d.rs); err != nil {
+				l.log.Debug("send resume", "leg", l.leg.ID, "peer", d.sess.peer, "err", err)
 			}
 		}
 		select {

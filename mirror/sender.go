@@ -54,6 +54,9 @@ type outLeg struct {
 	// writers are the loop writers' producer IDs (loops.go; nil: none).
 	malformed atomic.Int64
 	writers   *writerIDs
+	// share is the running session's share group membership (shared
+	// legs, sender_share.go); nil between sessions.
+	share atomic.Pointer[shareGroup]
 }
 
 func (o *outLeg) setFenced(why string) {
@@ -73,9 +76,14 @@ func (p *outPeer) run(ctx context.Context) {
 	for i, l := range p.legs {
 		ids[i] = l.leg.ID
 	}
-	var receive []string
+	var receive, shared []string
 	for _, l := range p.peer.Receive {
 		receive = append(receive, l.ID)
+	}
+	for _, l := range p.legs {
+		if l.leg.Shared() {
+			shared = append(shared, l.leg.ID)
+		}
 	}
 	gw := p.e.table.Gateway
 	// A peer that answers with an error (refused, certificate, version) is
@@ -92,6 +100,8 @@ func (p *outPeer) run(ctx context.Context) {
 			h.Receive = receive
 			h.RecvWindow, h.RecvMaxBatchBytes = p.e.window(receive), p.e.opts.MaxBatchBytes
 		}
+		// Version 5: the legs this gateway shares with its region's.
+		h.Shared = shared
 		return h
 	}
 	pathDown := false // the last attempt or session ended without an answer
@@ -425,6 +435,9 @@ func (p *outPeer) session(ctx context.Context, conn transport.Conn) error {
 		lr := &legRunner{out: l, p: p, conn: conn, cr: cr, maxBatch: maxBatch, maxFrame: maxFrame,
 			fit: kraw.NewDecompressor(int(maxFrame)), unpack: kraw.NewDecompressor(p.e.opts.Tuning.SourceDecompressLimit),
 			resume: make(chan *transport.Resume, 1), ready: map[string]chan string{}}
+		if l.leg.Shared() && p.peer.Dials && w.Version >= transport.VersionShare && slices.Contains(conn.Hello().Shared, l.leg.ID) {
+			lr.share = newShareGroup(lr)
+		}
 		runners[l.leg.ID] = lr
 		wg.Go(func() { lr.run(sctx) })
 	}

@@ -96,7 +96,7 @@ import (
 // record batches (Batch.Kafka).
 const (
 	VersionMin uint16 = 1
-	VersionMax uint16 = 4
+	VersionMax uint16 = 5
 	// VersionDicts is the first version with Dict and DictAck.
 	VersionDicts uint16 = 2
 	// VersionKafkaBatches is the first version whose Batch frames may carry
@@ -107,6 +107,12 @@ const (
 	// receive (Hello.Receive) and the listener's Welcome the legs it will
 	// send back (Welcome.Send). No new frame type.
 	VersionDuplex uint16 = 4
+	// VersionShare is the first version in which several gateways of a
+	// region share a leg's source partitions: the dialer's Hello lists
+	// the legs it shares (Hello.Shared) and it sends Claim frames naming
+	// the partitions it sends; the receiver accepts each partition's
+	// batches from its claimer only.
+	VersionShare uint16 = 5
 )
 
 // Codec is the compression applied to a batch's record block on the wire.
@@ -135,7 +141,7 @@ type Record struct {
 
 // Frame is any protocol frame: *Hello, *Welcome, *Resume, *Batch, *Ack, *Credit,
 // *Topic, *TopicReady, *Ping, *Pong, *Error, *Goaway, *Groups, *Fenced,
-// *Dict, *DictAck.
+// *Dict, *DictAck, *Claim.
 type Frame interface{ frameType() FrameType }
 
 // FrameType is the one-byte type tag of a frame on the wire.
@@ -158,6 +164,7 @@ const (
 	FrameFenced     FrameType = 14
 	FrameDict       FrameType = 15
 	FrameDictAck    FrameType = 16
+	FrameClaim      FrameType = 17
 )
 
 // Hello opens a session (sender → receiver).
@@ -179,6 +186,15 @@ type Hello struct {
 	// RecvMaxBatchBytes the largest raw batch it accepts (0: the
 	// listener's default). Meaningful only when Receive is not empty.
 	RecvWindow, RecvMaxBatchBytes int64
+
+	// Version 5 (VersionShare) appends the following (after the version 4
+	// fields, written even when empty).
+
+	// Shared lists the legs of Legs whose source partitions this sender
+	// shares with the other gateways of its region: it sends only the
+	// partitions it claims (Claim), and the receiver sends it a Resume
+	// only in answer to a Claim.
+	Shared []string
 }
 
 // Duplex reports whether the Hello asks to receive legs (version 4).
@@ -308,6 +324,28 @@ type Fenced struct {
 	Reason string
 }
 
+// Claim says which source partitions of a shared leg the session sends
+// from now on (sender → receiver, version 5): all of them, not a change;
+// an empty list releases every partition. Generation is the generation of
+// the source cluster's consumer group in which the sending gateway was
+// assigned them (Kafka coordinates the gateways of a region): the receiver
+// refuses a partition claimed in a generation older than one it has
+// accepted for it (a paused gateway waking up as a zombie). Every Claim
+// is answered by a Resume, and only the claimer's batches of a partition
+// are accepted.
+type Claim struct {
+	Leg        string
+	Generation int32
+	Member     string // the group member ID (status and logs)
+	Topics     []ClaimedTopic
+}
+
+// ClaimedTopic is one topic's claimed partitions.
+type ClaimedTopic struct {
+	Topic      string
+	Partitions []int32
+}
+
 // GroupOffset is one group's committed offset (the next to read) of one
 // source partition.
 type GroupOffset struct {
@@ -331,6 +369,7 @@ func (*Error) frameType() FrameType      { return FrameError }
 func (*Goaway) frameType() FrameType     { return FrameGoaway }
 func (*Groups) frameType() FrameType     { return FrameGroups }
 func (*Fenced) frameType() FrameType     { return FrameFenced }
+func (*Claim) frameType() FrameType      { return FrameClaim }
 
 // Conn is an established, handshaken session between a sending and a
 // receiving gateway. Send and Recv may be called concurrently with each other;
