@@ -260,6 +260,24 @@ type Peer struct {
 	// this gateway asks for in its Hello when it dials (Dials is true).
 	// They are also in Table.In.
 	Receive []*Leg
+	// Relay is the cheapest path around Link when it is down, through
+	// another region (relay.go); nil when there is none, or when this
+	// gateway does not dial the peer (its legs then wait for the peer).
+	Relay *Path
+}
+
+// Direct is the peer's direct path: over Link to Gateway.
+func (p *Peer) Direct() *Path {
+	src := p.Gateway.Region
+	if p.Link != nil {
+		src = p.Link.Other(p.Gateway.Region)
+	}
+	cost := 0
+	if p.Link != nil {
+		cost = p.Link.Cost
+	}
+	return &Path{Regions: []*topology.Region{src, p.Gateway.Region}, Links: []*topology.Link{p.Link},
+		Hops: []*topology.Gateway{p.Gateway}, Cost: cost}
 }
 
 // SendsLeg reports whether the peer's legs (what this gateway sends it)
@@ -281,6 +299,13 @@ type Table struct {
 	Out []*Peer
 	In  []*Leg // legs this gateway receives and writes
 	in  map[string]*Leg
+	// Relays are the peers this gateway dials only to relay legs: the
+	// first hops of its peers' relay paths, and the destinations of legs
+	// it relays for other regions (RelayFor). Not in Out.
+	Relays []*Peer
+
+	topo *topology.Topology
+	legs map[string]*Leg // every leg of the topology between two regions, by ID (From, To and who sends it only)
 
 	gateways map[string]*topology.Gateway // every gateway of the topology, by name
 }
@@ -305,7 +330,7 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown gateway %q", gateway)
 	}
-	t := &Table{Gateway: gw, in: map[string]*Leg{}, gateways: topo.Gateways}
+	t := &Table{Gateway: gw, in: map[string]*Leg{}, gateways: topo.Gateways, topo: topo, legs: map[string]*Leg{}}
 	peers := map[string]*Peer{}
 	filters := map[*topology.Route]*filter.Filter{}
 	writers := loopWriters(topo)
@@ -318,6 +343,10 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 			links := topo.LinksBetween(src.Name, dst.Name)
 			if len(links) == 0 && src != dst {
 				return nil, fmt.Errorf("route %q: no link between regions %q and %q", rt.Name, src.Name, dst.Name)
+			}
+			if src != dst {
+				id := rt.Name + ":" + to.Ref()
+				t.legs[id] = &Leg{ID: id, Route: rt, From: rt.From, To: to, Link: links[0], sendLinks: links}
 			}
 			var send, recv *topology.Link
 			hop := dst.Gateways[0]
@@ -342,6 +371,9 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 				p := peers[hop.Name]
 				if p == nil {
 					p = &Peer{Gateway: hop, Link: send, Dials: send.Dials(src)}
+					if src != dst && p.Dials {
+						p.Relay = bestRelay(topo, src, dst, gw)
+					}
 					peers[hop.Name] = p
 					t.Out = append(t.Out, p)
 				}
@@ -380,6 +412,7 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 			}
 		}
 	}
+	t.Relays = relayPeers(topo, gw, t.Out, t.legs)
 	return t, nil
 }
 
