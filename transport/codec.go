@@ -178,7 +178,8 @@ func appendBody(dst []byte, f Frame) ([]byte, error) {
 		for _, c := range f.Codecs {
 			dst = append(dst, byte(c))
 		}
-		if f.VersionMax >= VersionDuplex && (len(f.Receive) > 0 || f.RecvWindow != 0 || f.RecvMaxBatchBytes != 0) {
+		relayed := f.VersionMax >= VersionRelay && f.Origin != ""
+		if f.VersionMax >= VersionDuplex && (len(f.Receive) > 0 || f.RecvWindow != 0 || f.RecvMaxBatchBytes != 0 || relayed) {
 			// Version 4: appended, so older listeners ignore it.
 			dst = binary.AppendUvarint(dst, uint64(len(f.Receive)))
 			for _, l := range f.Receive {
@@ -186,6 +187,11 @@ func appendBody(dst []byte, f Frame) ([]byte, error) {
 			}
 			dst = binary.AppendVarint(dst, f.RecvWindow)
 			dst = binary.AppendVarint(dst, f.RecvMaxBatchBytes)
+		}
+		if relayed {
+			// Version 5: after the version 4 fields, so older listeners
+			// ignore it.
+			dst = appendString(dst, f.Origin)
 		}
 	case *Welcome:
 		dst = binary.AppendUvarint(dst, uint64(f.Version))

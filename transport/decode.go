@@ -273,6 +273,10 @@ func decodeHello(r *reader) *Hello {
 		}
 		h.RecvWindow = r.varint("recv_window")
 		h.RecvMaxBatchBytes = r.varint("recv_max_batch_bytes")
+		if r.err == nil && h.VersionMax >= VersionRelay && r.remaining() > 0 {
+			// Version 5: the gateway a relay feeds the legs for.
+			h.Origin = r.string("origin")
+		}
 	}
 	return h
 }

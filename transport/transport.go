@@ -96,7 +96,7 @@ import (
 // record batches (Batch.Kafka).
 const (
 	VersionMin uint16 = 1
-	VersionMax uint16 = 4
+	VersionMax uint16 = 5
 	// VersionDicts is the first version with Dict and DictAck.
 	VersionDicts uint16 = 2
 	// VersionKafkaBatches is the first version whose Batch frames may carry
@@ -107,6 +107,10 @@ const (
 	// receive (Hello.Receive) and the listener's Welcome the legs it will
 	// send back (Welcome.Send). No new frame type.
 	VersionDuplex uint16 = 4
+	// VersionRelay is the first version whose Hello may name an origin
+	// (Hello.Origin): a relay gateway feeding legs of another region's
+	// gateway on its behalf. No new frame type.
+	VersionRelay uint16 = 5
 )
 
 // Codec is the compression applied to a batch's record block on the wire.
@@ -179,6 +183,15 @@ type Hello struct {
 	// RecvMaxBatchBytes the largest raw batch it accepts (0: the
 	// listener's default). Meaningful only when Receive is not empty.
 	RecvWindow, RecvMaxBatchBytes int64
+
+	// Version 5 (VersionRelay) appends the following, after the version 4
+	// fields (written even when empty).
+
+	// Origin, when set, is the gateway whose legs a relay gateway
+	// (Gateway) feeds on its behalf: the legs' source is in Origin's
+	// region, and the relay forwards that gateway's frames end to end.
+	// Empty: Gateway feeds its own legs.
+	Origin string
 }
 
 // Duplex reports whether the Hello asks to receive legs (version 4).
