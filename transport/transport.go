@@ -428,6 +428,8 @@ func errCodeName(c uint16) string {
 		return "fenced"
 	case ErrCodeIdentity:
 		return "identity"
+	case ErrCodeForbidden:
+		return "forbidden"
 	case ErrCodeLimit:
 		return "limit"
 	default:
