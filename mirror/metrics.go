@@ -42,6 +42,8 @@ type metrics struct {
 	loopDropped      *prometheus.CounterVec // leg, route, by (origin-header, producer-id)
 	loopDroppedBytes *prometheus.CounterVec // leg, route
 	originMalformed  *prometheus.CounterVec // leg, route
+
+	relay *relayMetrics // relay.go
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -149,6 +151,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Source records whose meridian.origin header was malformed: sent as produced at the source, the header replaced.",
 		}, []string{"leg", "route"}),
 	}
+	m.relay = newRelayMetrics(reg)
 	if reg != nil {
 		// An engine that replaces another on the same registry (a gateway's
 		// reload) takes over its series, so counters keep counting.

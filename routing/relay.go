@@ -134,15 +134,14 @@ func (t *Table) RelayedBy(id string, origin, relay *topology.Gateway) bool {
 // relayPeers lists the peers gateway gw dials only to relay: the first
 // hops of its peers' relay paths, and the destinations of the legs it
 // relays for others (one per gateway, in the order found), leaving out
-// those already in out.
-func relayPeers(topo *topology.Topology, gw *topology.Gateway, out []*Peer, legs map[string]*Leg) []*Peer {
+// those already in out; and whether gw relays any leg.
+func relayPeers(topo *topology.Topology, gw *topology.Gateway, out []*Peer, legs map[string]*Leg) (peers []*Peer, relaying bool) {
 	have := map[*topology.Gateway]bool{}
 	for _, p := range out {
 		if p.Dials {
 			have[p.Gateway] = true
 		}
 	}
-	var peers []*Peer
 	add := func(g *topology.Gateway, l *topology.Link) {
 		if !have[g] {
 			have[g] = true
@@ -163,9 +162,10 @@ func relayPeers(topo *topology.Topology, gw *topology.Gateway, out []*Peer, legs
 			for _, og := range l.From.Region.Gateways {
 				if p := relayPath(topo, l.From.Region, l.To.Region, gw.Region, og); p != nil && p.Hops[0] == gw {
 					add(p.Hops[1], p.Links[1])
+					relaying = true
 				}
 			}
 		}
 	}
-	return peers
+	return peers, relaying
 }

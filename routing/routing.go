@@ -303,6 +303,9 @@ type Table struct {
 	// first hops of its peers' relay paths, and the destinations of legs
 	// it relays for other regions (RelayFor). Not in Out.
 	Relays []*Peer
+	// Relaying is whether this gateway relays legs for other regions
+	// (RelayFor): it then accepts sessions from their senders.
+	Relaying bool
 
 	topo *topology.Topology
 	legs map[string]*Leg // every leg of the topology between two regions, by ID (From, To and who sends it only)
@@ -412,7 +415,7 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 			}
 		}
 	}
-	t.Relays = relayPeers(topo, gw, t.Out, t.legs)
+	t.Relays, t.Relaying = relayPeers(topo, gw, t.Out, t.legs)
 	return t, nil
 }
 
