@@ -31,8 +31,9 @@ type pathSwitch struct {
 	downAt time.Time // when the direct link was last declared down
 	since  time.Time // when the current path was chosen (zero: never switched)
 	back   func()    // ends the relayed session being served; nil when none
-	// reroute is how long after downAt the first relayed session opened
-	// (0: none yet since the link was last declared down).
+	// reroute is how long after downAt the destination's first Resume
+	// came over the relay, from when the legs flow again (0: none yet
+	// since the link was last declared down).
 	reroute  time.Duration
 	switches int64
 	cancel   context.CancelFunc // stops the probe; nil when none runs
@@ -109,10 +110,6 @@ func (s *pathSwitch) serving(end func()) bool {
 	defer s.mu.Unlock()
 	if end != nil && !s.via {
 		return false
-	}
-	if end != nil && s.reroute == 0 {
-		s.reroute = time.Since(s.downAt)
-		s.p.log.Info("leg rerouted", "after_declared_down", s.reroute.Round(time.Millisecond), "path", s.relay.Describe())
 	}
 	s.back = end
 	return true
@@ -205,6 +202,33 @@ func (s *pathSwitch) status() (path string, since time.Time, switches int64, rer
 	return path, s.since, s.switches, s.reroute
 }
 
+// resumed notes the first Resume over the relay since the direct link was
+// declared down: the reroute is complete.
+func (s *pathSwitch) resumed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.via || s.reroute != 0 {
+		return
+	}
+	s.reroute = time.Since(s.downAt)
+	s.p.log.Info("leg rerouted", "after_declared_down", s.reroute.Round(time.Millisecond), "path", s.relay.Describe())
+}
+
+// relayConn is a session over the relay path: it tells the switch when
+// the destination's first Resume arrives.
+type relayConn struct {
+	transport.Conn
+	s *pathSwitch
+}
+
+func (c relayConn) Recv(ctx context.Context) (transport.Frame, error) {
+	f, err := c.Conn.Recv(ctx)
+	if _, ok := f.(*transport.Resume); ok {
+		c.s.resumed()
+	}
+	return f, err
+}
+
 // relayHello is the Hello of a session over the relay path: the peer's
 // legs, nothing to receive (a relayed session is one way), and at least
 // protocol version 5, which a relay needs to name the origin downstream.
@@ -218,7 +242,11 @@ func (p *outPeer) relayHello(legs []string) *transport.Hello {
 func (p *outPeer) dialRelay(ctx context.Context, legs []string) (transport.Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, dialLimit)
 	defer cancel()
-	return p.dialPeer(dctx, p.path.relay.Hops[0], p.relayHello(legs))
+	conn, err := p.dialPeer(dctx, p.path.relay.Hops[0], p.relayHello(legs))
+	if err != nil {
+		return nil, err
+	}
+	return relayConn{conn, p.path}, nil
 }
 
 // pathStatus fills an outbound leg's path fields.

@@ -181,8 +181,8 @@ type LegStatus struct {
 	PathSwitches int64  `json:"path_switches,omitempty"`
 	PathSince    string `json:"path_since,omitempty"`
 	// RerouteSeconds is how long the (outbound) leg's last switch onto a
-	// relay took, from its direct link being declared down to the relayed
-	// session's start (0: it never relayed).
+	// relay took, from its direct link being declared down to the
+	// destination's first Resume over the relay (0: it never relayed).
 	RerouteSeconds float64 `json:"reroute_seconds,omitempty"`
 	Connected      bool    `json:"connected"`
 	Records        int64   `json:"records"`

@@ -73,7 +73,10 @@ func TestFleetRelay(t *testing.T) {
 	if err := fl.Blackout("ship--hq", blackout); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, blackout, "the leg to relay via dr", func() bool { return outLeg().Path == "via dr" && outLeg().Connected })
+	waitFor(t, blackout, "the leg to relay via dr", func() bool {
+		st := outLeg()
+		return st.Path == "via dr" && st.Connected && st.RerouteSeconds > 0 // hq's first Resume came via dr
+	})
 	tVia := time.Since(t0)
 	st := outLeg()
 	t.Logf("relayed %.1fs after the blackout began, %.2fs after the link was declared down", tVia.Seconds(), st.RerouteSeconds)
