@@ -55,7 +55,9 @@ func TestRelayAccept(t *testing.T) {
 			Dial: func(context.Context, string, *transport.Hello) (transport.Conn, error) {
 				return nil, errors.New("no dialling in this test")
 			},
-			Listen: func(transport.Accept) (transport.Listener, error) { return nil, errors.New("no listening in this test") }})
+			Listen: func(transport.Accept) (transport.Listener, error) {
+				return nil, errors.New("no listening in this test")
+			}})
 		if err != nil {
 			t.Fatal(err)
 		}
