@@ -84,6 +84,25 @@
 // link: every gateway of the region sends it to the region's first gateway
 // over a local link (profile lan, no compression), and every gateway of the
 // region receives it.
+//
+// # Relay paths
+//
+// Each peer this gateway dials has, besides its direct path (Peer.Direct),
+// at most one relay path (Peer.Relay, relay.go): the cheapest path to the
+// peer's region through one other region R, a path costing the sum of its
+// links' costs (links[].cost, else the profile's default). A hop must be
+// one its upstream side can open: the link from the source to R is
+// carried by this gateway (pins as above) and dialled from the source;
+// the link from R to the destination is carried by the relay (the first
+// link's R pin, or R's first gateway) and dialled from R, because the
+// relay opens its session to the destination on demand; the destination
+// gateway (that link's pin, or the first gateway) receives the leg; both
+// links are quic. Ties go to the region whose first link comes first in
+// the file. Table.RelayFor tells a relay which legs it may carry for which
+// gateway and where to; Table.RelayedBy tells a destination whether to
+// take a leg from a relay on behalf of an origin; Table.Relays are the
+// peers a gateway dials only to relay. When the mirror uses a relay path,
+// and how it moves back, is docs/relays.md.
 package routing
 
 import (
