@@ -197,6 +197,16 @@ type Link struct {
 	// rule (docs/links-and-routes.md): the side that is not the hub.
 	// Refused on amqp links, where both sides connect to the broker.
 	Dial string `yaml:"dial"`
+	// Cost weighs the link when a leg whose direct link is down relays
+	// through another region: the cheapest healthy path wins, a path's
+	// cost being the sum of its links' (docs/relays.md). 0 = the default
+	// of the link's profile (lan 1, wan 10, mobile-lte 20, leo-satellite
+	// 30, mobile-3g-flaky 60, geo-satellite 100).
+	Cost int `yaml:"cost"`
+	// HoldDown is how long a leg's direct link must have been healthy
+	// before a leg that relays around it moves back, written e.g. "30s";
+	// 0 = 30s.
+	HoldDown time.Duration `yaml:"hold_down"`
 }
 
 // AMQP is the AMQP 1.0 broker that carries a link (transport: amqp).

@@ -26,6 +26,9 @@ var renamePlaceholders = []string{"topic", "source_region", "source_cluster"}
 
 const minDiscover = 100 * time.Millisecond
 
+// maxLinkCost bounds links[].cost, so that the cost of any path fits an int.
+const maxLinkCost = 1_000_000
+
 // validator checks a decoded, defaulted File and collects every problem.
 type validator struct {
 	f    *File
@@ -599,6 +602,14 @@ func (v *validator) links() {
 		}
 		if l.Window < 0 {
 			v.errorf(lp+".window", "must not be negative, got %d bytes", l.Window)
+		}
+		if l.Cost < 0 || l.Cost > maxLinkCost {
+			v.errorf(lp+".cost", "must be between 1 and %d (0 = the profile's default), got %d", maxLinkCost, l.Cost)
+		}
+		if l.HoldDown < 0 {
+			v.errorf(lp+".hold_down", "must not be negative, got %v", l.HoldDown)
+		} else if l.HoldDown > 0 && l.HoldDown < time.Second {
+			v.errorf(lp+".hold_down", "%v is too short; hold_down must be at least 1s, or a flapping link moves legs back and forth", l.HoldDown)
 		}
 
 		bp := lp + ".between"

@@ -137,6 +137,15 @@
 // that hands it over once the handshake is confirmed. outPeer.mu (the
 // half being served) is a leaf.
 //
+// Relays (relay.go, relay_path.go, docs/relays.md): an outPeer with a relay
+// path owns its pathSwitch, whose probe goroutine (a session without legs
+// over the direct link, while the legs relay) is started by the switch to
+// the relay and stopped, and waited for, by the switch back or when the
+// outPeer's run returns. On a relay gateway, serveConn runs relaySession
+// for a relayed session: it dials the destination and owns the two pipe
+// goroutines (one per direction), waiting for both after ending both
+// sessions. pathSwitch.mu is a leaf.
+//
 // # Lock order
 //
 // Engine.inMu, then legState.mu, then legStats.mu. Engine.outMu is a

@@ -178,7 +178,7 @@ func New(opts Options) (*Engine, error) {
 	if opts.Table == nil {
 		return nil, errors.New("mirror: Options.Table is nil")
 	}
-	if len(opts.Table.Out) > 0 && opts.Dial == nil {
+	if (len(opts.Table.Out) > 0 || len(opts.Table.Relays) > 0) && opts.Dial == nil {
 		return nil, errors.New("mirror: gateway sends legs but Options.Dial is nil")
 	}
 	if accepts(opts.Table) && opts.Listen == nil {
@@ -224,6 +224,7 @@ func (e *Engine) newOutPeer(p *routing.Peer, dial func(context.Context, *topolog
 	for _, l := range p.Legs {
 		op.legs = append(op.legs, &outLeg{leg: l, writers: newWriterIDs(l.LoopWriters)})
 	}
+	op.path = newPathSwitch(op)
 	return op
 }
 
@@ -433,7 +434,7 @@ func accepts(t *routing.Table) bool {
 			return true
 		}
 	}
-	return false
+	return t.Relaying
 }
 
 // Bind opens the listener for peer gateways when the engine accepts
@@ -483,6 +484,9 @@ func (e *Engine) Accept(h *transport.Hello) (*transport.Welcome, error) {
 		e.m.refused.WithLabelValues(h.Gateway, "penalty").Inc()
 		return nil, &transport.Error{Code: transport.ErrCodeLimit,
 			Message: fmt.Sprintf("gateway %s broke the protocol: its sessions are refused for another %s", h.Gateway, left.Round(time.Millisecond))}
+	}
+	if w, ok, err := e.acceptRelay(h); ok {
+		return w, err
 	}
 	if terr := e.authorize(h); terr != nil {
 		return nil, terr
@@ -669,6 +673,14 @@ type confirmer interface{ Confirmed() <-chan struct{} }
 // handshake is complete: a replayed 0-RTT Hello never gets data.
 func (e *Engine) serveConn(ctx context.Context, conn transport.Conn) {
 	w, h := conn.Welcome(), conn.Hello()
+	if paths, ok, terr := e.relayPaths(h); ok {
+		if terr != nil {
+			conn.Close(terr)
+			return
+		}
+		e.relaySession(ctx, conn, paths) // relay.go
+		return
+	}
 	if w.Version < transport.VersionDuplex || len(w.Send) == 0 {
 		if p := e.awaiting(h.Gateway); p != nil && len(p.legs) > 0 {
 			e.log.Warn("peer dialled without asking for the legs this gateway sends it: they wait (it speaks protocol version < 4, or its topology differs)",
@@ -763,6 +775,7 @@ func (e *Engine) Status() Status {
 					ls.SharedPartitions = tpNames(slices.Collect(maps.Keys(g.owns())))
 				}
 			}
+			p.pathStatus(&ls) // relay_path.go
 			st.Legs = append(st.Legs, ls)
 		}
 	}
@@ -788,6 +801,7 @@ func (e *Engine) Status() Status {
 		}
 		if owner != nil {
 			ls.Peer = owner.peer
+			ls.Path = owner.path(e.lookupTable.Load()) // relay_path.go
 		}
 		ls.Quarantined, _ = l.state.quarantineStatus()
 		ls.Shares = l.state.shareStatus()

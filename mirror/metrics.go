@@ -47,6 +47,8 @@ type metrics struct {
 	claims        *prometheus.CounterVec // leg, result (took, released, refused): partitions, at the receiver
 	sharePartsOut *prometheus.GaugeVec   // leg: partitions this sending gateway is assigned
 	shareRebal    *prometheus.CounterVec // leg: assignment changes this sending gateway went through
+
+	relay *relayMetrics // relay.go
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -166,6 +168,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Changes of the partitions a shared leg's consumer group assigns this sending gateway (assigned, revoked or lost).",
 		}, []string{"leg"}),
 	}
+	m.relay = newRelayMetrics(reg)
 	if reg != nil {
 		// An engine that replaces another on the same registry (a gateway's
 		// reload) takes over its series, so counters keep counting.

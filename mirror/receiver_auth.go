@@ -27,6 +27,9 @@ func (e *Engine) authorize(h *transport.Hello) *transport.Error {
 		return refuse(transport.ErrCodeForbidden, "wrong_region",
 			"gateway "+h.Gateway+" is of region "+peer.Region.Name+", not "+strconv.Quote(h.Region))
 	}
+	if h.Origin != "" {
+		return e.authorizeRelayed(h, peer, refuse) // relay.go
+	}
 	for _, id := range h.Legs {
 		l, ok := e.inLeg(id)
 		if !ok {

@@ -41,6 +41,9 @@ type outPeer struct {
 	mu       sync.Mutex
 	incoming chan *half
 	cur      *half // the half being served; nil between sessions
+	// path switches the legs onto the peer's relay path while the direct
+	// link is down (relay_path.go); nil when the peer has none.
+	path *pathSwitch
 }
 
 // outLeg is the sending end of one leg; its stats outlive sessions.
@@ -105,10 +108,20 @@ func (p *outPeer) run(ctx context.Context) {
 		return h
 	}
 	pathDown := false // the last attempt or session ended without an answer
+	defer p.path.stop()
 	for attempt := 1; ctx.Err() == nil; attempt++ {
-		conn, err := p.dial(ctx, hello, pathDown)
+		// A direct link declared down sends the legs via the relay
+		// path, if the peer has one (relay_path.go).
+		relayed := p.path.relayed(ctx, pathDown)
+		var conn transport.Conn
+		var err error
+		if relayed {
+			conn, err = p.dialRelay(ctx, ids)
+		} else {
+			conn, err = p.dial(ctx, hello, pathDown)
+		}
 		if err != nil {
-			pathDown = noAnswer(err)
+			pathDown = noAnswer(err) && !relayed
 			if ctx.Err() != nil {
 				return
 			}
@@ -131,14 +144,34 @@ func (p *outPeer) run(ctx context.Context) {
 		refused.reset()
 		silent.reset()
 		p.log.Info("link session open", "addr", conn.RemoteAddr(), "version", conn.Welcome().Version, "window", conn.Welcome().Window,
-			"receive", conn.Welcome().Send)
-		err = p.serve(ctx, conn)
+			"receive", conn.Welcome().Send, "relayed", relayed)
+		sctx, end := ctx, context.CancelFunc(func() {})
+		if relayed {
+			// The probe ends this session (end) when the direct link
+			// has been healthy for its hold-down.
+			sctx, end = context.WithCancel(ctx)
+			if !p.path.serving(end) {
+				end()
+				conn.Close(nil)
+				continue
+			}
+		}
+		err = p.serve(sctx, conn)
+		if relayed {
+			p.path.serving(nil)
+		}
+		back := relayed && sctx.Err() != nil
+		end()
 		if ctx.Err() != nil {
 			return
 		}
+		if back {
+			pathDown = false // the legs go back to the direct link at once
+			continue
+		}
 		p.failed(err)
 		bo := refused
-		if pathDown = noAnswer(err); pathDown {
+		if pathDown = noAnswer(err) && !relayed; pathDown {
 			bo = silent
 		}
 		p.log.Warn("link session ended; redialling", "err", err, "retry_in", bo.peek())

@@ -165,17 +165,30 @@ func (s *legStats) lag() (records int64, seconds float64) {
 
 // LegStatus is one leg in a gateway's status.
 type LegStatus struct {
-	Leg         string `json:"leg"`
-	Route       string `json:"route"`
-	Direction   string `json:"direction"` // out (this gateway reads the source) or in (it writes the destination)
-	From        string `json:"from"`
-	To          string `json:"to"`
-	Peer        string `json:"peer,omitempty"`
-	Connected   bool   `json:"connected"`
-	Records     int64  `json:"records"`
-	RawBytes    int64  `json:"raw_bytes"`
-	WireBytes   int64  `json:"wire_bytes"`
-	DeadLetters int64  `json:"dead_letters"`
+	Leg       string `json:"leg"`
+	Route     string `json:"route"`
+	Direction string `json:"direction"` // out (this gateway reads the source) or in (it writes the destination)
+	From      string `json:"from"`
+	To        string `json:"to"`
+	Peer      string `json:"peer,omitempty"`
+	// Path is how the leg travels now: "direct", or "via REGION" while
+	// its direct link is down and it relays (docs/relays.md). On an
+	// inbound leg, from the session that feeds it (Peer is then the
+	// relay). PathSwitches counts the outbound leg's switches, and
+	// PathSince is when the current path was chosen (empty: never
+	// switched).
+	Path         string `json:"path,omitempty"`
+	PathSwitches int64  `json:"path_switches,omitempty"`
+	PathSince    string `json:"path_since,omitempty"`
+	// RerouteSeconds is how long the (outbound) leg's last switch onto a
+	// relay took, from its direct link being declared down to the
+	// destination's first Resume over the relay (0: it never relayed).
+	RerouteSeconds float64 `json:"reroute_seconds,omitempty"`
+	Connected      bool    `json:"connected"`
+	Records        int64   `json:"records"`
+	RawBytes       int64   `json:"raw_bytes"`
+	WireBytes      int64   `json:"wire_bytes"`
+	DeadLetters    int64   `json:"dead_letters"`
 	// FailedTxns counts the (inbound) leg's destination transactions that
 	// failed; each is retried after a capped, jittered backoff.
 	FailedTxns int64 `json:"failed_txns,omitempty"`

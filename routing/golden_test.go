@@ -76,6 +76,12 @@ func renderTable(b *strings.Builder, tab *Table) {
 		for _, l := range p.Receive {
 			fmt.Fprintf(b, "    receives %s\n", l.ID)
 		}
+		if p.Relay != nil {
+			fmt.Fprintf(b, "    relay when down: %s\n", p.Relay.Describe())
+		}
+	}
+	for _, p := range tab.Relays {
+		fmt.Fprintf(b, "  relay peer %s via %s\n", p.Gateway.Name, linkString(p.Link))
 	}
 	if len(tab.In) == 0 {
 		b.WriteString("  in: none\n")

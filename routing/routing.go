@@ -84,6 +84,25 @@
 // link: every gateway of the region sends it to the region's first gateway
 // over a local link (profile lan, no compression), and every gateway of the
 // region receives it.
+//
+// # Relay paths
+//
+// Each peer this gateway dials has, besides its direct path (Peer.Direct),
+// at most one relay path (Peer.Relay, relay.go): the cheapest path to the
+// peer's region through one other region R, a path costing the sum of its
+// links' costs (links[].cost, else the profile's default). A hop must be
+// one its upstream side can open: the link from the source to R is
+// carried by this gateway (pins as above) and dialled from the source;
+// the link from R to the destination is carried by the relay (the first
+// link's R pin, or R's first gateway) and dialled from R, because the
+// relay opens its session to the destination on demand; the destination
+// gateway (that link's pin, or the first gateway) receives the leg; both
+// links are quic. Ties go to the region whose first link comes first in
+// the file. Table.RelayFor tells a relay which legs it may carry for which
+// gateway and where to; Table.RelayedBy tells a destination whether to
+// take a leg from a relay on behalf of an origin; Table.Relays are the
+// peers a gateway dials only to relay. When the mirror uses a relay path,
+// and how it moves back, is docs/relays.md.
 package routing
 
 import (
@@ -274,6 +293,24 @@ type Peer struct {
 	// this gateway asks for in its Hello when it dials (Dials is true).
 	// They are also in Table.In.
 	Receive []*Leg
+	// Relay is the cheapest path around Link when it is down, through
+	// another region (relay.go); nil when there is none, or when this
+	// gateway does not dial the peer (its legs then wait for the peer).
+	Relay *Path
+}
+
+// Direct is the peer's direct path: over Link to Gateway.
+func (p *Peer) Direct() *Path {
+	src := p.Gateway.Region
+	if p.Link != nil {
+		src = p.Link.Other(p.Gateway.Region)
+	}
+	cost := 0
+	if p.Link != nil {
+		cost = p.Link.Cost
+	}
+	return &Path{Regions: []*topology.Region{src, p.Gateway.Region}, Links: []*topology.Link{p.Link},
+		Hops: []*topology.Gateway{p.Gateway}, Cost: cost}
 }
 
 // SendsLeg reports whether the peer's legs (what this gateway sends it)
@@ -295,6 +332,16 @@ type Table struct {
 	Out []*Peer
 	In  []*Leg // legs this gateway receives and writes
 	in  map[string]*Leg
+	// Relays are the peers this gateway dials only to relay legs: the
+	// first hops of its peers' relay paths, and the destinations of legs
+	// it relays for other regions (RelayFor). Not in Out.
+	Relays []*Peer
+	// Relaying is whether this gateway relays legs for other regions
+	// (RelayFor): it then accepts sessions from their senders.
+	Relaying bool
+
+	topo *topology.Topology
+	legs map[string]*Leg // every leg of the topology between two regions, by ID (From, To and who sends it only)
 
 	gateways map[string]*topology.Gateway // every gateway of the topology, by name
 }
@@ -319,7 +366,7 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown gateway %q", gateway)
 	}
-	t := &Table{Gateway: gw, in: map[string]*Leg{}, gateways: topo.Gateways}
+	t := &Table{Gateway: gw, in: map[string]*Leg{}, gateways: topo.Gateways, topo: topo, legs: map[string]*Leg{}}
 	peers := map[string]*Peer{}
 	filters := map[*topology.Route]*filter.Filter{}
 	writers := loopWriters(topo)
@@ -332,6 +379,10 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 			links := topo.LinksBetween(src.Name, dst.Name)
 			if len(links) == 0 && src != dst {
 				return nil, fmt.Errorf("route %q: no link between regions %q and %q", rt.Name, src.Name, dst.Name)
+			}
+			if src != dst {
+				id := rt.Name + ":" + to.Ref()
+				t.legs[id] = &Leg{ID: id, Route: rt, From: rt.From, To: to, Link: links[0], sendLinks: links}
 			}
 			var send, recv *topology.Link
 			hop := dst.Gateways[0]
@@ -357,6 +408,9 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 				p := peers[hop.Name]
 				if p == nil {
 					p = &Peer{Gateway: hop, Link: send, Dials: send.Dials(src)}
+					if src != dst && p.Dials {
+						p.Relay = bestRelay(topo, src, dst, gw)
+					}
 					peers[hop.Name] = p
 					t.Out = append(t.Out, p)
 				}
@@ -396,6 +450,7 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 			}
 		}
 	}
+	t.Relays, t.Relaying = relayPeers(topo, gw, t.Out, t.legs)
 	return t, nil
 }
 

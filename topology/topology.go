@@ -16,6 +16,9 @@ import (
 	"github.com/meridian-gw/meridian/topology/profile"
 )
 
+// DefaultHoldDown is a link's hold-down when links[].hold_down is not set.
+const DefaultHoldDown = 30 * time.Second
+
 // Topology is a resolved deployment. It is immutable once built.
 type Topology struct {
 	Regions  map[string]*Region
@@ -88,6 +91,12 @@ type Link struct {
 	RateLimit   int64 // bits/s; 0 = unlimited
 	Window      int64 // credit window in bytes; 0 = the receiving gateway's
 	Passthrough bool  // forward Kafka record batches byte for byte
+	// Cost weighs the link in relay paths (links[].cost, else the
+	// profile's profile.DefaultCost); always at least 1.
+	Cost int
+	// HoldDown is how long the link must have been healthy before legs
+	// relaying around it move back (links[].hold_down, else 30s).
+	HoldDown time.Duration
 	// Dial is the region whose gateways open the link's sessions (the
 	// file's links[].dial, else the default rule: config.File.DialSide); one
 	// session carries the legs of both directions. Nil means each
@@ -259,7 +268,13 @@ func New(f *config.File) (*Topology, error) {
 		}
 		t.Links = append(t.Links, &Link{Name: l.Name, A: a, B: b, PinA: pa, PinB: pb, Transport: l.Transport, AMQP: l.AMQP, Profile: l.Profile,
 			Compression: l.Compression, RateLimit: int64(l.RateLimit), Window: int64(l.Window), Passthrough: l.Passthrough,
-			Path: fmt.Sprintf("links[%d]", i)})
+			Cost: l.Cost, HoldDown: l.HoldDown, Path: fmt.Sprintf("links[%d]", i)})
+		if ln := t.Links[len(t.Links)-1]; ln.Cost <= 0 {
+			ln.Cost = profile.DefaultCost(ln.Profile)
+		}
+		if ln := t.Links[len(t.Links)-1]; ln.HoldDown <= 0 {
+			ln.HoldDown = DefaultHoldDown
+		}
 	}
 	for _, r := range f.Routes {
 		from, ok := t.Clusters[r.From]

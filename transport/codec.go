@@ -178,8 +178,8 @@ func appendBody(dst []byte, f Frame) ([]byte, error) {
 		for _, c := range f.Codecs {
 			dst = append(dst, byte(c))
 		}
-		shared := f.VersionMax >= VersionShare && len(f.Shared) > 0
-		if f.VersionMax >= VersionDuplex && (len(f.Receive) > 0 || f.RecvWindow != 0 || f.RecvMaxBatchBytes != 0 || shared) {
+		v5 := f.VersionMax >= VersionRelay && (f.Origin != "" || len(f.Shared) > 0)
+		if f.VersionMax >= VersionDuplex && (len(f.Receive) > 0 || f.RecvWindow != 0 || f.RecvMaxBatchBytes != 0 || v5) {
 			// Version 4: appended, so older listeners ignore it.
 			dst = binary.AppendUvarint(dst, uint64(len(f.Receive)))
 			for _, l := range f.Receive {
@@ -188,8 +188,10 @@ func appendBody(dst []byte, f Frame) ([]byte, error) {
 			dst = binary.AppendVarint(dst, f.RecvWindow)
 			dst = binary.AppendVarint(dst, f.RecvMaxBatchBytes)
 		}
-		if shared {
-			// Version 5, after the version 4 fields.
+		if v5 {
+			// Version 5, after the version 4 fields, so older listeners
+			// ignore it: the origin a relay feeds for, the shared legs.
+			dst = appendString(dst, f.Origin)
 			dst = binary.AppendUvarint(dst, uint64(len(f.Shared)))
 			for _, l := range f.Shared {
 				dst = appendString(dst, l)

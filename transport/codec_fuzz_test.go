@@ -263,6 +263,12 @@ func FuzzReadHandshake(f *testing.F) {
 		&transport.Hello{VersionMin: 1, VersionMax: 4, Gateway: "v7-a", Region: "v7", Legs: []string{"up:hq/kafka"},
 			Codecs: []transport.Codec{1, 2, 0}, Receive: []string{"cfg:v7/kafka", "cmd:v7/kafka"}, RecvWindow: 64 << 20, RecvMaxBatchBytes: 1 << 20},
 		&transport.Welcome{Version: 4, Gateway: "hq-a", Region: "hq", Window: 64 << 20, MaxBatchBytes: 1 << 20, Send: []string{"cfg:v7/kafka"}},
+		// Version 5: a relay's Hello naming its origin, with and without
+		// version 4's fields set.
+		&transport.Hello{VersionMin: 5, VersionMax: 5, Gateway: "dr-a", Region: "dr", Legs: []string{"up:hq/kafka"},
+			Codecs: []transport.Codec{1, 2, 0}, Origin: "v7-a"},
+		&transport.Hello{VersionMin: 1, VersionMax: 5, Gateway: "dr-a", Region: "dr", Legs: []string{"up:hq/kafka"},
+			Receive: []string{"cfg:v7/kafka"}, RecvWindow: 1 << 20, Origin: "v7-a"},
 	} {
 		buf, err := transport.AppendFrame(nil, fr)
 		if err != nil {

@@ -276,12 +276,17 @@ func decodeHello(r *reader) *Hello {
 		h.RecvWindow = r.varint("recv_window")
 		h.RecvMaxBatchBytes = r.varint("recv_max_batch_bytes")
 	}
-	if r.err == nil && h.VersionMax >= VersionShare && r.remaining() > 0 {
-		// Version 5: the legs the dialer shares with its region's gateways.
-		if n := r.count("shared", 1, sizeString); n > 0 {
-			h.Shared = make([]string, n)
-			for i := range h.Shared {
-				h.Shared[i] = r.string("shared")
+	if r.err == nil && h.VersionMax >= VersionRelay && r.remaining() > 0 {
+		// Version 5, after the version 4 fields: the gateway a relay
+		// feeds the legs for, then the legs the dialer shares with its
+		// region's gateways.
+		h.Origin = r.string("origin")
+		if r.err == nil && r.remaining() > 0 {
+			if n := r.count("shared", 1, sizeString); n > 0 {
+				h.Shared = make([]string, n)
+				for i := range h.Shared {
+					h.Shared[i] = r.string("shared")
+				}
 			}
 		}
 	}

@@ -107,11 +107,15 @@ const (
 	// receive (Hello.Receive) and the listener's Welcome the legs it will
 	// send back (Welcome.Send). No new frame type.
 	VersionDuplex uint16 = 4
+	// VersionRelay is the first version whose Hello may name an origin
+	// (Hello.Origin): a relay gateway feeding legs of another region's
+	// gateway on its behalf. No new frame type.
+	VersionRelay uint16 = 5
 	// VersionShare is the first version in which several gateways of a
 	// region share a leg's source partitions: the dialer's Hello lists
 	// the legs it shares (Hello.Shared) and it sends Claim frames naming
 	// the partitions it sends; the receiver accepts each partition's
-	// batches from its claimer only.
+	// batches from its claimer only. Version 5, as VersionRelay.
 	VersionShare uint16 = 5
 )
 
@@ -187,9 +191,14 @@ type Hello struct {
 	// listener's default). Meaningful only when Receive is not empty.
 	RecvWindow, RecvMaxBatchBytes int64
 
-	// Version 5 (VersionShare) appends the following (after the version 4
-	// fields, written even when empty).
+	// Version 5 (VersionRelay, VersionShare) appends the following, after
+	// the version 4 fields (written even when empty), in this order.
 
+	// Origin, when set, is the gateway whose legs a relay gateway
+	// (Gateway) feeds on its behalf: the legs' source is in Origin's
+	// region, and the relay forwards that gateway's frames end to end.
+	// Empty: Gateway feeds its own legs.
+	Origin string
 	// Shared lists the legs of Legs whose source partitions this sender
 	// shares with the other gateways of its region: it sends only the
 	// partitions it claims (Claim), and the receiver sends it a Resume
@@ -454,6 +463,8 @@ func errCodeName(c uint16) string {
 		return "fenced"
 	case ErrCodeIdentity:
 		return "identity"
+	case ErrCodeForbidden:
+		return "forbidden"
 	case ErrCodeLimit:
 		return "limit"
 	default:

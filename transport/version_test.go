@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -184,5 +185,33 @@ func TestSharedNeedsVersion5(t *testing.T) {
 	}
 	if g := got.(*transport.Hello); g.Shared != nil || g.VersionMax != 4 {
 		t.Fatalf("a Hello offering version 4 carried Shared %q (version_max %d)", g.Shared, g.VersionMax)
+	}
+}
+
+// TestHelloOrigin: a relay's Hello (version 5) carries its origin after
+// version 4's fields; a Hello offering at most version 4 never does, so
+// an older listener reads what it always read.
+func TestHelloOrigin(t *testing.T) {
+	for _, tc := range []struct {
+		hello *transport.Hello
+		want  string
+	}{
+		{&transport.Hello{VersionMin: 1, VersionMax: 5, Gateway: "dr-a", Region: "dr", Legs: []string{"l"}, Origin: "v7-a"}, "v7-a"},
+		{&transport.Hello{VersionMin: 1, VersionMax: 5, Gateway: "dr-a", Region: "dr", Receive: []string{"r"}, RecvWindow: 7, Origin: "v7-a"}, "v7-a"},
+		{&transport.Hello{VersionMin: 1, VersionMax: 4, Gateway: "dr-a", Region: "dr", Legs: []string{"l"}, Origin: "v7-a"}, ""},
+		{&transport.Hello{VersionMin: 1, VersionMax: 5, Gateway: "v7-a", Region: "v7", Legs: []string{"l"}}, ""},
+	} {
+		buf, err := transport.AppendFrame(nil, tc.hello)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := transport.NewDecoder(transport.Limits{}).ReadFrame(bufio.NewReader(bytes.NewReader(buf)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := f.(*transport.Hello)
+		if h.Origin != tc.want || !slices.Equal(h.Receive, tc.hello.Receive) || h.RecvWindow != tc.hello.RecvWindow {
+			t.Errorf("Hello %+v decodes to origin %q, receive %q, window %d; want origin %q", tc.hello, h.Origin, h.Receive, h.RecvWindow, tc.want)
+		}
 	}
 }

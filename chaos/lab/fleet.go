@@ -240,7 +240,7 @@ func (fl *Fleet) tables() error {
 		if err != nil {
 			return fmt.Errorf("fleet: %w", err)
 		}
-		for _, p := range tbl.Out {
+		for _, p := range slices.Concat(tbl.Out, tbl.Relays) {
 			for _, l := range p.Legs {
 				if fl.legs[l.ID] == nil {
 					fl.legs[l.ID] = l

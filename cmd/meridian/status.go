@@ -93,7 +93,7 @@ func renderStatus(w io.Writer, st *mirror.Status) {
 		fmt.Fprintln(w)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LEG\tDIR\tPEER\tCONNECTED\tRECORDS\tRAW\tWIRE\tRATIO\tFILTERED\tLOOPS\tLAG\tLAG(s)\tDLQ\tTXN FAILS\tLOST AT SOURCE\tLAST ERROR")
+	fmt.Fprintln(tw, "LEG\tDIR\tPEER\tPATH\tCONNECTED\tRECORDS\tRAW\tWIRE\tRATIO\tFILTERED\tLOOPS\tLAG\tLAG(s)\tDLQ\tTXN FAILS\tLOST AT SOURCE\tLAST ERROR")
 	for _, l := range st.Legs {
 		ratio := "-"
 		if l.WireBytes > 0 {
@@ -108,7 +108,11 @@ func renderStatus(w io.Writer, st *mirror.Status) {
 		if l.Direction == "out" {
 			loops = strconv.FormatInt(l.LoopDroppedRecords, 10)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%.1f\t%d\t%d\t%d\t%s\n", l.Leg, l.Direction, l.Peer, l.Connected,
+		path := l.Path
+		if path == "" {
+			path = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%.1f\t%d\t%d\t%d\t%s\n", l.Leg, l.Direction, l.Peer, path, l.Connected,
 			l.Records, humanBytes(l.RawBytes), humanBytes(l.WireBytes), ratio, filtered, loops, l.LagRecords, l.LagSeconds, l.DeadLetters,
 			l.FailedTxns, l.SourceGapRecords, l.LastError)
 	}

@@ -20,6 +20,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -278,7 +279,7 @@ func (g *Gateway) carriesLinks() bool {
 			return true
 		}
 	}
-	return false
+	return g.table.Relaying || len(g.table.Relays) > 0 // relay paths are quic
 }
 
 // linkTLS builds the link mTLS configs from the options or the gateway's
@@ -418,7 +419,9 @@ func (g *Gateway) buildAdminTLS(linkServer *tls.Config) (*tls.Config, error) {
 func (g *Gateway) dialers(clientTLS *tls.Config) (map[string]peerDialer, []error) {
 	peers := map[string]peerDialer{}
 	var problems []error
-	for _, p := range g.table.Out {
+	// The peers this gateway dials only to relay (routing.Table.Relays)
+	// get dialers like the others.
+	for _, p := range slices.Concat(g.table.Out, g.table.Relays) {
 		where := p.Link.Path
 		if where == "" {
 			where = g.table.Gateway.Path // a local link: the gateway's own
@@ -542,7 +545,7 @@ func receivesQUIC(t *routing.Table) bool {
 			return true // the peer dials in, and this gateway sends over its sessions
 		}
 	}
-	return false
+	return t.Relaying // senders of other regions dial in to relay (quic links only)
 }
 
 // listenCodec is how the listener compresses the batches it sends over

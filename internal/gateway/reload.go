@@ -581,6 +581,10 @@ func legPrint(l *routing.Leg, p *routing.Peer) string {
 			recv[i] = r.ID
 		}
 		v["peer"] = []any{p.Gateway.Name, p.Gateway.Advertise, p.Dials, recv, lp(p.Link)}
+		if p.Relay != nil {
+			// A changed relay path or hold-down restarts the peer's sender.
+			v["relay"] = []any{p.Relay.Describe(), p.Link.HoldDown.String()}
+		}
 	}
 	b, err := json.Marshal(v)
 	if err != nil {

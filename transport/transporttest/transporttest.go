@@ -159,6 +159,10 @@ func RandomFrame(rng *rand.Rand, t transport.FrameType) transport.Frame {
 				h.Shared = append(h.Shared, str(rng))
 			}
 		}
+		if rng.IntN(3) == 0 { // version 5: a relay feeding another gateway's legs
+			h.VersionMax = max(h.VersionMax, transport.VersionRelay)
+			h.Origin = str(rng)
+		}
 		return h
 	case transport.FrameWelcome:
 		w := &transport.Welcome{Version: uint16(rng.Uint32()), Gateway: str(rng), Region: str(rng),

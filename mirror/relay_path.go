@@ -1,0 +1,272 @@
+package mirror
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/meridian-gw/meridian/routing"
+	"github.com/meridian-gw/meridian/transport"
+)
+
+// pathSwitch is an outbound peer's choice between its direct link and its
+// relay path (routing.Peer.Relay). The direct link is declared down when
+// a session or dial over it ends without an answer from the peer (the
+// path went silent: an idle timeout, a handshake that timed out), as the
+// sending gateway sees it; the next session then goes to the relay at
+// once. While relayed, a probe keeps a session without legs open over the
+// direct link; once one has stayed up for the link's hold-down
+// (links[].hold_down), the relayed session drains and ends and the legs
+// go back. Each switch is logged and counted
+// (meridian_leg_path_switches_total{leg,to}).
+//
+// Goroutines: the probe runs while relayed; the outPeer's run owns the
+// switch and stops it (stop waits for the probe) before it returns.
+type pathSwitch struct {
+	p     *outPeer
+	relay *routing.Path
+
+	mu     sync.Mutex
+	via    bool      // the legs go over relay
+	downAt time.Time // when the direct link was last declared down
+	since  time.Time // when the current path was chosen (zero: never switched)
+	back   func()    // ends the relayed session being served; nil when none
+	// reroute is how long after downAt the destination's first Resume
+	// came over the relay, from when the legs flow again (0: none yet
+	// since the link was last declared down).
+	reroute  time.Duration
+	switches int64
+	cancel   context.CancelFunc // stops the probe; nil when none runs
+	wg       sync.WaitGroup
+}
+
+func newPathSwitch(p *outPeer) *pathSwitch {
+	if p.peer.Relay == nil || !p.peer.Dials {
+		return nil
+	}
+	ps := &pathSwitch{p: p, relay: p.peer.Relay}
+	for _, l := range p.legs {
+		p.e.m.relay.relayed.WithLabelValues(l.leg.ID).Set(0)
+		for _, to := range []string{"direct", ps.relay.String()} {
+			p.e.m.relay.switches.WithLabelValues(l.leg.ID, to)
+		}
+	}
+	return ps
+}
+
+// relayed reports whether the next session goes over the relay path.
+// silent says the last dial or session over the direct link ended without
+// an answer: that declares the link down and switches to the relay.
+func (s *pathSwitch) relayed(ctx context.Context, silent bool) bool {
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.via {
+		return true
+	}
+	if !silent {
+		return false
+	}
+	s.downAt, s.reroute = time.Now(), 0
+	s.switchLocked(true, "direct link declared down: no answer from "+s.p.peer.Gateway.Name)
+	pctx, cancel := context.WithCancel(ctx)
+	s.cancel = cancel
+	s.wg.Go(func() { s.probe(pctx) })
+	return true
+}
+
+// switchLocked moves the legs onto the relay (via) or back, counting and
+// logging it.
+func (s *pathSwitch) switchLocked(via bool, why string) {
+	s.via, s.since = via, time.Now()
+	s.switches++
+	to := "direct"
+	if via {
+		to = s.relay.String()
+	}
+	m := s.p.e.m.relay
+	for _, l := range s.p.legs {
+		m.switches.WithLabelValues(l.leg.ID, to).Inc()
+		g := 0.0
+		if via {
+			g = 1
+		}
+		m.relayed.WithLabelValues(l.leg.ID).Set(g)
+	}
+	path := s.p.peer.Direct().Describe()
+	if via {
+		path = s.relay.Describe()
+	}
+	s.p.log.Warn("leg path switched", "to", to, "path", path, "why", why, "legs", len(s.p.legs))
+}
+
+// serving registers end as the way to end the relayed session now being
+// served (nil when it has ended). It reports false when the legs went
+// back while the session was being opened: the caller closes it unserved.
+func (s *pathSwitch) serving(end func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if end != nil && !s.via {
+		return false
+	}
+	s.back = end
+	return true
+}
+
+func (s *pathSwitch) holdDown() time.Duration {
+	if l := s.p.peer.Link; l != nil && l.HoldDown > 0 {
+		return l.HoldDown
+	}
+	return 30 * time.Second
+}
+
+// probe keeps a session without legs open over the direct link, redialling
+// every second while the link is down, until one has stayed up for the
+// hold-down; then it ends the relayed session, which sends the legs back.
+func (s *pathSwitch) probe(ctx context.Context) {
+	p := s.p
+	gw := p.e.table.Gateway
+	hello := &transport.Hello{VersionMin: transport.VersionMin, VersionMax: transport.VersionMax, Gateway: gw.Name, Region: gw.Region.Name}
+	for ctx.Err() == nil {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		conn, err := p.dialPeer(dctx, p.peer.Gateway, hello)
+		cancel()
+		if err != nil {
+			p.log.Debug("direct link probe failed", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		p.log.Info("direct link answers again; waiting for its hold-down before moving the legs back", "hold_down", s.holdDown())
+		t := time.NewTimer(s.holdDown())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			conn.Close(nil)
+			return
+		case <-conn.Done():
+			t.Stop()
+			p.log.Info("direct link probe session ended before its hold-down", "err", conn.Err())
+			conn.Close(nil)
+			continue
+		case <-t.C:
+		}
+		conn.Close(nil)
+		s.mu.Lock()
+		s.switchLocked(false, "direct link healthy for its hold-down ("+s.holdDown().String()+")")
+		if s.cancel != nil {
+			s.cancel() // ctx is this probe's: it ends here
+			s.cancel = nil
+		}
+		if s.back != nil {
+			s.back() // the relayed session drains and ends; the next goes direct
+			s.back = nil
+		}
+		s.mu.Unlock()
+		return
+	}
+}
+
+// stop ends the probe and waits for it.
+func (s *pathSwitch) stop() {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	if s.cancel != nil {
+		s.cancel()
+		s.cancel = nil
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// status is the current path ("direct" or "via REGION"), when it was
+// chosen (zero when never switched), the switches, and how long the last
+// reroute took after the link was declared down (0: none).
+func (s *pathSwitch) status() (path string, since time.Time, switches int64, reroute time.Duration) {
+	if s == nil {
+		return "direct", time.Time{}, 0, 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	path = "direct"
+	if s.via {
+		path = s.relay.String()
+	}
+	return path, s.since, s.switches, s.reroute
+}
+
+// resumed notes the first Resume over the relay since the direct link was
+// declared down: the reroute is complete.
+func (s *pathSwitch) resumed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.via || s.reroute != 0 {
+		return
+	}
+	s.reroute = time.Since(s.downAt)
+	s.p.log.Info("leg rerouted", "after_declared_down", s.reroute.Round(time.Millisecond), "path", s.relay.Describe())
+}
+
+// relayConn is a session over the relay path: it tells the switch when
+// the destination's first Resume arrives.
+type relayConn struct {
+	transport.Conn
+	s *pathSwitch
+}
+
+func (c relayConn) Recv(ctx context.Context) (transport.Frame, error) {
+	f, err := c.Conn.Recv(ctx)
+	if _, ok := f.(*transport.Resume); ok {
+		c.s.resumed()
+	}
+	return f, err
+}
+
+// relayHello is the Hello of a session over the relay path: the peer's
+// legs, nothing to receive (a relayed session is one way), and at least
+// protocol version 5, which a relay needs to name the origin downstream.
+func (p *outPeer) relayHello(legs []string) *transport.Hello {
+	gw := p.e.table.Gateway
+	return &transport.Hello{VersionMin: transport.VersionRelay, VersionMax: transport.VersionMax,
+		Gateway: gw.Name, Region: gw.Region.Name, Legs: legs}
+}
+
+// dialRelay opens a session to the relay path's first hop.
+func (p *outPeer) dialRelay(ctx context.Context, legs []string) (transport.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, dialLimit)
+	defer cancel()
+	conn, err := p.dialPeer(dctx, p.path.relay.Hops[0], p.relayHello(legs))
+	if err != nil {
+		return nil, err
+	}
+	return relayConn{conn, p.path}, nil
+}
+
+// pathStatus fills an outbound leg's path fields.
+func (p *outPeer) pathStatus(ls *LegStatus) {
+	path, since, switches, reroute := p.path.status()
+	ls.Path, ls.PathSwitches, ls.RerouteSeconds = path, switches, reroute.Seconds()
+	if !since.IsZero() {
+		ls.PathSince = since.UTC().Format(time.RFC3339)
+	}
+}
+
+// path is how the session's legs reach this gateway: "via REGION" when a
+// relay feeds them (its Hello names an origin), else "direct".
+func (s *inSession) path(tbl *routing.Table) string {
+	h := s.conn.Hello()
+	if h.Origin == "" {
+		return "direct"
+	}
+	if g, ok := tbl.LookupGateway(h.Gateway); ok {
+		return "via " + g.Region.Name
+	}
+	return "via " + h.Region
+}
