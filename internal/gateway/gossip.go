@@ -22,8 +22,16 @@ import (
 	"github.com/meridian-gw/meridian/transport/quic"
 )
 
-// healthEvery is how often the gateway gossips its legs' health.
-const healthEvery = 2 * time.Second
+// healthEvery is how often the gateway looks at its legs' health; it
+// gossips a report when the health changed (healthChanged) or
+// healthRefresh has passed since the last one. Every report costs its
+// size times memberlist's retransmissions on every member, so on a thin
+// link a report every 2 s would cost more than the target of 1 kbit/s per
+// member.
+const (
+	healthEvery   = 2 * time.Second
+	healthRefresh = 30 * time.Second
+)
 
 // leaveTimeout bounds the first phase of a leave: the leave is gossiped
 // before the gateway drains.
@@ -236,14 +244,19 @@ func (g *Gateway) runGossip(ctx context.Context) {
 	}
 	var last map[string]int64
 	lastAt := time.Now()
+	var published []membership.LegHealth
+	var publishedAt time.Time
 	t := time.NewTicker(healthEvery)
 	defer t.Stop()
 	for {
 		legs, raw := g.legHealth(last, time.Since(lastAt))
 		last, lastAt = raw, time.Now()
-		for _, m := range ms {
-			if err := m.PublishHealth(legs); err != nil {
-				g.log.Warn("health not gossiped", "err", err)
+		if publishedAt.IsZero() || time.Since(publishedAt) >= healthRefresh || healthChanged(published, legs) {
+			published, publishedAt = legs, time.Now()
+			for _, m := range ms {
+				if err := m.PublishHealth(legs); err != nil {
+					g.log.Warn("health not gossiped", "err", err)
+				}
 			}
 		}
 		select {
@@ -252,6 +265,34 @@ func (g *Gateway) runGossip(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// healthChanged reports whether cur differs from what was last gossiped
+// (prev) enough to gossip again: a leg added, removed, up or down or on
+// another peer, or its round trip, goodput or backlog moved by more than
+// a quarter (and more than a floor, so that noise near zero stays quiet).
+func healthChanged(prev, cur []membership.LegHealth) bool {
+	if len(prev) != len(cur) {
+		return true
+	}
+	moved := func(a, b, floor int64) bool {
+		d := a - b
+		if d < 0 {
+			d = -d
+		}
+		return d > floor && 4*d > max(a, b)
+	}
+	for i := range cur {
+		p, c := &prev[i], &cur[i]
+		switch {
+		case p.Leg != c.Leg, p.Peer != c.Peer, p.Up != c.Up,
+			moved(int64(p.RTT), int64(c.RTT), int64(20*time.Millisecond)),
+			moved(p.Goodput, c.Goodput, 64_000),
+			moved(p.Backlog, c.Backlog, 1000):
+			return true
+		}
+	}
+	return false
 }
 
 // legHealth is the health of every leg from the engine's status; goodput
