@@ -56,6 +56,11 @@ type Options struct {
 	// MaxBatchBytes is the largest raw batch a sender may send. Zero means
 	// 1 MiB.
 	MaxBatchBytes int64
+	// Alive reports what gossip knows of a gateway: alive (or suspect),
+	// and known false when gossip has no word of it (no gossip, or not
+	// heard of yet). Nil: nothing is known. A sender skips standby
+	// receivers gossip has dead (standby.go).
+	Alive func(gateway string) (alive, known bool)
 	// Tuning holds timings and sizes that production leaves at their
 	// defaults and tests shorten. The zero value means every default.
 	Tuning Tuning
@@ -225,6 +230,7 @@ func (e *Engine) newOutPeer(p *routing.Peer, dial func(context.Context, *topolog
 		op.legs = append(op.legs, &outLeg{leg: l, writers: newWriterIDs(l.LoopWriters)})
 	}
 	op.path = newPathSwitch(op)
+	op.recv = newReceiverChoice(op)
 	return op
 }
 
@@ -740,6 +746,10 @@ type PeerStatus struct {
 	// Receives counts the legs this gateway receives from the peer over
 	// the sessions it dials (duplex, protocol version 4).
 	Receives int `json:"receives,omitempty"`
+	// Standby names the standby receiver of the peer's region that the
+	// legs go to while the peer does not answer (or gossip has it dead);
+	// empty while they go to the peer.
+	Standby string `json:"standby,omitempty"`
 }
 
 // Status returns a snapshot. Safe for concurrent use.
@@ -761,10 +771,13 @@ func (e *Engine) Status() Status {
 		if !p.peer.Dials {
 			ps.DialledBy = p.peer.Gateway.Name
 		}
+		if t := p.recv.target(); t != nil && t != p.peer.Gateway {
+			ps.Standby = t.Name // the legs go to a standby receiver (standby.go)
+		}
 		st.Peers = append(st.Peers, ps)
 		for _, l := range p.legs {
 			ls := LegStatus{Leg: l.leg.ID, Route: l.leg.Route.Name, Direction: "out", From: l.leg.From.Ref(), To: l.leg.To.Ref(),
-				Peer: p.peer.Gateway.Name, Connected: ps.Connected, Filter: l.leg.Route.Filter}
+				Peer: p.dialTarget().Name, Connected: ps.Connected, Filter: l.leg.Route.Filter}
 			l.stats.fill(&ls)
 			if why := l.fenced.Load(); why != nil {
 				ls.Fenced = *why

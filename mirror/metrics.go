@@ -47,6 +47,9 @@ type metrics struct {
 	claims        *prometheus.CounterVec // leg, result (took, released, refused): partitions, at the receiver
 	sharePartsOut *prometheus.GaugeVec   // leg: partitions this sending gateway is assigned
 	shareRebal    *prometheus.CounterVec // leg: assignment changes this sending gateway went through
+	// receiverSwitches counts moves of a leg to another receiving
+	// gateway of its destination region (standby.go).
+	receiverSwitches *prometheus.CounterVec // leg, to
 
 	relay *relayMetrics // relay.go
 }
@@ -159,6 +162,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meridian_share_claims_total",
 			Help: "Source partitions of shared legs claimed by sending gateways, at the receiver, by result: took (the claimer changed), released, refused (claimed in an older consumer group generation than one accepted: a zombie).",
 		}, []string{"leg", "result"}),
+		receiverSwitches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_receiver_switches_total",
+			Help: "Moves of a leg to another receiving gateway of its destination region (the one it went to did not answer, or gossip had it dead; or it came back), by the gateway moved to.",
+		}, []string{"leg", "to"}),
 		sharePartsOut: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meridian_share_partitions",
 			Help: "Source partitions of a shared leg the consumer group assigns this sending gateway.",
@@ -175,7 +182,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		for _, c := range []**prometheus.CounterVec{&m.records, &m.rawBytes, &m.wireBytes, &m.txns, &m.hangingTxns, &m.txnRetries,
 			&m.deadLetters, &m.resumes, &m.dropped, &m.sourceGap, &m.sessionFails, &m.groupCommits, &m.segments, &m.passBatches,
 			&m.refused, &m.violations, &m.topicRefused, &m.groupDropped, &m.filteredRecords, &m.filteredBytes, &m.filterErrors,
-			&m.loopDropped, &m.loopDroppedBytes, &m.originMalformed, &m.claims, &m.shareRebal} {
+			&m.loopDropped, &m.loopDroppedBytes, &m.originMalformed, &m.claims, &m.shareRebal, &m.receiverSwitches} {
 			register(reg, c)
 		}
 		for _, g := range []**prometheus.GaugeVec{&m.lagRecords, &m.lagSeconds, &m.quarantined, &m.rtt, &m.sessions, &m.fenced, &m.sharePartsOut} {

@@ -44,6 +44,9 @@ type outPeer struct {
 	// path switches the legs onto the peer's relay path while the direct
 	// link is down (relay_path.go); nil when the peer has none.
 	path *pathSwitch
+	// recv chooses among the peer and its standby receivers
+	// (standby.go); nil when the peer has none.
+	recv *receiverChoice
 }
 
 // outLeg is the sending end of one leg; its stats outlive sessions.
@@ -98,7 +101,9 @@ func (p *outPeer) run(ctx context.Context) {
 	hello := func() *transport.Hello {
 		h := &transport.Hello{VersionMin: transport.VersionMin, VersionMax: transport.VersionMax,
 			Gateway: gw.Name, Region: gw.Region.Name, Legs: ids}
-		if len(receive) > 0 {
+		if t := p.recv.target(); len(receive) > 0 && (t == nil || t == p.peer.Gateway) {
+			// (A standby receiver is asked for nothing: it is not the
+			// peer whose legs these are.)
 			// Version 4: the peer's legs to us ride back on this session.
 			h.Receive = receive
 			h.RecvWindow, h.RecvMaxBatchBytes = p.e.window(receive), p.e.opts.MaxBatchBytes
@@ -108,11 +113,16 @@ func (p *outPeer) run(ctx context.Context) {
 		return h
 	}
 	pathDown := false // the last attempt or session ended without an answer
+	lastFailed := false
 	defer p.path.stop()
 	for attempt := 1; ctx.Err() == nil; attempt++ {
+		// A receiver that failed gives the legs to a standby of its
+		// region, if the peer has one (standby.go); only when every one
+		// of them failed is the link itself down.
+		p.recv.pick(lastFailed)
 		// A direct link declared down sends the legs via the relay
 		// path, if the peer has one (relay_path.go).
-		relayed := p.path.relayed(ctx, pathDown)
+		relayed := p.path.relayed(ctx, pathDown && p.recv.allFailed())
 		var conn transport.Conn
 		var err error
 		if relayed {
@@ -122,6 +132,7 @@ func (p *outPeer) run(ctx context.Context) {
 		}
 		if err != nil {
 			pathDown = noAnswer(err) && !relayed
+			lastFailed = !relayed
 			if ctx.Err() != nil {
 				return
 			}
@@ -141,11 +152,21 @@ func (p *outPeer) run(ctx context.Context) {
 			continue
 		}
 		attempt = 0
+		lastFailed = false
+		if !relayed {
+			p.recv.ok()
+		}
 		refused.reset()
 		silent.reset()
 		p.log.Info("link session open", "addr", conn.RemoteAddr(), "version", conn.Welcome().Version, "window", conn.Welcome().Window,
 			"receive", conn.Welcome().Send, "relayed", relayed)
 		sctx, end := ctx, context.CancelFunc(func() {})
+		var watch sync.WaitGroup
+		if !relayed && p.recv.onStandby() {
+			// Back to the preferred receiver once gossip has it alive.
+			sctx, end = context.WithCancel(ctx)
+			watch.Go(func() { p.recv.watchBack(sctx, end) })
+		}
 		if relayed {
 			// The probe ends this session (end) when the direct link
 			// has been healthy for its hold-down.
@@ -160,16 +181,18 @@ func (p *outPeer) run(ctx context.Context) {
 		if relayed {
 			p.path.serving(nil)
 		}
-		back := relayed && sctx.Err() != nil
+		back := sctx.Err() != nil && ctx.Err() == nil
 		end()
+		watch.Wait()
 		if ctx.Err() != nil {
 			return
 		}
 		if back {
-			pathDown = false // the legs go back to the direct link at once
+			pathDown = false // the legs go back to the direct link (or preferred receiver) at once
 			continue
 		}
 		p.failed(err)
+		lastFailed = !relayed && err != nil
 		bo := refused
 		if pathDown = noAnswer(err) && !relayed; pathDown {
 			bo = silent
@@ -342,7 +365,7 @@ func (p *outPeer) dial(ctx context.Context, hello func() *transport.Hello, hedge
 	if !hedge {
 		dctx, cancel := context.WithTimeout(ctx, dialLimit)
 		defer cancel()
-		return p.dialPeer(dctx, p.peer.Gateway, hello())
+		return p.dialPeer(dctx, p.dialTarget(), hello())
 	}
 	type result struct {
 		id   int
@@ -361,7 +384,7 @@ func (p *outPeer) dial(ctx context.Context, hello func() *transport.Hello, hedge
 		actx, acancel := context.WithCancel(dctx)
 		pending[id] = acancel
 		wg.Go(func() {
-			c, err := p.dialPeer(actx, p.peer.Gateway, hello())
+			c, err := p.dialPeer(actx, p.dialTarget(), hello())
 			results <- result{id, c, err}
 		})
 	}

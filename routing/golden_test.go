@@ -79,6 +79,18 @@ func renderTable(b *strings.Builder, tab *Table) {
 		if p.Relay != nil {
 			fmt.Fprintf(b, "    relay when down: %s\n", p.Relay.Describe())
 		}
+		for _, g := range p.Standby {
+			fmt.Fprintf(b, "    standby receiver %s\n", g.Name)
+		}
+		for _, l := range p.Legs {
+			if l.Shared() {
+				var names []string
+				for _, g := range l.Senders {
+					names = append(names, g.Name)
+				}
+				fmt.Fprintf(b, "    %s shared by %s (group %s)\n", l.ID, strings.Join(names, ", "), l.ShareGroup())
+			}
+		}
 	}
 	for _, p := range tab.Relays {
 		fmt.Fprintf(b, "  relay peer %s via %s\n", p.Gateway.Name, linkString(p.Link))

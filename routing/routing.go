@@ -297,6 +297,12 @@ type Peer struct {
 	// another region (relay.go); nil when there is none, or when this
 	// gateway does not dial the peer (its legs then wait for the peer).
 	Relay *Path
+	// Standby are the other gateways of Gateway's region that receive
+	// the peer's legs over Link, in file order: when Gateway does not
+	// answer (or gossip has it dead), the legs go to the first of them
+	// that does, and back once Gateway is alive again. Empty when Link
+	// pins the receiving end, or this gateway does not dial.
+	Standby []*topology.Gateway
 }
 
 // Direct is the peer's direct path: over Link to Gateway.
@@ -410,6 +416,13 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 					p = &Peer{Gateway: hop, Link: send, Dials: send.Dials(src)}
 					if src != dst && p.Dials {
 						p.Relay = bestRelay(topo, src, dst, gw)
+						if send.Pin(dst) == nil {
+							for _, g := range dst.Gateways {
+								if g != hop && carrier(links, dst, g) == send {
+									p.Standby = append(p.Standby, g)
+								}
+							}
+						}
 					}
 					peers[hop.Name] = p
 					t.Out = append(t.Out, p)

@@ -50,6 +50,22 @@ type gossip struct {
 	stopOnce             sync.Once
 }
 
+// gossipAlive reports what the fleet's gossip knows of gateway name
+// (mirror.Options.Alive): alive or suspect, or dead or left; known is
+// false without gossip or before the gateway has heard of it.
+func (g *Gateway) gossipAlive(name string) (alive, known bool) {
+	gs := g.gossip
+	if gs == nil || !gs.started.Load() || gs.fleet == nil {
+		return false, false
+	}
+	for _, in := range gs.fleet.Members() {
+		if in.Name == name {
+			return in.State == membership.StateAlive || in.State == membership.StateSuspect, true
+		}
+	}
+	return false, false
+}
+
 // gossipAddr is the QUIC gossip listen address: Options.GossipAddr or the
 // topology's.
 func (g *Gateway) gossipAddr() string {
