@@ -130,6 +130,21 @@ func (l *inLeg) run(ctx context.Context) {
 		if !retry.wait(ctx, l) {
 			return
 		}
+		if l.state.idle() {
+			// No session carries the leg: its shards are opened (or a
+			// failed one reopened) only when one comes. Opening
+			// initialises the producers, which fences whichever gateway
+			// of the region writes the leg now: a standby receiver
+			// (standby.go) must not fence the one the senders use, nor
+			// a gateway that wakes up from a pause with a failed
+			// transaction the one that took the leg over.
+			select {
+			case <-ctx.Done():
+				return
+			case <-l.state.notify:
+			}
+			continue
+		}
 		if err := l.openShards(ctx, opts); err != nil {
 			if ctx.Err() != nil {
 				return

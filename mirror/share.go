@@ -73,6 +73,7 @@ func (s *legState) share(sess *inSession) {
 	}
 	s.shareSeq++
 	s.sharers[sess] = &sharer{sess: sess, seq: s.shareSeq}
+	wake(s.notify) // the coordinator reopens shards only for a leg with a session
 }
 
 // claimResult is what a Claim changed, for the log.
