@@ -1171,6 +1171,7 @@ func warnings(f *File, file string, pos map[string]pos) Errors {
 	}
 	passthroughWarnings(f, warn)
 	cycleWarnings(f, warn)
+	splitReceiverWarnings(f, warn)
 	if f.Gossip != nil && len(f.Gossip.Keys) > 0 && !regionGossip(f) {
 		warn("gossip.keys", "no gateway gossips on a plain port (gateways[].gossip.region), so the keys are checked but unused: QUIC gossip is protected by the link certificates")
 	}
