@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-gw/meridian/topology"
+	"github.com/meridian-gw/meridian/topology/profile"
 	"github.com/meridian-gw/meridian/topology/membership"
 	"github.com/meridian-gw/meridian/transport"
 	"github.com/meridian-gw/meridian/transport/quic"
@@ -48,6 +49,27 @@ type gossip struct {
 	serverTLS, clientTLS *tls.Config
 	started              atomic.Bool // set once the members exist
 	stopOnce             sync.Once
+}
+
+// thinLink is the data rate below which a region's links are thin: its
+// gateways gossip as leaves (membership.Options.Leaf).
+const thinLink = 50_000_000
+
+// thinRegion reports whether every link of region r is thin (below
+// thinLink, from its profile and rate limit): a site on satellite or
+// mobile links, whose gateways should not pass on others' gossip.
+func thinRegion(topo *topology.Topology, r *topology.Region, load func(string) (*profile.Profile, error)) bool {
+	n := 0
+	for _, l := range topo.Links {
+		if l.A != r && l.B != r {
+			continue
+		}
+		n++
+		if rate := l.DataRate(linkProfile(l, load)); rate == 0 || rate >= thinLink {
+			return false
+		}
+	}
+	return n > 0
 }
 
 // gossipAlive reports what the fleet's gossip knows of gateway name
@@ -135,6 +157,7 @@ func (g *Gateway) startGossip() error {
 			return false
 		},
 		Allow:  func(name string) bool { p := topo.Gateways[name]; return p != nil && p.Gossip != nil },
+		Leaf:   thinRegion(topo, gw.Region, g.opts.Profile),
 		Logger: g.log.With("pool", "fleet"),
 	})
 	if err != nil {
@@ -285,8 +308,10 @@ func (g *Gateway) runGossip(ctx context.Context) {
 
 // healthChanged reports whether cur differs from what was last gossiped
 // (prev) enough to gossip again: a leg added, removed, up or down or on
-// another peer, or its round trip, goodput or backlog moved by more than
-// a quarter (and more than a floor, so that noise near zero stays quiet).
+// another peer, or its round trip, goodput or backlog off by more than
+// half (and more than a floor, so that noise near zero stays quiet).
+// Goodput measured over healthEvery swings by a quarter on a steady
+// stream; a report for each swing would be most of gossip's traffic.
 func healthChanged(prev, cur []membership.LegHealth) bool {
 	if len(prev) != len(cur) {
 		return true
@@ -296,14 +321,14 @@ func healthChanged(prev, cur []membership.LegHealth) bool {
 		if d < 0 {
 			d = -d
 		}
-		return d > floor && 4*d > max(a, b)
+		return d > floor && 2*d >= max(a, b)
 	}
 	for i := range cur {
 		p, c := &prev[i], &cur[i]
 		switch {
 		case p.Leg != c.Leg, p.Peer != c.Peer, p.Up != c.Up,
-			moved(int64(p.RTT), int64(c.RTT), int64(20*time.Millisecond)),
-			moved(p.Goodput, c.Goodput, 64_000),
+			moved(int64(p.RTT), int64(c.RTT), int64(50*time.Millisecond)),
+			moved(p.Goodput, c.Goodput, 128_000),
 			moved(p.Backlog, c.Backlog, 1000):
 			return true
 		}

@@ -237,7 +237,7 @@ func sha8(b []byte) []byte {
 
 // A health report goes out when something an operator would see changed:
 // a leg up or down, added, or on another peer, or its round trip, goodput
-// or backlog moved by more than a quarter (above a floor); not for noise.
+// or backlog off by more than half (above a floor); not for noise.
 func TestHealthChanged(t *testing.T) {
 	base := []membership.LegHealth{{Leg: "a", Peer: "hq-a", Up: true, RTT: 600 * time.Millisecond, Goodput: 1_000_000, Backlog: 5000}}
 	with := func(f func(*membership.LegHealth)) []membership.LegHealth {
@@ -255,9 +255,10 @@ func TestHealthChanged(t *testing.T) {
 		{"other peer", with(func(l *membership.LegHealth) { l.Peer = "hq-b" }), true},
 		{"leg added", append(slices.Clone(base), membership.LegHealth{Leg: "b"}), true},
 		{"rtt +10%", with(func(l *membership.LegHealth) { l.RTT = 660 * time.Millisecond }), false},
+		{"rtt +40%", with(func(l *membership.LegHealth) { l.RTT = 840 * time.Millisecond }), false},
 		{"rtt doubled", with(func(l *membership.LegHealth) { l.RTT = 1200 * time.Millisecond }), true},
-		{"goodput -20%", with(func(l *membership.LegHealth) { l.Goodput = 800_000 }), false},
-		{"goodput halved", with(func(l *membership.LegHealth) { l.Goodput = 500_000 }), true},
+		{"goodput -30%", with(func(l *membership.LegHealth) { l.Goodput = 700_000 }), false},
+		{"goodput to a third", with(func(l *membership.LegHealth) { l.Goodput = 300_000 }), true},
 		{"backlog tripled", with(func(l *membership.LegHealth) { l.Backlog = 15000 }), true},
 		{"backlog small", with(func(l *membership.LegHealth) { l.Backlog = 5900 }), false},
 	} {
@@ -269,7 +270,7 @@ func TestHealthChanged(t *testing.T) {
 		t.Error("all legs gone: want a report")
 	}
 	quiet := []membership.LegHealth{{Leg: "a", Up: true, Goodput: 10_000}}
-	if healthChanged(quiet, []membership.LegHealth{{Leg: "a", Up: true, Goodput: 40_000}}) {
-		t.Error("goodput 10 -> 40 kbit/s (under the 64 kbit/s floor): want no report")
+	if healthChanged(quiet, []membership.LegHealth{{Leg: "a", Up: true, Goodput: 100_000}}) {
+		t.Error("goodput 10 -> 100 kbit/s (under the 128 kbit/s floor): want no report")
 	}
 }
