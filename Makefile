@@ -1,4 +1,4 @@
-# Meridian. `make demo` runs the embedded two-region demo; `make test` runs
+# Meridian. `make demo` runs the satellite fleet on the embedded default; `make test` runs
 # the test suite (kcat must be installed: .ci/run does it on Debian; the
 # real-Kafka tests skip unless `make kafka-jars` has resolved the jars).
 GO      ?= go
@@ -31,7 +31,8 @@ test-short:
 	$(GO) test -short $(PKGS)
 
 demo: build
-	./$(BIN) demo --duration 30s
+	./$(BIN) demo --topology examples/satellite-fleet.yaml --duration 30s \
+		--blackout vessel-7--hq:8s:4s --stop hq-a:15s
 
 # Benchmarks: meridian against a direct franz-go consume->produce loop in the
 # same run (ratio printed); what lossy links carry, against the MirrorMaker 2

@@ -414,18 +414,21 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 				p := peers[hop.Name]
 				if p == nil {
 					p = &Peer{Gateway: hop, Link: send, Dials: send.Dials(src)}
-					if src != dst && p.Dials {
-						p.Relay = bestRelay(topo, src, dst, gw)
-						if send.Pin(dst) == nil {
-							for _, g := range dst.Gateways {
-								if g != hop && carrier(links, dst, g) == send {
-									p.Standby = append(p.Standby, g)
-								}
+					peers[hop.Name] = p
+					t.Out = append(t.Out, p)
+				}
+				if len(p.Legs) == 0 && src != dst && p.Dials {
+					// The first leg sent to the peer (which may exist
+					// already to receive legs from it): its relay path
+					// and standby receivers.
+					p.Relay = bestRelay(topo, src, dst, gw)
+					if send.Pin(dst) == nil {
+						for _, g := range dst.Gateways {
+							if g != hop && carrier(links, dst, g) == send {
+								p.Standby = append(p.Standby, g)
 							}
 						}
 					}
-					peers[hop.Name] = p
-					t.Out = append(t.Out, p)
 				}
 				p.Legs = append(p.Legs, leg)
 				if src == dst {

@@ -37,6 +37,33 @@ func ParseBlackout(s string) (Blackout, error) {
 	return Blackout{Link: parts[0], At: at, For: d}, nil
 }
 
+// Stop stops one gateway At after production starts (and, with For,
+// starts it again For later): a gateway that dies mid-stream.
+type Stop struct {
+	Gateway string
+	At, For time.Duration
+}
+
+// ParseStop reads GATEWAY:AT or GATEWAY:AT:FOR, such as hq-a:12s or
+// hq-a:12s:10s.
+func ParseStop(s string) (Stop, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" {
+		return Stop{}, fmt.Errorf("stop %q: want GATEWAY:AT[:FOR], e.g. hq-a:12s", s)
+	}
+	at, err := time.ParseDuration(parts[1])
+	if err != nil {
+		return Stop{}, fmt.Errorf("stop %q: AT: %w", s, err)
+	}
+	st := Stop{Gateway: parts[0], At: at}
+	if len(parts) == 3 {
+		if st.For, err = time.ParseDuration(parts[2]); err != nil || st.For <= 0 {
+			return Stop{}, fmt.Errorf("stop %q: FOR must be a positive duration", s)
+		}
+	}
+	return st, nil
+}
+
 // FleetDemoOptions configure RunFleetDemo.
 type FleetDemoOptions struct {
 	// File is the topology file to run (required).
@@ -47,6 +74,11 @@ type FleetDemoOptions struct {
 	Rate int
 	// Blackouts during production (nil: none).
 	Blackouts []Blackout
+	// Stops of gateways during production (nil: none).
+	Stops []Stop
+	// Live redraws a view of the fleet (members, links, legs) on Out,
+	// a terminal, every second instead of printing progress lines.
+	Live bool
 	// CatchUp bounds the wait for the mirrors after production (zero: 2
 	// minutes).
 	CatchUp time.Duration
@@ -68,6 +100,7 @@ type FleetSummary struct {
 	Admin      map[string]string `json:"admin"`
 	Notes      []string          `json:"notes"`
 	Blackouts  []string          `json:"blackouts,omitempty"`
+	Stops      []string          `json:"stops,omitempty"`
 	Routes     []RouteReport     `json:"routes"`
 	Links      []LinkSummary     `json:"links"`
 	Produced   int64             `json:"produced"` // records the producers wrote
@@ -132,6 +165,11 @@ func RunFleetDemo(ctx context.Context, o FleetDemoOptions) (*FleetSummary, error
 			return nil, fmt.Errorf("blackout: no link %q with a proxy (links: %s)", b.Link, strings.Join(fl.LinkNames(), ", "))
 		}
 	}
+	for _, st := range o.Stops {
+		if !slices.Contains(fl.names, st.Gateway) {
+			return nil, fmt.Errorf("stop: no gateway %q (gateways: %s)", st.Gateway, strings.Join(fl.names, ", "))
+		}
+	}
 	topoPath := o.TopologyOut
 	if topoPath == "" {
 		dir, err := os.MkdirTemp("", "meridian-fleet-")
@@ -159,6 +197,7 @@ func RunFleetDemo(ctx context.Context, o FleetDemoOptions) (*FleetSummary, error
 	}
 	var wg sync.WaitGroup
 	var perr error
+	var events eventLog
 	wg.Go(func() { perr = fl.Produce(pctx, o.Rate) })
 	for _, b := range o.Blackouts {
 		wg.Go(func() {
@@ -167,23 +206,65 @@ func RunFleetDemo(ctx context.Context, o FleetDemoOptions) (*FleetSummary, error
 				return
 			case <-time.After(b.At):
 			}
-			fmt.Fprintf(o.Out, "blackout of link %s for %s\n", b.Link, b.For)
+			events.add(o.Out, !o.Live, "blackout of link %s for %s", b.Link, b.For)
 			_ = fl.Blackout(b.Link, b.For)
 		})
 		sum.Blackouts = append(sum.Blackouts, fmt.Sprintf("%s:%s:%s", b.Link, b.At, b.For))
 	}
-	t := time.NewTicker(5 * time.Second)
+	for _, st := range o.Stops {
+		wg.Go(func() {
+			select {
+			case <-pctx.Done():
+				return
+			case <-time.After(st.At):
+			}
+			events.add(o.Out, !o.Live, "stopping gateway %s", st.Gateway)
+			if err := fl.Stop(st.Gateway); err != nil {
+				events.add(o.Out, !o.Live, "stop %s: %v", st.Gateway, err)
+				return
+			}
+			if st.For <= 0 {
+				return
+			}
+			select {
+			case <-pctx.Done():
+			case <-time.After(st.For):
+			}
+			events.add(o.Out, !o.Live, "starting gateway %s again", st.Gateway)
+			if err := fl.Start(st.Gateway); err != nil {
+				events.add(o.Out, !o.Live, "start %s: %v", st.Gateway, err)
+			}
+		})
+		desc := fmt.Sprintf("%s:%s", st.Gateway, st.At)
+		if st.For > 0 {
+			desc += ":" + st.For.String()
+		}
+		sum.Stops = append(sum.Stops, desc)
+	}
+	every := 5 * time.Second
+	if o.Live {
+		every = time.Second
+	}
+	t := time.NewTicker(every)
+	prodStart := time.Now()
 loop:
 	for {
 		select {
 		case <-pctx.Done():
 			break loop
 		case <-t.C:
+			if o.Live {
+				fl.drawLive(o.Out, time.Since(prodStart), &events)
+				continue
+			}
 			fmt.Fprintf(o.Out, "produced %8d  committed at destinations %8d\n", fl.Produced(), fl.committed())
 		}
 	}
 	t.Stop()
 	wg.Wait()
+	if o.Live {
+		fl.drawLive(o.Out, time.Since(prodStart), &events)
+	}
 	if perr != nil {
 		return nil, fmt.Errorf("producer: %w", perr)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -22,6 +23,7 @@ func newDemoCmd(g *globals) *cobra.Command {
 		kafka    string
 		topo     string
 		blackout []string
+		stops    []string
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -43,7 +45,10 @@ into topics each route matches; at the end every route is read back at each
 destination. The running topology is written to a file whose path is
 printed, with each gateway's admin address, for meridian status, members
 and failover from another terminal. --blackout LINK:AT:FOR (repeatable)
-blacks out a link's proxy for FOR, AT after production starts. --rate is
+blacks out a link's proxy for FOR, AT after production starts; --stop
+GATEWAY:AT[:FOR] (repeatable) stops a gateway AT after production starts
+(and starts it again FOR later). On a terminal a live view of members,
+links and legs replaces the progress lines. --rate is
 then per source cluster (default 500). Every ${NAME} of the file gets a
 value generated for the run, never the environment's; amqp links are
 refused (they need a broker).`,
@@ -58,10 +63,10 @@ refused (they need a broker).`,
 				out = g.stderr // progress to stderr, the summary alone on stdout
 			}
 			if topo != "" {
-				return runFleetDemo(cmd, g, log, topo, duration, rate, blackout, output)
+				return runFleetDemo(cmd, g, log, topo, duration, rate, blackout, stops, output)
 			}
-			if len(blackout) > 0 {
-				return &exitError{2, fmt.Errorf("demo: --blackout needs --topology")}
+			if len(blackout) > 0 || len(stops) > 0 {
+				return &exitError{2, fmt.Errorf("demo: --blackout and --stop need --topology")}
 			}
 			run := lab.RunDemo
 			switch kafka {
@@ -103,13 +108,14 @@ refused (they need a broker).`,
 	cmd.Flags().IntVar(&rate, "rate", 2000, "events per second")
 	cmd.Flags().StringVar(&kafka, "kafka", "kfake", "the regions' Kafka: kfake (in process) or real (Apache Kafka brokers from the jar cache)")
 	cmd.Flags().StringVar(&topo, "topology", "", "run this topology file in one process instead of the two-region demo")
+	cmd.Flags().StringArrayVar(&stops, "stop", nil, "with --topology: stop GATEWAY AT after production starts, and start it again FOR later (GATEWAY:AT[:FOR], repeatable)")
 	cmd.Flags().StringArrayVar(&blackout, "blackout", nil, "with --topology: LINK:AT:FOR blacks out a link for FOR, AT after production starts (repeatable)")
 	outputFlag(cmd, &output)
 	return cmd
 }
 
 // runFleetDemo is demo --topology.
-func runFleetDemo(cmd *cobra.Command, g *globals, log *slog.Logger, file string, duration time.Duration, rate int, blackouts []string, output string) error {
+func runFleetDemo(cmd *cobra.Command, g *globals, log *slog.Logger, file string, duration time.Duration, rate int, blackouts, stops []string, output string) error {
 	if cmd.Flags().Changed("kafka") || cmd.Flags().Changed("profile") {
 		return &exitError{2, fmt.Errorf("demo: --kafka and --profile do not apply with --topology (links take their profiles from the file)")}
 	}
@@ -120,6 +126,14 @@ func runFleetDemo(cmd *cobra.Command, g *globals, log *slog.Logger, file string,
 			return &exitError{2, fmt.Errorf("demo: --%w", err)}
 		}
 		bs = append(bs, b)
+	}
+	var ss []lab.Stop
+	for _, s := range stops {
+		st, err := lab.ParseStop(s)
+		if err != nil {
+			return &exitError{2, fmt.Errorf("demo: --%w", err)}
+		}
+		ss = append(ss, st)
 	}
 	if !cmd.Flags().Changed("rate") {
 		rate = 0 // the fleet's own default, per source cluster
@@ -140,7 +154,8 @@ func runFleetDemo(cmd *cobra.Command, g *globals, log *slog.Logger, file string,
 		fmt.Fprintf(out, "gateway logs: %s (--log-level LEVEL sends them to stderr)\n", lf.Name())
 	}
 	sum, err := lab.RunFleetDemo(cmd.Context(), lab.FleetDemoOptions{
-		File: file, Duration: duration, Rate: rate, Blackouts: bs, Out: out, Logger: log,
+		File: file, Duration: duration, Rate: rate, Blackouts: bs, Stops: ss, Out: out, Logger: log,
+		Live: output != "json" && isTerminal(out),
 	})
 	if err != nil {
 		return &exitError{1, fmt.Errorf("demo: %w", err)}
@@ -175,6 +190,13 @@ func runFleetDemo(cmd *cobra.Command, g *globals, log *slog.Logger, file string,
 }
 
 func isTerminal(w any) bool {
+	for {
+		u, ok := w.(interface{ Unwrap() io.Writer })
+		if !ok {
+			break
+		}
+		w = u.Unwrap()
+	}
 	f, ok := w.(*os.File)
 	if !ok {
 		return false

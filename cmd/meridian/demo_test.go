@@ -18,7 +18,9 @@ func TestDemoTopology(t *testing.T) {
 		t.Skip("the fleet demo mirrors for 10 s plus setup and read-back")
 	}
 	c := startChild(t, "demo", "", "demo", "--topology", "../../examples/satellite-fleet.yaml", "--duration", "10s",
-		"--rate", "200", "-o", "json", "--log-level", "warn", "--blackout", "vessel-9--hq:2s:2s")
+		"--rate", "200", "-o", "json", "--log-level", "warn", "--blackout", "vessel-9--hq:2s:2s",
+		// hq-b stops mid-stream: hq-a takes all of HQ's shared partitions.
+		"--stop", "hq-b:4s")
 	adminRe := regexp.MustCompile(`gateway hq-a +admin (127\.0\.0\.1:\d+)`)
 	topoRe := regexp.MustCompile(`running topology \(every address on 127\.0\.0\.1\): (\S+)`)
 	var admin, topo string
@@ -54,8 +56,9 @@ func TestDemoTopology(t *testing.T) {
 	}
 	stdout, stderr := c.output()
 	var sum struct {
-		Topology string `json:"running_topology"`
-		Exact    *bool  `json:"exact"`
+		Topology string   `json:"running_topology"`
+		Exact    *bool    `json:"exact"`
+		Stops    []string `json:"stops"`
 		Routes   []struct {
 			Route      string  `json:"route"`
 			To         string  `json:"to"`
@@ -71,6 +74,9 @@ func TestDemoTopology(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(stdout), &sum); err != nil {
 		t.Fatalf("demo --topology -o json: stdout is not JSON: %v\n%s", err, stdout)
+	}
+	if len(sum.Stops) != 1 || sum.Stops[0] != "hq-b:4s" {
+		t.Errorf("demo --topology summary: stops %q, want [hq-b:4s]", sum.Stops)
 	}
 	if sum.Exact == nil || !*sum.Exact || len(sum.Routes) != 6 || sum.Topology == "" {
 		t.Fatalf("demo --topology summary: exact=%v, %d route legs (want 6), running topology %q\n%s", sum.Exact, len(sum.Routes), sum.Topology, stdout)

@@ -88,6 +88,16 @@ func (g *Gateway) gossipAlive(name string) (alive, known bool) {
 	return false, false
 }
 
+// Members lists the fleet pool's members as this gateway sees them (nil
+// without gossip, or before it started).
+func (g *Gateway) Members() []membership.Info {
+	gs := g.gossip
+	if gs == nil || !gs.started.Load() || gs.fleet == nil {
+		return nil
+	}
+	return gs.fleet.Members()
+}
+
 // gossipAddr is the QUIC gossip listen address: Options.GossipAddr or the
 // topology's.
 func (g *Gateway) gossipAddr() string {

@@ -122,6 +122,9 @@ type writer struct {
 	w io.Writer
 }
 
+// Unwrap returns the writer w writes to (a terminal test looks through).
+func (w *writer) Unwrap() io.Writer { return w.w }
+
 func (w *writer) Write(p []byte) (int, error) {
 	if w.s.Len() == 0 {
 		return w.w.Write(p)
