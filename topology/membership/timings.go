@@ -105,8 +105,16 @@ func WorstPath(topo *topology.Topology, load func(string) (*profile.Profile, err
 
 // LANConfig is the configuration of a region's pool: memberlist's LAN
 // defaults, which assume what a region is (one data centre, sub-millisecond
-// round trips, no loss). Callers set Name, Transport and the delegates.
-func LANConfig() *memberlist.Config { return memberlist.DefaultLANConfig() }
+// round trips, no loss), probing twice as often (every 500 ms, a 250 ms
+// timeout): a dead gateway is then declared dead in about 3 s instead of
+// 5.5 s (TestDeadDetection), inside the 5 s a region's failover needs.
+// Callers set Name, Transport and the delegates.
+func LANConfig() *memberlist.Config {
+	c := memberlist.DefaultLANConfig()
+	c.ProbeInterval = 500 * time.Millisecond
+	c.ProbeTimeout = 250 * time.Millisecond
+	return c
+}
 
 // WANConfig derives the configuration of the fleet-wide pool from the
 // slowest path p between two members. memberlist's DefaultWANConfig is the

@@ -104,7 +104,7 @@ func TestWorstPath(t *testing.T) {
 		t.Errorf("FleetConfig ProbeTimeout %v, want %v", got, want)
 	}
 	one := topologytest.Parse(t, topologytest.Shape([]string{topologytest.Region("hq", 7010, "a", "b")}, "", ""))
-	if got := FleetConfig(one, nil); got.ProbeTimeout != memberlist.DefaultLANConfig().ProbeTimeout {
+	if got := FleetConfig(one, nil); got.ProbeTimeout != LANConfig().ProbeTimeout {
 		t.Errorf("one region: ProbeTimeout %v, want LAN's", got.ProbeTimeout)
 	}
 }
