@@ -154,15 +154,22 @@ func TestSharedLegSurvivesAZombieSender(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := cmd.Process.Pid
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	defer func() {
-		_ = syscall.Kill(pid, syscall.SIGCONT)
-		_ = syscall.Kill(pid, syscall.SIGTERM)
+		signal := func(sig syscall.Signal) { // never once reaped: the PID may be another's
+			select {
+			case <-exited:
+			default:
+				_ = cmd.Process.Signal(sig)
+			}
+		}
+		signal(syscall.SIGCONT)
+		signal(syscall.SIGTERM)
 		select {
 		case <-exited:
 		case <-time.After(20 * time.Second):
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+			signal(syscall.SIGKILL)
 			<-exited
 		}
 		if t.Failed() {
@@ -258,20 +265,29 @@ func startGateway(t *testing.T, bin, running, name string) (pid int, log func() 
 		t.Fatal(err)
 	}
 	pid = cmd.Process.Pid
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	log = func() string {
 		mu.Lock()
 		defer mu.Unlock()
 		return logs.String()
 	}
 	t.Cleanup(func() {
-		_ = syscall.Kill(pid, syscall.SIGCONT)
-		_ = syscall.Kill(pid, syscall.SIGTERM)
+		// Signal the process only while it has not been reaped: its PID
+		// may belong to another process afterwards.
+		signal := func(sig syscall.Signal) {
+			select {
+			case <-exited:
+			default:
+				_ = cmd.Process.Signal(sig)
+			}
+		}
+		signal(syscall.SIGCONT)
+		signal(syscall.SIGTERM)
 		select {
 		case <-exited:
 		case <-time.After(20 * time.Second):
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+			signal(syscall.SIGKILL)
 			<-exited
 		}
 		mu.Lock()
@@ -395,4 +411,64 @@ func standbyOf(fl *lab.Fleet) string {
 		}
 	}
 	return ""
+}
+
+// TestSharedLegAfterSIGKILL: one of a plant's two gateways is killed
+// (SIGKILL: no leave, no drain) while records flow. With the default
+// share_timeout (10 s) its partitions are written again by the other
+// gateway within 15 s of its death (issue target), and every record is
+// read back from HQ exactly once.
+func TestSharedLegAfterSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out a 10 s group session")
+	}
+	bin := buildMeridian(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "plant.yaml")
+	topo := strings.Replace(shareTopology, ", share_timeout: 6s", "", 1)
+	if err := os.WriteFile(src, []byte(topo), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, _, err := lab.LoadFleetFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl, err := lab.NewFleet(f, lab.FleetOptions{Logger: testLogger(), Partitions: 6, TopicsPerRoute: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fl.Close()
+	running := filepath.Join(dir, "running.yaml")
+	if err := fl.WriteFile(running); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []string{"hq-a", "plant-a"} {
+		if err := fl.Start(g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pid, _ := startGateway(t, bin, running, "plant-b")
+	waitHeld(t, fl, 60*time.Second, func(h map[string]int) bool {
+		return h["plant-a"] > 0 && h["plant-b"] > 0 && h["plant-a"]+h["plant-b"] == 12
+	}, "12 partitions split between plant-a and plant-b")
+	pctx, stopProducing := context.WithCancel(t.Context())
+	produced := make(chan error, 1)
+	go func() { produced <- fl.Produce(pctx, 400) }()
+	time.Sleep(3 * time.Second)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	moved := waitHeld(t, fl, 15*time.Second, func(h map[string]int) bool { return h["plant-a"] == 12 }, "plant-a holding all 12 partitions within 15 s of the kill")
+	t.Logf("partitions written by plant-a %.1f s after plant-b was killed (share_timeout 10 s)", moved.Seconds())
+	time.Sleep(3 * time.Second)
+	stopProducing()
+	if err := <-produced; err != nil && !strings.Contains(err.Error(), "context canceled") {
+		t.Fatal(err)
+	}
+	for _, r := range fl.WaitVerified(t.Context(), 60*time.Second) {
+		t.Logf("%s → %s: %s %s", r.Route, r.To, r.Report.String(), r.Err)
+		if !r.Exact() || r.Mirrored == 0 {
+			t.Errorf("%s → %s not exact: %s %s %v", r.Route, r.To, r.Report.String(), r.Err, r.Samples)
+		}
+	}
 }
