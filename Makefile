@@ -51,6 +51,7 @@ bench: build
 	./$(BIN) bench amqp --messages 10000 --runs 5
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./transport/...
 	$(GO) test -run '^$$' -bench 'GroupSyncLag|BacklogHeap' -benchtime 1x ./mirror/
+	MERIDIAN_GOSSIP_SOAK=10m $(GO) test -count=1 -run TestGossipSoak -v -timeout 15m ./topology/membership/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
