@@ -673,7 +673,10 @@ func (e *Engine) serveConn(ctx context.Context, conn transport.Conn) {
 		return
 	}
 	if w.Version < transport.VersionDuplex || len(w.Send) == 0 {
-		if p := e.awaiting(h.Gateway); p != nil && len(p.legs) > 0 {
+		// Not for a relay feeding another gateway's legs, nor for a Hello
+		// with no legs at all (a sender probing its direct link while its
+		// legs relay, relay_path.go).
+		if p := e.awaiting(h.Gateway); p != nil && len(p.legs) > 0 && h.Origin == "" && len(h.Legs) > 0 {
 			e.log.Warn("peer dialled without asking for the legs this gateway sends it: they wait (it speaks protocol version < 4, or its topology differs)",
 				"peer", h.Gateway, "version", w.Version, "legs", len(p.legs))
 		}

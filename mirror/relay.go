@@ -31,6 +31,7 @@ type relayMetrics struct {
 	sessions *prometheus.GaugeVec   // origin: relayed sessions this gateway carries
 	frames   *prometheus.CounterVec // origin, dir (down: towards the destination, up: towards the origin)
 	refused  *prometheus.CounterVec // origin, reason
+	probes   *prometheus.CounterVec // peer, outcome (answered, dropped, held)
 }
 
 func newRelayMetrics(reg prometheus.Registerer) *relayMetrics {
@@ -50,9 +51,12 @@ func newRelayMetrics(reg prometheus.Registerer) *relayMetrics {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_relay_failures_total", Help: "Relayed sessions that ended because the relay could not open or keep its session to the destination, by origin gateway and reason (dial, version, ended).",
 		}, []string{"origin", "reason"}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_relay_probes_total", Help: "Probe sessions over a down direct link while its legs relay, by peer and outcome: answered (the link answers again), dropped (it failed during the hold-down), held (healthy for the hold-down: the legs move back).",
+		}, []string{"peer", "outcome"}),
 	}
 	if reg != nil {
-		for _, c := range []**prometheus.CounterVec{&m.switches, &m.frames, &m.refused} {
+		for _, c := range []**prometheus.CounterVec{&m.switches, &m.frames, &m.refused, &m.probes} {
 			register(reg, c)
 		}
 		for _, g := range []**prometheus.GaugeVec{&m.relayed, &m.sessions} {

@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -123,16 +124,18 @@ func (s *pathSwitch) holdDown() time.Duration {
 }
 
 // probe keeps a session without legs open over the direct link, redialling
-// every second while the link is down, until one has stayed up for the
-// hold-down; then it ends the relayed session, which sends the legs back.
+// (hedged) while the link is down, until one has stayed up for the
+// hold-down (hold); then it ends the relayed session, which sends the legs
+// back.
 func (s *pathSwitch) probe(ctx context.Context) {
 	p := s.p
 	gw := p.e.table.Gateway
 	hello := &transport.Hello{VersionMin: transport.VersionMin, VersionMax: transport.VersionMax, Gateway: gw.Name, Region: gw.Region.Name}
 	for ctx.Err() == nil {
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		conn, err := p.dialPeer(dctx, p.peer.Gateway, hello)
-		cancel()
+		// Hedged like a redial over a silent path (outPeer.dial): an
+		// attempt starts every hedgeEvery, so the probe answers within
+		// about a round trip of the link coming back.
+		conn, err := p.dial(ctx, func() *transport.Hello { return hello }, true)
 		if err != nil {
 			p.log.Debug("direct link probe failed", "err", err)
 			select {
@@ -143,19 +146,18 @@ func (s *pathSwitch) probe(ctx context.Context) {
 			continue
 		}
 		p.log.Info("direct link answers again; waiting for its hold-down before moving the legs back", "hold_down", s.holdDown())
-		t := time.NewTimer(s.holdDown())
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		probes := p.e.m.relay.probes
+		probes.WithLabelValues(p.peer.Gateway.Name, "answered").Inc()
+		if err := s.hold(ctx, conn); err != nil {
 			conn.Close(nil)
-			return
-		case <-conn.Done():
-			t.Stop()
-			p.log.Info("direct link probe session ended before its hold-down", "err", conn.Err())
-			conn.Close(nil)
+			if ctx.Err() != nil {
+				return
+			}
+			probes.WithLabelValues(p.peer.Gateway.Name, "dropped").Inc()
+			p.log.Info("direct link probe failed before its hold-down", "err", err)
 			continue
-		case <-t.C:
 		}
+		probes.WithLabelValues(p.peer.Gateway.Name, "held").Inc()
 		conn.Close(nil)
 		s.mu.Lock()
 		s.switchLocked(false, "direct link healthy for its hold-down ("+s.holdDown().String()+")")
@@ -169,6 +171,52 @@ func (s *pathSwitch) probe(ctx context.Context) {
 		}
 		s.mu.Unlock()
 		return
+	}
+}
+
+// hold returns nil once the probe session conn has stayed alive for the
+// hold-down: it pings the peer every second and wants a frame back (a
+// Pong, a Ping) within staleAfter throughout, so that a link that dies
+// during the hold-down is caught before the session's idle timeout would
+// end it; and once the hold-down has passed it pings again and wants a
+// frame that arrived after that, so the link is known alive at its end.
+func (s *pathSwitch) hold(ctx context.Context, conn transport.Conn) error {
+	const tick, every = 100 * time.Millisecond, time.Second
+	deadline := time.Now().Add(s.holdDown())
+	last, heard, pinged := conn.Stats().FramesRecvd, time.Now(), time.Time{}
+	var atDeadline int64 = -1 // FramesRecvd when the hold-down passed
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var nonce uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-conn.Done():
+			return fmt.Errorf("probe session ended: %w", conn.Err())
+		case now := <-t.C:
+			st := conn.Stats()
+			if st.FramesRecvd != last {
+				last, heard = st.FramesRecvd, now
+			}
+			if stale := max(3*time.Second, 4*st.RTT); now.Sub(heard) > stale {
+				return fmt.Errorf("nothing heard from the peer for %v", now.Sub(heard).Round(time.Millisecond))
+			}
+			if atDeadline >= 0 && last > atDeadline {
+				return nil // alive all along, and answered after the hold-down
+			}
+			ping := now.Sub(pinged) >= every
+			if atDeadline < 0 && !now.Before(deadline) {
+				atDeadline, ping = last, true
+			}
+			if ping {
+				nonce++
+				pinged = now
+				if err := conn.Send(ctx, &transport.Ping{Nonce: nonce, SentAt: now.UnixNano()}); err != nil {
+					return fmt.Errorf("probe ping: %w", err)
+				}
+			}
+		}
 	}
 }
 

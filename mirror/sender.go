@@ -124,7 +124,7 @@ func (p *outPeer) run(ctx context.Context) {
 			if attempt == 1 || attempt%10 == 0 {
 				lvl = slog.LevelWarn
 			}
-			p.log.Log(ctx, lvl, "dial peer gateway", "addr", p.peer.Gateway.Advertise, "attempt", attempt, "err", err, "retry_in", bo.peek())
+			p.log.Log(ctx, lvl, "dial peer gateway", "addr", p.peer.Gateway.Advertise, "relayed", relayed, "attempt", attempt, "err", err, "retry_in", bo.peek())
 			if !bo.sleep(ctx) {
 				return
 			}
@@ -161,9 +161,10 @@ func (p *outPeer) run(ctx context.Context) {
 		}
 		p.failed(err)
 		bo := refused
-		if pathDown = noAnswer(err) && !relayed; pathDown {
+		if noAnswer(err) {
 			bo = silent
 		}
+		pathDown = noAnswer(err) && !relayed // a silent relay path does not declare the direct link down
 		p.log.Warn("link session ended; redialling", "err", err, "retry_in", bo.peek())
 		if !bo.sleep(ctx) {
 			return

@@ -27,31 +27,7 @@ func TestFleetRelay(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a four-region fleet for about 45 s")
 	}
-	f, _, err := lab.LoadFleetFile("../../examples/relay-fleet.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range f.Links {
-		f.Links[i].Profile = "wan"
-		if f.Links[i].Name == "ship--hq" {
-			f.Links[i].HoldDown = 3 * time.Second
-		}
-	}
-	var routes = f.Routes[:0]
-	for _, r := range f.Routes {
-		if r.Name != "backup" { // dr's cluster must stay empty of ship records
-			routes = append(routes, r)
-		}
-	}
-	f.Routes = routes
-	fl, err := lab.NewFleet(f, lab.FleetOptions{Logger: testLogger(), Partitions: 3, TopicsPerRoute: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fl.Close()
-	if err := fl.StartAll(); err != nil {
-		t.Fatal(err)
-	}
+	fl := relayFleet(t)
 	ctx := t.Context()
 	pctx, stopProducing := context.WithCancel(ctx)
 	produced := make(chan error, 1)
@@ -146,6 +122,101 @@ func TestFleetRelay(t *testing.T) {
 	for _, name := range ts.Names() {
 		if strings.Contains(name, "telemetry") {
 			t.Errorf("dr's cluster has topic %s: the relay wrote the leg", name)
+		}
+	}
+}
+
+// relayFleet runs examples/relay-fleet.yaml with every link on wan, a 3 s
+// hold-down on ship--hq, and without the backup route (so that dr's
+// cluster gets nothing of the ship's).
+func relayFleet(t *testing.T) *lab.Fleet {
+	t.Helper()
+	f, _, err := lab.LoadFleetFile("../../examples/relay-fleet.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range f.Links {
+		f.Links[i].Profile = "wan"
+		if f.Links[i].Name == "ship--hq" {
+			f.Links[i].HoldDown = 3 * time.Second
+		}
+	}
+	var routes = f.Routes[:0]
+	for _, r := range f.Routes {
+		if r.Name != "backup" {
+			routes = append(routes, r)
+		}
+	}
+	f.Routes = routes
+	fl, err := lab.NewFleet(f, lab.FleetOptions{Logger: testLogger(), Partitions: 3, TopicsPerRoute: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fl.Close() })
+	if err := fl.StartAll(); err != nil {
+		t.Fatal(err)
+	}
+	return fl
+}
+
+// TestFleetRelayFlap: a direct link that comes back for a moment and dies
+// again within the hold-down does not get the leg back; only once it has
+// stayed up for the hold-down does the leg move, once, and every record
+// still reads back exact.
+func TestFleetRelayFlap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a four-region fleet for about 40 s")
+	}
+	fl := relayFleet(t)
+	ctx := t.Context()
+	pctx, stopProducing := context.WithCancel(ctx)
+	produced := make(chan error, 1)
+	go func() { produced <- fl.Produce(pctx, 200) }()
+	defer func() {
+		stopProducing()
+		<-produced
+	}()
+	const leg = "telemetry:hq/kafka"
+	outLeg := func() mirror.LegStatus { return legStatus(t, fl, "ship-a", leg, "out") }
+	waitFor(t, 30*time.Second, "the ship's leg to run direct", func() bool { return outLeg().Connected && outLeg().Path == "direct" })
+	t0 := time.Now()
+	if err := fl.Blackout("ship--hq", 9*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 9*time.Second, "the leg to relay via dr", func() bool { return outLeg().Path == "via dr" })
+	// Up for 2 s (less than the 3 s hold-down), then down again for 8 s.
+	time.Sleep(time.Until(t0.Add(11 * time.Second)))
+	if err := fl.Blackout("ship--hq", 8*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	secondEnd := t0.Add(19 * time.Second)
+	waitFor(t, 30*time.Second, "the leg to move back", func() bool { return outLeg().Path == "direct" && outLeg().Connected })
+	back := time.Since(t0)
+	t.Logf("back on the direct link %.1fs after the first blackout began (second blackout ended at 19s)", back.Seconds())
+	if time.Now().Before(secondEnd.Add(3 * time.Second)) {
+		t.Errorf("moved back %.1fs after the first blackout began: during the flap, before the link had been up for its hold-down", back.Seconds())
+	}
+	if n := outLeg().PathSwitches; n != 2 {
+		t.Errorf("the leg switched path %d times, want 2 (away once, back once)", n)
+	}
+	// The probe saw the link answer during the flap and drop again.
+	m := scrape(t, fl.AdminAddrs()["ship-a"])
+	for _, want := range []string{`meridian_relay_probes_total{outcome="dropped",peer="hq-a"} 1`, `meridian_relay_probes_total{outcome="held",peer="hq-a"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("ship-a's metrics lack %s", want)
+		}
+	}
+	time.Sleep(2 * time.Second)
+	stopProducing()
+	if err := <-produced; err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	produced <- nil
+	for _, r := range fl.WaitVerified(ctx, 60*time.Second) {
+		t.Logf("%s -> %s: %s %s", r.Route, r.To, r.Report.String(), r.Err)
+		if !r.Exact() || r.Mirrored == 0 {
+			t.Errorf("%s -> %s: lost %d, duplicated %d, reordered %d, unexpected %d of %d (%s) %v",
+				r.Route, r.To, r.Lost, r.Duplicated, r.Reordered, r.Unexpected, r.Produced, r.Err, r.Samples)
 		}
 	}
 }
