@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ func TestFleetRelay(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a four-region fleet for about 45 s")
 	}
+	base := runtime.NumGoroutine()
 	fl := relayFleet(t)
 	ctx := t.Context()
 	pctx, stopProducing := context.WithCancel(ctx)
@@ -123,6 +125,21 @@ func TestFleetRelay(t *testing.T) {
 		if strings.Contains(name, "telemetry") {
 			t.Errorf("dr's cluster has topic %s: the relay wrote the leg", name)
 		}
+	}
+	// Every goroutine of the switch, the probe and the relay ends with
+	// its gateway.
+	cl.Close()
+	stopProducing()
+	if err := fl.Close(); err != nil {
+		t.Errorf("close fleet: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > base+5 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > base+5 {
+		buf := make([]byte, 1<<20)
+		t.Errorf("goroutines leaked: %d before, %d after\n%s", base, n, buf[:runtime.Stack(buf, true)])
 	}
 }
 

@@ -127,6 +127,15 @@ func renderStatus(w io.Writer, st *mirror.Status) {
 			fmt.Fprintln(w)
 			sep = ""
 		}
+		if l.PathSwitches > 0 && l.Direction == "out" {
+			// Relays around a down direct link (docs/relays.md).
+			fmt.Fprintf(w, "%sleg %s: %s since %s, %d path switches", sep, l.Leg, l.Path, l.PathSince, l.PathSwitches)
+			if l.RerouteSeconds > 0 {
+				fmt.Fprintf(w, ", last reroute %.1fs after its direct link was declared down", l.RerouteSeconds)
+			}
+			fmt.Fprintln(w)
+			sep = ""
+		}
 		if l.OriginMalformed > 0 && l.Direction == "out" {
 			fmt.Fprintf(w, "%sleg %s: %d records carried a malformed meridian.origin header, replaced (sent as produced at the source)\n", sep, l.Leg, l.OriginMalformed)
 			sep = ""
