@@ -318,3 +318,21 @@ func (s *inSession) path(tbl *routing.Table) string {
 	}
 	return "via " + h.Region
 }
+
+// rateLimit is the rate cap (bit/s, 0 none) of a session's link: the
+// peer's link, or on the relay path the lowest cap set on its links.
+func (p *outPeer) rateLimit(conn transport.Conn) int64 {
+	if rc, ok := conn.(relayConn); ok {
+		var rate int64
+		for _, l := range rc.s.relay.Links {
+			if l.RateLimit > 0 && (rate == 0 || l.RateLimit < rate) {
+				rate = l.RateLimit
+			}
+		}
+		return rate
+	}
+	if p.peer.Link != nil {
+		return p.peer.Link.RateLimit
+	}
+	return 0
+}

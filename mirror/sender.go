@@ -447,11 +447,7 @@ func (p *outPeer) session(ctx context.Context, conn transport.Conn) error {
 	for _, l := range legs {
 		top = max(top, l.leg.Route.Priority)
 	}
-	var rate int64
-	if p.peer.Link != nil {
-		rate = p.peer.Link.RateLimit
-	}
-	cr := newCredit(w.Window, top, rate)
+	cr := newCredit(w.Window, top, p.rateLimit(conn))
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	runners := map[string]*legRunner{}
