@@ -471,10 +471,10 @@ func (e *Engine) dial(ctx context.Context, peer *topology.Gateway, h *transport.
 // the peer (authorize). It has no side effect but metrics: a Hello may come
 // as replayable 0-RTT data.
 func (e *Engine) Accept(h *transport.Hello) (*transport.Welcome, error) {
-	if left, ok := e.penalties.refused(h.Gateway); ok {
+	if left, ok := e.penalties.refused(offender(h)); ok { // relay.go: a relayed session's origin
 		e.m.refused.WithLabelValues(h.Gateway, "penalty").Inc()
 		return nil, &transport.Error{Code: transport.ErrCodeLimit,
-			Message: fmt.Sprintf("gateway %s broke the protocol: its sessions are refused for another %s", h.Gateway, left.Round(time.Millisecond))}
+			Message: fmt.Sprintf("gateway %s broke the protocol: its sessions are refused for another %s", offender(h), left.Round(time.Millisecond))}
 	}
 	if w, ok, err := e.acceptRelay(h); ok {
 		return w, err

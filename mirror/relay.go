@@ -294,3 +294,14 @@ func (e *Engine) relaySession(ctx context.Context, up transport.Conn, paths []*r
 	wg.Wait()
 	log.Info("relayed session ended", "err", first.err)
 }
+
+// offender is the gateway a session's protocol violations are held
+// against (refused for a while by Accept): the origin of a relayed
+// session, whose frames the relay forwards unchanged, else the peer. A
+// relay is not refused for what it carried for another gateway.
+func offender(h *transport.Hello) string {
+	if h.Origin != "" {
+		return h.Origin
+	}
+	return h.Gateway
+}

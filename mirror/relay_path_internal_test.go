@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"testing"
+	"time"
 
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/topology"
@@ -32,3 +33,30 @@ func TestRelayRateLimit(t *testing.T) {
 
 // nopConn is a session that rateLimit only looks at the type of.
 type nopConn struct{ transport.Conn }
+
+// A protocol violation on a relayed session is held against its origin:
+// the destination then refuses the origin's sessions, relayed or direct,
+// and still takes the relay's own.
+func TestRelayOffender(t *testing.T) {
+	for _, tc := range []struct {
+		h    *transport.Hello
+		want string
+	}{
+		{&transport.Hello{Gateway: "dr-a", Origin: "ship-a"}, "ship-a"},
+		{&transport.Hello{Gateway: "ship-a"}, "ship-a"},
+		{&transport.Hello{Gateway: "dr-a"}, "dr-a"},
+	} {
+		if got := offender(tc.h); got != tc.want {
+			t.Errorf("offender(%+v): got %s, want %s", tc.h, got, tc.want)
+		}
+	}
+	var p penalties
+	p.first = time.Second
+	p.violated(offender(&transport.Hello{Gateway: "dr-a", Origin: "ship-a"}))
+	if _, ok := p.refused("ship-a"); !ok {
+		t.Error("the origin is not refused after its relayed session broke the protocol")
+	}
+	if _, ok := p.refused("dr-a"); ok {
+		t.Error("the relay is refused for what it carried for the origin")
+	}
+}
