@@ -88,9 +88,10 @@
 // # Relay paths
 //
 // Each peer this gateway dials has, besides its direct path (Peer.Direct),
-// at most one relay path (Peer.Relay, relay.go): the cheapest path to the
-// peer's region through one other region R, a path costing the sum of its
-// links' costs (links[].cost, else the profile's default). A hop must be
+// its relay paths (Peer.RelayPaths, relay.go), the cheapest first
+// (Peer.Relay): paths to the peer's region through one other region R, a
+// path costing the sum of its links' costs (links[].cost, else the
+// profile's default). A hop must be
 // one its upstream side can open: the link from the source to R is
 // carried by this gateway (pins as above) and dialled from the source;
 // the link from R to the destination is carried by the relay (the first
@@ -282,7 +283,10 @@ type Peer struct {
 	// Relay is the cheapest path around Link when it is down, through
 	// another region (relay.go); nil when there is none, or when this
 	// gateway does not dial the peer (its legs then wait for the peer).
-	Relay *Path
+	// RelayPaths are all such paths, Relay first, the cheapest first: the
+	// sender tries the next when one fails.
+	Relay      *Path
+	RelayPaths []*Path
 }
 
 // Direct is the peer's direct path: over Link to Gateway.
@@ -394,7 +398,9 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 				if p == nil {
 					p = &Peer{Gateway: hop, Link: send, Dials: send.Dials(src)}
 					if src != dst && p.Dials {
-						p.Relay = bestRelay(topo, src, dst, gw)
+						if p.RelayPaths = relayPathsFrom(topo, src, dst, gw); len(p.RelayPaths) > 0 {
+							p.Relay = p.RelayPaths[0]
+						}
 					}
 					peers[hop.Name] = p
 					t.Out = append(t.Out, p)
