@@ -3,10 +3,13 @@ package mirror
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/meridian-gw/meridian/routing"
+	"github.com/meridian-gw/meridian/topology"
+	"github.com/meridian-gw/meridian/topology/profile"
 	"github.com/meridian-gw/meridian/transport"
 )
 
@@ -25,13 +28,14 @@ import (
 // switch and stops it (stop waits for the probe) before it returns.
 type pathSwitch struct {
 	p     *outPeer
-	relay *routing.Path
+	paths []*routing.Path // the peer's relay paths, the cheapest first
 
 	mu     sync.Mutex
-	via    bool      // the legs go over relay
-	downAt time.Time // when the direct link was last declared down
-	since  time.Time // when the current path was chosen (zero: never switched)
-	back   func()    // ends the relayed session being served; nil when none
+	relay  *routing.Path // the relay path in use (or next to be), one of paths
+	via    bool          // the legs go over relay
+	downAt time.Time     // when the direct link was last declared down
+	since  time.Time     // when the current path was chosen (zero: never switched)
+	back   func()        // ends the relayed session being served; nil when none
 	// reroute is how long after downAt the destination's first Resume
 	// came over the relay, from when the legs flow again (0: none yet
 	// since the link was last declared down).
@@ -45,11 +49,15 @@ func newPathSwitch(p *outPeer) *pathSwitch {
 	if p.peer.Relay == nil || !p.peer.Dials {
 		return nil
 	}
-	ps := &pathSwitch{p: p, relay: p.peer.Relay}
+	ps := &pathSwitch{p: p, paths: p.peer.RelayPaths, relay: p.peer.Relay}
+	if len(ps.paths) == 0 {
+		ps.paths = []*routing.Path{p.peer.Relay}
+	}
 	for _, l := range p.legs {
 		p.e.m.relay.relayed.WithLabelValues(l.leg.ID).Set(0)
-		for _, to := range []string{"direct", ps.relay.String()} {
-			p.e.m.relay.switches.WithLabelValues(l.leg.ID, to)
+		p.e.m.relay.switches.WithLabelValues(l.leg.ID, "direct")
+		for _, rp := range ps.paths {
+			p.e.m.relay.switches.WithLabelValues(l.leg.ID, rp.String())
 		}
 	}
 	return ps
@@ -70,7 +78,7 @@ func (s *pathSwitch) relayed(ctx context.Context, silent bool) bool {
 	if !silent {
 		return false
 	}
-	s.downAt, s.reroute = time.Now(), 0
+	s.downAt, s.reroute, s.relay = time.Now(), 0, s.paths[0]
 	s.switchLocked(true, "direct link declared down: no answer from "+s.p.peer.Gateway.Name)
 	pctx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
@@ -250,6 +258,30 @@ func (s *pathSwitch) status() (path string, since time.Time, switches int64, rer
 	return path, s.since, s.switches, s.reroute
 }
 
+// relayFailed moves to the next relay path (round robin, the cheapest
+// first) after a dial or session over the current one failed: the
+// cheapest healthy path wins, as the sender sees its paths.
+func (s *pathSwitch) relayFailed(err error) {
+	if s == nil || err == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.via || len(s.paths) < 2 {
+		return
+	}
+	i := slices.Index(s.paths, s.relay)
+	s.relay = s.paths[(i+1)%len(s.paths)]
+	s.switchLocked(true, "relay path failed: "+err.Error())
+}
+
+// current is the relay path to dial.
+func (s *pathSwitch) current() *routing.Path {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.relay
+}
+
 // resumed notes the first Resume over the relay since the direct link was
 // declared down: the reroute is complete.
 func (s *pathSwitch) resumed() {
@@ -266,7 +298,8 @@ func (s *pathSwitch) resumed() {
 // the destination's first Resume arrives.
 type relayConn struct {
 	transport.Conn
-	s *pathSwitch
+	s    *pathSwitch
+	path *routing.Path // the relay path it was opened on
 }
 
 func (c relayConn) Recv(ctx context.Context) (transport.Frame, error) {
@@ -288,13 +321,21 @@ func (p *outPeer) relayHello(legs []string) *transport.Hello {
 
 // dialRelay opens a session to the relay path's first hop.
 func (p *outPeer) dialRelay(ctx context.Context, legs []string) (transport.Conn, error) {
-	dctx, cancel := context.WithTimeout(ctx, dialLimit)
+	path := p.path.current()
+	limit := dialLimit
+	if len(p.path.paths) > 1 {
+		// Another path waits: give this one a few round trips of its
+		// first link, not the whole dial limit, so that a dead cheapest
+		// relay costs seconds (a handshake takes two round trips).
+		limit = max(3*time.Second, 6*p.linkRTT(path.Links[0]))
+	}
+	dctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	conn, err := p.dialPeer(dctx, p.path.relay.Hops[0], p.relayHello(legs))
+	conn, err := p.dialPeer(dctx, path.Hops[0], p.relayHello(legs))
 	if err != nil {
 		return nil, err
 	}
-	return relayConn{conn, p.path}, nil
+	return relayConn{conn, p.path, path}, nil
 }
 
 // pathStatus fills an outbound leg's path fields.
@@ -324,7 +365,7 @@ func (s *inSession) path(tbl *routing.Table) string {
 func (p *outPeer) rateLimit(conn transport.Conn) int64 {
 	if rc, ok := conn.(relayConn); ok {
 		var rate int64
-		for _, l := range rc.s.relay.Links {
+		for _, l := range rc.path.Links {
 			if l.RateLimit > 0 && (rate == 0 || l.RateLimit < rate) {
 				rate = l.RateLimit
 			}
@@ -335,4 +376,18 @@ func (p *outPeer) rateLimit(conn transport.Conn) int64 {
 		return p.peer.Link.RateLimit
 	}
 	return 0
+}
+
+// linkRTT is the round trip of link l's profile, plus jitter (0 when it is
+// unknown).
+func (p *outPeer) linkRTT(l *topology.Link) time.Duration {
+	load := p.e.opts.Profile
+	if load == nil {
+		load = profile.Load
+	}
+	prof, err := load(l.Profile)
+	if err != nil || prof == nil {
+		return 0
+	}
+	return prof.RTT() + prof.Up.Jitter + prof.Down.Jitter
 }

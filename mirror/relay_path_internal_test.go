@@ -14,7 +14,7 @@ import (
 func TestRelayRateLimit(t *testing.T) {
 	direct := &topology.Link{Name: "ship--hq", RateLimit: 5e6}
 	p := &outPeer{peer: &routing.Peer{Link: direct}}
-	relay := &pathSwitch{relay: &routing.Path{Links: []*topology.Link{{Name: "ship--dr", RateLimit: 0}, {Name: "dr--hq", RateLimit: 3e6}}}}
+	relay := &routing.Path{Links: []*topology.Link{{Name: "ship--dr", RateLimit: 0}, {Name: "dr--hq", RateLimit: 3e6}}}
 	var conn nopConn
 	for _, tc := range []struct {
 		what string
@@ -22,8 +22,8 @@ func TestRelayRateLimit(t *testing.T) {
 		want int64
 	}{
 		{"direct", p.rateLimit(&conn), 5e6},
-		{"relayed", p.rateLimit(relayConn{&conn, relay}), 3e6},
-		{"relayed, no caps", p.rateLimit(relayConn{&conn, &pathSwitch{relay: &routing.Path{Links: []*topology.Link{{}, {}}}}}), 0},
+		{"relayed", p.rateLimit(relayConn{&conn, nil, relay}), 3e6},
+		{"relayed, no caps", p.rateLimit(relayConn{&conn, nil, &routing.Path{Links: []*topology.Link{{}, {}}}}), 0},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("%s: got %d, want %d", tc.what, tc.got, tc.want)

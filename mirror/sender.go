@@ -115,6 +115,9 @@ func (p *outPeer) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			if relayed {
+				p.path.relayFailed(err) // the next relay path, if any
+			}
 			p.failed(err)
 			bo := refused
 			if noAnswer(err) {
@@ -158,6 +161,9 @@ func (p *outPeer) run(ctx context.Context) {
 		if back {
 			pathDown = false // the legs go back to the direct link at once
 			continue
+		}
+		if relayed {
+			p.path.relayFailed(err)
 		}
 		p.failed(err)
 		bo := refused

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/chaos/lab"
+	"github.com/meridian-gw/meridian/config"
 	"github.com/meridian-gw/meridian/mirror"
 )
 
@@ -145,12 +146,16 @@ func TestFleetRelay(t *testing.T) {
 
 // relayFleet runs examples/relay-fleet.yaml with every link on wan, a 3 s
 // hold-down on ship--hq, and without the backup route (so that dr's
-// cluster gets nothing of the ship's).
-func relayFleet(t *testing.T) *lab.Fleet {
+// cluster gets nothing of the ship's). edit, if not nil, changes the file
+// first.
+func relayFleet(t *testing.T, edit ...func(*config.File)) *lab.Fleet {
 	t.Helper()
 	f, _, err := lab.LoadFleetFile("../../examples/relay-fleet.yaml")
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, e := range edit {
+		e(f)
 	}
 	for i := range f.Links {
 		f.Links[i].Profile = "wan"
@@ -224,6 +229,63 @@ func TestFleetRelayFlap(t *testing.T) {
 		}
 	}
 	time.Sleep(2 * time.Second)
+	stopProducing()
+	if err := <-produced; err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	produced <- nil
+	for _, r := range fl.WaitVerified(ctx, 60*time.Second) {
+		t.Logf("%s -> %s: %s %s", r.Route, r.To, r.Report.String(), r.Err)
+		if !r.Exact() || r.Mirrored == 0 {
+			t.Errorf("%s -> %s: lost %d, duplicated %d, reordered %d, unexpected %d of %d (%s) %v",
+				r.Route, r.To, r.Lost, r.Duplicated, r.Reordered, r.Unexpected, r.Produced, r.Err, r.Samples)
+		}
+	}
+}
+
+// TestFleetRelayNextPath: with a second relay region (eu, dearer than
+// dr), cutting both ship--hq and ship--dr sends the leg through eu: the
+// sender tries the next relay path when the cheapest fails, and every
+// record still reads back exact.
+func TestFleetRelayNextPath(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a five-region fleet for about 40 s")
+	}
+	fl := relayFleet(t, func(f *config.File) {
+		f.Regions = append(f.Regions, config.Region{Name: "eu",
+			Clusters: []config.Cluster{{Name: "kafka", Kind: "kafka", Bootstrap: []string{"127.0.0.1:9092"}}},
+			Gateways: []config.Gateway{{Name: "eu-a", Listen: "127.0.0.1:1"}}})
+		f.Links = append(f.Links,
+			config.Link{Name: "ship--eu", Between: []string{"ship", "eu"}, Transport: "quic", Profile: "wan", Compression: "zstd", Dial: "ship", Cost: 40},
+			config.Link{Name: "eu--hq", Between: []string{"eu", "hq"}, Transport: "quic", Profile: "wan", Compression: "zstd", Dial: "eu", Cost: 40})
+	})
+	ctx := t.Context()
+	pctx, stopProducing := context.WithCancel(ctx)
+	produced := make(chan error, 1)
+	go func() { produced <- fl.Produce(pctx, 200) }()
+	defer func() {
+		stopProducing()
+		<-produced
+	}()
+	const leg = "telemetry:hq/kafka"
+	outLeg := func() mirror.LegStatus { return legStatus(t, fl, "ship-a", leg, "out") }
+	waitFor(t, 30*time.Second, "the ship's leg to run direct", func() bool { return outLeg().Connected && outLeg().Path == "direct" })
+	for _, l := range []string{"ship--hq", "ship--dr"} {
+		if err := fl.Blackout(l, 40*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Now()
+	waitFor(t, 40*time.Second, "the leg to relay via eu", func() bool {
+		st := outLeg()
+		return st.Path == "via eu" && st.Connected && st.RerouteSeconds > 0
+	})
+	st := outLeg()
+	t.Logf("relayed via eu %.1fs after both links went dark (declared down to first Resume: %.1fs)", time.Since(t0).Seconds(), st.RerouteSeconds)
+	if st.RerouteSeconds > 10 {
+		t.Errorf("rerouted %.1fs after the direct link was declared down, want within 10s even when the cheapest relay is down too", st.RerouteSeconds)
+	}
+	time.Sleep(3 * time.Second) // records cross eu
 	stopProducing()
 	if err := <-produced; err != nil {
 		t.Fatalf("produce: %v", err)
