@@ -734,6 +734,10 @@ type PeerStatus struct {
 	// Receives counts the legs this gateway receives from the peer over
 	// the sessions it dials (duplex, protocol version 4).
 	Receives int `json:"receives,omitempty"`
+	// Path is how the peer's legs travel now: "direct", or "via REGION"
+	// while its link is down (docs/relays.md; Connected and RTT are then
+	// the relayed session's). Empty when the peer has no relay path.
+	Path string `json:"path,omitempty"`
 }
 
 // Status returns a snapshot. Safe for concurrent use.
@@ -752,6 +756,9 @@ func (e *Engine) Status() Status {
 			ps.LastError = *s
 		}
 		ps.DialledBy, ps.Receives = e.table.Gateway.Name, len(p.peer.Receive)
+		if p.path != nil {
+			ps.Path, _, _, _ = p.path.status()
+		}
 		if !p.peer.Dials {
 			ps.DialledBy = p.peer.Gateway.Name
 		}

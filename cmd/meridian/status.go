@@ -86,6 +86,9 @@ func renderStatus(w io.Writer, st *mirror.Status) {
 			if p.DialledBy != "" {
 				link += ", dialled by " + p.DialledBy
 			}
+			if p.Path != "" && p.Path != "direct" {
+				link += ", down: legs " + p.Path // relays.md
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%.1fms\t%d\t%s\n", p.Gateway, p.Address, link, p.Profile, p.Connected, p.RTTMillis, p.Failures, p.LastError)
 		}
 		tw.Flush()
