@@ -218,7 +218,7 @@ func TestExampleTwoRegion(t *testing.T) {
 	want := Route{
 		Name: "orders", From: "east/kafka", To: []string{"west/kafka"},
 		Topics: TopicFilter{Include: []string{`^orders\.`}, Exclude: []string{`\.tmp$`}},
-		Rename: "{topic}", StartAt: "earliest", Discover: 2 * time.Second, MaxPartitions: DefaultMaxPartitions,
+		Rename: "{topic}", StartAt: "earliest", Discover: 2 * time.Second, MaxPartitions: DefaultMaxPartitions, ShareTimeout: 10 * time.Second,
 	}
 	if !reflect.DeepEqual(r, want) {
 		t.Errorf("route:\n got %+v\nwant %+v", r, want)

@@ -16,6 +16,7 @@ const (
 	defaultRename            = "{topic}"
 	defaultStartAt           = "earliest"
 	defaultDiscover          = 2 * time.Second
+	defaultShareTimeout      = 10 * time.Second
 	// DefaultMaxPartitions is routes[].max_partitions when not set;
 	// MaxMaxPartitions is the most it may be set to.
 	DefaultMaxPartitions = 1024
@@ -64,6 +65,9 @@ func applyDefaults(f *File) {
 		}
 		if r.Discover == 0 {
 			r.Discover = defaultDiscover
+		}
+		if r.ShareTimeout == 0 {
+			r.ShareTimeout = defaultShareTimeout
 		}
 		if r.MaxPartitions == 0 {
 			r.MaxPartitions = DefaultMaxPartitions

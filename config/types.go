@@ -259,6 +259,13 @@ type Route struct {
 	// rejects two routes whose renames can produce the same destination
 	// topic at the same cluster. Both routes must say it.
 	Merge bool `yaml:"merge"`
+	// ShareTimeout is the session timeout of the consumer group through
+	// which several gateways of the source region share the route's
+	// partitions: a gateway silent this long (paused, cut off from the
+	// source cluster) loses its partitions to the others. 0 = 10s; the
+	// source brokers must allow it (group.min.session.timeout.ms, 6s by
+	// default, to group.max.session.timeout.ms).
+	ShareTimeout time.Duration `yaml:"share_timeout"`
 }
 
 // GroupFilter selects consumer groups by regular expression: a group is

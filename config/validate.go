@@ -954,6 +954,9 @@ func (v *validator) routes() {
 		if r.Discover < minDiscover {
 			v.errorf(rp+".discover", "%v is too short; discover must be at least %v", r.Discover, minDiscover)
 		}
+		if r.ShareTimeout < time.Second || r.ShareTimeout > 30*time.Minute {
+			v.errorf(rp+".share_timeout", "%v is out of range; share_timeout must be between 1s and 30m (and within the source brokers' group.min/max.session.timeout.ms)", r.ShareTimeout)
+		}
 		if r.MaxPartitions < 1 || r.MaxPartitions > MaxMaxPartitions {
 			v.errorf(rp+".max_partitions", "%d is out of range; max_partitions must be between 1 and %d", r.MaxPartitions, MaxMaxPartitions)
 		}
@@ -1168,6 +1171,7 @@ func warnings(f *File, file string, pos map[string]pos) Errors {
 	}
 	passthroughWarnings(f, warn)
 	cycleWarnings(f, warn)
+	splitReceiverWarnings(f, warn)
 	if f.Gossip != nil && len(f.Gossip.Keys) > 0 && !regionGossip(f) {
 		warn("gossip.keys", "no gateway gossips on a plain port (gateways[].gossip.region), so the keys are checked but unused: QUIC gossip is protected by the link certificates")
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"sort"
@@ -55,6 +56,11 @@ type Options struct {
 	// MaxBatchBytes is the largest raw batch a sender may send. Zero means
 	// 1 MiB.
 	MaxBatchBytes int64
+	// Alive reports what gossip knows of a gateway: alive (or suspect),
+	// and known false when gossip has no word of it (no gossip, or not
+	// heard of yet). Nil: nothing is known. A sender skips standby
+	// receivers gossip has dead (standby.go).
+	Alive func(gateway string) (alive, known bool)
 	// Tuning holds timings and sizes that production leaves at their
 	// defaults and tests shorten. The zero value means every default.
 	Tuning Tuning
@@ -94,6 +100,14 @@ type Tuning struct {
 	// decompress to when a passthrough sender decodes it (a batch that
 	// does not fit the receiver's limit). Zero means 256 MiB.
 	SourceDecompressLimit int
+	// ShareSession overrides the session timeout of shared legs'
+	// consumer groups (routes[].share_timeout, sender_share.go): how
+	// long a sending gateway that stopped heartbeating (paused, cut from
+	// its source cluster) keeps its partitions before the group moves
+	// them to the others. Heartbeats go every tenth of it. Zero means the
+	// route's; Kafka brokers refuse less than their
+	// group.min.session.timeout.ms (6 s by default).
+	ShareSession time.Duration
 }
 
 func (t Tuning) withDefaults() Tuning {
@@ -216,6 +230,7 @@ func (e *Engine) newOutPeer(p *routing.Peer, dial func(context.Context, *topolog
 		op.legs = append(op.legs, &outLeg{leg: l, writers: newWriterIDs(l.LoopWriters)})
 	}
 	op.path = newPathSwitch(op)
+	op.recv = newReceiverChoice(op)
 	return op
 }
 
@@ -738,6 +753,10 @@ type PeerStatus struct {
 	// while its link is down (docs/relays.md; Connected and RTT are then
 	// the relayed session's). Empty when the peer has no relay path.
 	Path string `json:"path,omitempty"`
+	// Standby names the standby receiver of the peer's region that the
+	// legs go to while the peer does not answer (or gossip has it dead);
+	// empty while they go to the peer.
+	Standby string `json:"standby,omitempty"`
 }
 
 // Status returns a snapshot. Safe for concurrent use.
@@ -762,13 +781,22 @@ func (e *Engine) Status() Status {
 		if !p.peer.Dials {
 			ps.DialledBy = p.peer.Gateway.Name
 		}
+		if t := p.recv.target(); t != nil && t != p.peer.Gateway {
+			ps.Standby = t.Name // the legs go to a standby receiver (standby.go)
+		}
 		st.Peers = append(st.Peers, ps)
 		for _, l := range p.legs {
 			ls := LegStatus{Leg: l.leg.ID, Route: l.leg.Route.Name, Direction: "out", From: l.leg.From.Ref(), To: l.leg.To.Ref(),
-				Peer: p.peer.Gateway.Name, Connected: ps.Connected, Filter: l.leg.Route.Filter}
+				Peer: p.dialTarget().Name, Connected: ps.Connected, Filter: l.leg.Route.Filter}
 			l.stats.fill(&ls)
 			if why := l.fenced.Load(); why != nil {
 				ls.Fenced = *why
+			}
+			if l.leg.Shared() {
+				ls.ShareGroup = l.leg.ShareGroup()
+				if g := l.share.Load(); g != nil {
+					ls.SharedPartitions = tpNames(slices.Collect(maps.Keys(g.owns())))
+				}
 			}
 			p.pathStatus(&ls) // relay_path.go
 			st.Legs = append(st.Legs, ls)
@@ -799,6 +827,10 @@ func (e *Engine) Status() Status {
 			ls.Path = owner.path(e.lookupTable.Load()) // relay_path.go
 		}
 		ls.Quarantined, _ = l.state.quarantineStatus()
+		ls.Shares = l.state.shareStatus()
+		if owner != nil || len(ls.Shares) > 0 {
+			ls.Connected = true
+		}
 		l.stats.fill(&ls)
 		st.Legs = append(st.Legs, ls)
 	}

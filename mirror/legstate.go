@@ -29,7 +29,8 @@ type legState struct {
 	notify    chan struct{} // cap 1: wakes the leg's coordinator
 
 	mu         sync.Mutex
-	gen        uint64
+	gen        uint64 // the latest generation handed out (owner's or a sharer's)
+	ownerGen   uint64 // the generation of the owner's batches
 	owner      *inSession
 	others     []*inSession // older sessions that also carry the leg, oldest first
 	needResume bool
@@ -42,6 +43,15 @@ type legState struct {
 	// quarantined are the source partitions the destination refuses
 	// (quarantine.go).
 	quarantined map[tp]*quarantine
+	// Shared legs (share.go): the sessions that share the leg, each
+	// partition's claimer, the latest group generation accepted per
+	// partition, the sharers' attach counter and how many of them await a
+	// Resume.
+	sharers       map[*inSession]*sharer
+	claims        map[tp]claimant
+	claimGen      map[tp]int32
+	shareSeq      int
+	sharerResumes int
 }
 
 // shard is one transactional producer of a leg and its queue. Its fields
@@ -83,13 +93,15 @@ func (s *legState) shardOfLocked(topic string, partition int32) *shard {
 	return s.shards[(h.Sum32()+uint32(partition)*2654435761)%uint32(len(s.shards))]
 }
 
-// resetLocked starts a new generation: queued batches are dropped and the
-// coordinator sends a Resume once no shard is inside a transaction.
+// resetLocked starts a new generation for every session of the leg:
+// queued batches are dropped and the coordinator sends a Resume once no
+// shard is inside a transaction.
 func (s *legState) resetLocked() {
-	s.gen++
 	s.dropQueuesLocked()
-	s.needResume = true
-	wake(s.notify)
+	s.resetOwnerLocked()
+	for _, sh := range s.sharers {
+		s.resetSharerLocked(sh)
+	}
 }
 
 func (s *legState) dropQueuesLocked() {
@@ -118,14 +130,14 @@ func (s *legState) attach(sess *inSession, ifFree bool) {
 		s.others = append(s.others, s.owner)
 	}
 	s.owner = sess
-	s.resetLocked()
+	s.resetOwnerLocked()
 }
 
 // idle reports whether no session carries the leg (owner or candidate).
 func (s *legState) idle() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.owner == nil && len(s.others) == 0
+	return s.owner == nil && len(s.others) == 0 && len(s.sharers) == 0
 }
 
 // detach forgets sess; if it owned the leg, the latest candidate takes over
@@ -133,15 +145,19 @@ func (s *legState) idle() bool {
 func (s *legState) detach(sess *inSession) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if sh := s.sharers[sess]; sh != nil {
+		s.unshareLocked(sh)
+		return
+	}
 	s.others = slices.DeleteFunc(s.others, func(o *inSession) bool { return o == sess })
 	if s.owner != sess {
 		return
 	}
+	s.dropQueuedLocked(sess)
 	s.owner = nil
-	s.dropQueuesLocked()
 	if n := len(s.others); n > 0 {
 		s.owner, s.others = s.others[n-1], s.others[:n-1]
-		s.resetLocked()
+		s.resetOwnerLocked()
 	}
 }
 
@@ -151,7 +167,7 @@ func (s *legState) detach(sess *inSession) {
 func (s *legState) enqueue(b *transport.Batch, sess *inSession, cost int64) *shard {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.owner != sess || b.Gen != s.gen || s.needResume {
+	if !s.acceptsLocked(b, sess) {
 		return nil
 	}
 	sh := s.shardOfLocked(b.Topic, b.Partition)
@@ -253,31 +269,37 @@ func (s *legState) opened(todo []*shard, st *progress.State, omap *progress.Offs
 	}
 }
 
-// resumeDue returns the Resume to send and the session to send it to when
-// one is due and can go: the leg has an owner, every shard is open and none
-// is inside a transaction. The shards may then take work again.
-func (s *legState) resumeDue() (*transport.Resume, *inSession) {
+// resumeDue returns the Resumes to send, each with the session to send
+// it to, when some are due and can go: to the owner, and to each sharer
+// that awaits one (share.go), once every shard is open and none is inside
+// a transaction. The shards may then take work again.
+func (s *legState) resumeDue() []dueResume {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.needResume || s.owner == nil || s.writing > 0 {
-		return nil, nil
+	if !s.resumePendingLocked() || s.writing > 0 {
+		return nil
 	}
 	for _, sh := range s.shards {
 		if !sh.ready {
-			return nil, nil
+			return nil
 		}
 	}
-	s.needResume = false
-	rs := &transport.Resume{Leg: s.leg, Gen: s.gen}
+	var positions []transport.Position
 	for _, sh := range s.shards {
 		for k, p := range sh.sink.committed {
-			rs.Positions = append(rs.Positions, transport.Position{Topic: k.Topic, Partition: k.Partition, NextOffset: p.Next})
+			positions = append(positions, transport.Position{Topic: k.Topic, Partition: k.Partition, NextOffset: p.Next})
 		}
 	}
+	var out []dueResume
+	if s.needResume && s.owner != nil {
+		s.needResume = false
+		out = append(out, dueResume{rs: &transport.Resume{Leg: s.leg, Gen: s.ownerGen, Positions: positions}, sess: s.owner})
+	}
+	out = append(out, s.sharerResumesLocked(positions)...)
 	for _, sh := range s.shards {
 		wake(sh.notify) // they may now take work
 	}
-	return rs, s.owner
+	return out
 }
 
 // take starts a transaction on sh: it removes from sh's queue the batches
@@ -291,7 +313,7 @@ func (s *legState) resumeDue() (*transport.Resume, *inSession) {
 func (s *legState) take(sh *shard) (take, dropped []queued, topics map[string]*destTopic, held error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.needResume || !sh.ready || len(sh.queue) == 0 {
+	if s.resumePendingLocked() || !sh.ready || len(sh.queue) == 0 {
 		return nil, nil, nil, nil
 	}
 	var size, kafka int
@@ -344,7 +366,9 @@ func (s *legState) finish(sh *shard, err error) {
 	case !sh.ready:
 		sh.sink.close()
 		wake(s.notify)
-	case s.writing == 0 && s.needResume:
+	case s.writing == 0 && (s.needResume || s.sharerResumes > 0):
+		// A Resume, or a failed shard's reopening (toOpen), waited for
+		// the last transaction.
 		wake(s.notify)
 	}
 }

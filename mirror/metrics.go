@@ -43,6 +43,14 @@ type metrics struct {
 	loopDroppedBytes *prometheus.CounterVec // leg, route
 	originMalformed  *prometheus.CounterVec // leg, route
 
+	// Shared legs (share.go, sender_share.go).
+	claims        *prometheus.CounterVec // leg, result (took, released, refused): partitions, at the receiver
+	sharePartsOut *prometheus.GaugeVec   // leg: partitions this sending gateway is assigned
+	shareRebal    *prometheus.CounterVec // leg: assignment changes this sending gateway went through
+	// receiverSwitches counts moves of a leg to another receiving
+	// gateway of its destination region (standby.go).
+	receiverSwitches *prometheus.CounterVec // leg, to
+
 	relay *relayMetrics // relay.go
 }
 
@@ -150,6 +158,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meridian_origin_malformed_total",
 			Help: "Source records whose meridian.origin header was malformed: sent as produced at the source, the header replaced.",
 		}, []string{"leg", "route"}),
+		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_share_claims_total",
+			Help: "Source partitions of shared legs claimed by sending gateways, at the receiver, by result: took (the claimer changed), released, refused (claimed in an older consumer group generation than one accepted: a zombie).",
+		}, []string{"leg", "result"}),
+		receiverSwitches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_receiver_switches_total",
+			Help: "Moves of a leg to another receiving gateway of its destination region (the one it went to did not answer, or gossip had it dead; or it came back), by the gateway moved to.",
+		}, []string{"leg", "to"}),
+		sharePartsOut: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_share_partitions",
+			Help: "Source partitions of a shared leg the consumer group assigns this sending gateway.",
+		}, []string{"leg"}),
+		shareRebal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_share_assignments_total",
+			Help: "Changes of the partitions a shared leg's consumer group assigns this sending gateway (assigned, revoked or lost).",
+		}, []string{"leg"}),
 	}
 	m.relay = newRelayMetrics(reg)
 	if reg != nil {
@@ -158,10 +182,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		for _, c := range []**prometheus.CounterVec{&m.records, &m.rawBytes, &m.wireBytes, &m.txns, &m.hangingTxns, &m.txnRetries,
 			&m.deadLetters, &m.resumes, &m.dropped, &m.sourceGap, &m.sessionFails, &m.groupCommits, &m.segments, &m.passBatches,
 			&m.refused, &m.violations, &m.topicRefused, &m.groupDropped, &m.filteredRecords, &m.filteredBytes, &m.filterErrors,
-			&m.loopDropped, &m.loopDroppedBytes, &m.originMalformed} {
+			&m.loopDropped, &m.loopDroppedBytes, &m.originMalformed, &m.claims, &m.shareRebal, &m.receiverSwitches} {
 			register(reg, c)
 		}
-		for _, g := range []**prometheus.GaugeVec{&m.lagRecords, &m.lagSeconds, &m.quarantined, &m.rtt, &m.sessions, &m.fenced} {
+		for _, g := range []**prometheus.GaugeVec{&m.lagRecords, &m.lagSeconds, &m.quarantined, &m.rtt, &m.sessions, &m.fenced, &m.sharePartsOut} {
 			register(reg, g)
 		}
 	}

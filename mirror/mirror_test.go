@@ -54,6 +54,8 @@ type fixture struct {
 	wrapHello func(*transport.Hello)
 	// tuning is every gateway's mirror.Options.Tuning.
 	tuning mirror.Tuning
+	// alive, if set, is every gateway's mirror.Options.Alive (gossip).
+	alive func(gateway string) (alive, known bool)
 }
 
 func (f *fixture) engine(name string) *mirror.Engine {
@@ -122,6 +124,7 @@ func (f *fixture) gateway(t testing.TB, name string, window int64) (stop func())
 		Table: table, Logger: testLogger(t).With("gw", name), Window: window, MaxBatchBytes: 64 << 10,
 		Registerer: reg,
 		Tuning:     f.tuning,
+		Alive:      f.alive,
 		Dial: func(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error) {
 			if f.wrapHello != nil {
 				cp := *h

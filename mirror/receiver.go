@@ -130,6 +130,21 @@ func (l *inLeg) run(ctx context.Context) {
 		if !retry.wait(ctx, l) {
 			return
 		}
+		if l.state.idle() {
+			// No session carries the leg: its shards are opened (or a
+			// failed one reopened) only when one comes. Opening
+			// initialises the producers, which fences whichever gateway
+			// of the region writes the leg now: a standby receiver
+			// (standby.go) must not fence the one the senders use, nor
+			// a gateway that wakes up from a pause with a failed
+			// transaction the one that took the leg over.
+			select {
+			case <-ctx.Done():
+				return
+			case <-l.state.notify:
+			}
+			continue
+		}
 		if err := l.openShards(ctx, opts); err != nil {
 			if ctx.Err() != nil {
 				return
@@ -154,10 +169,10 @@ func (l *inLeg) run(ctx context.Context) {
 		}
 		bo.reset()
 		l.state.probeDue()
-		if rs, owner := l.state.resumeDue(); rs != nil {
+		for _, d := range l.state.resumeDue() {
 			l.e.m.resumes.WithLabelValues(l.leg.ID).Inc()
-			if err := owner.conn.Send(ctx, rs); err != nil {
-				l.log.Debug("send resume", "leg", l.leg.ID, "err", err)
+			if err := d.sess.conn.Send(ctx, d.rs); err != nil {
+				l.log.Debug("send resume", "leg", l.leg.ID, "peer", d.sess.peer, "err", err)
 			}
 		}
 		select {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -34,8 +35,8 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 	// closed); it waits as a candidate and gets the leg when the holder
 	// ends. The legs are found and attached under inMu, so that ApplyIn
 	// never removes a leg a session is attaching to.
-	t, ok := conn.(transport.Tentative)
-	tentative := ok && t.Tentative()
+	tconn, canBeTentative := conn.(transport.Tentative)
+	tentative := canBeTentative && tconn.Tentative()
 	var legs []*inLeg
 	owned := map[string]*inLeg{} // the legs of the session's Hello: no frame may name another
 	e.inMu.RLock()
@@ -43,6 +44,12 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 		if l := e.in[id]; l != nil && owned[id] == nil {
 			legs = append(legs, l)
 			owned[id] = l
+			if slices.Contains(h.Shared, id) {
+				// A sharer (share.go): it claims partitions before it
+				// gets a Resume.
+				l.state.share(sess)
+				continue
+			}
 			l.state.attach(sess, tentative)
 		}
 	}
@@ -113,6 +120,18 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 			if l.groups != nil {
 				l.groups.offer(f)
 			}
+		case *transport.Claim:
+			l := owned[f.Leg]
+			if l == nil {
+				foreign("claim", f.Leg)
+				return
+			}
+			res, ok := l.state.claim(sess, f, canBeTentative && tconn.Tentative())
+			if !ok {
+				violation("claim_unshared", "a claim for leg "+strconv.Quote(f.Leg)+", which the session's Hello does not share")
+				return
+			}
+			l.claimed(log, sess, f, res)
 		case *transport.Goaway:
 			log.Info("peer is going away", "reason", f.Reason)
 			conn.Close(nil)

@@ -190,7 +190,7 @@ func (e *Engine) relaySession(ctx context.Context, up transport.Conn, paths []*r
 		return
 	}
 	dh := &transport.Hello{VersionMin: w.Version, VersionMax: w.Version, Gateway: gw.Name, Region: gw.Region.Name,
-		Legs: h.Legs, Codecs: h.Codecs, Origin: h.Gateway}
+		Legs: h.Legs, Codecs: h.Codecs, Origin: h.Gateway, Shared: h.Shared}
 	dctx, cancel := context.WithTimeout(ctx, relayDialTimeout)
 	down, err := e.dial(dctx, paths[0].Hops[1], dh)
 	cancel()
@@ -257,7 +257,7 @@ func (e *Engine) relaySession(ctx context.Context, up transport.Conn, paths []*r
 	wg.Go(func() {
 		pipe(up, down, "down", func(f transport.Frame) bool {
 			switch f.(type) {
-			case *transport.Topic, *transport.Batch, *transport.Groups:
+			case *transport.Topic, *transport.Batch, *transport.Groups, *transport.Claim:
 				return true
 			}
 			return false

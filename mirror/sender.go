@@ -44,6 +44,9 @@ type outPeer struct {
 	// path switches the legs onto the peer's relay path while the direct
 	// link is down (relay_path.go); nil when the peer has none.
 	path *pathSwitch
+	// recv chooses among the peer and its standby receivers
+	// (standby.go); nil when the peer has none.
+	recv *receiverChoice
 }
 
 // outLeg is the sending end of one leg; its stats outlive sessions.
@@ -57,6 +60,9 @@ type outLeg struct {
 	// writers are the loop writers' producer IDs (loops.go; nil: none).
 	malformed atomic.Int64
 	writers   *writerIDs
+	// share is the running session's share group membership (shared
+	// legs, sender_share.go); nil between sessions.
+	share atomic.Pointer[shareGroup]
 }
 
 func (o *outLeg) setFenced(why string) {
@@ -76,9 +82,14 @@ func (p *outPeer) run(ctx context.Context) {
 	for i, l := range p.legs {
 		ids[i] = l.leg.ID
 	}
-	var receive []string
+	var receive, shared []string
 	for _, l := range p.peer.Receive {
 		receive = append(receive, l.ID)
+	}
+	for _, l := range p.legs {
+		if l.leg.Shared() {
+			shared = append(shared, l.leg.ID)
+		}
 	}
 	gw := p.e.table.Gateway
 	// A peer that answers with an error (refused, certificate, version) is
@@ -90,19 +101,28 @@ func (p *outPeer) run(ctx context.Context) {
 	hello := func() *transport.Hello {
 		h := &transport.Hello{VersionMin: transport.VersionMin, VersionMax: transport.VersionMax,
 			Gateway: gw.Name, Region: gw.Region.Name, Legs: ids}
-		if len(receive) > 0 {
+		if t := p.recv.target(); len(receive) > 0 && (t == nil || t == p.peer.Gateway) {
+			// (A standby receiver is asked for nothing: it is not the
+			// peer whose legs these are.)
 			// Version 4: the peer's legs to us ride back on this session.
 			h.Receive = receive
 			h.RecvWindow, h.RecvMaxBatchBytes = p.e.window(receive), p.e.opts.MaxBatchBytes
 		}
+		// Version 5: the legs this gateway shares with its region's.
+		h.Shared = shared
 		return h
 	}
 	pathDown := false // the last attempt or session ended without an answer
+	lastFailed := false
 	defer p.path.stop()
 	for attempt := 1; ctx.Err() == nil; attempt++ {
+		// A receiver that failed gives the legs to a standby of its
+		// region, if the peer has one (standby.go); only when every one
+		// of them failed is the link itself down.
+		p.recv.pick(lastFailed)
 		// A direct link declared down sends the legs via the relay
 		// path, if the peer has one (relay_path.go).
-		relayed := p.path.relayed(ctx, pathDown)
+		relayed := p.path.relayed(ctx, pathDown && p.recv.allFailed())
 		var conn transport.Conn
 		var err error
 		if relayed {
@@ -112,6 +132,7 @@ func (p *outPeer) run(ctx context.Context) {
 		}
 		if err != nil {
 			pathDown = noAnswer(err) && !relayed
+			lastFailed = !relayed
 			if ctx.Err() != nil {
 				return
 			}
@@ -134,11 +155,21 @@ func (p *outPeer) run(ctx context.Context) {
 			continue
 		}
 		attempt = 0
+		lastFailed = false
+		if !relayed {
+			p.recv.ok()
+		}
 		refused.reset()
 		silent.reset()
 		p.log.Info("link session open", "addr", conn.RemoteAddr(), "version", conn.Welcome().Version, "window", conn.Welcome().Window,
 			"receive", conn.Welcome().Send, "relayed", relayed)
 		sctx, end := ctx, context.CancelFunc(func() {})
+		var watch sync.WaitGroup
+		if !relayed && p.recv.onStandby() {
+			// Back to the preferred receiver once gossip has it alive.
+			sctx, end = context.WithCancel(ctx)
+			watch.Go(func() { p.recv.watchBack(sctx, end) })
+		}
 		if relayed {
 			// The probe ends this session (end) when the direct link
 			// has been healthy for its hold-down.
@@ -153,19 +184,21 @@ func (p *outPeer) run(ctx context.Context) {
 		if relayed {
 			p.path.serving(nil)
 		}
-		back := relayed && sctx.Err() != nil
+		back := sctx.Err() != nil && ctx.Err() == nil
 		end()
+		watch.Wait()
 		if ctx.Err() != nil {
 			return
 		}
 		if back {
-			pathDown = false // the legs go back to the direct link at once
+			pathDown = false // the legs go back to the direct link (or preferred receiver) at once
 			continue
 		}
 		if relayed {
 			p.path.relayFailed(err)
 		}
 		p.failed(err)
+		lastFailed = !relayed && err != nil
 		bo := refused
 		if noAnswer(err) {
 			bo = silent
@@ -339,7 +372,7 @@ func (p *outPeer) dial(ctx context.Context, hello func() *transport.Hello, hedge
 	if !hedge {
 		dctx, cancel := context.WithTimeout(ctx, dialLimit)
 		defer cancel()
-		return p.dialPeer(dctx, p.peer.Gateway, hello())
+		return p.dialPeer(dctx, p.dialTarget(), hello())
 	}
 	type result struct {
 		id   int
@@ -358,7 +391,7 @@ func (p *outPeer) dial(ctx context.Context, hello func() *transport.Hello, hedge
 		actx, acancel := context.WithCancel(dctx)
 		pending[id] = acancel
 		wg.Go(func() {
-			c, err := p.dialPeer(actx, p.peer.Gateway, hello())
+			c, err := p.dialPeer(actx, p.dialTarget(), hello())
 			results <- result{id, c, err}
 		})
 	}
@@ -461,6 +494,9 @@ func (p *outPeer) session(ctx context.Context, conn transport.Conn) error {
 		lr := &legRunner{out: l, p: p, conn: conn, cr: cr, maxBatch: maxBatch, maxFrame: maxFrame,
 			fit: kraw.NewDecompressor(int(maxFrame)), unpack: kraw.NewDecompressor(p.e.opts.Tuning.SourceDecompressLimit),
 			resume: make(chan *transport.Resume, 1), ready: map[string]chan string{}}
+		if l.leg.Shared() && p.peer.Dials && w.Version >= transport.VersionShare && slices.Contains(conn.Hello().Shared, l.leg.ID) {
+			lr.share = newShareGroup(lr)
+		}
 		runners[l.leg.ID] = lr
 		wg.Go(func() { lr.run(sctx) })
 	}

@@ -26,6 +26,9 @@ type discoverer struct {
 	progressed map[string]bool
 	consumed   map[string]int32             // topic → partitions being consumed
 	announced  map[string]map[string]string // topic → configs last announced
+	// owns, when not nil, are the only partitions consumed (a shared leg:
+	// those its share group assigns this gateway).
+	owns map[tp]bool
 }
 
 func (d *discoverer) loop(ctx context.Context) {
@@ -133,6 +136,9 @@ func (d *discoverer) consume(name string, n int32) {
 		return
 	}
 	for p := d.consumed[name]; p < n; p++ {
+		if d.owns != nil && !d.owns[tp{Topic: name, Partition: p}] {
+			continue
+		}
 		at := int64(-1)
 		if o, ok := d.positions[tp{Topic: name, Partition: p}]; ok {
 			at = o

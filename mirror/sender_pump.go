@@ -31,6 +31,9 @@ type legRunner struct {
 	// by each pump before its pipelines start; nil when the leg is on no
 	// route cycle.
 	writers *writerCheck
+	// share is the session's membership of the leg's share group
+	// (sender_share.go); nil when the leg is not shared on this session.
+	share *shareGroup
 
 	mu    sync.Mutex
 	ready map[string]chan string // topic → TopicReady error ("" = ok)
@@ -52,6 +55,19 @@ func (lr *legRunner) run(ctx context.Context) {
 		stopPump = func() {}
 	)
 	defer func() { stopPump() }()
+	if lr.share != nil {
+		lr.out.share.Store(lr.share)
+		defer lr.out.share.CompareAndSwap(lr.share, nil)
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() {
+			if err := lr.share.run(ctx); err != nil && ctx.Err() == nil {
+				lr.p.log.Warn("leg share group stopped", "leg", lr.out.leg.ID, "err", err)
+				lr.out.stats.setErr(err)
+				lr.conn.Close(fmt.Errorf("leg %s: %w", lr.out.leg.ID, err))
+			}
+		})
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -162,6 +178,11 @@ func (a kgoAdder) add(topic string, partition int32, at int64) {
 // offset sync and the pipelines until ctx ends or one fails.
 func (lr *legRunner) runPipelines(ctx context.Context, rs *transport.Resume, cl *kgo.Client, srcs []partitionAdder, runs []func(context.Context) error) error {
 	d := &discoverer{lr: lr, srcs: srcs, adm: kadm.NewClient(cl), positions: resumePositions(rs), consumed: map[string]int32{}}
+	if lr.share != nil {
+		// A shared leg reads what the group assigned it when the Claim
+		// this Resume answers was sent; a later change sends another.
+		d.owns = lr.share.owns()
+	}
 
 	pctx, pcancel := context.WithCancel(ctx)
 	defer pcancel()

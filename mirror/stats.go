@@ -232,6 +232,14 @@ type LegStatus struct {
 	// destination, and those skipped because they have members there.
 	SyncedGroups []string `json:"synced_groups,omitempty"`
 	ActiveGroups []string `json:"active_groups,omitempty"`
+	// A shared leg (several gateways of the source region send it):
+	// ShareGroup is the consumer group on the source cluster that splits
+	// its partitions; SharedPartitions ("topic/partition", outbound) those
+	// it assigns this gateway; Shares (inbound) every sending gateway's
+	// claim as the receiver holds it.
+	ShareGroup       string        `json:"share_group,omitempty"`
+	SharedPartitions []string      `json:"shared_partitions,omitempty"`
+	Shares           []ShareStatus `json:"shares,omitempty"`
 }
 
 func (s *legStats) fill(st *LegStatus) {

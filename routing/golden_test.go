@@ -83,6 +83,18 @@ func renderTable(b *strings.Builder, tab *Table) {
 			}
 			fmt.Fprintf(b, "    %s: %s\n", what, rp.Describe())
 		}
+		for _, g := range p.Standby {
+			fmt.Fprintf(b, "    standby receiver %s\n", g.Name)
+		}
+		for _, l := range p.Legs {
+			if l.Shared() {
+				var names []string
+				for _, g := range l.Senders {
+					names = append(names, g.Name)
+				}
+				fmt.Fprintf(b, "    %s shared by %s (group %s)\n", l.ID, strings.Join(names, ", "), l.ShareGroup())
+			}
+		}
 	}
 	for _, p := range tab.Relays {
 		fmt.Fprintf(b, "  relay peer %s via %s\n", p.Gateway.Name, linkString(p.Link))

@@ -140,11 +140,25 @@ type Leg struct {
 	// leg is on no route cycle.
 	LoopWriters []string
 
+	// Senders are the gateways of the source region that send the leg
+	// (SentBy), in file order. With two or more the leg is shared
+	// (Shared): they split its source partitions through a consumer
+	// group on the source cluster.
+	Senders []*topology.Gateway
+
 	// sendLinks are the links between the source and destination regions
 	// (nil for a local leg): who may send the leg follows from their
 	// sending ends, as in Compile (SentBy).
 	sendLinks []*topology.Link
 }
+
+// Shared reports whether several gateways send the leg, sharing its
+// source partitions through the consumer group ShareGroup.
+func (l *Leg) Shared() bool { return len(l.Senders) > 1 }
+
+// ShareGroup is the consumer group on the source cluster through which
+// the leg's senders share its partitions.
+func (l *Leg) ShareGroup() string { return "meridian.share." + l.ID }
 
 // SyncsGroups reports whether the leg syncs any consumer group's offsets.
 func (l *Leg) SyncsGroups() bool { return len(l.groupInclude) > 0 }
@@ -287,6 +301,12 @@ type Peer struct {
 	// sender tries the next when one fails.
 	Relay      *Path
 	RelayPaths []*Path
+	// Standby are the other gateways of Gateway's region that receive
+	// the peer's legs over Link, in file order: when Gateway does not
+	// answer (or gossip has it dead), the legs go to the first of them
+	// that does, and back once Gateway is alive again. Empty when Link
+	// pins the receiving end, or this gateway does not dial.
+	Standby []*topology.Gateway
 }
 
 // Direct is the peer's direct path: over Link to Gateway.
@@ -394,12 +414,20 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 					return nil, err
 				}
 				leg.LoopWriters = writers(leg)
+				leg.Senders = senders(links, src)
 				p := peers[hop.Name]
 				if p == nil {
 					p = &Peer{Gateway: hop, Link: send, Dials: send.Dials(src)}
 					if src != dst && p.Dials {
 						if p.RelayPaths = relayPathsFrom(topo, src, dst, gw); len(p.RelayPaths) > 0 {
 							p.Relay = p.RelayPaths[0]
+						}
+						if send.Pin(dst) == nil {
+							for _, g := range dst.Gateways {
+								if g != hop && carrier(links, dst, g) == send {
+									p.Standby = append(p.Standby, g)
+								}
+							}
 						}
 					}
 					peers[hop.Name] = p
@@ -419,6 +447,7 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 					return nil, err
 				}
 				leg.sendLinks = links
+				leg.Senders = senders(links, src)
 				t.In = append(t.In, leg)
 				t.in[leg.ID] = leg
 				// Links this side dials carry the leg back on the sessions
@@ -509,6 +538,19 @@ func carrier(links []*topology.Link, r *topology.Region, g *topology.Gateway) *t
 		}
 	}
 	return open
+}
+
+// senders are the gateways of src that send a leg over links (all joining
+// src and the leg's destination region; none: a local leg, which every
+// gateway of the region sends).
+func senders(links []*topology.Link, src *topology.Region) []*topology.Gateway {
+	var out []*topology.Gateway
+	for _, g := range src.Gateways {
+		if len(links) == 0 || carrier(links, src, g) != nil {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // nextHop is the gateway of region dst that receives what link l carries

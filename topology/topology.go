@@ -184,6 +184,9 @@ type Route struct {
 	StartAt  string
 	Priority int
 	Discover time.Duration
+	// ShareTimeout is the session timeout of the group through which
+	// the source region's gateways share the route (routes[].share_timeout).
+	ShareTimeout time.Duration
 	// MaxPartitions caps a destination topic's partition count as a sender
 	// may ask it (routes[].max_partitions); 0 means config.DefaultMaxPartitions.
 	MaxPartitions int32
@@ -279,7 +282,7 @@ func New(f *config.File) (*Topology, error) {
 			return nil, fmt.Errorf("route %q: unknown cluster %q", r.Name, r.From)
 		}
 		rt := &Route{Name: r.Name, From: from, Include: r.Topics.Include, Exclude: r.Topics.Exclude,
-			Rename: r.Rename, StartAt: r.StartAt, Priority: r.Priority, Discover: r.Discover,
+			Rename: r.Rename, StartAt: r.StartAt, Priority: r.Priority, Discover: r.Discover, ShareTimeout: r.ShareTimeout,
 			MaxPartitions: r.MaxPartitions, Filter: r.Filter}
 		if r.Groups != nil {
 			rt.GroupInclude, rt.GroupExclude = r.Groups.Include, r.Groups.Exclude

@@ -178,8 +178,8 @@ func appendBody(dst []byte, f Frame) ([]byte, error) {
 		for _, c := range f.Codecs {
 			dst = append(dst, byte(c))
 		}
-		relayed := f.VersionMax >= VersionRelay && f.Origin != ""
-		if f.VersionMax >= VersionDuplex && (len(f.Receive) > 0 || f.RecvWindow != 0 || f.RecvMaxBatchBytes != 0 || relayed) {
+		v5 := f.VersionMax >= VersionRelay && (f.Origin != "" || len(f.Shared) > 0)
+		if f.VersionMax >= VersionDuplex && (len(f.Receive) > 0 || f.RecvWindow != 0 || f.RecvMaxBatchBytes != 0 || v5) {
 			// Version 4: appended, so older listeners ignore it.
 			dst = binary.AppendUvarint(dst, uint64(len(f.Receive)))
 			for _, l := range f.Receive {
@@ -188,10 +188,14 @@ func appendBody(dst []byte, f Frame) ([]byte, error) {
 			dst = binary.AppendVarint(dst, f.RecvWindow)
 			dst = binary.AppendVarint(dst, f.RecvMaxBatchBytes)
 		}
-		if relayed {
-			// Version 5: after the version 4 fields, so older listeners
-			// ignore it.
+		if v5 {
+			// Version 5, after the version 4 fields, so older listeners
+			// ignore it: the origin a relay feeds for, the shared legs.
 			dst = appendString(dst, f.Origin)
+			dst = binary.AppendUvarint(dst, uint64(len(f.Shared)))
+			for _, l := range f.Shared {
+				dst = appendString(dst, l)
+			}
 		}
 	case *Welcome:
 		dst = binary.AppendUvarint(dst, uint64(f.Version))
@@ -205,6 +209,18 @@ func appendBody(dst []byte, f Frame) ([]byte, error) {
 			dst = binary.AppendUvarint(dst, uint64(len(f.Send)))
 			for _, l := range f.Send {
 				dst = appendString(dst, l)
+			}
+		}
+	case *Claim:
+		dst = appendString(dst, f.Leg)
+		dst = binary.AppendVarint(dst, int64(f.Generation))
+		dst = appendString(dst, f.Member)
+		dst = binary.AppendUvarint(dst, uint64(len(f.Topics)))
+		for _, t := range f.Topics {
+			dst = appendString(dst, t.Topic)
+			dst = binary.AppendUvarint(dst, uint64(len(t.Partitions)))
+			for _, p := range t.Partitions {
+				dst = binary.AppendVarint(dst, int64(p))
 			}
 		}
 	case *Fenced:

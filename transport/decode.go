@@ -104,7 +104,7 @@ func (d *Decoder) readFrame(r *bufio.Reader, handshake bool) (Frame, error) {
 		return nil, err
 	}
 	t := FrameType(tb)
-	if t < FrameHello || t > FrameDictAck {
+	if t < FrameHello || t > FrameClaim {
 		return nil, fmt.Errorf("%w: unknown frame type %s", ErrMalformed, t)
 	}
 	if handshake && t != FrameHello && t != FrameWelcome && t != FrameError {
@@ -231,6 +231,8 @@ func (d *Decoder) decodeBody(t FrameType, body []byte) (Frame, error) {
 		f = decodeDict(r)
 	case FrameDictAck:
 		f = &DictAck{ID: r.uint32("id")}
+	case FrameClaim:
+		f = decodeClaim(r)
 	default:
 		return nil, fmt.Errorf("unknown frame type %s", t)
 	}
@@ -273,9 +275,19 @@ func decodeHello(r *reader) *Hello {
 		}
 		h.RecvWindow = r.varint("recv_window")
 		h.RecvMaxBatchBytes = r.varint("recv_max_batch_bytes")
-		if r.err == nil && h.VersionMax >= VersionRelay && r.remaining() > 0 {
-			// Version 5: the gateway a relay feeds the legs for.
-			h.Origin = r.string("origin")
+	}
+	if r.err == nil && h.VersionMax >= VersionRelay && r.remaining() > 0 {
+		// Version 5, after the version 4 fields: the gateway a relay
+		// feeds the legs for, then the legs the dialer shares with its
+		// region's gateways.
+		h.Origin = r.string("origin")
+		if r.err == nil && r.remaining() > 0 {
+			if n := r.count("shared", 1, sizeString); n > 0 {
+				h.Shared = make([]string, n)
+				for i := range h.Shared {
+					h.Shared[i] = r.string("shared")
+				}
+			}
 		}
 	}
 	return h
@@ -367,6 +379,30 @@ func decodeGroups(r *reader) *Groups {
 			o.Topic = r.string("offsets.topic")
 			o.Partition = r.int32("offsets.partition")
 			o.Offset = r.varint("offsets.offset")
+			if r.err != nil {
+				break
+			}
+		}
+	}
+	return m
+}
+
+func decodeClaim(r *reader) *Claim {
+	m := &Claim{}
+	m.Leg = r.string("leg")
+	m.Generation = r.int32("generation")
+	m.Member = r.string("member")
+	if n := r.count("topics", 2, int(unsafe.Sizeof(ClaimedTopic{}))); n > 0 {
+		m.Topics = make([]ClaimedTopic, n)
+		for i := range m.Topics {
+			t := &m.Topics[i]
+			t.Topic = r.string("topics.topic")
+			if k := r.count("topics.partitions", 1, 4); k > 0 {
+				t.Partitions = make([]int32, k)
+				for j := range t.Partitions {
+					t.Partitions[j] = r.int32("topics.partitions")
+				}
+			}
 			if r.err != nil {
 				break
 			}

@@ -111,6 +111,12 @@ const (
 	// (Hello.Origin): a relay gateway feeding legs of another region's
 	// gateway on its behalf. No new frame type.
 	VersionRelay uint16 = 5
+	// VersionShare is the first version in which several gateways of a
+	// region share a leg's source partitions: the dialer's Hello lists
+	// the legs it shares (Hello.Shared) and it sends Claim frames naming
+	// the partitions it sends; the receiver accepts each partition's
+	// batches from its claimer only. Version 5, as VersionRelay.
+	VersionShare uint16 = 5
 )
 
 // Codec is the compression applied to a batch's record block on the wire.
@@ -139,7 +145,7 @@ type Record struct {
 
 // Frame is any protocol frame: *Hello, *Welcome, *Resume, *Batch, *Ack, *Credit,
 // *Topic, *TopicReady, *Ping, *Pong, *Error, *Goaway, *Groups, *Fenced,
-// *Dict, *DictAck.
+// *Dict, *DictAck, *Claim.
 type Frame interface{ frameType() FrameType }
 
 // FrameType is the one-byte type tag of a frame on the wire.
@@ -162,6 +168,7 @@ const (
 	FrameFenced     FrameType = 14
 	FrameDict       FrameType = 15
 	FrameDictAck    FrameType = 16
+	FrameClaim      FrameType = 17
 )
 
 // Hello opens a session (sender → receiver).
@@ -184,14 +191,19 @@ type Hello struct {
 	// listener's default). Meaningful only when Receive is not empty.
 	RecvWindow, RecvMaxBatchBytes int64
 
-	// Version 5 (VersionRelay) appends the following, after the version 4
-	// fields (written even when empty).
+	// Version 5 (VersionRelay, VersionShare) appends the following, after
+	// the version 4 fields (written even when empty), in this order.
 
 	// Origin, when set, is the gateway whose legs a relay gateway
 	// (Gateway) feeds on its behalf: the legs' source is in Origin's
 	// region, and the relay forwards that gateway's frames end to end.
 	// Empty: Gateway feeds its own legs.
 	Origin string
+	// Shared lists the legs of Legs whose source partitions this sender
+	// shares with the other gateways of its region: it sends only the
+	// partitions it claims (Claim), and the receiver sends it a Resume
+	// only in answer to a Claim.
+	Shared []string
 }
 
 // Duplex reports whether the Hello asks to receive legs (version 4).
@@ -321,6 +333,28 @@ type Fenced struct {
 	Reason string
 }
 
+// Claim says which source partitions of a shared leg the session sends
+// from now on (sender → receiver, version 5): all of them, not a change;
+// an empty list releases every partition. Generation is the generation of
+// the source cluster's consumer group in which the sending gateway was
+// assigned them (Kafka coordinates the gateways of a region): the receiver
+// refuses a partition claimed in a generation older than one it has
+// accepted for it (a paused gateway waking up as a zombie). Every Claim
+// is answered by a Resume, and only the claimer's batches of a partition
+// are accepted.
+type Claim struct {
+	Leg        string
+	Generation int32
+	Member     string // the group member ID (status and logs)
+	Topics     []ClaimedTopic
+}
+
+// ClaimedTopic is one topic's claimed partitions.
+type ClaimedTopic struct {
+	Topic      string
+	Partitions []int32
+}
+
 // GroupOffset is one group's committed offset (the next to read) of one
 // source partition.
 type GroupOffset struct {
@@ -344,6 +378,7 @@ func (*Error) frameType() FrameType      { return FrameError }
 func (*Goaway) frameType() FrameType     { return FrameGoaway }
 func (*Groups) frameType() FrameType     { return FrameGroups }
 func (*Fenced) frameType() FrameType     { return FrameFenced }
+func (*Claim) frameType() FrameType      { return FrameClaim }
 
 // Conn is an established, handshaken session between a sending and a
 // receiving gateway. Send and Recv may be called concurrently with each other;

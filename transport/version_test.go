@@ -139,6 +139,10 @@ func TestDuplexHandshakeFields(t *testing.T) {
 	for _, f := range []transport.Frame{
 		&transport.Hello{VersionMin: 1, VersionMax: 4, Gateway: "v7-a", Region: "v7", Legs: []string{"l1"},
 			Receive: []string{"cfg", "cmd"}, RecvWindow: -1, RecvMaxBatchBytes: 1 << 20},
+		// Version 5 with nothing to receive: the version 4 fields are
+		// written empty before Shared.
+		&transport.Hello{VersionMin: 1, VersionMax: 5, Gateway: "v7-b", Region: "v7", Legs: []string{"l1", "l2"},
+			Shared: []string{"l2"}},
 		&transport.Welcome{Version: 4, Gateway: "hq-a", Region: "hq", Window: 1 << 20, MaxBatchBytes: 1 << 16, Send: []string{"cfg"}},
 		&transport.Welcome{Version: 4, Gateway: "hq-a", Region: "hq"},
 	} {
@@ -162,6 +166,25 @@ func TestDuplexHandshakeFields(t *testing.T) {
 	}
 	if w := got.(*transport.Welcome); w.Send != nil {
 		t.Fatalf("a version 3 Welcome carried Send %q", w.Send)
+	}
+}
+
+// Shared legs are read only from a Hello that offers version 5: an older
+// one's trailing bytes are ignored, as any later version's fields are.
+func TestSharedNeedsVersion5(t *testing.T) {
+	h := &transport.Hello{VersionMin: 1, VersionMax: 5, Gateway: "v7-b", Region: "v7", Legs: []string{"l1"}, Shared: []string{"l1"}}
+	buf, err := transport.AppendFrame(nil, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rewrite version_max (the second byte of the body) to 4.
+	buf[3] = 4
+	got, err := transport.NewDecoder(transport.Limits{}).ReadHandshake(bufio.NewReader(bytes.NewReader(buf)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := got.(*transport.Hello); g.Shared != nil || g.VersionMax != 4 {
+		t.Fatalf("a Hello offering version 4 carried Shared %q (version_max %d)", g.Shared, g.VersionMax)
 	}
 }
 

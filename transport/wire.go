@@ -96,6 +96,8 @@ func (t FrameType) String() string {
 		return "dict"
 	case FrameDictAck:
 		return "dict-ack"
+	case FrameClaim:
+		return "claim"
 	}
 	return "frame(0x" + strconv.FormatUint(uint64(t), 16) + ")"
 }
@@ -110,6 +112,8 @@ func (t FrameType) Since() uint16 {
 		return 1
 	case t == FrameDict || t == FrameDictAck:
 		return VersionDicts
+	case t == FrameClaim:
+		return VersionShare
 	}
 	return 0
 }

@@ -81,7 +81,7 @@ func TestValidateExamples(t *testing.T) {
 		want string // summary after "ok: FILE: "
 	}{
 		{"two-region.yaml", "2 regions, 2 clusters, 2 gateways, 1 links, 1 routes (1 legs)"},
-		{"satellite-fleet.yaml", "4 regions, 4 clusters, 4 gateways, 3 links, 5 routes (6 legs)"},
+		{"satellite-fleet.yaml", "4 regions, 4 clusters, 5 gateways, 3 links, 5 routes (6 legs)"},
 		{"amqp-relay.yaml", "3 regions, 3 clusters, 3 gateways, 2 links, 2 routes (2 legs)"},
 	}
 	for _, tt := range tests {

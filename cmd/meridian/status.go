@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -148,12 +149,69 @@ func renderStatus(w io.Writer, st *mirror.Status) {
 				sep, l.Leg, g.Topic, g.Partition, g.From, g.To-1, g.Records, g.At.UTC().Format(time.RFC3339))
 			sep = ""
 		}
+		if l.ShareGroup != "" && l.Direction == "out" {
+			fmt.Fprintf(w, "%sleg %s: shared through consumer group %s; this gateway sends %d partitions: %s\n",
+				sep, l.Leg, l.ShareGroup, len(l.SharedPartitions), compactPartitions(l.SharedPartitions))
+			sep = ""
+		}
+		for _, sh := range l.Shares {
+			fmt.Fprintf(w, "%sleg %s: %s (group generation %d) sends %d partitions: %s", sep, l.Leg, sh.Gateway, sh.Generation,
+				len(sh.Partitions), compactPartitions(sh.Partitions))
+			if len(sh.Waiting) > 0 {
+				fmt.Fprintf(w, "; waits for %s", compactPartitions(sh.Waiting))
+			}
+			fmt.Fprintln(w)
+			sep = ""
+		}
 		for _, q := range l.Quarantined {
 			fmt.Fprintf(w, "%sleg %s: %s/%d quarantined since %s (%s: %s), %d probes refused, next %s\n",
 				sep, l.Leg, q.Topic, q.Partition, q.Since.UTC().Format(time.RFC3339), q.Kind, q.Reason, q.Probes, q.RetryAt.UTC().Format(time.RFC3339))
 			sep = ""
 		}
 	}
+}
+
+// compactPartitions writes sorted "topic/partition" names as
+// "topic 0-3,7; other 1" ("-" for none).
+func compactPartitions(names []string) string {
+	if len(names) == 0 {
+		return "-"
+	}
+	byTopic := map[string][]int{}
+	var topics []string
+	for _, n := range names {
+		i := strings.LastIndexByte(n, '/')
+		p, err := strconv.Atoi(n[i+1:])
+		if i < 0 || err != nil {
+			continue
+		}
+		t := n[:i]
+		if _, ok := byTopic[t]; !ok {
+			topics = append(topics, t)
+		}
+		byTopic[t] = append(byTopic[t], p)
+	}
+	slices.Sort(topics)
+	var out []string
+	for _, t := range topics {
+		ps := byTopic[t]
+		slices.Sort(ps)
+		var runs []string
+		for i := 0; i < len(ps); {
+			j := i
+			for j+1 < len(ps) && ps[j+1] == ps[j]+1 {
+				j++
+			}
+			if i == j {
+				runs = append(runs, strconv.Itoa(ps[i]))
+			} else {
+				runs = append(runs, fmt.Sprintf("%d-%d", ps[i], ps[j]))
+			}
+			i = j + 1
+		}
+		out = append(out, t+" "+strings.Join(runs, ","))
+	}
+	return strings.Join(out, "; ")
 }
 
 func humanBytes(n int64) string {

@@ -79,3 +79,27 @@ func TestRenderStatusPath(t *testing.T) {
 		}
 	}
 }
+
+// A shared leg shows which partitions each gateway sends: the sending
+// gateway its own share, the receiver every sender's claim.
+func TestRenderStatusShares(t *testing.T) {
+	var b strings.Builder
+	renderStatus(&b, &mirror.Status{Gateway: "hq-a", Region: "hq", Legs: []mirror.LegStatus{
+		{Leg: "telemetry:dr/kafka", Route: "telemetry", Direction: "out", Peer: "dr-a", Connected: true,
+			ShareGroup: "meridian.share.telemetry:dr/kafka", SharedPartitions: []string{"t.a/0", "t.a/1", "t.a/2", "t.a/5", "t.b/3"}},
+		{Leg: "plant:hq/kafka", Route: "plant", Direction: "in", Connected: true, Shares: []mirror.ShareStatus{
+			{Gateway: "plant-a", Generation: 7, Partitions: []string{"p/0", "p/1", "p/2"}},
+			{Gateway: "plant-b", Generation: 7, Partitions: []string{"p/3"}, Waiting: []string{"p/2"}},
+		}},
+	}})
+	out := b.String()
+	for _, want := range []string{
+		"leg telemetry:dr/kafka: shared through consumer group meridian.share.telemetry:dr/kafka; this gateway sends 5 partitions: t.a 0-2,5; t.b 3",
+		"leg plant:hq/kafka: plant-a (group generation 7) sends 3 partitions: p 0-2",
+		"leg plant:hq/kafka: plant-b (group generation 7) sends 1 partitions: p 3; waits for p 2",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+}

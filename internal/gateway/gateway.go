@@ -216,6 +216,7 @@ func (g *Gateway) newEngine(table *routing.Table, peers map[string]peerDialer) (
 		Window:        g.opts.Window,
 		MaxBatchBytes: g.opts.MaxBatchBytes,
 		Listen:        g.sharedListen,
+		Alive:         g.gossipAlive,
 	})
 }
 
@@ -458,17 +459,26 @@ func (g *Gateway) dialers(clientTLS *tls.Config) (map[string]peerDialer, []error
 		if clientTLS == nil {
 			continue
 		}
-		d, err := quic.NewDialer(quic.DialerOptions{TLS: serverNameFor(clientTLS, p.Gateway.Name), Session: sess,
-			ListenPacket: g.opts.DialPacket})
-		if err != nil {
-			problems = append(problems, &SettingError{where, fmt.Errorf("link %s: %w", p.Link.Name, err)})
-			continue
+		// The peer, and its standby receivers (routing.Peer.Standby),
+		// each with a dialer that pins its own name.
+		for _, to := range append([]*topology.Gateway{p.Gateway}, p.Standby...) {
+			if _, done := peers[to.Name]; done {
+				continue
+			}
+			s := sess
+			s.Logger = g.log.With("peer", to.Name)
+			d, err := quic.NewDialer(quic.DialerOptions{TLS: serverNameFor(clientTLS, to.Name), Session: s,
+				ListenPacket: g.opts.DialPacket})
+			if err != nil {
+				problems = append(problems, &SettingError{where, fmt.Errorf("link %s: %w", p.Link.Name, err)})
+				break
+			}
+			addr := to.Advertise
+			if g.opts.PeerAddr != nil {
+				addr = g.opts.PeerAddr(to.Name, addr)
+			}
+			peers[to.Name] = peerDialer{d, addr}
 		}
-		addr := p.Gateway.Advertise
-		if g.opts.PeerAddr != nil {
-			addr = g.opts.PeerAddr(p.Gateway.Name, addr)
-		}
-		peers[p.Gateway.Name] = peerDialer{d, addr}
 	}
 	return peers, problems
 }

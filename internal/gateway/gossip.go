@@ -17,13 +17,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-gw/meridian/topology"
+	"github.com/meridian-gw/meridian/topology/profile"
 	"github.com/meridian-gw/meridian/topology/membership"
 	"github.com/meridian-gw/meridian/transport"
 	"github.com/meridian-gw/meridian/transport/quic"
 )
 
-// healthEvery is how often the gateway gossips its legs' health.
-const healthEvery = 2 * time.Second
+// healthEvery is how often the gateway looks at its legs' health; it
+// gossips a report when the health changed (healthChanged) or
+// healthRefresh has passed since the last one. Every report costs its
+// size times memberlist's retransmissions on every member, so on a thin
+// link a report every 2 s would cost more than the target of 1 kbit/s per
+// member.
+const (
+	healthEvery   = 2 * time.Second
+	healthRefresh = 30 * time.Second
+)
 
 // leaveTimeout bounds the first phase of a leave: the leave is gossiped
 // before the gateway drains.
@@ -40,6 +49,43 @@ type gossip struct {
 	serverTLS, clientTLS *tls.Config
 	started              atomic.Bool // set once the members exist
 	stopOnce             sync.Once
+}
+
+// thinLink is the data rate below which a region's links are thin: its
+// gateways gossip as leaves (membership.Options.Leaf).
+const thinLink = 50_000_000
+
+// thinRegion reports whether every link of region r is thin (below
+// thinLink, from its profile and rate limit): a site on satellite or
+// mobile links, whose gateways should not pass on others' gossip.
+func thinRegion(topo *topology.Topology, r *topology.Region, load func(string) (*profile.Profile, error)) bool {
+	n := 0
+	for _, l := range topo.Links {
+		if l.A != r && l.B != r {
+			continue
+		}
+		n++
+		if rate := l.DataRate(linkProfile(l, load)); rate == 0 || rate >= thinLink {
+			return false
+		}
+	}
+	return n > 0
+}
+
+// gossipAlive reports what the fleet's gossip knows of gateway name
+// (mirror.Options.Alive): alive or suspect, or dead or left; known is
+// false without gossip or before the gateway has heard of it.
+func (g *Gateway) gossipAlive(name string) (alive, known bool) {
+	gs := g.gossip
+	if gs == nil || !gs.started.Load() || gs.fleet == nil {
+		return false, false
+	}
+	for _, in := range gs.fleet.Members() {
+		if in.Name == name {
+			return in.State == membership.StateAlive || in.State == membership.StateSuspect, true
+		}
+	}
+	return false, false
 }
 
 // gossipAddr is the QUIC gossip listen address: Options.GossipAddr or the
@@ -111,6 +157,7 @@ func (g *Gateway) startGossip() error {
 			return false
 		},
 		Allow:  func(name string) bool { p := topo.Gateways[name]; return p != nil && p.Gossip != nil },
+		Leaf:   thinRegion(topo, gw.Region, g.opts.Profile),
 		Logger: g.log.With("pool", "fleet"),
 	})
 	if err != nil {
@@ -236,14 +283,19 @@ func (g *Gateway) runGossip(ctx context.Context) {
 	}
 	var last map[string]int64
 	lastAt := time.Now()
+	var published []membership.LegHealth
+	var publishedAt time.Time
 	t := time.NewTicker(healthEvery)
 	defer t.Stop()
 	for {
 		legs, raw := g.legHealth(last, time.Since(lastAt))
 		last, lastAt = raw, time.Now()
-		for _, m := range ms {
-			if err := m.PublishHealth(legs); err != nil {
-				g.log.Warn("health not gossiped", "err", err)
+		if publishedAt.IsZero() || time.Since(publishedAt) >= healthRefresh || healthChanged(published, legs) {
+			published, publishedAt = legs, time.Now()
+			for _, m := range ms {
+				if err := m.PublishHealth(legs); err != nil {
+					g.log.Warn("health not gossiped", "err", err)
+				}
 			}
 		}
 		select {
@@ -252,6 +304,36 @@ func (g *Gateway) runGossip(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// healthChanged reports whether cur differs from what was last gossiped
+// (prev) enough to gossip again: a leg added, removed, up or down or on
+// another peer, or its round trip, goodput or backlog off by more than
+// half (and more than a floor, so that noise near zero stays quiet).
+// Goodput measured over healthEvery swings by a quarter on a steady
+// stream; a report for each swing would be most of gossip's traffic.
+func healthChanged(prev, cur []membership.LegHealth) bool {
+	if len(prev) != len(cur) {
+		return true
+	}
+	moved := func(a, b, floor int64) bool {
+		d := a - b
+		if d < 0 {
+			d = -d
+		}
+		return d > floor && 2*d >= max(a, b)
+	}
+	for i := range cur {
+		p, c := &prev[i], &cur[i]
+		switch {
+		case p.Leg != c.Leg, p.Peer != c.Peer, p.Up != c.Up,
+			moved(int64(p.RTT), int64(c.RTT), int64(50*time.Millisecond)),
+			moved(p.Goodput, c.Goodput, 128_000),
+			moved(p.Backlog, c.Backlog, 1000):
+			return true
+		}
+	}
+	return false
 }
 
 // legHealth is the health of every leg from the engine's status; goodput

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/meridian-gw/meridian/internal/pki"
+	"github.com/meridian-gw/meridian/topology/membership"
 	"github.com/meridian-gw/meridian/topology/topologytest"
 )
 
@@ -231,4 +233,44 @@ links:
 func sha8(b []byte) []byte {
 	s := sha256.Sum256(b)
 	return s[:8]
+}
+
+// A health report goes out when something an operator would see changed:
+// a leg up or down, added, or on another peer, or its round trip, goodput
+// or backlog off by more than half (above a floor); not for noise.
+func TestHealthChanged(t *testing.T) {
+	base := []membership.LegHealth{{Leg: "a", Peer: "hq-a", Up: true, RTT: 600 * time.Millisecond, Goodput: 1_000_000, Backlog: 5000}}
+	with := func(f func(*membership.LegHealth)) []membership.LegHealth {
+		c := slices.Clone(base)
+		f(&c[0])
+		return c
+	}
+	for _, tc := range []struct {
+		name string
+		cur  []membership.LegHealth
+		want bool
+	}{
+		{"same", with(func(*membership.LegHealth) {}), false},
+		{"down", with(func(l *membership.LegHealth) { l.Up = false }), true},
+		{"other peer", with(func(l *membership.LegHealth) { l.Peer = "hq-b" }), true},
+		{"leg added", append(slices.Clone(base), membership.LegHealth{Leg: "b"}), true},
+		{"rtt +10%", with(func(l *membership.LegHealth) { l.RTT = 660 * time.Millisecond }), false},
+		{"rtt +40%", with(func(l *membership.LegHealth) { l.RTT = 840 * time.Millisecond }), false},
+		{"rtt doubled", with(func(l *membership.LegHealth) { l.RTT = 1200 * time.Millisecond }), true},
+		{"goodput -30%", with(func(l *membership.LegHealth) { l.Goodput = 700_000 }), false},
+		{"goodput to a third", with(func(l *membership.LegHealth) { l.Goodput = 300_000 }), true},
+		{"backlog tripled", with(func(l *membership.LegHealth) { l.Backlog = 15000 }), true},
+		{"backlog small", with(func(l *membership.LegHealth) { l.Backlog = 5900 }), false},
+	} {
+		if got := healthChanged(base, tc.cur); got != tc.want {
+			t.Errorf("%s: healthChanged = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if !healthChanged(base, nil) {
+		t.Error("all legs gone: want a report")
+	}
+	quiet := []membership.LegHealth{{Leg: "a", Up: true, Goodput: 10_000}}
+	if healthChanged(quiet, []membership.LegHealth{{Leg: "a", Up: true, Goodput: 100_000}}) {
+		t.Error("goodput 10 -> 100 kbit/s (under the 128 kbit/s floor): want no report")
+	}
 }

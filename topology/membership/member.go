@@ -89,6 +89,12 @@ type Options struct {
 	// without a known key is dropped. nil: no encryption (QUIC gossip is
 	// protected by its TLS).
 	Keys [][]byte
+	// Leaf stops this member from passing on the health reports it
+	// receives (a gateway behind a thin link: a ship on GEO satellite):
+	// the others learn them from better-connected members, and from
+	// push/pull, and the thin link carries the member's own reports and
+	// memberlist's probes only.
+	Leaf bool
 	// Logger gets one line per state change; memberlist's own log lines
 	// go to it at debug level (warnings and errors at theirs). nil
 	// discards.
@@ -446,7 +452,7 @@ func (d *delegate) NodeMeta(limit int) []byte {
 
 // NotifyMsg takes a health report; a newer one than this member had is
 // kept and gossiped on (memberlist does not forward user messages).
-func (d *delegate) NotifyMsg(b []byte) { (*Member)(d).takeHealth(b, true) }
+func (d *delegate) NotifyMsg(b []byte) { (*Member)(d).takeHealth(b, !d.opts.Leaf) }
 
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return (*Member)(d).queue.GetBroadcasts(overhead, limit)

@@ -127,7 +127,7 @@ var FrameTypes = []transport.FrameType{
 	transport.FrameHello, transport.FrameWelcome, transport.FrameResume, transport.FrameBatch,
 	transport.FrameAck, transport.FrameCredit, transport.FrameTopic, transport.FrameTopicReady,
 	transport.FramePing, transport.FramePong, transport.FrameError, transport.FrameGoaway, transport.FrameGroups, transport.FrameFenced,
-	transport.FrameDict, transport.FrameDictAck,
+	transport.FrameDict, transport.FrameDictAck, transport.FrameClaim,
 }
 
 // RandomFrame returns a random frame of type t. Lists are nil when empty
@@ -152,6 +152,12 @@ func RandomFrame(rng *rand.Rand, t transport.FrameType) transport.Frame {
 				h.Receive = append(h.Receive, str(rng))
 			}
 			h.RecvWindow, h.RecvMaxBatchBytes = i64(rng), i64(rng)
+		}
+		if rng.IntN(2) == 0 { // version 5: shared legs
+			h.VersionMax = max(h.VersionMax, transport.VersionShare)
+			for range 1 + rng.IntN(3) {
+				h.Shared = append(h.Shared, str(rng))
+			}
 		}
 		if rng.IntN(3) == 0 { // version 5: a relay feeding another gateway's legs
 			h.VersionMax = max(h.VersionMax, transport.VersionRelay)
@@ -249,6 +255,16 @@ func RandomFrame(rng *rand.Rand, t transport.FrameType) transport.Frame {
 		return d
 	case transport.FrameDictAck:
 		return &transport.DictAck{ID: rng.Uint32()}
+	case transport.FrameClaim:
+		c := &transport.Claim{Leg: str(rng), Generation: int32(rng.Uint32()), Member: str(rng)}
+		for range rng.IntN(4) {
+			ct := transport.ClaimedTopic{Topic: str(rng)}
+			for range rng.IntN(5) {
+				ct.Partitions = append(ct.Partitions, int32(rng.Uint32()))
+			}
+			c.Topics = append(c.Topics, ct)
+		}
+		return c
 	}
 	panic(fmt.Sprintf("transporttest: unknown frame type %s", t))
 }
