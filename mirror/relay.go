@@ -20,7 +20,7 @@ import (
 // from the legs' sending gateway (the origin), opens one of its own to the
 // destination with a Hello naming the origin (protocol version 5), and
 // forwards frames between the two unchanged (transport/PROTOCOL.md section
-// 5.2). It writes nothing to its own cluster: progress, Resume and Ack are
+// 5.3). It writes nothing to its own cluster: progress, Resume and Ack are
 // the destination's, end to end. The destination's side of the trust
 // check is authorizeRelayed.
 
