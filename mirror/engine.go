@@ -486,10 +486,10 @@ func (e *Engine) dial(ctx context.Context, peer *topology.Gateway, h *transport.
 // the peer (authorize). It has no side effect but metrics: a Hello may come
 // as replayable 0-RTT data.
 func (e *Engine) Accept(h *transport.Hello) (*transport.Welcome, error) {
-	if left, ok := e.penalties.refused(h.Gateway); ok {
+	if left, ok := e.penalties.refused(offender(h)); ok { // relay.go: a relayed session's origin
 		e.m.refused.WithLabelValues(h.Gateway, "penalty").Inc()
 		return nil, &transport.Error{Code: transport.ErrCodeLimit,
-			Message: fmt.Sprintf("gateway %s broke the protocol: its sessions are refused for another %s", h.Gateway, left.Round(time.Millisecond))}
+			Message: fmt.Sprintf("gateway %s broke the protocol: its sessions are refused for another %s", offender(h), left.Round(time.Millisecond))}
 	}
 	if w, ok, err := e.acceptRelay(h); ok {
 		return w, err
@@ -688,7 +688,10 @@ func (e *Engine) serveConn(ctx context.Context, conn transport.Conn) {
 		return
 	}
 	if w.Version < transport.VersionDuplex || len(w.Send) == 0 {
-		if p := e.awaiting(h.Gateway); p != nil && len(p.legs) > 0 {
+		// Not for a relay feeding another gateway's legs, nor for a Hello
+		// with no legs at all (a sender probing its direct link while its
+		// legs relay, relay_path.go).
+		if p := e.awaiting(h.Gateway); p != nil && len(p.legs) > 0 && h.Origin == "" && len(h.Legs) > 0 {
 			e.log.Warn("peer dialled without asking for the legs this gateway sends it: they wait (it speaks protocol version < 4, or its topology differs)",
 				"peer", h.Gateway, "version", w.Version, "legs", len(p.legs))
 		}
@@ -746,6 +749,10 @@ type PeerStatus struct {
 	// Receives counts the legs this gateway receives from the peer over
 	// the sessions it dials (duplex, protocol version 4).
 	Receives int `json:"receives,omitempty"`
+	// Path is how the peer's legs travel now: "direct", or "via REGION"
+	// while its link is down (docs/relays.md; Connected and RTT are then
+	// the relayed session's). Empty when the peer has no relay path.
+	Path string `json:"path,omitempty"`
 	// Standby names the standby receiver of the peer's region that the
 	// legs go to while the peer does not answer (or gossip has it dead);
 	// empty while they go to the peer.
@@ -768,6 +775,9 @@ func (e *Engine) Status() Status {
 			ps.LastError = *s
 		}
 		ps.DialledBy, ps.Receives = e.table.Gateway.Name, len(p.peer.Receive)
+		if p.path != nil {
+			ps.Path, _, _, _ = p.path.status()
+		}
 		if !p.peer.Dials {
 			ps.DialledBy = p.peer.Gateway.Name
 		}

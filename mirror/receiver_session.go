@@ -55,7 +55,7 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 	}
 	e.inMu.RUnlock()
 	violation := func(reason, msg string) {
-		e.violation(conn, log, h.Gateway, reason, errors.New(msg))
+		e.violation(conn, log, offender(h), reason, errors.New(msg))
 	}
 	foreign := func(kind, leg string) {
 		violation("foreign_leg", kind+" for leg "+strconv.Quote(leg)+", which is not one of the session's Hello")
@@ -80,7 +80,7 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 		if err != nil {
 			if errors.Is(err, transport.ErrMalformed) && ctx.Err() == nil {
 				// Garbage from the peer (the transport has told it why).
-				e.violation(conn, log, h.Gateway, "malformed", err)
+				e.violation(conn, log, offender(h), "malformed", err)
 				return
 			}
 			if ctx.Err() == nil && !errors.Is(err, transport.ErrClosed) {
@@ -101,7 +101,7 @@ func (e *Engine) serveSession(ctx context.Context, conn transport.Conn) {
 			}
 			e.m.wireBytes.WithLabelValues(f.Leg, "in").Add(float64(f.WireSize))
 			if err := l.enqueue(f, sess); err != nil {
-				e.violation(conn, log, h.Gateway, "credit", err)
+				e.violation(conn, log, offender(h), "credit", err)
 				return
 			}
 		case *transport.Topic:

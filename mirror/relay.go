@@ -20,7 +20,7 @@ import (
 // from the legs' sending gateway (the origin), opens one of its own to the
 // destination with a Hello naming the origin (protocol version 5), and
 // forwards frames between the two unchanged (transport/PROTOCOL.md section
-// 5.2). It writes nothing to its own cluster: progress, Resume and Ack are
+// 5.3). It writes nothing to its own cluster: progress, Resume and Ack are
 // the destination's, end to end. The destination's side of the trust
 // check is authorizeRelayed.
 
@@ -31,6 +31,7 @@ type relayMetrics struct {
 	sessions *prometheus.GaugeVec   // origin: relayed sessions this gateway carries
 	frames   *prometheus.CounterVec // origin, dir (down: towards the destination, up: towards the origin)
 	refused  *prometheus.CounterVec // origin, reason
+	probes   *prometheus.CounterVec // peer, outcome (answered, dropped, held)
 }
 
 func newRelayMetrics(reg prometheus.Registerer) *relayMetrics {
@@ -50,9 +51,12 @@ func newRelayMetrics(reg prometheus.Registerer) *relayMetrics {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_relay_failures_total", Help: "Relayed sessions that ended because the relay could not open or keep its session to the destination, by origin gateway and reason (dial, version, ended).",
 		}, []string{"origin", "reason"}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_relay_probes_total", Help: "Probe sessions over a down direct link while its legs relay, by peer and outcome: answered (the link answers again), dropped (it failed during the hold-down), held (healthy for the hold-down: the legs move back).",
+		}, []string{"peer", "outcome"}),
 	}
 	if reg != nil {
-		for _, c := range []**prometheus.CounterVec{&m.switches, &m.frames, &m.refused} {
+		for _, c := range []**prometheus.CounterVec{&m.switches, &m.frames, &m.refused, &m.probes} {
 			register(reg, c)
 		}
 		for _, g := range []**prometheus.GaugeVec{&m.relayed, &m.sessions} {
@@ -289,4 +293,15 @@ func (e *Engine) relaySession(ctx context.Context, up transport.Conn, paths []*r
 	down.Close(nil)
 	wg.Wait()
 	log.Info("relayed session ended", "err", first.err)
+}
+
+// offender is the gateway a session's protocol violations are held
+// against (refused for a while by Accept): the origin of a relayed
+// session, whose frames the relay forwards unchanged, else the peer. A
+// relay is not refused for what it carried for another gateway.
+func offender(h *transport.Hello) string {
+	if h.Origin != "" {
+		return h.Origin
+	}
+	return h.Gateway
 }

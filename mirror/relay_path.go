@@ -2,10 +2,14 @@ package mirror
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/meridian-gw/meridian/routing"
+	"github.com/meridian-gw/meridian/topology"
+	"github.com/meridian-gw/meridian/topology/profile"
 	"github.com/meridian-gw/meridian/transport"
 )
 
@@ -24,13 +28,14 @@ import (
 // switch and stops it (stop waits for the probe) before it returns.
 type pathSwitch struct {
 	p     *outPeer
-	relay *routing.Path
+	paths []*routing.Path // the peer's relay paths, the cheapest first
 
 	mu     sync.Mutex
-	via    bool      // the legs go over relay
-	downAt time.Time // when the direct link was last declared down
-	since  time.Time // when the current path was chosen (zero: never switched)
-	back   func()    // ends the relayed session being served; nil when none
+	relay  *routing.Path // the relay path in use (or next to be), one of paths
+	via    bool          // the legs go over relay
+	downAt time.Time     // when the direct link was last declared down
+	since  time.Time     // when the current path was chosen (zero: never switched)
+	back   func()        // ends the relayed session being served; nil when none
 	// reroute is how long after downAt the destination's first Resume
 	// came over the relay, from when the legs flow again (0: none yet
 	// since the link was last declared down).
@@ -44,11 +49,15 @@ func newPathSwitch(p *outPeer) *pathSwitch {
 	if p.peer.Relay == nil || !p.peer.Dials {
 		return nil
 	}
-	ps := &pathSwitch{p: p, relay: p.peer.Relay}
+	ps := &pathSwitch{p: p, paths: p.peer.RelayPaths, relay: p.peer.Relay}
+	if len(ps.paths) == 0 {
+		ps.paths = []*routing.Path{p.peer.Relay}
+	}
 	for _, l := range p.legs {
 		p.e.m.relay.relayed.WithLabelValues(l.leg.ID).Set(0)
-		for _, to := range []string{"direct", ps.relay.String()} {
-			p.e.m.relay.switches.WithLabelValues(l.leg.ID, to)
+		p.e.m.relay.switches.WithLabelValues(l.leg.ID, "direct")
+		for _, rp := range ps.paths {
+			p.e.m.relay.switches.WithLabelValues(l.leg.ID, rp.String())
 		}
 	}
 	return ps
@@ -69,7 +78,7 @@ func (s *pathSwitch) relayed(ctx context.Context, silent bool) bool {
 	if !silent {
 		return false
 	}
-	s.downAt, s.reroute = time.Now(), 0
+	s.downAt, s.reroute, s.relay = time.Now(), 0, s.paths[0]
 	s.switchLocked(true, "direct link declared down: no answer from "+s.p.peer.Gateway.Name)
 	pctx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
@@ -123,16 +132,18 @@ func (s *pathSwitch) holdDown() time.Duration {
 }
 
 // probe keeps a session without legs open over the direct link, redialling
-// every second while the link is down, until one has stayed up for the
-// hold-down; then it ends the relayed session, which sends the legs back.
+// (hedged) while the link is down, until one has stayed up for the
+// hold-down (hold); then it ends the relayed session, which sends the legs
+// back.
 func (s *pathSwitch) probe(ctx context.Context) {
 	p := s.p
 	gw := p.e.table.Gateway
 	hello := &transport.Hello{VersionMin: transport.VersionMin, VersionMax: transport.VersionMax, Gateway: gw.Name, Region: gw.Region.Name}
 	for ctx.Err() == nil {
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		conn, err := p.dialPeer(dctx, p.peer.Gateway, hello)
-		cancel()
+		// Hedged like a redial over a silent path (outPeer.dial): an
+		// attempt starts every hedgeEvery, so the probe answers within
+		// about a round trip of the link coming back.
+		conn, err := p.dial(ctx, func() *transport.Hello { return hello }, true)
 		if err != nil {
 			p.log.Debug("direct link probe failed", "err", err)
 			select {
@@ -143,19 +154,18 @@ func (s *pathSwitch) probe(ctx context.Context) {
 			continue
 		}
 		p.log.Info("direct link answers again; waiting for its hold-down before moving the legs back", "hold_down", s.holdDown())
-		t := time.NewTimer(s.holdDown())
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		probes := p.e.m.relay.probes
+		probes.WithLabelValues(p.peer.Gateway.Name, "answered").Inc()
+		if err := s.hold(ctx, conn); err != nil {
 			conn.Close(nil)
-			return
-		case <-conn.Done():
-			t.Stop()
-			p.log.Info("direct link probe session ended before its hold-down", "err", conn.Err())
-			conn.Close(nil)
+			if ctx.Err() != nil {
+				return
+			}
+			probes.WithLabelValues(p.peer.Gateway.Name, "dropped").Inc()
+			p.log.Info("direct link probe failed before its hold-down", "err", err)
 			continue
-		case <-t.C:
 		}
+		probes.WithLabelValues(p.peer.Gateway.Name, "held").Inc()
 		conn.Close(nil)
 		s.mu.Lock()
 		s.switchLocked(false, "direct link healthy for its hold-down ("+s.holdDown().String()+")")
@@ -169,6 +179,52 @@ func (s *pathSwitch) probe(ctx context.Context) {
 		}
 		s.mu.Unlock()
 		return
+	}
+}
+
+// hold returns nil once the probe session conn has stayed alive for the
+// hold-down: it pings the peer every second and wants a frame back (a
+// Pong, a Ping) within staleAfter throughout, so that a link that dies
+// during the hold-down is caught before the session's idle timeout would
+// end it; and once the hold-down has passed it pings again and wants a
+// frame that arrived after that, so the link is known alive at its end.
+func (s *pathSwitch) hold(ctx context.Context, conn transport.Conn) error {
+	const tick, every = 100 * time.Millisecond, time.Second
+	deadline := time.Now().Add(s.holdDown())
+	last, heard, pinged := conn.Stats().FramesRecvd, time.Now(), time.Time{}
+	var atDeadline int64 = -1 // FramesRecvd when the hold-down passed
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var nonce uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-conn.Done():
+			return fmt.Errorf("probe session ended: %w", conn.Err())
+		case now := <-t.C:
+			st := conn.Stats()
+			if st.FramesRecvd != last {
+				last, heard = st.FramesRecvd, now
+			}
+			if stale := max(3*time.Second, 4*st.RTT); now.Sub(heard) > stale {
+				return fmt.Errorf("nothing heard from the peer for %v", now.Sub(heard).Round(time.Millisecond))
+			}
+			if atDeadline >= 0 && last > atDeadline {
+				return nil // alive all along, and answered after the hold-down
+			}
+			ping := now.Sub(pinged) >= every
+			if atDeadline < 0 && !now.Before(deadline) {
+				atDeadline, ping = last, true
+			}
+			if ping {
+				nonce++
+				pinged = now
+				if err := conn.Send(ctx, &transport.Ping{Nonce: nonce, SentAt: now.UnixNano()}); err != nil {
+					return fmt.Errorf("probe ping: %w", err)
+				}
+			}
+		}
 	}
 }
 
@@ -202,6 +258,30 @@ func (s *pathSwitch) status() (path string, since time.Time, switches int64, rer
 	return path, s.since, s.switches, s.reroute
 }
 
+// relayFailed moves to the next relay path (round robin, the cheapest
+// first) after a dial or session over the current one failed: the
+// cheapest healthy path wins, as the sender sees its paths.
+func (s *pathSwitch) relayFailed(err error) {
+	if s == nil || err == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.via || len(s.paths) < 2 {
+		return
+	}
+	i := slices.Index(s.paths, s.relay)
+	s.relay = s.paths[(i+1)%len(s.paths)]
+	s.switchLocked(true, "relay path failed: "+err.Error())
+}
+
+// current is the relay path to dial.
+func (s *pathSwitch) current() *routing.Path {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.relay
+}
+
 // resumed notes the first Resume over the relay since the direct link was
 // declared down: the reroute is complete.
 func (s *pathSwitch) resumed() {
@@ -218,7 +298,8 @@ func (s *pathSwitch) resumed() {
 // the destination's first Resume arrives.
 type relayConn struct {
 	transport.Conn
-	s *pathSwitch
+	s    *pathSwitch
+	path *routing.Path // the relay path it was opened on
 }
 
 func (c relayConn) Recv(ctx context.Context) (transport.Frame, error) {
@@ -240,13 +321,21 @@ func (p *outPeer) relayHello(legs []string) *transport.Hello {
 
 // dialRelay opens a session to the relay path's first hop.
 func (p *outPeer) dialRelay(ctx context.Context, legs []string) (transport.Conn, error) {
-	dctx, cancel := context.WithTimeout(ctx, dialLimit)
+	path := p.path.current()
+	limit := dialLimit
+	if len(p.path.paths) > 1 {
+		// Another path waits: give this one a few round trips of its
+		// first link, not the whole dial limit, so that a dead cheapest
+		// relay costs seconds (a handshake takes two round trips).
+		limit = max(3*time.Second, 6*p.linkRTT(path.Links[0]))
+	}
+	dctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	conn, err := p.dialPeer(dctx, p.path.relay.Hops[0], p.relayHello(legs))
+	conn, err := p.dialPeer(dctx, path.Hops[0], p.relayHello(legs))
 	if err != nil {
 		return nil, err
 	}
-	return relayConn{conn, p.path}, nil
+	return relayConn{conn, p.path, path}, nil
 }
 
 // pathStatus fills an outbound leg's path fields.
@@ -269,4 +358,36 @@ func (s *inSession) path(tbl *routing.Table) string {
 		return "via " + g.Region.Name
 	}
 	return "via " + h.Region
+}
+
+// rateLimit is the rate cap (bit/s, 0 none) of a session's link: the
+// peer's link, or on the relay path the lowest cap set on its links.
+func (p *outPeer) rateLimit(conn transport.Conn) int64 {
+	if rc, ok := conn.(relayConn); ok {
+		var rate int64
+		for _, l := range rc.path.Links {
+			if l.RateLimit > 0 && (rate == 0 || l.RateLimit < rate) {
+				rate = l.RateLimit
+			}
+		}
+		return rate
+	}
+	if p.peer.Link != nil {
+		return p.peer.Link.RateLimit
+	}
+	return 0
+}
+
+// linkRTT is the round trip of link l's profile, plus jitter (0 when it is
+// unknown).
+func (p *outPeer) linkRTT(l *topology.Link) time.Duration {
+	load := p.e.opts.Profile
+	if load == nil {
+		load = profile.Load
+	}
+	prof, err := load(l.Profile)
+	if err != nil || prof == nil {
+		return 0
+	}
+	return prof.RTT() + prof.Up.Jitter + prof.Down.Jitter
 }

@@ -136,6 +136,9 @@ func (p *outPeer) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			if relayed {
+				p.path.relayFailed(err) // the next relay path, if any
+			}
 			p.failed(err)
 			bo := refused
 			if noAnswer(err) {
@@ -145,7 +148,7 @@ func (p *outPeer) run(ctx context.Context) {
 			if attempt == 1 || attempt%10 == 0 {
 				lvl = slog.LevelWarn
 			}
-			p.log.Log(ctx, lvl, "dial peer gateway", "addr", p.peer.Gateway.Advertise, "attempt", attempt, "err", err, "retry_in", bo.peek())
+			p.log.Log(ctx, lvl, "dial peer gateway", "addr", p.peer.Gateway.Advertise, "relayed", relayed, "attempt", attempt, "err", err, "retry_in", bo.peek())
 			if !bo.sleep(ctx) {
 				return
 			}
@@ -191,12 +194,16 @@ func (p *outPeer) run(ctx context.Context) {
 			pathDown = false // the legs go back to the direct link (or preferred receiver) at once
 			continue
 		}
+		if relayed {
+			p.path.relayFailed(err)
+		}
 		p.failed(err)
 		lastFailed = !relayed && err != nil
 		bo := refused
-		if pathDown = noAnswer(err) && !relayed; pathDown {
+		if noAnswer(err) {
 			bo = silent
 		}
+		pathDown = noAnswer(err) && !relayed // a silent relay path does not declare the direct link down
 		p.log.Warn("link session ended; redialling", "err", err, "retry_in", bo.peek())
 		if !bo.sleep(ctx) {
 			return
@@ -479,11 +486,7 @@ func (p *outPeer) session(ctx context.Context, conn transport.Conn) error {
 	for _, l := range legs {
 		top = max(top, l.leg.Route.Priority)
 	}
-	var rate int64
-	if p.peer.Link != nil {
-		rate = p.peer.Link.RateLimit
-	}
-	cr := newCredit(w.Window, top, rate)
+	cr := newCredit(w.Window, top, p.rateLimit(conn))
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	runners := map[string]*legRunner{}

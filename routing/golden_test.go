@@ -76,8 +76,12 @@ func renderTable(b *strings.Builder, tab *Table) {
 		for _, l := range p.Receive {
 			fmt.Fprintf(b, "    receives %s\n", l.ID)
 		}
-		if p.Relay != nil {
-			fmt.Fprintf(b, "    relay when down: %s\n", p.Relay.Describe())
+		for i, rp := range p.RelayPaths {
+			what := "relay when down"
+			if i > 0 {
+				what = "or, if that fails"
+			}
+			fmt.Fprintf(b, "    %s: %s\n", what, rp.Describe())
 		}
 		for _, g := range p.Standby {
 			fmt.Fprintf(b, "    standby receiver %s\n", g.Name)

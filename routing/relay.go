@@ -1,6 +1,8 @@
 package routing
 
 import (
+	"cmp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -81,10 +83,11 @@ func relayPath(topo *topology.Topology, src, dst, via *topology.Region, g *topol
 		Hops: []*topology.Gateway{relay, last}, Cost: l1.Cost + l2.Cost}
 }
 
-// bestRelay is the cheapest relay path from gateway g of src to dst (ties
-// go to the relay region whose first link comes first in the file), or nil.
-func bestRelay(topo *topology.Topology, src, dst *topology.Region, g *topology.Gateway) *Path {
-	var best *Path
+// relayPathsFrom are the relay paths from gateway g of src to dst, the
+// cheapest first (ties go to the relay region whose first link comes
+// first in the file); nil when there is none.
+func relayPathsFrom(topo *topology.Topology, src, dst *topology.Region, g *topology.Gateway) []*Path {
+	var paths []*Path
 	seen := map[*topology.Region]bool{}
 	for _, l := range topo.Links {
 		for _, via := range []*topology.Region{l.A, l.B} {
@@ -92,12 +95,13 @@ func bestRelay(topo *topology.Topology, src, dst *topology.Region, g *topology.G
 				continue
 			}
 			seen[via] = true
-			if p := relayPath(topo, src, dst, via, g); p != nil && (best == nil || p.Cost < best.Cost) {
-				best = p
+			if p := relayPath(topo, src, dst, via, g); p != nil {
+				paths = append(paths, p)
 			}
 		}
 	}
-	return best
+	slices.SortStableFunc(paths, func(a, b *Path) int { return cmp.Compare(a.Cost, b.Cost) })
+	return paths
 }
 
 // RelayFor is how this gateway relays leg id for origin, the gateway of
@@ -149,8 +153,8 @@ func relayPeers(topo *topology.Topology, gw *topology.Gateway, out []*Peer, legs
 		}
 	}
 	for _, p := range out {
-		if p.Relay != nil {
-			add(p.Relay.Hops[0], p.Relay.Links[0])
+		for _, rp := range p.RelayPaths {
+			add(rp.Hops[0], rp.Links[0])
 		}
 	}
 	for _, rt := range topo.Routes {

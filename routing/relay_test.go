@@ -43,18 +43,18 @@ func TestRelayPaths(t *testing.T) {
 		name  string
 		links []string
 		gw    string
-		want  string // the relay path of gw's peer hq-a, or "none"
+		want  string // the relay paths of gw's peer hq-a, cheapest first, or "none"
 	}{
 		{"via dr", []string{direct, "{between: [ship, dr], profile: mobile-lte, dial: ship}", "{between: [dr, hq], profile: wan, dial: dr}"},
 			"ship-a", "ship -[ship--dr]-> dr-a -[dr--hq]-> hq-a (cost 30)"},
 		{"cheapest of two", []string{direct,
 			"{between: [ship, dr], profile: mobile-lte, dial: ship}", "{between: [dr, hq], profile: wan, dial: dr, cost: 50}",
 			"{between: [ship, eu], profile: leo-satellite, dial: ship}", "{between: [eu, hq], profile: wan, dial: eu}"},
-			"ship-a", "ship -[ship--eu]-> eu-a -[eu--hq]-> hq-a (cost 40)"},
+			"ship-a", "ship -[ship--eu]-> eu-a -[eu--hq]-> hq-a (cost 40) | ship -[ship--dr]-> dr-a -[dr--hq]-> hq-a (cost 70)"},
 		{"tie goes to the first in the file", []string{direct,
 			"{between: [ship, eu], profile: wan, dial: ship}", "{between: [eu, hq], profile: wan, dial: eu}",
 			"{between: [ship, dr], profile: wan, dial: ship}", "{between: [dr, hq], profile: wan, dial: dr}"},
-			"ship-a", "ship -[ship--eu]-> eu-a -[eu--hq]-> hq-a (cost 20)"},
+			"ship-a", "ship -[ship--eu]-> eu-a -[eu--hq]-> hq-a (cost 20) | ship -[ship--dr]-> dr-a -[dr--hq]-> hq-a (cost 20)"},
 		{"pinned relay end", []string{direct, "{between: [ship, dr/dr-b], profile: wan, dial: ship}", "{between: [dr, hq], profile: wan, dial: dr}"},
 			"ship-a", "ship -[ship--dr.dr-b]-> dr-b -[dr--hq]-> hq-a (cost 20)"},
 		{"relay link dialled by the relay: the site cannot reach it", []string{direct,
@@ -79,8 +79,16 @@ func TestRelayPaths(t *testing.T) {
 			}
 			got := "none"
 			for _, p := range tab.Out {
-				if p.Gateway.Name == "hq-a" && p.Relay != nil {
-					got = p.Relay.Describe()
+				if p.Gateway.Name != "hq-a" || len(p.RelayPaths) == 0 {
+					continue
+				}
+				var ds []string
+				for _, rp := range p.RelayPaths {
+					ds = append(ds, rp.Describe())
+				}
+				got = strings.Join(ds, " | ")
+				if p.Relay != p.RelayPaths[0] {
+					t.Errorf("Relay is not the cheapest of RelayPaths")
 				}
 			}
 			if got != tc.want {

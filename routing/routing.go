@@ -88,9 +88,10 @@
 // # Relay paths
 //
 // Each peer this gateway dials has, besides its direct path (Peer.Direct),
-// at most one relay path (Peer.Relay, relay.go): the cheapest path to the
-// peer's region through one other region R, a path costing the sum of its
-// links' costs (links[].cost, else the profile's default). A hop must be
+// its relay paths (Peer.RelayPaths, relay.go), the cheapest first
+// (Peer.Relay): paths to the peer's region through one other region R, a
+// path costing the sum of its links' costs (links[].cost, else the
+// profile's default). A hop must be
 // one its upstream side can open: the link from the source to R is
 // carried by this gateway (pins as above) and dialled from the source;
 // the link from R to the destination is carried by the relay (the first
@@ -296,7 +297,10 @@ type Peer struct {
 	// Relay is the cheapest path around Link when it is down, through
 	// another region (relay.go); nil when there is none, or when this
 	// gateway does not dial the peer (its legs then wait for the peer).
-	Relay *Path
+	// RelayPaths are all such paths, Relay first, the cheapest first: the
+	// sender tries the next when one fails.
+	Relay      *Path
+	RelayPaths []*Path
 	// Standby are the other gateways of Gateway's region that receive
 	// the peer's legs over Link, in file order: when Gateway does not
 	// answer (or gossip has it dead), the legs go to the first of them
@@ -419,9 +423,11 @@ func Compile(topo *topology.Topology, gateway string) (*Table, error) {
 				}
 				if len(p.Legs) == 0 && src != dst && p.Dials {
 					// The first leg sent to the peer (which may exist
-					// already to receive legs from it): its relay path
+					// already to receive legs from it): its relay paths
 					// and standby receivers.
-					p.Relay = bestRelay(topo, src, dst, gw)
+					if p.RelayPaths = relayPathsFrom(topo, src, dst, gw); len(p.RelayPaths) > 0 {
+						p.Relay = p.RelayPaths[0]
+					}
 					if send.Pin(dst) == nil {
 						for _, g := range dst.Gateways {
 							if g != hop && carrier(links, dst, g) == send {

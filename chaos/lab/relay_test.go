@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/chaos/lab"
+	"github.com/meridian-gw/meridian/config"
 	"github.com/meridian-gw/meridian/mirror"
 )
 
@@ -27,31 +29,8 @@ func TestFleetRelay(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a four-region fleet for about 45 s")
 	}
-	f, _, err := lab.LoadFleetFile("../../examples/relay-fleet.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range f.Links {
-		f.Links[i].Profile = "wan"
-		if f.Links[i].Name == "ship--hq" {
-			f.Links[i].HoldDown = 3 * time.Second
-		}
-	}
-	var routes = f.Routes[:0]
-	for _, r := range f.Routes {
-		if r.Name != "backup" { // dr's cluster must stay empty of ship records
-			routes = append(routes, r)
-		}
-	}
-	f.Routes = routes
-	fl, err := lab.NewFleet(f, lab.FleetOptions{Logger: testLogger(), Partitions: 3, TopicsPerRoute: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fl.Close()
-	if err := fl.StartAll(); err != nil {
-		t.Fatal(err)
-	}
+	base := runtime.NumGoroutine()
+	fl := relayFleet(t)
 	ctx := t.Context()
 	pctx, stopProducing := context.WithCancel(ctx)
 	produced := make(chan error, 1)
@@ -146,6 +125,177 @@ func TestFleetRelay(t *testing.T) {
 	for _, name := range ts.Names() {
 		if strings.Contains(name, "telemetry") {
 			t.Errorf("dr's cluster has topic %s: the relay wrote the leg", name)
+		}
+	}
+	// Every goroutine of the switch, the probe and the relay ends with
+	// its gateway.
+	cl.Close()
+	stopProducing()
+	if err := fl.Close(); err != nil {
+		t.Errorf("close fleet: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > base+5 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > base+5 {
+		buf := make([]byte, 1<<20)
+		t.Errorf("goroutines leaked: %d before, %d after\n%s", base, n, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// relayFleet runs examples/relay-fleet.yaml with every link on wan, a 3 s
+// hold-down on ship--hq, and without the backup route (so that dr's
+// cluster gets nothing of the ship's). edit, if not nil, changes the file
+// first.
+func relayFleet(t *testing.T, edit ...func(*config.File)) *lab.Fleet {
+	t.Helper()
+	f, _, err := lab.LoadFleetFile("../../examples/relay-fleet.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range edit {
+		e(f)
+	}
+	for i := range f.Links {
+		f.Links[i].Profile = "wan"
+		if f.Links[i].Name == "ship--hq" {
+			f.Links[i].HoldDown = 3 * time.Second
+		}
+	}
+	var routes = f.Routes[:0]
+	for _, r := range f.Routes {
+		if r.Name != "backup" {
+			routes = append(routes, r)
+		}
+	}
+	f.Routes = routes
+	fl, err := lab.NewFleet(f, lab.FleetOptions{Logger: testLogger(), Partitions: 3, TopicsPerRoute: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fl.Close() })
+	if err := fl.StartAll(); err != nil {
+		t.Fatal(err)
+	}
+	return fl
+}
+
+// TestFleetRelayFlap: a direct link that comes back for a moment and dies
+// again within the hold-down does not get the leg back; only once it has
+// stayed up for the hold-down does the leg move, once, and every record
+// still reads back exact.
+func TestFleetRelayFlap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a four-region fleet for about 40 s")
+	}
+	fl := relayFleet(t)
+	ctx := t.Context()
+	pctx, stopProducing := context.WithCancel(ctx)
+	produced := make(chan error, 1)
+	go func() { produced <- fl.Produce(pctx, 200) }()
+	defer func() {
+		stopProducing()
+		<-produced
+	}()
+	const leg = "telemetry:hq/kafka"
+	outLeg := func() mirror.LegStatus { return legStatus(t, fl, "ship-a", leg, "out") }
+	waitFor(t, 30*time.Second, "the ship's leg to run direct", func() bool { return outLeg().Connected && outLeg().Path == "direct" })
+	t0 := time.Now()
+	if err := fl.Blackout("ship--hq", 9*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 9*time.Second, "the leg to relay via dr", func() bool { return outLeg().Path == "via dr" })
+	// Up for 2 s (less than the 3 s hold-down), then down again for 8 s.
+	time.Sleep(time.Until(t0.Add(11 * time.Second)))
+	if err := fl.Blackout("ship--hq", 8*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	secondEnd := t0.Add(19 * time.Second)
+	waitFor(t, 30*time.Second, "the leg to move back", func() bool { return outLeg().Path == "direct" && outLeg().Connected })
+	back := time.Since(t0)
+	t.Logf("back on the direct link %.1fs after the first blackout began (second blackout ended at 19s)", back.Seconds())
+	if time.Now().Before(secondEnd.Add(3 * time.Second)) {
+		t.Errorf("moved back %.1fs after the first blackout began: during the flap, before the link had been up for its hold-down", back.Seconds())
+	}
+	if n := outLeg().PathSwitches; n != 2 {
+		t.Errorf("the leg switched path %d times, want 2 (away once, back once)", n)
+	}
+	// The probe saw the link answer during the flap and drop again.
+	m := scrape(t, fl.AdminAddrs()["ship-a"])
+	for _, want := range []string{`meridian_relay_probes_total{outcome="dropped",peer="hq-a"} 1`, `meridian_relay_probes_total{outcome="held",peer="hq-a"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("ship-a's metrics lack %s", want)
+		}
+	}
+	time.Sleep(2 * time.Second)
+	stopProducing()
+	if err := <-produced; err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	produced <- nil
+	for _, r := range fl.WaitVerified(ctx, 60*time.Second) {
+		t.Logf("%s -> %s: %s %s", r.Route, r.To, r.Report.String(), r.Err)
+		if !r.Exact() || r.Mirrored == 0 {
+			t.Errorf("%s -> %s: lost %d, duplicated %d, reordered %d, unexpected %d of %d (%s) %v",
+				r.Route, r.To, r.Lost, r.Duplicated, r.Reordered, r.Unexpected, r.Produced, r.Err, r.Samples)
+		}
+	}
+}
+
+// TestFleetRelayNextPath: with a second relay region (eu, dearer than
+// dr), cutting both ship--hq and ship--dr sends the leg through eu: the
+// sender tries the next relay path when the cheapest fails, and every
+// record still reads back exact.
+func TestFleetRelayNextPath(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a five-region fleet for about 40 s")
+	}
+	fl := relayFleet(t, func(f *config.File) {
+		f.Regions = append(f.Regions, config.Region{Name: "eu",
+			Clusters: []config.Cluster{{Name: "kafka", Kind: "kafka", Bootstrap: []string{"127.0.0.1:9092"}}},
+			Gateways: []config.Gateway{{Name: "eu-a", Listen: "127.0.0.1:1"}}})
+		f.Links = append(f.Links,
+			config.Link{Name: "ship--eu", Between: []string{"ship", "eu"}, Transport: "quic", Profile: "wan", Compression: "zstd", Dial: "ship", Cost: 40},
+			config.Link{Name: "eu--hq", Between: []string{"eu", "hq"}, Transport: "quic", Profile: "wan", Compression: "zstd", Dial: "eu", Cost: 40})
+	})
+	ctx := t.Context()
+	pctx, stopProducing := context.WithCancel(ctx)
+	produced := make(chan error, 1)
+	go func() { produced <- fl.Produce(pctx, 200) }()
+	defer func() {
+		stopProducing()
+		<-produced
+	}()
+	const leg = "telemetry:hq/kafka"
+	outLeg := func() mirror.LegStatus { return legStatus(t, fl, "ship-a", leg, "out") }
+	waitFor(t, 30*time.Second, "the ship's leg to run direct", func() bool { return outLeg().Connected && outLeg().Path == "direct" })
+	for _, l := range []string{"ship--hq", "ship--dr"} {
+		if err := fl.Blackout(l, 40*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Now()
+	waitFor(t, 40*time.Second, "the leg to relay via eu", func() bool {
+		st := outLeg()
+		return st.Path == "via eu" && st.Connected && st.RerouteSeconds > 0
+	})
+	st := outLeg()
+	t.Logf("relayed via eu %.1fs after both links went dark (declared down to first Resume: %.1fs)", time.Since(t0).Seconds(), st.RerouteSeconds)
+	if st.RerouteSeconds > 10 {
+		t.Errorf("rerouted %.1fs after the direct link was declared down, want within 10s even when the cheapest relay is down too", st.RerouteSeconds)
+	}
+	time.Sleep(3 * time.Second) // records cross eu
+	stopProducing()
+	if err := <-produced; err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	produced <- nil
+	for _, r := range fl.WaitVerified(ctx, 60*time.Second) {
+		t.Logf("%s -> %s: %s %s", r.Route, r.To, r.Report.String(), r.Err)
+		if !r.Exact() || r.Mirrored == 0 {
+			t.Errorf("%s -> %s: lost %d, duplicated %d, reordered %d, unexpected %d of %d (%s) %v",
+				r.Route, r.To, r.Lost, r.Duplicated, r.Reordered, r.Unexpected, r.Produced, r.Err, r.Samples)
 		}
 	}
 }

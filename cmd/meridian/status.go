@@ -87,6 +87,9 @@ func renderStatus(w io.Writer, st *mirror.Status) {
 			if p.DialledBy != "" {
 				link += ", dialled by " + p.DialledBy
 			}
+			if p.Path != "" && p.Path != "direct" {
+				link += ", down: legs " + p.Path // relays.md
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%.1fms\t%d\t%s\n", p.Gateway, p.Address, link, p.Profile, p.Connected, p.RTTMillis, p.Failures, p.LastError)
 		}
 		tw.Flush()
@@ -124,6 +127,15 @@ func renderStatus(w io.Writer, st *mirror.Status) {
 				sep, l.Leg, strings.Join(strings.Fields(l.Filter), " "), l.FilteredRecords, humanBytes(l.FilteredBytes), l.FilterErrors)
 			if l.LastFilterError != "" {
 				fmt.Fprintf(w, ", latest: %s", l.LastFilterError)
+			}
+			fmt.Fprintln(w)
+			sep = ""
+		}
+		if l.PathSwitches > 0 && l.Direction == "out" {
+			// Relays around a down direct link (docs/relays.md).
+			fmt.Fprintf(w, "%sleg %s: %s since %s, %d path switches", sep, l.Leg, l.Path, l.PathSince, l.PathSwitches)
+			if l.RerouteSeconds > 0 {
+				fmt.Fprintf(w, ", last reroute %.1fs after its direct link was declared down", l.RerouteSeconds)
 			}
 			fmt.Fprintln(w)
 			sep = ""

@@ -60,6 +60,26 @@ func TestRenderStatusLoops(t *testing.T) {
 	}
 }
 
+// Each leg shows its path: direct, or via the relay region while its
+// direct link is down, with a line for a leg that has switched.
+func TestRenderStatusPath(t *testing.T) {
+	var b strings.Builder
+	renderStatus(&b, &mirror.Status{Gateway: "ship-a", Region: "ship", Peers: []mirror.PeerStatus{
+		{Gateway: "hq-a", Link: "ship--hq", Profile: "geo-satellite", Connected: true, DialledBy: "ship-a", Path: "via dr"},
+	}, Legs: []mirror.LegStatus{
+		{Leg: "telemetry:hq/kafka", Route: "telemetry", Direction: "out", Peer: "hq-a", Path: "via dr", Connected: true,
+			PathSwitches: 1, PathSince: "2026-12-04T21:27:19Z", RerouteSeconds: 0.33},
+		{Leg: "cfg:ship/kafka", Route: "cfg", Direction: "in", Peer: "hq-a", Path: "direct", Connected: true},
+	}})
+	out := b.String()
+	for _, want := range []string{"PATH", " via dr ", " direct ", "ship--hq, dialled by ship-a, down: legs via dr",
+		"leg telemetry:hq/kafka: via dr since 2026-12-04T21:27:19Z, 1 path switches, last reroute 0.3s after its direct link was declared down"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 // A shared leg shows which partitions each gateway sends: the sending
 // gateway its own share, the receiver every sender's claim.
 func TestRenderStatusShares(t *testing.T) {

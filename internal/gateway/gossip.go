@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-gw/meridian/topology"
-	"github.com/meridian-gw/meridian/topology/profile"
 	"github.com/meridian-gw/meridian/topology/membership"
+	"github.com/meridian-gw/meridian/topology/profile"
 	"github.com/meridian-gw/meridian/transport"
 	"github.com/meridian-gw/meridian/transport/quic"
 )

@@ -581,9 +581,13 @@ func legPrint(l *routing.Leg, p *routing.Peer) string {
 			recv[i] = r.ID
 		}
 		v["peer"] = []any{p.Gateway.Name, p.Gateway.Advertise, p.Dials, recv, lp(p.Link)}
-		if p.Relay != nil {
+		if len(p.RelayPaths) > 0 {
 			// A changed relay path or hold-down restarts the peer's sender.
-			v["relay"] = []any{p.Relay.Describe(), p.Link.HoldDown.String()}
+			var paths []string
+			for _, rp := range p.RelayPaths {
+				paths = append(paths, rp.Describe())
+			}
+			v["relay"] = []any{paths, p.Link.HoldDown.String()}
 		}
 	}
 	b, err := json.Marshal(v)
