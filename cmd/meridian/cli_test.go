@@ -126,8 +126,8 @@ func TestValidateFleetNeedsEnv(t *testing.T) {
 			env = append(env, kv)
 		}
 	}
-	at := []string{":66:21: regions[2].clusters[0].sasl.password: environment variable MERIDIAN_HQ_KAFKA_PASSWORD is not set",
-		":88:21: regions[3].clusters[0].sasl.password: environment variable MERIDIAN_DR_KAFKA_PASSWORD is not set"}
+	at := []string{":68:21: regions[2].clusters[0].sasl.password: environment variable MERIDIAN_HQ_KAFKA_PASSWORD is not set",
+		":102:21: regions[3].clusters[0].sasl.password: environment variable MERIDIAN_DR_KAFKA_PASSWORD is not set"}
 	r := meridianEnv(t, "", env, "validate", "-f", path)
 	wantWarn := "warning: " + path + at[0] + ": meridian run refuses the file without it (validate --require-env makes this an error)\n" +
 		"warning: " + path + at[1] + ": meridian run refuses the file without it (validate --require-env makes this an error)\n"
@@ -143,7 +143,7 @@ func TestValidateFleetNeedsEnv(t *testing.T) {
 			Path string `json:"path"`
 		} `json:"warnings"`
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || !out.OK || len(out.Warnings) != 2 || out.Warnings[0].Line != 66 || out.Warnings[1].Path != "regions[3].clusters[0].sasl.password" {
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || !out.OK || len(out.Warnings) != 2 || out.Warnings[0].Line != 68 || out.Warnings[1].Path != "regions[3].clusters[0].sasl.password" {
 		t.Errorf("meridian validate -o json without the passwords: %v, %+v\n%v", err, out, r)
 	}
 	r = meridianEnv(t, "", env, "validate", "-f", path, "--require-env")
