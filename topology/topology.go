@@ -38,7 +38,8 @@ type Region struct {
 	Gateways []*Gateway
 }
 
-// Cluster is a Kafka cluster in a region.
+// Cluster is a Kafka cluster (Kind "kafka") or an AMQP 1.0 broker (Kind
+// "amqp", AMQP set) in a region.
 type Cluster struct {
 	Region    *Region
 	Name      string
@@ -46,6 +47,8 @@ type Cluster struct {
 	Bootstrap []string
 	TLS       *config.TLS
 	SASL      *config.SASL
+	// AMQP is the broker of an amqp cluster, nil for kafka.
+	AMQP *config.AMQPCluster
 	// Path is where the file defines the cluster, for config.File.ErrorAt:
 	// "regions[0].clusters[1]"; "" for clusters built in code.
 	Path string
@@ -208,7 +211,7 @@ func New(f *config.File) (*Topology, error) {
 		reg := &Region{Name: r.Name}
 		t.Regions[r.Name] = reg
 		for k, c := range r.Clusters {
-			cl := &Cluster{Region: reg, Name: c.Name, Kind: c.Kind, Bootstrap: c.Bootstrap, TLS: c.TLS, SASL: c.SASL,
+			cl := &Cluster{Region: reg, Name: c.Name, Kind: c.Kind, Bootstrap: c.Bootstrap, TLS: c.TLS, SASL: c.SASL, AMQP: c.AMQP,
 				Path: fmt.Sprintf("regions[%d].clusters[%d]", i, k)}
 			reg.Clusters = append(reg.Clusters, cl)
 			t.Clusters[cl.Ref()] = cl

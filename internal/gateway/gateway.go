@@ -240,7 +240,7 @@ func assemble(opts Options) (g *Gateway, clientTLS *tls.Config, err error) {
 	}
 	peers, dialProblems := g.dialers(clientTLS)
 	problems = append(problems, dialProblems...)
-	problems = append(problems, g.checkAMQPIn()...)
+	problems = append(append(problems, g.checkAMQPIn()...), g.checkAMQPEndpoints()...)
 	if len(problems) == 0 {
 		if g.adminTLS, err = g.buildAdminTLS(serverTLS); err != nil {
 			problems = append(problems, err)
