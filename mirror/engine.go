@@ -41,6 +41,10 @@ type Options struct {
 	// ClusterOpts returns franz-go options reaching a cluster. Nil means
 	// kafkaopt.Opts with Logger.
 	ClusterOpts func(*topology.Cluster) ([]kgo.Opt, error)
+	// OpenSource opens the sources of legs whose source cluster is not
+	// Kafka (kind amqp: package mirror/amqpsource). Nil means such legs
+	// fail to start, with the reason in their status.
+	OpenSource OpenSource
 	// Profile resolves a link's profile name (nil: the embedded profiles);
 	// senders size batches from its rate.
 	Profile func(name string) (*profile.Profile, error)

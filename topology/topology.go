@@ -68,6 +68,8 @@ type Gateway struct {
 	TLS       *config.TLS
 	// Gossip is the gateway's part in gossip (nil: not a member).
 	Gossip *config.GatewayGossip
+	// StateDir is the gateway's local state directory ("" = none).
+	StateDir string
 	// Path is where the file defines the gateway, for
 	// config.File.ErrorAt: "regions[0].gateways[1]".
 	Path string
@@ -217,7 +219,7 @@ func New(f *config.File) (*Topology, error) {
 			t.Clusters[cl.Ref()] = cl
 		}
 		for j, g := range r.Gateways {
-			gw := &Gateway{Region: reg, Name: g.Name, Listen: g.Listen, Advertise: g.Advertise, TLS: g.TLS, Gossip: g.Gossip,
+			gw := &Gateway{Region: reg, Name: g.Name, Listen: g.Listen, Advertise: g.Advertise, TLS: g.TLS, Gossip: g.Gossip, StateDir: g.StateDir,
 				Path: fmt.Sprintf("regions[%d].gateways[%d]", i, j)}
 			if g.Admin != nil {
 				gw.Admin, gw.AdminAuth = g.Admin.Listen, g.Admin

@@ -30,15 +30,16 @@ routes:
   - {name: commands, from: hq/kafka, to: [plant/broker], topics: {include: ['^commands$']}}
 `
 
-// TestAMQPEndpointsBuild: gateway.New (what validate runs) accepts or
-// refuses amqp clusters as it will run them, naming the setting.
+// TestAMQPEndpointsBuild: gateway.New (what validate runs) accepts an
+// amqp cluster as a source and refuses it as a destination (not built
+// yet), naming the setting.
 func TestAMQPEndpointsBuild(t *testing.T) {
 	topo, err := topology.New(topologytest.File(t, "amqp-endpoints.yaml", amqpEndpointFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct{ gw, want string }{
-		{"ga", "regions[0].clusters[0].kind: route events: source plant/broker is an amqp cluster"},
+		{"ga", "regions[0].clusters[0].kind: route commands: destination plant/broker is an amqp cluster"},
 		{"gh", ""},
 	} {
 		_, err := gateway.New(gateway.Options{Topology: topo, Name: tt.gw, AdminAddr: "-"})

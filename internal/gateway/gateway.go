@@ -208,13 +208,13 @@ func (g *Gateway) newEngine(table *routing.Table, peers map[string]peerDialer) (
 		Dial: func(ctx context.Context, peer string, h *transport.Hello) (transport.Conn, error) {
 			return dialPeer(ctx, table, peers, peer, h)
 		},
-		ClusterOpts:   g.opts.ClusterOpts,
-		Profile:       g.opts.Profile,
-		Logger:        g.log,
-		Registerer:    g.reg,
-		Window:        g.opts.Window,
-		MaxBatchBytes: g.opts.MaxBatchBytes,
-		Listen:        g.sharedListen,
+		ClusterOpts: g.opts.ClusterOpts,
+		Profile:     g.opts.Profile,
+		Logger:      g.log,
+		Registerer:  g.reg,
+		Window:      g.opts.Window, MaxBatchBytes: g.opts.MaxBatchBytes,
+		Listen:     g.sharedListen,
+		OpenSource: g.amqpSources(table),
 	})
 }
 

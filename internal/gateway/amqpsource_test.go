@@ -1,0 +1,272 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/meridian-gw/meridian/internal/amqptest"
+	"github.com/meridian-gw/meridian/internal/gateway"
+	"github.com/meridian-gw/meridian/topology"
+	"github.com/meridian-gw/meridian/topology/topologytest"
+	"github.com/meridian-gw/meridian/transport/amqp"
+)
+
+// debianPython is Debian's interpreter, which has python3-qpid-proton.
+const debianPython = "/usr/bin/python3"
+
+func needProton(t *testing.T) {
+	t.Helper()
+	if err := exec.Command(debianPython, "-c", "import proton").Run(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("python3-qpid-proton is required under CI=true: %s -c 'import proton': %v", debianPython, err)
+		}
+		t.Skipf("python3-qpid-proton not installed (%s -c 'import proton': %v); apt-get install -y python3-qpid-proton", debianPython, err)
+	}
+}
+
+func needKcat(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"kcat", "kafkacat"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("kcat is not installed (CI=true: .ci/run must install the kcat package)")
+	}
+	t.Skip("kcat is not installed (apt-get install kcat)")
+	return ""
+}
+
+// protonSend sends events first..first+n-1 with the Proton sender script.
+func protonSend(t *testing.T, url, address string, first, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, debianPython, "testdata/proton_cloudevents_sender.py", url, address,
+		strconv.Itoa(first), strconv.Itoa(n)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("proton sender: %v\n%s", err, out)
+	}
+}
+
+// readBack is what kcat reads at the destination: the seq of each record
+// (from its JSON value) in partition order, and how many records carried
+// the mapping's key and headers.
+type readBack struct {
+	seqs     []int
+	wellMade int
+	lines    []string
+}
+
+func kcatRead(kcat, broker, topic string) (readBack, error) {
+	var rb readBack
+	cmd := exec.Command(kcat, "-C", "-b", broker, "-t", topic, "-o", "beginning", "-e", "-q",
+		"-X", "isolation.level=read_committed", "-f", `%k|%s|%h\n`)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return rb, fmt.Errorf("kcat: %v: %s", err, stderr.String())
+	}
+	for _, line := range strings.Split(strings.TrimSuffix(string(out), "\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		parts := strings.SplitN(line, "|", 3)
+		if len(parts) != 3 {
+			return rb, fmt.Errorf("kcat line %q", line)
+		}
+		var v struct{ Seq int }
+		if err := json.Unmarshal([]byte(parts[1]), &v); err != nil {
+			return rb, fmt.Errorf("value %q: %w", parts[1], err)
+		}
+		rb.seqs = append(rb.seqs, v.Seq)
+		rb.lines = append(rb.lines, line)
+		h := parts[2]
+		if parts[0] == fmt.Sprintf("k-%d", v.Seq%7) && strings.Contains(h, "ce_id=e-"+strconv.Itoa(v.Seq)) &&
+			strings.Contains(h, "ce_specversion=1.0") && strings.Contains(h, "content-type=application/json") &&
+			strings.Contains(h, "site=plant") && strings.Contains(h, "meridian.amqp.message-id=m-"+strconv.Itoa(v.Seq)) {
+			rb.wellMade++
+		}
+	}
+	return rb, nil
+}
+
+// tally counts what a read-back lost, duplicated and reordered of the
+// events 0..want-1 (one partition: order is the order sent).
+func tally(seqs []int, want int) (lost, dup, reordered int) {
+	seen := map[int]int{}
+	last := -1
+	for _, s := range seqs {
+		seen[s]++
+		if seen[s] == 1 {
+			if s < last {
+				reordered++
+			}
+			last = max(last, s)
+		}
+	}
+	for i := 0; i < want; i++ {
+		switch n := seen[i]; {
+		case n == 0:
+			lost++
+		case n > 1:
+			dup += n - 1
+		}
+	}
+	return lost, dup, reordered
+}
+
+// TestAMQPSourceToKafkaWithProtonAndKcat: Qpid Proton (an independent AMQP
+// client) sends binary CloudEvents to a RabbitMQ queue; Meridian's gateway
+// in the broker's region reads it as a route's source and carries the
+// events over an amqp link to the gateway at hq, which writes them to
+// Kafka (kfake); kcat reads them back. Then the sending gateway restarts
+// while Proton keeps sending, so the broker redelivers what it had not
+// accepted; the read-back after it must hold every event exactly once, in
+// order, with the CloudEvents mapping's key and headers.
+func TestAMQPSourceToKafkaWithProtonAndKcat(t *testing.T) {
+	needProton(t)
+	kcat := needKcat(t)
+	b := amqptest.Start(t)
+	dst, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dst.Close)
+	t.Setenv("MERIDIAN_TEST_AMQP_PASSWORD", "guest")
+	stateDir := t.TempDir()
+	f := topologytest.File(t, "amqp-source.yaml", fmt.Sprintf(`version: 1
+regions:
+  - name: plant
+    clusters:
+      - name: broker
+        kind: amqp
+        amqp:
+          url: amqp://%[1]s
+          sasl: {mechanism: plain, username: guest, password: "${MERIDIAN_TEST_AMQP_PASSWORD}"}
+          address_prefix: /queue/
+          addresses: [events]
+          key_required: true
+          dead_letter: events.dead
+    gateways: [{name: ga, state_dir: %[3]q}]
+  - name: hq
+    clusters: [{name: kafka, kind: kafka, bootstrap: [%[2]q]}]
+    gateways: [{name: gh}]
+links:
+  - name: plant--hq
+    between: [plant, hq]
+    transport: amqp
+    profile: lan
+    amqp:
+      url: amqp://%[1]s
+      address_prefix: /queue/meridian-test.
+      sasl: {mechanism: plain, username: guest, password: "${MERIDIAN_TEST_AMQP_PASSWORD}"}
+routes:
+  - {name: events, from: plant/broker, to: [hq/kafka], topics: {include: ['^events$']}}
+`, b.Addr(), dst.ListenAddrs()[0], stateDir))
+	topo, err := topology.New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gws := map[string]*gateway.Gateway{}
+	run := func(name string) (stop func()) {
+		g, err := gateway.New(gateway.Options{Topology: topo, Name: name, AdminAddr: "-", Logger: testLogger(t).With("gw", name),
+			MaxBatchBytes: 64 << 10, Window: 1 << 20,
+			AMQPTiming: amqp.Timing{KeepAlive: 300 * time.Millisecond, IdleTimeout: 5 * time.Second, CloseTimeout: time.Second}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gws[name] = g
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); g.Run(ctx) }()
+		var once sync.Once
+		stop = func() { once.Do(func() { cancel(); <-done }) }
+		t.Cleanup(stop)
+		return stop
+	}
+	waitRead := func(want int, within time.Duration) readBack {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			rb, err := kcatRead(kcat, dst.ListenAddrs()[0], "events")
+			if err == nil && len(rb.seqs) >= want || time.Now().After(deadline) {
+				if err != nil {
+					t.Fatalf("read back: %v", err)
+				}
+				return rb
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	check := func(what string, rb readBack, want int) {
+		t.Helper()
+		lost, dup, reordered := tally(rb.seqs, want)
+		t.Logf("%s: read back %d records: %d lost, %d duplicated, %d reordered, %d with the mapped key and headers",
+			what, len(rb.seqs), lost, dup, reordered, rb.wellMade)
+		if lost != 0 || dup != 0 || reordered != 0 || len(rb.seqs) != want || rb.wellMade != want {
+			n := min(3, len(rb.lines))
+			t.Fatalf("%s: want %d records exactly once, in order, each mapped; first lines: %q", what, want, rb.lines[:n])
+		}
+	}
+
+	const per = 2000
+	protonSend(t, b.URL(), "/queue/events", 0, per)
+	run("gh")
+	stopSender := run("ga")
+	check("first run", waitRead(per, 90*time.Second), per)
+
+	// The sending gateway restarts mid-stream: Proton sends while it is
+	// stopped once part of the stream has arrived; the broker redelivers
+	// what the old gateway had not accepted.
+	const more = 10 * per
+	var wg sync.WaitGroup
+	wg.Go(func() { protonSend(t, b.URL(), "/queue/events", per, more) })
+	waitRead(per+per/2, 90*time.Second)
+	stopAt := time.Now()
+	stopSender()
+	t.Logf("sending gateway stopped in %v", time.Since(stopAt))
+	t.Logf("first sender's amqp source: %v", sourceOutcomes(t, gws["ga"]))
+	time.Sleep(500 * time.Millisecond)
+	run("ga")
+	wg.Wait()
+	check("after a sending gateway restart", waitRead(per+more, 90*time.Second), per+more)
+
+	t.Logf("restarted sender's amqp source: %v", sourceOutcomes(t, gws["ga"]))
+}
+
+// sourceOutcomes sums meridian_amqp_source_messages_total by outcome.
+func sourceOutcomes(t *testing.T, g *gateway.Gateway) map[string]float64 {
+	t.Helper()
+	vals := map[string]float64{}
+	mfs, err := g.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "meridian_amqp_source_messages_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" {
+					vals[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return vals
+}

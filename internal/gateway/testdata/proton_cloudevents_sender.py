@@ -1,0 +1,48 @@
+"""An independent AMQP 1.0 producer of CloudEvents, written with Qpid
+Proton, for the AMQP source tests: it sends binary-mode CloudEvents
+(attributes as cloudEvents_ application properties, JSON data) to an
+address, unsettled, and waits for the broker to accept each.
+
+    proton_cloudevents_sender.py URL ADDRESS FROM COUNT
+
+Event i (FROM <= i < FROM+COUNT) has message-id "m-i", id "e-i", the
+partition key "k-(i mod 7)" and the data {"seq": i}. Every 50th message
+also carries a subject; the last line printed is the number sent.
+"""
+import json
+import sys
+
+from proton import Message
+from proton.utils import BlockingConnection
+
+
+def main():
+    url, address, first, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    conn = BlockingConnection(url, timeout=60, sasl_enabled=True, allowed_mechs="PLAIN")
+    try:
+        snd = conn.create_sender(address)
+        for i in range(first, first + count):
+            m = Message(
+                id="m-%d" % i,
+                durable=True,
+                content_type="application/json",
+                body=json.dumps({"seq": i}).encode(),
+                properties={
+                    "cloudEvents_specversion": "1.0",
+                    "cloudEvents_id": "e-%d" % i,
+                    "cloudEvents_source": "/proton/test",
+                    "cloudEvents_type": "com.example.reading",
+                    "cloudEvents_partitionkey": "k-%d" % (i % 7),
+                    "site": "plant",
+                },
+            )
+            if i % 50 == 0:
+                m.subject = "checkpoint"
+            snd.send(m, timeout=60)
+        print(count)
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    main()
