@@ -15,8 +15,10 @@
 //
 // A message is received with link credit (Options.Credit per address,
 // granted by hand as messages are settled, so the messages held unsettled
-// never exceed it; the engine's credit window bounds their bytes on the
-// link). It is accepted only when the sender's Ack says the destination
+// never exceed it, plus at most a quarter more: after 2 s without a
+// delivery one credit more is granted, for RabbitMQ 3.10's lost credit (see
+// transport/amqp), and repaid from the next settlements; the engine's
+// credit window bounds their bytes on the link). It is accepted only when the sender's Ack says the destination
 // transaction that holds it committed (Source.Committed). After a Resume,
 // a broker restart or a gateway restart the broker delivers again what was
 // not accepted, some of it already committed. The source keeps, per
@@ -320,6 +322,10 @@ func (s *source) Close() error {
 	return nil
 }
 
+// idleReflow is how long an address may deliver nothing before the
+// receiver grants one credit more (see receive).
+const idleReflow = 2 * time.Second
+
 // held is a message received, numbered and sent, not yet accepted.
 type held struct {
 	pos int64
@@ -338,6 +344,7 @@ type addr struct {
 	next      int64  // position of the next record (receive's only)
 	held      []held // in position order
 	committed int64  // every position below it is committed
+	extra     int    // credit granted beyond Options.Credit, repaid by credit
 	wake      chan struct{}
 }
 
@@ -346,10 +353,25 @@ type addr struct {
 func (a *addr) receive(ctx context.Context) error {
 	m := a.s.op.m
 	for {
-		msg, err := a.r.Receive(ctx, nil)
+		rctx, cancel := context.WithTimeout(ctx, idleReflow)
+		msg, err := a.r.Receive(rctx, nil)
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				// RabbitMQ 3.10 can lose track of credit with messages
+				// ready (transport/amqp's doc): one credit more makes it
+				// deliver again. The extra credit is repaid from the next
+				// settlements (credit), and at most a quarter of the
+				// credit is extra at a time.
+				if a.borrow() {
+					if err := a.r.IssueCredit(1); err != nil {
+						return fmt.Errorf("issue credit on %s: %w", a.address, err)
+					}
+				}
+				continue
 			}
 			return fmt.Errorf("receive from %s: %w", a.address, err)
 		}
@@ -399,10 +421,8 @@ func (a *addr) receive(ctx context.Context) error {
 			a.next++
 			recs = append(recs, rec)
 		}
-		if settled > 0 {
-			if err := a.r.IssueCredit(uint32(settled)); err != nil {
-				return fmt.Errorf("issue credit on %s: %w", a.address, err)
-			}
+		if err := a.credit(settled); err != nil {
+			return err
 		}
 		if len(recs) == 0 {
 			continue
@@ -462,6 +482,34 @@ func (a *addr) poison(ctx context.Context, msg *goamqp.Message, cause error) err
 	return nil
 }
 
+// borrow takes one extra credit if fewer than a quarter of the credit
+// are extra now.
+func (a *addr) borrow() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.extra >= max(1, a.s.op.o.Credit/4) {
+		return false
+	}
+	a.extra++
+	return true
+}
+
+// credit returns the credit of n settled messages to the broker, less
+// what repays extra credit.
+func (a *addr) credit(n int) error {
+	a.mu.Lock()
+	repay := min(n, a.extra)
+	a.extra -= repay
+	a.mu.Unlock()
+	if n-repay == 0 {
+		return nil
+	}
+	if err := a.r.IssueCredit(uint32(n - repay)); err != nil {
+		return fmt.Errorf("issue credit on %s: %w", a.address, err)
+	}
+	return nil
+}
+
 // commit records that positions below next are committed and wakes the
 // settler; it never blocks (it runs on the session's receive loop).
 func (a *addr) commit(next int64) {
@@ -505,8 +553,8 @@ func (a *addr) settle(ctx context.Context) error {
 		}
 		if len(done) > 0 {
 			m.messages.WithLabelValues(a.s.leg, "accepted").Add(float64(len(done)))
-			if err := a.r.IssueCredit(uint32(len(done))); err != nil {
-				return fmt.Errorf("issue credit on %s: %w", a.address, err)
+			if err := a.credit(len(done)); err != nil {
+				return err
 			}
 		}
 		a.s.dedup.prune(a.name, committed)
