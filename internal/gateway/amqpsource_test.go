@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/meridian-gw/meridian/internal/amqptest"
 	"github.com/meridian-gw/meridian/internal/gateway"
@@ -49,13 +51,14 @@ func needKcat(t *testing.T) string {
 	return ""
 }
 
-// protonSend sends events first..first+n-1 with the Proton sender script.
-func protonSend(t *testing.T, url, address string, first, n int) {
+// protonSend sends events first..first+n-1 with the Proton sender script,
+// at rate per second (0: as fast as the broker takes them).
+func protonSend(t *testing.T, url, address string, first, n, rate int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, debianPython, "testdata/proton_cloudevents_sender.py", url, address,
-		strconv.Itoa(first), strconv.Itoa(n)).CombinedOutput()
+		strconv.Itoa(first), strconv.Itoa(n), strconv.Itoa(rate)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("proton sender: %v\n%s", err, out)
 	}
@@ -135,8 +138,9 @@ func tally(seqs []int, want int) (lost, dup, reordered int) {
 // events over an amqp link to the gateway at hq, which writes them to
 // Kafka (kfake); kcat reads them back. Then the sending gateway restarts
 // while Proton keeps sending, so the broker redelivers what it had not
-// accepted; the read-back after it must hold every event exactly once, in
-// order, with the CloudEvents mapping's key and headers.
+// accepted; then the receiving gateway restarts, then RabbitMQ, each
+// mid-stream. The read-back after each must hold every event exactly once,
+// in order, with the CloudEvents mapping's key and headers.
 func TestAMQPSourceToKafkaWithProtonAndKcat(t *testing.T) {
 	needProton(t)
 	kcat := needKcat(t)
@@ -147,6 +151,14 @@ func TestAMQPSourceToKafkaWithProtonAndKcat(t *testing.T) {
 	}
 	t.Cleanup(dst.Close)
 	t.Setenv("MERIDIAN_TEST_AMQP_PASSWORD", "guest")
+	// RabbitMQ 3.10's AMQP 1.0 plugin declares a /queue/NAME address as a
+	// transient queue, which a broker restart deletes with its messages;
+	// /amq/queue/NAME names an existing queue, here declared durable.
+	for _, q := range []string{"events", "events.dead"} {
+		if out, err := b.Ctl("eval", fmt.Sprintf(`rabbit_amqqueue:declare(rabbit_misc:r(<<"/">>, queue, <<"%s">>), true, false, [], none, <<"guest">>).`, q)); err != nil {
+			t.Fatalf("declare durable queue %s: %v\n%s", q, err, out)
+		}
+	}
 	stateDir := t.TempDir()
 	f := topologytest.File(t, "amqp-source.yaml", fmt.Sprintf(`version: 1
 regions:
@@ -157,7 +169,7 @@ regions:
         amqp:
           url: amqp://%[1]s
           sasl: {mechanism: plain, username: guest, password: "${MERIDIAN_TEST_AMQP_PASSWORD}"}
-          address_prefix: /queue/
+          address_prefix: /amq/queue/
           addresses: [events]
           key_required: true
           dead_letter: events.dead
@@ -212,6 +224,26 @@ routes:
 			time.Sleep(300 * time.Millisecond)
 		}
 	}
+	// reached waits until the destination's end offset (records and
+	// transaction markers) passes n: a quick probe of progress mid-stream,
+	// where kcat's whole read-back would be too slow.
+	adm := kadm.NewClient(mustClient(t, dst))
+	reached := func(n int64) {
+		t.Helper()
+		deadline := time.Now().Add(90 * time.Second)
+		for time.Now().Before(deadline) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ends, err := adm.ListEndOffsets(ctx, "events")
+			cancel()
+			if err == nil {
+				if o, ok := ends.Lookup("events", 0); ok && o.Offset >= n {
+					return
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("the destination did not reach offset %d", n)
+	}
 	check := func(what string, rb readBack, want int) {
 		t.Helper()
 		lost, dup, reordered := tally(rb.seqs, want)
@@ -224,28 +256,62 @@ routes:
 	}
 
 	const per = 2000
-	protonSend(t, b.URL(), "/queue/events", 0, per)
-	run("gh")
+	protonSend(t, b.URL(), "/amq/queue/events", 0, per, 0)
+	stopRecv := run("gh")
 	stopSender := run("ga")
 	check("first run", waitRead(per, 90*time.Second), per)
 
 	// The sending gateway restarts mid-stream: Proton sends while it is
 	// stopped once part of the stream has arrived; the broker redelivers
 	// what the old gateway had not accepted.
-	const more = 10 * per
+	// Each restart happens while Proton sends 1,000 events a second for
+	// 6 s, once 2 s of them have arrived.
+	const more, rate = 6000, 1000
 	var wg sync.WaitGroup
-	wg.Go(func() { protonSend(t, b.URL(), "/queue/events", per, more) })
-	waitRead(per+per/2, 90*time.Second)
+	wg.Go(func() { protonSend(t, b.URL(), "/amq/queue/events", per, more, rate) })
+	reached(per + 2*rate)
 	stopAt := time.Now()
 	stopSender()
 	t.Logf("sending gateway stopped in %v", time.Since(stopAt))
-	t.Logf("first sender's amqp source: %v", sourceOutcomes(t, gws["ga"]))
+	t.Logf("first sender's amqp source when stopped: %v", sourceOutcomes(t, gws["ga"]))
 	time.Sleep(500 * time.Millisecond)
-	run("ga")
+	stopSender = run("ga")
 	wg.Wait()
 	check("after a sending gateway restart", waitRead(per+more, 90*time.Second), per+more)
+	if got := sourceOutcomes(t, gws["ga"])["received"]; got == 0 {
+		t.Errorf("the restarted sending gateway received nothing: the restart was not mid-stream")
+	}
 
 	t.Logf("restarted sender's amqp source: %v", sourceOutcomes(t, gws["ga"]))
+	total := per + more
+
+	// The receiving gateway restarts mid-stream: the link session ends,
+	// the sender's source closes (what it held goes back to the broker)
+	// and the next Resume restarts it from what hq committed.
+	wg.Go(func() { protonSend(t, b.URL(), "/amq/queue/events", total, more, rate) })
+	reached(int64(total + 2*rate))
+	stopRecv()
+	time.Sleep(500 * time.Millisecond)
+	run("gh")
+	wg.Wait()
+	total += more
+	check("after a receiving gateway restart", waitRead(total, 2*time.Minute), total)
+
+	// RabbitMQ restarts mid-stream (a graceful stop: its durable queue and
+	// the persistent messages in it survive): both gateways lose the
+	// broker, reconnect and resume. The events wait in the queue first
+	// (the sending gateway stopped), so that the restart comes while the
+	// gateway works through them.
+	stopSender()
+	protonSend(t, b.URL(), "/amq/queue/events", total, more, 0)
+	run("ga")
+	reached(int64(total + more/3))
+	b.Stop()
+	time.Sleep(time.Second)
+	b.Start()
+	total += more
+	check("after a RabbitMQ restart", waitRead(total, 3*time.Minute), total)
+	t.Logf("sender's amqp source across the broker restart: %v", sourceOutcomes(t, gws["ga"]))
 }
 
 // sourceOutcomes sums meridian_amqp_source_messages_total by outcome.
@@ -269,4 +335,14 @@ func sourceOutcomes(t *testing.T, g *gateway.Gateway) map[string]float64 {
 		}
 	}
 	return vals
+}
+
+func mustClient(t *testing.T, c *kfake.Cluster) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
 }
