@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -112,9 +113,9 @@ func (lr *legRunner) pumpEndpoint(ctx context.Context, rs *transport.Resume) err
 			next[p.Topic] = p.NextOffset
 		}
 	}
-	src, err := open(ctx, leg, next)
-	if err != nil {
-		return fmt.Errorf("source %s: %w", leg.From.Ref(), err)
+	src, err := lr.openEndpoint(ctx, open, next)
+	if err != nil || src == nil {
+		return err
 	}
 	lr.acks.setSource(src)
 	defer func() {
@@ -171,6 +172,41 @@ func (lr *legRunner) pumpEndpoint(ctx context.Context, rs *transport.Resume) err
 				return nil
 			}
 			return err
+		}
+	}
+}
+
+// openEndpoint opens the leg's source, retrying with backoff (200 ms
+// doubling to 30 s) while it fails: a broker that is down or refuses an
+// address stops this leg only, and the session (with the peer's other
+// legs) carries on. Nothing was sent under this Resume yet, so the
+// positions stay valid however long it takes. It returns nil, nil when
+// ctx ends first.
+func (lr *legRunner) openEndpoint(ctx context.Context, open OpenSource, next map[string]int64) (Source, error) {
+	leg := lr.out.leg
+	bo := newBackoff(200*time.Millisecond, 30*time.Second)
+	for fails := 0; ; fails++ {
+		src, err := open(ctx, leg, next)
+		if err == nil {
+			if fails > 0 {
+				lr.p.log.Info("leg source open", "leg", leg.ID, "source", leg.From.Ref(), "after_failures", fails)
+				lr.out.stats.setErr(nil)
+			}
+			return src, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		err = fmt.Errorf("source %s: %w", leg.From.Ref(), err)
+		lr.out.stats.setErr(err)
+		lr.p.e.m.sourceOpens.WithLabelValues(leg.ID).Inc()
+		log := lr.p.log.Debug
+		if fails == 0 || fails%10 == 0 {
+			log = lr.p.log.Warn
+		}
+		log("open leg source", "leg", leg.ID, "err", err, "failures", fails+1, "retry_in", bo.peek())
+		if !bo.sleep(ctx) {
+			return nil, nil
 		}
 	}
 }

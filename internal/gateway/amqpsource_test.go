@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	goamqp "github.com/Azure/go-amqp"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -345,4 +346,157 @@ func mustClient(t *testing.T, c *kfake.Cluster) *kgo.Client {
 	}
 	t.Cleanup(cl.Close)
 	return cl
+}
+
+// TestAMQPSourceBadAddressAndPoison: one route's address does not exist
+// at the broker (RabbitMQ refuses the link), another's gets a poison
+// message and no dead-letter address. The refused leg retries with
+// backoff, counted, its status naming the address, and never ends the link
+// session; the other route carries every good event (read back) and the
+// poison message is rejected, counted, not left in the queue.
+func TestAMQPSourceBadAddressAndPoison(t *testing.T) {
+	b := amqptest.Start(t)
+	dst, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dst.Close)
+	topo, err := topology.New(topologytest.File(t, "amqp-bad.yaml", fmt.Sprintf(`version: 1
+regions:
+  - name: plant
+    clusters:
+      - {name: good, kind: amqp, amqp: {url: "amqp://%[1]s", sasl: {mechanism: anonymous}, addresses: [ok], key_required: true}}
+      - {name: bad, kind: amqp, amqp: {url: "amqp://%[1]s", sasl: {mechanism: anonymous}, address_prefix: /amq/queue/, addresses: [missing]}}
+    gateways: [{name: ga}]
+  - name: hq
+    clusters: [{name: kafka, kind: kafka, bootstrap: [%[2]q]}]
+    gateways: [{name: gh}]
+links:
+  - {name: l, between: [plant, hq], transport: amqp, profile: lan, amqp: {url: "amqp://%[1]s", address_prefix: /queue/bad-link.}}
+routes:
+  - {name: good, from: plant/good, to: [hq/kafka], topics: {include: ['^ok$']}}
+  - {name: bad, from: plant/bad, to: [hq/kafka], topics: {include: ['^missing$']}}
+`, b.Addr(), dst.ListenAddrs()[0])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gws := map[string]*gateway.Gateway{}
+	for _, name := range []string{"gh", "ga"} {
+		g, err := gateway.New(gateway.Options{Topology: topo, Name: name, AdminAddr: "-", Logger: testLogger(t).With("gw", name),
+			AMQPTiming: amqp.Timing{KeepAlive: 300 * time.Millisecond, IdleTimeout: 5 * time.Second, CloseTimeout: time.Second}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gws[name] = g
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); g.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+
+	const n = 500
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ac, err := amqp.Broker{URL: b.URL()}.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	ss, err := ac.NewSession(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snd, err := ss.NewSender(ctx, "/queue/ok", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		props := map[string]any{"cloudEvents_specversion": "1.0", "cloudEvents_id": strconv.Itoa(i), "cloudEvents_source": "/t",
+			"cloudEvents_type": "t", "cloudEvents_partitionkey": "k"}
+		if i == n/2 {
+			delete(props, "cloudEvents_partitionkey") // poison: key_required
+		}
+		m := &goamqp.Message{Properties: &goamqp.MessageProperties{MessageID: fmt.Sprintf("m-%d", i)}, ApplicationProperties: props,
+			Data: [][]byte{fmt.Appendf(nil, `{"seq":%d}`, i)}}
+		if err := snd.Send(ctx, m, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	cl := mustClient(t, dst)
+	cl.AddConsumeTopics("ok")
+	got := map[int]int{}
+	for len(got) < n-1 && ctx.Err() == nil {
+		fs := cl.PollFetches(ctx)
+		fs.EachRecord(func(r *kgo.Record) {
+			var v struct{ Seq int }
+			if err := json.Unmarshal(r.Value, &v); err != nil {
+				t.Errorf("value %q: %v", r.Value, err)
+			}
+			got[v.Seq]++
+		})
+	}
+	for i := 0; i < n; i++ {
+		if want := 1; i == n/2 {
+			want = 0
+		} else if got[i] != want {
+			t.Fatalf("event %d read back %d times, want %d", i, got[i], want)
+		}
+	}
+	if got[n/2] != 0 {
+		t.Errorf("the poison message reached Kafka")
+	}
+
+	counts := func(name, label string) map[string]float64 {
+		out := map[string]float64{}
+		mfs, err := gws["ga"].Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == label {
+						out[l.GetValue()] += m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return out
+	}
+	if c := counts("meridian_amqp_source_poison_total", "reason"); c["missing-key"] != 1 {
+		t.Errorf("poison by reason: %v, want missing-key 1", c)
+	}
+	if c := counts("meridian_amqp_source_messages_total", "outcome"); c["rejected"] != 1 {
+		t.Errorf("outcomes: %v, want rejected 1", c)
+	}
+	if c := counts("meridian_source_open_failures_total", "leg"); c["bad:hq/kafka"] < 1 {
+		t.Errorf("source open failures: %v, want some for bad:hq/kafka", c)
+	}
+	if c := counts("meridian_link_session_failures_total", "peer"); c["gh"] != 0 {
+		t.Errorf("link session failures %v: the refused address ended the session", c)
+	}
+	found := false
+	for _, ls := range gws["ga"].Status().Legs {
+		if ls.Leg == "bad:hq/kafka" {
+			found = true
+			if !strings.Contains(ls.LastError, "/amq/queue/missing") {
+				t.Errorf("status of the refused leg: error %q, want the address named", ls.LastError)
+			}
+			t.Logf("status of the refused leg: %s", ls.LastError)
+		}
+	}
+	if !found {
+		t.Error("no status for leg bad:hq/kafka")
+	}
+	if out, err := b.Ctl("list_queues", "name", "messages"); err == nil {
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "ok" && f[1] != "0" {
+				t.Errorf("queue ok still holds %s messages", f[1])
+			}
+		}
+	}
 }
