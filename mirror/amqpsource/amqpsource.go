@@ -29,7 +29,11 @@
 // the records it names go to the link, so it survives a restart of the
 // gateway on the same disk. It holds at most twice the credit per
 // address. Messages without a message-id cannot be told apart: they are
-// at least once (counted as outcome "no-id").
+// at least once (counted as outcome "no-id"). The check applies to every
+// message received, not only to those the broker marks redelivered, so two
+// different messages with the same message-id within that window count as
+// one (the second is settled unsent, outcome "duplicate"): message-ids must
+// be unique, as AMQP says they should.
 //
 // # Poison messages
 //
