@@ -172,9 +172,10 @@ type Gateway struct {
 	Gossip *GatewayGossip `yaml:"gossip"`
 	// StateDir is a directory of the gateway's own, on local disk: it
 	// keeps what the sources of amqp clusters need to de-duplicate
-	// redeliveries after a restart (docs/amqp-endpoints.md). "" = none:
-	// that state lives in memory, and messages the broker redelivers
-	// after a restart of this gateway may be written twice.
+	// redeliveries after a restart, and the progress of routes into amqp
+	// clusters, for which it is required (docs/amqp-endpoints.md). "" =
+	// none: the sources' state lives in memory, and messages the broker
+	// redelivers after a restart of this gateway may be written twice.
 	StateDir string `yaml:"state_dir"`
 	// TLS is link mTLS: ca_file (the fleet CA), cert_file and key_file,
 	// required for quic links. The certificate must name the gateway

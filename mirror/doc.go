@@ -121,6 +121,19 @@
 // that the source settles only what the destination committed. Everything
 // at the receiver (progress, offset maps, fences) is unchanged.
 //
+// # Destinations that are not Kafka
+//
+// A leg whose destination cluster is not Kafka (kind amqp) keeps the
+// receiver's coordinator, shards, generations, continuity checks, Resume
+// and Acks; only the sink differs (endpoint_sink.go): each shard opens a
+// Writer (Options.OpenWriter) instead of a transactional producer, loads
+// the progress the writer kept instead of the progress topic, and a Topic
+// announcement is checked against the cluster's addresses instead of
+// creating a topic. A write counts as committed once the writer returned,
+// which it does only after the destination accepted every record and the
+// progress is kept; since such a destination has no transaction for both,
+// it is at least once (package amqpsink says where the window is).
+//
 // # Goroutines
 //
 // Engine.Run owns everything: one coordinator per inbound leg (inLeg.run,
@@ -198,6 +211,7 @@
 //	sender_pump.go       a leg's runner: source pipelines, batching, sending
 //	passthrough.go       the raw (Kafka batches as they are) variant of the pump
 //	endpoint.go          Source, the seam for sources that are not Kafka (AMQP addresses), and its pump
+//	endpoint_sink.go     Writer, the seam for destinations that are not Kafka, in place of the sink's transactions
 //	sender_discover.go   topic discovery and announcement
 //	sender_groups.go     sending the source groups' committed offsets
 //	filter.go            route filters at the sender: dropped records leave gaps, counted
@@ -222,7 +236,7 @@
 //
 // Beside the engine: package cloudevents (AMQP messages to Kafka records
 // and back), package amqpsource (an AMQP broker's addresses as a Source),
-// package progress (the progress store: progress
+// package amqpsink (and as a Writer), package progress (the progress store: progress
 // records, offset maps and translation, fences, transactional IDs) and
 // package dr (failover, failback, fencing, group translation, their
 // reports).

@@ -45,6 +45,10 @@ type Options struct {
 	// Kafka (kind amqp: package mirror/amqpsource). Nil means such legs
 	// fail to start, with the reason in their status.
 	OpenSource OpenSource
+	// OpenWriter opens the destinations of legs whose destination cluster
+	// is not Kafka (kind amqp: package mirror/amqpsink). Nil means such
+	// legs never open, with the reason in their status.
+	OpenWriter OpenWriter
 	// Profile resolves a link's profile name (nil: the embedded profiles);
 	// senders size batches from its rate.
 	Profile func(name string) (*profile.Profile, error)

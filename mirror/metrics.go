@@ -118,7 +118,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"peer", "reason"}),
 		topicRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_topic_refusals_total",
-			Help: "Topic announcements, or configs in them, the receiver refused, by leg and reason (filter, internal, dead_letter, invalid_name, partitions, config_not_allowed, retention_lowered).",
+			Help: "Topic announcements, or configs in them, the receiver refused, by leg and reason (filter, internal, dead_letter, invalid_name, partitions, config_not_allowed, retention_lowered, address).",
 		}, []string{"leg", "reason"}),
 		groupDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_group_offsets_dropped_total",

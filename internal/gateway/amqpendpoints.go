@@ -1,39 +1,85 @@
 package gateway
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/mirror/amqpsink"
 	"github.com/meridian-gw/meridian/mirror/amqpsource"
 	"github.com/meridian-gw/meridian/mirror/cloudevents"
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/topology"
 )
 
-// checkAMQPEndpoints checks the amqp clusters this gateway reads (their
-// brokers' TLS files, the codec settings) and refuses the legs that write
-// one, which this build cannot carry yet, so that validate says so instead
-// of run failing later.
+// checkAMQPEndpoints checks the amqp clusters this gateway reads or
+// writes (their brokers' TLS files, the codec settings), and that a
+// gateway writing one has a state_dir for the progress, so that validate
+// says so instead of run failing later.
 func (g *Gateway) checkAMQPEndpoints() []error {
 	var problems []error
-	seen := map[string]bool{}
 	for _, c := range sourceClusters(g.table) {
 		if _, err := sourceCluster(c); err != nil {
 			problems = append(problems, err)
 		}
 	}
-	for _, l := range g.table.In {
-		if l.To.Kind == "amqp" && !seen[l.Route.Name] {
-			seen[l.Route.Name] = true
-			problems = append(problems, &SettingError{l.To.Path + ".kind",
-				fmt.Errorf("route %s: destination %s is an amqp cluster: %w", l.Route.Name, l.To.Ref(), errAMQPSinkUnsupported)})
+	seen := map[string]bool{}
+	for _, c := range sinkClusters(g.table) {
+		if _, err := sinkCluster(c); err != nil {
+			problems = append(problems, err)
+		}
+		if gw := g.table.Gateway; gw.StateDir == "" && !seen[gw.Name] {
+			seen[gw.Name] = true
+			problems = append(problems, &SettingError{gw.Path + ".state_dir",
+				fmt.Errorf("missing; gateway %s writes amqp cluster %s and keeps that progress in its state_dir", gw.Name, c.Ref())})
 		}
 	}
 	return problems
 }
 
-var errAMQPSinkUnsupported = errors.New("amqp clusters are sources only in this build; a route into one is not carried yet")
+// sinkClusters are the amqp clusters the inbound legs of table write.
+func sinkClusters(table *routing.Table) []*topology.Cluster {
+	var out []*topology.Cluster
+	seen := map[string]bool{}
+	for _, l := range table.In {
+		if l.To.Kind == "amqp" && !seen[l.To.Ref()] {
+			seen[l.To.Ref()] = true
+			out = append(out, l.To)
+		}
+	}
+	return out
+}
+
+// sinkCluster is what amqpsink needs of cluster c.
+func sinkCluster(c *topology.Cluster) (amqpsink.Cluster, error) {
+	sc, err := sourceCluster(c)
+	if err != nil {
+		return amqpsink.Cluster{}, err
+	}
+	return amqpsink.Cluster{Broker: sc.Broker, Prefix: sc.Prefix, DeadLetter: sc.DeadLetter, Codec: sc.Codec}, nil
+}
+
+// amqpSinks is the engine's OpenWriter for the amqp clusters table writes
+// (nil when it writes none). New has checked them (checkAMQPEndpoints).
+func (g *Gateway) amqpSinks(table *routing.Table) mirror.OpenWriter {
+	clusters := map[string]amqpsink.Cluster{}
+	for _, c := range sinkClusters(table) {
+		sc, err := sinkCluster(c)
+		if err != nil {
+			g.log.Error("amqp sink cluster", "cluster", c.Ref(), "err", err)
+			continue
+		}
+		clusters[c.Ref()] = sc
+	}
+	if len(clusters) == 0 {
+		return nil
+	}
+	op, err := amqpsink.New(amqpsink.Options{Clusters: clusters, StateDir: table.Gateway.StateDir, Logger: g.log, Registerer: g.reg})
+	if err != nil {
+		g.log.Error("amqp sinks", "err", err)
+		return nil
+	}
+	return op.Open
+}
 
 // sourceClusters are the amqp clusters the legs of table read.
 func sourceClusters(table *routing.Table) []*topology.Cluster {

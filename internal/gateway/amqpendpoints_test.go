@@ -31,15 +31,15 @@ routes:
 `
 
 // TestAMQPEndpointsBuild: gateway.New (what validate runs) accepts an
-// amqp cluster as a source and refuses it as a destination (not built
-// yet), naming the setting.
+// amqp cluster as a source, and as a destination only for a gateway with
+// a state_dir (where the sink keeps its progress), naming the setting.
 func TestAMQPEndpointsBuild(t *testing.T) {
 	topo, err := topology.New(topologytest.File(t, "amqp-endpoints.yaml", amqpEndpointFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct{ gw, want string }{
-		{"ga", "regions[0].clusters[0].kind: route commands: destination plant/broker is an amqp cluster"},
+		{"ga", "regions[0].gateways[0].state_dir: missing; gateway ga writes amqp cluster plant/broker"},
 		{"gh", ""},
 	} {
 		_, err := gateway.New(gateway.Options{Topology: topo, Name: tt.gw, AdminAddr: "-"})

@@ -214,7 +214,7 @@ func (g *Gateway) newEngine(table *routing.Table, peers map[string]peerDialer) (
 		Registerer:  g.reg,
 		Window:      g.opts.Window, MaxBatchBytes: g.opts.MaxBatchBytes,
 		Listen:     g.sharedListen,
-		OpenSource: g.amqpSources(table),
+		OpenSource: g.amqpSources(table), OpenWriter: g.amqpSinks(table),
 	})
 }
 
