@@ -5,7 +5,8 @@
 //
 // # Delivery
 //
-// Each record becomes a message (package mirror/cloudevents), sent
+// Each record becomes a message (package mirror/cloudevents), durable (a
+// broker that accepted it must keep it across its own restart), sent
 // unsettled to the address its route's rename names (address prefix +
 // destination topic); a shard's batches count as written only once the
 // broker accepted every message of them, and only then is their progress
@@ -276,6 +277,10 @@ func (w *writer) Write(ctx context.Context, batches []*transport.Batch, progs []
 				dlq++
 				continue
 			}
+			// Durable: a broker that accepted it keeps it across a restart
+			// (RabbitMQ drops non-persistent messages then, even from a
+			// durable queue), or the committed offset would be a loss.
+			m.Header = &goamqp.MessageHeader{Durable: true}
 			receipt, err := snd.SendWithReceipt(ctx, m, nil)
 			if err != nil {
 				return 0, fmt.Errorf("address %s: send: %w", address, err)
@@ -305,7 +310,7 @@ func (w *writer) unmappable(ctx context.Context, b *transport.Batch, r *transpor
 	if err != nil {
 		return err
 	}
-	m := &goamqp.Message{Properties: &goamqp.MessageProperties{MessageID: id},
+	m := &goamqp.Message{Header: &goamqp.MessageHeader{Durable: true}, Properties: &goamqp.MessageProperties{MessageID: id},
 		ApplicationProperties: map[string]any{"meridian_dl_reason": cause.Error(),
 			"meridian_dl_source": fmt.Sprintf("%s/%s/%d/%d", w.leg.From.Ref(), b.Topic, b.Partition, r.Offset)},
 		Data: [][]byte{r.Value}}
