@@ -185,3 +185,72 @@ routes:
 		t.Errorf("read back %d records with %d duplicates, want %d and none", got, dups, n)
 	}
 }
+
+// TestAMQPSinkThroughput measures (MERIDIAN_AMQP_BENCH=1) how fast two
+// gateways carry 1 KB binary CloudEvents from Kafka (kfake) into a
+// RabbitMQ queue (the link over the same broker), read as the queue's
+// depth (rabbitmqctl, polled each second).
+func TestAMQPSinkThroughput(t *testing.T) {
+	if os.Getenv("MERIDIAN_AMQP_BENCH") == "" {
+		t.Skip("a measurement: set MERIDIAN_AMQP_BENCH=1")
+	}
+	const n = 50000
+	b := amqptest.Start(t)
+	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat("x", 900)
+	var recs []*kgo.Record
+	for i := 0; i < n; i++ {
+		recs = append(recs, &kgo.Record{Topic: "events", Key: []byte(fmt.Sprint(i % 64)), Value: fmt.Appendf(nil, `{"seq":%d,"pad":"%s"}`, i, pad),
+			Headers: []kgo.RecordHeader{{Key: "ce_specversion", Value: []byte("1.0")}, {Key: "ce_id", Value: []byte(fmt.Sprint(i))},
+				{Key: "ce_source", Value: []byte("/bench")}, {Key: "ce_type", Value: []byte("reading")}, {Key: "content-type", Value: []byte("application/json")}}})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+	topo, err := topology.New(topologytest.File(t, "sinkbench.yaml", fmt.Sprintf(`version: 1
+regions:
+  - name: plant
+    clusters: [{name: broker, kind: amqp, amqp: {url: "amqp://%[1]s", sasl: {mechanism: anonymous}, addresses: [events]}}]
+    gateways: [{name: ga, state_dir: %[3]q}]
+  - name: hq
+    clusters: [{name: kafka, kind: kafka, bootstrap: [%[2]q]}]
+    gateways: [{name: gh}]
+links:
+  - {name: l, between: [plant, hq], transport: amqp, profile: lan, compression: s2, amqp: {url: "amqp://%[1]s", address_prefix: /queue/sinkbench-link.}}
+routes:
+  - {name: events, from: hq/kafka, to: [plant/broker], topics: {include: ['^events$']}, discover: 200ms}
+`, b.Addr(), src.ListenAddrs()[0], t.TempDir())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for _, name := range []string{"ga", "gh"} {
+		g, err := gateway.New(gateway.Options{Topology: topo, Name: name, AdminAddr: "-", Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gctx, gcancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); g.Run(gctx) }()
+		t.Cleanup(func() { gcancel(); <-done })
+	}
+	depth := 0
+	for depth < n && ctx.Err() == nil {
+		time.Sleep(time.Second)
+		depth = queueDepth(t, b, "events")
+	}
+	el := time.Since(start)
+	t.Logf("Kafka -> AMQP sink: %d of %d 1 KB CloudEvents in the queue after %v: %.0f msg/s from gateway start (depth polled each second)",
+		depth, n, el.Round(time.Second), float64(depth)/el.Seconds())
+}
