@@ -73,6 +73,7 @@ FUZZ_TARGETS := \
 	./transport/quic/:FuzzJoin \
 	./mirror/progress/:FuzzDecodeProgress \
 	./mirror/progress/:FuzzDecodeFence \
+	./mirror/cloudevents/:FuzzRecord \
 	./internal/kraw/:FuzzDecode \
 	./internal/kraw/:FuzzParsePartition \
 	./internal/kraw/:FuzzControlType \

@@ -17,6 +17,12 @@ const (
 	defaultStartAt           = "earliest"
 	defaultDiscover          = 2 * time.Second
 	defaultShareTimeout      = 10 * time.Second
+	// The defaults of an amqp cluster; the key property and the size are
+	// mirror/cloudevents' DefaultKeyProperty and DefaultMaxBytes.
+	defaultAMQPClusterPrefix = "/queue/"
+	defaultAMQPMode          = "binary"
+	defaultAMQPKeyProperty   = "cloudEvents_partitionkey"
+	defaultAMQPMessageBytes  = 1 << 20
 	// DefaultMaxPartitions is routes[].max_partitions when not set;
 	// MaxMaxPartitions is the most it may be set to.
 	DefaultMaxPartitions = 1024
@@ -77,6 +83,9 @@ func applyDefaults(f *File) {
 		r := &f.Regions[i]
 		for j := range r.Clusters {
 			defaultTLS(r.Clusters[j].TLS)
+			if a := r.Clusters[j].AMQP; a != nil {
+				defaultAMQPCluster(a)
+			}
 		}
 		for j := range r.Gateways {
 			defaultTLS(r.Gateways[j].TLS)
@@ -94,4 +103,20 @@ func defaultTLS(t *TLS) {
 	if t != nil && t.Enabled == nil {
 		t.Enabled = new(true)
 	}
+}
+
+func defaultAMQPCluster(a *AMQPCluster) {
+	if a.AddressPrefix == "" {
+		a.AddressPrefix = defaultAMQPClusterPrefix
+	}
+	if a.Mode == "" {
+		a.Mode = defaultAMQPMode
+	}
+	if a.KeyProperty == "" {
+		a.KeyProperty = defaultAMQPKeyProperty
+	}
+	if a.MaxMessageBytes == 0 {
+		a.MaxMessageBytes = defaultAMQPMessageBytes
+	}
+	defaultTLS(a.TLS)
 }

@@ -23,18 +23,20 @@ import (
 // takes. The lists validate itself checks against are reused.
 var (
 	schemaRequired = map[string][]string{
-		"File": {"version", "regions"}, "Region": {"name"}, "Cluster": {"name", "bootstrap"},
-		"Gateway": {"name"}, "Link": {"between"}, "Route": {"name", "from", "to", "topics"},
+		"File": {"version", "regions"}, "Region": {"name"}, "Cluster": {"name", "kind"},
+		"AMQPCluster": {"url", "addresses"},
+		"Gateway":     {"name"}, "Link": {"between"}, "Route": {"name", "from", "to", "topics"},
 		"TopicFilter": {"include"}, "GroupFilter": {"include"}, "SASL": {"mechanism", "username", "password"},
 		"Admin": {"listen"},
 	}
 	schemaEnums = map[string]map[string][]string{
-		"Cluster":  {"kind": {"kafka"}},
-		"Link":     {"transport": {"quic", "amqp"}, "compression": compressions},
-		"Defaults": {"compression": compressions},
-		"Route":    {"start_at": {"earliest", "latest"}},
-		"SASL":     {"mechanism": saslMechanisms},
-		"Admin":    {"open": AdminReads},
+		"Cluster":     {"kind": {"kafka", "amqp"}},
+		"AMQPCluster": {"mode": amqpModes},
+		"Link":        {"transport": {"quic", "amqp"}, "compression": compressions},
+		"Defaults":    {"compression": compressions},
+		"Route":       {"start_at": {"earliest", "latest"}},
+		"SASL":        {"mechanism": saslMechanisms},
+		"Admin":       {"open": AdminReads},
 	}
 )
 

@@ -86,13 +86,63 @@ type Region struct {
 	Gateways []Gateway `yaml:"gateways"`
 }
 
-// Cluster is one message cluster in a region, referred to as "region/cluster".
+// Cluster is one message cluster in a region, referred to as "region/cluster":
+// a Kafka cluster (kind kafka: bootstrap, tls, sasl) or an AMQP 1.0 broker
+// (kind amqp: the amqp block), either of which a route may read or write.
 type Cluster struct {
 	Name      string   `yaml:"name"`
-	Kind      string   `yaml:"kind"`      // "kafka" (only kind in version 1)
-	Bootstrap []string `yaml:"bootstrap"` // host:port, at least one
-	TLS       *TLS     `yaml:"tls"`       // nil: plaintext
-	SASL      *SASL    `yaml:"sasl"`      // nil: no authentication
+	Kind      string   `yaml:"kind"`      // "kafka" or "amqp"
+	Bootstrap []string `yaml:"bootstrap"` // kafka: host:port, at least one
+	TLS       *TLS     `yaml:"tls"`       // kafka: nil = plaintext
+	SASL      *SASL    `yaml:"sasl"`      // kafka: nil = no authentication
+	// AMQP is the broker of a cluster of kind amqp, required for it and
+	// refused for kafka (docs/amqp-endpoints.md).
+	AMQP *AMQPCluster `yaml:"amqp"`
+}
+
+// AMQPCluster is an AMQP 1.0 broker used as a route's source or sink. Its
+// addresses stand for topics: a route from it includes them by name (the
+// route's topics.include patterns match the names), a route to it writes
+// the address its rename makes, which must be one of them. Messages map to
+// Kafka records by the CloudEvents bindings (package mirror/cloudevents).
+type AMQPCluster struct {
+	// URL is amqp://host[:port] or amqps://host[:port] (TLS), required.
+	// Credentials go in sasl, never in the URL.
+	URL string `yaml:"url"`
+	// SASL authenticates to the broker: mechanism plain (username and
+	// password, the password as ${ENV}), anonymous or external (the TLS
+	// client certificate). nil: none.
+	SASL *SASL `yaml:"sasl"`
+	// TLS configures amqps (ca_file, cert_file and key_file for a client
+	// certificate, server_name). nil: the system roots.
+	TLS *TLS `yaml:"tls"`
+	// AddressPrefix is put before every name of Addresses and DeadLetter
+	// to make the broker's address; "" = "/queue/" (RabbitMQ queues).
+	AddressPrefix string `yaml:"address_prefix"`
+	// Addresses are the names of the broker's addresses that routes may
+	// read or write, at least one: each a valid Kafka topic name
+	// (letters, digits, ".", "_", "-"), which is what a route's include
+	// patterns match and what {topic} is in its rename.
+	Addresses []string `yaml:"addresses"`
+	// KeyProperty is the application property the Kafka key comes from
+	// and goes to; names starting with cloudEvents_ or cloudEvents: are
+	// CloudEvents attributes (found in either mode). "" =
+	// cloudEvents_partitionkey.
+	KeyProperty string `yaml:"key_property"`
+	// KeyRequired makes a message without the key property a poison
+	// message; false gives it a null key.
+	KeyRequired bool `yaml:"key_required"`
+	// Mode is the CloudEvents content mode written: binary or
+	// structured; "" = binary. Either mode is read.
+	Mode string `yaml:"mode"`
+	// DeadLetter is the name (under AddressPrefix) of the address poison
+	// messages go to, with the reason in their application properties;
+	// "" = none: a poison message is rejected with the reason in the AMQP
+	// error.
+	DeadLetter string `yaml:"dead_letter"`
+	// MaxMessageBytes is the largest message read or written (body and
+	// properties), written e.g. "1MiB"; larger ones are poison. 0 = 1 MiB.
+	MaxMessageBytes ByteSize `yaml:"max_message_bytes"`
 }
 
 // TLS is a client or server TLS setting. Files are PEM.
@@ -120,6 +170,13 @@ type Gateway struct {
 	Admin     *Admin `yaml:"admin"`     // admin HTTP API; nil = no admin server
 	// Gossip makes the gateway a member of the fleet's gossip; nil = not.
 	Gossip *GatewayGossip `yaml:"gossip"`
+	// StateDir is a directory of the gateway's own, on local disk: it
+	// keeps what the sources of amqp clusters need to de-duplicate
+	// redeliveries after a restart, and the progress of routes into amqp
+	// clusters, for which it is required (docs/amqp-endpoints.md). "" =
+	// none: the sources' state lives in memory, and messages the broker
+	// redelivers after a restart of this gateway may be written twice.
+	StateDir string `yaml:"state_dir"`
 	// TLS is link mTLS: ca_file (the fleet CA), cert_file and key_file,
 	// required for quic links. The certificate must name the gateway
 	// (`meridian certs` makes such). server_name and

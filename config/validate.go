@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"net/url"
 	"regexp"
 	"regexp/syntax"
 	"slices"
@@ -334,10 +333,16 @@ func (v *validator) regions() {
 func (v *validator) cluster(cp string, c Cluster) {
 	switch c.Kind {
 	case "kafka":
+		if c.AMQP != nil {
+			v.errorf(cp+".amqp", `only for kind "amqp"; this cluster's kind is "kafka"`)
+		}
+	case "amqp":
+		v.amqpCluster(cp, c)
+		return
 	case "":
-		v.errorf(cp+".kind", `missing; set "kind: kafka" (the only kind in version 1)`)
+		v.errorf(cp+".kind", `missing; set "kind: kafka" or "kind: amqp"`)
 	default:
-		v.errorf(cp+".kind", `unsupported cluster kind %q; version 1 supports "kafka"`, c.Kind)
+		v.errorf(cp+".kind", `unsupported cluster kind %q; use "kafka" or "amqp"`, c.Kind)
 	}
 	if len(c.Bootstrap) == 0 {
 		v.errorf(cp+".bootstrap", "at least one broker address (host:port) is required")
@@ -770,71 +775,6 @@ func (v *validator) dialsAll(r string, g string) bool {
 	return some
 }
 
-// amqpSASLMechanisms are the SASL mechanisms of an amqp link's broker.
-var amqpSASLMechanisms = []string{"plain", "anonymous", "external"}
-
-// amqp checks the broker of an amqp link.
-func (v *validator) amqp(lp string, a *AMQP) {
-	ap := lp + ".amqp"
-	if a == nil {
-		v.errorf(ap, `missing; transport "amqp" needs the broker: url (amqp:// or amqps://), and optionally address_prefix, sasl and tls`)
-		return
-	}
-	tlsOn := a.TLS != nil && (a.TLS.Enabled == nil || *a.TLS.Enabled)
-	if a.URL == "" {
-		v.errorf(ap+".url", "missing; the broker's amqp://host:port or amqps://host:port")
-	} else if u, err := url.Parse(a.URL); err != nil {
-		v.errorf(ap+".url", "not a URL: %v", errors.Unwrap(err))
-	} else {
-		switch {
-		case u.Scheme != "amqp" && u.Scheme != "amqps":
-			v.errorf(ap+".url", "scheme %q: want amqp:// or amqps:// (TLS)", u.Scheme)
-		case u.User != nil:
-			v.errorf(ap+".url", "holds credentials; put them in sasl (username, password: ${ENV}) instead")
-		case u.Hostname() == "":
-			v.errorf(ap+".url", "no host; want amqp://host:port")
-		case u.Path != "" && u.Path != "/" || u.RawQuery != "":
-			v.errorf(ap+".url", "has a path or query (%q); the addresses come from address_prefix", u.Path+u.RawQuery)
-		case u.Scheme == "amqp" && tlsOn:
-			v.errorf(ap+".tls", "set, but the url %q is plain amqp://; use amqps:// for TLS", a.URL)
-		}
-		if p := u.Port(); p != "" {
-			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-				v.errorf(ap+".url", "port %q out of range 1-65535", p)
-			}
-		}
-	}
-	if strings.ContainsAny(a.AddressPrefix, " \t\n") {
-		v.errorf(ap+".address_prefix", "must not contain white space, got %q", a.AddressPrefix)
-	}
-	if t := a.TLS; tlsOn {
-		switch {
-		case t.CertFile != "" && t.KeyFile == "":
-			v.errorf(ap+".tls.key_file", "required when cert_file is set (client certificate needs its key)")
-		case t.KeyFile != "" && t.CertFile == "":
-			v.errorf(ap+".tls.cert_file", "required when key_file is set (client key needs its certificate)")
-		}
-	}
-	if s := a.SASL; s != nil {
-		sp := ap + ".sasl"
-		switch {
-		case s.Mechanism == "":
-			v.errorf(sp+".mechanism", "missing; use %s", orList(amqpSASLMechanisms))
-		case !slices.Contains(amqpSASLMechanisms, s.Mechanism):
-			v.errorf(sp+".mechanism", "unknown SASL mechanism %q for an AMQP broker; use %s", s.Mechanism, orList(amqpSASLMechanisms))
-		case s.Mechanism == "plain":
-			if s.Username == "" {
-				v.errorf(sp+".username", "missing; sasl plain needs a username")
-			}
-			if s.Password == "" {
-				v.errorf(sp+".password", "missing; sasl plain needs a password (use ${ENV} to keep it out of the file)")
-			}
-		case s.Mechanism == "external" && (a.TLS == nil || a.TLS.CertFile == ""):
-			v.errorf(sp+".mechanism", "external authenticates with the TLS client certificate; set tls.cert_file and tls.key_file")
-		}
-	}
-}
-
 // clusterRef checks a "region/cluster" reference and returns the region
 // name, or "" when the reference is not valid.
 func (v *validator) clusterRef(path, ref string) string {
@@ -960,6 +900,7 @@ func (v *validator) routes() {
 		if r.MaxPartitions < 1 || r.MaxPartitions > MaxMaxPartitions {
 			v.errorf(rp+".max_partitions", "%d is out of range; max_partitions must be between 1 and %d", r.MaxPartitions, MaxMaxPartitions)
 		}
+		v.amqpRoute(rp, r)
 	}
 }
 

@@ -109,6 +109,31 @@
 // refused by Accept for 1 s, doubling to 64 s, forgotten after 10 quiet
 // minutes (penalties).
 //
+// # Sources that are not Kafka
+//
+// A leg whose source cluster is not Kafka (kind amqp) is read through
+// Source (endpoint.go), opened by Options.OpenSource at each Resume with
+// the committed positions. Each of its topics has one partition whose
+// positions the source assigns (a sequence continuing from the committed
+// next); the pump announces the topics, then sends what Next yields through
+// the same batching, filters, origin header, continuity checks and credit as
+// a Kafka source, and hands every Ack's batch ends to Source.Committed, so
+// that the source settles only what the destination committed. Everything
+// at the receiver (progress, offset maps, fences) is unchanged.
+//
+// # Destinations that are not Kafka
+//
+// A leg whose destination cluster is not Kafka (kind amqp) keeps the
+// receiver's coordinator, shards, generations, continuity checks, Resume
+// and Acks; only the sink differs (endpoint_sink.go): each shard opens a
+// Writer (Options.OpenWriter) instead of a transactional producer, loads
+// the progress the writer kept instead of the progress topic, and a Topic
+// announcement is checked against the cluster's addresses instead of
+// creating a topic. A write counts as committed once the writer returned,
+// which it does only after the destination accepted every record and the
+// progress is kept; since such a destination has no transaction for both,
+// it is at least once (package amqpsink says where the window is).
+//
 // # Goroutines
 //
 // Engine.Run owns everything: one coordinator per inbound leg (inLeg.run,
@@ -194,6 +219,8 @@
 //	duplex.go            one connection split by frame direction into a sending and a receiving half
 //	sender_pump.go       a leg's runner: source pipelines, batching, sending
 //	passthrough.go       the raw (Kafka batches as they are) variant of the pump
+//	endpoint.go          Source, the seam for sources that are not Kafka (AMQP addresses), and its pump
+//	endpoint_sink.go     Writer, the seam for destinations that are not Kafka, in place of the sink's transactions
 //	sender_discover.go   topic discovery and announcement
 //	sender_groups.go     sending the source groups' committed offsets
 //	filter.go            route filters at the sender: dropped records leave gaps, counted
@@ -216,7 +243,9 @@
 //	progress.go          ProgressTopic and the names mirror takes from package progress
 //	stats.go, metrics.go status and Prometheus metrics
 //
-// Beside the engine: package progress (the progress store: progress
+// Beside the engine: package cloudevents (AMQP messages to Kafka records
+// and back), package amqpsource (an AMQP broker's addresses as a Source),
+// package amqpsink (and as a Writer), package progress (the progress store: progress
 // records, offset maps and translation, fences, transactional IDs) and
 // package dr (failover, failback, fencing, group translation, their
 // reports).

@@ -42,6 +42,14 @@ type Options struct {
 	// ClusterOpts returns franz-go options reaching a cluster. Nil means
 	// kafkaopt.Opts with Logger.
 	ClusterOpts func(*topology.Cluster) ([]kgo.Opt, error)
+	// OpenSource opens the sources of legs whose source cluster is not
+	// Kafka (kind amqp: package mirror/amqpsource). Nil means such legs
+	// fail to start, with the reason in their status.
+	OpenSource OpenSource
+	// OpenWriter opens the destinations of legs whose destination cluster
+	// is not Kafka (kind amqp: package mirror/amqpsink). Nil means such
+	// legs never open, with the reason in their status.
+	OpenWriter OpenWriter
 	// Profile resolves a link's profile name (nil: the embedded profiles);
 	// senders size batches from its rate.
 	Profile func(name string) (*profile.Profile, error)

@@ -22,6 +22,7 @@ type metrics struct {
 	resumes      *prometheus.CounterVec // leg
 	dropped      *prometheus.CounterVec // leg, reason (batches dropped by the receiver)
 	sourceGap    *prometheus.CounterVec // leg
+	sourceOpens  *prometheus.CounterVec // leg (failed opens of a non-Kafka source)
 	quarantined  *prometheus.GaugeVec   // leg, reason
 	rtt          *prometheus.GaugeVec   // peer
 	sessions     *prometheus.GaugeVec   // peer, role
@@ -89,6 +90,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_dropped_batches_total", Help: "Batches the receiver dropped, by reason; the sender resends them after a Resume.",
 		}, []string{"leg", "reason"}),
+		sourceOpens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_source_open_failures_total", Help: "Failed opens of a leg's source that is not Kafka (an AMQP broker down, or refusing an address): retried with backoff, the link session kept.",
+		}, []string{"leg"}),
 		sourceGap: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_source_gap_records_total", Help: "Source records that retention deleted before the mirror carried them (an out-of-range resume or a sender that fell behind retention): lost.",
 		}, []string{"leg"}),
@@ -124,7 +128,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"peer", "reason"}),
 		topicRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_topic_refusals_total",
-			Help: "Topic announcements, or configs in them, the receiver refused, by leg and reason (filter, internal, dead_letter, invalid_name, partitions, config_not_allowed, retention_lowered).",
+			Help: "Topic announcements, or configs in them, the receiver refused, by leg and reason (filter, internal, dead_letter, invalid_name, partitions, config_not_allowed, retention_lowered, address).",
 		}, []string{"leg", "reason"}),
 		groupDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_group_offsets_dropped_total",
@@ -180,7 +184,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		// An engine that replaces another on the same registry (a gateway's
 		// reload) takes over its series, so counters keep counting.
 		for _, c := range []**prometheus.CounterVec{&m.records, &m.rawBytes, &m.wireBytes, &m.txns, &m.hangingTxns, &m.txnRetries,
-			&m.deadLetters, &m.resumes, &m.dropped, &m.sourceGap, &m.sessionFails, &m.groupCommits, &m.segments, &m.passBatches,
+			&m.deadLetters, &m.resumes, &m.dropped, &m.sourceGap, &m.sourceOpens, &m.sessionFails, &m.groupCommits, &m.segments, &m.passBatches,
 			&m.refused, &m.violations, &m.topicRefused, &m.groupDropped, &m.filteredRecords, &m.filteredBytes, &m.filterErrors,
 			&m.loopDropped, &m.loopDroppedBytes, &m.originMalformed, &m.claims, &m.shareRebal, &m.receiverSwitches} {
 			register(reg, c)

@@ -95,10 +95,13 @@ func (l *inLeg) offsetMap() *progress.OffsetMap { return l.state.offsetMap() }
 // one), loads the committed progress, and sends Resume frames once no shard
 // is inside a transaction. It returns when ctx ends and every shard loop has.
 func (l *inLeg) run(ctx context.Context) {
-	opts, err := l.e.opts.ClusterOpts(l.leg.To)
-	if err != nil {
-		l.log.Error("destination cluster options", "err", err)
-		return
+	var opts []kgo.Opt
+	if !external(l.leg) {
+		var err error
+		if opts, err = l.e.opts.ClusterOpts(l.leg.To); err != nil {
+			l.log.Error("destination cluster options", "err", err)
+			return
+		}
 	}
 	rounds := &roundTimes{} // one destination: the shards share what they learn of it
 	var shards []*shard
@@ -115,7 +118,9 @@ func (l *inLeg) run(ctx context.Context) {
 			sh.sink.close()
 		}
 		l.closeAdmin()
-		l.store.Close()
+		if l.store != nil {
+			l.store.Close()
+		}
 	}()
 	for _, sh := range shards {
 		wg.Go(func() { l.runShard(ctx, sh) })
@@ -257,6 +262,9 @@ func (l *inLeg) openShards(ctx context.Context, opts []kgo.Opt) error {
 	todo := l.state.toOpen()
 	if len(todo) == 0 {
 		return nil
+	}
+	if external(l.leg) {
+		return l.openExternal(ctx, todo)
 	}
 	if l.store == nil {
 		store, err := progress.Open(ctx, opts)

@@ -19,6 +19,9 @@ import (
 // same partition count (or more) and the source's non-default configs,
 // within what the route lets a sender ask (checkTopic).
 func (l *inLeg) prepareTopic(ctx context.Context, t *transport.Topic) error {
+	if external(l.leg) {
+		return l.prepareExternal(t)
+	}
 	dest, t, err := l.checkTopic(t)
 	if err != nil {
 		return err

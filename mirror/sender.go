@@ -576,6 +576,9 @@ func (p *outPeer) recvLoop(ctx context.Context, conn transport.Conn, cr *credit,
 			}
 		case *transport.Ack:
 			cr.ack(f.Seqs)
+			for _, lr := range runners {
+				lr.acks.ack(f.Seqs)
+			}
 		case *transport.Credit:
 			cr.setWindow(f.Window)
 		case *transport.TopicReady:

@@ -35,6 +35,10 @@ type legRunner struct {
 	// (sender_share.go); nil when the leg is not shared on this session.
 	share *shareGroup
 
+	// acks tells an endpoint source (not Kafka) what its acknowledged
+	// batches committed (endpoint.go); unused for Kafka sources.
+	acks endpointAcks
+
 	mu    sync.Mutex
 	ready map[string]chan string // topic → TopicReady error ("" = ok)
 }
@@ -104,6 +108,9 @@ func (lr *legRunner) run(ctx context.Context) {
 // the critical path).
 func (lr *legRunner) pump(ctx context.Context, rs *transport.Resume) error {
 	leg := lr.out.leg
+	if leg.From.Kind != "" && leg.From.Kind != "kafka" {
+		return lr.pumpEndpoint(ctx, rs)
+	}
 	opts, err := lr.p.e.opts.ClusterOpts(leg.From)
 	if err != nil {
 		return err
@@ -357,6 +364,7 @@ func (lr *legRunner) send(ctx context.Context, b *transport.Batch) error {
 		return err
 	}
 	b.Seq = seq
+	lr.acks.add(b)
 	if err := lr.conn.Send(ctx, b); err != nil {
 		return fmt.Errorf("send batch: %w", err)
 	}

@@ -75,7 +75,10 @@ type sink struct {
 	// through, bounded by the engine's MaxBatchBytes; it must be set.
 	dec *kraw.Decompressor
 	// store is the leg's progress store; it must be set before open.
-	store     *progress.Store
+	store *progress.Store
+	// writer writes a destination that is not Kafka (endpoint_sink.go)
+	// instead of cl; nil for Kafka.
+	writer    Writer
 	committed map[tp]*progress.Record
 	// poison holds source records the destination refused, by partition and
 	// offset, with the reason; the next attempt dead-letters them.
@@ -247,6 +250,12 @@ func (s *sink) close() {
 		s.cl.Close()
 		s.cl, s.raw = nil, nil
 	}
+	if s.writer != nil {
+		if err := s.writer.Close(); err != nil {
+			s.log.Warn("close destination writer", "leg", s.leg.ID, "shard", s.shard, "err", err)
+		}
+		s.writer = nil
+	}
 }
 
 // endTxn ends the open transaction.
@@ -277,6 +286,9 @@ type txnResult struct {
 // follow the committed progress, in one transaction with their progress
 // records. On error nothing is committed; the caller reopens the sink.
 func (s *sink) write(ctx context.Context, batches []*transport.Batch, topics map[string]*destTopic) (txnResult, error) {
+	if s.writer != nil {
+		return s.writeExternal(ctx, batches)
+	}
 	var res txnResult
 	t0 := time.Now()
 	if err := s.cl.BeginTransaction(); err != nil {

@@ -41,7 +41,8 @@ type Region struct {
 	Gateways []*Gateway
 }
 
-// Cluster is a Kafka cluster in a region.
+// Cluster is a Kafka cluster (Kind "kafka") or an AMQP 1.0 broker (Kind
+// "amqp", AMQP set) in a region.
 type Cluster struct {
 	Region    *Region
 	Name      string
@@ -49,6 +50,8 @@ type Cluster struct {
 	Bootstrap []string
 	TLS       *config.TLS
 	SASL      *config.SASL
+	// AMQP is the broker of an amqp cluster, nil for kafka.
+	AMQP *config.AMQPCluster
 	// Path is where the file defines the cluster, for config.File.ErrorAt:
 	// "regions[0].clusters[1]"; "" for clusters built in code.
 	Path string
@@ -68,6 +71,8 @@ type Gateway struct {
 	TLS       *config.TLS
 	// Gossip is the gateway's part in gossip (nil: not a member).
 	Gossip *config.GatewayGossip
+	// StateDir is the gateway's local state directory ("" = none).
+	StateDir string
 	// Path is where the file defines the gateway, for
 	// config.File.ErrorAt: "regions[0].gateways[1]".
 	Path string
@@ -220,13 +225,13 @@ func New(f *config.File) (*Topology, error) {
 		reg := &Region{Name: r.Name}
 		t.Regions[r.Name] = reg
 		for k, c := range r.Clusters {
-			cl := &Cluster{Region: reg, Name: c.Name, Kind: c.Kind, Bootstrap: c.Bootstrap, TLS: c.TLS, SASL: c.SASL,
+			cl := &Cluster{Region: reg, Name: c.Name, Kind: c.Kind, Bootstrap: c.Bootstrap, TLS: c.TLS, SASL: c.SASL, AMQP: c.AMQP,
 				Path: fmt.Sprintf("regions[%d].clusters[%d]", i, k)}
 			reg.Clusters = append(reg.Clusters, cl)
 			t.Clusters[cl.Ref()] = cl
 		}
 		for j, g := range r.Gateways {
-			gw := &Gateway{Region: reg, Name: g.Name, Listen: g.Listen, Advertise: g.Advertise, TLS: g.TLS, Gossip: g.Gossip,
+			gw := &Gateway{Region: reg, Name: g.Name, Listen: g.Listen, Advertise: g.Advertise, TLS: g.TLS, Gossip: g.Gossip, StateDir: g.StateDir,
 				Path: fmt.Sprintf("regions[%d].gateways[%d]", i, j)}
 			if g.Admin != nil {
 				gw.Admin, gw.AdminAuth = g.Admin.Listen, g.Admin

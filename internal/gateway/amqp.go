@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meridian-gw/meridian/config"
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/topology"
 	"github.com/meridian-gw/meridian/transport"
@@ -27,11 +28,17 @@ func amqpBroker(l *topology.Link) (amqp.Broker, error) {
 	if a == nil {
 		return amqp.Broker{}, &SettingError{where, fmt.Errorf("link %s has transport amqp but no broker", l.Name)}
 	}
-	b := amqp.Broker{URL: a.URL}
-	if s := a.SASL; s != nil {
+	return brokerOf(where, a.URL, a.SASL, a.TLS)
+}
+
+// brokerOf is the Broker of an amqp block (a link's or a cluster's) at
+// where, with its TLS files loaded.
+func brokerOf(where, url string, sasl *config.SASL, t *config.TLS) (amqp.Broker, error) {
+	b := amqp.Broker{URL: url}
+	if s := sasl; s != nil {
 		b.SASL, b.Username, b.Password = s.Mechanism, s.Username, s.Password.Reveal()
 	}
-	if t := a.TLS; t != nil && (t.Enabled == nil || *t.Enabled) {
+	if t != nil && (t.Enabled == nil || *t.Enabled) {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // user's explicit choice
 		if t.CAFile != "" {
 			pem, err := os.ReadFile(t.CAFile)

@@ -20,7 +20,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -141,13 +140,6 @@ type Gateway struct {
 	gossip *gossip // nil when the gateway has no gossip setting
 }
 
-// peerDialer reaches one peer gateway: its link's dialer and the address
-// dialled.
-type peerDialer struct {
-	d    transport.Dialer
-	addr string
-}
-
 // SettingError is a problem with one setting of the topology file, found
 // while building a gateway. Path is the setting's path in the file, as in
 // config.Error ("regions[0].gateways[1].tls.cert_file"), so that a caller
@@ -217,6 +209,8 @@ func (g *Gateway) newEngine(table *routing.Table, peers map[string]peerDialer) (
 		MaxBatchBytes: g.opts.MaxBatchBytes,
 		Listen:        g.sharedListen,
 		Alive:         g.gossipAlive,
+		OpenSource:    g.amqpSources(table),
+		OpenWriter:    g.amqpSinks(table),
 	})
 }
 
@@ -242,7 +236,7 @@ func assemble(opts Options) (g *Gateway, clientTLS *tls.Config, err error) {
 	}
 	peers, dialProblems := g.dialers(clientTLS)
 	problems = append(problems, dialProblems...)
-	problems = append(problems, g.checkAMQPIn()...)
+	problems = append(append(problems, g.checkAMQPIn()...), g.checkAMQPEndpoints()...)
 	if len(problems) == 0 {
 		if g.adminTLS, err = g.buildAdminTLS(serverTLS); err != nil {
 			problems = append(problems, err)
@@ -412,85 +406,6 @@ func (g *Gateway) buildAdminTLS(linkServer *tls.Config) (*tls.Config, error) {
 	c.ClientAuth = tls.VerifyClientCertIfGiven
 	c.NextProtos = nil // HTTP/1.1 and h2 over TLS, not the link's ALPN
 	return c, nil
-}
-
-// dialers builds one dialer per peer gateway: each link has its own codec
-// and tuning. clientTLS is nil only when the gateway sends nothing or its
-// TLS failed (then dialers checks the links alone).
-func (g *Gateway) dialers(clientTLS *tls.Config) (map[string]peerDialer, []error) {
-	peers := map[string]peerDialer{}
-	var problems []error
-	// The peers this gateway dials only to relay (routing.Table.Relays)
-	// get dialers like the others.
-	for _, p := range slices.Concat(g.table.Out, g.table.Relays) {
-		where := p.Link.Path
-		if where == "" {
-			where = g.table.Gateway.Path // a local link: the gateway's own
-		}
-		if !p.Dials {
-			continue // the peer dials this gateway (links[].dial)
-		}
-		if p.Link.Transport != "quic" && p.Link.Transport != "amqp" {
-			problems = append(problems, &SettingError{where + ".transport", fmt.Errorf("transport %q cannot be built; this gateway has quic and amqp", p.Link.Transport)})
-			continue
-		}
-		codec, err := transport.ParseCodec(p.Link.Compression)
-		if err != nil {
-			problems = append(problems, &SettingError{where + ".compression", fmt.Errorf("link %s: %w", p.Link.Name, err)})
-			continue
-		}
-		if p.Link.Transport == "amqp" {
-			d, err := g.amqpDialer(p, codec)
-			if err != nil {
-				problems = append(problems, err)
-				continue
-			}
-			peers[p.Gateway.Name] = peerDialer{d, ""}
-			continue
-		}
-		sess := linkSession(p.Link, g.opts.Profile)
-		sess.Codec, sess.Logger = codec, g.log.With("peer", p.Gateway.Name)
-		if codec == transport.CodecZstd {
-			// Per-topic dictionaries for small batches, and the level from
-			// the link's rate (never its RTT): thin links get zstd better.
-			_, sess.CodecLevel = transport.ChooseCompression(float64(p.Link.DataRate(linkProfile(p.Link, g.opts.Profile))), 1)
-			sess.Dictionaries = true
-		}
-		if clientTLS == nil {
-			continue
-		}
-		// The peer, and its standby receivers (routing.Peer.Standby),
-		// each with a dialer that pins its own name.
-		for _, to := range append([]*topology.Gateway{p.Gateway}, p.Standby...) {
-			if _, done := peers[to.Name]; done {
-				continue
-			}
-			s := sess
-			s.Logger = g.log.With("peer", to.Name)
-			d, err := quic.NewDialer(quic.DialerOptions{TLS: serverNameFor(clientTLS, to.Name), Session: s,
-				ListenPacket: g.opts.DialPacket})
-			if err != nil {
-				problems = append(problems, &SettingError{where, fmt.Errorf("link %s: %w", p.Link.Name, err)})
-				break
-			}
-			addr := to.Advertise
-			if g.opts.PeerAddr != nil {
-				addr = g.opts.PeerAddr(to.Name, addr)
-			}
-			peers[to.Name] = peerDialer{d, addr}
-		}
-	}
-	return peers, problems
-}
-
-// dialPeer is an engine's mirror.Options.Dial: the peer's own dialer (of
-// the engine's table), at the peer's address.
-func dialPeer(ctx context.Context, table *routing.Table, peers map[string]peerDialer, peer string, h *transport.Hello) (transport.Conn, error) {
-	p, ok := peers[peer]
-	if !ok {
-		return nil, fmt.Errorf("gateway %s has no link to peer %q", table.Gateway.Name, peer)
-	}
-	return p.d.Dial(ctx, p.addr, h)
 }
 
 // listenAddr is the link listen address: the option, else the topology's.

@@ -388,7 +388,7 @@ func (g *Gateway) nonLive(cur, next *routing.Table, topo *topology.Topology) []e
 		for _, s := range []struct {
 			field    string
 			old, new any
-		}{{"bootstrap", old.Bootstrap, c.Bootstrap}, {"tls", old.TLS, c.TLS}, {"sasl", old.SASL, c.SASL}} {
+		}{{"bootstrap", old.Bootstrap, c.Bootstrap}, {"tls", old.TLS, c.TLS}, {"sasl", old.SASL, c.SASL}, {"amqp", old.AMQP, c.AMQP}} {
 			if !reflect.DeepEqual(s.old, s.new) {
 				refuse(c.Path+"."+s.field, "%s of cluster %s, in use by this gateway's legs", s.field, ref)
 			}

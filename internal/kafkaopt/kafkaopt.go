@@ -21,6 +21,9 @@ import (
 
 // Opts returns the client options that reach cluster c. log may be nil.
 func Opts(c *topology.Cluster, log *slog.Logger) ([]kgo.Opt, error) {
+	if c.Kind == "amqp" {
+		return nil, fmt.Errorf("cluster %s is an AMQP broker, not a Kafka cluster", c.Ref())
+	}
 	opts := []kgo.Opt{kgo.SeedBrokers(c.Bootstrap...), kgo.ClientID("meridian")}
 	if log != nil {
 		opts = append(opts, kgo.WithLogger(Logger(log.With("cluster", c.Ref()))))

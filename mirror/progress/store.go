@@ -285,3 +285,10 @@ func LoadOffsetMap(ctx context.Context, dst []kgo.Opt, leg string) (*OffsetMap, 
 }
 
 func isExists(err error) bool { return errors.Is(err, kerr.TopicAlreadyExists) }
+
+// StateOf is the state of one leg whose progress is kept outside Kafka (a
+// destination that is not a Kafka cluster keeps it itself): its latest
+// record per source partition, no fences, no segments.
+func StateOf(leg string, recs map[TP]*Record) *State {
+	return &State{progress: map[string]map[TP]*Record{leg: recs}}
+}

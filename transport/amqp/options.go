@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -215,4 +216,20 @@ func (o *ListenerOptions) check() error {
 	}
 	_, err := o.Broker.connOptions()
 	return err
+}
+
+// Dial connects to the broker, credentials through SASL (never in the
+// address). The AMQP endpoints (a cluster of kind amqp, package
+// mirror/amqpsource) use it to reach a broker's own addresses with the
+// same URL, SASL and TLS handling as links.
+func (b Broker) Dial(ctx context.Context) (*goamqp.Conn, error) {
+	co, err := b.connOptions()
+	if err != nil {
+		return nil, err
+	}
+	ac, err := goamqp.Dial(ctx, b.addr(), co)
+	if err != nil {
+		return nil, fmt.Errorf("dial amqp broker %s: %w", b.addr(), err)
+	}
+	return ac, nil
 }
