@@ -153,8 +153,10 @@ type Leg struct {
 }
 
 // Shared reports whether several gateways send the leg, sharing its
-// source partitions through the consumer group ShareGroup.
-func (l *Leg) Shared() bool { return len(l.Senders) > 1 }
+// source partitions through the consumer group ShareGroup: a Kafka
+// source only (an AMQP source's addresses are competing consumers
+// already).
+func (l *Leg) Shared() bool { return len(l.Senders) > 1 && l.From.Kind != "amqp" }
 
 // ShareGroup is the consumer group on the source cluster through which
 // the leg's senders share its partitions.
