@@ -246,6 +246,12 @@ func (e *Engine) newOutPeer(p *routing.Peer, dial func(context.Context, *topolog
 // the engine runs; the caller restarts the engine instead.
 var ErrNotLive = errors.New("mirror: the change cannot apply to the running engine")
 
+// ErrCarried is the ErrNotLive of ApplyIn for a leg it would stop that a
+// session still carries. A sender reloaded just before (the documented
+// order) has closed that session already, and the receiver detaches it a
+// moment later: the caller may retry.
+var ErrCarried = fmt.Errorf("%w: a leg it would stop is carried by a session", ErrNotLive)
+
 // ApplyOut replaces the peers the engine sends to with table's while it
 // runs: the running sender of each peer for which same(old, new) holds
 // keeps running, untouched; the others stop (draining as on shutdown:
@@ -372,7 +378,7 @@ func (e *Engine) ApplyIn(table *routing.Table, same func(old, new *routing.Leg) 
 		}
 		if !l.state.idle() {
 			e.inMu.Unlock()
-			return nil, nil, fmt.Errorf("%w: leg %s is carried by a session", ErrNotLive, id)
+			return nil, nil, fmt.Errorf("%w: leg %s", ErrCarried, id)
 		}
 		gone = append(gone, l)
 	}

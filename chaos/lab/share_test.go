@@ -122,6 +122,9 @@ func TestSharedLegSurvivesAZombieSender(t *testing.T) {
 	if testing.Short() {
 		t.Skip("pauses a gateway process for 8 s")
 	}
+	// Mostly waits on a paused or dead process: it overlaps the
+	// other process tests of this file.
+	t.Parallel()
 	bin := buildMeridian(t)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "plant.yaml")
@@ -312,6 +315,9 @@ func TestStandbyReceiverFencesAZombie(t *testing.T) {
 	if testing.Short() {
 		t.Skip("pauses a gateway process for 15 s")
 	}
+	// Mostly waits on a paused or dead process: it overlaps the
+	// other process tests of this file.
+	t.Parallel()
 	bin := buildMeridian(t)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "hq.yaml")
@@ -422,6 +428,9 @@ func TestSharedLegAfterSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out a 10 s group session")
 	}
+	// Mostly waits on a paused or dead process: it overlaps the
+	// other process tests of this file.
+	t.Parallel()
 	bin := buildMeridian(t)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "plant.yaml")

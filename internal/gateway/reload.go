@@ -452,6 +452,10 @@ func diffLegs(cur, next *routing.Table) (added, removed, changed []string) {
 	return added, removed, changed
 }
 
+// carriedWait is how long applyLive waits for a session to let go of a
+// leg being removed before the engine restarts instead.
+const carriedWait = 3 * time.Second
+
 // applyLive applies the diff in res to the running engine: the inbound
 // legs added, removed or changed start or stop alone (ApplyIn), then the
 // senders of the peers whose legs changed restart alone (ApplyOut). An
@@ -462,8 +466,19 @@ func (g *Gateway) applyLive(eng *mirror.Engine, cand *Gateway, res *ReloadResult
 		// The filter is the sender's: a receiver keeps a leg whose filter
 		// alone changed running.
 		same := func(a, b *routing.Leg) bool { return legPrintIn(a) == legPrintIn(b) }
-		if _, _, err := eng.ApplyIn(cand.table, same); err != nil {
-			return err
+		// A leg being removed may still be carried by the session of a
+		// sender that was reloaded just before (the documented order) and
+		// has closed it: the receiver detaches it within moments.
+		deadline := time.Now().Add(carriedWait)
+		for {
+			_, _, err := eng.ApplyIn(cand.table, same)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, mirror.ErrCarried) || time.Now().After(deadline) {
+				return err
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	if !touchesOut(res) {
