@@ -24,7 +24,11 @@ import (
 // that records produced during the outage reach hq that way, that the leg
 // moves back once the link has been healthy for the hold-down, that dr's
 // cluster got nothing of it, and that every route reads back exact: no
-// record lost, duplicated or reordered across both switches.
+// record lost, duplicated or reordered across both switches. The fleet is
+// issue 14's four regions: fan-in from two sites to hq with renames, a
+// filter that sends only the ship's alarms, hq to dr, and orders
+// active-active between hq and dr (each cluster's orders once in the
+// other, none come back).
 func TestFleetRelay(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a four-region fleet for about 45 s")
@@ -125,6 +129,27 @@ func TestFleetRelay(t *testing.T) {
 	for _, name := range ts.Names() {
 		if strings.Contains(name, "telemetry") {
 			t.Errorf("dr's cluster has topic %s: the relay wrote the leg", name)
+		}
+		if strings.HasPrefix(name, "hq.dr.") || strings.HasPrefix(name, "dr.") {
+			t.Errorf("dr's cluster has topic %s: an order came back from hq (active-active loop)", name)
+		}
+	}
+	hqOpts, err := fl.ClusterOpts("hq/kafka")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hcl, err := kgo.NewClient(hqOpts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hts, err := kadm.NewClient(hcl).ListTopics(ctx)
+	hcl.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range hts.Names() {
+		if strings.HasPrefix(name, "dr.hq.") || strings.HasPrefix(name, "hq.") {
+			t.Errorf("hq's cluster has topic %s: an order came back from dr (active-active loop)", name)
 		}
 	}
 	// Every goroutine of the switch, the probe and the relay ends with
