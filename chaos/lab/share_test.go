@@ -45,6 +45,39 @@ func buildMeridian(t *testing.T) string {
 	return bin
 }
 
+// processFleet runs the topology file text topo as a fleet (lab.NewFleet:
+// its clusters in the test, a CA for the run), starts the gateways named
+// in inProcess in the test, and writes the running topology, which the
+// other gateways run from as processes of bin (startGateway). The fleet
+// closes when the test ends.
+func processFleet(t *testing.T, topo string, partitions int32, inProcess ...string) (fl *lab.Fleet, running, bin string) {
+	t.Helper()
+	bin = buildMeridian(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "topology.yaml")
+	if err := os.WriteFile(src, []byte(topo), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, _, err := lab.LoadFleetFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fl, err = lab.NewFleet(f, lab.FleetOptions{Logger: testLogger(), Partitions: partitions, TopicsPerRoute: 2}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fl.Close() })
+	running = filepath.Join(dir, "running.yaml")
+	if err := fl.WriteFile(running); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range inProcess {
+		if err := fl.Start(g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fl, running, bin
+}
+
 // hqShares is the inbound leg's shares on hq-a.
 func hqShares(fl *lab.Fleet) []mirror.ShareStatus {
 	for _, l := range fl.Gateway("hq-a").Status().Legs {
@@ -125,62 +158,8 @@ func TestSharedLegSurvivesAZombieSender(t *testing.T) {
 	// Mostly waits on a paused or dead process: it overlaps the
 	// other process tests of this file.
 	t.Parallel()
-	bin := buildMeridian(t)
-	dir := t.TempDir()
-	src := filepath.Join(dir, "plant.yaml")
-	if err := os.WriteFile(src, []byte(shareTopology), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, _, err := lab.LoadFleetFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fl, err := lab.NewFleet(f, lab.FleetOptions{Logger: testLogger(), Partitions: 6, TopicsPerRoute: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fl.Close()
-	running := filepath.Join(dir, "running.yaml")
-	if err := fl.WriteFile(running); err != nil {
-		t.Fatal(err)
-	}
-	for _, g := range []string{"hq-a", "plant-a"} {
-		if err := fl.Start(g); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	cmd := exec.Command(bin, "run", "-f", running, "-g", "plant-b")
-	cmd.Stdout, cmd.Stderr = lockedWriter{&logMu, &logs}, lockedWriter{&logMu, &logs}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	defer func() {
-		signal := func(sig syscall.Signal) { // never once reaped: the PID may be another's
-			select {
-			case <-exited:
-			default:
-				_ = cmd.Process.Signal(sig)
-			}
-		}
-		signal(syscall.SIGCONT)
-		signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			signal(syscall.SIGKILL)
-			<-exited
-		}
-		if t.Failed() {
-			logMu.Lock()
-			t.Logf("plant-b's log:\n%s", logs.String())
-			logMu.Unlock()
-		}
-	}()
+	fl, running, bin := processFleet(t, shareTopology, 6, "hq-a", "plant-a")
+	pid, _ := startGateway(t, bin, running, "plant-b")
 	// 12 partitions (2 topics × 6), split between the two gateways.
 	waitHeld(t, fl, 60*time.Second, func(h map[string]int) bool {
 		return h["plant-a"] > 0 && h["plant-b"] > 0 && h["plant-a"]+h["plant-b"] == 12
@@ -318,25 +297,7 @@ func TestStandbyReceiverFencesAZombie(t *testing.T) {
 	// Mostly waits on a paused or dead process: it overlaps the
 	// other process tests of this file.
 	t.Parallel()
-	bin := buildMeridian(t)
-	dir := t.TempDir()
-	src := filepath.Join(dir, "hq.yaml")
-	if err := os.WriteFile(src, []byte(standbyTopology), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, _, err := lab.LoadFleetFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fl, err := lab.NewFleet(f, lab.FleetOptions{Logger: testLogger(), Partitions: 4, TopicsPerRoute: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fl.Close()
-	running := filepath.Join(dir, "running.yaml")
-	if err := fl.WriteFile(running); err != nil {
-		t.Fatal(err)
-	}
+	fl, running, bin := processFleet(t, standbyTopology, 4)
 	pid, hqaLog := startGateway(t, bin, running, "hq-a")
 	for _, g := range []string{"hq-b", "plant-a"} {
 		if err := fl.Start(g); err != nil {
@@ -431,31 +392,7 @@ func TestSharedLegAfterSIGKILL(t *testing.T) {
 	// Mostly waits on a paused or dead process: it overlaps the
 	// other process tests of this file.
 	t.Parallel()
-	bin := buildMeridian(t)
-	dir := t.TempDir()
-	src := filepath.Join(dir, "plant.yaml")
-	topo := strings.Replace(shareTopology, ", share_timeout: 6s", "", 1)
-	if err := os.WriteFile(src, []byte(topo), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, _, err := lab.LoadFleetFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fl, err := lab.NewFleet(f, lab.FleetOptions{Logger: testLogger(), Partitions: 6, TopicsPerRoute: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fl.Close()
-	running := filepath.Join(dir, "running.yaml")
-	if err := fl.WriteFile(running); err != nil {
-		t.Fatal(err)
-	}
-	for _, g := range []string{"hq-a", "plant-a"} {
-		if err := fl.Start(g); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fl, running, bin := processFleet(t, strings.Replace(shareTopology, ", share_timeout: 6s", "", 1), 6, "hq-a", "plant-a")
 	pid, _ := startGateway(t, bin, running, "plant-b")
 	waitHeld(t, fl, 60*time.Second, func(h map[string]int) bool {
 		return h["plant-a"] > 0 && h["plant-b"] > 0 && h["plant-a"]+h["plant-b"] == 12

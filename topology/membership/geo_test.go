@@ -26,43 +26,8 @@ func TestGossipOverGEO(t *testing.T) {
 		t.Fatal(err)
 	}
 	geo = geo.WithoutEvents()
-	start := func(name, region string, seeds []string, advertise func(port int) int) (*membership.Member, *quic.Gossip) {
-		ca, c := cert(t, name)
-		tr, err := quic.ListenGossip("127.0.0.1:0", quic.GossipOptions{
-			ServerTLS: ca.ServerConfig(c), ClientTLS: ca.ClientConfig(c, ""),
-			Member:   func(n string) bool { return n == "hq-a" || n == "v7-a" },
-			Dialable: func(n string) bool { return n != "v7-a" },
-			Logger:   testLogger(t),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := membership.WANConfig(membership.PathOf(geo))
-		cfg.UDPBufferSize = 1100
-		cfg.AdvertiseAddr, cfg.AdvertisePort = "127.0.0.1", advertise(tr.Addr().Port)
-		m, err := membership.New(membership.Options{Name: name, Config: cfg, Transport: tr, Seeds: seeds, Rejoin: time.Second, Logger: testLogger(t),
-			Meta: membership.Meta{Region: region, Gateway: name, Incarnation: 1, ProtoMin: 1, ProtoMax: 4}})
-		if err != nil {
-			tr.Shutdown()
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.Shutdown() })
-		return m, tr
-	}
-	var px *chaos.UDPProxy
-	hq, _ := start("hq-a", "hq", nil, func(port int) int {
-		var err error
-		px, err = chaos.NewUDPProxy(chaos.UDPProxyOptions{Target: "127.0.0.1:" + strconv.Itoa(port), Profile: geo, Seed: 7})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { px.Close() })
-		return px.Addr().Port // the ship reaches HQ through the satellite only
-	})
-	hq.Start()
 	begin := time.Now()
-	v7, _ := start("v7-a", "vessel-7", []string{"hq-a/" + px.Addr().String()}, func(port int) int { return port })
-	v7.Start()
+	hq, v7, px := shipAndHQ(t, geo, 7)
 	waitState(t, 10*time.Second, hq, "v7-a", membership.StateAlive)
 	waitState(t, 10*time.Second, v7, "hq-a", membership.StateAlive)
 	t.Logf("join over GEO seen both ways in %v", time.Since(begin).Round(time.Millisecond))
@@ -97,4 +62,48 @@ func TestGossipOverGEO(t *testing.T) {
 	}
 	waitState(t, 10*time.Second, hq, "v7-a", membership.StateLeft)
 	t.Logf("leave over GEO seen in %v (Leave took part of it)", time.Since(begin).Round(time.Millisecond))
+}
+
+// shipAndHQ starts HQ's member and a ship's that reaches it only through
+// a chaos UDP proxy with link profile prof (seeded with seed), on the
+// timings WANConfig derives for prof, QUIC gossip with certificates, the
+// ship dialling out only. Both are shut down when the test ends.
+func shipAndHQ(t *testing.T, prof *profile.Profile, seed uint64) (hq, ship *membership.Member, px *chaos.UDPProxy) {
+	t.Helper()
+	start := func(name, region string, seeds []string, advertise func(port int) int) *membership.Member {
+		ca, c := cert(t, name)
+		tr, err := quic.ListenGossip("127.0.0.1:0", quic.GossipOptions{
+			ServerTLS: ca.ServerConfig(c), ClientTLS: ca.ClientConfig(c, ""),
+			Member:   func(n string) bool { return n == "hq-a" || n == "v7-a" },
+			Dialable: func(n string) bool { return n != "v7-a" },
+			Logger:   testLogger(t),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := membership.WANConfig(membership.PathOf(prof))
+		cfg.UDPBufferSize = 1100
+		cfg.AdvertiseAddr, cfg.AdvertisePort = "127.0.0.1", advertise(tr.Addr().Port)
+		m, err := membership.New(membership.Options{Name: name, Config: cfg, Transport: tr, Seeds: seeds, Rejoin: time.Second, Logger: testLogger(t),
+			Meta: membership.Meta{Region: region, Gateway: name, Incarnation: 1, ProtoMin: 1, ProtoMax: 5}})
+		if err != nil {
+			tr.Shutdown()
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Shutdown() })
+		return m
+	}
+	hq = start("hq-a", "hq", nil, func(port int) int {
+		var err error
+		px, err = chaos.NewUDPProxy(chaos.UDPProxyOptions{Target: "127.0.0.1:" + strconv.Itoa(port), Profile: prof, Seed: seed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { px.Close() })
+		return px.Addr().Port // the ship reaches HQ through the proxy only
+	})
+	hq.Start()
+	ship = start("v7-a", "vessel-7", []string{"hq-a/" + px.Addr().String()}, func(port int) int { return port })
+	ship.Start()
+	return hq, ship, px
 }

@@ -2,14 +2,11 @@ package membership_test
 
 import (
 	"os"
-	"strconv"
 	"testing"
 	"time"
 
-	"github.com/meridian-gw/meridian/chaos"
 	"github.com/meridian-gw/meridian/topology/membership"
 	"github.com/meridian-gw/meridian/topology/profile"
-	"github.com/meridian-gw/meridian/transport/quic"
 )
 
 // TestGossipSoak gossips between a ship and HQ over an emulated 600 ms
@@ -32,42 +29,7 @@ func TestGossipSoak(t *testing.T) {
 		t.Fatal(err)
 	}
 	geo = geo.WithoutEvents().WithLoss(0.05)
-	start := func(name, region string, seeds []string, advertise func(port int) int) *membership.Member {
-		ca, c := cert(t, name)
-		tr, err := quic.ListenGossip("127.0.0.1:0", quic.GossipOptions{
-			ServerTLS: ca.ServerConfig(c), ClientTLS: ca.ClientConfig(c, ""),
-			Member:   func(n string) bool { return n == "hq-a" || n == "v7-a" },
-			Dialable: func(n string) bool { return n != "v7-a" },
-			Logger:   testLogger(t),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := membership.WANConfig(membership.PathOf(geo))
-		cfg.UDPBufferSize = 1100
-		cfg.AdvertiseAddr, cfg.AdvertisePort = "127.0.0.1", advertise(tr.Addr().Port)
-		m, err := membership.New(membership.Options{Name: name, Config: cfg, Transport: tr, Seeds: seeds, Rejoin: time.Second, Logger: testLogger(t),
-			Meta: membership.Meta{Region: region, Gateway: name, Incarnation: 1, ProtoMin: 1, ProtoMax: 5}})
-		if err != nil {
-			tr.Shutdown()
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.Shutdown() })
-		return m
-	}
-	var px *chaos.UDPProxy
-	hq := start("hq-a", "hq", nil, func(port int) int {
-		var err error
-		px, err = chaos.NewUDPProxy(chaos.UDPProxyOptions{Target: "127.0.0.1:" + strconv.Itoa(port), Profile: geo, Seed: 11})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { px.Close() })
-		return px.Addr().Port
-	})
-	hq.Start()
-	v7 := start("v7-a", "vessel-7", []string{"hq-a/" + px.Addr().String()}, func(port int) int { return port })
-	v7.Start()
+	hq, v7, px := shipAndHQ(t, geo, 11)
 	waitState(t, 30*time.Second, hq, "v7-a", membership.StateAlive)
 	waitState(t, 30*time.Second, v7, "hq-a", membership.StateAlive)
 	end := time.Now().Add(d)
