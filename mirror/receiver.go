@@ -170,7 +170,7 @@ func (l *inLeg) run(ctx context.Context) {
 		if fw.fenced {
 			l.e.m.fenced.WithLabelValues(l.leg.ID).Set(0)
 			l.log.Info("leg fence lifted; writing again", "leg", l.leg.ID)
-			fw.fenced = false
+			fw.fenced, fw.told = false, nil
 		}
 		bo.reset()
 		l.state.probeDue()
@@ -228,7 +228,7 @@ func (r *txnRetry) wait(ctx context.Context, l *inLeg) bool {
 // fenceWatch is what the coordinator remembers of a fence between looks.
 type fenceWatch struct {
 	fenced bool
-	told   *inSession // the session last told the leg is fenced
+	told   map[*inSession]bool // the sessions told the leg is fenced
 }
 
 // waitFenced handles a fenced leg (failed over: it must not write). It tells
@@ -240,10 +240,17 @@ func (l *inLeg) waitFenced(ctx context.Context, fw *fenceWatch, err error) bool 
 		l.log.Warn("leg is fenced at its destination; not writing", "leg", l.leg.ID, "err", err)
 	}
 	fw.fenced = true
-	owner, fence := l.state.ownerAndFence()
-	if owner != nil && owner != fw.told && fence != nil {
-		if err := owner.conn.Send(ctx, &transport.Fenced{Leg: l.leg.ID, Epoch: fence.Epoch, Reason: fence.Reason}); err == nil {
-			fw.told = owner
+	if fw.told == nil {
+		fw.told = map[*inSession]bool{}
+	}
+	// The owner and every sharer (share.go) stop reading the source.
+	sessions, fence := l.state.feeders()
+	for _, sess := range sessions {
+		if fence == nil || fw.told[sess] {
+			continue
+		}
+		if err := sess.conn.Send(ctx, &transport.Fenced{Leg: l.leg.ID, Epoch: fence.Epoch, Reason: fence.Reason}); err == nil {
+			fw.told[sess] = true
 		}
 	}
 	select {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meridian-gw/meridian/mirror/progress"
 	"github.com/meridian-gw/meridian/transport"
 )
 
@@ -268,6 +269,21 @@ func tpNames(ks []tp) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// feeders returns the sessions that feed the leg now, the owner and the
+// sharers, and the leg's fence (nil: none).
+func (s *legState) feeders() ([]*inSession, *progress.Fence) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*inSession
+	if s.owner != nil {
+		out = append(out, s.owner)
+	}
+	for sess := range s.sharers {
+		out = append(out, sess)
+	}
+	return out, s.fence
 }
 
 // dueResume is a Resume and the session it goes to.

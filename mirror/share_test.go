@@ -10,6 +10,7 @@ import (
 
 	"github.com/meridian-gw/meridian/config"
 	"github.com/meridian-gw/meridian/mirror"
+	"github.com/meridian-gw/meridian/mirror/dr"
 	"github.com/meridian-gw/meridian/routing"
 	"github.com/meridian-gw/meridian/transport"
 )
@@ -255,5 +256,44 @@ func TestSharedLegRefusesZombieClaims(t *testing.T) {
 	want := slices.Concat(slices.Repeat([]string{"gen4"}, 10), slices.Repeat([]string{"gen5"}, 5))
 	if !slices.Equal(got, want) {
 		t.Fatalf("destination t.a/0 holds %v; want 10 × gen4 then 5 × gen5", got)
+	}
+}
+
+// A fenced shared leg (failed over) tells every sharing session, not
+// only an owner: each stops reading its source.
+func TestSharedLegFencedTellsEverySharer(t *testing.T) {
+	f := newFixture(t, []string{"t.a"}, 2, secondSender)
+	f.tuning.FenceRecheck = 200 * time.Millisecond
+	f.gateway(t, "gw", 1<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, leg := f.dialSharer(ctx, t, "ge")
+	b, _ := f.dialSharer(ctx, t, "ge2")
+	ra := claimAndResume(ctx, t, a, leg, 3, 0)
+	claimAndResume(ctx, t, b, leg, 3, 1)
+	if err := a.Send(ctx, &transport.Topic{Leg: leg, Name: "t.a", Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dr.FenceLeg(ctx, []kgo.Opt{kgo.SeedBrokers(f.dst.ListenAddrs()...)}, leg, 2, "failover to west"); err != nil {
+		t.Fatal(err)
+	}
+	// A transaction fails on the fence, the leg reloads and finds it.
+	if err := a.Send(ctx, &transport.Batch{Leg: leg, Gen: ra.Gen, Seq: 1, Topic: "t.a", Partition: 0, NextOffset: 1, HighWatermark: 1,
+		Records: []transport.Record{{Offset: 0, Timestamp: 1_700_000_000_000, Value: []byte("x")}}}); err != nil {
+		t.Fatal(err)
+	}
+	for name, conn := range map[string]transport.Conn{"ge": a, "ge2": b} {
+		for {
+			fr, err := conn.Recv(ctx)
+			if err != nil {
+				t.Fatalf("%s: no Fenced frame: %v", name, err)
+			}
+			if fd, ok := fr.(*transport.Fenced); ok {
+				if fd.Leg != leg || fd.Reason != "failover to west" {
+					t.Fatalf("%s: Fenced %+v", name, fd)
+				}
+				break
+			}
+		}
 	}
 }
